@@ -1,0 +1,268 @@
+"""One typed config for every upo run.
+
+Precedence: dataclass defaults < YAML file < command-line flags. Unknown keys and values of the
+wrong type are errors that name the key. The resolved config is written next to every run
+(`config.yaml`), every checkpoint and the final model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
+
+PREFERENCE_TERMS = ("kto", "dpo", "ipo")
+OPTIMIZERS = ("adamw", "rmsprop")
+PRECISIONS = ("bf16", "fp32", "fp16")
+AUX_LOGP = ("mean", "sum")
+LR_SCHEDULERS = ("constant", "linear", "cosine")
+
+
+class ConfigError(ValueError):
+    """A config problem a user can fix: names the key and what was wrong."""
+
+
+@dataclass
+class UPOConfig:
+    # ---- model -------------------------------------------------------------------------------
+    # A local folder, a Hub name (when online), or the embedded SmolLM2-135M-Instruct.
+    model: str = EMBEDDED_MODEL
+    # Reference model; None = the starting point of `model` (with LoRA: the base, adapters off).
+    ref_model: str | None = None
+    # Compute reference log-probs once before training, then free the reference model.
+    precompute_ref_logps: bool = True
+
+    # ---- data --------------------------------------------------------------------------------
+    # Local .jsonl / .jsonl.gz / .json file, a folder, or a `datasets.load_dataset` name.
+    dataset: str = ""
+    dataset_split: str = "train"
+    # Held-out pairs for evaluation: a separate source, or a fraction split off `dataset`.
+    eval_dataset: str | None = None
+    eval_fraction: float = 0.05
+    max_examples: int | None = None  # keep only the first N examples (after shuffling with seed)
+    max_length: int = 512  # prompt + response tokens
+    max_prompt_length: int = 256  # prompts longer than this keep their last tokens
+    group_by_length: bool = True  # batches of similar length, padded to their own longest
+
+    # ---- method ------------------------------------------------------------------------------
+    method: str = "upo"  # see upo.methods.METHODS
+    pref_loss: str = "kto"  # UPO's preference term: kto | dpo | ipo
+    beta: float = 0.1
+    label_smoothing: float = 0.0  # conservative DPO (Mitchell 2023); 0 = plain DPO
+    desirable_weight: float = 1.0  # KTO lambda_D
+    undesirable_weight: float = 1.0  # KTO lambda_U
+    aux_coef: float = 1.0  # lambda: weight of UPO's advantage-weighted likelihood
+    eta: float = 1.0  # AWR temperature, on standardized rewards
+    max_weight: float = 20.0  # clip of exp(A / eta)
+    tau: float = 0.7  # expectile of the value regression
+    aux_logp: str = "mean"  # log-prob in the aux term: per-token "mean" or "sum"
+    value_head_hidden: int = 256
+    value_lr: float = 1e-3  # the value head is tiny and starts from scratch: it needs a larger lr
+
+    # ---- auxiliary rewards -------------------------------------------------------------------
+    # name -> weight; names are built-ins (readability, profanity, length) or `pkg.module:function`.
+    rewards: dict[str, float] = field(default_factory=dict)
+    standardize_rewards: bool = True
+    cache_dir: str | None = None  # default: $UPO_CACHE or ~/.cache/upo
+
+    # ---- optimization ------------------------------------------------------------------------
+    output_dir: str = "runs/upo"
+    seed: int = 42
+    num_epochs: int = 1
+    max_steps: int | None = None  # optimizer steps; overrides num_epochs when set
+    batch_size: int = 4  # pairs (paired methods) or examples (unpaired) per micro-batch
+    gradient_accumulation_steps: int = 1
+    optimizer: str = "adamw"
+    learning_rate: float = 5e-6
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    lr_scheduler: str = "constant"  # constant | linear | cosine (after warmup)
+    max_grad_norm: float | None = 1.0
+    precision: str = "bf16"  # autocast dtype; weights and optimizer state stay fp32
+
+    # ---- LoRA (peft) -------------------------------------------------------------------------
+    lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    merge_lora: bool = True  # merge adapters into the weights of final/
+
+    # ---- logging, evaluation, checkpoints ----------------------------------------------------
+    logging_steps: int = 1
+    eval_steps: int | None = None  # None: evaluate at the end only
+    save_steps: int | None = None  # None: no intermediate checkpoints
+    save_total_limit: int = 2
+    resume: bool = False  # continue from the latest checkpoint in output_dir
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        _check_choice("pref_loss", self.pref_loss, PREFERENCE_TERMS)
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("precision", self.precision, PRECISIONS)
+        _check_choice("aux_logp", self.aux_logp, AUX_LOGP)
+        _check_choice("lr_scheduler", self.lr_scheduler, LR_SCHEDULERS)
+        for name in ("beta", "eta", "max_weight", "learning_rate", "max_length", "max_prompt_length",
+                     "batch_size", "gradient_accumulation_steps", "num_epochs", "lora_r", "value_head_hidden"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if not 0.0 < self.tau < 1.0:
+            raise ConfigError(f"tau must be in (0, 1), got {self.tau!r}")
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise ConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction!r}")
+        if not 0.0 <= self.label_smoothing < 0.5:
+            raise ConfigError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing!r}")
+        if self.aux_coef < 0:
+            raise ConfigError(f"aux_coef must be >= 0, got {self.aux_coef!r}")
+        if self.max_prompt_length >= self.max_length:
+            raise ConfigError(
+                f"max_prompt_length ({self.max_prompt_length}) must be smaller than max_length ({self.max_length})"
+            )
+        if self.max_steps is not None and self.max_steps <= 0:
+            raise ConfigError(f"max_steps must be > 0 or null, got {self.max_steps!r}")
+        for key in ("eval_steps", "save_steps"):
+            if getattr(self, key) is not None and getattr(self, key) <= 0:
+                raise ConfigError(f"{key} must be > 0 or null, got {getattr(self, key)!r}")
+        # Method names are checked against the method table lazily (upo.methods imports torch).
+        from upo.methods import METHODS
+
+        _check_choice("method", self.method, tuple(METHODS))
+
+    # -- serialization ---------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
+
+
+# ---- building a config from a file and flags ---------------------------------------------------
+
+FIELDS = {f.name: f for f in dataclasses.fields(UPOConfig)}
+_HINTS = typing.get_type_hints(UPOConfig)
+
+
+def coerce(key: str, value: Any, source: str = "config") -> Any:
+    """Convert `value` (from YAML, or a string from the command line) to the type of field `key`."""
+    if key not in FIELDS:
+        close = _closest(key)
+        hint = f" (did you mean {close!r}?)" if close else ""
+        raise ConfigError(f"{source}: unknown key {key!r}{hint}")
+    return _coerce_type(key, _HINTS[key], value, source)
+
+
+def _coerce_type(key: str, hint: Any, value: Any, source: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce_type(key, arg, value, source)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{source}: bad value for {key!r}: {value!r}")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise ConfigError(f"{source}: {key!r} must be true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{source}: {key!r} must be an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{source}: {key!r} must be an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{source}: {key!r} must be a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{source}: {key!r} must be a string, got {value!r}")
+    if origin is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return value
+        raise ConfigError(f"{source}: {key!r} must be a list of strings, got {value!r}")
+    if origin is dict:
+        return _coerce_weights(key, value, source)
+    raise ConfigError(f"{source}: cannot set {key!r} from {value!r}")
+
+
+def _coerce_weights(key: str, value: Any, source: str) -> dict[str, float]:
+    """`{name: weight}` from YAML, or `name=weight,name=weight` from the command line."""
+    if isinstance(value, str):
+        out: dict[str, Any] = {}
+        for item in filter(None, (v.strip() for v in value.split(","))):
+            name, sep, weight = item.rpartition("=")
+            if not sep:
+                name, weight = item, "1.0"
+            out[name.strip()] = weight.strip()
+        value = out
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: {key!r} must be a mapping of name -> weight, got {value!r}")
+    result = {}
+    for name, weight in value.items():
+        try:
+            result[str(name)] = float(weight)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{source}: weight of {key}.{name} must be a number, got {weight!r}") from None
+    return result
+
+
+def _closest(key: str) -> str | None:
+    import difflib
+
+    match = difflib.get_close_matches(key, FIELDS, n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> UPOConfig:
+    """defaults < YAML file at `path` < `overrides` (already split into key -> raw value)."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of key: value")
+        for key, value in data.items():
+            values[key] = coerce(str(key), value, source=str(path))
+    for key, value in (overrides or {}).items():
+        values[key] = coerce(key, value, source="command line")
+    return UPOConfig(**values)

@@ -1,0 +1,169 @@
+"""Tokenized items -> padded batches, and the sampler that decides which items share a batch.
+
+Sequences are right-padded to the longest one in the batch, never to a fixed maximum, and the
+sampler groups similar lengths so little compute goes to padding. ``loss_mask`` marks the tokens
+whose log-probs count: the completion (including its eos), never the prompt or padding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Sampler
+
+
+def _pad(
+    prompts: Sequence[list[int]], completions: Sequence[list[int]], pad_token_id: int
+) -> dict[str, Tensor]:
+    """Right-pad ``prompt + completion`` sequences to the longest of them.
+
+    Returns input_ids [N, T] long, attention_mask [N, T] long, loss_mask [N, T] bool (True on
+    completion tokens) and prompt_last_index [N] long (position of each prompt's last token).
+    """
+    lengths = [len(p) + len(c) for p, c in zip(prompts, completions, strict=True)]
+    n, t = len(lengths), max(lengths)
+    input_ids = torch.full((n, t), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((n, t), dtype=torch.long)
+    loss_mask = torch.zeros((n, t), dtype=torch.bool)
+    for row, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
+        end = len(prompt) + len(completion)
+        input_ids[row, :end] = torch.tensor(prompt + completion, dtype=torch.long)
+        attention_mask[row, :end] = 1
+        loss_mask[row, len(prompt) : end] = True
+    prompt_last_index = torch.tensor([len(p) - 1 for p in prompts], dtype=torch.long)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "loss_mask": loss_mask,
+        "prompt_last_index": prompt_last_index,
+    }
+
+
+def _floats(items: list[dict], *keys: str) -> Tensor | None:
+    """[len(keys) * B] float32 of ``item[key]`` for each key in turn; None when no item has them.
+
+    A batch where only some items carry a key is a bug upstream, so it is an error, not a default.
+    """
+    present = [key in item for key in keys for item in items]
+    if not any(present):
+        return None
+    if not all(present):
+        raise ValueError(f"some items of the batch lack {' / '.join(keys)}: every item needs them, or none")
+    return torch.tensor([float(item[key]) for key in keys for item in items], dtype=torch.float32)
+
+
+def collate_pairs(items: list[dict], pad_token_id: int) -> dict[str, Tensor]:
+    """B tokenized pairs -> 2B sequences for one forward pass: rows 0..B-1 the chosen, B..2B-1 the rejected.
+
+    Returns input_ids / attention_mask [2B, T] long, loss_mask [2B, T] bool, prompt_last_index [2B]
+    long, desirable [2B] bool (True for chosen rows), index [B] long, rewards [2B] float32
+    (``chosen_reward`` / ``rejected_reward``, zeros without them) and, when the items carry
+    ``reference_chosen_logps`` / ``reference_rejected_logps``, reference_logps [2B] float32.
+    """
+    b = len(items)
+    prompts = [item["prompt_ids"] for item in items] * 2
+    completions = [item["chosen_ids"] for item in items] + [item["rejected_ids"] for item in items]
+    batch = _pad(prompts, completions, pad_token_id)
+    batch["desirable"] = torch.arange(2 * b) < b
+    batch["index"] = torch.tensor([item["index"] for item in items], dtype=torch.long)
+    rewards = _floats(items, "chosen_reward", "rejected_reward")
+    batch["rewards"] = torch.zeros(2 * b) if rewards is None else rewards
+    reference = _floats(items, "reference_chosen_logps", "reference_rejected_logps")
+    if reference is not None:
+        batch["reference_logps"] = reference
+    return batch
+
+
+def collate_unpaired(items: list[dict], pad_token_id: int) -> dict[str, Tensor]:
+    """B tokenized unpaired examples -> a batch plus the mismatched KL batch for KTO's reference point.
+
+    Returns input_ids / attention_mask [B, T] long, loss_mask [B, T] bool, prompt_last_index [B] long,
+    desirable [B] bool (the labels), index [B] long, rewards [B] float32 (``reward``, zeros without
+    it), reference_logps [B] float32 when items carry ``reference_logps``; and kl_input_ids /
+    kl_attention_mask [B, T'] long, kl_loss_mask [B, T'] bool, kl_prompt_last_index [B] long from
+    ``prompt_ids + kl_completion_ids``, kl_reference_logps [B] when items carry ``reference_kl_logps``.
+    """
+    prompts = [item["prompt_ids"] for item in items]
+    batch = _pad(prompts, [item["completion_ids"] for item in items], pad_token_id)
+    batch["desirable"] = torch.tensor([bool(item["label"]) for item in items], dtype=torch.bool)
+    batch["index"] = torch.tensor([item["index"] for item in items], dtype=torch.long)
+    rewards = _floats(items, "reward")
+    batch["rewards"] = torch.zeros(len(items)) if rewards is None else rewards
+    kl = _pad(prompts, [item["kl_completion_ids"] for item in items], pad_token_id)
+    batch.update({f"kl_{key}": value for key, value in kl.items()})
+    for key, name in (("reference_logps", "reference_logps"), ("reference_kl_logps", "kl_reference_logps")):
+        values = _floats(items, key)
+        if values is not None:
+            batch[name] = values
+    return batch
+
+
+def sequence_lengths(items: list[dict]) -> list[int]:
+    """Tokens per item (for a pair, its longer side): what LengthGroupedBatchSampler groups by."""
+    return [
+        len(item["prompt_ids"])
+        + (
+            max(len(item["chosen_ids"]), len(item["rejected_ids"]))
+            if "chosen_ids" in item
+            else len(item["completion_ids"])
+        )
+        for item in items
+    ]
+
+
+class LengthGroupedBatchSampler(Sampler[list[int]]):
+    """Batches of indices that mix randomness with similar lengths, reproducible per (seed, epoch).
+
+    Each epoch: shuffle all indices; with group_by_length, cut them into mega-batches of
+    ``batch_size * mega_batch_mult``, sort each by length (longest first), cut into batches and
+    shuffle the batches' order (so long and short batches alternate). Without grouping: plain
+    shuffled batches. Only the last batch can be short; drop_last drops it. A resumed run that
+    calls set_epoch with the same epoch sees the same batches.
+    """
+
+    def __init__(
+        self,
+        lengths: list[int],
+        batch_size: int,
+        *,
+        seed: int,
+        group_by_length: bool = True,
+        drop_last: bool = False,
+        mega_batch_mult: int = 50,
+    ):
+        if batch_size < 1 or mega_batch_mult < 1 or seed < 0:
+            raise ValueError(
+                f"need batch_size >= 1, mega_batch_mult >= 1 and seed >= 0, got {batch_size}, {mega_batch_mult}, {seed}"
+            )
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.group_by_length = group_by_length
+        self.drop_last = drop_last
+        self.mega_batch_mult = mega_batch_mult
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.lengths)).tolist()
+        if self.group_by_length:
+            mega = self.batch_size * self.mega_batch_mult
+            chunks = [order[i : i + mega] for i in range(0, len(order), mega)]
+            # a stable sort keeps the shuffled order among equal lengths
+            order = [j for chunk in chunks for j in sorted(chunk, key=lambda j: -self.lengths[j])]
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        if self.group_by_length:
+            batches = [batches[k] for k in rng.permutation(len(batches))]
+        yield from batches
+
+    def __len__(self) -> int:
+        n, b = len(self.lengths), self.batch_size
+        return n // b if self.drop_last else -(-n // b)

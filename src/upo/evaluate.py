@@ -1,0 +1,50 @@
+"""Periodic evaluation on held-out data: implicit-reward accuracies and margins, and UPO's aux loss."""
+
+from __future__ import annotations
+
+import torch
+
+from upo import losses
+from upo.forward import eval_mode, step_inputs
+from upo.methods import Method, pair_metrics, unpaired_metrics
+from upo.metrics import MetricsAverager
+
+
+@torch.no_grad()
+def evaluate(loader, policy, value_head, reference_fn, method: Method, cfg, accelerator, eval_format: str,
+             train_format: str) -> dict[str, float]:
+    """Mean metrics over the held-out batches, averaged over processes, keys prefixed `eval/`.
+
+    Implicit rewards are beta * (policy - reference) log-probs. On held-out *pairs* this gives
+    `rewards/accuracies` for every method, KTO and UPO included. The method's own loss is reported
+    when the held-out batches have the method's format; otherwise UPO's aux and value losses are
+    still computed from the held-out responses and rewards.
+    """
+    averager = MetricsAverager()
+    with eval_mode(policy, value_head):
+        for batch in loader:
+            x = step_inputs(batch, policy, value_head, reference_fn, method, cfg, accelerator)
+            metrics = {}
+            if x.reference_logps is not None:
+                rewards = cfg.beta * (x.policy_logps - x.reference_logps)
+                if eval_format == "paired":
+                    half = rewards.shape[0] // 2
+                    metrics.update(pair_metrics(rewards[:half], rewards[half:], x.policy_logps[:half], x.policy_logps[half:]))
+                else:
+                    metrics.update(unpaired_metrics(rewards, x.policy_logps, x.desirable))
+            if eval_format == train_format and (x.kto_reference_point is not None or train_format == "paired"):
+                _, method_metrics = method.loss(x, cfg)
+                metrics.update({k: v for k, v in method_metrics.items() if k not in metrics})
+            elif x.values is not None:
+                aux_logps = x.policy_mean_logps if cfg.aux_logp == "mean" else x.policy_logps
+                out = losses.upo_loss(x.policy_logps.new_zeros(1), aux_logps, x.rewards, x.values, aux_coef=cfg.aux_coef,
+                                      eta=cfg.eta, max_weight=cfg.max_weight, tau=cfg.tau)
+                metrics.update({"upo/aux_loss": out.aux_loss, "upo/value_loss": out.value_loss,
+                                "upo/weight_mean": out.weights.mean()})
+            averager.add(metrics)
+    local = averager.pop()
+    if not local:
+        return {}
+    keys = sorted(local)
+    values = accelerator.reduce(torch.tensor([local[k] for k in keys], device=accelerator.device), reduction="mean")
+    return {f"eval/{k}": float(v) for k, v in zip(keys, values.tolist(), strict=True)}

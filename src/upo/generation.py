@@ -1,0 +1,108 @@
+"""Batched sampling from a causal LM: one function, used to build demo data and to evaluate.
+
+Prompts are sorted by token length so each batch pads little, and left-padded so every prompt
+ends at the same column and the KV-cached decode appends new tokens right after it. Padding is
+done here, not by `tokenizer.pad`, so the tokenizer is never mutated (its `padding_side` stays as
+the caller set it) and tokenizers without a pad token work too. Each batch is seeded from
+`seed + batch_index`, so its samples do not depend on the batches run before it.
+"""
+
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+Prompt = str | list[dict]
+
+
+def _prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> list[int]:
+    """Token ids of one prompt: a message list through the chat template, a string as-is."""
+    if isinstance(prompt, str):
+        # as the tokenizer encodes text by default (its own BOS convention, if any)
+        return tokenizer(prompt).input_ids
+    # the template writes any special tokens itself, so the tokenizer must not add them again
+    text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+    return tokenizer(text, add_special_tokens=False).input_ids
+
+
+def _left_pad(seqs: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-align token id lists: returns input_ids and attention_mask, both (len(seqs), longest)."""
+    width = max(len(s) for s in seqs)
+    input_ids = torch.full((len(seqs), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, s in enumerate(seqs):
+        input_ids[row, width - len(s) :] = torch.tensor(s, dtype=torch.long)
+        attention_mask[row, width - len(s) :] = 1
+    return input_ids, attention_mask
+
+
+def generate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[Prompt],
+    *,
+    max_new_tokens: int = 64,
+    do_sample: bool = True,
+    temperature: float = 0.7,
+    top_p: float = 0.9,
+    num_return_sequences: int = 1,
+    batch_size: int = 16,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[list[str]]:
+    """Sample completions for each prompt.
+
+    Args:
+        model: any Hugging Face causal LM (or a peft model wrapping one).
+        tokenizer: its tokenizer; needs a chat template for message-list prompts.
+        prompts: strings (tokenized as-is) or chat message lists
+            (`[{"role": "user", "content": ...}, ...]`, rendered with the generation prompt).
+        max_new_tokens: new tokens per completion, at most.
+        do_sample: sample (with `temperature`, `top_p`) or decode greedily.
+        num_return_sequences: completions per prompt.
+        batch_size: prompts per `model.generate` call (each yields `num_return_sequences` rows).
+        seed: batch `i` runs after `torch.manual_seed(seed + i)`.
+        progress: show a tqdm bar over batches.
+
+    Returns:
+        `len(prompts)` lists, in the input order, each of `num_return_sequences` decoded
+        completions (special tokens skipped, whitespace stripped).
+    """
+    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad_token_id is None:  # generate fills finished rows with it; the mask hides prompt padding
+        raise ValueError("the tokenizer has neither a pad token nor an eos token to pad with")
+    gen_kwargs: dict = {
+        "max_new_tokens": max_new_tokens,
+        "do_sample": do_sample,
+        "num_return_sequences": num_return_sequences,
+        "pad_token_id": pad_token_id,
+    }
+    if do_sample:  # greedy decoding warns about sampling parameters it ignores
+        gen_kwargs |= {"temperature": temperature, "top_p": top_p}
+    if model.generation_config.eos_token_id is None and tokenizer.eos_token_id is not None:
+        gen_kwargs["eos_token_id"] = tokenizer.eos_token_id
+
+    ids = [_prompt_ids(tokenizer, p) for p in prompts]
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # stable: ties keep input order
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    completions: list[list[str]] = [[] for _ in prompts]
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for batch_index, batch in enumerate(tqdm(batches, desc="generate", disable=not progress)):
+                input_ids, attention_mask = _left_pad([ids[i] for i in batch], pad_token_id)
+                torch.manual_seed(seed + batch_index)
+                out = model.generate(
+                    input_ids=input_ids.to(model.device),
+                    attention_mask=attention_mask.to(model.device),
+                    **gen_kwargs,
+                )  # (len(batch) * num_return_sequences, prompt_len + new_len), rows grouped by prompt
+                texts = tokenizer.batch_decode(out[:, input_ids.shape[1] :], skip_special_tokens=True)
+                for row, text in enumerate(texts):
+                    completions[batch[row // num_return_sequences]].append(text.strip())
+    finally:
+        model.train(was_training)
+    return completions

@@ -1,0 +1,56 @@
+"""Structured metrics at the source: one JSON object per logged step in `metrics.jsonl`."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+
+class MetricsAverager:
+    """Averages the metrics of the micro-batches since the last log."""
+
+    def __init__(self) -> None:
+        self._sums: dict[str, float] = defaultdict(float)
+        self._counts: dict[str, int] = defaultdict(int)
+
+    def add(self, metrics: dict[str, torch.Tensor | float]) -> None:
+        for key, value in metrics.items():
+            self._sums[key] += float(value)
+            self._counts[key] += 1
+
+    def pop(self) -> dict[str, float]:
+        out = {k: self._sums[k] / self._counts[k] for k in self._sums}
+        self._sums.clear()
+        self._counts.clear()
+        return out
+
+
+class MetricsWriter:
+    """Appends lines to metrics.jsonl; on resume, drops lines after the resumed step so the file
+    reads exactly as an uninterrupted run's."""
+
+    def __init__(self, path: str | Path, resume_step: int | None = None, enabled: bool = True):
+        self.path = Path(path)
+        self.enabled = enabled
+        if not enabled:
+            return
+        if resume_step is None:
+            self.path.write_text("")
+        elif self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= resume_step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        row = {"step": step, **{k: (v if math.isfinite(v) else str(v)) for k, v in metrics.items()}}
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

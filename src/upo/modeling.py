@@ -1,0 +1,91 @@
+"""Loading models and tokenizers, LoRA, and the value head."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from upo.config import EMBEDDED_MODEL, UPOConfig
+
+
+def resolve_model_path(name: str, cache_dir: str | None = None, progress: bool = True) -> str:
+    """The embedded default becomes its cached HF folder; other names pass through unchanged."""
+    if name == EMBEDDED_MODEL:
+        from upo.embedded import embedded_model_dir
+
+        return str(embedded_model_dir(cache_dir, progress=progress))
+    looks_local = name.startswith((".", "/", "~")) or Path(name).suffix != "" or name.count("/") > 1
+    if looks_local and not Path(name).expanduser().exists():
+        raise FileNotFoundError(f"model path does not exist: {name}")
+    return name
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token_id is None:
+        # Padding positions are masked everywhere; any id works, eos is the convention.
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"tokenizer of {path} has no eos token; set one before training")
+    return tokenizer
+
+
+def load_causal_lm(path: str, dtype: torch.dtype = torch.float32):
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except OSError as e:
+        raise FileNotFoundError(f"could not load a causal LM from {path!r}: {e}") from None
+
+
+def disable_dropout(model: nn.Module) -> None:
+    """Preference losses compare policy and reference log-probs; dropout would add noise to both."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+
+
+def add_lora(model, cfg: UPOConfig):
+    from peft import LoraConfig, get_peft_model
+
+    targets = cfg.lora_target_modules
+    lora_config = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules="all-linear" if targets == ["all-linear"] else targets,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora_config)
+
+
+class ValueHead(nn.Module):
+    """V_psi(x): a small MLP on the (detached) hidden state at the last prompt token.
+
+    The input LayerNorm makes the head indifferent to the scale of the LM's hidden states; the last
+    layer starts at zero so V starts at 0, the mean of standardized rewards.
+    """
+
+    def __init__(self, hidden_size: int, width: int = 256):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.LayerNorm(hidden_size),
+            nn.Linear(hidden_size, width),
+            nn.GELU(),
+            nn.Linear(width, width),
+            nn.GELU(),
+            nn.Linear(width, 1),
+        )
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, prompt_hidden: torch.Tensor) -> torch.Tensor:
+        """prompt_hidden [N, H] -> values [N] (fp32)."""
+        # fp32 even under bf16 autocast: the head is tiny and regresses small reward differences.
+        with torch.autocast(device_type=prompt_hidden.device.type, enabled=False):
+            return self.net(prompt_hidden.float()).squeeze(-1)

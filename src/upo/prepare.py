@@ -1,0 +1,148 @@
+"""From a config to tokenized training and evaluation items, auxiliary rewards attached.
+
+Steps: load records -> shuffle (seeded) -> split off held-out pairs -> paired -> unpaired when the
+method needs it -> score auxiliary rewards once (cached on disk) and standardize them with the
+training set's statistics -> tokenize with explicit truncation. Every count that a user might
+wonder about (skipped rows, truncated and dropped examples) is reported.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from upo.config import UPOConfig
+from upo.data.records import PreferencePair, UnpairedExample, load_records, prompt_text, to_unpaired
+from upo.data.tokenize import TruncationStats, tokenize_pairs, tokenize_unpaired
+from upo.methods import METHODS, batch_format
+
+
+@dataclass
+class PreparedData:
+    train_items: list[dict]
+    eval_items: list[dict]  # paired when the source is paired (for reward accuracies), else unpaired
+    train_format: str  # "paired" | "unpaired"
+    eval_format: str
+    standardizer: object | None = None  # upo.rewards.scoring.RewardStandardizer
+    report: list[str] = field(default_factory=list)  # human lines: counts of skips, truncation, drops
+
+
+def _is_paired(records) -> bool:
+    return bool(records) and isinstance(records[0], PreferencePair)
+
+
+def _completions(records) -> tuple[list[str], list[str]]:
+    """(prompts, completions) of every response: pairs give chosen then rejected per pair."""
+    prompts, completions = [], []
+    for r in records:
+        if isinstance(r, PreferencePair):
+            p = prompt_text(r.prompt)
+            prompts += [p, p]
+            completions += [r.chosen, r.rejected]
+        else:
+            prompts.append(prompt_text(r.prompt))
+            completions.append(r.completion)
+    return prompts, completions
+
+
+def score_records(records, cfg: UPOConfig, standardizer=None, progress: bool = True):
+    """Return (r_a per response [n_responses], standardizer fitted on these records if none given)."""
+    from upo.rewards.cache import ScoreCache, default_cache_dir
+    from upo.rewards.scoring import RewardStandardizer, score_texts
+
+    names = list(cfg.rewards)
+    prompts, completions = _completions(records)
+    cache = ScoreCache(cfg.cache_dir or default_cache_dir())
+    raw = score_texts(prompts, completions, names, cache=cache, progress=progress)
+    if standardizer is None:
+        standardizer = RewardStandardizer.fit(
+            raw, names, [cfg.rewards[n] for n in names], standardize=cfg.standardize_rewards
+        )
+    return standardizer.combine(raw), standardizer
+
+
+def _attach_rewards(items: list[dict], records, r_a: np.ndarray) -> None:
+    """Items keep `index` into `records`; responses were scored in `_completions` order."""
+    paired = _is_paired(records)
+    for item in items:
+        i = item["index"]
+        if paired:
+            item["chosen_reward"], item["rejected_reward"] = float(r_a[2 * i]), float(r_a[2 * i + 1])
+        else:
+            item["reward"] = float(r_a[i])
+
+
+def _tokenize(records, tokenizer, cfg: UPOConfig) -> tuple[list[dict], TruncationStats]:
+    if _is_paired(records):
+        return tokenize_pairs(records, tokenizer, max_length=cfg.max_length, max_prompt_length=cfg.max_prompt_length)
+    return tokenize_unpaired(
+        records, tokenizer, max_length=cfg.max_length, max_prompt_length=cfg.max_prompt_length, seed=cfg.seed
+    )
+
+
+def _load(source: str, split: str, report: list[str]) -> list[PreferencePair] | list[UnpairedExample]:
+    result = load_records(source, split)
+    for reason, count in result.skipped.items():
+        if count:
+            report.append(f"{source}: skipped {count} rows ({reason})")
+    return result.records
+
+
+def prepare_data(cfg: UPOConfig, tokenizer, progress: bool = True) -> PreparedData:
+    if not cfg.dataset:
+        raise ValueError("no dataset given: set `dataset:` in the config or pass --dataset PATH")
+    method = METHODS[cfg.method]
+    report: list[str] = []
+    records = _load(cfg.dataset, cfg.dataset_split, report)
+    random.Random(cfg.seed).shuffle(records)
+    if cfg.eval_dataset:
+        eval_records = _load(cfg.eval_dataset, cfg.dataset_split, report)
+    else:
+        n_eval = int(round(len(records) * cfg.eval_fraction))
+        eval_records, records = records[:n_eval], records[n_eval:]
+    if cfg.max_examples is not None:
+        records = records[: cfg.max_examples]
+    if not records:
+        raise ValueError(f"{cfg.dataset}: no training examples left after splitting off evaluation data")
+
+    train_format = batch_format(method, cfg.pref_loss)
+    if train_format == "paired" and not _is_paired(records):
+        raise ValueError(f"method {cfg.method!r} needs paired data (prompt, chosen, rejected); {cfg.dataset} is unpaired")
+    if train_format == "unpaired" and _is_paired(records):
+        records = to_unpaired(records)
+        report.append(f"paired data turned into {len(records)} unpaired examples (chosen desirable, rejected undesirable)")
+
+    standardizer = None
+    train_rewards = eval_rewards = None
+    if method.uses_rewards:
+        if not cfg.rewards:
+            raise ValueError(
+                f"method {cfg.method!r} optimizes auxiliary rewards but none are configured; "
+                "set e.g. `rewards: {readability: 0.05, profanity: 0.95}` or --rewards readability=1"
+            )
+        train_rewards, standardizer = score_records(records, cfg, progress=progress)
+        if eval_records:
+            eval_rewards, _ = score_records(eval_records, cfg, standardizer, progress=progress)
+
+    train_items, stats = _tokenize(records, tokenizer, cfg)
+    report.append(f"train: {stats.summary()}")
+    eval_items: list[dict] = []
+    if eval_records:
+        eval_items, eval_stats = _tokenize(eval_records, tokenizer, cfg)
+        report.append(f"eval: {eval_stats.summary()}")
+    if not train_items:
+        raise ValueError(f"{cfg.dataset}: every training example was dropped (longer than max_length={cfg.max_length})")
+    if train_rewards is not None:
+        _attach_rewards(train_items, records, train_rewards)
+    if eval_rewards is not None:
+        _attach_rewards(eval_items, eval_records, eval_rewards)
+    return PreparedData(
+        train_items=train_items,
+        eval_items=eval_items,
+        train_format=train_format,
+        eval_format="paired" if _is_paired(eval_records) else "unpaired",
+        standardizer=standardizer,
+        report=report,
+    )

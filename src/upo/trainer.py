@@ -1,0 +1,251 @@
+"""The one training loop, on Hugging Face Accelerate. Read it top to bottom:
+
+set-up (models, data, reference log-probs, optimizer) -> resume -> for each optimizer step:
+forward -> method loss -> backward -> clip -> step -> log / evaluate / checkpoint -> final save.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
+from accelerate.utils import set_seed
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from upo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from upo.config import UPOConfig
+from upo.data.collate import LengthGroupedBatchSampler, collate_pairs, collate_unpaired, sequence_lengths
+from upo.evaluate import evaluate
+from upo.forward import (
+    attach_reference_table,
+    make_reference_fn,
+    precompute_reference_logps,
+    reference_table,
+    step_inputs,
+)
+from upo.logps import CompletionLogps
+from upo.methods import METHODS
+from upo.metrics import MetricsAverager, MetricsWriter
+from upo.modeling import (
+    ValueHead,
+    add_lora,
+    disable_dropout,
+    load_causal_lm,
+    load_tokenizer,
+    resolve_model_path,
+)
+from upo.prepare import prepare_data
+
+MIXED_PRECISION = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}
+
+
+def _collate_for(fmt: str, pad_token_id: int):
+    fn = collate_pairs if fmt == "paired" else collate_unpaired
+    return lambda items: fn(items, pad_token_id)
+
+
+def train(cfg: UPOConfig) -> Path:
+    """Train according to `cfg`; returns the `final/` folder (a save_pretrained model + tokenizer)."""
+    # Fail on a bad model path before anything heavy starts.
+    model_path = resolve_model_path(cfg.model, cfg.cache_dir, progress=cfg.progress)
+    # Several runs may share one process (the demo, sweeps, tests): Accelerate keeps its settings in
+    # process-wide singletons, so clear the per-run ones (the distributed set-up is kept).
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
+    accelerator = Accelerator(
+        mixed_precision=MIXED_PRECISION[cfg.precision],
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        # We step the scheduler once per optimizer step ourselves (not once per process per call).
+        step_scheduler_with_optimizer=False,
+    )
+    main = accelerator.is_main_process
+    show = cfg.progress and main
+    log = tqdm.write if main else (lambda *_: None)
+    out = Path(cfg.output_dir)
+    resume_from = latest_checkpoint(out) if cfg.resume else None
+    if not cfg.resume and (latest_checkpoint(out) or (out / "final").exists()):
+        raise FileExistsError(
+            f"{out} already holds a run; pass --resume true to continue it, or choose another --output_dir"
+        )
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out / "config.yaml")
+    set_seed(cfg.seed)
+    method = METHODS[cfg.method]
+
+    # ---- model, tokenizer, data ----------------------------------------------------------------
+    tokenizer = load_tokenizer(model_path)
+    data = prepare_data(cfg, tokenizer, progress=show)
+    for line in data.report:
+        log(f"upo: {line}")
+    if main and data.standardizer is not None:
+        (out / "reward_standardizer.json").write_text(json.dumps(data.standardizer.to_dict(), indent=2))
+
+    lm = load_causal_lm(model_path)
+    disable_dropout(lm)
+    ref_model = None
+    if cfg.lora:
+        lm = add_lora(lm, cfg)
+    if method.uses_reference and (not cfg.lora or cfg.ref_model):
+        ref_path = resolve_model_path(cfg.ref_model, cfg.cache_dir) if cfg.ref_model else model_path
+        ref_dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
+        ref_model = load_causal_lm(ref_path, dtype=ref_dtype).to(accelerator.device).eval().requires_grad_(False)
+    policy = CompletionLogps(lm)
+    value_head = ValueHead(lm.config.hidden_size, cfg.value_head_hidden) if method.uses_value_head else None
+
+    # ---- batches, optimizer --------------------------------------------------------------------
+    pad = tokenizer.pad_token_id
+    sampler = LengthGroupedBatchSampler(
+        sequence_lengths(data.train_items), cfg.batch_size, seed=cfg.seed, group_by_length=cfg.group_by_length
+    )
+    train_loader = DataLoader(data.train_items, batch_sampler=sampler, collate_fn=_collate_for(data.train_format, pad))
+    eval_loader = None
+    if data.eval_items:
+        eval_loader = DataLoader(data.eval_items, batch_size=cfg.batch_size, collate_fn=_collate_for(data.eval_format, pad))
+    groups = [{"params": [p for p in lm.parameters() if p.requires_grad], "lr": cfg.learning_rate}]
+    if value_head is not None:
+        groups.append({"params": list(value_head.parameters()), "lr": cfg.value_lr, "weight_decay": 0.0})
+    optimizer_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.RMSprop
+    optimizer = optimizer_cls(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes / cfg.gradient_accumulation_steps)
+    total_steps = cfg.max_steps or steps_per_epoch * cfg.num_epochs
+    schedule = "constant_with_warmup" if cfg.lr_scheduler == "constant" else cfg.lr_scheduler
+    scheduler = get_scheduler(schedule, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=total_steps)
+
+    prepared = accelerator.prepare(policy, optimizer, train_loader, scheduler, *([value_head] if value_head else []))
+    policy, optimizer, train_loader, scheduler = prepared[:4]
+    value_head = prepared[4] if value_head is not None else None
+    if eval_loader is not None:
+        eval_loader = accelerator.prepare(eval_loader)
+    reference_fn = make_reference_fn(accelerator, policy, ref_model)
+
+    # ---- reference log-probs once, then free the reference model ---------------------------------
+    if method.uses_reference and cfg.precompute_ref_logps:
+        _precompute_all(cfg, data, reference_fn, accelerator, out, pad, show)
+        ref_model = None
+
+    # ---- resume ---------------------------------------------------------------------------------
+    global_step, epoch, skip = 0, 0, 0
+    if resume_from is not None:
+        state = load_checkpoint(accelerator, resume_from)
+        global_step, epoch, skip = state["global_step"], state["epoch"], state["batches_seen_in_epoch"]
+        if skip >= len(train_loader):
+            epoch, skip = epoch + 1, 0
+        log(f"upo: resumed from {resume_from} at step {global_step}")
+    writer = MetricsWriter(out / "metrics.jsonl", resume_step=global_step if resume_from else None, enabled=main)
+
+    # ---- the loop -------------------------------------------------------------------------------
+    averager = MetricsAverager()
+    bar = tqdm(total=total_steps, initial=global_step, desc=f"{cfg.method} training", disable=not show, dynamic_ncols=True)
+    trainable = [p for g in optimizer.param_groups for p in g["params"]]
+    while global_step < total_steps:
+        sampler.set_epoch(epoch)
+        loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
+        seen = skip
+        for batch in loader:
+            seen += 1
+            with accelerator.accumulate(policy, *([value_head] if value_head is not None else [])):
+                x = step_inputs(batch, policy, value_head, reference_fn, method, cfg, accelerator)
+                loss, metrics = method.loss(x, cfg)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"non-finite loss ({loss.item()}) at step {global_step + 1}, epoch {epoch}, batch {seen} "
+                        f"(dataset rows {batch['index'].tolist()}); metrics: "
+                        + ", ".join(f"{k}={float(v):.4g}" for k, v in metrics.items())
+                    )
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and cfg.max_grad_norm:
+                    metrics["grad_norm"] = accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
+                optimizer.step()  # a no-op until the last micro-batch of an accumulation
+                if accelerator.sync_gradients:
+                    scheduler.step()
+                optimizer.zero_grad()
+            averager.add(metrics)
+            if not accelerator.sync_gradients:
+                continue
+            global_step += 1
+            bar.update(1)
+            last = global_step >= total_steps
+            row = {}
+            if global_step % cfg.logging_steps == 0 or last:
+                row.update(_reduce(accelerator, averager.pop(), prefix="train/"))
+                row["train/lr"] = scheduler.get_last_lr()[0]
+                row["train/epoch"] = epoch + seen / len(train_loader)
+                bar.set_postfix(loss=f"{row.get('train/loss', float('nan')):.4f}")
+            if eval_loader is not None and ((cfg.eval_steps and global_step % cfg.eval_steps == 0) or last):
+                row.update(evaluate(eval_loader, policy, value_head, reference_fn, method, cfg, accelerator,
+                                    data.eval_format, data.train_format))
+            if row:
+                writer.write(global_step, row)
+            if cfg.save_steps and (global_step % cfg.save_steps == 0 or last):
+                state = {"global_step": global_step, "epoch": epoch, "batches_seen_in_epoch": seen}
+                save_checkpoint(accelerator, out, global_step, state, cfg, keep=cfg.save_total_limit)
+            if last:
+                break
+        epoch, skip = epoch + 1, 0
+    bar.close()
+    return _save_final(accelerator, policy, value_head, tokenizer, cfg, data, out)
+
+
+def _reduce(accelerator, metrics: dict[str, float], prefix: str) -> dict[str, float]:
+    """Average each metric over processes."""
+    if not metrics:
+        return {}
+    keys = sorted(metrics)
+    values = accelerator.reduce(torch.tensor([metrics[k] for k in keys], device=accelerator.device), reduction="mean")
+    return {prefix + k: float(v) for k, v in zip(keys, values.tolist(), strict=True)}
+
+
+def _precompute_all(cfg, data, reference_fn, accelerator, out: Path, pad: int, show: bool) -> None:
+    """Reference log-probs for train and eval items, cached in the run folder for --resume."""
+    cache = out / "reference_logps.safetensors"
+    if cfg.resume and cache.exists():
+        table = load_file(str(cache))
+        train_ok = attach_reference_table(data.train_items, {k[6:]: v for k, v in table.items() if k.startswith("train.")})
+        eval_ok = not data.eval_items or attach_reference_table(
+            data.eval_items, {k[5:]: v for k, v in table.items() if k.startswith("eval.")}
+        )
+        if train_ok and eval_ok:
+            return
+    batch_size = cfg.batch_size * 2
+    for items, fmt, name in ((data.train_items, data.train_format, "train"), (data.eval_items, data.eval_format, "eval")):
+        if items:
+            precompute_reference_logps(items, fmt, _collate_for(fmt, pad), reference_fn, batch_size, accelerator.device,
+                                       progress=show, desc=f"reference log-probs ({name})")
+    if accelerator.is_main_process:
+        table = {f"train.{k}": v for k, v in reference_table(data.train_items).items()}
+        table.update({f"eval.{k}": v for k, v in reference_table(data.eval_items).items()})
+        save_file(table, str(cache))
+
+
+def _save_final(accelerator, policy, value_head, tokenizer, cfg: UPOConfig, data, out: Path) -> Path:
+    """final/: save_pretrained model (LoRA merged on request) + tokenizer + resolved config."""
+    final = out / "final"
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        lm = accelerator.unwrap_model(policy).lm
+        if cfg.lora and cfg.merge_lora:
+            lm = lm.merge_and_unload()
+        tmp = Path(tempfile.mkdtemp(prefix=".final-", dir=out))
+        lm.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        cfg.save(tmp / "upo_config.yaml")
+        if value_head is not None:
+            save_file(accelerator.unwrap_model(value_head).state_dict(), str(tmp / "value_head.safetensors"))
+        if data.standardizer is not None:
+            (tmp / "reward_standardizer.json").write_text(json.dumps(data.standardizer.to_dict(), indent=2))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    accelerator.wait_for_everyone()
+    return final

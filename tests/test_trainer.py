@@ -1,0 +1,147 @@
+"""Trainer smoke tests on a tiny in-process model: every method trains, checkpoints round-trip,
+resume continues from the saved step, and final/ loads with transformers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+from upo.checkpoint import checkpoint_dirs
+from upo.config import UPOConfig
+from upo.metrics import read_metrics
+from upo.trainer import train
+
+TOPICS = ["bread", "rain", "cats", "trains", "music", "tea", "maps", "snow", "bees", "glass", "salt", "kites"]
+
+
+@pytest.fixture(scope="module")
+def pairs_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "pairs.jsonl"
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": f"Tell me about {t}."}],
+            "chosen": f"{t.capitalize()} are interesting. Here is a short, kind answer about {t}.",
+            "rejected": f"No. I will not talk about {t}, it is a dumb and long and complicated question!",
+        }
+        for t in TOPICS
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _cfg(tiny_model_dir, pairs_file, tmp_path, **overrides) -> UPOConfig:
+    base = dict(
+        model=str(tiny_model_dir),
+        dataset=str(pairs_file),
+        eval_fraction=0.25,
+        batch_size=2,
+        max_steps=2,
+        learning_rate=1e-2,
+        precision="fp32",
+        output_dir=str(tmp_path / "run"),
+        progress=False,
+        cache_dir=str(tmp_path / "cache"),
+        rewards={"length": 1.0},
+        max_length=96,
+        max_prompt_length=32,
+    )
+    base.update(overrides)
+    return UPOConfig(**base)
+
+
+def _weights(path) -> dict[str, torch.Tensor]:
+    return load_file(str(path / "model.safetensors"))
+
+
+@pytest.mark.parametrize(
+    ("method", "pref_loss", "expected"),
+    [
+        ("dpo", "kto", ["rewards/accuracies", "rewards/margins"]),
+        ("ipo", "kto", ["rewards/accuracies"]),
+        ("kto", "kto", ["kto/kl"]),
+        ("upo", "kto", ["kto/kl", "upo/aux_loss", "upo/value_loss", "upo/weight_mean"]),
+        ("upo", "dpo", ["rewards/accuracies", "upo/pref_loss", "upo/aux_loss"]),
+    ],
+)
+def test_every_method_trains_two_steps(method, pref_loss, expected, tiny_model_dir, pairs_file, tmp_path):
+    cfg = _cfg(tiny_model_dir, pairs_file, tmp_path, method=method, pref_loss=pref_loss)
+    final = train(cfg)
+    before = _weights(tiny_model_dir)
+    after = _weights(final)
+    moved = [k for k in before if not torch.equal(before[k], after[k])]
+    assert moved, "no parameter changed after 2 optimizer steps"
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2]
+    for key in ["loss", "logps/chosen", "rewards/chosen", *expected]:
+        assert f"train/{key}" in rows[-1], key
+    assert "eval/rewards/accuracies" in rows[-1]  # evaluation on held-out pairs at the end
+    for row in rows:
+        for key, value in row.items():
+            assert isinstance(value, (int, float)) and value == value and abs(value) != float("inf"), (key, value)
+    assert (tmp_path / "run" / "config.yaml").exists()
+    model = AutoModelForCausalLM.from_pretrained(final)
+    assert model.config.vocab_size == AutoModelForCausalLM.from_pretrained(tiny_model_dir).config.vocab_size
+    assert (final / "upo_config.yaml").exists() and (final / "tokenizer_config.json").exists()
+    if method == "upo":
+        assert (final / "value_head.safetensors").exists()
+
+
+def test_resume_continues_from_saved_step_and_matches_uninterrupted_run(tiny_model_dir, pairs_file, tmp_path):
+    full = _cfg(tiny_model_dir, pairs_file, tmp_path / "full", method="upo", pref_loss="dpo", max_steps=4, save_steps=2)
+    train(full)
+    # The interrupted run: stops after step 2 (its checkpoint), then resumes to step 4.
+    part = _cfg(tiny_model_dir, pairs_file, tmp_path / "part", method="upo", pref_loss="dpo", max_steps=2, save_steps=2)
+    train(part)
+    assert [p.name for p in checkpoint_dirs(part.output_dir)] == ["step-2"]
+    resumed = _cfg(tiny_model_dir, pairs_file, tmp_path / "part", method="upo", pref_loss="dpo", max_steps=4,
+                   save_steps=2, resume=True)
+    final = train(resumed)
+    a, b = _weights(tmp_path / "full" / "run" / "final"), _weights(final)
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"
+    rows_full = read_metrics(tmp_path / "full" / "run" / "metrics.jsonl")
+    rows_part = read_metrics(tmp_path / "part" / "run" / "metrics.jsonl")
+    # The 2-step run evaluated at its last step (2); a killed run would not have. Compare training
+    # metrics everywhere and whole rows after the resume point.
+    def train_keys(rows):
+        return [{k: v for k, v in r.items() if not k.startswith("eval/")} for r in rows]
+
+    assert train_keys(rows_full) == train_keys(rows_part)
+    assert rows_full[2:] == rows_part[2:]
+
+
+def test_refuses_to_overwrite_a_run(tiny_model_dir, pairs_file, tmp_path):
+    cfg = _cfg(tiny_model_dir, pairs_file, tmp_path, method="dpo", max_steps=1)
+    train(cfg)
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        train(cfg)
+
+
+def test_lora_merged_and_adapter_only(tiny_model_dir, pairs_file, tmp_path):
+    merged = train(_cfg(tiny_model_dir, pairs_file, tmp_path / "m", method="dpo", lora=True, lora_r=4))
+    model = AutoModelForCausalLM.from_pretrained(merged)
+    assert not any("lora" in name for name, _ in model.named_parameters())
+    before, after = _weights(tiny_model_dir), _weights(merged)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    adapter = train(_cfg(tiny_model_dir, pairs_file, tmp_path / "a", method="kto", lora=True, lora_r=4, merge_lora=False))
+    assert (adapter / "adapter_config.json").exists()
+
+
+def test_reference_model_without_precompute(tiny_model_dir, pairs_file, tmp_path):
+    """The reference forward runs every step when log-probs are not precomputed; same losses at step 1."""
+    a = train(_cfg(tiny_model_dir, pairs_file, tmp_path / "a", method="dpo", max_steps=1))
+    b = train(_cfg(tiny_model_dir, pairs_file, tmp_path / "b", method="dpo", max_steps=1, precompute_ref_logps=False))
+    ra = read_metrics(a.parent / "metrics.jsonl")[0]
+    rb = read_metrics(b.parent / "metrics.jsonl")[0]
+    assert ra["train/loss"] == pytest.approx(rb["train/loss"], abs=1e-5)
+    assert ra["train/loss"] == pytest.approx(0.6931, abs=1e-3)  # policy == reference at step 1: log 2
+
+
+def test_gradient_accumulation_steps(tiny_model_dir, pairs_file, tmp_path):
+    cfg = _cfg(tiny_model_dir, pairs_file, tmp_path, method="dpo", batch_size=1, gradient_accumulation_steps=2)
+    train(cfg)
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2]
