@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -152,8 +153,10 @@ def train(cfg: UPOConfig) -> Path:
         sampler.set_epoch(epoch)
         loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
         seen = skip
+        step_start, step_tokens = time.perf_counter(), 0
         for batch in loader:
             seen += 1
+            step_tokens += int(batch["attention_mask"].sum())  # real (non-padding) policy tokens
             with accelerator.accumulate(policy, *([value_head] if value_head is not None else [])):
                 x = step_inputs(batch, policy, value_head, reference_fn, method, cfg, accelerator)
                 loss, metrics = method.loss(x, cfg)
@@ -173,6 +176,8 @@ def train(cfg: UPOConfig) -> Path:
             averager.add(metrics)
             if not accelerator.sync_gradients:
                 continue
+            elapsed = time.perf_counter() - step_start
+            averager.add({"step_seconds": elapsed, "tokens_per_second": step_tokens / elapsed})
             global_step += 1
             bar.update(1)
             last = global_step >= total_steps
@@ -192,6 +197,7 @@ def train(cfg: UPOConfig) -> Path:
                 save_checkpoint(accelerator, out, global_step, state, cfg, keep=cfg.save_total_limit)
             if last:
                 break
+            step_start, step_tokens = time.perf_counter(), 0
         epoch, skip = epoch + 1, 0
     bar.close()
     return _save_final(accelerator, policy, value_head, tokenizer, cfg, data, out)

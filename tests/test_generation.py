@@ -1,0 +1,102 @@
+"""upo.generation.generate on the tiny in-process model: order, counts, seeding, padding, chat prompts."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from conftest import build_tiny_model
+
+from upo.generation import generate
+
+# different token lengths, so the internal sort by length really reorders them
+PROMPTS = [
+    "How do I bake bread? Mix flour, water, salt and yeast",
+    "Hi",
+    "What is the capital of France?",
+    "I will not help",
+    "Paris",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_tokenizer):
+    return build_tiny_model(len(tiny_tokenizer))
+
+
+def test_counts_and_types(tiny_model, tiny_tokenizer):
+    out = generate(
+        tiny_model, tiny_tokenizer, PROMPTS, max_new_tokens=5, num_return_sequences=3, batch_size=2, progress=False
+    )
+    assert len(out) == len(PROMPTS)
+    assert all(len(completions) == 3 for completions in out)
+    assert all(isinstance(c, str) and c == c.strip() for completions in out for c in completions)
+
+
+def test_order_matches_prompts(tiny_model, tiny_tokenizer):
+    """Each prompt's completion is the one it gets alone: the length sort is undone."""
+    kwargs = dict(max_new_tokens=6, do_sample=False, progress=False)
+    together = generate(tiny_model, tiny_tokenizer, PROMPTS, batch_size=2, **kwargs)
+    alone = [generate(tiny_model, tiny_tokenizer, [p], **kwargs)[0] for p in PROMPTS]
+    assert together == alone
+    assert len(set(map(tuple, alone))) > 1  # otherwise the comparison could not detect a shuffle
+
+
+def test_sampling_is_seeded(tiny_model, tiny_tokenizer):
+    kwargs = dict(max_new_tokens=8, temperature=1.0, top_p=1.0, num_return_sequences=2, progress=False)
+    first = generate(tiny_model, tiny_tokenizer, PROMPTS, seed=3, **kwargs)
+    assert generate(tiny_model, tiny_tokenizer, PROMPTS, seed=3, **kwargs) == first
+    assert generate(tiny_model, tiny_tokenizer, PROMPTS, seed=4, **kwargs) != first
+
+
+def test_batch_size_does_not_change_results(tiny_model, tiny_tokenizer):
+    """Greedy outputs are the same whether prompts share a padded batch or not.
+
+    (Sampled outputs depend on batch_size: the random stream is drawn over the whole batch.)
+    """
+    kwargs = dict(max_new_tokens=6, do_sample=False, seed=0, progress=False)
+    by_size = [generate(tiny_model, tiny_tokenizer, PROMPTS, batch_size=b, **kwargs) for b in (1, 2, 16)]
+    assert by_size[0] == by_size[1] == by_size[2]
+
+
+def test_sampled_batch_does_not_depend_on_earlier_batches(tiny_model, tiny_tokenizer):
+    """Batch i is seeded from seed + i: reseeding the global RNG in between changes nothing."""
+    kwargs = dict(max_new_tokens=6, temperature=1.0, top_p=1.0, batch_size=2, seed=7, progress=False)
+    torch.manual_seed(123)
+    first = generate(tiny_model, tiny_tokenizer, PROMPTS, **kwargs)
+    torch.manual_seed(456)
+    assert generate(tiny_model, tiny_tokenizer, PROMPTS, **kwargs) == first
+
+
+def test_leaves_tokenizer_and_model_mode_alone(tiny_model, tiny_tokenizer):
+    tiny_tokenizer.padding_side = "right"
+    tiny_model.train()
+    try:
+        generate(tiny_model, tiny_tokenizer, PROMPTS, max_new_tokens=2, batch_size=3, progress=False)
+        assert tiny_tokenizer.padding_side == "right"
+        assert tiny_model.training
+    finally:
+        tiny_model.eval()
+
+
+def test_message_prompts_use_the_chat_template(tiny_model, tiny_tokenizer):
+    """A message list gives what its rendered chat-template string gives."""
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    rendered = tiny_tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert rendered.endswith("<|im_start|>assistant\n")
+    kwargs = dict(max_new_tokens=6, do_sample=False, progress=False)
+    assert generate(tiny_model, tiny_tokenizer, [messages, "Hi"], **kwargs) == generate(
+        tiny_model, tiny_tokenizer, [rendered, "Hi"], **kwargs
+    )
+    assert generate(tiny_model, tiny_tokenizer, [messages], **kwargs) != generate(
+        tiny_model, tiny_tokenizer, [messages[0]["content"]], **kwargs
+    )
+
+
+def test_tokenizer_without_pad_token_pads_with_eos(tiny_model, tiny_tokenizer):
+    no_pad = copy.deepcopy(tiny_tokenizer)
+    no_pad.pad_token = None
+    assert no_pad.pad_token_id is None
+    kwargs = dict(max_new_tokens=6, do_sample=False, batch_size=16, progress=False)
+    assert generate(tiny_model, no_pad, PROMPTS, **kwargs) == generate(tiny_model, tiny_tokenizer, PROMPTS, **kwargs)
