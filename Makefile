@@ -20,5 +20,5 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/upo demo
 
 test: $(VENV)/.installed
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks scripts
 	$(VENV)/bin/pytest -q

@@ -85,31 +85,38 @@ def main() -> int:
         return 0
     names = args.variants.split(",")
     samples: dict[str, dict[str, list[float]]] = {n: {"step_seconds": [], "tokens_per_second": []} for n in names}
+    # UPO and its preference-only counterpart see the very same batches, so step i of one is
+    # comparable with step i of the other in the same round: the per-step ratio cancels batch length.
+    paired_ratios: dict[str, list[float]] = {n: [] for n in BASELINE if n in names and BASELINE[n] in names}
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(args.rounds):
+            this_round = {}
             for name in names:  # alternate methods within each round
-                result = run_once(name, args, Path(tmp))
+                result = this_round[name] = run_once(name, args, Path(tmp))
                 for key in samples[name]:
                     samples[name][key] += result[key]
                 print(f"round {round_ + 1}: {name}: {statistics.median(result['step_seconds']):.2f} s/step", flush=True)
+            for name in paired_ratios:
+                upo, base = this_round[name]["step_seconds"], this_round[BASELINE[name]]["step_seconds"]
+                paired_ratios[name] += [u / b for u, b in zip(upo, base, strict=True)]
     table = {}
     for name in names:
         sec = statistics.median(samples[name]["step_seconds"])
         table[name] = {"seconds_per_step": sec, "tokens_per_second": statistics.median(samples[name]["tokens_per_second"]),
                        "n_steps": len(samples[name]["step_seconds"])}
-    for name, base in BASELINE.items():
-        if name in table and base in table:
-            table[name]["overhead_vs_" + base] = table[name]["seconds_per_step"] / table[base]["seconds_per_step"]
+    for name, ratios in paired_ratios.items():
+        table[name]["overhead_vs_" + BASELINE[name]] = statistics.median(ratios)
     print(f"\nSmolLM2-135M-Instruct, {'full' if args.full else 'LoRA'}, {args.precision}, batch {args.batch_size}, "
           f"max_length {args.max_length}, median over {args.rounds} rounds x {args.steps} steps")
-    print("| method | s/step | tokens/s | vs preference-only |")
+    print("| method | s/step | tokens/s | step-time ratio vs preference-only (median of paired steps) |")
     print("|---|---|---|---|")
     for name, row in table.items():
         ratio = next((f"{v:.3f}x" for k, v in row.items() if k.startswith("overhead_vs_")), "")
         print(f"| {name} | {row['seconds_per_step']:.2f} | {row['tokens_per_second']:.0f} | {ratio} |")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     record = {"settings": {k: str(v) for k, v in vars(args).items()}, "machine": platform.processor() or platform.machine(),
-              "threads": torch.get_num_threads(), "results": table, "samples": samples}
+              "threads": torch.get_num_threads(), "results": table, "samples": samples,
+              "paired_ratios": paired_ratios}
     args.output.write_text(json.dumps(record, indent=2))
     print(f"written to {args.output}")
     return 0

@@ -73,3 +73,11 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("- just\n- a list\n")
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         load_config(bad)
+
+
+def test_example_configs_load():
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml")):
+        cfg = load_config(path)
+        assert cfg.dataset and cfg.output_dir.startswith("runs/")

@@ -27,7 +27,13 @@ def tiny_model(tiny_tokenizer):
 
 def test_counts_and_types(tiny_model, tiny_tokenizer):
     out = generate(
-        tiny_model, tiny_tokenizer, PROMPTS, max_new_tokens=5, num_return_sequences=3, batch_size=2, progress=False
+        tiny_model,
+        tiny_tokenizer,
+        PROMPTS,
+        max_new_tokens=5,
+        num_return_sequences=3,
+        batch_size=2,
+        progress=False,
     )
     assert len(out) == len(PROMPTS)
     assert all(len(completions) == 3 for completions in out)
@@ -99,4 +105,6 @@ def test_tokenizer_without_pad_token_pads_with_eos(tiny_model, tiny_tokenizer):
     no_pad.pad_token = None
     assert no_pad.pad_token_id is None
     kwargs = dict(max_new_tokens=6, do_sample=False, batch_size=16, progress=False)
-    assert generate(tiny_model, no_pad, PROMPTS, **kwargs) == generate(tiny_model, tiny_tokenizer, PROMPTS, **kwargs)
+    assert generate(tiny_model, no_pad, PROMPTS, **kwargs) == generate(
+        tiny_model, tiny_tokenizer, PROMPTS, **kwargs
+    )

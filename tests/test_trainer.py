@@ -61,14 +61,15 @@ def _weights(path) -> dict[str, torch.Tensor]:
     ("method", "pref_loss", "expected"),
     [
         ("dpo", "kto", ["rewards/accuracies", "rewards/margins"]),
-        ("ipo", "kto", ["rewards/accuracies"]),
+        ("ipo", "kto", ["rewards/accuracies"]),  # also exercises RMSprop, below
         ("kto", "kto", ["kto/kl"]),
         ("upo", "kto", ["kto/kl", "upo/aux_loss", "upo/value_loss", "upo/weight_mean"]),
         ("upo", "dpo", ["rewards/accuracies", "upo/pref_loss", "upo/aux_loss"]),
     ],
 )
 def test_every_method_trains_two_steps(method, pref_loss, expected, tiny_model_dir, pairs_file, tmp_path):
-    cfg = _cfg(tiny_model_dir, pairs_file, tmp_path, method=method, pref_loss=pref_loss)
+    optimizer = "rmsprop" if method == "ipo" else "adamw"
+    cfg = _cfg(tiny_model_dir, pairs_file, tmp_path, method=method, pref_loss=pref_loss, optimizer=optimizer)
     final = train(cfg)
     before = _weights(tiny_model_dir)
     after = _weights(final)

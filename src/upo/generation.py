@@ -47,7 +47,7 @@ def generate(
     temperature: float = 0.7,
     top_p: float = 0.9,
     num_return_sequences: int = 1,
-    batch_size: int = 16,
+    batch_size: int = 32,
     seed: int = 0,
     progress: bool = True,
 ) -> list[list[str]]:
@@ -62,6 +62,8 @@ def generate(
         do_sample: sample (with `temperature`, `top_p`) or decode greedily.
         num_return_sequences: completions per prompt.
         batch_size: prompts per `model.generate` call (each yields `num_return_sequences` rows).
+            32 was the faster of 16 and 32 for SmolLM2-135M on 2 CPU cores (64 prompts x 2
+            samples x 64 new tokens: 36 s vs 39 s).
         seed: batch `i` runs after `torch.manual_seed(seed + i)`.
         progress: show a tqdm bar over batches.
 

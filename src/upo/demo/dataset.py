@@ -24,7 +24,7 @@ def build_demo_pairs(
     *,
     samples_per_prompt: int = 2,
     max_new_tokens: int = 64,
-    batch_size: int = 16,
+    batch_size: int = 32,
     seed: int = 0,
     progress: bool = True,
 ) -> list[dict]:

@@ -1,9 +1,9 @@
 """`upo demo`: the whole pipeline offline on the embedded SmolLM2-135M-Instruct, in minutes.
 
 1. Convert the embedded GGUF model to a Hugging Face folder (once, cached).
-2. Sample two responses per prompt (prompts written in this project, `prompts.py`) and label each
-   pair with the simulated user (`simulated_user.py`: on-topic, complete, no loops). This user
-   knows nothing of the designer's objective.
+2. Sample four responses per prompt (prompts written in this project, `prompts.py`) and pair the
+   best with the worst by the simulated user (`simulated_user.py`: on-topic, complete, no loops).
+   This user knows nothing of the designer's objective.
 3. The designer's auxiliary objective is readability (minus the Flesch-Kincaid grade).
 4. Train DPO (preferences only) and UPO (DPO term + the readability term), LoRA, bf16.
 5. On held-out prompts: preference accuracy of the implicit reward on held-out pairs, and the
@@ -47,8 +47,9 @@ def _make_data(model_dir: Path, data_dir: Path, n_train: int, n_eval: int, seed:
     model = load_causal_lm(str(model_dir))
     data_dir.mkdir(parents=True, exist_ok=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        eval_rows = build_demo_pairs(model, tokenizer, EVAL_PROMPTS[:n_eval], seed=seed + 1)
-        train_rows = build_demo_pairs(model, tokenizer, TRAIN_PROMPTS[:n_train], seed=seed)
+        # Four samples a prompt, best vs worst by the simulated user: two samples tie too often.
+        eval_rows = build_demo_pairs(model, tokenizer, EVAL_PROMPTS[:n_eval], samples_per_prompt=4, seed=seed + 1)
+        train_rows = build_demo_pairs(model, tokenizer, TRAIN_PROMPTS[:n_train], samples_per_prompt=4, seed=seed)
     write_jsonl(eval_rows, eval_path)
     write_jsonl(train_rows, train_path)
     print(f"{len(train_rows)} training pairs, {len(eval_rows)} held-out pairs (ties skipped)")
@@ -70,7 +71,7 @@ def _config(method: str, train_path: Path, eval_path: Path, out: Path, steps: in
         lora_alpha=32,
         learning_rate=2e-4,
         batch_size=4,
-        num_epochs=2,
+        num_epochs=4,
         max_steps=steps,
         max_length=256,
         max_prompt_length=128,
