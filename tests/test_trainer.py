@@ -148,3 +148,13 @@ def test_gradient_accumulation_steps(tiny_model_dir, pairs_file, tmp_path):
     train(cfg)
     rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]
+
+
+def test_metrics_averager_weights_batches():
+    from upo.metrics import MetricsAverager
+
+    avg = MetricsAverager()
+    avg.add({"acc": 1.0}, weight=4)  # a full batch of 4 pairs, all right
+    avg.add({"acc": 0.0}, weight=2)  # a short last batch of 2, all wrong
+    assert avg.pop() == {"acc": 4 / 6}
+    assert avg.pop() == {}

@@ -41,7 +41,7 @@ def evaluate(loader, policy, value_head, reference_fn, method: Method, cfg, acce
                                       eta=cfg.eta, max_weight=cfg.max_weight, tau=cfg.tau)
                 metrics.update({"upo/aux_loss": out.aux_loss, "upo/value_loss": out.value_loss,
                                 "upo/weight_mean": out.weights.mean()})
-            averager.add(metrics)
+            averager.add(metrics, weight=len(batch["index"]))
     local = averager.pop()
     if not local:
         return {}

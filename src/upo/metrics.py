@@ -11,16 +11,17 @@ import torch
 
 
 class MetricsAverager:
-    """Averages the metrics of the micro-batches since the last log."""
+    """Averages the metrics of the micro-batches since the last log, weighted by `weight`
+    (e.g. the number of pairs in a batch, so a short last batch counts for what it holds)."""
 
     def __init__(self) -> None:
         self._sums: dict[str, float] = defaultdict(float)
-        self._counts: dict[str, int] = defaultdict(int)
+        self._counts: dict[str, float] = defaultdict(float)
 
-    def add(self, metrics: dict[str, torch.Tensor | float]) -> None:
+    def add(self, metrics: dict[str, torch.Tensor | float], weight: float = 1.0) -> None:
         for key, value in metrics.items():
-            self._sums[key] += float(value)
-            self._counts[key] += 1
+            self._sums[key] += float(value) * weight
+            self._counts[key] += weight
 
     def pop(self) -> dict[str, float]:
         out = {k: self._sums[k] / self._counts[k] for k in self._sums}
