@@ -79,3 +79,15 @@ def hh_file() -> Path:
     if not HH_FILE.exists():
         pytest.skip(f"shared HH-RLHF data not present at {HH_FILE}")
     return HH_FILE
+
+
+@pytest.fixture(scope="session")
+def pairs_file(tmp_path_factory) -> Path:
+    """A small paired JSONL file (see helpers.pair_rows)."""
+    import json
+
+    from helpers import pair_rows
+
+    path = tmp_path_factory.mktemp("data") / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in pair_rows()))
+    return path

@@ -3,54 +3,15 @@ resume continues from the saved step, and final/ loads with transformers."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
+from helpers import run_config as _cfg
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from upo.checkpoint import checkpoint_dirs
-from upo.config import UPOConfig
 from upo.metrics import read_metrics
 from upo.trainer import train
-
-TOPICS = ["bread", "rain", "cats", "trains", "music", "tea", "maps", "snow", "bees", "glass", "salt", "kites"]
-
-
-@pytest.fixture(scope="module")
-def pairs_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "pairs.jsonl"
-    rows = [
-        {
-            "prompt": [{"role": "user", "content": f"Tell me about {t}."}],
-            "chosen": f"{t.capitalize()} are interesting. Here is a short, kind answer about {t}.",
-            "rejected": f"No. I will not talk about {t}, it is a dumb and long and complicated question!",
-        }
-        for t in TOPICS
-    ]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-def _cfg(tiny_model_dir, pairs_file, tmp_path, **overrides) -> UPOConfig:
-    base = dict(
-        model=str(tiny_model_dir),
-        dataset=str(pairs_file),
-        eval_fraction=0.25,
-        batch_size=2,
-        max_steps=2,
-        learning_rate=1e-2,
-        precision="fp32",
-        output_dir=str(tmp_path / "run"),
-        progress=False,
-        cache_dir=str(tmp_path / "cache"),
-        rewards={"length": 1.0},
-        max_length=96,
-        max_prompt_length=32,
-    )
-    base.update(overrides)
-    return UPOConfig(**base)
 
 
 def _weights(path) -> dict[str, torch.Tensor]:
@@ -158,3 +119,15 @@ def test_metrics_averager_weights_batches():
     avg.add({"acc": 0.0}, weight=2)  # a short last batch of 2, all wrong
     assert avg.pop() == {"acc": 4 / 6}
     assert avg.pop() == {}
+
+
+@pytest.mark.parametrize(("method", "absent"), [("oppo", "eval/upo/aux_loss"), ("upo", "eval/kto/kl")])
+def test_held_out_metrics_belong_to_the_method(method, absent, tiny_model_dir, pairs_file, tmp_path):
+    """Unpaired methods get their own loss on held-out pairs; UPO with a KTO term (no mismatched
+    sequences in held-out pairs) reports its aux terms instead."""
+    train(_cfg(tiny_model_dir, pairs_file, tmp_path, method=method, max_steps=1))
+    last = read_metrics(tmp_path / "run" / "metrics.jsonl")[-1]
+    assert "eval/rewards/accuracies" in last and absent not in last
+    assert ("eval/loss" in last) == (method == "oppo")
+    if method == "upo":
+        assert "eval/upo/aux_loss" in last

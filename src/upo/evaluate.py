@@ -6,19 +6,18 @@ import torch
 
 from upo import losses
 from upo.forward import eval_mode, step_inputs
-from upo.methods import Method, pair_metrics, unpaired_metrics
+from upo.methods import Method, needs_kto_reference_point, pair_metrics, unpaired_metrics
 from upo.metrics import MetricsAverager
 
 
 @torch.no_grad()
-def evaluate(loader, policy, value_head, reference_fn, method: Method, cfg, accelerator, eval_format: str,
-             train_format: str) -> dict[str, float]:
+def evaluate(loader, policy, value_head, reference_fn, method: Method, cfg, accelerator, eval_format: str) -> dict[str, float]:
     """Mean metrics over the held-out batches, averaged over processes, keys prefixed `eval/`.
 
     Implicit rewards are beta * (policy - reference) log-probs. On held-out *pairs* this gives
     `rewards/accuracies` for every method, KTO and UPO included. The method's own loss is reported
-    when the held-out batches have the method's format; otherwise UPO's aux and value losses are
-    still computed from the held-out responses and rewards.
+    whenever it can be computed on the held-out batches; for KTO-based methods on held-out pairs
+    (no mismatched sequences for the reference point) UPO's aux and value losses still are.
     """
     averager = MetricsAverager()
     with eval_mode(policy, value_head):
@@ -32,10 +31,12 @@ def evaluate(loader, policy, value_head, reference_fn, method: Method, cfg, acce
                     metrics.update(pair_metrics(rewards[:half], rewards[half:], x.policy_logps[:half], x.policy_logps[half:]))
                 else:
                     metrics.update(unpaired_metrics(rewards, x.policy_logps, x.desirable))
-            if eval_format == train_format and (x.kto_reference_point is not None or train_format == "paired"):
+            # Unpaired losses run on paired batches too (chosen rows are the desirable ones); only
+            # KTO's reference point needs the mismatched sequences that held-out pairs lack.
+            if x.kto_reference_point is not None or not needs_kto_reference_point(method, cfg.pref_loss):
                 _, method_metrics = method.loss(x, cfg)
                 metrics.update({k: v for k, v in method_metrics.items() if k not in metrics})
-            elif x.values is not None:
+            elif x.values is not None:  # UPO with a KTO term on held-out pairs: its aux terms alone
                 aux_logps = x.policy_mean_logps if cfg.aux_logp == "mean" else x.policy_logps
                 out = losses.upo_loss(x.policy_logps.new_zeros(1), aux_logps, x.rewards, x.values, aux_coef=cfg.aux_coef,
                                       eta=cfg.eta, max_weight=cfg.max_weight, tau=cfg.tau)

@@ -15,7 +15,8 @@ from tqdm.auto import tqdm
 
 from upo import losses
 from upo.logps import sequence_logps
-from upo.methods import Method, StepInputs, needs_kto_reference_point
+from upo.methods import Method, needs_kto_reference_point
+from upo.step import StepInputs
 
 ReferenceFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -59,6 +60,7 @@ def step_inputs(batch, policy, value_head, reference_fn, method: Method, cfg, ac
         rewards=batch["rewards"],
         values=values,
         kto_reference_point=z0,
+        num_tokens=out["num_tokens"],
     )
 
 

@@ -2,9 +2,10 @@
 
 Each entry says what a batch must hold (paired or unpaired sequences), which extra pieces the
 training loop must provide (reference log-probs, KTO's reference point, the value head, auxiliary
-rewards), and a function that turns a `StepInputs` into `(loss, metrics)` by calling the pure
-losses in `upo.losses`. Adding a method is one loss function plus one entry here; the training
-loop never branches on method names.
+rewards), and a function that turns a `StepInputs` (`upo.step`) into `(loss, metrics)` by calling
+the pure losses in `upo.losses` (DPO, IPO, KTO, UPO) or `upo.baselines` (the baselines the paper
+compares against; their step functions live in `upo.baseline_methods`). Adding a method is one loss
+function plus one entry here; the training loop never branches on method names.
 """
 
 from __future__ import annotations
@@ -14,25 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from upo import losses
-
-Metrics = dict[str, torch.Tensor]
-
-
-@dataclass
-class StepInputs:
-    """Everything a method's loss may need, for N sequences of one micro-batch.
-
-    Paired batches hold B pairs as N = 2B rows: rows [0, B) are chosen, rows [B, 2B) rejected.
-    """
-
-    policy_logps: torch.Tensor  # [N] summed completion log-probs (with grad)
-    policy_mean_logps: torch.Tensor  # [N] per-token mean (with grad)
-    reference_logps: torch.Tensor | None  # [N] (no grad)
-    desirable: torch.Tensor  # [N] bool
-    rewards: torch.Tensor  # [N] auxiliary reward r_a (standardized, weighted); zeros if none
-    values: torch.Tensor | None = None  # [N] V_psi(x) (grad to the value head only)
-    kto_reference_point: torch.Tensor | None = None  # 0-dim, detached, clamped, all-reduced by the loop
+from upo import baseline_methods, losses
+from upo.step import Metrics, StepInputs, pair_metrics, split_pairs, unpaired_metrics
 
 
 @dataclass(frozen=True)
@@ -43,63 +27,25 @@ class Method:
     loss: Callable[[StepInputs, object], tuple[torch.Tensor, Metrics]]
     uses_reference: bool = True
     uses_value_head: bool = False
-    uses_rewards: bool = False
+    uses_rewards: bool = False  # needs auxiliary rewards: configuring none is an error
+    accepts_rewards: bool = False  # adds r_a to its reward when auxiliary rewards are configured (optional)
     needs_kto_reference_point: bool = False  # KTO's z0 from mismatched pairs (the "pref" methods: when kto)
     summary: str = ""
-
-
-# ---- shared metric helpers ----------------------------------------------------------------------
-
-
-def _split(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    half = x.shape[0] // 2
-    return x[:half], x[half:]
-
-
-def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of x[mask]; NaN-free 0 when the mask is empty (the logger skips nothing silently:
-    an unpaired micro-batch may hold no undesirable example)."""
-    return (x * mask).sum() / mask.sum().clamp(min=1)
-
-
-def pair_metrics(chosen_rewards, rejected_rewards, policy_chosen_logps, policy_rejected_logps) -> Metrics:
-    """Standard DPO vocabulary for B pairs (all inputs [B])."""
-    return {
-        "rewards/chosen": chosen_rewards.mean(),
-        "rewards/rejected": rejected_rewards.mean(),
-        "rewards/margins": (chosen_rewards - rejected_rewards).mean(),
-        "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean(),
-        "logps/chosen": policy_chosen_logps.detach().mean(),
-        "logps/rejected": policy_rejected_logps.detach().mean(),
-    }
-
-
-def unpaired_metrics(rewards, policy_logps, desirable) -> Metrics:
-    """The same names for unpaired batches: chosen = desirable, rejected = undesirable."""
-    d, u = desirable.float(), (~desirable).float()
-    chosen, rejected = _masked_mean(rewards, d), _masked_mean(rewards, u)
-    return {
-        "rewards/chosen": chosen,
-        "rewards/rejected": rejected,
-        "rewards/margins": chosen - rejected,
-        "logps/chosen": _masked_mean(policy_logps.detach(), d),
-        "logps/rejected": _masked_mean(policy_logps.detach(), u),
-    }
 
 
 # ---- preference terms ---------------------------------------------------------------------------
 
 
 def dpo_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
-    pc, pr = _split(x.policy_logps)
-    rc, rr = _split(x.reference_logps)
+    pc, pr = split_pairs(x.policy_logps)
+    rc, rr = split_pairs(x.reference_logps)
     per_pair, chosen_r, rejected_r = losses.dpo_loss(pc, pr, rc, rr, beta=cfg.beta, label_smoothing=cfg.label_smoothing)
     return per_pair, pair_metrics(chosen_r, rejected_r, pc, pr)
 
 
 def ipo_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
-    pc, pr = _split(x.policy_logps)
-    rc, rr = _split(x.reference_logps)
+    pc, pr = split_pairs(x.policy_logps)
+    rc, rr = split_pairs(x.reference_logps)
     per_pair, chosen_r, rejected_r = losses.ipo_loss(pc, pr, rc, rr, beta=cfg.beta)
     return per_pair, pair_metrics(chosen_r, rejected_r, pc, pr)
 
@@ -123,7 +69,7 @@ PREFERENCE_STEPS = {"dpo": dpo_step, "ipo": ipo_step, "kto": kto_step}
 
 
 def _mean_loss(step):
-    """Turn a per-example preference step into a method: the loss is the batch mean."""
+    """Turn a per-example step (preference terms, SFT, MODPO) into a method: the loss is the batch mean."""
 
     def method_loss(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
         per_example, metrics = step(x, cfg)
@@ -177,6 +123,52 @@ METHODS: dict[str, Method] = {
         uses_value_head=True,
         uses_rewards=True,
         summary="UPO, Badrinath et al. 2024: preference term + advantage-weighted auxiliary term",
+    ),
+    # ---- baselines the paper compares against (pure losses in upo.baselines) ----
+    "sft": Method(
+        "sft",
+        "paired",
+        _mean_loss(baseline_methods.sft_step),
+        uses_reference=False,
+        summary="SFT: per-token NLL of the chosen responses",
+    ),
+    "oppo": Method(
+        "oppo",
+        "unpaired",
+        baseline_methods.oppo_step,
+        uses_value_head=True,
+        summary="one-step offline PPO, reward +1/-1 from the label",
+    ),
+    "aoppo": Method(
+        "aoppo",
+        "unpaired",
+        baseline_methods.aoppo_step,
+        uses_value_head=True,
+        uses_rewards=True,
+        summary="offline PPO with the label reward plus the auxiliary reward r_a",
+    ),
+    "modpo": Method(
+        "modpo",
+        "paired",
+        _mean_loss(baseline_methods.modpo_step),
+        uses_rewards=True,
+        summary="MODPO, Zhou et al. 2023: DPO margin minus the auxiliary-reward margin",
+    ),
+    "alol": Method(
+        "alol",
+        "unpaired",
+        baseline_methods.alol_step,
+        uses_value_head=True,
+        accepts_rewards=True,
+        summary="A-LoL, Baheti et al. 2023: positive-advantage offline policy gradient",
+    ),
+    "drov": Method(
+        "drov",
+        "unpaired",
+        baseline_methods.drov_step,
+        uses_value_head=True,
+        accepts_rewards=True,
+        summary="DRO-V, Richemond et al. 2024: squared loss on r - V(x) - tau * logratio",
     ),
 }
 

@@ -116,7 +116,7 @@ def prepare_data(cfg: UPOConfig, tokenizer, progress: bool = True) -> PreparedDa
 
     standardizer = None
     train_rewards = eval_rewards = None
-    if method.uses_rewards:
+    if method.uses_rewards or (method.accepts_rewards and cfg.rewards):
         if not cfg.rewards:
             raise ValueError(
                 f"method {cfg.method!r} optimizes auxiliary rewards but none are configured; "

@@ -189,7 +189,7 @@ def train(cfg: UPOConfig) -> Path:
                 bar.set_postfix(loss=f"{row.get('train/loss', float('nan')):.4f}")
             if eval_loader is not None and ((cfg.eval_steps and global_step % cfg.eval_steps == 0) or last):
                 row.update(evaluate(eval_loader, policy, value_head, reference_fn, method, cfg, accelerator,
-                                    data.eval_format, data.train_format))
+                                    data.eval_format))
             if row:
                 writer.write(global_step, row)
             if cfg.save_steps and (global_step % cfg.save_steps == 0 or last):

@@ -1,0 +1,40 @@
+"""Shared test helpers (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+from upo.config import UPOConfig
+
+TOPICS = ["bread", "rain", "cats", "trains", "music", "tea", "maps", "snow", "bees", "glass", "salt", "kites"]
+
+
+def pair_rows() -> list[dict]:
+    """Twelve small conversational pairs: a kind answer chosen over a rude one."""
+    return [
+        {
+            "prompt": [{"role": "user", "content": f"Tell me about {t}."}],
+            "chosen": f"{t.capitalize()} are interesting. Here is a short, kind answer about {t}.",
+            "rejected": f"No. I will not talk about {t}, it is a dumb and long and complicated question!",
+        }
+        for t in TOPICS
+    ]
+
+
+def run_config(tiny_model_dir, pairs_file, tmp_path, **overrides) -> UPOConfig:
+    """A 2-step fp32 run of the tiny model on `pairs_file`, writing under tmp_path/run."""
+    base = dict(
+        model=str(tiny_model_dir),
+        dataset=str(pairs_file),
+        eval_fraction=0.25,
+        batch_size=2,
+        max_steps=2,
+        learning_rate=1e-2,
+        precision="fp32",
+        output_dir=str(tmp_path / "run"),
+        progress=False,
+        cache_dir=str(tmp_path / "cache"),
+        rewards={"length": 1.0},
+        max_length=96,
+        max_prompt_length=32,
+    )
+    base.update(overrides)
+    return UPOConfig(**base)
