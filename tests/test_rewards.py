@@ -92,7 +92,8 @@ def test_length_counts_words():
 
 
 def test_builtins_have_versions():
-    assert set(BUILTIN_VERSIONS) == set(BUILTIN_REWARDS) == {"readability", "profanity", "length"}
+    assert set(BUILTIN_VERSIONS) == set(BUILTIN_REWARDS)
+    assert {"readability", "profanity", "length"} <= set(BUILTIN_REWARDS)  # the newer ones: test_scorers.py
     assert "textstat-0.7.8" in BUILTIN_VERSIONS["readability"]
     for name, fn in BUILTIN_REWARDS.items():
         assert reward_version(name, fn) == BUILTIN_VERSIONS[name]

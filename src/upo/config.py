@@ -65,7 +65,7 @@ class UPOConfig:
     modpo_w0: float = 1.0  # modpo: weight of the preference objective; margin = (beta * h - r_a margin) / w0
 
     # ---- auxiliary rewards -------------------------------------------------------------------
-    rewards: dict[str, float] = field(default_factory=dict)  # auxiliary rewards: name -> weight (readability, profanity, length, or pkg.module:function)
+    rewards: dict[str, float] = field(default_factory=dict)  # auxiliary rewards: name -> weight; built-ins (README) or pkg.module:function
     standardize_rewards: bool = True  # standardize each reward over the training set before weighting
     cache_dir: str | None = None  # default: $UPO_CACHE or ~/.cache/upo
 

@@ -1,6 +1,6 @@
 """Turn reward names from the config into functions, and give each a version for the cache.
 
-A name is a built-in (`readability`, `profanity`, `length`) or `package.module:function`.
+A name is a built-in (a key of `BUILTIN_REWARDS`) or `package.module:function`.
 A user module is imported only because the config names it.
 """
 
