@@ -10,7 +10,7 @@ import pytest
 
 from upo.cli import main
 
-SUBCOMMANDS = ["train", "demo"]
+SUBCOMMANDS = ["train", "demo", "score"]
 
 
 def test_top_level_help(capsys):
@@ -80,3 +80,29 @@ def test_upo_train_two_steps_via_the_console_script(tiny_model_dir, tmp_path):
     assert [json.loads(line)["step"] for line in lines] == [1, 2]
     assert (out / "final" / "config.json").exists() and (out / "final" / "model.safetensors").exists()
     assert (out / "config.yaml").exists()
+
+
+def test_upo_score_pairs_and_generations(tmp_path, capsys):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"prompt": "Hi?", "chosen": "Hello, nice to meet you.", "rejected": "Go away, idiot."}) + "\n")
+    out = tmp_path / "scores.jsonl"
+    assert main(["score", "--data", str(pairs), "--scorers", "length,profanity", "--output", str(out),
+                 "--cache_dir", str(tmp_path / "cache")]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["role"] for r in rows] == ["chosen", "rejected"]
+    assert rows[0]["scores"]["length"] == -0.05  # 5 words / 100, negated
+    assert rows[1]["scores"]["profanity"] < rows[0]["scores"]["profanity"]  # the insult is more profane
+    table = capsys.readouterr().out
+    assert "| chosen | 1 |" in table and "mean profanity" in table
+
+    gens = tmp_path / "gens.jsonl"
+    gens.write_text(json.dumps({"prompt": "Hi?", "response": "One two three."}) + "\n")
+    assert main(["score", "--data", str(gens), "--scorers", "length", "--cache_dir", str(tmp_path / "cache")]) == 0
+    assert "| generation | 1 | -0.03 |" in capsys.readouterr().out
+
+
+def test_upo_score_names_bad_scorer(tmp_path, capsys):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"prompt": "a", "chosen": "b", "rejected": "c"}) + "\n")
+    assert main(["score", "--data", str(pairs), "--scorers", "readabilty", "--cache_dir", str(tmp_path / "c")]) == 2
+    assert "readability" in capsys.readouterr().err  # suggests the close built-in name

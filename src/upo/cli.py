@@ -91,6 +91,22 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
+    score = sub.add_parser(
+        "score",
+        help="score every response of a dataset or generations file with auxiliary scorers",
+        description="Score each response (pairs: chosen and rejected; unpaired: the completion; generations "
+        'files: {"prompt", "response"} lines) with the named scorers, write per-response scores as JSON lines '
+        "and print the mean per response role. Scores are cached like training's.",
+        epilog="example:\n  upo score --data ../shared/data/hh-rlhf/harmless-base-dev.jsonl.gz "
+        "--scorers safety,readability,profanity --output scores.jsonl",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    score.add_argument("--data", required=True, help="preference data or a generations JSONL file")
+    score.add_argument("--scorers", required=True, help="comma-separated scorer names (built-ins or pkg.module:function)")
+    score.add_argument("--output", help="write per-response scores here (JSON lines)")
+    score.add_argument("--cache_dir", help="score cache folder [default: $UPO_CACHE or ~/.cache/upo]")
+
     demo.add_argument("--output_dir", default="runs/demo", help="where the demo writes its runs [default: runs/demo]")
     demo.add_argument("--steps", type=int, default=None, help="optimizer steps per method [default: one epoch]")
     demo.add_argument("--quick", action="store_true", help="a much smaller demo (a few minutes), for smoke tests")
@@ -122,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
 
             final = train(config_from_args(args))
             print(f"upo: done; model saved to {final}")
+        elif args.command == "score":
+            from upo.score import run_score
+
+            run_score(args.data, args.scorers, args.output, args.cache_dir)
         elif args.command == "demo":
             from upo.demo.run import run_demo
 
