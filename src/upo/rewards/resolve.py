@@ -1,6 +1,7 @@
 """Turn reward names from the config into functions, and give each a version for the cache.
 
-A name is a built-in (a key of `BUILTIN_REWARDS`) or `package.module:function`.
+A name is a built-in (a key of `BUILTIN_REWARDS`), `rm:PATH` (a sequence-classification reward
+model, see reward_model.py) or `package.module:function`.
 A user module is imported only because the config names it.
 """
 
@@ -12,10 +13,14 @@ import importlib
 import inspect
 
 from upo.rewards.builtin import BUILTIN_REWARDS, BUILTIN_VERSIONS, RewardFn
+from upo.rewards.reward_model import PREFIX as REWARD_MODEL_PREFIX
+from upo.rewards.reward_model import reward_model_scorer, reward_model_version
 
 
 def resolve_reward(name: str) -> RewardFn:
     """The reward function for `name`; a `ValueError` that says what to fix otherwise."""
+    if name.startswith(REWARD_MODEL_PREFIX):
+        return reward_model_scorer(name[len(REWARD_MODEL_PREFIX) :])
     if ":" not in name:
         if name in BUILTIN_REWARDS:
             return BUILTIN_REWARDS[name]
@@ -53,6 +58,8 @@ def reward_version(name: str, fn: RewardFn) -> str:
     hash of their source (editing the function invalidates its cached scores; helpers it calls
     are not hashed, so set `__version__` when those change), else their qualified name.
     """
+    if name.startswith(REWARD_MODEL_PREFIX):
+        return reward_model_version(name[len(REWARD_MODEL_PREFIX) :])
     if BUILTIN_REWARDS.get(name) is fn:
         return BUILTIN_VERSIONS[name]
     explicit = getattr(fn, "__version__", None)

@@ -1,0 +1,73 @@
+"""Any Hugging Face sequence-classification model as a reward: `rm:PATH` (a local folder, or a Hub
+name when online).
+
+Each (prompt, response) is rendered as a user/assistant exchange with the model's chat template
+when it has one (else `prompt + "\\n\\n" + response`), scored in batches, on GPU when there is one.
+The reward is the single logit of a 1-label model (Bradley-Terry reward models), or the logit of the
+last label minus the first for classifiers with several labels (e.g. positive vs negative).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from pathlib import Path
+
+import torch
+
+PREFIX = "rm:"
+
+
+@functools.lru_cache(maxsize=4)
+def _load(path: str):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForSequenceClassification.from_pretrained(path).to(device).eval()
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id  # needed to find each row's last token
+    return tokenizer, model
+
+
+def _render(tokenizer, prompt: str, response: str) -> str:
+    if getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+        return tokenizer.apply_chat_template(messages, tokenize=False)
+    return f"{prompt}\n\n{response}"
+
+
+def reward_model_scorer(path: str, batch_size: int = 16, max_length: int = 512):
+    """A RewardFn backed by the sequence-classification model at `path`."""
+    if path.startswith((".", "/", "~")) and not Path(path).expanduser().exists():
+        raise ValueError(f"reward model path does not exist: {path}")
+
+    @torch.inference_mode()
+    def score(prompts: list[str], completions: list[str]) -> list[float]:
+        tokenizer, model = _load(path)
+        out: list[float] = []
+        for start in range(0, len(prompts), batch_size):
+            texts = [_render(tokenizer, p, c) for p, c in
+                     zip(prompts[start : start + batch_size], completions[start : start + batch_size], strict=True)]
+            enc = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_length,
+                            add_special_tokens=not getattr(tokenizer, "chat_template", None)).to(model.device)
+            logits = model(**enc).logits.float()  # [b, num_labels]
+            values = logits[:, 0] if logits.shape[1] == 1 else logits[:, -1] - logits[:, 0]
+            out += values.cpu().tolist()
+        return out
+
+    return score
+
+
+def reward_model_version(path: str) -> str:
+    """Changes when the model's config or weight files change (local folders); the name otherwise."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        return f"rm-v1:{path}"
+    digest = hashlib.sha256()
+    for file in sorted(folder.glob("*.json")) + sorted(folder.glob("*.safetensors")):
+        stat = file.stat()
+        digest.update(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return f"rm-v1:{digest.hexdigest()[:16]}"
