@@ -131,3 +131,11 @@ def test_held_out_metrics_belong_to_the_method(method, absent, tiny_model_dir, p
     assert ("eval/loss" in last) == (method == "oppo")
     if method == "upo":
         assert "eval/upo/aux_loss" in last
+
+
+@pytest.mark.parametrize(("method", "has_kl"), [("kto", True), ("oppo", False)])
+def test_reference_for_mismatched_sequences_only_when_kto_needs_it(method, has_kl, tiny_model_dir, pairs_file, tmp_path):
+    train(_cfg(tiny_model_dir, pairs_file, tmp_path, method=method, max_steps=1))
+    table = load_file(str(tmp_path / "run" / "reference_logps.safetensors"))
+    assert ("train.reference_kl_logps" in table) == has_kl
+    assert "train.reference_logps" in table

@@ -77,9 +77,11 @@ def kto_reference_point(batch, policy, reference_fn, accelerator) -> torch.Tenso
 
 @torch.no_grad()
 def precompute_reference_logps(items: list[dict], fmt: str, collate, reference_fn, batch_size: int,
-                               device, progress: bool = True, desc: str = "reference log-probs") -> None:
+                               device, progress: bool = True, desc: str = "reference log-probs",
+                               with_kl: bool = True) -> None:
     """Store reference log-probs in every item (`reference_chosen_logps` / `reference_rejected_logps`
-    for pairs; `reference_logps` and `reference_kl_logps` for unpaired examples)."""
+    for pairs; `reference_logps`, and with `with_kl` `reference_kl_logps` of KTO's mismatched
+    sequences, for unpaired examples)."""
     order = sorted(range(len(items)), key=lambda i: -_length(items[i]))  # little padding per batch
     bar = tqdm(total=len(items), desc=desc, disable=not progress, leave=False)
     for start in range(0, len(order), batch_size):
@@ -91,9 +93,12 @@ def precompute_reference_logps(items: list[dict], fmt: str, collate, reference_f
             for item, chosen, rejected in zip(chunk, ref[:n].tolist(), ref[n:].tolist(), strict=True):
                 item["reference_chosen_logps"], item["reference_rejected_logps"] = chosen, rejected
         else:
-            kl = reference_fn(batch["kl_input_ids"], batch["kl_attention_mask"], batch["kl_loss_mask"]).float().cpu()
-            for item, r, k in zip(chunk, ref.tolist(), kl.tolist(), strict=True):
-                item["reference_logps"], item["reference_kl_logps"] = r, k
+            for item, r in zip(chunk, ref.tolist(), strict=True):
+                item["reference_logps"] = r
+            if with_kl:
+                kl = reference_fn(batch["kl_input_ids"], batch["kl_attention_mask"], batch["kl_loss_mask"]).float().cpu()
+                for item, k in zip(chunk, kl.tolist(), strict=True):
+                    item["reference_kl_logps"] = k
         bar.update(len(chunk))
     bar.close()
 

@@ -35,7 +35,7 @@ from upo.forward import (
     step_inputs,
 )
 from upo.logps import CompletionLogps
-from upo.methods import METHODS
+from upo.methods import METHODS, needs_kto_reference_point
 from upo.metrics import MetricsAverager, MetricsWriter
 from upo.modeling import (
     ValueHead,
@@ -224,10 +224,11 @@ def _precompute_all(cfg, data, reference_fn, accelerator, out: Path, pad: int, s
         if train_ok and eval_ok:
             return
     batch_size = cfg.batch_size * 2
+    with_kl = needs_kto_reference_point(METHODS[cfg.method], cfg.pref_loss)  # others never read them
     for items, fmt, name in ((data.train_items, data.train_format, "train"), (data.eval_items, data.eval_format, "eval")):
         if items:
             precompute_reference_logps(items, fmt, _collate_for(fmt, pad), reference_fn, batch_size, accelerator.device,
-                                       progress=show, desc=f"reference log-probs ({name})")
+                                       progress=show, desc=f"reference log-probs ({name})", with_kl=with_kl)
     if accelerator.is_main_process:
         table = {f"train.{k}": v for k, v in reference_table(data.train_items).items()}
         table.update({f"eval.{k}": v for k, v in reference_table(data.eval_items).items()})
