@@ -66,6 +66,9 @@ class UPOConfig:
 
     # ---- auxiliary rewards -------------------------------------------------------------------
     rewards: dict[str, float] = field(default_factory=dict)  # auxiliary rewards: name -> weight; built-ins (README) or pkg.module:function
+    # Preference baselines given the auxiliary information: re-rank pairs by r_p-proxy + r_a.
+    relabel: bool = False  # swap a pair when r_a(rejected) - r_a(chosen) > relabel_margin (any preference method)
+    relabel_margin: float = 1.0  # the proxy user reward's gap between chosen and rejected, in standardized units
     standardize_rewards: bool = True  # standardize each reward over the training set before weighting
     cache_dir: str | None = None  # default: $UPO_CACHE or ~/.cache/upo
 
@@ -118,6 +121,8 @@ class UPOConfig:
             raise ConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction!r}")
         if not 0.0 <= self.label_smoothing < 0.5:
             raise ConfigError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing!r}")
+        if self.relabel_margin < 0:
+            raise ConfigError(f"relabel_margin must be >= 0, got {self.relabel_margin!r}")
         if self.aux_coef < 0:
             raise ConfigError(f"aux_coef must be >= 0, got {self.aux_coef!r}")
         if self.max_prompt_length >= self.max_length:

@@ -82,6 +82,30 @@ def _tokenize(records, tokenizer, cfg: UPOConfig) -> tuple[list[dict], Truncatio
     )
 
 
+def relabel_pairs(pairs: list[PreferencePair], r_a: np.ndarray, margin: float) -> tuple[list[PreferencePair], int]:
+    """Re-rank each pair by the compound reward r_p + r_a, the preference baselines' way of seeing the
+    auxiliary objectives. r_p is a proxy of the user's preference: +margin/2 for the labelled chosen
+    response, -margin/2 for the rejected one; r_a is the standardized, weighted auxiliary reward
+    (`r_a[2i]` chosen, `r_a[2i+1]` rejected). A pair is swapped iff r_a(rejected) - r_a(chosen) > margin.
+    Returns the pairs and the number swapped."""
+    out, swapped = [], 0
+    for i, pair in enumerate(pairs):
+        if r_a[2 * i + 1] - r_a[2 * i] > margin:
+            pair = PreferencePair(pair.prompt, pair.rejected, pair.chosen, pair.source)
+            swapped += 1
+        out.append(pair)
+    return out, swapped
+
+
+def _relabel(records, cfg: UPOConfig, report: list[str], progress: bool):
+    if not _is_paired(records) or not cfg.rewards:
+        raise ValueError("relabel needs paired data and auxiliary rewards (e.g. --rewards safety=0.95,readability=0.05)")
+    r_a, _ = score_records(records, cfg, progress=progress)
+    records, swapped = relabel_pairs(records, r_a, cfg.relabel_margin)
+    report.append(f"relabelled {swapped} of {len(records)} pairs by the compound reward (margin {cfg.relabel_margin})")
+    return records
+
+
 def _load(source: str, split: str, report: list[str]) -> list[PreferencePair] | list[UnpairedExample]:
     result = load_records(source, split)
     for reason, count in result.skipped.items():
@@ -106,6 +130,9 @@ def prepare_data(cfg: UPOConfig, tokenizer, progress: bool = True) -> PreparedDa
         records = records[: cfg.max_examples]
     if not records:
         raise ValueError(f"{cfg.dataset}: no training examples left after splitting off evaluation data")
+
+    if cfg.relabel:
+        records = _relabel(records, cfg, report, progress)
 
     train_format = batch_format(method, cfg.pref_loss)
     if train_format == "paired" and not _is_paired(records):
