@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,6 +29,23 @@ def text_hash(prompt: str, completion: str) -> bytes:
     return hashlib.sha256((prompt + "\x00" + completion).encode("utf-8", "surrogatepass")).digest()
 
 
+def _enable_wal(conn: sqlite3.Connection, timeout: float) -> None:
+    """Switch to WAL. The switch takes an exclusive lock and, unlike ordinary statements, fails at
+    once with "database is locked" instead of waiting out the busy timeout when another process
+    opens the file at the same moment, so retry it with backoff until `timeout`."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
 class ScoreCache:
     """Reward scores in `<cache_dir>/scores.sqlite`.
 
@@ -39,7 +57,7 @@ class ScoreCache:
         self.path = Path(cache_dir if cache_dir is not None else default_cache_dir()) / "scores.sqlite"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(self.path, timeout=timeout)
-        self._conn.execute("PRAGMA journal_mode=WAL")
+        _enable_wal(self._conn, timeout)
         with self._conn:
             self._conn.execute(
                 "CREATE TABLE IF NOT EXISTS scores ("
