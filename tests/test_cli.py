@@ -106,3 +106,14 @@ def test_upo_score_names_bad_scorer(tmp_path, capsys):
     pairs.write_text(json.dumps({"prompt": "a", "chosen": "b", "rejected": "c"}) + "\n")
     assert main(["score", "--data", str(pairs), "--scorers", "readabilty", "--cache_dir", str(tmp_path / "c")]) == 2
     assert "readability" in capsys.readouterr().err  # suggests the close built-in name
+
+
+def test_hub_names_pass_through_and_missing_paths_are_errors(tmp_path):
+    from upo.modeling import resolve_model_path
+
+    for hub_name in ("Qwen/Qwen2.5-0.5B", "gpt2"):  # Hub names (dots allowed), not paths
+        assert resolve_model_path(hub_name) == hub_name
+    assert resolve_model_path(str(tmp_path)) == str(tmp_path)
+    for missing in (str(tmp_path / "nope"), "./nope", "a/b/c"):
+        with pytest.raises(FileNotFoundError, match="model path does not exist"):
+            resolve_model_path(missing)

@@ -16,7 +16,8 @@ def resolve_model_path(name: str, cache_dir: str | None = None, progress: bool =
         from upo.embedded import embedded_model_dir
 
         return str(embedded_model_dir(cache_dir, progress=progress))
-    looks_local = name.startswith((".", "/", "~")) or Path(name).suffix != "" or name.count("/") > 1
+    # Hub names are "name" or "owner/name" (dots allowed, e.g. Qwen/Qwen2.5-0.5B); these are paths.
+    looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1
     if looks_local and not Path(name).expanduser().exists():
         raise FileNotFoundError(f"model path does not exist: {name}")
     return name
