@@ -54,8 +54,8 @@ def score_records(records, cfg: UPOConfig, standardizer=None, progress: bool = T
 
     names = list(cfg.rewards)
     prompts, completions = _completions(records)
-    cache = ScoreCache(cfg.cache_dir or default_cache_dir())
-    raw = score_texts(prompts, completions, names, cache=cache, progress=progress)
+    with ScoreCache(cfg.cache_dir or default_cache_dir()) as cache:
+        raw = score_texts(prompts, completions, names, cache=cache, progress=progress)
     if standardizer is None:
         standardizer = RewardStandardizer.fit(
             raw, names, [cfg.rewards[n] for n in names], standardize=cfg.standardize_rewards

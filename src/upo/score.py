@@ -65,8 +65,8 @@ def _responses(path: str) -> list[tuple[str, str, str, str]]:
 def score_file(path: str, names: list[str], *, cache_dir: str | None = None, progress: bool = True):
     """Returns (per-response rows, summary {role: {scorer: mean}})."""
     responses = _responses(path)
-    cache = ScoreCache(cache_dir or default_cache_dir())
-    raw = score_texts([r[2] for r in responses], [r[3] for r in responses], names, cache=cache, progress=progress)
+    with ScoreCache(cache_dir or default_cache_dir()) as cache:
+        raw = score_texts([r[2] for r in responses], [r[3] for r in responses], names, cache=cache, progress=progress)
     rows = [
         {"source": source, "role": role, "scores": dict(zip(names, map(float, scores), strict=True))}
         for (source, role, _, _), scores in zip(responses, raw, strict=True)

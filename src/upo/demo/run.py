@@ -78,7 +78,6 @@ def _config(method: str, train_path: Path, eval_path: Path, out: Path, steps: in
         precision="bf16",
         output_dir=str(out / method),
         seed=seed,
-        resume=(out / method / "final").exists(),
     )
 
 
@@ -139,9 +138,13 @@ def run_demo(output_dir: str = "runs/demo", steps: int | None = None, quick: boo
     _stage("3/4 training DPO (preferences only) and UPO (preferences + readability), LoRA, bf16")
     for method in ("dpo", "upo"):
         cfg = _config(method, train_path, eval_path, out, steps, seed)
-        t0 = time.time()
-        final = train(cfg)
-        print(f"{method}: trained in {time.time() - t0:.0f} s -> {final}")
+        final = out / method / "final"
+        if final.exists():  # finished in an earlier, interrupted demo
+            print(f"{method}: reusing {final}")
+        else:
+            t0 = time.time()
+            final = train(cfg)
+            print(f"{method}: trained in {time.time() - t0:.0f} s -> {final}")
         metrics = _final_eval_metrics(out / method)
         results[method] = {
             "final": final,
