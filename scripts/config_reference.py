@@ -1,12 +1,15 @@
-"""Print the README's config reference table from UPOConfig (keys, defaults, field comments).
+"""The README's config reference table from UPOConfig (keys, defaults, field comments).
 
-    python scripts/config_reference.py > /tmp/ref.md
+    python scripts/config_reference.py           # rewrite the section in README.md
+    python scripts/config_reference.py --print   # print it
 tests/test_readme.py checks that the README holds exactly this text.
 """
 
 import dataclasses
 import inspect
 import re
+import sys
+from pathlib import Path
 
 from upo.cli import _field_comments
 from upo.config import FIELDS, UPOConfig
@@ -28,5 +31,19 @@ def reference() -> str:
     return "\n".join(out)
 
 
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def write_readme(readme: Path = README) -> None:
+    """Replace README's "### Config reference" section (up to the next "## " heading) in place."""
+    text = readme.read_text()
+    start = text.index("### Config reference")
+    end = text.index("\n## ", start)
+    readme.write_text(text[:start] + reference() + "\n" + text[end:])
+
+
 if __name__ == "__main__":
-    print(reference())
+    if "--print" in sys.argv:
+        print(reference())
+    else:
+        write_readme()

@@ -257,6 +257,7 @@ METHOD_METRICS = {
     "sft": ["logps/chosen"],
     "oppo": ["ppo/policy_loss", "ppo/value_loss", "ppo/clip_fraction", "rewards/chosen"],
     "aoppo": ["ppo/policy_loss", "ppo/reward_mean"],
+    "csft": ["logps/chosen", "logps/rejected"],
     "modpo": ["rewards/accuracies", "modpo/aux_margin"],
     "alol": ["alol/policy_loss", "alol/positive_fraction", "alol/weight_mean"],
     "drov": ["dro/residual_mean", "dro/value_mean"],

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from upo import baselines
-from upo.step import Metrics, StepInputs, pair_metrics, split_pairs, unpaired_metrics
+from upo.step import Metrics, StepInputs, masked_mean, pair_metrics, split_pairs, unpaired_metrics
 
 
 def _implicit_rewards(x: StepInputs, beta: float) -> torch.Tensor:
@@ -25,6 +25,14 @@ def sft_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
     mean_chosen, _ = split_pairs(x.policy_mean_logps)
     per_pair = baselines.sft_loss(mean_chosen)  # [B]
     return per_pair, {"logps/chosen": pc.detach().mean(), "logps/rejected": pr.detach().mean()}
+
+
+def csft_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
+    """NLL of every response of an unpaired batch; the control token in its prompt carries the label."""
+    per_example = baselines.csft_loss(x.policy_mean_logps)  # [N]
+    d, u = x.desirable.float(), (~x.desirable).float()
+    logps = x.policy_logps.detach()
+    return per_example, {"logps/chosen": masked_mean(logps, d), "logps/rejected": masked_mean(logps, u)}
 
 
 def modpo_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:

@@ -6,6 +6,7 @@ tokens unless a name says `mean` (per-token mean). Rewards arrive detached; valu
 from the value head, whose input is detached, so a value loss trains only the head.
 
     sft     L = -mean logp_theta(y_w|x)                                    (per token, chosen only)
+    csft    L = -mean logp_theta(y|x, c_label)              (per token, every response, c = control token)
     oppo    L = -min(rho * A, clip(rho, 1-eps, 1+eps) * A) + (R - V)^2
             rho = exp(per-token mean logratio), A = R - V (detached)
     modpo   L = -log sigmoid((beta * h - (r_a(y_w) - r_a(y_l))) / w0)
@@ -41,6 +42,20 @@ def sft_loss(policy_chosen_mean_logps: Tensor) -> Tensor:
         responses on one scale, as UPO's auxiliary term does by default.
     """
     return -policy_chosen_mean_logps
+
+
+def csft_loss(policy_mean_logps: Tensor) -> Tensor:
+    """Conditional SFT (Korbak et al. 2023): NLL of every response, desirable and undesirable alike.
+
+    Args:
+        policy_mean_logps: [N] per-token mean log pi_theta(y|x, c), where the prompt x ends with the
+            response's control token c (desirable or undesirable; `upo.data.control`).
+
+    Returns:
+        [N] -mean_t log pi_theta(y_t | x, c, y_<t). The label enters only through c: the model
+        learns both behaviours and which token asks for which, and is sampled after c = desirable.
+    """
+    return -policy_mean_logps
 
 
 def modpo_loss(

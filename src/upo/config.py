@@ -47,7 +47,7 @@ class UPOConfig:
     group_by_length: bool = True  # batches of similar length, padded to their own longest
 
     # ---- method ------------------------------------------------------------------------------
-    method: str = "upo"  # upo | dpo | ipo | kto | sft | oppo | aoppo | modpo | alol | drov (README method table)
+    method: str = "upo"  # upo | dpo | ipo | kto | sft | csft | oppo | aoppo | modpo | alol | drov (README method table)
     pref_loss: str = "kto"  # UPO's preference term: kto | dpo | ipo
     beta: float = 0.1  # KL strength of the implicit reward beta * logratio (also DRO-V's tau)
     label_smoothing: float = 0.0  # conservative DPO (Mitchell 2023); 0 = plain DPO

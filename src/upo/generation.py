@@ -13,17 +13,22 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from upo.data.control import generation_suffix
+
 Prompt = str | list[dict]
 
 
 def _prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> list[int]:
-    """Token ids of one prompt: a message list through the chat template, a string as-is."""
+    """Token ids of one prompt: a message list through the chat template, a string as-is; a model
+    trained with CSFT gets its desirable control token appended (`upo.data.control`)."""
     if isinstance(prompt, str):
         # as the tokenizer encodes text by default (its own BOS convention, if any)
-        return tokenizer(prompt).input_ids
-    # the template writes any special tokens itself, so the tokenizer must not add them again
-    text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
-    return tokenizer(text, add_special_tokens=False).input_ids
+        ids = tokenizer(prompt).input_ids
+    else:
+        # the template writes any special tokens itself, so the tokenizer must not add them again
+        text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+        ids = tokenizer(text, add_special_tokens=False).input_ids
+    return list(ids) + generation_suffix(tokenizer)
 
 
 def _left_pad(seqs: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:

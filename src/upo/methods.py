@@ -30,6 +30,7 @@ class Method:
     uses_rewards: bool = False  # needs auxiliary rewards: configuring none is an error
     accepts_rewards: bool = False  # adds r_a to its reward when auxiliary rewards are configured (optional)
     needs_kto_reference_point: bool = False  # KTO's z0 from mismatched pairs (the "pref" methods: when kto)
+    control_tokens: bool = False  # CSFT: prompts end with a desirable/undesirable token (upo.data.control)
     summary: str = ""
 
 
@@ -131,6 +132,14 @@ METHODS: dict[str, Method] = {
         _mean_loss(baseline_methods.sft_step),
         uses_reference=False,
         summary="SFT: per-token NLL of the chosen responses",
+    ),
+    "csft": Method(
+        "csft",
+        "unpaired",
+        _mean_loss(baseline_methods.csft_step),
+        uses_reference=False,
+        control_tokens=True,
+        summary="conditional SFT: NLL of every response after its desirable/undesirable control token",
     ),
     "oppo": Method(
         "oppo",

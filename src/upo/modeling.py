@@ -51,7 +51,9 @@ def disable_dropout(model: nn.Module) -> None:
             module.p = 0.0
 
 
-def add_lora(model, cfg: UPOConfig):
+def add_lora(model, cfg: UPOConfig, trainable_token_ids: list[int] | None = None):
+    """Wrap `model` with LoRA adapters; `trainable_token_ids` are embedding rows trained in full
+    (new tokens such as CSFT's control tokens, which LoRA alone could not give a meaning)."""
     from peft import LoraConfig, get_peft_model
 
     targets = cfg.lora_target_modules
@@ -61,6 +63,7 @@ def add_lora(model, cfg: UPOConfig):
         lora_dropout=cfg.lora_dropout,
         target_modules="all-linear" if targets == ["all-linear"] else targets,
         task_type="CAUSAL_LM",
+        trainable_token_indices=trainable_token_ids or None,
     )
     return get_peft_model(model, lora_config)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from upo.config import UPOConfig
+from upo.data.control import control_token_ids
 from upo.data.records import PreferencePair, UnpairedExample, load_records, prompt_text, to_unpaired
 from upo.data.tokenize import TruncationStats, tokenize_pairs, tokenize_unpaired
 from upo.methods import METHODS, batch_format
@@ -75,11 +76,12 @@ def _attach_rewards(items: list[dict], records, r_a: np.ndarray) -> None:
 
 
 def _tokenize(records, tokenizer, cfg: UPOConfig) -> tuple[list[dict], TruncationStats]:
+    # CSFT: the trainer added the control tokens to the tokenizer; prompts end with one.
+    control = control_token_ids(tokenizer) if METHODS[cfg.method].control_tokens else None
+    lengths = {"max_length": cfg.max_length, "max_prompt_length": cfg.max_prompt_length, "control": control}
     if _is_paired(records):
-        return tokenize_pairs(records, tokenizer, max_length=cfg.max_length, max_prompt_length=cfg.max_prompt_length)
-    return tokenize_unpaired(
-        records, tokenizer, max_length=cfg.max_length, max_prompt_length=cfg.max_prompt_length, seed=cfg.seed
-    )
+        return tokenize_pairs(records, tokenizer, **lengths)
+    return tokenize_unpaired(records, tokenizer, seed=cfg.seed, **lengths)
 
 
 def relabel_pairs(pairs: list[PreferencePair], r_a: np.ndarray, margin: float) -> tuple[list[PreferencePair], int]:

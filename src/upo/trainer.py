@@ -26,6 +26,7 @@ from transformers import get_scheduler
 from upo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from upo.config import UPOConfig
 from upo.data.collate import LengthGroupedBatchSampler, collate_pairs, collate_unpaired, sequence_lengths
+from upo.data.control import add_control_tokens
 from upo.evaluate import evaluate
 from upo.forward import (
     attach_reference_table,
@@ -86,6 +87,7 @@ def train(cfg: UPOConfig) -> Path:
 
     # ---- model, tokenizer, data ----------------------------------------------------------------
     tokenizer = load_tokenizer(model_path)
+    control_ids = add_control_tokens(tokenizer) if method.control_tokens else None  # CSFT
     data = prepare_data(cfg, tokenizer, progress=show)
     for line in data.report:
         log(f"upo: {line}")
@@ -94,9 +96,12 @@ def train(cfg: UPOConfig) -> Path:
 
     lm = load_causal_lm(model_path)
     disable_dropout(lm)
+    if control_ids and len(tokenizer) > lm.get_input_embeddings().num_embeddings:
+        lm.resize_token_embeddings(len(tokenizer))  # new rows start at the mean embedding
     ref_model = None
     if cfg.lora:
-        lm = add_lora(lm, cfg)
+        # CSFT's control-token embeddings must learn too: peft trains just those rows.
+        lm = add_lora(lm, cfg, trainable_token_ids=sorted(control_ids.values()) if control_ids else None)
     if method.uses_reference and (not cfg.lora or cfg.ref_model):
         ref_path = resolve_model_path(cfg.ref_model, cfg.cache_dir) if cfg.ref_model else model_path
         ref_dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32

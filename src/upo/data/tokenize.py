@@ -74,9 +74,12 @@ def _check_lengths(max_length: int, max_prompt_length: int) -> None:
         )
 
 
-def _fit_prompt(ids: list[int], max_prompt_length: int) -> tuple[list[int], bool]:
-    """Keep the last max_prompt_length tokens; also report whether anything was cut."""
-    return (ids[-max_prompt_length:], True) if len(ids) > max_prompt_length else (ids, False)
+def _fit_prompt(ids: list[int], max_prompt_length: int, suffix: Sequence[int] = ()) -> tuple[list[int], bool]:
+    """Keep the last tokens that fit max_prompt_length with `suffix` (a CSFT control token, never cut)
+    appended; also report whether anything was cut."""
+    room = max(max_prompt_length - len(suffix), 0)
+    cut = len(ids) > room
+    return ids[len(ids) - room :] + list(suffix) if cut else ids + list(suffix), cut
 
 
 def tokenize_pairs(
@@ -85,17 +88,20 @@ def tokenize_pairs(
     *,
     max_length: int,
     max_prompt_length: int,
+    control: dict[bool, int] | None = None,
 ) -> tuple[list[dict], TruncationStats]:
     """Tokenize preference pairs.
 
     Returns items ``{"index": i, "prompt_ids", "chosen_ids", "rejected_ids"}`` (lists of int,
     ``index`` = position in `pairs`) and the truncation counts. A pair is dropped when either side
-    would keep no completion token.
+    would keep no completion token. With `control` (CSFT's {label: token id}), prompts end with the
+    desirable token: held-out pairs are scored the way the model will generate.
     """
     _check_lengths(max_length, max_prompt_length)
+    suffix = [control[True]] if control else []
     stats, items = TruncationStats(total=len(pairs)), []
     for i, pair in enumerate(pairs):
-        prompt_ids, prompt_cut = _fit_prompt(encode_prompt(pair.prompt, tokenizer), max_prompt_length)
+        prompt_ids, prompt_cut = _fit_prompt(encode_prompt(pair.prompt, tokenizer), max_prompt_length, suffix)
         room = max_length - len(prompt_ids)
         if room < 1:
             stats.dropped += 1
@@ -121,20 +127,23 @@ def tokenize_unpaired(
     max_length: int,
     max_prompt_length: int,
     seed: int,
+    control: dict[bool, int] | None = None,
 ) -> tuple[list[dict], TruncationStats]:
     """Tokenize unpaired examples, each with a mismatched completion for KTO's reference point.
 
     Returns items ``{"index", "prompt_ids", "completion_ids", "label": bool, "kl_completion_ids"}``
     and the truncation counts. ``kl_completion_ids`` of example i is the completion of example
     ``derangement(n, seed)[i]`` (never i itself when n > 1), cut to fit after i's prompt; with a
-    single example it is its own completion.
+    single example it is its own completion. With `control` (CSFT's {label: token id}), each prompt
+    ends with the control token of its example's label.
     """
     _check_lengths(max_length, max_prompt_length)
     completions = [encode_completion(e.completion, tokenizer) for e in examples]
     partner = derangement(len(examples), seed)
     stats, items = TruncationStats(total=len(examples)), []
     for i, example in enumerate(examples):
-        prompt_ids, prompt_cut = _fit_prompt(encode_prompt(example.prompt, tokenizer), max_prompt_length)
+        suffix = [control[example.label]] if control else []
+        prompt_ids, prompt_cut = _fit_prompt(encode_prompt(example.prompt, tokenizer), max_prompt_length, suffix)
         room = max_length - len(prompt_ids)
         if room < 1:
             stats.dropped += 1
