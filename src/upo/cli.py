@@ -60,6 +60,96 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         )
 
 
+EVAL_EPILOG = """\
+examples:
+  upo eval --model runs/upo-hh/final --data ../shared/data/hh-rlhf/harmless-base-dev.jsonl.gz \\
+      --eval_fraction 0.05 --split_seed 42 --prompts 64 --ref_model embedded:smollm2-135m-instruct \\
+      --judge rm:runs/rm-hh/final --output runs/upo-hh/eval
+  upo eval --model embedded:smollm2-135m-instruct --data heldout.jsonl --scorers safety,readability,profanity
+
+Writes eval.json (metrics, each metric's better direction, settings), eval.md and generations.jsonl.
+"""
+
+FRONTIER_EPILOG = """\
+example:
+  upo frontier --config examples/frontier_hh.yaml --quick
+
+Trains every point of the sweep into OUTPUT_DIR/points/NAME/, evaluates it (and the base model) and
+writes frontier.json, frontier.csv, one PNG per auxiliary metric and report.md. Finished points are
+skipped on rerun, so an interrupted sweep continues where it stopped.
+"""
+
+
+def _add_eval_parsers(sub) -> None:
+    from upo.evaluation.config import EVAL_FIELDS, field_comments
+
+    evaluate = sub.add_parser(
+        "eval",
+        help="generate on held-out prompts; judge win rate, implicit-reward accuracy, safety, reading grade, length",
+        description="Evaluate a model on the first N held-out rows of a preference dataset.",
+        epilog=EVAL_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    evaluate.add_argument("--config", metavar="FILE.yaml", help="YAML file of eval keys")
+    comments = field_comments()
+    group = evaluate.add_argument_group("eval keys (defaults < --config file < these flags)")
+    for name, f in EVAL_FIELDS.items():
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        is_bool = f.type in ("bool", bool)
+        group.add_argument(f"--{name}", dest=f"eval.{name}", metavar="" if is_bool else "VALUE",
+                           nargs="?" if is_bool else None, const="true" if is_bool else None,
+                           default=argparse.SUPPRESS, help=f"{comments.get(name, '')} [default: {default!r}]")
+
+    frontier = sub.add_parser(
+        "frontier",
+        help="sweep methods and auxiliary weights, evaluate each, and chart the preference/auxiliary Pareto fronts",
+        description="Train and evaluate every point of a sweep; compare UPO's Pareto front with the "
+        "preference-only methods' (hypervolume gain, share of UPO points not dominated).",
+        epilog=FRONTIER_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    frontier.add_argument("--config", required=True, metavar="SWEEP.yaml", help="the sweep (see README, upo frontier)")
+    frontier.add_argument("--quick", action="store_true", help="apply the sweep's quick: overrides (a smoke run)")
+    frontier.add_argument("--output_dir", help="override the sweep's output_dir")
+
+
+RM_EPILOG = """\
+examples:
+  upo rm train --dataset ../shared/data/hh-rlhf/harmless-base-dev.jsonl.gz --output_dir runs/rm-hh
+  upo rm train --dataset pairs.jsonl --lora true --learning_rate 1e-4 --max_steps 200
+
+Writes rm_config.yaml, metrics.jsonl, metrics.json (held-out pairwise accuracy and margin) and final/,
+a sequence-classification model that scores as the reward rm:OUTPUT_DIR/final (upo train, score, eval).
+"""
+
+
+def _add_rm_parsers(sub) -> None:
+    from upo.rm.config import RM_FIELDS, field_comments
+
+    rm = sub.add_parser("rm", help="reward models: `upo rm train` trains a Bradley-Terry reward model",
+                        description="Reward models.", allow_abbrev=False)
+    rm_sub = rm.add_subparsers(dest="rm_command", metavar="COMMAND", required=True)
+    train = rm_sub.add_parser(
+        "train",
+        help="train a Bradley-Terry reward model (a causal LM with a scalar head) on paired preference data",
+        description="Train a reward model on (prompt, chosen, rejected) pairs with the loss "
+        "-log sigmoid(r_chosen - r_rejected); report its held-out pairwise accuracy.",
+        epilog=RM_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    train.add_argument("--config", metavar="FILE.yaml", help="YAML file of rm keys")
+    comments = field_comments()
+    group = train.add_argument_group("rm keys (defaults < --config file < these flags)")
+    for name, f in RM_FIELDS.items():
+        is_bool = f.type in ("bool", bool)
+        group.add_argument(f"--{name}", dest=f"rm.{name}", metavar="" if is_bool else "VALUE",
+                           nargs="?" if is_bool else None, const="true" if is_bool else None,
+                           default=argparse.SUPPRESS, help=f"{comments.get(name, '')} [default: {f.default!r}]")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="upo",
@@ -106,11 +196,34 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--scorers", required=True, help="comma-separated scorer names (built-ins or pkg.module:function)")
     score.add_argument("--output", help="write per-response scores here (JSON lines)")
     score.add_argument("--cache_dir", help="score cache folder [default: $UPO_CACHE or ~/.cache/upo]")
+    _add_eval_parsers(sub)
+    _add_rm_parsers(sub)
 
     demo.add_argument("--output_dir", default="runs/demo", help="where the demo writes its runs [default: runs/demo]")
     demo.add_argument("--steps", type=int, default=None, help="optimizer steps per method [default: one epoch]")
     demo.add_argument("--quick", action="store_true", help="a much smaller demo (a few minutes), for smoke tests")
     demo.add_argument("--seed", type=int, default=0)
+
+    validate = sub.add_parser(
+        "validate",
+        help="report every problem of a dataset (and, with --model, token lengths and truncation) without training",
+        description="Read a dataset the way `upo train` does, but report every malformed row (file:line and "
+        "field), the rows training would skip and why, and a summary table. With --model, the model's "
+        "tokenizer (only) measures token lengths and counts what max_length / max_prompt_length would cut. "
+        "Exit status 1 when any row is malformed.",
+        epilog="examples:\n  upo validate --data pairs.jsonl\n  upo validate --data "
+        "../shared/data/hh-rlhf/harmless-base-dev.jsonl.gz --model embedded:smollm2-135m-instruct --max_length 256",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    validate.add_argument("--data", required=True, help="preference data: a .jsonl/.jsonl.gz/.json file or a datasets source")
+    validate.add_argument("--split", default="train", help="split of a datasets source [default: train]")
+    validate.add_argument("--model", help="measure token lengths with this model's tokenizer (folder, Hub name or embedded)")
+    validate.add_argument("--max_length", type=int, default=UPOConfig.max_length,
+                          help=f"prompt + response tokens, as in training [default: {UPOConfig.max_length}]")
+    validate.add_argument("--max_prompt_length", type=int, default=None,
+                          help=f"[default: {UPOConfig.max_prompt_length}, or max_length // 2 when smaller]")
+    validate.add_argument("--cache_dir", help="where the embedded model is converted [default: $UPO_CACHE or ~/.cache/upo]")
     return parser
 
 
@@ -142,6 +255,29 @@ def main(argv: list[str] | None = None) -> int:
             from upo.score import run_score
 
             run_score(args.data, args.scorers, args.output, args.cache_dir)
+        elif args.command == "eval":
+            from upo.evaluation.config import load_eval_config
+            from upo.evaluation.eval import output_paths, run_eval
+            from upo.evaluation.report import format_eval
+
+            cfg = load_eval_config(args.config, {k[5:]: v for k, v in vars(args).items() if k.startswith("eval.")})
+            print(format_eval(run_eval(cfg)))
+            print(f"upo: wrote {', '.join(map(str, output_paths(cfg.output)))}")
+        elif args.command == "frontier":
+            from upo.frontier.run import run_frontier
+
+            return run_frontier(args.config, quick=args.quick, output_dir=args.output_dir)
+        elif args.command == "rm":
+            from upo.rm.config import load_rm_config
+            from upo.rm.train import format_rm_metrics, train_reward_model
+
+            cfg = load_rm_config(args.config, {k[3:]: v for k, v in vars(args).items() if k.startswith("rm.")})
+            print(format_rm_metrics(*train_reward_model(cfg)))
+        elif args.command == "validate":
+            from upo.validate import run_validate
+
+            return run_validate(args.data, split=args.split, model=args.model, max_length=args.max_length,
+                                max_prompt_length=args.max_prompt_length, cache_dir=args.cache_dir)
         elif args.command == "demo":
             from upo.demo.run import run_demo
 

@@ -33,6 +33,11 @@ def _logit_postprocess(config, logits: torch.Tensor) -> torch.Tensor:
     return logits
 
 
+def _right_padded(attention_mask: torch.Tensor) -> bool:
+    """True when every row is ones followed by zeros (padding only at the end)."""
+    return bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all())
+
+
 def sequence_logps(
     model,
     input_ids: torch.Tensor,
@@ -48,6 +53,10 @@ def sequence_logps(
     """
     decoder = model.get_decoder()
     lm_head = model.get_output_embeddings()
+    if _right_padded(attention_mask):
+        # Causal attention never lets a real token see the padding after it, so the mask changes
+        # nothing we keep; without it attention takes its faster causal-only path.
+        attention_mask = None
     hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
     # hidden[:, t] predicts input_ids[:, t + 1]
     target_mask = loss_mask[:, 1:]  # [N, T-1]

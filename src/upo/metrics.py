@@ -42,7 +42,7 @@ class MetricsWriter:
         if resume_step is None:
             self.path.write_text("")
         elif self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= resume_step]
+            kept = [line for line in _complete_lines(self.path) if json.loads(line)["step"] <= resume_step]
             self.path.write_text("".join(line + "\n" for line in kept))
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
@@ -51,6 +51,17 @@ class MetricsWriter:
         row = {"step": step, **{k: (v if math.isfinite(v) else str(v)) for k, v in metrics.items()}}
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
+
+
+def _complete_lines(path: Path) -> list[str]:
+    """The file's non-empty lines, without a last line cut short by a killed process."""
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    if lines:
+        try:
+            json.loads(lines[-1])
+        except json.JSONDecodeError:
+            lines.pop()
+    return lines
 
 
 def read_metrics(path: str | Path) -> list[dict]:

@@ -34,18 +34,21 @@ def _is_paired(records) -> bool:
     return bool(records) and isinstance(records[0], PreferencePair)
 
 
-def _completions(records) -> tuple[list[str], list[str]]:
-    """(prompts, completions) of every response: pairs give chosen then rejected per pair."""
-    prompts, completions = [], []
+def _completions(records) -> tuple[list[str], list[str], list[str]]:
+    """(prompts, completions, sources) of every response: pairs give chosen then rejected per pair;
+    a source names the row and field, e.g. "data.jsonl:17 field 'rejected'" (for scorer errors)."""
+    prompts, completions, sources = [], [], []
     for r in records:
         if isinstance(r, PreferencePair):
             p = prompt_text(r.prompt)
             prompts += [p, p]
             completions += [r.chosen, r.rejected]
+            sources += [f"{r.source} field 'chosen'", f"{r.source} field 'rejected'"]
         else:
             prompts.append(prompt_text(r.prompt))
             completions.append(r.completion)
-    return prompts, completions
+            sources.append(f"{r.source} field 'completion'")
+    return prompts, completions, sources
 
 
 def score_records(records, cfg: UPOConfig, standardizer=None, progress: bool = True):
@@ -54,9 +57,9 @@ def score_records(records, cfg: UPOConfig, standardizer=None, progress: bool = T
     from upo.rewards.scoring import RewardStandardizer, score_texts
 
     names = list(cfg.rewards)
-    prompts, completions = _completions(records)
+    prompts, completions, sources = _completions(records)
     with ScoreCache(cfg.cache_dir or default_cache_dir()) as cache:
-        raw = score_texts(prompts, completions, names, cache=cache, progress=progress)
+        raw = score_texts(prompts, completions, names, cache=cache, progress=progress, sources=sources)
     if standardizer is None:
         standardizer = RewardStandardizer.fit(
             raw, names, [cfg.rewards[n] for n in names], standardize=cfg.standardize_rewards

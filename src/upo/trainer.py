@@ -17,18 +17,19 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
-from accelerate.utils import set_seed
+from accelerate.utils import DataLoaderConfiguration, gather_object, set_seed
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from upo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from upo.config import UPOConfig
+from upo.config import ConfigError, UPOConfig
 from upo.data.collate import LengthGroupedBatchSampler, collate_pairs, collate_unpaired, sequence_lengths
 from upo.data.control import add_control_tokens
 from upo.evaluate import evaluate
 from upo.forward import (
+    REFERENCE_KEYS,
     attach_reference_table,
     make_reference_fn,
     precompute_reference_logps,
@@ -69,7 +70,16 @@ def train(cfg: UPOConfig) -> Path:
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         # We step the scheduler once per optimizer step ourselves (not once per process per call).
         step_scheduler_with_optimizer=False,
+        # Every loader batch is split across the processes, so P processes at batch_size b see, per
+        # step, exactly the examples one process sees at batch_size P * b (the sampler's batches).
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
     )
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != accelerator.num_processes:  # e.g. torchrun on a machine without GPUs, no ACCELERATE_USE_CPU
+        raise ConfigError(
+            f"launched as {launched} processes, but Accelerate set up {accelerator.num_processes}: each process would "
+            "train alone on all the data. Without GPUs, launch with ACCELERATE_USE_CPU=1 (gloo on CPU)."
+        )
     main = accelerator.is_main_process
     show = cfg.progress and main
     log = tqdm.write if main else (lambda *_: None)
@@ -111,13 +121,18 @@ def train(cfg: UPOConfig) -> Path:
 
     # ---- batches, optimizer --------------------------------------------------------------------
     pad = tokenizer.pad_token_id
+    # cfg.batch_size is per process; the sampler draws whole optimizer steps (all processes, all
+    # accumulated micro-batches), so the examples of a step do not depend on how it is split.
+    world = accelerator.num_processes
     sampler = LengthGroupedBatchSampler(
-        sequence_lengths(data.train_items), cfg.batch_size, seed=cfg.seed, group_by_length=cfg.group_by_length
+        sequence_lengths(data.train_items), cfg.batch_size * world, seed=cfg.seed, group_by_length=cfg.group_by_length,
+        per_step=cfg.gradient_accumulation_steps,
     )
     train_loader = DataLoader(data.train_items, batch_sampler=sampler, collate_fn=_collate_for(data.train_format, pad))
     eval_loader = None
     if data.eval_items:
-        eval_loader = DataLoader(data.eval_items, batch_size=cfg.batch_size, collate_fn=_collate_for(data.eval_format, pad))
+        eval_loader = DataLoader(data.eval_items, batch_size=cfg.batch_size * world,
+                                 collate_fn=_collate_for(data.eval_format, pad))
     groups = [{"params": [p for p in lm.parameters() if p.requires_grad], "lr": cfg.learning_rate}]
     if value_head is not None:
         groups.append({"params": list(value_head.parameters()), "lr": cfg.value_lr, "weight_decay": 0.0})
@@ -128,7 +143,7 @@ def train(cfg: UPOConfig) -> Path:
                                       fused=accelerator.device.type in ("cpu", "cuda"))
     else:
         optimizer = torch.optim.RMSprop(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes / cfg.gradient_accumulation_steps)
+    steps_per_epoch = math.ceil(len(train_loader) / cfg.gradient_accumulation_steps)  # split batches: same on every process
     total_steps = cfg.max_steps or steps_per_epoch * cfg.num_epochs
     schedule = "constant_with_warmup" if cfg.lr_scheduler == "constant" else cfg.lr_scheduler
     scheduler = get_scheduler(schedule, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=total_steps)
@@ -143,7 +158,8 @@ def train(cfg: UPOConfig) -> Path:
     # ---- reference log-probs once, then free the reference model ---------------------------------
     if method.uses_reference and cfg.precompute_ref_logps:
         _precompute_all(cfg, data, reference_fn, accelerator, out, pad, show)
-        ref_model = None
+        ref_model = None  # the closure held it too: rebuild it so the model's memory is freed
+        reference_fn = make_reference_fn(accelerator, policy, None)
 
     # ---- resume ---------------------------------------------------------------------------------
     global_step, epoch, skip = 0, 0, 0
@@ -158,9 +174,13 @@ def train(cfg: UPOConfig) -> Path:
     # ---- the loop -------------------------------------------------------------------------------
     averager = MetricsAverager()
     bar = tqdm(total=total_steps, initial=global_step, desc=f"{cfg.method} training", disable=not show, dynamic_ncols=True)
-    trainable = [p for g in optimizer.param_groups for p in g["params"]]
+    policy_params = optimizer.param_groups[0]["params"]
+    head_params = [p for g in optimizer.param_groups[1:] for p in g["params"]]
     while global_step < total_steps:
         sampler.set_epoch(epoch)
+        # Accelerate's loader re-applies its own pass counter to the sampler at every pass; a resumed
+        # run starts it at 0, so set it too (else the epoch after a resume replays epoch 0's order).
+        train_loader.set_epoch(epoch)
         loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
         seen = skip
         step_start, step_tokens = time.perf_counter(), 0
@@ -178,7 +198,11 @@ def train(cfg: UPOConfig) -> Path:
                     )
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and cfg.max_grad_norm:
-                    metrics["grad_norm"] = accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
+                    # Policy and value head are clipped apart: the head's regression on large rewards
+                    # must not shrink the policy's step (Accelerate unscales fp16 grads in the first call).
+                    metrics["grad_norm"] = accelerator.clip_grad_norm_(policy_params, cfg.max_grad_norm)
+                    if head_params:
+                        metrics["value_head/grad_norm"] = torch.nn.utils.clip_grad_norm_(head_params, cfg.max_grad_norm)
                 optimizer.step()  # a no-op until the last micro-batch of an accumulation
                 if accelerator.sync_gradients:
                     scheduler.step()
@@ -236,13 +260,21 @@ def _precompute_all(cfg, data, reference_fn, accelerator, out: Path, pad: int, s
     batch_size = cfg.batch_size * 2
     with_kl = needs_kto_reference_point(METHODS[cfg.method], cfg.pref_loss)  # others never read them
     for items, fmt, name in ((data.train_items, data.train_format, "train"), (data.eval_items, data.eval_format, "eval")):
-        if items:
-            precompute_reference_logps(items, fmt, _collate_for(fmt, pad), reference_fn, batch_size, accelerator.device,
+        if not items:
+            continue
+        # Each process computes a contiguous share, then every process receives all the values.
+        with accelerator.split_between_processes(items) as mine:
+            precompute_reference_logps(mine, fmt, _collate_for(fmt, pad), reference_fn, batch_size, accelerator.device,
                                        progress=show, desc=f"reference log-probs ({name})", with_kl=with_kl)
+        if accelerator.num_processes > 1:
+            shared = gather_object([{k: item[k] for k in REFERENCE_KEYS if k in item} for item in mine])
+            for item, values in zip(items, shared, strict=True):
+                item.update(values)
     if accelerator.is_main_process:
         table = {f"train.{k}": v for k, v in reference_table(data.train_items).items()}
         table.update({f"eval.{k}": v for k, v in reference_table(data.eval_items).items()})
-        save_file(table, str(cache))
+        save_file(table, str(cache.with_suffix(".tmp")))
+        os.replace(cache.with_suffix(".tmp"), cache)  # a run killed mid-write leaves no truncated cache
 
 
 def _save_final(accelerator, policy, value_head, tokenizer, cfg: UPOConfig, data, out: Path) -> Path:

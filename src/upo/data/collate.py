@@ -117,11 +117,17 @@ def sequence_lengths(items: list[dict]) -> list[int]:
 class LengthGroupedBatchSampler(Sampler[list[int]]):
     """Batches of indices that mix randomness with similar lengths, reproducible per (seed, epoch).
 
-    Each epoch: shuffle all indices; with group_by_length, cut them into mega-batches of
-    ``batch_size * mega_batch_mult``, sort each by length (longest first), cut into batches and
-    shuffle the batches' order (so long and short batches alternate). Without grouping: plain
-    shuffled batches. Only the last batch can be short; drop_last drops it. A resumed run that
-    calls set_epoch with the same epoch sees the same batches.
+    Batches come in groups of ``per_step`` (the micro-batches of one optimizer step). Each epoch:
+    shuffle all indices; with group_by_length, cut them into mega-batches of ``step *
+    mega_batch_mult`` indices (``step = batch_size * per_step``), sort each by length (longest
+    first), cut into steps and shuffle the order of the full steps (so long and short steps
+    alternate). Without grouping: plain shuffled steps. Each step is then cut into ``per_step``
+    batches. So which examples share an optimizer step depends only on ``batch_size * per_step``:
+    batch 4 x 1 micro-batch and batch 2 x 2 accumulated see the same examples per step, and so do
+    P processes that split each batch of ``batch_size`` (Accelerate's ``split_batches``).
+
+    Only the last batch can be short (Accelerate's multi-process sharding relies on it); drop_last
+    drops it. A resumed run that calls set_epoch with the same epoch sees the same batches.
     """
 
     def __init__(
@@ -133,13 +139,16 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         group_by_length: bool = True,
         drop_last: bool = False,
         mega_batch_mult: int = 50,
+        per_step: int = 1,
     ):
-        if batch_size < 1 or mega_batch_mult < 1 or seed < 0:
+        if batch_size < 1 or mega_batch_mult < 1 or seed < 0 or per_step < 1:
             raise ValueError(
-                f"need batch_size >= 1, mega_batch_mult >= 1 and seed >= 0, got {batch_size}, {mega_batch_mult}, {seed}"
+                f"need batch_size >= 1, mega_batch_mult >= 1, seed >= 0 and per_step >= 1, got {batch_size}, "
+                f"{mega_batch_mult}, {seed}, {per_step}"
             )
         self.lengths = list(lengths)
         self.batch_size = batch_size
+        self.per_step = per_step
         self.seed = seed
         self.group_by_length = group_by_length
         self.drop_last = drop_last
@@ -152,18 +161,23 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
         order = rng.permutation(len(self.lengths)).tolist()
+        step = self.batch_size * self.per_step
         if self.group_by_length:
-            mega = self.batch_size * self.mega_batch_mult
+            mega = step * self.mega_batch_mult
             chunks = [order[i : i + mega] for i in range(0, len(order), mega)]
             # a stable sort keeps the shuffled order among equal lengths
             order = [j for chunk in chunks for j in sorted(chunk, key=lambda j: -self.lengths[j])]
-        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        steps = [order[i : i + step] for i in range(0, len(order), step)]
+        if self.group_by_length:
+            full = len(order) // step  # a short step stays last
+            steps = [steps[k] for k in rng.permutation(full)] + steps[full:]
+        batches = [s[i : i + self.batch_size] for s in steps for i in range(0, len(s), self.batch_size)]
         if self.drop_last and batches and len(batches[-1]) < self.batch_size:
             batches.pop()
-        if self.group_by_length:
-            batches = [batches[k] for k in rng.permutation(len(batches))]
         yield from batches
 
     def __len__(self) -> int:
         n, b = len(self.lengths), self.batch_size
-        return n // b if self.drop_last else -(-n // b)
+        full_steps, rest = divmod(n, b * self.per_step)
+        count = full_steps * self.per_step + -(-rest // b)
+        return count - 1 if self.drop_last and rest % b else count

@@ -25,6 +25,9 @@ def _load(path: str):
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    # Right padding: without explicit position ids, left padding would shift a text's positions by
+    # its batch's padding, and so its score (`upo rm train` pads right too).
+    tokenizer.padding_side = "right"
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = AutoModelForSequenceClassification.from_pretrained(path).to(device).eval()
     if model.config.pad_token_id is None:
@@ -32,11 +35,18 @@ def _load(path: str):
     return tokenizer, model
 
 
-def _render(tokenizer, prompt: str, response: str) -> str:
+def render(tokenizer, prompt: str, response: str) -> str:
+    """The text a reward model reads for (prompt, response); `upo rm train` trains on the same."""
     if getattr(tokenizer, "chat_template", None):
         messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
         return tokenizer.apply_chat_template(messages, tokenize=False)
     return f"{prompt}\n\n{response}"
+
+
+def adds_special_tokens(tokenizer) -> bool:
+    """Whether to add the tokenizer's special tokens to a rendered text: not when a chat template
+    already wrote them."""
+    return not getattr(tokenizer, "chat_template", None)
 
 
 def reward_model_scorer(path: str, batch_size: int = 16, max_length: int = 512):
@@ -49,10 +59,10 @@ def reward_model_scorer(path: str, batch_size: int = 16, max_length: int = 512):
         tokenizer, model = _load(path)
         out: list[float] = []
         for start in range(0, len(prompts), batch_size):
-            texts = [_render(tokenizer, p, c) for p, c in
+            texts = [render(tokenizer, p, c) for p, c in
                      zip(prompts[start : start + batch_size], completions[start : start + batch_size], strict=True)]
             enc = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_length,
-                            add_special_tokens=not getattr(tokenizer, "chat_template", None)).to(model.device)
+                            add_special_tokens=adds_special_tokens(tokenizer)).to(model.device)
             logits = model(**enc).logits.float()  # [b, num_labels]
             values = logits[:, 0] if logits.shape[1] == 1 else logits[:, -1] - logits[:, 0]
             out += values.cpu().tolist()

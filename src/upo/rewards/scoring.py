@@ -36,6 +36,7 @@ def score_texts(
     cache: ScoreCache | None = None,
     batch_size: int = 512,
     progress: bool = True,
+    sources: list[str] | None = None,
 ) -> np.ndarray:
     """Raw scores [n, K], column k = reward names[k].
 
@@ -45,16 +46,19 @@ def score_texts(
 
     Raises ValueError naming the reward (and the row and a snippet of its text where it
     applies) when a name does not resolve, or a reward raises (chained), returns the wrong
-    number of values, returns a non-number, or returns NaN/inf (the first bad row).
+    number of values, returns a non-number, or returns NaN/inf (the first bad row). A row is
+    named by `sources[i]` when given (e.g. "data.jsonl:17 field 'rejected'"), else "row i".
     """
     if len(prompts) != len(completions):
         raise ValueError(f"score_texts: {len(prompts)} prompts but {len(completions)} completions")
+    if sources is not None and len(sources) != len(completions):
+        raise ValueError(f"score_texts: {len(sources)} sources but {len(completions)} completions")
     if batch_size < 1:
         raise ValueError(f"score_texts: batch_size must be >= 1, got {batch_size}")
     fns = [resolve_reward(name) for name in names]  # a bad name fails before any scoring
     raw = np.empty((len(completions), len(names)), dtype=np.float64)  # [n, K]
     for k, (name, fn) in enumerate(zip(names, fns, strict=True)):
-        raw[:, k] = _score_column(name, fn, prompts, completions, cache, batch_size, progress)
+        raw[:, k] = _score_column(name, fn, prompts, completions, cache, batch_size, progress, sources)
     return raw
 
 
@@ -66,6 +70,7 @@ def _score_column(
     cache: ScoreCache | None,
     batch_size: int,
     progress: bool,
+    sources: list[str] | None = None,
 ) -> np.ndarray:
     """Scores [n] of one reward: cached ones looked up, the rest computed and stored."""
     version = reward_version(name, fn)
@@ -85,7 +90,8 @@ def _score_column(
             batch_prompts = [p for p, _ in batch]
             batch_completions = [c for _, c in batch]
             first_rows = [rows_of[t][0] for t in batch]  # for error messages
-            scores = _checked_call(name, fn, batch_prompts, batch_completions, first_rows)
+            where = [sources[i] if sources is not None else f"row {i}" for i in first_rows]
+            scores = _checked_call(name, fn, batch_prompts, batch_completions, where)
             for text, score in zip(batch, scores, strict=True):
                 column[rows_of[text]] = score
             if cache is not None:
@@ -95,36 +101,37 @@ def _score_column(
 
 
 def _checked_call(
-    name: str, fn: RewardFn, prompts: list[str], completions: list[str], rows: list[int]
+    name: str, fn: RewardFn, prompts: list[str], completions: list[str], where: list[str]
 ) -> np.ndarray:
-    """fn(prompts, completions) as float64 [b], or a ValueError saying what was wrong and where."""
+    """fn(prompts, completions) as float64 [b], or a ValueError saying what was wrong and where
+    (`where[j]` names the row of completion j)."""
     try:
         out = fn(prompts, completions)
     except Exception as e:
         raise ValueError(
             f"reward {name!r} raised {type(e).__name__}: {e} (batch of {len(completions)} texts from "
-            f"row {rows[0]}, completion {_snippet(completions[0])})"
+            f"{where[0]}, completion {_snippet(completions[0])})"
         ) from e
 
     n_out = len(out) if hasattr(out, "__len__") else None
     if n_out != len(completions):
         got = f"{n_out} values" if n_out is not None else f"a {type(out).__name__}"
         raise ValueError(
-            f"reward {name!r} returned {got} for {len(completions)} completions (batch from row "
-            f"{rows[0]}); a reward returns one float per completion"
+            f"reward {name!r} returned {got} for {len(completions)} completions (batch from "
+            f"{where[0]}); a reward returns one float per completion"
         )
     for j, value in enumerate(out):
         if not isinstance(value, numbers.Real):
             raise ValueError(
-                f"reward {name!r} returned {value!r} ({type(value).__name__}), not a number, for row "
-                f"{rows[j]} (completion {_snippet(completions[j])})"
+                f"reward {name!r} returned {value!r} ({type(value).__name__}), not a number, for "
+                f"{where[j]} (completion {_snippet(completions[j])})"
             )
     scores = np.asarray([float(v) for v in out], dtype=np.float64)  # [b]
     bad = np.flatnonzero(~np.isfinite(scores))
     if bad.size:
         j = int(bad[0])
         raise ValueError(
-            f"reward {name!r} returned {scores[j]} for row {rows[j]} (completion "
+            f"reward {name!r} returned {scores[j]} for {where[j]} (completion "
             f"{_snippet(completions[j])}); {bad.size} of {len(scores)} values in the batch are not finite"
         )
     return scores

@@ -1,0 +1,481 @@
+"""upo's DPO, KTO and UPO against TRL's DPOTrainer and KTOTrainer at equal settings.
+
+Same model (SmolLM2-135M-Instruct), same HH-RLHF pairs and the very same token ids (both sides get
+the items upo's data pipeline makes: same prompts, truncation, eos), same max_length, batch size,
+precision (autocast; fp32 weights and optimizer state on both sides), AdamW with the same lr,
+constant schedule, grad-norm clip 1.0, dropout off, reference log-probs precomputed before training,
+full fine-tuning (or LoRA r=16 on all linear layers with --lora). Where upo has no counterpart TRL gets
+its fastest setting: gradient checkpointing off, its default fused AdamW. Each run is its own subprocess, so
+its peak resident memory is its own; the runs alternate in rotated order over rounds so drift on a
+shared machine hits every run alike, and upo/TRL ratios are taken within each round.
+
+TRL is a benchmark baseline, not a dependency of upo; run this in the bench environment:
+
+    make bench-env
+    .venv-bench/bin/python benchmarks/bench_trl.py            # 3 rounds x (2 warm-up + 6 measured steps)
+    .venv-bench/bin/python benchmarks/bench_trl.py --quick    # smoke run: 1 round x (1 + 2 steps)
+    .venv-bench/bin/python benchmarks/bench_trl.py --quick --model /path/to/tiny-model   # plumbing only
+
+What is measured, per run, over the measured steps (after the warm-up steps):
+  s/step     wall time of each optimizer step, including fetching and collating its batch (upo: its
+             own train/step_seconds; TRL: the time between consecutive on_step_end callbacks)
+  tokens/s   real (non-padding) tokens of the sequences the policy trains on per second: prompt +
+             completion of every sequence in the batch, both sides of a pair. This is what upo's
+             train/tokens_per_second and TRL's num_tokens both count (attention_mask.sum() of the
+             training batch). KTO's mismatched KL sequences (a forward pass without gradient) are
+             not in it, on either side; they are in the FLOPs.
+  peak RSS   ru_maxrss of the run's process (whole run: load, data, reference precompute, training)
+  MFU        model FLOPs per second / this machine's bf16 matmul peak. Model FLOPs per step =
+             6N per trained token (full fine-tuning; with LoRA 4N + 6 N_lora: the frozen weights get
+             no weight gradient) + 2N per token of forward passes without gradient (KTO's KL
+             sequences; reference forwards do not happen during steps, they are precomputed).
+             N = parameters less the input embedding matrix (SmolLM2 ties it to the LM head, so LM-head
+             FLOPs are not credited; neither is attention's T^2 term): a conservative, library-neutral
+             count, the same for upo and TRL.
+  setup      (JSON only) seconds from the run's start to its first training forward: imports, model
+             load, data, reference precompute
+  matmul peak  best GFLOP/s of a square torch.matmul (fp32 and bf16) at this process's thread count,
+             measured before and after the runs.
+
+Results are printed as a table and written to benchmarks/results/trl.json (--quick: trl-quick.json.tmp).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from _common import HH, cpu_model, learning_rate, machine_info, upo_config, versions
+
+from upo.config import EMBEDDED_MODEL
+
+# name -> (library, method, preference term)
+VARIANTS = {
+    "upo_dpo": ("upo", "dpo", "dpo"),
+    "trl_dpo": ("trl", "dpo", "dpo"),
+    "upo_kto": ("upo", "kto", "kto"),
+    "trl_kto": ("trl", "kto", "kto"),
+    "upo_upo": ("upo", "upo", "kto"),  # UPO with its default KTO preference term
+    "upo_upo_dpo": ("upo", "upo", "dpo"),  # UPO with the DPO preference term (not run by default)
+}
+DEFAULT_VARIANTS = "upo_dpo,trl_dpo,upo_kto,trl_kto,upo_upo"
+TRL_COUNTERPART = {"upo_dpo": "trl_dpo", "upo_kto": "trl_kto"}
+# UPO and its preference-only method see exactly the same batches (same data, seed and sampler).
+PREFERENCE_ONLY = {"upo_upo": "upo_kto", "upo_upo_dpo": "upo_dpo"}
+LORA = {"r": 16, "alpha": 32}
+RESULTS = Path(__file__).parent / "results"
+
+
+# ---- FLOPs -------------------------------------------------------------------------------------
+
+
+def step_flops(trained_tokens: float, forward_tokens: float, n: int, n_lora: int = 0) -> float:
+    """Model FLOPs of one step: 6N per trained token (4N + 6 N_lora with LoRA) + 2N per forward-only token."""
+    per_trained = 4 * n + 6 * n_lora if n_lora else 6 * n
+    return per_trained * trained_tokens + 2 * (n + n_lora) * forward_tokens
+
+
+def parameter_counts(model) -> dict[str, int]:
+    """total, input embedding, N (total less the input embedding) and trainable parameters."""
+    seen, total, trainable = set(), 0, 0
+    for p in model.parameters():  # tied weights are one tensor: count them once
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        trainable += p.numel() if p.requires_grad else 0
+    embedding = model.get_input_embeddings().weight.numel()
+    return {"total": total, "embedding": embedding, "n": total - embedding, "trainable": trainable}
+
+
+def matmul_peak(dtype: torch.dtype, size: int, reps: int) -> float:
+    """Best GFLOP/s of a size x size torch.matmul at the current thread count."""
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    torch.matmul(a, b)  # warm-up (oneDNN picks its kernel)
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+# ---- one run, in a child process ---------------------------------------------------------------
+
+
+def model_counts(model, lora: bool) -> dict[str, int]:
+    """parameter_counts with N of the base model only and, with LoRA, n_lora = the adapters' size."""
+    counts = parameter_counts(model)
+    counts["n_lora"] = counts["trainable"] if lora else 0
+    counts["n"] -= counts["n_lora"]
+    return counts
+
+
+def run_upo(name: str, args, workdir: Path, t0: float) -> dict:
+    """upo.trainer.train; s/step and tokens/s from its metrics.jsonl, FLOP token counts from a wrapper."""
+    from upo.logps import CompletionLogps
+    from upo.metrics import read_metrics
+    from upo.trainer import train
+
+    _, method, pref = VARIANTS[name]
+    # Every policy forward goes through CompletionLogps.forward. After the reference precompute, each
+    # step makes exactly one call with gradient (the training batch) and, for KTO, one without (the
+    # mismatched KL batch): a call with gradient starts a new step. Calls before the first one with
+    # gradient are the precompute (LoRA) and are dropped.
+    steps: list[list[int]] = []
+    info: dict = {}
+    forward = CompletionLogps.forward
+
+    def counting_forward(self, input_ids, attention_mask, *rest, **kwargs):
+        if torch.is_grad_enabled():
+            if not steps:
+                info["setup_seconds"] = time.perf_counter() - t0
+                info["params"] = model_counts(self.lm, args.lora)
+            steps.append([int(attention_mask.sum()), 0])
+        elif steps:
+            steps[-1][1] += int(attention_mask.sum())
+        return forward(self, input_ids, attention_mask, *rest, **kwargs)
+
+    CompletionLogps.forward = counting_forward
+    cfg = upo_config(method, pref, data=args.data, output_dir=workdir / name, batch_size=args.batch_size,
+                     steps=args.warmup + args.steps, max_length=args.max_length, precision=args.precision,
+                     lora=args.lora, model=args.model)
+    if args.lora:
+        cfg.lora_r, cfg.lora_alpha = LORA["r"], LORA["alpha"]
+    final = train(cfg)
+    rows = read_metrics(final.parent / "metrics.jsonl")
+    seconds = [r["train/step_seconds"] for r in rows]
+    trained = [r["train/tokens_per_second"] * r["train/step_seconds"] for r in rows]  # upo's own count
+    if len(steps) != len(rows) or any(abs(t - s[0]) > 0.5 for t, s in zip(trained, steps, strict=False)):
+        raise RuntimeError(f"token counts disagree with upo's metrics: {steps} vs {trained}")
+    return {"step_seconds": seconds, "trained_tokens": [s[0] for s in steps],
+            "forward_tokens": [s[1] for s in steps], **info}
+
+
+def _trl_dataset(method: str, args, tokenizer):
+    """The items upo's pipeline makes for the same config, in TRL's pre-tokenized column names."""
+    from datasets import Dataset
+
+    from upo.prepare import prepare_data
+
+    cfg = upo_config(method, method, data=args.data, output_dir=Path(os.devnull), batch_size=args.batch_size,
+                     steps=args.warmup + args.steps, max_length=args.max_length, precision=args.precision,
+                     lora=args.lora, model=args.model, rewards={})
+    items = prepare_data(cfg, tokenizer, progress=False).train_items
+    if method == "dpo":
+        return Dataset.from_list([{k: it[k] for k in ("prompt_ids", "chosen_ids", "rejected_ids")} for it in items])
+    # KTO: TRL's own KL completions: rotate the completions by one within each batch-sized chunk of
+    # the (sequential) training order, as KTOTrainer._prepare_dataset does.
+    rows = [{"prompt_ids": it["prompt_ids"], "completion_ids": it["completion_ids"], "label": bool(it["label"])}
+            for it in items]
+    b = args.batch_size
+    for start in range(0, len(rows), b):
+        chunk = rows[start : start + b]
+        kl = [chunk[-1]["completion_ids"]] + [r["completion_ids"] for r in chunk[:-1]]
+        for row, completion in zip(chunk, kl, strict=True):
+            row["KL_completion_ids"] = completion
+    return Dataset.from_list(rows)
+
+
+def run_trl(name: str, args, workdir: Path, t0: float) -> dict:
+    """TRL's DPOTrainer / KTOTrainer; s/step from a callback, tokens counted in training_step."""
+    from transformers import AutoModelForCausalLM, TrainerCallback
+    from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
+
+    from upo.modeling import load_tokenizer, resolve_model_path
+
+    _, method, _ = VARIANTS[name]
+    path = resolve_model_path(args.model)
+    tokenizer = load_tokenizer(path)  # pad = eos when the tokenizer has none, as in upo
+    dataset = _trl_dataset(method, args, tokenizer)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)  # fp32 weights, as upo
+
+    counts = {"trained": 0, "forward": 0}
+
+    class Bench:
+        """Skips TRL's tokenization (the dataset is already upo's token ids) and counts tokens.
+
+        training_step gets one collated micro-batch. DPO: input_ids/attention_mask [2B, T], chosen
+        rows then rejected rows (each prompt + completion, right-padded to the batch's longest), the
+        same layout as upo's; attention_mask.sum() is the real tokens of both sides. KTO: [B, T] for
+        the B examples plus KL_input_ids/KL_attention_mask [B, T'] for the mismatched sequences that
+        only get a forward pass without gradient.
+        """
+
+        def _prepare_dataset(self, dataset, *_args, **_kwargs):
+            return dataset
+
+        def training_step(self, *a, **kw):
+            inputs = a[1] if len(a) > 1 else kw["inputs"]
+            counts["trained"] += int(inputs["attention_mask"].sum())
+            if "KL_attention_mask" in inputs:
+                counts["forward"] += int(inputs["KL_attention_mask"].sum())
+            return super().training_step(*a, **kw)
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.begin, self.ends, self.trained, self.forward = None, [], [], []
+
+        def on_step_begin(self, *_a, **_kw):
+            if self.begin is None:
+                self.begin = time.perf_counter()
+
+        def on_step_end(self, *_a, **_kw):
+            # Step i runs from step i-1's on_step_end to its own: that includes fetching and collating
+            # its batch (which happens before on_step_begin) and the previous step's logging.
+            self.ends.append(time.perf_counter())
+            self.trained.append(counts["trained"])
+            self.forward.append(counts["forward"])
+            counts["trained"] = counts["forward"] = 0
+
+    config_cls, trainer_cls = (DPOConfig, DPOTrainer) if method == "dpo" else (KTOConfig, KTOTrainer)
+    trainer_cls = type(f"Bench{trainer_cls.__name__}", (Bench, trainer_cls), {})
+    training_args = config_cls(
+        output_dir=str(workdir / name),
+        per_device_train_batch_size=args.batch_size,
+        max_steps=args.warmup + args.steps,
+        max_length=args.max_length,
+        learning_rate=learning_rate(args.lora),
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        # AdamW both sides, same lr/betas/eps/no weight decay. The implementation is TRL's default and fastest
+        # on torch >= 2.8, the fused kernel; upo's trainer uses torch.optim.AdamW's default (on CPU the
+        # per-tensor loop), so this is conservative for upo. --trl_optim adamw_torch gives TRL that one too.
+        optim=args.trl_optim,
+        bf16=args.precision == "bf16",
+        fp16=args.precision == "fp16",
+        beta=0.1,
+        precompute_ref_log_probs=True,
+        # TRL's configs default to gradient checkpointing (less memory, one more forward per step);
+        # upo never checkpoints, so it is off unless --trl_gradient_checkpointing.
+        gradient_checkpointing=args.trl_gradient_checkpointing,
+        activation_checkpointing=args.trl_gradient_checkpointing,  # transformers 5's name for it
+        use_cpu=not torch.cuda.is_available(),  # bf16 autocast on CPU needs it said
+        logging_steps=1,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to=[],
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        seed=42,
+    )
+    peft_config = None
+    if args.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=0.0,
+                                 target_modules="all-linear", task_type="CAUSAL_LM")
+    timer = StepTimer()
+    trainer = trainer_cls(model=model, args=training_args, train_dataset=dataset, processing_class=tokenizer,
+                          peft_config=peft_config, callbacks=[timer])
+    trainer.train()
+    params = model_counts(trainer.model, args.lora)
+    ends = [timer.begin] + timer.ends
+    return {"step_seconds": [b - a for a, b in zip(ends, ends[1:], strict=False)],
+            "trained_tokens": timer.trained, "forward_tokens": timer.forward,
+            "setup_seconds": timer.begin - t0, "params": params}
+
+
+def child(name: str, args, result: Path) -> None:
+    t0 = time.perf_counter()
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        run = run_upo if VARIANTS[name][0] == "upo" else run_trl
+        out = run(name, args, Path(tmp), t0)
+    out["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    result.write_text(json.dumps(out))
+
+
+# ---- the parent: rounds, aggregation, table ----------------------------------------------------
+
+
+def spawn(name: str, argv: list[str], logdir: Path) -> dict:
+    result, log = logdir / f"{name}.json", logdir / f"{name}.log"
+    env = dict(os.environ, TQDM_DISABLE="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
+    with log.open("w") as f:
+        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), *argv, "--child", name, "--result", str(result)],
+                              stdout=f, stderr=subprocess.STDOUT, env=env)
+    if proc.returncode != 0:
+        sys.stderr.write(log.read_text()[-4000:])
+        raise SystemExit(f"{name} failed (exit {proc.returncode}); log above")
+    return json.loads(result.read_text())
+
+
+def measured(run: dict, warmup: int) -> dict:
+    """Per measured step: seconds, trained and forward-only tokens, tokens/s, model FLOP/s."""
+    n, n_lora = run["params"]["n"], run["params"]["n_lora"]
+    sec = run["step_seconds"][warmup:]
+    trained, forward = run["trained_tokens"][warmup:], run["forward_tokens"][warmup:]
+    return {"step_seconds": sec, "trained_tokens": trained, "forward_tokens": forward,
+            "tokens_per_second": [t / s for t, s in zip(trained, sec, strict=True)],
+            "flops_per_second": [step_flops(t, f, n, n_lora) / s for t, f, s in zip(trained, forward, sec, strict=True)]}
+
+
+def summarize(runs: list[dict], peak_bf16: float, peak_fp32: float) -> dict:
+    steps = {k: [v for r in runs for v in r["measured"][k]] for k in runs[0]["measured"]}
+    flops = statistics.median(steps["flops_per_second"])
+    return {
+        "seconds_per_step": statistics.median(steps["step_seconds"]),
+        "tokens_per_second": statistics.median(steps["tokens_per_second"]),
+        "tokens_per_second_pooled": sum(steps["trained_tokens"]) / sum(steps["step_seconds"]),
+        "peak_rss_gb": max(r["peak_rss_bytes"] for r in runs) / 1e9,
+        "model_gflops_per_second": flops / 1e9,
+        "mfu_bf16": flops / 1e9 / peak_bf16,
+        "mfu_fp32": flops / 1e9 / peak_fp32,
+        "setup_seconds": statistics.median(r["setup_seconds"] for r in runs),
+        "n_steps": len(steps["step_seconds"]),
+        "params": runs[0]["params"],
+    }
+
+
+def round_ratio(rounds: list[dict], a: str, b: str, key: str) -> float:
+    """Median over rounds of (a's median / b's median) within the round: drift between rounds cancels."""
+    med = statistics.median
+    return med(med(r[a]["measured"][key]) / med(r[b]["measured"][key]) for r in rounds)
+
+
+def ratios(rounds: list[dict], names: list[str]) -> dict:
+    """upo/TRL per round (median over rounds), and UPO / preference-only per paired step."""
+    out = {}
+    for upo, trl in TRL_COUNTERPART.items():
+        if upo in names and trl in names:
+            out[f"{upo}/{trl}"] = {
+                "tokens_per_second": round_ratio(rounds, upo, trl, "tokens_per_second"),
+                "seconds_per_step": round_ratio(rounds, upo, trl, "step_seconds"),
+                "peak_rss": statistics.median(r[upo]["peak_rss_bytes"] / r[trl]["peak_rss_bytes"] for r in rounds),
+            }
+    for upo, base in PREFERENCE_ONLY.items():
+        if upo in names and base in names:
+            paired = [u / b for r in rounds
+                      for u, b in zip(r[upo]["measured"]["step_seconds"], r[base]["measured"]["step_seconds"], strict=True)]
+            out[f"{upo}/{base}"] = {"seconds_per_step_paired": statistics.median(paired)}
+    return out
+
+
+def table(results: dict, ratio: dict, args, peaks: dict) -> str:
+    mode = f"LoRA r={LORA['r']}" if args.lora else "full fine-tuning"
+    lines = [
+        f"{Path(args.model).name if args.model != EMBEDDED_MODEL else 'SmolLM2-135M-Instruct'}, {mode}, {args.precision}, batch {args.batch_size}, "
+        f"max_length {args.max_length}, {args.rounds} rounds x {args.steps} measured steps (after {args.warmup} warm-up), "
+        f"{args.threads} threads, {cpu_model()}",
+        f"matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s",
+        "",
+        "| run | s/step | real tokens/s | peak RSS GB | model GFLOP/s | MFU (bf16 peak) | vs TRL: tokens/s | s/step | peak RSS |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in results.items():
+        r = ratio.get(f"{name}/{TRL_COUNTERPART.get(name)}")
+        vs = f"{r['tokens_per_second']:.2f}x | {r['seconds_per_step']:.2f}x | {r['peak_rss']:.2f}x" if r else " | | "
+        lines.append(f"| {name} | {row['seconds_per_step']:.2f} | {row['tokens_per_second']:.0f} | {row['peak_rss_gb']:.2f} | "
+                     f"{row['model_gflops_per_second']:.0f} | {row['mfu_bf16']:.1%} | {vs} |")
+    for key, r in ratio.items():
+        if "seconds_per_step_paired" in r:
+            lines.append(f"\n{key} step time (median of paired steps, same batches): {r['seconds_per_step_paired']:.3f}x")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=HH)
+    parser.add_argument("--model", default=EMBEDDED_MODEL, help="model folder (e.g. a tiny test model) or the embedded default")
+    parser.add_argument("--steps", type=int, default=6, help="measured steps per run")
+    parser.add_argument("--warmup", type=int, default=2, help="unmeasured steps at the start of each run (>= 1)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch_size", type=int, default=4, help="pairs (DPO) or examples (KTO, UPO-kto) per step")
+    parser.add_argument("--max_length", type=int, default=256)
+    parser.add_argument("--precision", default="bf16", choices=("bf16", "fp32", "fp16"))
+    parser.add_argument("--lora", action="store_true", help="LoRA r=16 on all linear layers instead of full fine-tuning")
+    parser.add_argument("--trl_gradient_checkpointing", action="store_true",
+                        help="keep TRL's default gradient checkpointing (off by default: upo does not checkpoint)")
+    parser.add_argument("--trl_optim", default="adamw_torch_fused", choices=("adamw_torch_fused", "adamw_torch"),
+                        help="TRL's AdamW implementation (default: TRL's default, fused)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"comma-separated, of {', '.join(VARIANTS)}")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 round, 1 warm-up + 2 measured steps")
+    parser.add_argument("--output", type=Path, default=None, help="default results/trl.json (--quick: trl-quick.json.tmp)")
+    parser.add_argument("--child", choices=tuple(VARIANTS), help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.warmup, args.steps = 1, 1, 2
+    if args.warmup < 1:
+        parser.error("--warmup must be >= 1 (the first step's time has no previous step end to start from)")
+    if args.output is None:
+        args.output = RESULTS / ("trl-quick.json.tmp" if args.quick else "trl.json")
+    return args
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    if args.child:
+        child(args.child, args, args.result)
+        return 0
+    if not args.data.exists():
+        print(f"skipping: {args.data} not found (the shared HH-RLHF pairs)")
+        return 0
+    names = args.variants.split(",")
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    if any(VARIANTS[n][0] == "trl" for n in names):
+        try:
+            import trl  # noqa: F401
+        except ImportError:
+            raise SystemExit("TRL is not installed here: `make bench-env`, then run with .venv-bench/bin/python") from None
+    torch.set_num_threads(args.threads)
+    size, reps = (1024, 3) if args.quick else (2048, 10)
+    peaks = {"fp32": matmul_peak(torch.float32, size, reps), "bf16": matmul_peak(torch.bfloat16, size, reps)}
+    rounds: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            order = names[r % len(names):] + names[: r % len(names)]  # rotate who goes first
+            this = {}
+            for name in order:
+                logdir = Path(tmp) / f"round{r}"
+                logdir.mkdir(exist_ok=True)
+                run = spawn(name, argv, logdir)
+                run["measured"] = measured(run, args.warmup)
+                this[name] = run
+                print(f"round {r + 1}: {name}: {statistics.median(run['measured']['step_seconds']):.2f} s/step, "
+                      f"{statistics.median(run['measured']['tokens_per_second']):.0f} tokens/s, "
+                      f"peak RSS {run['peak_rss_bytes'] / 1e9:.2f} GB", flush=True)
+            rounds.append(this)
+    # A second look at the peaks, after the runs: take the better of the two.
+    peaks = {"fp32": max(peaks["fp32"], matmul_peak(torch.float32, size, reps)),
+             "bf16": max(peaks["bf16"], matmul_peak(torch.bfloat16, size, reps))}
+    results = {n: summarize([r[n] for r in rounds], peaks["bf16"], peaks["fp32"]) for n in names}
+    ratio = ratios(rounds, names)
+    text = table(results, ratio, args, peaks)
+    print("\n" + text)
+    record = {
+        "settings": {k: str(v) for k, v in vars(args).items() if k not in ("child", "result")},
+        "machine": machine_info(),
+        "versions": versions("torch", "transformers", "trl", "accelerate", "peft", "upo"),
+        "matmul_peak_gflops": peaks,
+        "flops_convention": "6N per trained token (LoRA: 4N + 6 N_lora) + 2N per forward-only token; "
+                            "N = parameters less the input embedding matrix",
+        "results": results,
+        "ratios": ratio,
+        "samples": {n: [r[n]["measured"] for r in rounds] for n in names},
+        "table": text,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(record, indent=2))
+    print(f"written to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""One PNG per auxiliary metric: the preference metric (y) against it (x), every point labelled, and
+the Pareto fronts of the preference-only points and of UPO's drawn through their members.
+
+Drawn on matplotlib's Agg canvas directly (no pyplot): no display, no global figure state.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+STYLE = {  # group -> (marker, colour, legend label)
+    "base": ("*", "black", "base model"),
+    "preference": ("o", "tab:blue", "preference only"),
+    "upo": ("s", "tab:red", "UPO"),
+    "auxiliary": ("^", "tab:green", "baselines given r_a"),
+}
+BETTER = {"max": "higher is better", "min": "lower is better"}
+
+
+def slug(metric: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", metric).strip("_")
+
+
+def plot_frontier(rows: list[dict], entry: dict, path: Path) -> Path:
+    """Plot the two axes of summary `entry` (preference metric, auxiliary metric) for `rows`."""
+    (pref, aux), (pref_dir, aux_dir) = entry["axes"], entry["directions"]
+    usable = [r for r in rows if r["metrics"].get(pref) is not None and r["metrics"].get(aux) is not None]
+    fig = Figure(figsize=(7.5, 5.5), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for group, (marker, colour, label) in STYLE.items():
+        members = [r for r in usable if r["group"] == group]
+        if members:
+            ax.scatter([r["metrics"][aux] for r in members], [r["metrics"][pref] for r in members], marker=marker,
+                       s=90 if marker == "*" else 45, color=colour, label=label, zorder=3)
+    labels: dict[tuple[float, float], list[str]] = {}  # points at the same place share one label
+    for r in usable:
+        labels.setdefault((r["metrics"][aux], r["metrics"][pref]), []).append(r["name"])
+    for xy, names in labels.items():
+        text = "\n".join(", ".join(names[i : i + 3]) for i in range(0, len(names), 3))
+        ax.annotate(text, xy, textcoords="offset points", xytext=(4, 4), fontsize=7).set_in_layout(False)
+    by_name = {r["name"]: r for r in usable}
+    for key, colour, style, label in (("preference_front", "tab:blue", "--", "preference-only front"),
+                                       ("upo_front", "tab:red", "-", "UPO front")):
+        members = sorted((by_name[n] for n in entry[key]), key=lambda r: r["metrics"][aux])
+        if members:
+            ax.plot([r["metrics"][aux] for r in members], [r["metrics"][pref] for r in members], style, color=colour,
+                    alpha=0.6, label=label, zorder=2)
+    ax.set_xlabel(f"{aux} ({BETTER[aux_dir]})")
+    ax.set_ylabel(f"{pref} ({BETTER[pref_dir]})")
+    gain = entry["hv_gain"]
+    ax.set_title(f"{pref} vs {aux}" + (f"\nhypervolume gain of UPO over the preference-only front: {gain:.3f}"
+                                       if gain is not None else ""), fontsize=10)
+    ax.margins(x=0.25, y=0.12)  # room for the labels of the outermost points
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path

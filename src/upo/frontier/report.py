@@ -1,0 +1,91 @@
+"""frontier.csv (one row per point) and report.md (points, plots, summary, definitions)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from upo.evaluation.metrics import direction
+from upo.evaluation.report import ARROWS, format_value
+
+ID_COLUMNS = ("name", "group", "method", "aux_coef", "variant", "relabel")
+
+DEFINITIONS = """\
+Each point is scored on the preference metric and the auxiliary metrics (`better` says which way
+is better for each). *Preference-only* points are methods trained on the labels alone (DPO, KTO,
+CSFT, ...); *UPO* points are `upo` at each `aux_coef`; *baselines given r_a* (MODPO, aoPPO,
+relabelled DPO/KTO, ...) and the base model are drawn but belong to neither front. A point
+*dominates* another when it is at least as good on every axis and better on one; a *front* is the
+set of points of a group that no point of the same group dominates.
+
+- **reference point**: the worst value seen on each axis over every point that has all the axes'
+  metrics; each axis is scaled so that this worst value is 0 and the best value seen is 1 (an axis
+  on which all points tie counts 1 for all).
+- **HV(S)**: the hypervolume of a set S of points, the share of the scaled box [0, 1]^d that S
+  dominates: the volume of the union over p in S of the boxes between the reference point and p.
+- **HV gain** = HV(preference-only ∪ UPO) - HV(preference-only): the part of the box only UPO
+  reaches; 0 when UPO's points lie on or behind the preference-only front.
+- **UPO not dominated**: the share of UPO points that no preference-only point dominates.
+"""
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return format_value(value)
+    return str(value)
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    metrics = sorted({m for r in rows for m in r["metrics"]})
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow([*ID_COLUMNS, *metrics])
+        for r in rows:
+            writer.writerow([*("" if r.get(c) is None else r[c] for c in ID_COLUMNS),
+                             *(r["metrics"].get(m, "") for m in metrics)])
+
+
+def _summary_table(summary: list[dict]) -> list[str]:
+    lines = ["| axes | points | preference-only front | UPO front | HV pref-only | HV UPO | HV pref-only ∪ UPO "
+             "| HV gain | UPO not dominated |", "|---|---|---|---|---|---|---|---|---|"]
+    for e in summary:
+        axes = " × ".join(f"{m} {ARROWS[d].split()[0]}" for m, d in zip(e["axes"], e["directions"], strict=True))
+        share = "" if e["upo_nondominated_share"] is None else f"{e['upo_nondominated_share']:.2f}"
+        lines.append(f"| {axes} | {e['points']} | {', '.join(e['preference_front'])} | {', '.join(e['upo_front'])} "
+                     f"| {_cell(e['hv_preference'])} | {_cell(e['hv_upo'])} | {_cell(e['hv_union'])} "
+                     f"| {_cell(e['hv_gain'])} | {share} |")
+    return lines
+
+
+def format_report(result: dict, plots: dict[str, str]) -> str:
+    """report.md from frontier.json's dict and {aux metric: PNG file name}."""
+    pref, aux = result["preference_metric"], result["aux_metrics"]
+    shown = [pref, *aux, "length/words_ratio"]
+    s = result["eval_settings"]
+    lines = [
+        f"# UPO frontier: `{result['sweep']}`" + (" (quick)" if result["quick"] else ""),
+        "",
+        f"{len(result['points'])} points evaluated on the first {s['prompts']} held-out rows of `{s['data']}` "
+        f"({s['max_new_tokens']} new tokens at most, judge: {s['judge'] or 'none'}). Preference metric: "
+        f"`{pref}`; auxiliary metrics: {', '.join(f'`{m}`' for m in aux)}. All metrics of every point are in "
+        "frontier.csv and points/NAME/eval.json.",
+        "",
+        *(f"**Warning**: {w}\n" for w in result["warnings"]),
+        "## Points",
+        "",
+        "| point | group | method | aux_coef | " + " | ".join(f"{m} {ARROWS[direction(m)]}".strip() for m in shown) + " |",
+        "|---|---|---|---|" + "---|" * len(shown),
+    ]
+    for r in result["points"]:
+        lines.append(f"| {r['name']} | {r['group']} | {r['method']} | {_cell(r['aux_coef'])} | "
+                     + " | ".join(_cell(r["metrics"].get(m)) for m in shown) + " |")
+    lines += ["", "## Fronts", ""]
+    for metric, png in plots.items():
+        lines += [f"![{pref} vs {metric}]({png})", ""]
+    lines += ["## How far UPO lies beyond the preference-only front", "", *_summary_table(result["summary"]), "",
+              DEFINITIONS]
+    if result["failed"]:
+        lines += ["## Points that failed", "", *(f"- {f['name']}: {f['error']}" for f in result["failed"]), ""]
+    return "\n".join(lines)

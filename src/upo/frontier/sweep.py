@@ -1,0 +1,212 @@
+"""SWEEP.yaml -> the list of points to train and evaluate.
+
+    output_dir: runs/frontier              # points/<name>/, frontier.json/.csv, PNGs, report.md
+    base: {...}                            # UPOConfig keys shared by every point
+    eval: {...}                            # EvalConfig keys (data: default = the base's held-out split)
+    methods: [dpo, kto, upo, modpo]        # one point per method ...
+    aux_coef: [0.3, 1.0, 3.0]              # ... times each value, for methods given auxiliary rewards
+    method_overrides: {upo: {pref_loss: dpo}, modpo: {aux_coef: [1.0]}}
+    reward_variants: {safety: {safety: 1.0}, mix: {safety: 0.95, readability: 0.05}}   # optional
+    points: [{name: dpo-relabel, method: dpo, relabel: true}]                        # explicit extras
+    preference_metric: auto                # or judge/win_rate, rewards/accuracies
+    aux_metrics: auto                      # or a list of eval.json metric names
+    quick: {...}                           # deep-merged over this file with --quick
+
+`aux_coef` is the strength of the auxiliary objective: for `upo` the config key `aux_coef` (the
+only loss that reads it); for the other methods given auxiliary rewards (`uses_rewards`, or
+`accepts_rewards` with rewards configured) a factor on every reward weight, their one knob for it
+(MODPO's margin, aoPPO's R + r_a). A method's `aux_coef` in method_overrides (a number or a list)
+replaces the grid for that method. Preference-only methods get one point.
+
+Keys and types are checked when the file is read; method names only when a point's UPOConfig is
+built (`point_config`), so a point with a method this version lacks fails alone and the rest run.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from upo.config import ConfigError, UPOConfig, coerce
+from upo.evaluation.config import coerce_eval
+
+TOP_KEYS = ("output_dir", "base", "eval", "methods", "aux_coef", "method_overrides", "reward_variants", "points",
+            "preference_metric", "aux_metrics", "quick")
+# Every point must share the held-out split (it is the evaluation set) and get its own run folder.
+SHARED_KEYS = ("dataset", "dataset_split", "eval_dataset", "eval_fraction", "seed", "output_dir")
+# Set per point by the sweep, not in eval:
+EVAL_PER_POINT = ("model", "ref_model", "output", "beta")
+GROUPS = ("base", "preference", "upo", "auxiliary")
+AUX_COEF_KEY_METHODS = ("upo",)  # methods whose loss reads aux_coef (upo.methods.upo_step)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass
+class Point:
+    name: str
+    group: str  # base | preference | upo | auxiliary (README, upo frontier)
+    overrides: dict[str, Any] = field(default_factory=dict)  # UPOConfig keys on top of the base
+    aux_coef: float | None = None  # the swept auxiliary strength, if this point is on the grid
+    variant: str | None = None  # the reward_variants entry, if any
+
+
+@dataclass
+class Sweep:
+    output_dir: Path
+    base: dict[str, Any]  # coerced UPOConfig values
+    eval: dict[str, Any]  # coerced EvalConfig values
+    points: list[Point]
+    preference_metric: str = "auto"
+    aux_metrics: list[str] | str = "auto"
+    source: str = ""
+    quick: bool = False
+
+    def base_config(self) -> UPOConfig:
+        return UPOConfig(**self.base)
+
+
+def deep_merge(a: dict, b: dict) -> dict:
+    """`b` over `a`: nested dicts merge key by key, anything else in `b` replaces."""
+    out = dict(a)
+    for key, value in b.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def uses_aux(method: str, rewards: dict[str, float]) -> bool:
+    """Whether `method` is given the auxiliary rewards (unknown names: no; their config fails later)."""
+    from upo.methods import METHODS
+
+    m = METHODS.get(method)
+    return m is not None and (m.uses_rewards or (m.accepts_rewards and bool(rewards)))
+
+
+def point_group(method: str, relabel: bool, rewards: dict[str, float]) -> str:
+    """upo; auxiliary (a baseline given the auxiliary information: its rewards, or relabelled pairs);
+    preference (trained on the preference labels only)."""
+    if method == "upo":
+        return "upo"
+    return "auxiliary" if relabel or uses_aux(method, rewards) else "preference"
+
+
+def aux_strength(method: str, coef: float, rewards: dict[str, float]) -> dict[str, Any]:
+    """The UPOConfig keys that set auxiliary strength `coef` for `method` (see the module docstring)."""
+    if method in AUX_COEF_KEY_METHODS:
+        return {"aux_coef": coef}
+    return {"rewards": {name: weight * coef for name, weight in rewards.items()}}
+
+
+def _grid(value: Any, where: str) -> list[float]:
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in values):
+        raise ConfigError(f"{where}: expected a number >= 0 or a non-empty list of them, got {value!r}")
+    return [float(v) for v in values]
+
+
+def _coerce_upo(values: dict, where: str, allow_shared: bool = False) -> dict[str, Any]:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping of config keys, got {values!r}")
+    out = {}
+    for key, value in values.items():
+        if not allow_shared and key in SHARED_KEYS:
+            raise ConfigError(f"{where}: {key!r} must be the same for every point; set it in base:")
+        out[key] = coerce(str(key), value, source=where)
+    return out
+
+
+def expand_points(spec: dict[str, Any], base: dict[str, Any]) -> list[Point]:
+    """The trained points of a sweep dict (not the base model): the methods x aux_coef x reward
+    variants grid, then the explicit points. Raises ConfigError on duplicate or unsafe names."""
+    methods = spec.get("methods") or []
+    if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
+        raise ConfigError(f"methods: expected a list of method names, got {methods!r}")
+    default_grid = _grid(spec.get("aux_coef", 1.0), "aux_coef")
+    overrides = spec.get("method_overrides") or {}
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"method_overrides: expected a mapping of method -> config keys, got {overrides!r}")
+    variants = spec.get("reward_variants") or {}
+    if not isinstance(variants, dict):
+        raise ConfigError(f"reward_variants: expected a mapping of name -> rewards, got {variants!r}")
+    variant_rewards = {name: coerce("rewards", weights, source=f"reward_variants.{name}")
+                       for name, weights in variants.items()}
+
+    points: list[Point] = []
+    for method in methods:
+        own = dict(overrides.get(method) or {})
+        grid = _grid(own.pop("aux_coef"), f"method_overrides.{method}.aux_coef") if "aux_coef" in own else default_grid
+        keys = {**_coerce_upo(own, f"method_overrides.{method}"), "method": method}
+        rewards = keys.get("rewards", base.get("rewards", {}))
+        relabel = keys.get("relabel", base.get("relabel", False))
+        if not uses_aux(method, rewards):
+            points.append(Point(method, point_group(method, relabel, rewards), keys))
+            continue
+        for variant, weights in (variant_rewards.items() if variant_rewards else [(None, rewards)]):
+            for coef in grid:
+                name = method + (f"-{variant}" if variant else "") + (f"-aux{coef:g}" if len(grid) > 1 else "")
+                point_keys = {**keys, "rewards": weights, **aux_strength(method, coef, weights)}
+                points.append(Point(name, point_group(method, relabel, weights), point_keys, coef, variant))
+
+    for i, raw in enumerate(spec.get("points") or []):
+        if not isinstance(raw, dict) or "name" not in raw:
+            raise ConfigError(f"points[{i}]: expected a mapping with a name and config keys, got {raw!r}")
+        raw = dict(raw)
+        name, group = str(raw.pop("name")), raw.pop("group", None)
+        keys = _coerce_upo(raw, f"points[{i}] ({name})")
+        method = keys.get("method", base.get("method", "upo"))
+        rewards, relabel = keys.get("rewards", base.get("rewards", {})), keys.get("relabel", base.get("relabel", False))
+        if group is not None and group not in GROUPS[1:]:
+            raise ConfigError(f"points[{i}] ({name}): group must be one of {', '.join(GROUPS[1:])}, got {group!r}")
+        points.append(Point(name, group or point_group(method, relabel, rewards), keys, keys.get("aux_coef")))
+
+    seen: set[str] = {"base"}  # the base model's point
+    for p in points:
+        if not _NAME.match(p.name):
+            raise ConfigError(f"point name {p.name!r}: use letters, digits, '.', '_' and '-' only")
+        if p.name in seen:
+            raise ConfigError(f"two points are named {p.name!r} (and 'base' is the base model's)")
+        seen.add(p.name)
+    return points
+
+
+def load_sweep(path: str | Path, quick: bool = False, output_dir: str | None = None) -> Sweep:
+    """Read SWEEP.yaml (with its quick: overrides when `quick`) and expand its points."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"sweep file not found: {path}")
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    unknown = sorted(set(spec) - set(TOP_KEYS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; expected {', '.join(TOP_KEYS)}")
+    if quick:
+        spec = deep_merge(spec, spec.get("quick") or {})
+    spec.pop("quick", None)
+    base = _coerce_upo(spec.get("base") or {}, f"{path}: base", allow_shared=True)
+    base.pop("output_dir", None)  # each point's run folder is output_dir/points/<name>
+    eval_values = spec.get("eval") or {}
+    if not isinstance(eval_values, dict):
+        raise ConfigError(f"{path}: eval: expected a mapping of eval keys")
+    per_point = sorted(set(eval_values) & set(EVAL_PER_POINT))
+    if per_point:
+        raise ConfigError(f"{path}: eval: {', '.join(per_point)} are set per point by the sweep")
+    aux_metrics = spec.get("aux_metrics", "auto")
+    if aux_metrics != "auto" and not (isinstance(aux_metrics, list) and aux_metrics):
+        raise ConfigError(f"{path}: aux_metrics: expected auto or a list of metric names, got {aux_metrics!r}")
+    return Sweep(
+        output_dir=Path(output_dir or spec.get("output_dir") or "runs/frontier"),
+        base=base,
+        eval=coerce_eval(eval_values, f"{path}: eval"),
+        points=expand_points(spec, base),
+        preference_metric=str(spec.get("preference_metric", "auto")),
+        aux_metrics=aux_metrics,
+        source=str(path),
+        quick=quick,
+    )

@@ -1,0 +1,118 @@
+"""Two processes (Accelerate, gloo on CPU) train like one process with twice the batch.
+
+`accelerate launch --config_file examples/accelerate/ddp.yaml` (2 processes) with ACCELERATE_USE_CPU=1
+(torchrun + gloo; `--cpu` would start a single process, Accelerate's multi-CPU launcher needs MPI) trains DPO, KTO
+(its reference point z0 is all-gathered over both processes) and UPO with batch_size b per process;
+one process trains the same configs with batch_size 2b. Each loader batch of 2b is split between
+the processes (Accelerate's split_batches), so both see the same examples per step and the
+parameters agree up to float summation order (tolerance in test_invariants.assert_same_updates).
+Checkpoint + resume under 2 processes ends bitwise where the uninterrupted 2-process run does.
+
+All 2-process runs share one launch (the process start and gloo set-up dominate the time).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import run_config
+from safetensors.torch import load_file
+from test_invariants import assert_same_updates
+
+from upo.config import ConfigError
+from upo.metrics import read_metrics
+from upo.trainer import train
+
+pytest.importorskip("accelerate")
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "accelerate"
+METHODS = {"dpo": dict(method="dpo"), "kto": dict(method="kto"), "upo": dict(method="upo")}
+COMMON = dict(eval_fraction=0.0, max_steps=3, learning_rate=1e-2)
+RESUME = dict(method="upo", pref_loss="dpo", eval_fraction=0.0, save_steps=2, learning_rate=1e-2)
+
+# Runs inside each launched process: every config in turn, in one process group.
+WORKER = """
+    import json, sys
+    from upo.config import UPOConfig
+    from upo.trainer import train
+
+    for kwargs in json.loads(open(sys.argv[1]).read()):
+        train(UPOConfig(**kwargs))
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(configs: list, tmp_path: Path) -> subprocess.CompletedProcess:
+    (tmp_path / "worker.py").write_text(textwrap.dedent(WORKER))
+    (tmp_path / "configs.json").write_text(json.dumps([c.to_dict() for c in configs]))
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    # The DDP config the README points to (2 processes); ACCELERATE_USE_CPU=1 makes it gloo on CPU.
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(EXAMPLES / "ddp.yaml"),
+               "--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port()),
+               str(tmp_path / "worker.py"), str(tmp_path / "configs.json")]  # fmt: skip
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_two_processes_match_one_process_with_twice_the_batch(tiny_model_dir, pairs_file, tmp_path):
+    two = {name: run_config(tiny_model_dir, pairs_file, tmp_path / f"two-{name}", batch_size=2, **COMMON, **kw)
+           for name, kw in METHODS.items()}  # fmt: skip
+    full = run_config(tiny_model_dir, pairs_file, tmp_path / "two-full", max_steps=4, **RESUME)
+    part = run_config(tiny_model_dir, pairs_file, tmp_path / "two-part", max_steps=2, **RESUME)
+    resumed = run_config(tiny_model_dir, pairs_file, tmp_path / "two-part", max_steps=4, resume=True, **RESUME)
+    result = _launch([*two.values(), full, part, resumed], tmp_path)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    assert f"resumed from {Path(part.output_dir) / 'checkpoints' / 'step-2'}" in result.stdout + result.stderr
+
+    start = load_file(str(tiny_model_dir / "model.safetensors"))
+    for name, kw in METHODS.items():
+        one = train(run_config(tiny_model_dir, pairs_file, tmp_path / f"one-{name}", batch_size=4, **COMMON, **kw))
+        final_two = Path(two[name].output_dir) / "final"
+        assert_same_updates(load_file(str(one / "model.safetensors")), load_file(str(final_two / "model.safetensors")),
+                            start, lr=COMMON["learning_rate"])  # fmt: skip
+        rows_one, rows_two = read_metrics(one.parent / "metrics.jsonl"), read_metrics(final_two.parent / "metrics.jsonl")
+        assert [r["step"] for r in rows_one] == [r["step"] for r in rows_two] == [1, 2, 3]
+        for r, s in zip(rows_one, rows_two, strict=True):
+            for key in ("train/loss", "train/grad_norm", "train/rewards/chosen", *(["train/kto/kl"] if name != "dpo" else [])):
+                assert r[key] == pytest.approx(s[key], rel=1e-3, abs=1e-5), (name, r["step"], key)
+
+    # checkpoint + resume with two processes: bitwise the uninterrupted two-process run
+    a = load_file(str(Path(full.output_dir) / "final" / "model.safetensors"))
+    b = load_file(str(Path(resumed.output_dir) / "final" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    timing = ("train/step_seconds", "train/tokens_per_second")
+    rows_a, rows_b = (
+        [{k: v for k, v in r.items() if k not in timing} for r in read_metrics(Path(c.output_dir) / "metrics.jsonl")]
+        for c in (full, resumed)
+    )
+    assert rows_a == rows_b and [r["step"] for r in rows_a] == [1, 2, 3, 4]
+
+
+def test_a_launch_that_accelerate_did_not_set_up_is_refused(tiny_model_dir, pairs_file, tmp_path, monkeypatch):
+    """torchrun on a machine without GPUs and without ACCELERATE_USE_CPU starts N processes that
+    Accelerate takes for N separate single-process runs; each would train alone on all the data."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="launched as 2 processes, but Accelerate set up 1"):
+        train(run_config(tiny_model_dir, pairs_file, tmp_path, method="dpo", max_steps=1))
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("name", "kind"), [("ddp", "MULTI_GPU"), ("fsdp", "FSDP"), ("deepspeed_zero2", "DEEPSPEED")])
+def test_example_accelerate_configs_load(name, kind):
+    """The FSDP and DeepSpeed files cannot run here (no GPUs, no deepspeed): at least Accelerate reads them."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(EXAMPLES / f"{name}.yaml"))
+    assert config.distributed_type.name == kind and config.num_processes == 2
