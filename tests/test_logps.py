@@ -48,3 +48,11 @@ def test_left_padded_batches_keep_their_mask():
     out = sequence_logps(model, left["input_ids"], left["attention_mask"], left["loss_mask"])
     expected = _reference_logps(model, left["input_ids"], left["attention_mask"], left["loss_mask"])
     torch.testing.assert_close(out.sum, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_kernel_defaults_to_eager_without_cuda_and_follows_the_config(tiny_model_dir, monkeypatch):
+    from upo.modeling import load_causal_lm
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert load_causal_lm(str(tiny_model_dir)).config._attn_implementation == "eager"
+    assert load_causal_lm(str(tiny_model_dir), attn_implementation="sdpa").config._attn_implementation == "sdpa"

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
-import re
 import sys
 
 from upo import __version__
-from upo.config import FIELDS, ConfigError, UPOConfig, load_config
+from upo.config import FIELDS, ConfigError, UPOConfig, field_comments, load_config
 
 TRAIN_EPILOG = """\
 examples:
@@ -34,12 +32,7 @@ prints preference accuracy on held-out pairs and the auxiliary rewards of fresh 
 
 def _field_comments() -> dict[str, str]:
     """The comment after each field in UPOConfig's source is its help text."""
-    comments = {}
-    for line in inspect.getsource(UPOConfig).splitlines():
-        match = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.+)$", line)
-        if match:
-            comments[match.group(1)] = match.group(2)
-    return comments
+    return field_comments(UPOConfig)
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:

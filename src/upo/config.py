@@ -8,6 +8,8 @@ wrong type are errors that name the key. The resolved config is written next to 
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -35,6 +37,7 @@ class UPOConfig:
     model: str = EMBEDDED_MODEL  # local folder, Hub name (online), or the embedded SmolLM2-135M-Instruct
     ref_model: str | None = None  # reference model; null = the starting point of `model` (with LoRA: adapters disabled)
     precompute_ref_logps: bool = True  # compute reference log-probs once before training, then free the reference model
+    attn_implementation: str | None = None  # eager | sdpa | flash_attention_2; null = eager without CUDA (faster on CPU), else the transformers default
 
     # ---- data --------------------------------------------------------------------------------
     dataset: str = ""  # .jsonl / .jsonl.gz / .json file, or a datasets.load_dataset name or folder
@@ -254,19 +257,58 @@ def _closest(key: str) -> str | None:
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> UPOConfig:
     """defaults < YAML file at `path` < `overrides` (already split into key -> raw value)."""
+    return load_dataclass(UPOConfig, path, overrides)
+
+
+# ---- the same machinery for the other typed configs (upo eval, upo rm train) ----------------------
+
+
+def field_comments(cls: type) -> dict[str, str]:
+    """The comment after each field in a config dataclass's source: its --help text."""
+    comments = {}
+    for line in inspect.getsource(cls).splitlines():
+        match = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.+)$", line)
+        if match:
+            comments[match.group(1)] = match.group(2)
+    return comments
+
+
+def coerce_fields(cls: type, values: dict[str, Any], source: str) -> dict[str, Any]:
+    """Raw values (from YAML, or strings from the command line) -> field values of dataclass `cls`;
+    unknown keys are errors with a "did you mean"."""
+    import difflib
+
+    fields = {f.name for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    coerced = {}
+    for key, value in values.items():
+        key = str(key)
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{source}: unknown key {key!r}{hint}")
+        coerced[key] = _coerce_type(key, hints[key], value, source)
+    return coerced
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping; ConfigError naming the file otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of key: value")
+    return data
+
+
+def load_dataclass(cls: type, path: str | Path | None = None, overrides: dict[str, Any] | None = None):
+    """defaults < YAML file of `cls`'s keys at `path` < `overrides` (e.g. command-line flags)."""
     values: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of key: value")
-        for key, value in data.items():
-            values[key] = coerce(str(key), value, source=str(path))
-    for key, value in (overrides or {}).items():
-        values[key] = coerce(key, value, source="command line")
-    return UPOConfig(**values)
+        values.update(coerce_fields(cls, read_yaml_mapping(path), str(path)))
+    values.update(coerce_fields(cls, overrides or {}, "command line"))
+    return cls(**values)

@@ -35,11 +35,23 @@ def load_tokenizer(path: str):
     return tokenizer
 
 
-def load_causal_lm(path: str, dtype: torch.dtype = torch.float32):
+def default_attention() -> str | None:
+    """The attention kernel when none is configured: "eager" without CUDA, else transformers' default.
+
+    On this project's 2-core CPU a full fine-tuning step of SmolLM2-135M (8 sequences of ~150-220
+    tokens) takes 1.50 s with eager attention and 1.84 s with sdpa, whose CPU flash-attention
+    backward alone takes 0.37 s; at these lengths the T x T scores are small.
+    """
+    return None if torch.cuda.is_available() else "eager"
+
+
+def load_causal_lm(path: str, dtype: torch.dtype = torch.float32, attn_implementation: str | None = None):
     from transformers import AutoModelForCausalLM
 
+    attention = attn_implementation or default_attention()
+    kwargs = {"attn_implementation": attention} if attention else {}
     try:
-        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
     except OSError as e:
         raise FileNotFoundError(f"could not load a causal LM from {path!r}: {e}") from None
 

@@ -104,7 +104,7 @@ def train(cfg: UPOConfig) -> Path:
     if main and data.standardizer is not None:
         (out / "reward_standardizer.json").write_text(json.dumps(data.standardizer.to_dict(), indent=2))
 
-    lm = load_causal_lm(model_path)
+    lm = load_causal_lm(model_path, attn_implementation=cfg.attn_implementation)
     disable_dropout(lm)
     if control_ids and len(tokenizer) > lm.get_input_embeddings().num_embeddings:
         lm.resize_token_embeddings(len(tokenizer))  # new rows start at the mean embedding
@@ -115,7 +115,7 @@ def train(cfg: UPOConfig) -> Path:
     if method.uses_reference and (not cfg.lora or cfg.ref_model):
         ref_path = resolve_model_path(cfg.ref_model, cfg.cache_dir) if cfg.ref_model else model_path
         ref_dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
-        ref_model = load_causal_lm(ref_path, dtype=ref_dtype).to(accelerator.device).eval().requires_grad_(False)
+        ref_model = load_causal_lm(ref_path, dtype=ref_dtype, attn_implementation=cfg.attn_implementation).to(accelerator.device).eval().requires_grad_(False)
     policy = CompletionLogps(lm)
     value_head = ValueHead(lm.config.hidden_size, cfg.value_head_hidden) if method.uses_value_head else None
 

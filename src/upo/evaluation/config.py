@@ -8,16 +8,11 @@ that name the key.
 from __future__ import annotations
 
 import dataclasses
-import inspect
-import re
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from upo.config import ConfigError, _coerce_type
+from upo.config import ConfigError, coerce_fields, load_dataclass
+from upo.config import field_comments as config_field_comments
 
 EVAL_PRECISIONS = ("bf16", "fp32", "fp16")
 
@@ -93,45 +88,18 @@ class EvalConfig:
 
 
 EVAL_FIELDS = {f.name: f for f in dataclasses.fields(EvalConfig)}
-_HINTS = typing.get_type_hints(EvalConfig)
 
 
 def field_comments() -> dict[str, str]:
     """The comment after each field in EvalConfig's source: its --help text."""
-    comments = {}
-    for line in inspect.getsource(EvalConfig).splitlines():
-        match = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.+)$", line)
-        if match:
-            comments[match.group(1)] = match.group(2)
-    return comments
+    return config_field_comments(EvalConfig)
 
 
 def coerce_eval(values: dict[str, Any], source: str) -> dict[str, Any]:
     """Raw values (from YAML, or strings from the command line) -> EvalConfig field values."""
-    import difflib
-
-    coerced = {}
-    for key, value in values.items():
-        if key not in EVAL_FIELDS:
-            close = difflib.get_close_matches(key, EVAL_FIELDS, n=1, cutoff=0.6)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{source}: unknown key {key!r}{hint}")
-        coerced[key] = _coerce_type(key, _HINTS[key], value, source)
-    return coerced
+    return coerce_fields(EvalConfig, values, source)
 
 
 def load_eval_config(path: str | None = None, overrides: dict[str, Any] | None = None) -> EvalConfig:
     """defaults < YAML file of EvalConfig keys at `path` < `overrides` (e.g. command-line flags)."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        if not Path(path).is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of key: value")
-        values.update(coerce_eval(data, str(path)))
-    values.update(coerce_eval(overrides or {}, "command line"))
-    return EvalConfig(**values)
+    return load_dataclass(EvalConfig, path, overrides)

@@ -29,9 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from upo.config import ConfigError, UPOConfig, coerce
+from upo.config import ConfigError, UPOConfig, coerce, read_yaml_mapping
 from upo.evaluation.config import coerce_eval
 
 TOP_KEYS = ("output_dir", "base", "eval", "methods", "aux_coef", "method_overrides", "reward_variants", "points",
@@ -175,14 +173,7 @@ def expand_points(spec: dict[str, Any], base: dict[str, Any]) -> list[Point]:
 def load_sweep(path: str | Path, quick: bool = False, output_dir: str | None = None) -> Sweep:
     """Read SWEEP.yaml (with its quick: overrides when `quick`) and expand its points."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"sweep file not found: {path}")
-    try:
-        spec = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping")
+    spec = read_yaml_mapping(path)
     unknown = sorted(set(spec) - set(TOP_KEYS))
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; expected {', '.join(TOP_KEYS)}")

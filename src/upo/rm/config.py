@@ -8,17 +8,14 @@ name the key.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import inspect
-import re
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from upo.config import EMBEDDED_MODEL, ConfigError, _coerce_type
+from upo.config import EMBEDDED_MODEL, ConfigError, load_dataclass
+from upo.config import field_comments as config_field_comments
 
 RM_PRECISIONS = ("bf16", "fp32")
 
@@ -72,42 +69,13 @@ class RMConfig:
 
 
 RM_FIELDS = {f.name: f for f in dataclasses.fields(RMConfig)}
-_HINTS = typing.get_type_hints(RMConfig)
 
 
 def field_comments() -> dict[str, str]:
     """The comment after each field in RMConfig's source: its --help text."""
-    comments = {}
-    for line in inspect.getsource(RMConfig).splitlines():
-        match = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.+)$", line)
-        if match:
-            comments[match.group(1)] = match.group(2)
-    return comments
-
-
-def _coerce(values: dict[str, Any], source: str) -> dict[str, Any]:
-    coerced = {}
-    for key, value in values.items():
-        if key not in RM_FIELDS:
-            close = difflib.get_close_matches(key, RM_FIELDS, n=1, cutoff=0.6)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{source}: unknown key {key!r}{hint}")
-        coerced[key] = _coerce_type(key, _HINTS[key], value, source)
-    return coerced
+    return config_field_comments(RMConfig)
 
 
 def load_rm_config(path: str | None = None, overrides: dict[str, Any] | None = None) -> RMConfig:
     """defaults < YAML file of RMConfig keys at `path` < `overrides` (e.g. command-line flags)."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        if not Path(path).is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of key: value")
-        values.update(_coerce(data, str(path)))
-    values.update(_coerce(overrides or {}, "command line"))
-    return RMConfig(**values)
+    return load_dataclass(RMConfig, path, overrides)
