@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import torch
+from transformers import LlamaConfig, LlamaForSequenceClassification
+
 from upo.config import UPOConfig
 
 TOPICS = ["bread", "rain", "cats", "trains", "music", "tea", "maps", "snow", "bees", "glass", "salt", "kites"]
@@ -38,3 +41,16 @@ def run_config(tiny_model_dir, pairs_file, tmp_path, **overrides) -> UPOConfig:
     )
     base.update(overrides)
     return UPOConfig(**base)
+
+
+def save_tiny_reward_model(tiny_tokenizer, path, sign: float = 1.0):
+    """A 1-label tiny sequence-classification model + tokenizer at `path` (sign flips its scores)."""
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=4, num_key_value_heads=2, num_labels=1,
+                         pad_token_id=tiny_tokenizer.pad_token_id)
+    model = LlamaForSequenceClassification(config)
+    with torch.no_grad():
+        model.score.weight.mul_(sign)
+    model.save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)

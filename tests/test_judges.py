@@ -9,8 +9,7 @@ import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-import torch
-from transformers import LlamaConfig, LlamaForSequenceClassification
+from helpers import save_tiny_reward_model
 
 from upo.judges import JudgeError, LLMJudge, RewardModelJudge, parse_answer, win_rate
 from upo.rewards.cache import ScoreCache
@@ -40,26 +39,14 @@ def test_parse_answer():
 # ---- reward-model judge ------------------------------------------------------------------------
 
 
-def _save_rm(tiny_tokenizer, path, sign: float = 1.0):
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=4, num_key_value_heads=2, num_labels=1,
-                         pad_token_id=tiny_tokenizer.pad_token_id)
-    model = LlamaForSequenceClassification(config)
-    with torch.no_grad():
-        model.score.weight.mul_(sign)
-    model.save_pretrained(path)
-    tiny_tokenizer.save_pretrained(path)
-
-
 PROMPTS = ["Tell me about tea.", "Tell me about snow.", "Hi?"]
 RESPONSES = ["Tea is a drink made from leaves.", "No.", "Hello there, how can I help you today?"]
 REFERENCES = ["Tea is a drink made from leaves.", "Snow is frozen water that falls from clouds.", "Go away."]
 
 
 def test_reward_model_judge_wins_losses_and_ties(tiny_tokenizer, tmp_path):
-    _save_rm(tiny_tokenizer, tmp_path / "rm")
-    _save_rm(tiny_tokenizer, tmp_path / "neg", sign=-1.0)
+    save_tiny_reward_model(tiny_tokenizer, tmp_path / "rm")
+    save_tiny_reward_model(tiny_tokenizer, tmp_path / "neg", sign=-1.0)
     judge = RewardModelJudge(str(tmp_path / "rm"), batch_size=2)
     outcomes = judge.compare(PROMPTS, RESPONSES, REFERENCES)
     assert outcomes[0] == 0.5  # the response is the reference: a tie, whatever its batch
@@ -75,7 +62,7 @@ def test_reward_model_judge_wins_losses_and_ties(tiny_tokenizer, tmp_path):
 
 
 def test_reward_model_judge_uses_the_cache(tiny_tokenizer, tmp_path, monkeypatch):
-    _save_rm(tiny_tokenizer, tmp_path / "rm")
+    save_tiny_reward_model(tiny_tokenizer, tmp_path / "rm")
     with ScoreCache(tmp_path / "cache") as cache:
         judge = RewardModelJudge(str(tmp_path / "rm"), cache=cache)
         first = judge.compare(PROMPTS, RESPONSES, REFERENCES)

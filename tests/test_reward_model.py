@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-import torch
-from transformers import LlamaConfig, LlamaForSequenceClassification
+from helpers import save_tiny_reward_model
 
 from upo.rewards.cache import ScoreCache
 from upo.rewards.resolve import resolve_reward, reward_version
@@ -14,20 +13,8 @@ PROMPTS = ["Tell me about tea.", "Tell me about snow.", "Hi?"]
 RESPONSES = ["Tea is a drink made from leaves.", "No.", "Hello there, how can I help you today?"]
 
 
-def _save_rm(tiny_tokenizer, path, sign: float = 1.0):
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=4, num_key_value_heads=2, num_labels=1,
-                         pad_token_id=tiny_tokenizer.pad_token_id)
-    model = LlamaForSequenceClassification(config)
-    with torch.no_grad():
-        model.score.weight.mul_(sign)
-    model.save_pretrained(path)
-    tiny_tokenizer.save_pretrained(path)
-
-
 def test_reward_model_scores_each_response(tiny_tokenizer, tmp_path):
-    _save_rm(tiny_tokenizer, tmp_path / "rm")
+    save_tiny_reward_model(tiny_tokenizer, tmp_path / "rm")
     fn = resolve_reward(f"rm:{tmp_path / 'rm'}")
     scores = fn(PROMPTS, RESPONSES)
     assert len(scores) == 3 and all(isinstance(s, float) for s in scores)
@@ -37,21 +24,21 @@ def test_reward_model_scores_each_response(tiny_tokenizer, tmp_path):
 
 def test_scores_come_from_the_model_head(tiny_tokenizer, tmp_path):
     """Negating the scoring head negates every reward: the scorer reads the model's logit."""
-    _save_rm(tiny_tokenizer, tmp_path / "a", sign=1.0)
-    _save_rm(tiny_tokenizer, tmp_path / "b", sign=-1.0)
+    save_tiny_reward_model(tiny_tokenizer, tmp_path / "a", sign=1.0)
+    save_tiny_reward_model(tiny_tokenizer, tmp_path / "b", sign=-1.0)
     a = resolve_reward(f"rm:{tmp_path / 'a'}")(PROMPTS, RESPONSES)
     b = resolve_reward(f"rm:{tmp_path / 'b'}")(PROMPTS, RESPONSES)
     assert b == pytest.approx([-x for x in a], abs=1e-5)
 
 
 def test_reward_model_is_cached_and_versioned(tiny_tokenizer, tmp_path):
-    _save_rm(tiny_tokenizer, tmp_path / "rm")
+    save_tiny_reward_model(tiny_tokenizer, tmp_path / "rm")
     name = f"rm:{tmp_path / 'rm'}"
     cache = ScoreCache(tmp_path / "cache")
     first = score_texts(PROMPTS, RESPONSES, [name], cache=cache, progress=False)
     version = reward_version(name, resolve_reward(name))
     assert cache.get_many(name, version, PROMPTS, RESPONSES) == pytest.approx(first[:, 0].tolist())
-    _save_rm(tiny_tokenizer, tmp_path / "rm", sign=-1.0)  # retrained model: new files, new version
+    save_tiny_reward_model(tiny_tokenizer, tmp_path / "rm", sign=-1.0)  # retrained model: new files, new version
     assert reward_version(name, resolve_reward(name)) != version
 
 

@@ -35,22 +35,27 @@ def _field_comments() -> dict[str, str]:
     return field_comments(UPOConfig)
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    comments = _field_comments()
-    defaults = UPOConfig.__dataclass_fields__
-    group = parser.add_argument_group("config keys (defaults < --config file < these flags)")
-    for name, f in FIELDS.items():
+def _add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, prefix: str, title: str) -> None:
+    """One --flag per field of config dataclass `cls` (dest `prefix.name`); the help text is the
+    field's comment, and flags left out are absent from the namespace (defaults < file < flags)."""
+    comments = field_comments(cls)
+    group = parser.add_argument_group(title)
+    for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        is_bool = defaults[name].type in ("bool", bool)
+        is_bool = f.type in ("bool", bool)
         group.add_argument(
-            f"--{name}",
-            dest=f"cfg.{name}",
+            f"--{f.name}",
+            dest=f"{prefix}.{f.name}",
             metavar="" if is_bool else "VALUE",
             nargs="?" if is_bool else None,
             const="true" if is_bool else None,
             default=argparse.SUPPRESS,
-            help=f"{comments.get(name, '')} [default: {default!r}]".strip(),
+            help=f"{comments.get(f.name, '')} [default: {default!r}]".strip(),
         )
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    _add_dataclass_flags(parser, UPOConfig, "cfg", "config keys (defaults < --config file < these flags)")
 
 
 EVAL_EPILOG = """\
@@ -74,7 +79,7 @@ skipped on rerun, so an interrupted sweep continues where it stopped.
 
 
 def _add_eval_parsers(sub) -> None:
-    from upo.evaluation.config import EVAL_FIELDS, field_comments
+    from upo.evaluation.config import EvalConfig
 
     evaluate = sub.add_parser(
         "eval",
@@ -85,14 +90,7 @@ def _add_eval_parsers(sub) -> None:
         allow_abbrev=False,
     )
     evaluate.add_argument("--config", metavar="FILE.yaml", help="YAML file of eval keys")
-    comments = field_comments()
-    group = evaluate.add_argument_group("eval keys (defaults < --config file < these flags)")
-    for name, f in EVAL_FIELDS.items():
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        is_bool = f.type in ("bool", bool)
-        group.add_argument(f"--{name}", dest=f"eval.{name}", metavar="" if is_bool else "VALUE",
-                           nargs="?" if is_bool else None, const="true" if is_bool else None,
-                           default=argparse.SUPPRESS, help=f"{comments.get(name, '')} [default: {default!r}]")
+    _add_dataclass_flags(evaluate, EvalConfig, "eval", "eval keys (defaults < --config file < these flags)")
 
     frontier = sub.add_parser(
         "frontier",
@@ -119,7 +117,7 @@ a sequence-classification model that scores as the reward rm:OUTPUT_DIR/final (u
 
 
 def _add_rm_parsers(sub) -> None:
-    from upo.rm.config import RM_FIELDS, field_comments
+    from upo.rm.config import RMConfig
 
     rm = sub.add_parser("rm", help="reward models: `upo rm train` trains a Bradley-Terry reward model",
                         description="Reward models.", allow_abbrev=False)
@@ -134,13 +132,7 @@ def _add_rm_parsers(sub) -> None:
         allow_abbrev=False,
     )
     train.add_argument("--config", metavar="FILE.yaml", help="YAML file of rm keys")
-    comments = field_comments()
-    group = train.add_argument_group("rm keys (defaults < --config file < these flags)")
-    for name, f in RM_FIELDS.items():
-        is_bool = f.type in ("bool", bool)
-        group.add_argument(f"--{name}", dest=f"rm.{name}", metavar="" if is_bool else "VALUE",
-                           nargs="?" if is_bool else None, const="true" if is_bool else None,
-                           default=argparse.SUPPRESS, help=f"{comments.get(name, '')} [default: {f.default!r}]")
+    _add_dataclass_flags(train, RMConfig, "rm", "rm keys (defaults < --config file < these flags)")
 
 
 def build_parser() -> argparse.ArgumentParser:

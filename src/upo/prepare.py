@@ -119,18 +119,27 @@ def _load(source: str, split: str, report: list[str]) -> list[PreferencePair] | 
     return result.records
 
 
+def split_heldout(records: list, eval_fraction: float, seed: int) -> tuple[list, list]:
+    """(held-out, training) records: shuffled with `seed`, the first round(n * eval_fraction) held
+    out. The one split rule of upo train, upo rm train and upo eval, so they agree on which rows a
+    model never saw."""
+    records = list(records)
+    random.Random(seed).shuffle(records)
+    n_eval = int(round(len(records) * eval_fraction))
+    return records[:n_eval], records[n_eval:]
+
+
 def prepare_data(cfg: UPOConfig, tokenizer, progress: bool = True) -> PreparedData:
     if not cfg.dataset:
         raise ValueError("no dataset given: set `dataset:` in the config or pass --dataset PATH")
     method = METHODS[cfg.method]
     report: list[str] = []
     records = _load(cfg.dataset, cfg.dataset_split, report)
-    random.Random(cfg.seed).shuffle(records)
     if cfg.eval_dataset:
+        random.Random(cfg.seed).shuffle(records)
         eval_records = _load(cfg.eval_dataset, cfg.dataset_split, report)
     else:
-        n_eval = int(round(len(records) * cfg.eval_fraction))
-        eval_records, records = records[:n_eval], records[n_eval:]
+        eval_records, records = split_heldout(records, cfg.eval_fraction, cfg.seed)
     if cfg.max_examples is not None:
         records = records[: cfg.max_examples]
     if not records:

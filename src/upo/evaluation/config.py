@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from upo.config import ConfigError, coerce_fields, load_dataclass
-from upo.config import field_comments as config_field_comments
 
 EVAL_PRECISIONS = ("bf16", "fp32", "fp16")
 
@@ -85,14 +84,6 @@ class EvalConfig:
     def settings(self) -> dict[str, Any]:
         """Everything that determines the results: what eval.json records and a rerun compares."""
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("output", "progress", "cache_dir")}
-
-
-EVAL_FIELDS = {f.name: f for f in dataclasses.fields(EvalConfig)}
-
-
-def field_comments() -> dict[str, str]:
-    """The comment after each field in EvalConfig's source: its --help text."""
-    return config_field_comments(EvalConfig)
 
 
 def coerce_eval(values: dict[str, Any], source: str) -> dict[str, Any]:

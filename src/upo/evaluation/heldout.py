@@ -7,13 +7,12 @@ trained on; tests/test_eval.py checks the two agree.
 
 from __future__ import annotations
 
-import random
-
 from transformers import PreTrainedTokenizerBase
 
 from upo.data.control import generation_suffix
 from upo.data.records import PreferencePair, Prompt, UnpairedExample, load_records
 from upo.data.tokenize import encode_prompt
+from upo.prepare import split_heldout
 
 
 def heldout_records(data: str, split: str = "train", eval_fraction: float | None = None,
@@ -22,8 +21,7 @@ def heldout_records(data: str, split: str = "train", eval_fraction: float | None
     records = load_records(data, split).records
     if eval_fraction is None:
         return records
-    random.Random(seed).shuffle(records)
-    return records[: int(round(len(records) * eval_fraction))]
+    return split_heldout(records, eval_fraction, seed)[0]
 
 
 def references(records: list[PreferencePair] | list[UnpairedExample]) -> list[tuple[Prompt, str]]:

@@ -15,7 +15,6 @@ from typing import Any
 import yaml
 
 from upo.config import EMBEDDED_MODEL, ConfigError, load_dataclass
-from upo.config import field_comments as config_field_comments
 
 RM_PRECISIONS = ("bf16", "fp32")
 
@@ -66,14 +65,6 @@ class RMConfig:
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(dataclasses.asdict(self), sort_keys=False))
-
-
-RM_FIELDS = {f.name: f for f in dataclasses.fields(RMConfig)}
-
-
-def field_comments() -> dict[str, str]:
-    """The comment after each field in RMConfig's source: its --help text."""
-    return config_field_comments(RMConfig)
 
 
 def load_rm_config(path: str | None = None, overrides: dict[str, Any] | None = None) -> RMConfig:

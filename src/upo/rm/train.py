@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import shutil
 import tempfile
 import time
@@ -29,6 +28,7 @@ from upo.data.collate import LengthGroupedBatchSampler
 from upo.data.records import PreferencePair, load_records, prompt_text
 from upo.metrics import MetricsAverager, MetricsWriter
 from upo.modeling import disable_dropout, load_tokenizer, resolve_model_path
+from upo.prepare import split_heldout
 from upo.rewards.reward_model import adds_special_tokens, render, reward_model_scorer
 from upo.rm.config import RMConfig
 from upo.rm.loss import bradley_terry_loss, pair_metrics
@@ -92,9 +92,7 @@ def split_pairs(cfg: RMConfig) -> tuple[list[PreferencePair], list[PreferencePai
     records = list(result.records)
     if not isinstance(records[0], PreferencePair):
         raise ValueError(f"a reward model needs paired data (prompt, chosen, rejected); {cfg.dataset} is unpaired")
-    random.Random(cfg.seed).shuffle(records)
-    n_eval = int(round(len(records) * cfg.eval_fraction))
-    eval_pairs, train_pairs = records[:n_eval], records[n_eval:]
+    eval_pairs, train_pairs = split_heldout(records, cfg.eval_fraction, cfg.seed)
     if cfg.max_examples is not None:
         train_pairs = train_pairs[: cfg.max_examples]
     if not train_pairs:
