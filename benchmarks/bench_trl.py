@@ -29,9 +29,14 @@ What is measured, per run, over the measured steps (after the warm-up steps):
              6N per trained token (full fine-tuning; with LoRA 4N + 6 N_lora: the frozen weights get
              no weight gradient) + 2N per token of forward passes without gradient (KTO's KL
              sequences; reference forwards do not happen during steps, they are precomputed).
-             N = parameters less the input embedding matrix (SmolLM2 ties it to the LM head, so LM-head
-             FLOPs are not credited; neither is attention's T^2 term): a conservative, library-neutral
-             count, the same for upo and TRL.
+             Two counts of N, both from the same token counts for upo and TRL:
+               MFU        N = the model's parameters (SmolLM2-135M: 134.5M, the tied embedding/LM head
+                          counted once): the issue's convention (its "TRL reaches about 18%" at 92
+                          tokens/s and 425 GFLOP/s implies N = 135M) and PaLM's 6N, without the
+                          attention T^2 term.
+               MFU non-emb  N = parameters less the embedding matrix (106.2M): stricter, it credits no
+                          LM-head FLOPs at all, though the LM head does run on completion tokens (upo)
+                          or on every token (TRL).
   setup      (JSON only) seconds from the run's start to its first training forward: imports, model
              load, data, reference precompute
   matmul peak  best GFLOP/s of a square torch.matmul (fp32 and bf16) at this process's thread count,
@@ -66,8 +71,10 @@ VARIANTS = {
     "trl_kto": ("trl", "kto", "kto"),
     "upo_upo": ("upo", "upo", "kto"),  # UPO with its default KTO preference term
     "upo_upo_dpo": ("upo", "upo", "dpo"),  # UPO with the DPO preference term (not run by default)
+    "upo_dpo_padded": ("upo", "dpo", "dpo"),  # upo DPO with padding_free: false (what packing gains)
 }
-DEFAULT_VARIANTS = "upo_dpo,trl_dpo,upo_kto,trl_kto,upo_upo"
+DEFAULT_VARIANTS = "upo_dpo,trl_dpo,upo_kto,trl_kto,upo_upo,upo_dpo_padded"
+PADDED = {"upo_dpo_padded"}
 TRL_COUNTERPART = {"upo_dpo": "trl_dpo", "upo_kto": "trl_kto"}
 # UPO and its preference-only method see exactly the same batches (same data, seed and sampler).
 PREFERENCE_ONLY = {"upo_upo": "upo_kto", "upo_upo_dpo": "upo_dpo"}
@@ -94,7 +101,8 @@ def parameter_counts(model) -> dict[str, int]:
         total += p.numel()
         trainable += p.numel() if p.requires_grad else 0
     embedding = model.get_input_embeddings().weight.numel()
-    return {"total": total, "embedding": embedding, "n": total - embedding, "trainable": trainable}
+    return {"total": total, "embedding": embedding, "n": total, "n_non_embedding": total - embedding,
+            "trainable": trainable}
 
 
 def matmul_peak(dtype: torch.dtype, size: int, reps: int) -> float:
@@ -117,6 +125,7 @@ def model_counts(model, lora: bool) -> dict[str, int]:
     counts = parameter_counts(model)
     counts["n_lora"] = counts["trainable"] if lora else 0
     counts["n"] -= counts["n_lora"]
+    counts["n_non_embedding"] -= counts["n_lora"]
     return counts
 
 
@@ -151,6 +160,7 @@ def run_upo(name: str, args, workdir: Path, t0: float) -> dict:
                      lora=args.lora, model=args.model)
     if args.lora:
         cfg.lora_r, cfg.lora_alpha = LORA["r"], LORA["alpha"]
+    cfg.padding_free = name not in PADDED
     final = train(cfg)
     rows = read_metrics(final.parent / "metrics.jsonl")
     seconds = [r["train/step_seconds"] for r in rows]
@@ -314,17 +324,20 @@ def spawn(name: str, argv: list[str], logdir: Path) -> dict:
 
 def measured(run: dict, warmup: int) -> dict:
     """Per measured step: seconds, trained and forward-only tokens, tokens/s, model FLOP/s."""
-    n, n_lora = run["params"]["n"], run["params"]["n_lora"]
+    n, n_lora, n_ne = run["params"]["n"], run["params"]["n_lora"], run["params"]["n_non_embedding"]
     sec = run["step_seconds"][warmup:]
     trained, forward = run["trained_tokens"][warmup:], run["forward_tokens"][warmup:]
     return {"step_seconds": sec, "trained_tokens": trained, "forward_tokens": forward,
             "tokens_per_second": [t / s for t, s in zip(trained, sec, strict=True)],
-            "flops_per_second": [step_flops(t, f, n, n_lora) / s for t, f, s in zip(trained, forward, sec, strict=True)]}
+            "flops_per_second": [step_flops(t, f, n, n_lora) / s for t, f, s in zip(trained, forward, sec, strict=True)],
+            "flops_per_second_non_embedding": [step_flops(t, f, n_ne, n_lora) / s
+                                               for t, f, s in zip(trained, forward, sec, strict=True)]}
 
 
 def summarize(runs: list[dict], peak_bf16: float, peak_fp32: float) -> dict:
     steps = {k: [v for r in runs for v in r["measured"][k]] for k in runs[0]["measured"]}
     flops = statistics.median(steps["flops_per_second"])
+    flops_ne = statistics.median(steps["flops_per_second_non_embedding"])
     return {
         "seconds_per_step": statistics.median(steps["step_seconds"]),
         "tokens_per_second": statistics.median(steps["tokens_per_second"]),
@@ -333,6 +346,7 @@ def summarize(runs: list[dict], peak_bf16: float, peak_fp32: float) -> dict:
         "model_gflops_per_second": flops / 1e9,
         "mfu_bf16": flops / 1e9 / peak_bf16,
         "mfu_fp32": flops / 1e9 / peak_fp32,
+        "mfu_bf16_non_embedding": flops_ne / 1e9 / peak_bf16,
         "setup_seconds": statistics.median(r["setup_seconds"] for r in runs),
         "n_steps": len(steps["step_seconds"]),
         "params": runs[0]["params"],
@@ -371,14 +385,14 @@ def table(results: dict, ratio: dict, args, peaks: dict) -> str:
         f"{args.threads} threads, {cpu_model()}",
         f"matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s",
         "",
-        "| run | s/step | real tokens/s | peak RSS GB | model GFLOP/s | MFU (bf16 peak) | vs TRL: tokens/s | s/step | peak RSS |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| run | s/step | real tokens/s | peak RSS GB | model GFLOP/s | MFU | MFU non-emb | vs TRL: tokens/s | s/step | peak RSS |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in results.items():
         r = ratio.get(f"{name}/{TRL_COUNTERPART.get(name)}")
         vs = f"{r['tokens_per_second']:.2f}x | {r['seconds_per_step']:.2f}x | {r['peak_rss']:.2f}x" if r else " | | "
         lines.append(f"| {name} | {row['seconds_per_step']:.2f} | {row['tokens_per_second']:.0f} | {row['peak_rss_gb']:.2f} | "
-                     f"{row['model_gflops_per_second']:.0f} | {row['mfu_bf16']:.1%} | {vs} |")
+                     f"{row['model_gflops_per_second']:.0f} | {row['mfu_bf16']:.1%} | {row['mfu_bf16_non_embedding']:.1%} | {vs} |")
     for key, r in ratio.items():
         if "seconds_per_step_paired" in r:
             lines.append(f"\n{key} step time (median of paired steps, same batches): {r['seconds_per_step_paired']:.3f}x")
@@ -465,6 +479,7 @@ def main(argv=None) -> int:
         "versions": versions("torch", "transformers", "trl", "accelerate", "peft", "upo"),
         "matmul_peak_gflops": peaks,
         "flops_convention": "6N per trained token (LoRA: 4N + 6 N_lora) + 2N per forward-only token; "
+                            "mfu_bf16: N = all parameters (tied embedding counted once); mfu_bf16_non_embedding: "
                             "N = parameters less the input embedding matrix",
         "results": results,
         "ratios": ratio,

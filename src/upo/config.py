@@ -38,6 +38,7 @@ class UPOConfig:
     ref_model: str | None = None  # reference model; null = the starting point of `model` (with LoRA: adapters disabled)
     precompute_ref_logps: bool = True  # compute reference log-probs once before training, then free the reference model
     attn_implementation: str | None = None  # eager | sdpa | flash_attention_2; null = eager without CUDA (faster on CPU), else the transformers default
+    padding_free: bool = True  # run the model on real tokens only (a batch's sequences packed into one row, attention kept within each); false = pad to the batch's longest
 
     # ---- data --------------------------------------------------------------------------------
     dataset: str = ""  # .jsonl / .jsonl.gz / .json file, or a datasets.load_dataset name or folder

@@ -21,14 +21,14 @@ from upo.step import StepInputs
 ReferenceFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def make_reference_fn(accelerator, policy, ref_model) -> ReferenceFn:
+def make_reference_fn(accelerator, policy, ref_model, padding_free: bool = True) -> ReferenceFn:
     """(input_ids, attention_mask, loss_mask) -> reference summed log-probs [N], no grad."""
 
     @torch.no_grad()
     def reference_logps(input_ids, attention_mask, loss_mask) -> torch.Tensor:
         with accelerator.autocast():
             if ref_model is not None:
-                return sequence_logps(ref_model, input_ids, attention_mask, loss_mask).sum
+                return sequence_logps(ref_model, input_ids, attention_mask, loss_mask, padding_free=padding_free).sum
             lm = accelerator.unwrap_model(policy).lm
             with lm.disable_adapter():  # LoRA: the base model is the reference
                 return policy(input_ids, attention_mask, loss_mask)["sum"]
@@ -37,21 +37,29 @@ def make_reference_fn(accelerator, policy, ref_model) -> ReferenceFn:
 
 
 def step_inputs(batch, policy, value_head, reference_fn, method: Method, cfg, accelerator) -> StepInputs:
-    """Run the policy (and whatever the method needs) on one micro-batch."""
-    want_hidden = value_head is not None
-    out = policy(
-        batch["input_ids"],
-        batch["attention_mask"],
-        batch["loss_mask"],
-        batch["prompt_last_index"] if want_hidden else None,
-    )
-    reference = batch.get("reference_logps")
-    if reference is None and method.uses_reference:
-        reference = reference_fn(batch["input_ids"], batch["attention_mask"], batch["loss_mask"])
-    values = value_head(out["prompt_hidden"]) if want_hidden else None
-    z0 = None
-    if needs_kto_reference_point(method, cfg.pref_loss) and "kl_input_ids" in batch:
-        z0 = kto_reference_point(batch, policy, reference_fn, accelerator)
+    """Run the policy (and whatever the method needs) on one micro-batch.
+
+    All its forward passes share one autocast region: autocast keeps the low-precision copies of
+    the trainable weights it makes for the policy's forward until the outermost region ends, so
+    KTO's mismatched-pair forward reuses them instead of casting 135M weights again (~70 ms a step
+    on 2 CPU cores). The forward with gradient runs first; torch does not cache casts made without
+    gradient, so the order is safe either way.
+    """
+    with accelerator.autocast():
+        want_hidden = value_head is not None
+        out = policy(
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["loss_mask"],
+            batch["prompt_last_index"] if want_hidden else None,
+        )
+        reference = batch.get("reference_logps")
+        if reference is None and method.uses_reference:
+            reference = reference_fn(batch["input_ids"], batch["attention_mask"], batch["loss_mask"])
+        values = value_head(out["prompt_hidden"]) if want_hidden else None
+        z0 = None
+        if needs_kto_reference_point(method, cfg.pref_loss) and "kl_input_ids" in batch:
+            z0 = kto_reference_point(batch, policy, reference_fn, accelerator)
     return StepInputs(
         policy_logps=out["sum"],
         policy_mean_logps=out["mean"],

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from upo.packing import pack, packed_attention_for, supports_packing
+
 
 @dataclass
 class SequenceLogps:
@@ -44,33 +46,55 @@ def sequence_logps(
     attention_mask: torch.Tensor,
     loss_mask: torch.Tensor,
     prompt_last_index: torch.Tensor | None = None,
+    padding_free: bool = True,
 ) -> SequenceLogps:
     """Log-probs of the completion tokens of each sequence.
 
     input_ids, attention_mask: [N, T]; loss_mask: [N, T] bool, True where the token is a completion
     token (its log-prob counts); prompt_last_index: [N] or None, to return the value head's input.
+    With `padding_free` (and a right-padded batch and a model `upo.packing` supports) the decoder
+    runs on the real tokens only; the result is the same up to floating-point rounding.
     Works for any HF causal LM exposing get_decoder()/get_output_embeddings(), wrapped in peft or not.
     """
     decoder = model.get_decoder()
     lm_head = model.get_output_embeddings()
-    if _right_padded(attention_mask):
-        # Causal attention never lets a real token see the padding after it, so the mask changes
-        # nothing we keep; without it attention takes its faster causal-only path.
-        attention_mask = None
-    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-    # hidden[:, t] predicts input_ids[:, t + 1]
-    target_mask = loss_mask[:, 1:]  # [N, T-1]
-    selected = hidden[:, :-1][target_mask]  # [M, H] only positions that predict completion tokens
-    targets = input_ids[:, 1:][target_mask]  # [M]
-    logits = _logit_postprocess(model.config, lm_head(selected))  # [M, V]
-    token_logps = -F.cross_entropy(logits.float(), targets, reduction="none")  # [M]
-    n = input_ids.shape[0]
-    rows = torch.arange(n, device=input_ids.device).unsqueeze(1).expand_as(target_mask)[target_mask]  # [M]
-    sums = torch.zeros(n, device=input_ids.device, dtype=token_logps.dtype).index_add(0, rows, token_logps)
-    counts = target_mask.sum(dim=1)  # [N]
+    n, width = input_ids.shape
+    right_padded = _right_padded(attention_mask)
+    if padding_free and right_padded and supports_packing(model):
+        with packed_attention_for(model) as base:
+            packing = pack(attention_mask, base)
+            ids = input_ids.flatten().index_select(0, packing.index)  # [M]
+            hidden = decoder(input_ids=ids.unsqueeze(0), position_ids=packing.position_ids, use_cache=False,
+                             upo_packing=packing).last_hidden_state[0]  # [M, H]
+        if packing.attention_calls == 0:
+            raise RuntimeError(
+                f"{type(model).__name__} does not run its attention through transformers' AttentionInterface, "
+                "so its packed sequences would attend to each other; set padding_free: false"
+            )
+        completion = loss_mask.flatten().index_select(0, packing.index)  # [M]
+        starts = packing.starts
+    else:
+        # Causal attention never lets a real token see the padding after it, so for a right-padded
+        # batch the mask changes nothing we keep; without it attention takes its causal-only path.
+        mask = None if right_padded else attention_mask
+        hidden = decoder(input_ids=input_ids, attention_mask=mask, use_cache=False).last_hidden_state
+        hidden, ids, completion = hidden.flatten(0, 1), input_ids.flatten(), loss_mask.flatten()  # [N*T, ...]
+        starts = torch.arange(n, device=input_ids.device) * width
+    # Both layouts are now one row of tokens where hidden[t] predicts ids[t + 1] unless t + 1 starts
+    # a sequence (an empty prompt's first completion token has nothing before it to predict it).
+    row = torch.zeros_like(ids).index_fill(0, starts[1:], 1).cumsum(0)  # [L] sequence of each token
+    predicts = completion.clone()
+    predicts[starts] = False
+    predicts = predicts[1:]  # [L-1] hidden[t] predicts a completion token
+    selected = hidden[:-1][predicts]  # [K, H]
+    targets = ids[1:][predicts]  # [K]
+    logits = _logit_postprocess(model.config, lm_head(selected))  # [K, V]
+    token_logps = -F.cross_entropy(logits.float(), targets, reduction="none")  # [K]
+    sums = torch.zeros(n, device=ids.device, dtype=token_logps.dtype).index_add(0, row[1:][predicts], token_logps)
+    counts = torch.zeros(n, device=ids.device, dtype=torch.long).index_add(0, row[1:][predicts], torch.ones_like(targets))
     prompt_hidden = None
     if prompt_last_index is not None:
-        prompt_hidden = hidden[torch.arange(n, device=hidden.device), prompt_last_index].detach()
+        prompt_hidden = hidden[starts + prompt_last_index].detach()
     return SequenceLogps(sum=sums, mean=sums / counts.clamp(min=1), num_tokens=counts, prompt_hidden=prompt_hidden)
 
 
@@ -81,12 +105,13 @@ class CompletionLogps(torch.nn.Module):
     calling the LM's decoder directly from the loop would bypass them.
     """
 
-    def __init__(self, lm):
+    def __init__(self, lm, padding_free: bool = True):
         super().__init__()
         self.lm = lm
+        self.padding_free = padding_free
 
     def forward(self, input_ids, attention_mask, loss_mask, prompt_last_index=None) -> dict[str, torch.Tensor]:
-        out = sequence_logps(self.lm, input_ids, attention_mask, loss_mask, prompt_last_index)
+        out = sequence_logps(self.lm, input_ids, attention_mask, loss_mask, prompt_last_index, self.padding_free)
         result = {"sum": out.sum, "mean": out.mean, "num_tokens": out.num_tokens}
         if out.prompt_hidden is not None:
             result["prompt_hidden"] = out.prompt_hidden

@@ -116,7 +116,7 @@ def train(cfg: UPOConfig) -> Path:
         ref_path = resolve_model_path(cfg.ref_model, cfg.cache_dir) if cfg.ref_model else model_path
         ref_dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
         ref_model = load_causal_lm(ref_path, dtype=ref_dtype, attn_implementation=cfg.attn_implementation).to(accelerator.device).eval().requires_grad_(False)
-    policy = CompletionLogps(lm)
+    policy = CompletionLogps(lm, padding_free=cfg.padding_free)
     value_head = ValueHead(lm.config.hidden_size, cfg.value_head_hidden) if method.uses_value_head else None
 
     # ---- batches, optimizer --------------------------------------------------------------------
@@ -153,13 +153,13 @@ def train(cfg: UPOConfig) -> Path:
     value_head = prepared[4] if value_head is not None else None
     if eval_loader is not None:
         eval_loader = accelerator.prepare(eval_loader)
-    reference_fn = make_reference_fn(accelerator, policy, ref_model)
+    reference_fn = make_reference_fn(accelerator, policy, ref_model, cfg.padding_free)
 
     # ---- reference log-probs once, then free the reference model ---------------------------------
     if method.uses_reference and cfg.precompute_ref_logps:
         _precompute_all(cfg, data, reference_fn, accelerator, out, pad, show)
         ref_model = None  # the closure held it too: rebuild it so the model's memory is freed
-        reference_fn = make_reference_fn(accelerator, policy, None)
+        reference_fn = make_reference_fn(accelerator, policy, None, cfg.padding_free)
 
     # ---- resume ---------------------------------------------------------------------------------
     global_step, epoch, skip = 0, 0, 0

@@ -1,0 +1,150 @@
+"""Padding-free forward passes: the decoder runs on a batch's real tokens only.
+
+A right-padded batch [N, T] becomes one row of its real tokens [1, M] (M = attention_mask.sum()),
+with position ids that restart at 0 for every sequence. Every per-token layer (projections, MLP,
+norms, rotary embeddings) then does no work on padding. Only attention needs to know where one
+sequence ends: `packed_attention`, registered with transformers' AttentionInterface, scatters the
+packed queries, keys and values back into the padded [N, heads, T, d] layout, attends causally
+within each sequence, and gathers the real rows again. Attention is the only part that still
+sees padding; its T x T scores are a small share of the work at these lengths.
+
+This is transformers' own mechanism for custom attention kernels: the attention modules call the
+function registered under `config._attn_implementation`, forwarding the extra keyword arguments
+given to the decoder (here `upo_packing`). Models whose attention does not go through that
+interface, or that run flash-attention kernels, keep the padded path (`supports_packing`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+ATTENTION_NAME = "upo_packed"
+# The attention kernels packed_attention stands in for: the math is theirs (eager: fp32 softmax;
+# sdpa: torch's fused kernel), only the layout changes.
+PACKABLE = ("eager", "sdpa")
+
+
+@dataclass
+class Packing:
+    """Where the real tokens of a right-padded [rows, width] batch sit.
+
+    index: [M] flat positions (row * width + column) of the real tokens, in row order;
+    position_ids: [1, M] each token's position within its own sequence;
+    starts: [rows] index of each sequence's first token in the packed row;
+    attention_calls: how many attention layers ran packed_attention (0 after a forward means the
+    model bypassed transformers' AttentionInterface, and its sequences saw each other).
+    """
+
+    index: torch.Tensor
+    position_ids: torch.Tensor
+    starts: torch.Tensor
+    rows: int
+    width: int
+    base_attention: str  # the model's own kernel: "eager" or "sdpa"
+    attention_calls: int = 0
+
+    def scatter(self, packed: torch.Tensor) -> torch.Tensor:
+        """[M, ...] -> [rows, width, ...], zeros at padding (differentiable)."""
+        out = packed.new_zeros((self.rows * self.width, *packed.shape[1:]))
+        out = out.index_copy(0, self.index, packed)
+        return out.view(self.rows, self.width, *packed.shape[1:])
+
+    def gather(self, padded: torch.Tensor) -> torch.Tensor:
+        """[rows, width, ...] -> [M, ...]."""
+        return padded.reshape(self.rows * self.width, *padded.shape[2:]).index_select(0, self.index)
+
+
+def pack(attention_mask: torch.Tensor, base_attention: str) -> Packing:
+    """The packing of a right-padded attention_mask [N, T] (ones then zeros in every row)."""
+    rows, width = attention_mask.shape
+    mask = attention_mask.bool()
+    index = mask.flatten().nonzero().squeeze(1)
+    lengths = mask.sum(dim=1)
+    positions = torch.arange(width, device=mask.device).expand(rows, width)[mask]
+    starts = torch.cumsum(lengths, 0) - lengths
+    return Packing(index=index, position_ids=positions.unsqueeze(0), starts=starts, rows=rows, width=width,
+                   base_attention=base_attention)
+
+
+def supports_packing(model) -> bool:
+    """True when `model`'s attention goes through transformers' AttentionInterface with a kernel
+    packed_attention can stand in for (eager or sdpa)."""
+    config = getattr(model, "config", None)
+    return getattr(config, "_attn_implementation", None) in PACKABLE
+
+
+@contextlib.contextmanager
+def packed_attention_for(model):
+    """Within the block, `model`'s attention modules call packed_attention; yields the model's own kernel."""
+    _register()
+    config = model.config
+    base = config._attn_implementation
+    config._attn_implementation = ATTENTION_NAME
+    try:
+        yield base
+    finally:
+        config._attn_implementation = base
+
+
+def packed_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, *,
+                     upo_packing: Packing | None = None, sliding_window=None, softcap=None, **kwargs):
+    """Causal attention within each packed sequence. query [1, Hq, M, d], key/value [1, Hkv, M, d]
+    -> (output [1, M, Hq, d], None), the contract of transformers' attention functions."""
+    if upo_packing is None:
+        raise RuntimeError("packed attention called without `upo_packing`: call the decoder through upo.logps")
+    if kwargs.get("s_aux") is not None:
+        raise NotImplementedError("attention sinks are not supported by padding-free training; set padding_free: false")
+    p = upo_packing
+    p.attention_calls += 1
+    # [1, H, M, d] -> [M, H, d] -> [N, T, H, d] -> [N, H, T, d]
+    q, k, v = (p.scatter(x[0].transpose(0, 1)).transpose(1, 2) for x in (query, key, value))
+    n, heads, width, dim = q.shape
+    kv_heads = k.shape[1]
+    drop = dropout if module.training else 0.0
+    scale = scaling if scaling is not None else dim**-0.5
+    if p.base_attention == "sdpa" and not sliding_window and not softcap:
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True, scale=scale,
+                                             enable_gqa=heads != kv_heads)
+    else:
+        out = _eager(q, k, v, scale, drop, sliding_window, softcap)
+    # [N, H, T, d] -> [N, T, H, d] -> [M, H, d] -> [1, M, H, d]
+    return p.gather(out.transpose(1, 2)).unsqueeze(0), None
+
+
+def _eager(q, k, v, scale: float, dropout: float, sliding_window: int | None, softcap: float | None) -> torch.Tensor:
+    """transformers' eager attention, causal, for right-padded [N, H, T, d] queries and [N, Hkv, T, d]
+    keys/values. Padding sits after every real token, so the causal mask alone keeps it out of
+    every real token's view. Two things make it about twice as fast on CPU: the query heads that
+    share a key/value head are stacked into one matrix ([N * Hkv, groups * T, d]) instead of
+    repeating the keys, and the mask is added inside the score matmul (baddbmm). The softmax runs
+    in the activations' dtype; for bf16 and fp16 torch's kernels accumulate it in fp32, which gives
+    the same probabilities as an fp32 softmax rounded to that dtype."""
+    n, heads, width, dim = q.shape
+    kv_heads = k.shape[1]
+    groups = heads // kv_heads
+    i = torch.arange(width, device=q.device)
+    allowed = i[None, :] <= i[:, None]  # key j <= query i
+    if sliding_window:
+        allowed &= i[:, None] - i[None, :] < sliding_window
+    mask = torch.zeros(width, width, dtype=q.dtype, device=q.device).masked_fill(~allowed, torch.finfo(q.dtype).min)
+    mask = mask.repeat(groups, 1).expand(n * kv_heads, groups * width, width)
+    stacked = (q * scale).reshape(n * kv_heads, groups * width, dim)  # heads h*groups .. h*groups+groups-1 share kv head h
+    keys_t = k.reshape(n * kv_heads, width, dim).transpose(1, 2)
+    if softcap:
+        scores = torch.bmm(stacked, keys_t)
+        scores = torch.tanh(scores / softcap) * softcap + mask
+    else:
+        scores = torch.baddbmm(mask, stacked, keys_t)
+    weights = F.dropout(torch.softmax(scores, dim=-1), p=dropout, training=dropout > 0)
+    return torch.bmm(weights, v.reshape(n * kv_heads, width, dim)).view(n, heads, width, dim)
+
+
+def _register() -> None:
+    from transformers import AttentionInterface
+
+    if ATTENTION_NAME not in AttentionInterface._global_mapping:
+        AttentionInterface.register(ATTENTION_NAME, packed_attention)
