@@ -7,6 +7,7 @@ import this module as `_common`.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import platform
 from pathlib import Path
 
@@ -74,3 +75,10 @@ def versions(*packages: str) -> dict[str, str]:
 def machine_info() -> dict:
     return {"cpu": cpu_model(), "machine": platform.machine(), "threads": torch.get_num_threads(),
             "python": platform.python_version()}
+
+
+def write_record(path: Path, record: dict) -> None:
+    """Write a benchmark's results as indented JSON (creating its folder) and say where."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"written to {path}")

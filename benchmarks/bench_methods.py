@@ -14,7 +14,6 @@ Figures are printed and written to benchmarks/results/methods.json.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -22,7 +21,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import HH, cpu_model, upo_config
+from _common import HH, cpu_model, upo_config, write_record
 
 from upo.metrics import read_metrics
 from upo.trainer import train
@@ -99,8 +98,7 @@ def main() -> int:
     record = {"settings": {k: str(v) for k, v in vars(args).items()}, "machine": cpu_model(),
               "threads": torch.get_num_threads(), "results": table, "samples": samples,
               "paired_ratios": paired_ratios}
-    args.output.write_text(json.dumps(record, indent=2))
-    print(f"written to {args.output}")
+    write_record(args.output, record)
     return 0
 
 

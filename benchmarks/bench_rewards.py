@@ -16,7 +16,6 @@ fresh sqlite cache: cold (score and store) and warm (lookups only).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -25,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from _common import write_record
 
 from upo.rewards import BUILTIN_REWARDS, BUILTIN_VERSIONS, ScoreCache, score_texts
 
@@ -123,9 +123,7 @@ def main() -> None:
         "versions": BUILTIN_VERSIONS,
         "results": results,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    write_record(RESULTS, report)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 
 ATTENTION_NAME = "upo_packed"
-# The attention kernels packed_attention stands in for: the math is theirs (eager: fp32 softmax;
-# sdpa: torch's fused kernel), only the layout changes.
+# The attention kernels packed_attention stands in for: the same math (sdpa: torch's fused kernel;
+# eager: `_eager`, transformers' eager attention reorganised for speed), on the padded layout.
 PACKABLE = ("eager", "sdpa")
 
 
