@@ -146,3 +146,23 @@ def test_attention_config_is_restored_after_the_forward():
     batch = _batch()
     sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"])
     assert model.config._attn_implementation == "eager"
+
+
+@pytest.mark.parametrize("padding_free", [True, False])
+def test_training_follows_the_padding_free_setting(padding_free, tiny_model_dir, pairs_file, tmp_path, monkeypatch):
+    """`padding_free: true` packs the run's forwards; false leaves every one of them (policy, reference
+    precompute, evaluation) on the padded path."""
+    from helpers import run_config
+
+    from upo.trainer import train
+
+    calls = []
+    original = packing.packed_attention
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    with _registered(counting):
+        train(run_config(tiny_model_dir, pairs_file, tmp_path, method="dpo", padding_free=padding_free))
+    assert bool(calls) == padding_free
