@@ -1,8 +1,8 @@
 """The one place that computes sequence log-probs: shift, mask, gather, sum and mean.
 
 Instead of running the model's full forward (which materializes logits for every position,
-prompt included) we run its decoder, keep only the hidden states that predict completion tokens,
-and apply the LM head to those. `cross_entropy` then gives each token's log-prob without keeping a
+prompt included) we run its decoder, by default on the batch's real tokens only (`upo.packing`),
+keep only the hidden states that predict completion tokens, and apply the LM head to those. `cross_entropy` then gives each token's log-prob without keeping a
 separate log-softmax over the vocabulary.
 """
 
