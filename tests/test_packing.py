@@ -55,6 +55,25 @@ def _grads(model, loss) -> dict[str, torch.Tensor]:
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
+@contextlib.contextmanager
+def counting_packed_attention():
+    """Within the block every call of packed_attention is counted; yields the list of calls."""
+    calls = []
+    original = packing.packed_attention
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    packing._register()
+    mapping = transformers.AttentionInterface._global_mapping
+    mapping[packing.ATTENTION_NAME] = counting
+    try:
+        yield calls
+    finally:
+        mapping[packing.ATTENTION_NAME] = original
+
+
 @pytest.mark.parametrize(("name", "attention"), [
     ("llama", "eager"), ("llama", "sdpa"), ("mistral-window-3", "eager"), ("mistral-window-3", "sdpa"),
     ("gemma2-softcap", "eager"), ("gpt2", "eager"), ("qwen3", "sdpa"),
@@ -63,14 +82,7 @@ def test_packed_logps_and_gradients_match_the_padded_forward(name, attention):
     model = _model(name, attention).train()
     batch = _batch()
     weights = torch.linspace(0.5, 2.0, batch["input_ids"].shape[0])  # a loss that weighs rows differently
-    calls = []
-    original = packing.packed_attention
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    with _registered(counting):
+    with counting_packed_attention() as calls:
         packed = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"],
                                 batch["prompt_last_index"], padding_free=True)
         packed_grads = _grads(model, (packed.sum * weights).sum())
@@ -85,17 +97,6 @@ def test_packed_logps_and_gradients_match_the_padded_forward(name, attention):
     assert packed_grads.keys() == expected_grads.keys()
     for key, grad in expected_grads.items():
         torch.testing.assert_close(packed_grads[key], grad, rtol=1e-4, atol=1e-6, msg=key)
-
-
-@contextlib.contextmanager
-def _registered(fn):
-    packing._register()
-    mapping = transformers.AttentionInterface._global_mapping
-    mapping[packing.ATTENTION_NAME] = fn
-    try:
-        yield
-    finally:
-        mapping[packing.ATTENTION_NAME] = packing.packed_attention
 
 
 def test_bf16_autocast_packed_matches_padded():
@@ -149,20 +150,13 @@ def test_attention_config_is_restored_after_the_forward():
 
 
 @pytest.mark.parametrize("padding_free", [True, False])
-def test_training_follows_the_padding_free_setting(padding_free, tiny_model_dir, pairs_file, tmp_path, monkeypatch):
+def test_training_follows_the_padding_free_setting(padding_free, tiny_model_dir, pairs_file, tmp_path):
     """`padding_free: true` packs the run's forwards; false leaves every one of them (policy, reference
     precompute, evaluation) on the padded path."""
     from helpers import run_config
 
     from upo.trainer import train
 
-    calls = []
-    original = packing.packed_attention
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    with _registered(counting):
+    with counting_packed_attention() as calls:
         train(run_config(tiny_model_dir, pairs_file, tmp_path, method="dpo", padding_free=padding_free))
     assert bool(calls) == padding_free

@@ -90,8 +90,9 @@ def sequence_logps(
     targets = ids[1:][predicts]  # [K]
     logits = _logit_postprocess(model.config, lm_head(selected))  # [K, V]
     token_logps = -F.cross_entropy(logits.float(), targets, reduction="none")  # [K]
-    sums = torch.zeros(n, device=ids.device, dtype=token_logps.dtype).index_add(0, row[1:][predicts], token_logps)
-    counts = torch.zeros(n, device=ids.device, dtype=torch.long).index_add(0, row[1:][predicts], torch.ones_like(targets))
+    token_rows = row[1:][predicts]  # [K]
+    sums = torch.zeros(n, device=ids.device, dtype=token_logps.dtype).index_add(0, token_rows, token_logps)
+    counts = torch.zeros(n, device=ids.device, dtype=torch.long).index_add(0, token_rows, torch.ones_like(targets))
     prompt_hidden = None
     if prompt_last_index is not None:
         prompt_hidden = hidden[starts + prompt_last_index].detach()

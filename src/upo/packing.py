@@ -17,7 +17,7 @@ interface, or that run flash-attention kernels, keep the padded path (`supports_
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +46,19 @@ class Packing:
     width: int
     base_attention: str  # the model's own kernel: "eager" or "sdpa"
     attention_calls: int = 0
+    _masks: dict = field(default_factory=dict, repr=False)  # causal masks, built once per forward
+
+    def causal_mask(self, dtype: torch.dtype, device, sliding_window: int | None) -> torch.Tensor:
+        """[width, width] additive mask: 0 where key j <= query i (and within the window), else min."""
+        key = (dtype, device, sliding_window)
+        if key not in self._masks:
+            i = torch.arange(self.width, device=device)
+            allowed = i[None, :] <= i[:, None]  # padding sits after every real token
+            if sliding_window:
+                allowed &= i[:, None] - i[None, :] < sliding_window
+            self._masks[key] = torch.zeros(self.width, self.width, dtype=dtype, device=device).masked_fill(
+                ~allowed, torch.finfo(dtype).min)
+        return self._masks[key]
 
     def scatter(self, packed: torch.Tensor) -> torch.Tensor:
         """[M, ...] -> [rows, width, ...], zeros at padding (differentiable)."""
@@ -110,14 +123,14 @@ def packed_attention(module, query, key, value, attention_mask, scaling=None, dr
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True, scale=scale,
                                              enable_gqa=heads != kv_heads)
     else:
-        out = _eager(q, k, v, scale, drop, sliding_window, softcap)
+        out = _eager(q, k, v, p.causal_mask(q.dtype, q.device, sliding_window), scale, drop, softcap)
     # [N, H, T, d] -> [N, T, H, d] -> [M, H, d] -> [1, M, H, d]
     return p.gather(out.transpose(1, 2)).unsqueeze(0), None
 
 
-def _eager(q, k, v, scale: float, dropout: float, sliding_window: int | None, softcap: float | None) -> torch.Tensor:
+def _eager(q, k, v, mask: torch.Tensor, scale: float, dropout: float, softcap: float | None) -> torch.Tensor:
     """transformers' eager attention, causal, for right-padded [N, H, T, d] queries and [N, Hkv, T, d]
-    keys/values. Padding sits after every real token, so the causal mask alone keeps it out of
+    keys/values, with `mask` the [T, T] additive mask of `Packing.causal_mask`. Padding sits after every real token, so the causal mask alone keeps it out of
     every real token's view. Two things make it about twice as fast on CPU: the query heads that
     share a key/value head are stacked into one matrix ([N * Hkv, groups * T, d]) instead of
     repeating the keys, and the mask is added inside the score matmul (baddbmm). The softmax runs
@@ -126,11 +139,6 @@ def _eager(q, k, v, scale: float, dropout: float, sliding_window: int | None, so
     n, heads, width, dim = q.shape
     kv_heads = k.shape[1]
     groups = heads // kv_heads
-    i = torch.arange(width, device=q.device)
-    allowed = i[None, :] <= i[:, None]  # key j <= query i
-    if sliding_window:
-        allowed &= i[:, None] - i[None, :] < sliding_window
-    mask = torch.zeros(width, width, dtype=q.dtype, device=q.device).masked_fill(~allowed, torch.finfo(q.dtype).min)
     mask = mask.repeat(groups, 1).expand(n * kv_heads, groups * width, width)
     stacked = (q * scale).reshape(n * kv_heads, groups * width, dim)  # heads h*groups .. h*groups+groups-1 share kv head h
     keys_t = k.reshape(n * kv_heads, width, dim).transpose(1, 2)

@@ -1,0 +1,53 @@
+"""Model FLOPs and this machine's matmul peak, for the benchmarks' model-FLOPs utilization (MFU).
+
+Model FLOPs per step: 6N per trained token (full fine-tuning; with LoRA 4N + 6 N_lora, since the
+frozen weights get no weight gradient) plus 2N per token of forward passes without gradient.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+
+def step_flops(trained_tokens: float, forward_tokens: float, n: int, n_lora: int = 0) -> float:
+    """Model FLOPs of one step: 6N per trained token (4N + 6 N_lora with LoRA) + 2N per forward-only token."""
+    per_trained = 4 * n + 6 * n_lora if n_lora else 6 * n
+    return per_trained * trained_tokens + 2 * (n + n_lora) * forward_tokens
+
+
+def parameter_counts(model) -> dict[str, int]:
+    """total, input embedding, N (= total, tied weights once), N less the embedding, and trainable
+    parameters."""
+    seen, total, trainable = set(), 0, 0
+    for p in model.parameters():  # tied weights are one tensor: count them once
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        trainable += p.numel() if p.requires_grad else 0
+    embedding = model.get_input_embeddings().weight.numel()
+    return {"total": total, "embedding": embedding, "n": total, "n_non_embedding": total - embedding,
+            "trainable": trainable}
+
+
+def matmul_peak(dtype: torch.dtype, size: int, reps: int) -> float:
+    """Best GFLOP/s of a size x size torch.matmul at the current thread count."""
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    torch.matmul(a, b)  # warm-up (oneDNN picks its kernel)
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def model_counts(model, lora: bool) -> dict[str, int]:
+    """parameter_counts with N of the base model only and, with LoRA, n_lora = the adapters' size."""
+    counts = parameter_counts(model)
+    counts["n_lora"] = counts["trainable"] if lora else 0
+    counts["n"] -= counts["n_lora"]
+    counts["n_non_embedding"] -= counts["n_lora"]
+    return counts
