@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 
 from upo.cli import main
 from upo.config import UPOConfig
-from upo.data.records import BadRow, DataError, load_records, parse_row, scan_records
+from upo.data.readers import BadRow, load_records, scan_records
+from upo.data.records import DataError, parse_row
 from upo.data.tokenize import encode_completion, encode_prompt
 from upo.prepare import prepare_data
 from upo.validate import error_kind, validate_dataset

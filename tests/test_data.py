@@ -13,12 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from upo.data.collate import LengthGroupedBatchSampler, collate_pairs, collate_unpaired, sequence_lengths
+from upo.data.readers import load_records
 from upo.data.records import (
     DataError,
     PreferencePair,
     UnpairedExample,
     UnusableRow,
-    load_records,
     parse_hh,
     parse_row,
     prompt_text,

@@ -15,7 +15,8 @@ import numpy as np
 
 from upo.config import UPOConfig
 from upo.data.control import control_token_ids
-from upo.data.records import PreferencePair, UnpairedExample, load_records, prompt_text, to_unpaired
+from upo.data.readers import load_records
+from upo.data.records import PreferencePair, UnpairedExample, prompt_text, to_unpaired
 from upo.data.tokenize import TruncationStats, tokenize_pairs, tokenize_unpaired
 from upo.methods import METHODS, batch_format
 

@@ -1,6 +1,6 @@
 """`upo validate`: every problem of a dataset, found without training.
 
-The data is read the way `upo train` reads it (`upo.data.records`), except that every malformed
+The data is read the way `upo train` reads it (`upo.data.readers`), except that every malformed
 row is collected instead of stopping at the first, next to the counts of rows training would skip.
 Given a model (only its tokenizer is loaded), token lengths are measured the way training
 tokenizes, and the prompts and responses `max_length` / `max_prompt_length` would cut are counted.
@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from upo.config import UPOConfig
-from upo.data.records import BadRow, PreferencePair, empty_dataset_error, scan_records
+from upo.data.readers import BadRow, empty_dataset_error, scan_records
+from upo.data.records import PreferencePair
 from upo.data.tokenize import (
     TruncationStats,
     encode_completion,

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from upo.config import EMBEDDED_MODEL, UPOConfig
-from upo.data.records import load_records
+from upo.data.readers import load_records
 from upo.demo.dataset import build_demo_pairs, write_jsonl
 from upo.demo.prompts import EVAL_PROMPTS, TRAIN_PROMPTS
 from upo.demo.simulated_user import user_score

@@ -10,7 +10,8 @@ from __future__ import annotations
 from transformers import PreTrainedTokenizerBase
 
 from upo.data.control import generation_suffix
-from upo.data.records import PreferencePair, Prompt, UnpairedExample, load_records
+from upo.data.readers import load_records
+from upo.data.records import PreferencePair, Prompt, UnpairedExample
 from upo.data.tokenize import encode_prompt
 from upo.prepare import split_heldout
 

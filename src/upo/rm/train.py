@@ -25,7 +25,8 @@ import torch
 from tqdm import tqdm
 
 from upo.data.collate import LengthGroupedBatchSampler
-from upo.data.records import PreferencePair, load_records, prompt_text
+from upo.data.readers import load_records
+from upo.data.records import PreferencePair, prompt_text
 from upo.metrics import MetricsAverager, MetricsWriter
 from upo.modeling import disable_dropout, load_tokenizer, resolve_model_path
 from upo.prepare import split_heldout
