@@ -28,11 +28,12 @@ from _common import HH, cpu_model, machine_info, upo_config, versions, write_rec
 from accelerate import Accelerator
 
 from upo.data.collate import LengthGroupedBatchSampler, collate_unpaired, sequence_lengths
-from upo.forward import make_reference_fn, precompute_reference_logps, step_inputs
+from upo.forward import step_inputs
 from upo.logps import CompletionLogps
 from upo.methods import METHODS
 from upo.modeling import ValueHead, disable_dropout, load_causal_lm, load_tokenizer, resolve_model_path
 from upo.prepare import prepare_data
+from upo.reference import make_reference_fn, precompute_reference_logps
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -10,13 +10,13 @@ import torch
 from helpers import run_config as _cfg
 from safetensors.torch import load_file
 
-from upo.baselines import alol_loss, drov_loss, label_rewards, modpo_loss, oppo_loss, sft_loss
+from upo.baseline_losses import alol_loss, drov_loss, label_rewards, modpo_loss, oppo_loss, sft_loss
 from upo.config import ConfigError, UPOConfig
+from upo.forward import StepInputs
 from upo.losses import dpo_loss
 from upo.methods import METHODS
 from upo.metrics import read_metrics
 from upo.prepare import prepare_data
-from upo.step import StepInputs
 from upo.trainer import train
 
 

@@ -11,7 +11,7 @@ from helpers import run_config
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from upo.baselines import csft_loss
+from upo.baseline_losses import csft_loss
 from upo.data.control import (
     DESIRABLE_TOKEN,
     UNDESIRABLE_TOKEN,

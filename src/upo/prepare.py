@@ -17,6 +17,8 @@ from upo.config import UPOConfig
 from upo.data.control import control_token_ids
 from upo.data.readers import load_records
 from upo.data.records import PreferencePair, UnpairedExample, prompt_text, to_unpaired
+from upo.data.relabel import relabel_pairs
+from upo.data.split import split_heldout
 from upo.data.tokenize import TruncationStats, tokenize_pairs, tokenize_unpaired
 from upo.methods import METHODS, batch_format
 
@@ -88,21 +90,6 @@ def _tokenize(records, tokenizer, cfg: UPOConfig) -> tuple[list[dict], Truncatio
     return tokenize_unpaired(records, tokenizer, seed=cfg.seed, **lengths)
 
 
-def relabel_pairs(pairs: list[PreferencePair], r_a: np.ndarray, margin: float) -> tuple[list[PreferencePair], int]:
-    """Re-rank each pair by the compound reward r_p + r_a, the preference baselines' way of seeing the
-    auxiliary objectives. r_p is a proxy of the user's preference: +margin/2 for the labelled chosen
-    response, -margin/2 for the rejected one; r_a is the standardized, weighted auxiliary reward
-    (`r_a[2i]` chosen, `r_a[2i+1]` rejected). A pair is swapped iff r_a(rejected) - r_a(chosen) > margin.
-    Returns the pairs and the number swapped."""
-    out, swapped = [], 0
-    for i, pair in enumerate(pairs):
-        if r_a[2 * i + 1] - r_a[2 * i] > margin:
-            pair = PreferencePair(pair.prompt, pair.rejected, pair.chosen, pair.source)
-            swapped += 1
-        out.append(pair)
-    return out, swapped
-
-
 def _relabel(records, cfg: UPOConfig, report: list[str], progress: bool):
     if not _is_paired(records) or not cfg.rewards:
         raise ValueError("relabel needs paired data and auxiliary rewards (e.g. --rewards safety=0.95,readability=0.05)")
@@ -118,16 +105,6 @@ def _load(source: str, split: str, report: list[str]) -> list[PreferencePair] | 
         if count:
             report.append(f"{source}: skipped {count} rows ({reason})")
     return result.records
-
-
-def split_heldout(records: list, eval_fraction: float, seed: int) -> tuple[list, list]:
-    """(held-out, training) records: shuffled with `seed`, the first round(n * eval_fraction) held
-    out. The one split rule of upo train, upo rm train and upo eval, so they agree on which rows a
-    model never saw."""
-    records = list(records)
-    random.Random(seed).shuffle(records)
-    n_eval = int(round(len(records) * eval_fraction))
-    return records[:n_eval], records[n_eval:]
 
 
 def prepare_data(cfg: UPOConfig, tokenizer, progress: bool = True) -> PreparedData:

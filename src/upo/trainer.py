@@ -27,15 +27,8 @@ from upo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from upo.config import ConfigError, UPOConfig
 from upo.data.collate import LengthGroupedBatchSampler, collate_pairs, collate_unpaired, sequence_lengths
 from upo.data.control import add_control_tokens
-from upo.evaluate import evaluate
-from upo.forward import (
-    REFERENCE_KEYS,
-    attach_reference_table,
-    make_reference_fn,
-    precompute_reference_logps,
-    reference_table,
-    step_inputs,
-)
+from upo.forward import step_inputs
+from upo.heldout_metrics import evaluate
 from upo.logps import CompletionLogps
 from upo.methods import METHODS, needs_kto_reference_point
 from upo.metrics import MetricsAverager, MetricsWriter
@@ -48,6 +41,13 @@ from upo.modeling import (
     resolve_model_path,
 )
 from upo.prepare import prepare_data
+from upo.reference import (
+    REFERENCE_KEYS,
+    attach_reference_table,
+    make_reference_fn,
+    precompute_reference_logps,
+    reference_table,
+)
 
 MIXED_PRECISION = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}
 

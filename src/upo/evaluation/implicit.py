@@ -3,7 +3,7 @@
 Each model scores the pairs tokenized by its own tokenizer (a CSFT policy sees its desirable control
 token after the prompt, as it does when generating; the reference does not), with the one
 log-prob function of the project (`upo.logps.sequence_logps`); the metrics are the standard DPO
-names of `upo.step.pair_metrics`.
+names of `upo.steps.pair_metrics`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from upo.data.control import control_token_ids
 from upo.data.records import PreferencePair
 from upo.data.tokenize import tokenize_pairs
 from upo.logps import sequence_logps
-from upo.step import pair_metrics
+from upo.steps import pair_metrics
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

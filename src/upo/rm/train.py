@@ -27,9 +27,9 @@ from tqdm import tqdm
 from upo.data.collate import LengthGroupedBatchSampler
 from upo.data.readers import load_records
 from upo.data.records import PreferencePair, prompt_text
+from upo.data.split import split_heldout
 from upo.metrics import MetricsAverager, MetricsWriter
 from upo.modeling import disable_dropout, load_tokenizer, resolve_model_path
-from upo.prepare import split_heldout
 from upo.rewards.reward_model import adds_special_tokens, render, reward_model_scorer
 from upo.rm.config import RMConfig
 from upo.rm.loss import bradley_terry_loss, pair_metrics

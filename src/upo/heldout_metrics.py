@@ -6,8 +6,9 @@ import torch
 
 from upo import losses
 from upo.forward import eval_mode, step_inputs
-from upo.methods import Method, needs_kto_reference_point, pair_metrics, unpaired_metrics
+from upo.methods import Method, needs_kto_reference_point
 from upo.metrics import MetricsAverager
+from upo.steps import pair_metrics, unpaired_metrics
 
 
 @torch.no_grad()
