@@ -2,17 +2,19 @@
 
 A checkpoint is `checkpoints/step-N/`: Accelerate's state (model, value head, optimizer,
 scheduler, RNG states; tensors in safetensors) plus `trainer_state.json` and the resolved config.
-It is written under a temporary name and renamed when complete, so a process killed at any
-moment leaves the previous checkpoint intact and never a half-written one under a final name.
+Every process writes its part under a temporary name, which is renamed when complete
+(`upo.atomic.commit_folder`), so a process killed at any moment leaves the previous checkpoint
+intact and never a half-written one under a final name.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
+
+from upo.atomic import commit_folder
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -48,11 +50,7 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict,
     if accelerator.is_main_process:
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
         cfg.save(tmp / "config.yaml")
-        _fsync_dir(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync_dir(root)
+        commit_folder(tmp, final, durable=True)
         for old in checkpoint_dirs(output_dir)[:-keep] if keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
@@ -63,14 +61,3 @@ def load_checkpoint(accelerator, path: Path) -> dict:
     accelerator.load_state(str(path))
     return json.loads((path / "trainer_state.json").read_text())
 
-
-def _fsync_dir(path: Path) -> None:
-    for file in path.rglob("*"):
-        if file.is_file():
-            with open(file, "rb") as f:
-                os.fsync(f.fileno())
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

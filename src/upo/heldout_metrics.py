@@ -7,7 +7,7 @@ import torch
 from upo import losses
 from upo.forward import eval_mode, step_inputs
 from upo.methods import Method, needs_kto_reference_point
-from upo.metrics import MetricsAverager
+from upo.metrics import MetricsAverager, reduce_metrics
 from upo.steps import pair_metrics, unpaired_metrics
 
 
@@ -44,9 +44,4 @@ def evaluate(loader, policy, value_head, reference_fn, method: Method, cfg, acce
                 metrics.update({"upo/aux_loss": out.aux_loss, "upo/value_loss": out.value_loss,
                                 "upo/weight_mean": out.weights.mean()})
             averager.add(metrics, weight=len(batch["index"]))
-    local = averager.pop()
-    if not local:
-        return {}
-    keys = sorted(local)
-    values = accelerator.reduce(torch.tensor([local[k] for k in keys], device=accelerator.device), reduction="mean")
-    return {f"eval/{k}": float(v) for k, v in zip(keys, values.tolist(), strict=True)}
+    return reduce_metrics(accelerator, averager.pop(), prefix="eval/")

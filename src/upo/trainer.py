@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from upo.atomic import atomic_folder
 from upo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from upo.config import ConfigError, UPOConfig
 from upo.data.collate import LengthGroupedBatchSampler, collate_pairs, collate_unpaired, sequence_lengths
@@ -31,7 +30,7 @@ from upo.forward import step_inputs
 from upo.heldout_metrics import evaluate
 from upo.logps import CompletionLogps
 from upo.methods import METHODS, needs_kto_reference_point
-from upo.metrics import MetricsAverager, MetricsWriter
+from upo.metrics import MetricsAverager, MetricsWriter, reduce_metrics
 from upo.modeling import (
     ValueHead,
     add_lora,
@@ -217,7 +216,7 @@ def train(cfg: UPOConfig) -> Path:
             last = global_step >= total_steps
             row = {}
             if global_step % cfg.logging_steps == 0 or last:
-                row.update(_reduce(accelerator, averager.pop(), prefix="train/"))
+                row.update(reduce_metrics(accelerator, averager.pop(), prefix="train/"))
                 row["train/lr"] = scheduler.get_last_lr()[0]
                 row["train/epoch"] = epoch + seen / len(train_loader)
                 bar.set_postfix(loss=f"{row.get('train/loss', float('nan')):.4f}")
@@ -235,15 +234,6 @@ def train(cfg: UPOConfig) -> Path:
         epoch, skip = epoch + 1, 0
     bar.close()
     return _save_final(accelerator, policy, value_head, tokenizer, cfg, data, out)
-
-
-def _reduce(accelerator, metrics: dict[str, float], prefix: str) -> dict[str, float]:
-    """Average each metric over processes."""
-    if not metrics:
-        return {}
-    keys = sorted(metrics)
-    values = accelerator.reduce(torch.tensor([metrics[k] for k in keys], device=accelerator.device), reduction="mean")
-    return {prefix + k: float(v) for k, v in zip(keys, values.tolist(), strict=True)}
 
 
 def _precompute_all(cfg, data, reference_fn, accelerator, out: Path, pad: int, show: bool) -> None:
@@ -285,16 +275,13 @@ def _save_final(accelerator, policy, value_head, tokenizer, cfg: UPOConfig, data
         lm = accelerator.unwrap_model(policy).lm
         if cfg.lora and cfg.merge_lora:
             lm = lm.merge_and_unload()
-        tmp = Path(tempfile.mkdtemp(prefix=".final-", dir=out))
-        lm.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        cfg.save(tmp / "upo_config.yaml")
-        if value_head is not None:
-            save_file(accelerator.unwrap_model(value_head).state_dict(), str(tmp / "value_head.safetensors"))
-        if data.standardizer is not None:
-            (tmp / "reward_standardizer.json").write_text(json.dumps(data.standardizer.to_dict(), indent=2))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        with atomic_folder(final) as tmp:
+            lm.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            cfg.save(tmp / "upo_config.yaml")
+            if value_head is not None:
+                save_file(accelerator.unwrap_model(value_head).state_dict(), str(tmp / "value_head.safetensors"))
+            if data.standardizer is not None:
+                (tmp / "reward_standardizer.json").write_text(json.dumps(data.standardizer.to_dict(), indent=2))
     accelerator.wait_for_everyone()
     return final
