@@ -7,7 +7,6 @@ the reference forward.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -82,16 +81,3 @@ def kto_reference_point(batch, policy, reference_fn, accelerator) -> torch.Tenso
         kl_reference = reference_fn(batch["kl_input_ids"], batch["kl_attention_mask"], batch["kl_loss_mask"])
     # The mean runs over every process's mismatched pairs, so all processes share one z0.
     return losses.kto_reference_point(accelerator.gather(kl_policy), accelerator.gather(kl_reference))
-
-
-@contextlib.contextmanager
-def eval_mode(*modules):
-    was_training = [m.training for m in modules if m is not None]
-    for m in modules:
-        if m is not None:
-            m.eval()
-    try:
-        yield
-    finally:
-        for m, t in zip([m for m in modules if m is not None], was_training, strict=True):
-            m.train(t)

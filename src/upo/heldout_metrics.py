@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 
 from upo import losses
-from upo.forward import eval_mode, step_inputs
+from upo.forward import step_inputs
 from upo.methods import Method, needs_kto_reference_point
 from upo.metrics import MetricsAverager, reduce_metrics
+from upo.modeling import eval_mode
 from upo.steps import pair_metrics, unpaired_metrics
 
 

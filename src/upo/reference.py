@@ -8,11 +8,16 @@ they are saved with the run (`reference_table`) so a resume reuses them.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
+from accelerate.utils import gather_object
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from upo.data.collate import collate_fn, sequence_lengths
 from upo.logps import sequence_logps
 
 ReferenceFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -34,36 +39,50 @@ def make_reference_fn(accelerator, policy, ref_model, padding_free: bool = True)
 
 
 @torch.no_grad()
-def precompute_reference_logps(items: list[dict], fmt: str, collate, reference_fn, batch_size: int,
+def item_logps(items: list[dict], fmt: str, collate, logps_fn: ReferenceFn, *, batch_size: int, device,
+               with_kl: bool = False, progress: bool = True, desc: str = "log-probs") -> list[dict[str, float]]:
+    """Summed completion log-probs of every item's sequences, in the items' order: the one batched
+    loop (sort by length, batch, collate, score, write back) of reference precompute and `upo eval`.
+
+    `logps_fn(input_ids, attention_mask, loss_mask) -> [N]` runs under whatever no-grad, autocast
+    and eval settings the caller gives it. Returns per item {"chosen_logps", "rejected_logps"} for
+    pairs (`fmt` "paired"), {"logps"} for unpaired examples, plus with `with_kl` {"kl_logps"} of
+    KTO's mismatched sequence.
+    """
+    out: list[dict[str, float]] = [{} for _ in items]
+    lengths = sequence_lengths(items)
+    order = sorted(range(len(items)), key=lambda i: -lengths[i])  # little padding per batch
+    bar = tqdm(total=len(items), desc=desc, disable=not progress, leave=False)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        batch = {k: v.to(device) for k, v in collate([items[i] for i in rows]).items()}
+        logps = logps_fn(batch["input_ids"], batch["attention_mask"], batch["loss_mask"]).float().cpu().tolist()
+        if fmt == "paired":  # rows [0, n) chosen, [n, 2n) rejected
+            n = len(rows)
+            for i, chosen, rejected in zip(rows, logps[:n], logps[n:], strict=True):
+                out[i] = {"chosen_logps": chosen, "rejected_logps": rejected}
+        else:
+            for i, value in zip(rows, logps, strict=True):
+                out[i]["logps"] = value
+            if with_kl:
+                kl = logps_fn(batch["kl_input_ids"], batch["kl_attention_mask"], batch["kl_loss_mask"]).float().cpu()
+                for i, value in zip(rows, kl.tolist(), strict=True):
+                    out[i]["kl_logps"] = value
+        bar.update(len(rows))
+    bar.close()
+    return out
+
+
+def precompute_reference_logps(items: list[dict], fmt: str, collate, reference_fn: ReferenceFn, batch_size: int,
                                device, progress: bool = True, desc: str = "reference log-probs",
                                with_kl: bool = True) -> None:
     """Store reference log-probs in every item (`reference_chosen_logps` / `reference_rejected_logps`
     for pairs; `reference_logps`, and with `with_kl` `reference_kl_logps` of KTO's mismatched
     sequences, for unpaired examples)."""
-    order = sorted(range(len(items)), key=lambda i: -_length(items[i]))  # little padding per batch
-    bar = tqdm(total=len(items), desc=desc, disable=not progress, leave=False)
-    for start in range(0, len(order), batch_size):
-        chunk = [items[i] for i in order[start : start + batch_size]]
-        batch = {k: v.to(device) for k, v in collate(chunk).items()}
-        ref = reference_fn(batch["input_ids"], batch["attention_mask"], batch["loss_mask"]).float().cpu()
-        if fmt == "paired":
-            n = len(chunk)
-            for item, chosen, rejected in zip(chunk, ref[:n].tolist(), ref[n:].tolist(), strict=True):
-                item["reference_chosen_logps"], item["reference_rejected_logps"] = chosen, rejected
-        else:
-            for item, r in zip(chunk, ref.tolist(), strict=True):
-                item["reference_logps"] = r
-            if with_kl:
-                kl = reference_fn(batch["kl_input_ids"], batch["kl_attention_mask"], batch["kl_loss_mask"]).float().cpu()
-                for item, k in zip(chunk, kl.tolist(), strict=True):
-                    item["reference_kl_logps"] = k
-        bar.update(len(chunk))
-    bar.close()
-
-
-def _length(item: dict) -> int:
-    completion = max(len(item.get(k, [])) for k in ("chosen_ids", "rejected_ids", "completion_ids"))
-    return len(item["prompt_ids"]) + completion
+    logps = item_logps(items, fmt, collate, reference_fn, batch_size=batch_size, device=device,
+                       with_kl=with_kl and fmt == "unpaired", progress=progress, desc=desc)
+    for item, values in zip(items, logps, strict=True):
+        item.update({f"reference_{k}": v for k, v in values.items()})
 
 
 REFERENCE_KEYS = ("reference_chosen_logps", "reference_rejected_logps", "reference_logps", "reference_kl_logps")
@@ -81,3 +100,35 @@ def attach_reference_table(items: list[dict], table: dict[str, torch.Tensor]) ->
         for item, value in zip(items, values.tolist(), strict=True):
             item[key] = value
     return True
+
+
+def precompute_run_reference_logps(data, reference_fn: ReferenceFn, accelerator, cache: Path, pad_token_id: int, *,
+                                   batch_size: int, with_kl: bool, reuse: bool, progress: bool) -> None:
+    """Reference log-probs of a run's train and eval items (`upo.prepare.PreparedData`), shared by
+    every process and saved to `cache`; with `reuse`, read back from `cache` when it fits the items.
+    `with_kl`: also KTO's mismatched sequences (only methods with a KTO reference point read them)."""
+    if reuse and cache.exists():
+        table = load_file(str(cache))
+        train_ok = attach_reference_table(data.train_items, {k[6:]: v for k, v in table.items() if k.startswith("train.")})
+        eval_ok = not data.eval_items or attach_reference_table(
+            data.eval_items, {k[5:]: v for k, v in table.items() if k.startswith("eval.")}
+        )
+        if train_ok and eval_ok:
+            return
+    for items, fmt, name in ((data.train_items, data.train_format, "train"), (data.eval_items, data.eval_format, "eval")):
+        if not items:
+            continue
+        # Each process computes a contiguous share, then every process receives all the values.
+        with accelerator.split_between_processes(items) as mine:
+            precompute_reference_logps(mine, fmt, collate_fn(fmt, pad_token_id), reference_fn, batch_size,
+                                       accelerator.device, progress=progress, desc=f"reference log-probs ({name})",
+                                       with_kl=with_kl)
+        if accelerator.num_processes > 1:
+            shared = gather_object([{k: item[k] for k in REFERENCE_KEYS if k in item} for item in mine])
+            for item, values in zip(items, shared, strict=True):
+                item.update(values)
+    if accelerator.is_main_process:
+        table = {f"train.{k}": v for k, v in reference_table(data.train_items).items()}
+        table.update({f"eval.{k}": v for k, v in reference_table(data.eval_items).items()})
+        save_file(table, str(cache.with_suffix(".tmp")))
+        os.replace(cache.with_suffix(".tmp"), cache)  # a run killed mid-write leaves no truncated cache

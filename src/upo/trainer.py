@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
-from accelerate.utils import DataLoaderConfiguration, gather_object, set_seed
-from safetensors.torch import load_file, save_file
+from accelerate.utils import DataLoaderConfiguration, set_seed
+from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
@@ -24,7 +24,7 @@ from transformers import get_scheduler
 from upo.atomic import atomic_folder
 from upo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from upo.config import ConfigError, UPOConfig
-from upo.data.collate import LengthGroupedBatchSampler, collate_pairs, collate_unpaired, sequence_lengths
+from upo.data.collate import LengthGroupedBatchSampler, collate_fn, sequence_lengths
 from upo.data.control import add_control_tokens
 from upo.forward import step_inputs
 from upo.heldout_metrics import evaluate
@@ -40,20 +40,9 @@ from upo.modeling import (
     resolve_model_path,
 )
 from upo.prepare import prepare_data
-from upo.reference import (
-    REFERENCE_KEYS,
-    attach_reference_table,
-    make_reference_fn,
-    precompute_reference_logps,
-    reference_table,
-)
+from upo.reference import make_reference_fn, precompute_run_reference_logps
 
 MIXED_PRECISION = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}
-
-
-def _collate_for(fmt: str, pad_token_id: int):
-    fn = collate_pairs if fmt == "paired" else collate_unpaired
-    return lambda items: fn(items, pad_token_id)
 
 
 def train(cfg: UPOConfig) -> Path:
@@ -127,11 +116,11 @@ def train(cfg: UPOConfig) -> Path:
         sequence_lengths(data.train_items), cfg.batch_size * world, seed=cfg.seed, group_by_length=cfg.group_by_length,
         per_step=cfg.gradient_accumulation_steps,
     )
-    train_loader = DataLoader(data.train_items, batch_sampler=sampler, collate_fn=_collate_for(data.train_format, pad))
+    train_loader = DataLoader(data.train_items, batch_sampler=sampler, collate_fn=collate_fn(data.train_format, pad))
     eval_loader = None
     if data.eval_items:
         eval_loader = DataLoader(data.eval_items, batch_size=cfg.batch_size * world,
-                                 collate_fn=_collate_for(data.eval_format, pad))
+                                 collate_fn=collate_fn(data.eval_format, pad))
     groups = [{"params": [p for p in lm.parameters() if p.requires_grad], "lr": cfg.learning_rate}]
     if value_head is not None:
         groups.append({"params": list(value_head.parameters()), "lr": cfg.value_lr, "weight_decay": 0.0})
@@ -156,7 +145,10 @@ def train(cfg: UPOConfig) -> Path:
 
     # ---- reference log-probs once, then free the reference model ---------------------------------
     if method.uses_reference and cfg.precompute_ref_logps:
-        _precompute_all(cfg, data, reference_fn, accelerator, out, pad, show)
+        # Cached in the run folder, so a resumed run reuses them.
+        precompute_run_reference_logps(data, reference_fn, accelerator, out / "reference_logps.safetensors", pad,
+                                       batch_size=cfg.batch_size * 2, reuse=cfg.resume, progress=show,
+                                       with_kl=needs_kto_reference_point(method, cfg.pref_loss))
         ref_model = None  # the closure held it too: rebuild it so the model's memory is freed
         reference_fn = make_reference_fn(accelerator, policy, None, cfg.padding_free)
 
@@ -234,37 +226,6 @@ def train(cfg: UPOConfig) -> Path:
         epoch, skip = epoch + 1, 0
     bar.close()
     return _save_final(accelerator, policy, value_head, tokenizer, cfg, data, out)
-
-
-def _precompute_all(cfg, data, reference_fn, accelerator, out: Path, pad: int, show: bool) -> None:
-    """Reference log-probs for train and eval items, cached in the run folder for --resume."""
-    cache = out / "reference_logps.safetensors"
-    if cfg.resume and cache.exists():
-        table = load_file(str(cache))
-        train_ok = attach_reference_table(data.train_items, {k[6:]: v for k, v in table.items() if k.startswith("train.")})
-        eval_ok = not data.eval_items or attach_reference_table(
-            data.eval_items, {k[5:]: v for k, v in table.items() if k.startswith("eval.")}
-        )
-        if train_ok and eval_ok:
-            return
-    batch_size = cfg.batch_size * 2
-    with_kl = needs_kto_reference_point(METHODS[cfg.method], cfg.pref_loss)  # others never read them
-    for items, fmt, name in ((data.train_items, data.train_format, "train"), (data.eval_items, data.eval_format, "eval")):
-        if not items:
-            continue
-        # Each process computes a contiguous share, then every process receives all the values.
-        with accelerator.split_between_processes(items) as mine:
-            precompute_reference_logps(mine, fmt, _collate_for(fmt, pad), reference_fn, batch_size, accelerator.device,
-                                       progress=show, desc=f"reference log-probs ({name})", with_kl=with_kl)
-        if accelerator.num_processes > 1:
-            shared = gather_object([{k: item[k] for k in REFERENCE_KEYS if k in item} for item in mine])
-            for item, values in zip(items, shared, strict=True):
-                item.update(values)
-    if accelerator.is_main_process:
-        table = {f"train.{k}": v for k, v in reference_table(data.train_items).items()}
-        table.update({f"eval.{k}": v for k, v in reference_table(data.eval_items).items()})
-        save_file(table, str(cache.with_suffix(".tmp")))
-        os.replace(cache.with_suffix(".tmp"), cache)  # a run killed mid-write leaves no truncated cache
 
 
 def _save_final(accelerator, policy, value_head, tokenizer, cfg: UPOConfig, data, out: Path) -> Path:

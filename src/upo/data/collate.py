@@ -101,6 +101,12 @@ def collate_unpaired(items: list[dict], pad_token_id: int) -> dict[str, Tensor]:
     return batch
 
 
+def collate_fn(fmt: str, pad_token_id: int):
+    """The collate function (items -> batch) of a batch format, "paired" or "unpaired"."""
+    fn = collate_pairs if fmt == "paired" else collate_unpaired
+    return lambda items: fn(items, pad_token_id)
+
+
 def sequence_lengths(items: list[dict]) -> list[int]:
     """Tokens per item (for a pair, its longer side): what LengthGroupedBatchSampler groups by."""
     return [

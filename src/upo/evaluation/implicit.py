@@ -9,13 +9,14 @@ names of `upo.steps.pair_metrics`.
 from __future__ import annotations
 
 import torch
-from tqdm.auto import tqdm
 
-from upo.data.collate import collate_pairs
+from upo.data.collate import collate_fn
 from upo.data.control import control_token_ids
 from upo.data.records import PreferencePair
 from upo.data.tokenize import tokenize_pairs
 from upo.logps import sequence_logps
+from upo.modeling import eval_mode
+from upo.reference import item_logps
 from upo.steps import pair_metrics
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -34,24 +35,15 @@ def pair_logps(model, tokenizer, pairs: list[PreferencePair], *, max_length: int
     """{pair index: (summed log-prob of chosen, of rejected)} for the pairs that fit max_length."""
     items, _ = tokenize_pairs(pairs, tokenizer, max_length=max_length, max_prompt_length=max_prompt_length,
                               control=control_token_ids(tokenizer))
-    items.sort(key=lambda it: len(it["prompt_ids"]) + max(len(it["chosen_ids"]), len(it["rejected_ids"])))
-    was_training = model.training
-    model.eval()
-    out: dict[int, tuple[float, float]] = {}
-    try:
-        for start in tqdm(range(0, len(items), batch_size), desc=desc, disable=not progress, leave=False):
-            chunk = items[start : start + batch_size]
-            batch = collate_pairs(chunk, tokenizer.pad_token_id)  # rows [0, n) chosen, [n, 2n) rejected
-            with autocast(model, precision):
-                logps = sequence_logps(model, batch["input_ids"].to(model.device),
-                                       batch["attention_mask"].to(model.device),
-                                       batch["loss_mask"].to(model.device)).sum.float().cpu()  # [2n]
-            n = len(chunk)
-            for item, chosen, rejected in zip(chunk, logps[:n].tolist(), logps[n:].tolist(), strict=True):
-                out[item["index"]] = (chosen, rejected)
-    finally:
-        model.train(was_training)
-    return out
+
+    def logps_fn(input_ids, attention_mask, loss_mask):  # [2n] rows [0, n) chosen, [n, 2n) rejected
+        with autocast(model, precision):
+            return sequence_logps(model, input_ids, attention_mask, loss_mask).sum
+
+    with eval_mode(model):
+        logps = item_logps(items, "paired", collate_fn("paired", tokenizer.pad_token_id), logps_fn,
+                           batch_size=batch_size, device=model.device, progress=progress, desc=desc)
+    return {item["index"]: (lp["chosen_logps"], lp["rejected_logps"]) for item, lp in zip(items, logps, strict=True)}
 
 
 def implicit_reward_metrics(policy: dict[int, tuple[float, float]], reference: dict[int, tuple[float, float]],
