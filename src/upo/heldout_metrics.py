@@ -1,25 +1,26 @@
-"""Periodic evaluation on held-out data: implicit-reward accuracies and margins, and UPO's aux loss."""
+"""Held-out metrics during training: implicit-reward accuracies and margins, and the method's own
+metrics on the held-out batches (`eval/...` in metrics.jsonl). `upo eval` is `upo.evaluation`."""
 
 from __future__ import annotations
 
 import torch
 
-from upo import losses
 from upo.forward import step_inputs
 from upo.methods import Method, needs_kto_reference_point
 from upo.metrics import MetricsAverager, reduce_metrics
 from upo.modeling import eval_mode
-from upo.steps import pair_metrics, unpaired_metrics
+from upo.steps import pair_metrics, split_pairs, unpaired_metrics
 
 
 @torch.no_grad()
-def evaluate(loader, policy, value_head, reference_fn, method: Method, cfg, accelerator, eval_format: str) -> dict[str, float]:
+def heldout_metrics(loader, policy, value_head, reference_fn, method: Method, cfg, accelerator, eval_format: str) -> dict[str, float]:
     """Mean metrics over the held-out batches, averaged over processes, keys prefixed `eval/`.
 
     Implicit rewards are beta * (policy - reference) log-probs. On held-out *pairs* this gives
     `rewards/accuracies` for every method, KTO and UPO included. The method's own loss is reported
     whenever it can be computed on the held-out batches; for KTO-based methods on held-out pairs
-    (no mismatched sequences for the reference point) UPO's aux and value losses still are.
+    (no mismatched sequences for the reference point) the table's `partial_eval` metrics are (UPO:
+    its aux and value losses).
     """
     averager = MetricsAverager()
     with eval_mode(policy, value_head):
@@ -29,8 +30,7 @@ def evaluate(loader, policy, value_head, reference_fn, method: Method, cfg, acce
             if x.reference_logps is not None:
                 rewards = cfg.beta * (x.policy_logps - x.reference_logps)
                 if eval_format == "paired":
-                    half = rewards.shape[0] // 2
-                    metrics.update(pair_metrics(rewards[:half], rewards[half:], x.policy_logps[:half], x.policy_logps[half:]))
+                    metrics.update(pair_metrics(*split_pairs(rewards), *split_pairs(x.policy_logps)))
                 else:
                     metrics.update(unpaired_metrics(rewards, x.policy_logps, x.desirable))
             # Unpaired losses run on paired batches too (chosen rows are the desirable ones); only
@@ -38,11 +38,7 @@ def evaluate(loader, policy, value_head, reference_fn, method: Method, cfg, acce
             if x.kto_reference_point is not None or not needs_kto_reference_point(method, cfg.pref_loss):
                 _, method_metrics = method.loss(x, cfg)
                 metrics.update({k: v for k, v in method_metrics.items() if k not in metrics})
-            elif x.values is not None:  # UPO with a KTO term on held-out pairs: its aux terms alone
-                aux_logps = x.policy_mean_logps if cfg.aux_logp == "mean" else x.policy_logps
-                out = losses.upo_loss(x.policy_logps.new_zeros(1), aux_logps, x.rewards, x.values, aux_coef=cfg.aux_coef,
-                                      eta=cfg.eta, max_weight=cfg.max_weight, tau=cfg.tau)
-                metrics.update({"upo/aux_loss": out.aux_loss, "upo/value_loss": out.value_loss,
-                                "upo/weight_mean": out.weights.mean()})
+            elif method.partial_eval is not None:  # e.g. UPO with a KTO term on held-out pairs: its aux terms
+                metrics.update(method.partial_eval(x, cfg))
             averager.add(metrics, weight=len(batch["index"]))
     return reduce_metrics(accelerator, averager.pop(), prefix="eval/")

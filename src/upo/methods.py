@@ -34,6 +34,9 @@ class Method:
     accepts_rewards: bool = False  # adds r_a to its reward when auxiliary rewards are configured (optional)
     needs_kto_reference_point: bool = False  # KTO's z0 from mismatched pairs (the "pref" methods: when kto)
     control_tokens: bool = False  # CSFT: prompts end with a desirable/undesirable token (upo.data.control)
+    # Held-out metrics when the loss cannot run: with a KTO term, held-out pairs lack the mismatched
+    # sequences of its reference point (upo.heldout_metrics); None = only the implicit rewards.
+    partial_eval: Callable[[StepInputs, object], Metrics] | None = None
     summary: str = ""
 
 
@@ -59,6 +62,7 @@ METHODS: dict[str, Method] = {
         steps.upo_step,
         uses_value_head=True,
         uses_rewards=True,
+        partial_eval=steps.upo_aux_metrics,
         summary="UPO, Badrinath et al. 2024: preference term + advantage-weighted auxiliary term",
     ),
     # ---- baselines the paper compares against (pure losses in upo.baseline_losses) ----

@@ -104,17 +104,7 @@ PREFERENCE_STEPS = {"dpo": dpo_step, "ipo": ipo_step, "kto": kto_step}
 def upo_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
     """Preference term (cfg.pref_loss) + aux_coef * advantage-weighted likelihood + value loss."""
     pref_losses, metrics = PREFERENCE_STEPS[cfg.pref_loss](x, cfg)
-    aux_logps = x.policy_mean_logps if cfg.aux_logp == "mean" else x.policy_logps
-    out = losses.upo_loss(
-        pref_losses,
-        aux_logps,
-        x.rewards,
-        x.values,
-        aux_coef=cfg.aux_coef,
-        eta=cfg.eta,
-        max_weight=cfg.max_weight,
-        tau=cfg.tau,
-    )
+    out = _upo_loss(x, cfg, pref_losses)
     metrics.update(
         {
             "loss": out.loss.detach(),
@@ -128,6 +118,19 @@ def upo_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
         }
     )
     return out.loss, metrics
+
+
+def upo_aux_metrics(x: StepInputs, cfg) -> Metrics:
+    """UPO's auxiliary and value terms alone, for held-out pairs with a KTO preference term (pairs
+    carry no mismatched sequences for KTO's reference point, so the preference term cannot run)."""
+    out = _upo_loss(x, cfg, x.policy_logps.new_zeros(1))
+    return {"upo/aux_loss": out.aux_loss, "upo/value_loss": out.value_loss, "upo/weight_mean": out.weights.mean()}
+
+
+def _upo_loss(x: StepInputs, cfg, pref_losses: torch.Tensor) -> losses.UPOLoss:
+    aux_logps = x.policy_mean_logps if cfg.aux_logp == "mean" else x.policy_logps
+    return losses.upo_loss(pref_losses, aux_logps, x.rewards, x.values, aux_coef=cfg.aux_coef, eta=cfg.eta,
+                           max_weight=cfg.max_weight, tau=cfg.tau)
 
 
 # ---- baselines ----------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from upo.config import ConfigError, UPOConfig
 from upo.data.collate import LengthGroupedBatchSampler, collate_fn, sequence_lengths
 from upo.data.control import add_control_tokens
 from upo.forward import step_inputs
-from upo.heldout_metrics import evaluate
+from upo.heldout_metrics import heldout_metrics
 from upo.logps import CompletionLogps
 from upo.methods import METHODS, needs_kto_reference_point
 from upo.metrics import MetricsAverager, MetricsWriter, reduce_metrics
@@ -213,7 +213,7 @@ def train(cfg: UPOConfig) -> Path:
                 row["train/epoch"] = epoch + seen / len(train_loader)
                 bar.set_postfix(loss=f"{row.get('train/loss', float('nan')):.4f}")
             if eval_loader is not None and ((cfg.eval_steps and global_step % cfg.eval_steps == 0) or last):
-                row.update(evaluate(eval_loader, policy, value_head, reference_fn, method, cfg, accelerator,
+                row.update(heldout_metrics(eval_loader, policy, value_head, reference_fn, method, cfg, accelerator,
                                     data.eval_format))
             if row:
                 writer.write(global_step, row)
