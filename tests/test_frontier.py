@@ -136,6 +136,26 @@ def test_expand_points_grid_groups_and_names():
                                                                       ("upo-r", {"readability": 1.0})]
 
 
+def test_expand_points_reads_aux_strength_and_group_from_the_method_table(monkeypatch):
+    """A method whose table entry names its auxiliary-strength key and group is swept through that
+    key and put in that group; no method name is hard-coded in the sweep."""
+    from dataclasses import replace
+
+    from upo import methods
+    from upo.frontier.sweep import GROUPS
+
+    for m in methods.METHODS.values():  # every group the table names is one the frontier draws
+        assert m.frontier_group in (None, *GROUPS[1:])
+    own = replace(methods.METHODS["modpo"], name="mine", aux_strength_key="modpo_w0", frontier_group="upo")
+    monkeypatch.setitem(methods.METHODS, "mine", own)
+    base = {"rewards": {"safety": 1.0}}
+    points = expand_points({"methods": ["mine", "modpo"], "aux_coef": [0.5, 2.0]}, base)
+    by_name = {p.name: p for p in points}
+    assert by_name["mine-aux2"].overrides["modpo_w0"] == 2.0 and by_name["mine-aux2"].group == "upo"
+    assert by_name["mine-aux2"].overrides["rewards"] == {"safety": 1.0}  # the key, not the weights
+    assert by_name["modpo-aux2"].overrides["rewards"] == {"safety": 2.0} and by_name["modpo-aux2"].group == "auxiliary"
+
+
 def test_sweep_errors_are_clear(tmp_path):
     with pytest.raises(ConfigError, match="two points are named 'dpo'"):
         expand_points({"methods": ["dpo"], "points": [{"name": "dpo", "method": "dpo"}]}, {})

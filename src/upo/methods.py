@@ -37,6 +37,11 @@ class Method:
     # Held-out metrics when the loss cannot run: with a KTO term, held-out pairs lack the mismatched
     # sequences of its reference point (upo.heldout_metrics); None = only the implicit rewards.
     partial_eval: Callable[[StepInputs, object], Metrics] | None = None
+    # What a frontier sweep (upo.frontier) needs: the config key that sets the auxiliary objective's
+    # strength (None: the sweep scales the reward weights, the one knob of a baseline given r_a), and
+    # the method's group (None: "auxiliary" when given r_a or relabelled pairs, else "preference").
+    aux_strength_key: str | None = None
+    frontier_group: str | None = None
     summary: str = ""
 
 
@@ -63,6 +68,8 @@ METHODS: dict[str, Method] = {
         uses_value_head=True,
         uses_rewards=True,
         partial_eval=steps.upo_aux_metrics,
+        aux_strength_key="aux_coef",
+        frontier_group="upo",
         summary="UPO, Badrinath et al. 2024: preference term + advantage-weighted auxiliary term",
     ),
     # ---- baselines the paper compares against (pure losses in upo.baseline_losses) ----

@@ -12,10 +12,11 @@
     aux_metrics: auto                      # or a list of eval.json metric names
     quick: {...}                           # deep-merged over this file with --quick
 
-`aux_coef` is the strength of the auxiliary objective: for `upo` the config key `aux_coef` (the
-only loss that reads it); for the other methods given auxiliary rewards (`uses_rewards`, or
-`accepts_rewards` with rewards configured) a factor on every reward weight, their one knob for it
-(MODPO's margin, aoPPO's R + r_a). A method's `aux_coef` in method_overrides (a number or a list)
+`aux_coef` is the strength of the auxiliary objective: the config key the method table names for it
+(`Method.aux_strength_key`: `aux_coef` for `upo`); for the other methods given auxiliary rewards
+(`uses_rewards`, or `accepts_rewards` with rewards configured) a factor on every reward weight, their
+one knob for it (MODPO's margin, aoPPO's R + r_a). A point's group is the table's too
+(`Method.frontier_group`). A method's `aux_coef` in method_overrides (a number or a list)
 replaces the grid for that method. Preference-only methods get one point.
 
 Keys and types are checked when the file is read; method names only when a point's UPOConfig is
@@ -39,7 +40,6 @@ SHARED_KEYS = ("dataset", "dataset_split", "eval_dataset", "eval_fraction", "see
 # Set per point by the sweep, not in eval:
 EVAL_PER_POINT = ("model", "ref_model", "output", "beta")
 GROUPS = ("base", "preference", "upo", "auxiliary")
-AUX_COEF_KEY_METHODS = ("upo",)  # methods whose loss reads aux_coef (upo.methods.upo_step)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -75,26 +75,33 @@ def deep_merge(a: dict, b: dict) -> dict:
     return out
 
 
-def uses_aux(method: str, rewards: dict[str, float]) -> bool:
-    """Whether `method` is given the auxiliary rewards (unknown names: no; their config fails later)."""
-    from upo.methods import METHODS
+def _method(name: str):
+    """The method table's entry, or None for a name this version lacks (its config fails later)."""
+    from upo.methods import METHODS  # imports torch: only when points are expanded
 
-    m = METHODS.get(method)
+    return METHODS.get(name)
+
+
+def uses_aux(method: str, rewards: dict[str, float]) -> bool:
+    """Whether `method` is given the auxiliary rewards (unknown names: no)."""
+    m = _method(method)
     return m is not None and (m.uses_rewards or (m.accepts_rewards and bool(rewards)))
 
 
 def point_group(method: str, relabel: bool, rewards: dict[str, float]) -> str:
-    """upo; auxiliary (a baseline given the auxiliary information: its rewards, or relabelled pairs);
-    preference (trained on the preference labels only)."""
-    if method == "upo":
-        return "upo"
+    """The method's own group in the table (upo); else auxiliary (a baseline given the auxiliary
+    information: its rewards, or relabelled pairs) or preference (the preference labels only)."""
+    m = _method(method)
+    if m is not None and m.frontier_group is not None:
+        return m.frontier_group
     return "auxiliary" if relabel or uses_aux(method, rewards) else "preference"
 
 
 def aux_strength(method: str, coef: float, rewards: dict[str, float]) -> dict[str, Any]:
     """The UPOConfig keys that set auxiliary strength `coef` for `method` (see the module docstring)."""
-    if method in AUX_COEF_KEY_METHODS:
-        return {"aux_coef": coef}
+    m = _method(method)
+    if m is not None and m.aux_strength_key is not None:
+        return {m.aux_strength_key: coef}
     return {"rewards": {name: weight * coef for name, weight in rewards.items()}}
 
 
