@@ -22,6 +22,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import write_lines
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -36,13 +37,6 @@ from upo.validate import error_kind, validate_dataset
 GOOD = {"prompt": "Q", "chosen": "A fine answer.", "rejected": "No."}
 HH_A = "\n\nHuman: Hi\n\nAssistant: Hello\n\nHuman: Bread?\n\nAssistant: Flour."
 HH_B = "\n\nHuman: Hey\n\nAssistant: Hello\n\nHuman: Bread?\n\nAssistant: No."
-
-
-def write_lines(path: Path, lines: list) -> Path:
-    raw = b"".join((x if isinstance(x, bytes) else (x if isinstance(x, str) else json.dumps(x)).encode()) + b"\n"
-                   for x in lines)  # fmt: skip
-    path.write_bytes(raw)
-    return path
 
 
 # ---- upo validate ----------------------------------------------------------------------------

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import gzip
 import json
-from pathlib import Path
 
 import datasets
 import pytest
 import torch
+from helpers import write_lines
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -31,18 +31,11 @@ HH_REJECTED = "\n\nHuman: Hi there\n\nAssistant: Hello!\n\nHuman: How do I bake 
 CHAT = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"}]
 
 
-def write_jsonl(path: Path, rows: list) -> Path:
-    path.write_text(
-        "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8"
-    )
-    return path
-
-
 # ---- formats ---------------------------------------------------------------------------------
 
 
 def test_paired_plain_text_keeps_strings_exactly(tmp_path):
-    path = write_jsonl(
+    path = write_lines(
         tmp_path / "d.jsonl", [{"prompt": "Q?", "chosen": " yes ", "rejected": "no", "extra": 1}]
     )
     result = load_records(str(path))
@@ -105,7 +98,7 @@ def test_json_array_and_json_lines(tmp_path):
     array = tmp_path / "d.json"
     array.write_text(json.dumps(rows, indent=2), encoding="utf-8")
     assert [r.source for r in load_records(str(array)).records] == [f"{array}:2", f"{array}:7"]
-    lines = write_jsonl(tmp_path / "l.json", rows)
+    lines = write_lines(tmp_path / "l.json", rows)
     assert [r.prompt for r in load_records(str(lines)).records] == ["a", "d"]
 
 
@@ -175,13 +168,13 @@ GOOD = {"prompt": "Q", "chosen": "A", "rejected": "B"}
     ],
 )
 def test_errors_name_file_line_and_field(tmp_path, line, pattern):
-    path = write_jsonl(tmp_path / "d.jsonl", [GOOD, line])
+    path = write_lines(tmp_path / "d.jsonl", [GOOD, line])
     with pytest.raises(DataError, match=pattern):
         load_records(str(path))
 
 
 def test_mixed_paired_and_unpaired_rows(tmp_path):
-    path = write_jsonl(tmp_path / "d.jsonl", [GOOD, GOOD, {"prompt": "Q", "completion": "A", "label": 1}])
+    path = write_lines(tmp_path / "d.jsonl", [GOOD, GOOD, {"prompt": "Q", "completion": "A", "label": 1}])
     with pytest.raises(
         DataError, match=r"d.jsonl:3: row is unpaired, but the first row \(.*d.jsonl:1\) is paired"
     ):
@@ -204,7 +197,7 @@ def test_non_utf8_line(tmp_path):
 
 def test_unusable_rows_are_skipped_and_counted(tmp_path):
     rows = [GOOD, {**GOOD, "rejected": "A"}, {**GOOD, "chosen": "  "}, {**GOOD, "rejected": "A"}]
-    result = load_records(str(write_jsonl(tmp_path / "d.jsonl", rows)))
+    result = load_records(str(write_lines(tmp_path / "d.jsonl", rows)))
     assert len(result.records) == 1
     assert result.skipped == {"identical responses": 2, "empty response": 1}
     with pytest.raises(UnusableRow, match=r"x:4: field 'chosen': empty response") as info:
@@ -214,9 +207,9 @@ def test_unusable_rows_are_skipped_and_counted(tmp_path):
 
 def test_empty_dataset(tmp_path):
     with pytest.raises(DataError, match=r"d.jsonl: empty dataset"):
-        load_records(str(write_jsonl(tmp_path / "d.jsonl", [])))
+        load_records(str(write_lines(tmp_path / "d.jsonl", [])))
     with pytest.raises(DataError, match=r"e.jsonl: empty dataset.*1 identical responses"):
-        load_records(str(write_jsonl(tmp_path / "e.jsonl", [{**GOOD, "rejected": "A"}])))
+        load_records(str(write_lines(tmp_path / "e.jsonl", [{**GOOD, "rejected": "A"}])))
 
 
 def test_missing_paths_say_not_found(tmp_path, monkeypatch):

@@ -6,9 +6,7 @@ import json
 
 import numpy as np
 import pytest
-import torch
-from helpers import run_config
-from transformers import LlamaConfig, LlamaForSequenceClassification
+from helpers import run_config, save_tiny_reward_model
 
 from upo.cli import main
 from upo.config import ConfigError
@@ -124,19 +122,6 @@ def test_eval_help(capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert "usage: upo eval" in out and "--max_new_tokens" in out and "new tokens per generation" in out
-
-
-def save_tiny_reward_model(tokenizer, path, sign: float = 1.0) -> str:
-    """A 1-label sequence classifier (a reward model); sign=-1 negates its scores."""
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=4, num_key_value_heads=2, num_labels=1, pad_token_id=tokenizer.pad_token_id)
-    model = LlamaForSequenceClassification(config)
-    with torch.no_grad():
-        model.score.weight.mul_(sign)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
 
 
 def test_upo_eval_end_to_end(tiny_model_dir, tiny_tokenizer, pairs_file, tmp_path, capsys):

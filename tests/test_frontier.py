@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import yaml
-from test_eval import save_tiny_reward_model
+from helpers import save_tiny_reward_model
 
 from upo.cli import main
 from upo.config import ConfigError

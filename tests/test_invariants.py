@@ -16,38 +16,16 @@ import textwrap
 
 import pytest
 import torch
-from helpers import run_config
+from helpers import assert_same_updates, deterministic, run_config
 from safetensors.torch import load_file
 
 from upo.data.collate import LengthGroupedBatchSampler
 from upo.metrics import read_metrics
 from upo.trainer import train
 
-TIMING = ("train/step_seconds", "train/tokens_per_second")  # wall-clock: differs run to run
-
 
 def _weights(final) -> dict[str, torch.Tensor]:
     return load_file(str(final / "model.safetensors"))
-
-
-def _deterministic(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
-
-
-def assert_same_updates(a: dict, b: dict, start: dict, lr: float) -> None:
-    """Two trainings from `start` made the same updates, up to float summation order.
-
-    Tolerance: per tensor, |update_a - update_b| / |update_a| < 1e-4 (Frobenius), and no coordinate
-    off by more than lr / 50. Adam divides each coordinate by its gradient's RMS, so a coordinate
-    whose gradient is ~0 (the embedding row of a token that barely occurs) turns rounding noise into
-    a visible step; 3 steps differ by up to ~3e-5 at lr 1e-2 here, while different examples per
-    step move the weights apart by ~lr.
-    """
-    for k in a:
-        da, db = a[k] - start[k], b[k] - start[k]
-        assert da.norm() > 0, f"{k} did not move"
-        assert (da - db).norm() / da.norm() < 1e-4, (k, ((da - db).norm() / da.norm()).item())
-        assert (da - db).abs().max() < lr / 50, (k, (da - db).abs().max().item())
 
 
 # ---- the sampler: a step's examples depend only on its total size ----------------------------
@@ -99,7 +77,7 @@ def test_the_same_seed_gives_the_same_run_and_another_seed_does_not(tiny_model_d
     runs = {}
     for name, seed in (("a", 5), ("b", 5), ("c", 6)):
         final = train(run_config(tiny_model_dir, pairs_file, tmp_path / name, method="upo", seed=seed, max_steps=3))
-        runs[name] = (_deterministic(read_metrics(final.parent / "metrics.jsonl")), _weights(final))
+        runs[name] = (deterministic(read_metrics(final.parent / "metrics.jsonl")), _weights(final))
     (rows_a, w_a), (rows_b, w_b), (rows_c, w_c) = runs["a"], runs["b"], runs["c"]
     assert rows_a == rows_b and all(torch.equal(w_a[k], w_b[k]) for k in w_a)  # bitwise on CPU
     assert rows_a != rows_c and any(not torch.equal(w_a[k], w_c[k]) for k in w_a)

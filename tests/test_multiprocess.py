@@ -5,7 +5,7 @@
 (its reference point z0 is all-gathered over both processes) and UPO with batch_size b per process;
 one process trains the same configs with batch_size 2b. Each loader batch of 2b is split between
 the processes (Accelerate's split_batches), so both see the same examples per step and the
-parameters agree up to float summation order (tolerance in test_invariants.assert_same_updates).
+parameters agree up to float summation order (tolerance in helpers.assert_same_updates).
 Checkpoint + resume under 2 processes ends bitwise where the uninterrupted 2-process run does.
 
 All 2-process runs share one launch (the process start and gloo set-up dominate the time).
@@ -23,9 +23,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import run_config
+from helpers import assert_same_updates, run_config
 from safetensors.torch import load_file
-from test_invariants import assert_same_updates
 
 from upo.config import ConfigError
 from upo.metrics import read_metrics

@@ -15,19 +15,14 @@ import time
 from pathlib import Path
 
 import torch
-from helpers import run_config
+from helpers import deterministic, run_config
 from safetensors.torch import load_file
 
 from upo.checkpoint import checkpoint_dirs
 from upo.metrics import read_metrics
 from upo.trainer import train
 
-TIMING = ("train/step_seconds", "train/tokens_per_second")  # wall-clock: differs run to run
 ARGS = dict(method="upo", max_steps=60, save_steps=4, save_total_limit=2, batch_size=2, eval_steps=20)
-
-
-def _deterministic(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
 
 
 def _same_run(final_a: Path, final_b: Path) -> None:
@@ -37,7 +32,7 @@ def _same_run(final_a: Path, final_b: Path) -> None:
     rows_a = read_metrics(final_a.parent / "metrics.jsonl")
     rows_b = read_metrics(final_b.parent / "metrics.jsonl")
     assert [r["step"] for r in rows_a] == list(range(1, ARGS["max_steps"] + 1))
-    assert _deterministic(rows_a) == _deterministic(rows_b)
+    assert deterministic(rows_a) == deterministic(rows_b)
 
 
 def _cli_args(cfg) -> list[str]:
