@@ -3,13 +3,15 @@ The functions behind them, and every other shared test helper, are in helpers.py
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from helpers import build_tiny_model, build_tiny_tokenizer, pair_rows, write_lines
 from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# The project's shared data sits beside the checkout; UPO_SHARED_DATA points elsewhere (e.g. from a worktree).
+SHARED_DATA = Path(os.environ.get("UPO_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 HH_FILE = SHARED_DATA / "hh-rlhf" / "harmless-base-dev.jsonl.gz"
 
 

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from helpers import deterministic, run_config
 from safetensors.torch import load_file
@@ -44,6 +45,9 @@ def _cli_args(cfg) -> list[str]:
     return args
 
 
+# Slow tier: two 60-step runs, one of them a subprocess killed and restarted (a quarter of the whole
+# suite's time); the in-process resume tests (below, test_trainer.py) stay in the default tier.
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tiny_model_dir, pairs_file, tmp_path):
     reference = train(run_config(tiny_model_dir, pairs_file, tmp_path / "ref", **ARGS))
 
