@@ -44,8 +44,8 @@ def item_logps(items: list[dict], fmt: str, collate, logps_fn: ReferenceFn, *, b
     """Summed completion log-probs of every item's sequences, in the items' order: the one batched
     loop (sort by length, batch, collate, score, write back) of reference precompute and `upo eval`.
 
-    `logps_fn(input_ids, attention_mask, loss_mask) -> [N]` runs under whatever no-grad, autocast
-    and eval settings the caller gives it. Returns per item {"chosen_logps", "rejected_logps"} for
+    `logps_fn(input_ids, attention_mask, loss_mask) -> [N]` runs without gradient, under whatever
+    autocast and eval/train mode the caller gives it. Returns per item {"chosen_logps", "rejected_logps"} for
     pairs (`fmt` "paired"), {"logps"} for unpaired examples, plus with `with_kl` {"kl_logps"} of
     KTO's mismatched sequence.
     """
