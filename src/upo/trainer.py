@@ -48,6 +48,7 @@ from upo.modeling import (
     resolve_model_path,
 )
 from upo.prepare import prepare_data
+from upo.tracking import accelerator_kwargs, finish_tracking, start_tracking
 
 MIXED_PRECISION = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}
 
@@ -73,6 +74,7 @@ def train(cfg: UPOConfig) -> Path:
         # Every loader batch is split across the processes, so P processes at batch_size b see, per
         # step, exactly the examples one process sees at batch_size P * b (the sampler's batches).
         dataloader_config=DataLoaderConfiguration(split_batches=True),
+        **accelerator_kwargs(cfg),  # report_to: TensorBoard, Trackio, W&B, MLflow
     )
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched != accelerator.num_processes:  # e.g. torchrun on a machine without GPUs, no ACCELERATE_USE_CPU
@@ -170,6 +172,7 @@ def train(cfg: UPOConfig) -> Path:
             epoch, skip = epoch + 1, 0
         log(f"upo: resumed from {resume_from} at step {global_step}")
     writer = MetricsWriter(out / "metrics.jsonl", resume_step=global_step if resume_from else None, enabled=main)
+    start_tracking(accelerator, cfg, resume_step=global_step if resume_from else None)
 
     # ---- the loop -------------------------------------------------------------------------------
     averager = MetricsAverager()
@@ -226,6 +229,7 @@ def train(cfg: UPOConfig) -> Path:
                                     data.eval_format))
             if row:
                 writer.write(global_step, row)
+                accelerator.log(row, step=global_step)
             if cfg.save_steps and (global_step % cfg.save_steps == 0 or last):
                 state = {"global_step": global_step, "epoch": epoch, "batches_seen_in_epoch": seen}
                 save_checkpoint(accelerator, out, global_step, state, cfg, keep=cfg.save_total_limit)
@@ -234,7 +238,9 @@ def train(cfg: UPOConfig) -> Path:
             step_start, step_tokens = time.perf_counter(), 0
         epoch, skip = epoch + 1, 0
     bar.close()
-    return _save_final(accelerator, policy, value_head, tokenizer, cfg, data, out)
+    final = _save_final(accelerator, policy, value_head, tokenizer, cfg, data, out)
+    finish_tracking(accelerator)
+    return final
 
 
 def _reduce(accelerator, metrics: dict[str, float], prefix: str) -> dict[str, float]:
