@@ -103,6 +103,7 @@ class UPOConfig:
     # ---- logging, evaluation, checkpoints ----------------------------------------------------
     logging_steps: int = 1  # write train metrics every N optimizer steps
     report_to: list[str] = field(default_factory=list)  # also log metrics and config to: tensorboard, trackio, wandb, mlflow (README, Tracking and curves); [] = metrics.jsonl only
+    plot_curves: bool = True  # at the end, draw the training curves into plots/*.png (as `upo plot OUTPUT_DIR` does)
     eval_steps: int | None = None  # None: evaluate at the end only
     save_steps: int | None = None  # None: no intermediate checkpoints
     save_total_limit: int = 2  # keep only the N newest checkpoints

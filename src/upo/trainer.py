@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -25,6 +26,7 @@ from transformers import get_scheduler
 
 from upo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from upo.config import ConfigError, UPOConfig
+from upo.curves import plot_curves
 from upo.data.collate import LengthGroupedBatchSampler, collate_pairs, collate_unpaired, sequence_lengths
 from upo.data.control import add_control_tokens
 from upo.evaluate import evaluate
@@ -240,6 +242,12 @@ def train(cfg: UPOConfig) -> Path:
     bar.close()
     final = _save_final(accelerator, policy, value_head, tokenizer, cfg, data, out)
     finish_tracking(accelerator)
+    if main and cfg.plot_curves:
+        try:
+            plot_curves(out)
+        except Exception as e:  # the model is saved: a plotting problem must not fail the run
+            warnings.warn(f"could not draw the training curves ({type(e).__name__}: {e}); retry with `upo plot {out}`",
+                          stacklevel=2)
     return final
 
 
