@@ -19,7 +19,8 @@ examples:
 Every key of the config file can also be given as a flag (flags win over the file).
 Booleans: --lora, --lora true, --lora false. Lists: --lora_target_modules q_proj,v_proj.
 Rewards: name=weight pairs; names are readability, profanity, length, or package.module:function.
-The run folder (--output_dir) gets config.yaml, metrics.jsonl, checkpoints/ and final/.
+The run folder (--output_dir) gets config.yaml, metrics.jsonl, checkpoints/, final/, plots/ (the
+training curves, see `upo plot --help`) and, with --report_to tensorboard, logs/.
 """
 
 DEMO_EPILOG = """\

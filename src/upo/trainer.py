@@ -1,7 +1,7 @@
 """The one training loop, on Hugging Face Accelerate. Read it top to bottom:
 
 set-up (models, data, reference log-probs, optimizer) -> resume -> for each optimizer step:
-forward -> method loss -> backward -> clip -> step -> log / evaluate / checkpoint -> final save.
+forward -> method loss -> backward -> clip -> step -> log / evaluate / checkpoint -> final save -> curves.
 """
 
 from __future__ import annotations
