@@ -12,6 +12,7 @@ from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from upo.metrics import read_metrics
 
@@ -100,6 +101,7 @@ def _draw(ax, stem: str, series: Series) -> None:
                         marker=marker or ("o" if len(steps) == 1 else None), markersize=4)
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("optimizer step", fontsize=9)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.tick_params(labelsize=8)
     ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4))  # learning rates as 1e-4, not 0.0001
     ax.grid(alpha=0.3)
