@@ -96,6 +96,7 @@ def run_config(tiny_model_dir, pairs_file, tmp_path, **overrides) -> UPOConfig:
         rewards={"length": 1.0},
         max_length=96,
         max_prompt_length=32,
+        plot_curves=False,  # seconds per run on this CPU; test_curves.py covers it
     )
     base.update(overrides)
     return UPOConfig(**base)

@@ -10,7 +10,7 @@ import pytest
 
 from upo.cli import main
 
-SUBCOMMANDS = ["train", "demo", "score"]
+SUBCOMMANDS = ["train", "demo", "score", "plot"]
 
 
 def test_top_level_help(capsys):

@@ -200,7 +200,7 @@ def test_upo_frontier_end_to_end_and_resume(tiny_model_dir, tiny_tokenizer, pair
         "base": {"model": str(tiny_model_dir), "dataset": str(pairs_file), "eval_fraction": 0.25, "batch_size": 2,
                  "max_steps": 1, "learning_rate": 1e-2, "precision": "fp32", "progress": False,
                  "cache_dir": str(tmp_path / "cache"), "rewards": {"length": 1.0}, "max_length": 96,
-                 "max_prompt_length": 32},
+                 "max_prompt_length": 32, "plot_curves": False},
         "eval": {"prompts": 2, "max_new_tokens": 8, "scorers": ["readability", "reading_ease", "length_words"],
                  "judge": f"rm:{save_tiny_reward_model(tiny_tokenizer, tmp_path / 'rm')}"},
         "methods": ["dpo", "upo", "no_such_method"],

@@ -19,7 +19,8 @@ examples:
 Every key of the config file can also be given as a flag (flags win over the file).
 Booleans: --lora, --lora true, --lora false. Lists: --lora_target_modules q_proj,v_proj.
 Rewards: name=weight pairs; names are readability, profanity, length, or package.module:function.
-The run folder (--output_dir) gets config.yaml, metrics.jsonl, checkpoints/ and final/.
+The run folder (--output_dir) gets config.yaml, metrics.jsonl, checkpoints/, final/, plots/ (the
+training curves, see `upo plot --help`) and, with --report_to tensorboard, logs/.
 """
 
 DEMO_EPILOG = """\
@@ -76,6 +77,40 @@ Trains every point of the sweep into OUTPUT_DIR/points/NAME/, evaluates it (and 
 writes frontier.json, frontier.csv, one PNG per auxiliary metric and report.md. Finished points are
 skipped on rerun, so an interrupted sweep continues where it stopped.
 """
+
+
+PLOT_DESCRIPTION = """\
+Draw the training curves of a run folder (from its metrics.jsonl) as PNGs in RUN_DIR/plots/:
+overview.png with every panel below that the run logged, and each panel alone as NAME.png.
+Train and eval curves of a metric share one axes (train: line, eval: dashed with markers).
+
+  loss.png         train/loss, eval/loss: the method's loss
+  rewards.png      rewards/chosen, rewards/rejected: implicit rewards beta * log(pi / pi_ref);
+                   the chosen ones should rise above the rejected ones
+  margins.png      rewards/margins: their difference
+  accuracies.png   rewards/accuracies: share of pairs with chosen reward > rejected (0.5 = chance)
+  upo_terms.png    upo/pref_loss, upo/aux_loss, upo/value_loss: UPO's preference term, its
+                   advantage-weighted likelihood and the value head's expectile regression
+  upo_weights.png  upo/weight_mean: mean of exp(A / eta), clipped at max_weight
+  kl.png           kto/kl: KTO's reference point, a KL estimate from mismatched pairs
+  grad_norm.png    grad_norm: the policy's gradient norm before clipping
+  lr.png           lr: the learning rate schedule
+
+`upo train` draws the same files when it finishes (plot_curves: false turns that off).
+"""
+
+
+def _add_plot_parser(sub) -> None:
+    plot = sub.add_parser(
+        "plot",
+        help="draw a run's training curves (loss, rewards, margins, accuracies, UPO terms, KL, grad norm, lr) as PNGs",
+        description=PLOT_DESCRIPTION,
+        epilog="examples:\n  upo plot runs/upo-hh\n  upo plot runs/upo-hh --output_dir figures/upo-hh",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    plot.add_argument("run_dir", metavar="RUN_DIR", help="a `upo train` output_dir (it holds metrics.jsonl)")
+    plot.add_argument("--output_dir", help="where the PNGs go [default: RUN_DIR/plots]")
 
 
 def _add_eval_parsers(sub) -> None:
@@ -183,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--cache_dir", help="score cache folder [default: $UPO_CACHE or ~/.cache/upo]")
     _add_eval_parsers(sub)
     _add_rm_parsers(sub)
+    _add_plot_parser(sub)
 
     demo.add_argument("--output_dir", default="runs/demo", help="where the demo writes its runs [default: runs/demo]")
     demo.add_argument("--steps", type=int, default=None, help="optimizer steps per method [default: one epoch]")
@@ -263,6 +299,11 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_validate(args.data, split=args.split, model=args.model, max_length=args.max_length,
                                 max_prompt_length=args.max_prompt_length, cache_dir=args.cache_dir)
+        elif args.command == "plot":
+            from upo.curves import plot_curves
+
+            paths = plot_curves(args.run_dir, args.output_dir)
+            print(f"upo: wrote {paths[0]} and {len(paths) - 1} panels beside it: {', '.join(p.stem for p in paths[1:])}")
         elif args.command == "demo":
             from upo.demo.run import run_demo
 

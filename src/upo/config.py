@@ -25,6 +25,7 @@ OPTIMIZERS = ("adamw", "rmsprop")
 PRECISIONS = ("bf16", "fp32", "fp16")
 AUX_LOGP = ("mean", "sum")
 LR_SCHEDULERS = ("constant", "linear", "cosine")
+TRACKERS = ("tensorboard", "trackio", "wandb", "mlflow")  # report_to: Accelerate's trackers, each its own pip package
 
 
 class ConfigError(ValueError):
@@ -101,6 +102,8 @@ class UPOConfig:
 
     # ---- logging, evaluation, checkpoints ----------------------------------------------------
     logging_steps: int = 1  # write train metrics every N optimizer steps
+    report_to: list[str] = field(default_factory=list)  # also log metrics and config to: tensorboard, trackio, wandb, mlflow (README, Tracking and curves); [] = metrics.jsonl only
+    plot_curves: bool = True  # at the end, draw the training curves into plots/*.png (as `upo plot OUTPUT_DIR` does)
     eval_steps: int | None = None  # None: evaluate at the end only
     save_steps: int | None = None  # None: no intermediate checkpoints
     save_total_limit: int = 2  # keep only the N newest checkpoints
@@ -113,6 +116,8 @@ class UPOConfig:
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("aux_logp", self.aux_logp, AUX_LOGP)
         _check_choice("lr_scheduler", self.lr_scheduler, LR_SCHEDULERS)
+        for tracker in self.report_to:
+            _check_choice("report_to", tracker, TRACKERS)
         for name in ("beta", "eta", "max_weight", "learning_rate", "max_length", "max_prompt_length",
                      "batch_size", "gradient_accumulation_steps", "num_epochs", "lora_r", "value_head_hidden",
                      "modpo_w0"):

@@ -1,7 +1,7 @@
 """The one training loop, on Hugging Face Accelerate. Read it top to bottom:
 
 set-up (models, data, reference log-probs, optimizer) -> resume -> for each optimizer step:
-forward -> method loss -> backward -> clip -> step -> log / evaluate / checkpoint -> final save.
+forward -> method loss -> backward -> clip -> step -> log / evaluate / checkpoint -> final save -> curves.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import json
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -24,6 +25,7 @@ from transformers import get_scheduler
 from upo.atomic import atomic_folder
 from upo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from upo.config import ConfigError, UPOConfig
+from upo.curves import plot_curves
 from upo.data.collate import LengthGroupedBatchSampler, collate_fn, sequence_lengths
 from upo.data.control import add_control_tokens
 from upo.forward import step_inputs
@@ -41,6 +43,7 @@ from upo.modeling import (
 )
 from upo.prepare import prepare_data
 from upo.reference import make_reference_fn, precompute_run_reference_logps
+from upo.tracking import accelerator_kwargs, finish_tracking, start_tracking
 
 MIXED_PRECISION = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}
 
@@ -61,6 +64,7 @@ def train(cfg: UPOConfig) -> Path:
         # Every loader batch is split across the processes, so P processes at batch_size b see, per
         # step, exactly the examples one process sees at batch_size P * b (the sampler's batches).
         dataloader_config=DataLoaderConfiguration(split_batches=True),
+        **accelerator_kwargs(cfg),  # report_to: TensorBoard, Trackio, W&B, MLflow
     )
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched != accelerator.num_processes:  # e.g. torchrun on a machine without GPUs, no ACCELERATE_USE_CPU
@@ -161,6 +165,7 @@ def train(cfg: UPOConfig) -> Path:
             epoch, skip = epoch + 1, 0
         log(f"upo: resumed from {resume_from} at step {global_step}")
     writer = MetricsWriter(out / "metrics.jsonl", resume_step=global_step if resume_from else None, enabled=main)
+    start_tracking(accelerator, cfg, resume_step=global_step if resume_from else None)
 
     # ---- the loop -------------------------------------------------------------------------------
     averager = MetricsAverager()
@@ -217,6 +222,7 @@ def train(cfg: UPOConfig) -> Path:
                                     data.eval_format))
             if row:
                 writer.write(global_step, row)
+                accelerator.log(row, step=global_step)
             if cfg.save_steps and (global_step % cfg.save_steps == 0 or last):
                 state = {"global_step": global_step, "epoch": epoch, "batches_seen_in_epoch": seen}
                 save_checkpoint(accelerator, out, global_step, state, cfg, keep=cfg.save_total_limit)
@@ -225,7 +231,15 @@ def train(cfg: UPOConfig) -> Path:
             step_start, step_tokens = time.perf_counter(), 0
         epoch, skip = epoch + 1, 0
     bar.close()
-    return _save_final(accelerator, policy, value_head, tokenizer, cfg, data, out)
+    final = _save_final(accelerator, policy, value_head, tokenizer, cfg, data, out)
+    finish_tracking(accelerator)
+    if main and cfg.plot_curves:
+        try:
+            plot_curves(out)
+        except Exception as e:  # the model is saved: a plotting problem must not fail the run
+            warnings.warn(f"could not draw the training curves ({type(e).__name__}: {e}); retry with `upo plot {out}`",
+                          stacklevel=2)
+    return final
 
 
 def _save_final(accelerator, policy, value_head, tokenizer, cfg: UPOConfig, data, out: Path) -> Path:
