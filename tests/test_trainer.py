@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from helpers import run_config as _cfg
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
 from upo.checkpoint import checkpoint_dirs
@@ -75,6 +75,28 @@ def test_resume_continues_from_saved_step_and_matches_uninterrupted_run(tiny_mod
 
     assert deterministic(rows_full, drop_eval=True) == deterministic(rows_part, drop_eval=True)
     assert deterministic(rows_full)[2:] == deterministic(rows_part)[2:]
+
+
+def test_the_value_head_lives_in_the_one_trained_module_and_old_checkpoints_resume(tiny_model_dir, pairs_file,
+                                                                                      tmp_path):
+    """Accelerate saves one model (model.safetensors holds value_head.*); a checkpoint in the layout
+    written before (the head in model_1.safetensors, Accelerate's second model) resumes to the same
+    end as an uninterrupted run."""
+    common = dict(method="upo", pref_loss="dpo", save_steps=2)
+    full = train(_cfg(tiny_model_dir, pairs_file, tmp_path / "full", max_steps=4, **common))
+    train(_cfg(tiny_model_dir, pairs_file, tmp_path / "part", max_steps=2, **common))
+    step = tmp_path / "part" / "run" / "checkpoints" / "step-2"
+    assert not (step / "model_1.safetensors").exists()
+    saved = load_file(str(step / "model.safetensors"))
+    head = {k.removeprefix("value_head."): v for k, v in saved.items() if k.startswith("value_head.")}
+    assert head.keys() == load_file(str(full / "value_head.safetensors")).keys()
+    # Rewrite the checkpoint in the old layout.
+    save_file({k: v for k, v in saved.items() if not k.startswith("value_head.")}, str(step / "model.safetensors"))
+    save_file(head, str(step / "model_1.safetensors"))
+    final = train(_cfg(tiny_model_dir, pairs_file, tmp_path / "part", max_steps=4, resume=True, **common))
+    for name in ("model.safetensors", "value_head.safetensors"):
+        a, b = load_file(str(full / name)), load_file(str(final / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
 
 
 def test_refuses_to_overwrite_a_run(tiny_model_dir, pairs_file, tmp_path):

@@ -116,8 +116,9 @@ def train(cfg: UPOConfig) -> Path:
         ref_path = resolve_model_path(cfg.ref_model, cfg.cache_dir) if cfg.ref_model else model_path
         ref_dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
         ref_model = load_causal_lm(ref_path, dtype=ref_dtype, attn_implementation=cfg.attn_implementation).to(accelerator.device).eval().requires_grad_(False)
-    policy = CompletionLogps(lm, padding_free=cfg.padding_free)
+    # One trained module: the LM and, for the methods that have one, the value head V_psi(x).
     value_head = ValueHead(lm.config.hidden_size, cfg.value_head_hidden) if method.uses_value_head else None
+    policy = CompletionLogps(lm, value_head, padding_free=cfg.padding_free)
 
     # ---- batches, optimizer --------------------------------------------------------------------
     pad = tokenizer.pad_token_id
@@ -148,9 +149,7 @@ def train(cfg: UPOConfig) -> Path:
     schedule = "constant_with_warmup" if cfg.lr_scheduler == "constant" else cfg.lr_scheduler
     scheduler = get_scheduler(schedule, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=total_steps)
 
-    prepared = accelerator.prepare(policy, optimizer, train_loader, scheduler, *([value_head] if value_head else []))
-    policy, optimizer, train_loader, scheduler = prepared[:4]
-    value_head = prepared[4] if value_head is not None else None
+    policy, optimizer, train_loader, scheduler = accelerator.prepare(policy, optimizer, train_loader, scheduler)
     if eval_loader is not None:
         eval_loader = accelerator.prepare(eval_loader)
     reference_fn = make_reference_fn(accelerator, policy, ref_model, cfg.padding_free)
@@ -164,7 +163,7 @@ def train(cfg: UPOConfig) -> Path:
     # ---- resume ---------------------------------------------------------------------------------
     global_step, epoch, skip = 0, 0, 0
     if resume_from is not None:
-        state = load_checkpoint(accelerator, resume_from)
+        state = load_checkpoint(accelerator, resume_from, policy)
         global_step, epoch, skip = state["global_step"], state["epoch"], state["batches_seen_in_epoch"]
         if skip >= len(train_loader):
             epoch, skip = epoch + 1, 0
@@ -187,8 +186,8 @@ def train(cfg: UPOConfig) -> Path:
         for batch in loader:
             seen += 1
             step_tokens += int(batch["attention_mask"].sum())  # real (non-padding) policy tokens
-            with accelerator.accumulate(policy, *([value_head] if value_head is not None else [])):
-                x = step_inputs(batch, policy, value_head, reference_fn, method, cfg, accelerator)
+            with accelerator.accumulate(policy):
+                x = step_inputs(batch, policy, reference_fn, method, cfg, accelerator)
                 loss, metrics = method.loss(x, cfg)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
@@ -222,8 +221,7 @@ def train(cfg: UPOConfig) -> Path:
                 row["train/epoch"] = epoch + seen / len(train_loader)
                 bar.set_postfix(loss=f"{row.get('train/loss', float('nan')):.4f}")
             if eval_loader is not None and ((cfg.eval_steps and global_step % cfg.eval_steps == 0) or last):
-                row.update(evaluate(eval_loader, policy, value_head, reference_fn, method, cfg, accelerator,
-                                    data.eval_format))
+                row.update(evaluate(eval_loader, policy, reference_fn, method, cfg, accelerator, data.eval_format))
             if row:
                 writer.write(global_step, row)
             if cfg.save_steps and (global_step % cfg.save_steps == 0 or last):
@@ -234,7 +232,7 @@ def train(cfg: UPOConfig) -> Path:
             step_start, step_tokens = time.perf_counter(), 0
         epoch, skip = epoch + 1, 0
     bar.close()
-    return _save_final(accelerator, policy, value_head, tokenizer, cfg, data, out)
+    return _save_final(accelerator, policy, tokenizer, cfg, data, out)
 
 
 def _reduce(accelerator, metrics: dict[str, float], prefix: str) -> dict[str, float]:
@@ -277,20 +275,22 @@ def _precompute_all(cfg, data, reference_fn, accelerator, out: Path, pad: int, s
         os.replace(cache.with_suffix(".tmp"), cache)  # a run killed mid-write leaves no truncated cache
 
 
-def _save_final(accelerator, policy, value_head, tokenizer, cfg: UPOConfig, data, out: Path) -> Path:
-    """final/: save_pretrained model (LoRA merged on request) + tokenizer + resolved config."""
+def _save_final(accelerator, policy, tokenizer, cfg: UPOConfig, data, out: Path) -> Path:
+    """final/: save_pretrained model (LoRA merged on request) + tokenizer + resolved config, and the
+    value head (value_head.safetensors) of the methods that have one."""
     final = out / "final"
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        lm = accelerator.unwrap_model(policy).lm
+        trained = accelerator.unwrap_model(policy)
+        lm = trained.lm
         if cfg.lora and cfg.merge_lora:
             lm = lm.merge_and_unload()
         tmp = Path(tempfile.mkdtemp(prefix=".final-", dir=out))
         lm.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         cfg.save(tmp / "upo_config.yaml")
-        if value_head is not None:
-            save_file(accelerator.unwrap_model(value_head).state_dict(), str(tmp / "value_head.safetensors"))
+        if trained.value_head is not None:
+            save_file(trained.value_head.state_dict(), str(tmp / "value_head.safetensors"))
         if data.standardizer is not None:
             (tmp / "reward_standardizer.json").write_text(json.dumps(data.standardizer.to_dict(), indent=2))
         if final.exists():
