@@ -25,7 +25,13 @@ from transformers import get_scheduler
 
 from upo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from upo.config import ConfigError, UPOConfig
-from upo.data.collate import LengthGroupedBatchSampler, collate_pairs, collate_unpaired, sequence_lengths
+from upo.data.collate import (
+    LengthGroupedBatchSampler,
+    collate_pairs,
+    collate_unpaired,
+    first_items,
+    sequence_lengths,
+)
 from upo.data.control import add_control_tokens
 from upo.evaluate import evaluate
 from upo.forward import (
@@ -185,6 +191,9 @@ def train(cfg: UPOConfig) -> Path:
         step_start, step_tokens = time.perf_counter(), 0
         for batch in loader:
             seen += 1
+            mine, loss_scale = _share(sampler, seen - 1, cfg.batch_size, accelerator)
+            if 0 < mine < len(batch["index"]):
+                batch = first_items(batch, mine)  # drop the copies Accelerate topped a short batch up with
             step_tokens += int(batch["attention_mask"].sum())  # real (non-padding) policy tokens
             with accelerator.accumulate(policy):
                 x = step_inputs(batch, policy, reference_fn, method, cfg, accelerator)
@@ -195,7 +204,7 @@ def train(cfg: UPOConfig) -> Path:
                         f"(dataset rows {batch['index'].tolist()}); metrics: "
                         + ", ".join(f"{k}={float(v):.4g}" for k, v in metrics.items())
                     )
-                accelerator.backward(loss)
+                accelerator.backward(loss * loss_scale)
                 if accelerator.sync_gradients and cfg.max_grad_norm:
                     # Policy and value head are clipped apart: the head's regression on large rewards
                     # must not shrink the policy's step (Accelerate unscales fp16 grads in the first call).
@@ -233,6 +242,22 @@ def train(cfg: UPOConfig) -> Path:
         epoch, skip = epoch + 1, 0
     bar.close()
     return _save_final(accelerator, policy, tokenizer, cfg, data, out)
+
+
+def _share(sampler: LengthGroupedBatchSampler, batch: int, per_process: int, accelerator) -> tuple[int, float]:
+    """This process's examples in the `batch`-th loader batch of the epoch (counted from 0), and the
+    factor on its mean loss that makes every optimizer step the mean over all of that step's examples.
+
+    Accelerate gives each process `per_process` rows of every sampler batch and tops a short last
+    batch up with examples from the epoch's first batch; those copies count for nothing (a process
+    left with copies only still runs forward and backward, with factor 0, for the collectives).
+    Accelerate divides each micro-batch's loss by the accumulation steps and the processes' gradients
+    are averaged, so a micro-batch of k examples, in a step of S over P processes and G accumulation
+    steps, gets k * P * G / S: exactly 1 in a full step, more in a short last one.
+    """
+    in_batch, in_step = sampler.examples(batch)
+    mine = min(max(in_batch - per_process * accelerator.process_index, 0), per_process)
+    return mine, mine * accelerator.num_processes * accelerator.gradient_accumulation_steps / in_step
 
 
 def _reduce(accelerator, metrics: dict[str, float], prefix: str) -> dict[str, float]:
