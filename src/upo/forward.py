@@ -1,7 +1,7 @@
 """Turning a collated batch into `StepInputs`: policy, reference, value head, KTO reference point.
 
-The reference model is either a separate frozen copy or, with LoRA, the policy itself with its
-adapters disabled. Reference log-probs can be computed once before training
+The reference model is a separate frozen copy, or the policy itself: with LoRA, its adapters
+disabled; without, before training, when the reference log-probs are computed once
 (`precompute_reference_logps`), after which the batches carry them and no reference forward runs.
 """
 
@@ -21,8 +21,10 @@ from upo.step import StepInputs
 ReferenceFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def make_reference_fn(accelerator, policy, ref_model, padding_free: bool = True) -> ReferenceFn:
-    """(input_ids, attention_mask, loss_mask) -> reference summed log-probs [N], no grad."""
+def make_reference_fn(accelerator, policy, ref_model, lora: bool, padding_free: bool = True) -> ReferenceFn:
+    """(input_ids, attention_mask, loss_mask) -> reference summed log-probs [N], no grad, under the
+    policy's autocast: from `ref_model`, else from the policy itself (with `lora`, adapters disabled;
+    without, only while it has not been updated: for precomputing them before training)."""
 
     @torch.no_grad()
     def reference_logps(input_ids, attention_mask, loss_mask) -> torch.Tensor:
@@ -30,7 +32,7 @@ def make_reference_fn(accelerator, policy, ref_model, padding_free: bool = True)
             if ref_model is not None:
                 return sequence_logps(ref_model, input_ids, attention_mask, loss_mask, padding_free=padding_free).sum
             lm = accelerator.unwrap_model(policy).lm
-            with lm.disable_adapter():  # LoRA: the base model is the reference
+            with lm.disable_adapter() if lora else contextlib.nullcontext():  # LoRA: the base model
                 return policy(input_ids, attention_mask, loss_mask)["sum"]
 
     return reference_logps

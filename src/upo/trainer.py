@@ -114,14 +114,19 @@ def train(cfg: UPOConfig) -> Path:
     disable_dropout(lm)
     if control_ids and len(tokenizer) > lm.get_input_embeddings().num_embeddings:
         lm.resize_token_embeddings(len(tokenizer))  # new rows start at the mean embedding
-    ref_model = None
     if cfg.lora:
         # CSFT's control-token embeddings must learn too: peft trains just those rows.
         lm = add_lora(lm, cfg, trainable_token_ids=sorted(control_ids.values()) if control_ids else None)
-    if method.uses_reference and (not cfg.lora or cfg.ref_model):
+    # The reference is the policy before any update (with LoRA: its adapters disabled), so at step 0
+    # every log-ratio is 0. Its log-probs are computed by the policy itself when they are precomputed,
+    # else by a frozen copy: in fp32 like the policy's weights and under the same autocast, so that
+    # it computes what the policy computes (a bf16 copy would not: the policy's embeddings, norms
+    # and residual stream stay fp32 under autocast). `ref_model` names another reference.
+    ref_model = None
+    if method.uses_reference and (cfg.ref_model or not (cfg.lora or cfg.precompute_ref_logps)):
         ref_path = resolve_model_path(cfg.ref_model, cfg.cache_dir) if cfg.ref_model else model_path
-        ref_dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
-        ref_model = load_causal_lm(ref_path, dtype=ref_dtype, attn_implementation=cfg.attn_implementation).to(accelerator.device).eval().requires_grad_(False)
+        ref_model = load_causal_lm(ref_path, attn_implementation=cfg.attn_implementation)
+        ref_model = ref_model.to(accelerator.device).eval().requires_grad_(False)
     # One trained module: the LM and, for the methods that have one, the value head V_psi(x).
     value_head = ValueHead(lm.config.hidden_size, cfg.value_head_hidden) if method.uses_value_head else None
     policy = CompletionLogps(lm, value_head, padding_free=cfg.padding_free)
@@ -158,13 +163,13 @@ def train(cfg: UPOConfig) -> Path:
     policy, optimizer, train_loader, scheduler = accelerator.prepare(policy, optimizer, train_loader, scheduler)
     if eval_loader is not None:
         eval_loader = accelerator.prepare(eval_loader)
-    reference_fn = make_reference_fn(accelerator, policy, ref_model, cfg.padding_free)
+    reference_fn = make_reference_fn(accelerator, policy, ref_model, cfg.lora, cfg.padding_free)
 
     # ---- reference log-probs once, then free the reference model ---------------------------------
     if method.uses_reference and cfg.precompute_ref_logps:
         _precompute_all(cfg, data, reference_fn, accelerator, out, pad, show)
-        ref_model = None  # the closure held it too: rebuild it so the model's memory is freed
-        reference_fn = make_reference_fn(accelerator, policy, None, cfg.padding_free)
+        # From here on the batches carry them. The closure held the reference model too: drop both.
+        ref_model = reference_fn = None
 
     # ---- resume ---------------------------------------------------------------------------------
     global_step, epoch, skip = 0, 0, 0
