@@ -290,12 +290,15 @@ def _precompute_all(cfg, data, reference_fn, accelerator, out: Path, pad: int, s
     for items, fmt, name in ((data.train_items, data.train_format, "train"), (data.eval_items, data.eval_format, "eval")):
         if not items:
             continue
-        # Each process computes a contiguous share, then every process receives all the values.
-        with accelerator.split_between_processes(items) as mine:
+        # Each process computes a contiguous share, then every process receives all the values. The
+        # shares are padded to one size (with the last item), so every process makes as many forward
+        # calls: the reference may be the prepared policy, whose forward is collective under FSDP.
+        with accelerator.split_between_processes(items, apply_padding=True) as mine:
             precompute_reference_logps(mine, fmt, _collate_for(fmt, pad), reference_fn, batch_size, accelerator.device,
                                        progress=show, desc=f"reference log-probs ({name})", with_kl=with_kl)
         if accelerator.num_processes > 1:
-            shared = gather_object([{k: item[k] for k in REFERENCE_KEYS if k in item} for item in mine])
+            real = len(items) // accelerator.num_processes + (accelerator.process_index < len(items) % accelerator.num_processes)
+            shared = gather_object([{k: item[k] for k in REFERENCE_KEYS if k in item} for item in mine[:real]])
             for item, values in zip(items, shared, strict=True):
                 item.update(values)
     if accelerator.is_main_process:
