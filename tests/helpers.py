@@ -68,16 +68,23 @@ def build_tiny_model(vocab_size: int, seed: int = 0) -> LlamaForCausalLM:
     return LlamaForCausalLM(config)
 
 
-def pair_rows() -> list[dict]:
-    """Twelve small conversational pairs: a kind answer chosen over a rude one."""
+def pair_rows(topics: list[str] = TOPICS) -> list[dict]:
+    """Small conversational pairs, one per topic (twelve by default): a kind answer chosen over a rude one."""
     return [
         {
             "prompt": [{"role": "user", "content": f"Tell me about {t}."}],
             "chosen": f"{t.capitalize()} are interesting. Here is a short, kind answer about {t}.",
             "rejected": f"No. I will not talk about {t}, it is a dumb and long and complicated question!",
         }
-        for t in TOPICS
+        for t in topics
     ]
+
+
+def write_pairs(path, n: int):
+    """n distinct pairs (helpers.pair_rows over n topics) as JSON lines at `path`."""
+    topics = [*TOPICS, *(f"{t} {k}" for k in range(2, 2 + n // len(TOPICS)) for t in TOPICS)][:n]
+    path.write_text("".join(json.dumps(r) + "\n" for r in pair_rows(topics)))
+    return path
 
 
 def run_config(tiny_model_dir, pairs_file, tmp_path, **overrides) -> UPOConfig:
@@ -143,17 +150,17 @@ def deterministic(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
 
 
-def assert_same_updates(a: dict, b: dict, start: dict, lr: float) -> None:
+def assert_same_updates(a: dict, b: dict, start: dict, lr: float, slack: float = 1.0) -> None:
     """Two trainings from `start` made the same updates, up to float summation order.
 
-    Tolerance: per tensor, |update_a - update_b| / |update_a| < 1e-4 (Frobenius), and no coordinate
-    off by more than lr / 50. Adam divides each coordinate by its gradient's RMS, so a coordinate
-    whose gradient is ~0 (the embedding row of a token that barely occurs) turns rounding noise into
-    a visible step; 3 steps differ by up to ~3e-5 at lr 1e-2 here, while different examples per
-    step move the weights apart by ~lr.
+    Tolerance: per tensor, |update_a - update_b| / |update_a| < slack * 1e-4 (Frobenius), and no
+    coordinate off by more than slack * lr / 50. Adam divides each coordinate by its gradient's RMS,
+    so a coordinate whose gradient is ~0 (the embedding row of a token that barely occurs) turns
+    rounding noise into a visible step; 3 steps differ by up to ~3e-5 at lr 1e-2 here (4 steps, one
+    of them split unevenly, by ~2e-4), while different examples per step move the weights apart by ~lr.
     """
     for k in a:
         da, db = a[k] - start[k], b[k] - start[k]
         assert da.norm() > 0, f"{k} did not move"
-        assert (da - db).norm() / da.norm() < 1e-4, (k, ((da - db).norm() / da.norm()).item())
-        assert (da - db).abs().max() < lr / 50, (k, (da - db).abs().max().item())
+        assert (da - db).norm() / da.norm() < slack * 1e-4, (k, ((da - db).norm() / da.norm()).item())
+        assert (da - db).abs().max() < slack * lr / 50, (k, (da - db).abs().max().item())

@@ -6,7 +6,8 @@ same examples per optimizer step (the sampler draws whole steps, see LengthGroup
 and the loss is a per-example mean, so the parameters agree up to float summation order. KTO's
 reference point z0 is the mean over one micro-batch's mismatched pairs (averaged over processes,
 not over accumulated micro-batches), so KTO-based methods are not accumulation-invariant after
-step 1; they are compared across processes in test_multiprocess.py instead.
+step 1; they are compared across processes in test_multiprocess.py instead. A short last step is
+the mean over its examples however its micro-batches split it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import textwrap
 
 import pytest
 import torch
-from helpers import assert_same_updates, deterministic, run_config
+from helpers import assert_same_updates, deterministic, run_config, write_pairs
 from safetensors.torch import load_file
 
 from upo.data.collate import LengthGroupedBatchSampler
@@ -68,6 +69,33 @@ def test_gradient_accumulation_equals_the_larger_batch(method, pref_loss, tiny_m
     if method == "upo":
         c, d = load_file(str(big / "value_head.safetensors")), load_file(str(acc / "value_head.safetensors"))
         assert max((c[k] - d[k]).abs().max().item() for k in c) < 1e-5
+
+
+# ---- a short last step ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("batch_size", "accumulation"), [(2, 2), (1, 4)])
+def test_a_short_last_step_is_the_mean_over_its_examples(batch_size, accumulation, tiny_model_dir, tmp_path):
+    """15 pairs in steps of 4: three full steps, then one of 3. Split into micro-batches of 2 + 1 or
+    1 + 1 + 1, every step's gradient (its norm, logged before clipping, for the policy and the value
+    head) and the parameters match one batch of 4 (3 at the end). Each micro-batch's mean loss
+    divided by the accumulation steps would give the last step's pairs weights 1/4, 1/4, 1/2 (or 1/4
+    each: 3/4 of the gradient) instead of 1/3: measured, the last grad_norm off by 0.8% (33%) and the
+    updates by 3e-2 relative (the 3/4 gradient leaves no trace in them: clipped to the same norm).
+    Fixed, they agree to 1e-5 and 2e-4 (Adam turns rounding into steps of rare coordinates: slack 10)."""
+    data = write_pairs(tmp_path / "pairs.jsonl", 15)
+    common = dict(method="upo", pref_loss="dpo", eval_fraction=0.0, max_steps=None, num_epochs=1)
+    big = train(run_config(tiny_model_dir, data, tmp_path / "big", batch_size=4, **common))
+    split = train(run_config(tiny_model_dir, data, tmp_path / "split", batch_size=batch_size,
+                             gradient_accumulation_steps=accumulation, **common))  # fmt: skip
+    rows_big, rows_split = read_metrics(big.parent / "metrics.jsonl"), read_metrics(split.parent / "metrics.jsonl")
+    assert [r["step"] for r in rows_big] == [r["step"] for r in rows_split] == [1, 2, 3, 4]
+    for r, s in zip(rows_big, rows_split, strict=True):
+        for key in ("train/grad_norm", "train/value_head/grad_norm"):
+            assert r[key] == pytest.approx(s[key], rel=1e-4), (r["step"], key)
+    assert_same_updates(_weights(big), _weights(split), _weights(tiny_model_dir), lr=1e-2, slack=10)
+    c, d = load_file(str(big / "value_head.safetensors")), load_file(str(split / "value_head.safetensors"))
+    assert max((c[k] - d[k]).abs().max().item() for k in c) < 1e-4  # value_lr 1e-3
 
 
 # ---- seeds -----------------------------------------------------------------------------------

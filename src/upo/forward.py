@@ -36,7 +36,7 @@ class StepInputs:
         return self.reference_logps / self.num_tokens.clamp(min=1)
 
 
-def step_inputs(batch, policy, value_head, reference_fn, method: Method, cfg, accelerator) -> StepInputs:
+def step_inputs(batch, policy, reference_fn, method: Method, cfg, accelerator) -> StepInputs:
     """Run the policy (and whatever the method needs) on one micro-batch.
 
     All its forward passes share one autocast region: autocast keeps the low-precision copies of
@@ -46,17 +46,15 @@ def step_inputs(batch, policy, value_head, reference_fn, method: Method, cfg, ac
     gradient, so the order is safe either way.
     """
     with accelerator.autocast():
-        want_hidden = value_head is not None
         out = policy(
             batch["input_ids"],
             batch["attention_mask"],
             batch["loss_mask"],
-            batch["prompt_last_index"] if want_hidden else None,
+            batch["prompt_last_index"] if method.uses_value_head else None,  # the policy's value head gives V(x)
         )
         reference = batch.get("reference_logps")
         if reference is None and method.uses_reference:
             reference = reference_fn(batch["input_ids"], batch["attention_mask"], batch["loss_mask"])
-        values = value_head(out["prompt_hidden"]) if want_hidden else None
         z0 = None
         if needs_kto_reference_point(method, cfg.pref_loss) and "kl_input_ids" in batch:
             z0 = kto_reference_point(batch, policy, reference_fn, accelerator)
@@ -66,7 +64,7 @@ def step_inputs(batch, policy, value_head, reference_fn, method: Method, cfg, ac
         reference_logps=reference,
         desirable=batch["desirable"],
         rewards=batch["rewards"],
-        values=values,
+        values=out.get("values"),
         kto_reference_point=z0,
         num_tokens=out["num_tokens"],
     )

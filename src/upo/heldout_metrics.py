@@ -13,7 +13,7 @@ from upo.steps import pair_metrics, split_pairs, unpaired_metrics
 
 
 @torch.no_grad()
-def heldout_metrics(loader, policy, value_head, reference_fn, method: Method, cfg, accelerator, eval_format: str) -> dict[str, float]:
+def heldout_metrics(loader, policy, reference_fn, method: Method, cfg, accelerator, eval_format: str) -> dict[str, float]:
     """Mean metrics over the held-out batches, averaged over processes, keys prefixed `eval/`.
 
     Implicit rewards are beta * (policy - reference) log-probs. On held-out *pairs* this gives
@@ -23,9 +23,9 @@ def heldout_metrics(loader, policy, value_head, reference_fn, method: Method, cf
     its aux and value losses).
     """
     averager = MetricsAverager()
-    with eval_mode(policy, value_head):
+    with eval_mode(policy):
         for batch in loader:
-            x = step_inputs(batch, policy, value_head, reference_fn, method, cfg, accelerator)
+            x = step_inputs(batch, policy, reference_fn, method, cfg, accelerator)
             metrics = {}
             if x.reference_logps is not None:
                 rewards = cfg.beta * (x.policy_logps - x.reference_logps)

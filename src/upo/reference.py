@@ -1,13 +1,14 @@
 """Reference log-probs: the reference model's forward, and the one batched log-prob loop.
 
-The reference model is either a separate frozen copy or, with LoRA, the policy itself with its
-adapters disabled. Reference log-probs can be computed once before training
+The reference model is a separate frozen copy, or the policy itself: with LoRA, its adapters
+disabled; without, before training, when the reference log-probs are computed once
 (`precompute_reference_logps`), after which the batches carry them and no reference forward runs;
 they are saved with the run (`reference_table`) so a resume reuses them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -23,8 +24,10 @@ from upo.logps import sequence_logps
 ReferenceFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def make_reference_fn(accelerator, policy, ref_model, padding_free: bool = True) -> ReferenceFn:
-    """(input_ids, attention_mask, loss_mask) -> reference summed log-probs [N], no grad."""
+def make_reference_fn(accelerator, policy, ref_model, lora: bool, padding_free: bool = True) -> ReferenceFn:
+    """(input_ids, attention_mask, loss_mask) -> reference summed log-probs [N], no grad, under the
+    policy's autocast: from `ref_model`, else from the policy itself (with `lora`, adapters disabled;
+    without, only while it has not been updated: for precomputing them before training)."""
 
     @torch.no_grad()
     def reference_logps(input_ids, attention_mask, loss_mask) -> torch.Tensor:
@@ -32,7 +35,7 @@ def make_reference_fn(accelerator, policy, ref_model, padding_free: bool = True)
             if ref_model is not None:
                 return sequence_logps(ref_model, input_ids, attention_mask, loss_mask, padding_free=padding_free).sum
             lm = accelerator.unwrap_model(policy).lm
-            with lm.disable_adapter():  # LoRA: the base model is the reference
+            with lm.disable_adapter() if lora else contextlib.nullcontext():  # LoRA: the base model
                 return policy(input_ids, attention_mask, loss_mask)["sum"]
 
     return reference_logps
@@ -118,13 +121,16 @@ def precompute_run_reference_logps(data, reference_fn: ReferenceFn, accelerator,
     for items, fmt, name in ((data.train_items, data.train_format, "train"), (data.eval_items, data.eval_format, "eval")):
         if not items:
             continue
-        # Each process computes a contiguous share, then every process receives all the values.
-        with accelerator.split_between_processes(items) as mine:
+        # Each process computes a contiguous share, then every process receives all the values. The
+        # shares are padded to one size (with the last item), so every process makes as many forward
+        # calls: the reference may be the prepared policy, whose forward is collective under FSDP.
+        with accelerator.split_between_processes(items, apply_padding=True) as mine:
             precompute_reference_logps(mine, fmt, collate_fn(fmt, pad_token_id), reference_fn, batch_size,
                                        accelerator.device, progress=progress, desc=f"reference log-probs ({name})",
                                        with_kl=with_kl)
         if accelerator.num_processes > 1:
-            shared = gather_object([{k: item[k] for k in REFERENCE_KEYS if k in item} for item in mine])
+            real = len(items) // accelerator.num_processes + (accelerator.process_index < len(items) % accelerator.num_processes)
+            shared = gather_object([{k: item[k] for k in REFERENCE_KEYS if k in item} for item in mine[:real]])
             for item, values in zip(items, shared, strict=True):
                 item.update(values)
     if accelerator.is_main_process:

@@ -26,7 +26,7 @@ from upo.atomic import atomic_folder
 from upo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from upo.config import ConfigError, UPOConfig
 from upo.curves import plot_curves
-from upo.data.collate import LengthGroupedBatchSampler, collate_fn, sequence_lengths
+from upo.data.collate import LengthGroupedBatchSampler, collate_fn, first_items, sequence_lengths
 from upo.data.control import add_control_tokens
 from upo.forward import step_inputs
 from upo.heldout_metrics import heldout_metrics
@@ -100,16 +100,22 @@ def train(cfg: UPOConfig) -> Path:
     disable_dropout(lm)
     if control_ids and len(tokenizer) > lm.get_input_embeddings().num_embeddings:
         lm.resize_token_embeddings(len(tokenizer))  # new rows start at the mean embedding
-    ref_model = None
     if cfg.lora:
         # CSFT's control-token embeddings must learn too: peft trains just those rows.
         lm = add_lora(lm, cfg, trainable_token_ids=sorted(control_ids.values()) if control_ids else None)
-    if method.uses_reference and (not cfg.lora or cfg.ref_model):
+    # The reference is the policy before any update (with LoRA: its adapters disabled), so at step 0
+    # every log-ratio is 0. Its log-probs are computed by the policy itself when they are precomputed,
+    # else by a frozen copy: in fp32 like the policy's weights and under the same autocast, so that
+    # it computes what the policy computes (a bf16 copy would not: the policy's embeddings, norms
+    # and residual stream stay fp32 under autocast). `ref_model` names another reference.
+    ref_model = None
+    if method.uses_reference and (cfg.ref_model or not (cfg.lora or cfg.precompute_ref_logps)):
         ref_path = resolve_model_path(cfg.ref_model, cfg.cache_dir) if cfg.ref_model else model_path
-        ref_dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
-        ref_model = load_causal_lm(ref_path, dtype=ref_dtype, attn_implementation=cfg.attn_implementation).to(accelerator.device).eval().requires_grad_(False)
-    policy = CompletionLogps(lm, padding_free=cfg.padding_free)
+        ref_model = load_causal_lm(ref_path, attn_implementation=cfg.attn_implementation)
+        ref_model = ref_model.to(accelerator.device).eval().requires_grad_(False)
+    # One trained module: the LM and, for the methods that have one, the value head V_psi(x).
     value_head = ValueHead(lm.config.hidden_size, cfg.value_head_hidden) if method.uses_value_head else None
+    policy = CompletionLogps(lm, value_head, padding_free=cfg.padding_free)
 
     # ---- batches, optimizer --------------------------------------------------------------------
     pad = tokenizer.pad_token_id
@@ -140,12 +146,10 @@ def train(cfg: UPOConfig) -> Path:
     schedule = "constant_with_warmup" if cfg.lr_scheduler == "constant" else cfg.lr_scheduler
     scheduler = get_scheduler(schedule, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=total_steps)
 
-    prepared = accelerator.prepare(policy, optimizer, train_loader, scheduler, *([value_head] if value_head else []))
-    policy, optimizer, train_loader, scheduler = prepared[:4]
-    value_head = prepared[4] if value_head is not None else None
+    policy, optimizer, train_loader, scheduler = accelerator.prepare(policy, optimizer, train_loader, scheduler)
     if eval_loader is not None:
         eval_loader = accelerator.prepare(eval_loader)
-    reference_fn = make_reference_fn(accelerator, policy, ref_model, cfg.padding_free)
+    reference_fn = make_reference_fn(accelerator, policy, ref_model, cfg.lora, cfg.padding_free)
 
     # ---- reference log-probs once, then free the reference model ---------------------------------
     if method.uses_reference and cfg.precompute_ref_logps:
@@ -153,13 +157,13 @@ def train(cfg: UPOConfig) -> Path:
         precompute_run_reference_logps(data, reference_fn, accelerator, out / "reference_logps.safetensors", pad,
                                        batch_size=cfg.batch_size * 2, reuse=cfg.resume, progress=show,
                                        with_kl=needs_kto_reference_point(method, cfg.pref_loss))
-        ref_model = None  # the closure held it too: rebuild it so the model's memory is freed
-        reference_fn = make_reference_fn(accelerator, policy, None, cfg.padding_free)
+        # From here on the batches carry them. The closure held the reference model too: drop both.
+        ref_model = reference_fn = None
 
     # ---- resume ---------------------------------------------------------------------------------
     global_step, epoch, skip = 0, 0, 0
     if resume_from is not None:
-        state = load_checkpoint(accelerator, resume_from)
+        state = load_checkpoint(accelerator, resume_from, policy)
         global_step, epoch, skip = state["global_step"], state["epoch"], state["batches_seen_in_epoch"]
         if skip >= len(train_loader):
             epoch, skip = epoch + 1, 0
@@ -182,9 +186,12 @@ def train(cfg: UPOConfig) -> Path:
         step_start, step_tokens = time.perf_counter(), 0
         for batch in loader:
             seen += 1
+            mine, loss_scale = _share(sampler, seen - 1, cfg.batch_size, accelerator)
+            if 0 < mine < len(batch["index"]):
+                batch = first_items(batch, mine)  # drop the copies Accelerate topped a short batch up with
             step_tokens += int(batch["attention_mask"].sum())  # real (non-padding) policy tokens
-            with accelerator.accumulate(policy, *([value_head] if value_head is not None else [])):
-                x = step_inputs(batch, policy, value_head, reference_fn, method, cfg, accelerator)
+            with accelerator.accumulate(policy):
+                x = step_inputs(batch, policy, reference_fn, method, cfg, accelerator)
                 loss, metrics = method.loss(x, cfg)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
@@ -192,7 +199,7 @@ def train(cfg: UPOConfig) -> Path:
                         f"(dataset rows {batch['index'].tolist()}); metrics: "
                         + ", ".join(f"{k}={float(v):.4g}" for k, v in metrics.items())
                     )
-                accelerator.backward(loss)
+                accelerator.backward(loss * loss_scale)
                 if accelerator.sync_gradients and cfg.max_grad_norm:
                     # Policy and value head are clipped apart: the head's regression on large rewards
                     # must not shrink the policy's step (Accelerate unscales fp16 grads in the first call).
@@ -218,8 +225,8 @@ def train(cfg: UPOConfig) -> Path:
                 row["train/epoch"] = epoch + seen / len(train_loader)
                 bar.set_postfix(loss=f"{row.get('train/loss', float('nan')):.4f}")
             if eval_loader is not None and ((cfg.eval_steps and global_step % cfg.eval_steps == 0) or last):
-                row.update(heldout_metrics(eval_loader, policy, value_head, reference_fn, method, cfg, accelerator,
-                                    data.eval_format))
+                row.update(heldout_metrics(eval_loader, policy, reference_fn, method, cfg, accelerator,
+                                           data.eval_format))
             if row:
                 writer.write(global_step, row)
                 accelerator.log(row, step=global_step)
@@ -231,7 +238,7 @@ def train(cfg: UPOConfig) -> Path:
             step_start, step_tokens = time.perf_counter(), 0
         epoch, skip = epoch + 1, 0
     bar.close()
-    final = _save_final(accelerator, policy, value_head, tokenizer, cfg, data, out)
+    final = _save_final(accelerator, policy, tokenizer, cfg, data, out)
     finish_tracking(accelerator)
     if main and cfg.plot_curves:
         try:
@@ -242,20 +249,38 @@ def train(cfg: UPOConfig) -> Path:
     return final
 
 
-def _save_final(accelerator, policy, value_head, tokenizer, cfg: UPOConfig, data, out: Path) -> Path:
-    """final/: save_pretrained model (LoRA merged on request) + tokenizer + resolved config."""
+def _share(sampler: LengthGroupedBatchSampler, batch: int, per_process: int, accelerator) -> tuple[int, float]:
+    """This process's examples in the `batch`-th loader batch of the epoch (counted from 0), and the
+    factor on its mean loss that makes every optimizer step the mean over all of that step's examples.
+
+    Accelerate gives each process `per_process` rows of every sampler batch and tops a short last
+    batch up with examples from the epoch's first batch; those copies count for nothing (a process
+    left with copies only still runs forward and backward, with factor 0, for the collectives).
+    Accelerate divides each micro-batch's loss by the accumulation steps and the processes' gradients
+    are averaged, so a micro-batch of k examples, in a step of S over P processes and G accumulation
+    steps, gets k * P * G / S: exactly 1 in a full step, more in a short last one.
+    """
+    in_batch, in_step = sampler.examples(batch)
+    mine = min(max(in_batch - per_process * accelerator.process_index, 0), per_process)
+    return mine, mine * accelerator.num_processes * accelerator.gradient_accumulation_steps / in_step
+
+
+def _save_final(accelerator, policy, tokenizer, cfg: UPOConfig, data, out: Path) -> Path:
+    """final/: save_pretrained model (LoRA merged on request) + tokenizer + resolved config, and the
+    value head (value_head.safetensors) of the methods that have one."""
     final = out / "final"
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        lm = accelerator.unwrap_model(policy).lm
+        trained = accelerator.unwrap_model(policy)
+        lm = trained.lm
         if cfg.lora and cfg.merge_lora:
             lm = lm.merge_and_unload()
         with atomic_folder(final) as tmp:
             lm.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
             cfg.save(tmp / "upo_config.yaml")
-            if value_head is not None:
-                save_file(accelerator.unwrap_model(value_head).state_dict(), str(tmp / "value_head.safetensors"))
+            if trained.value_head is not None:
+                save_file(trained.value_head.state_dict(), str(tmp / "value_head.safetensors"))
             if data.standardizer is not None:
                 (tmp / "reward_standardizer.json").write_text(json.dumps(data.standardizer.to_dict(), indent=2))
     accelerator.wait_for_everyone()
