@@ -78,6 +78,15 @@ skipped on rerun, so an interrupted sweep continues where it stopped.
 """
 
 
+COMPARE_EPILOG = """\
+example:
+  upo compare runs/dpo/eval runs/upo/eval --output runs/compare/dpo-vs-upo.json
+
+Both evaluations must be on the same prompts (same data, split and --prompts); the prompts are
+resampled together, so the interval is that of a paired comparison.
+"""
+
+
 def _add_eval_parsers(sub) -> None:
     from upo.evaluation.config import EvalConfig
 
@@ -91,6 +100,19 @@ def _add_eval_parsers(sub) -> None:
     )
     evaluate.add_argument("--config", metavar="FILE.yaml", help="YAML file of eval keys")
     _add_dataclass_flags(evaluate, EvalConfig, "eval", "eval keys (defaults < --config file < these flags)")
+
+    compare = sub.add_parser(
+        "compare",
+        help="compare two evaluations of the same prompts: each metric's difference with a paired 95%% interval",
+        description="Compare two `upo eval` outputs on the same prompts: for each metric, B - A with its 95%% "
+        "paired bootstrap interval over the prompts (or held-out pairs), and the side it favours.",
+        epilog=COMPARE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    compare.add_argument("a", metavar="A", help="an eval output folder or its eval.json")
+    compare.add_argument("b", metavar="B", help="another, on the same prompts")
+    compare.add_argument("--output", metavar="FILE.json", help="also write the comparison as JSON (and FILE.md)")
 
     frontier = sub.add_parser(
         "frontier",
@@ -248,6 +270,10 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_eval_config(args.config, {k[5:]: v for k, v in vars(args).items() if k.startswith("eval.")})
             print(format_eval(run_eval(cfg)))
             print(f"upo: wrote {', '.join(map(str, output_paths(cfg.output)))}")
+        elif args.command == "compare":
+            from upo.evaluation.compare import run_compare
+
+            print(run_compare(args.a, args.b, args.output))
         elif args.command == "frontier":
             from upo.frontier.run import run_frontier
 

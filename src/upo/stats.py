@@ -5,8 +5,8 @@
   resample, and read the interval off the quantiles of those means. With several generations per
   prompt the units are the prompts (their per-prompt means), never the generations, which are not
   independent. With several training seeds, `bootstrap_means` resamples the seeds as well.
-- Paired comparison of two evaluations on the same units: the bootstrap of the per-unit
-  differences b - a (the same resampled units for both).
+- Paired comparison of two evaluations on the same units: the bootstrap of the difference of
+  their means, with the same resampled units for both (`paired_difference_draws`).
 
 Resamples are drawn as multinomial counts [resamples, n] (how often each unit is drawn), so the
 resampled means are one matrix product; a fixed seed makes every interval reproducible.
@@ -81,6 +81,20 @@ def bootstrap_interval(values, confidence: float = CONFIDENCE, resamples: int = 
         raise ValueError("bootstrap_interval: no values")
     counts = resample_counts(len(values), resamples, np.random.default_rng(seed))
     return percentile_interval(bootstrap_means(values, counts), confidence)
+
+
+def paired_difference_draws(a, b, resamples: int = RESAMPLES, seed: int = SEED) -> np.ndarray:
+    """[resamples] bootstrap draws of mean(b) - mean(a), for values a [k_a seeds, n] and b [k_b seeds, n]
+    (or [n]) on the same n units: each draw resamples the units once for both (paired), and each
+    side's seeds on their own (separate training runs). With one seed each, this is the bootstrap of
+    the per-unit differences b - a."""
+    a, b = np.atleast_2d(np.asarray(a, dtype=np.float64)), np.atleast_2d(np.asarray(b, dtype=np.float64))
+    if a.shape[1] != b.shape[1] or a.shape[1] == 0:
+        raise ValueError(f"paired_difference_draws: need the same units on both sides, got {a.shape[1]} and {b.shape[1]}")
+    rng = np.random.default_rng(seed)
+    units = resample_counts(a.shape[1], resamples, rng)
+    seeds_a, seeds_b = (resample_counts(len(x), resamples, rng) if len(x) > 1 else None for x in (a, b))
+    return bootstrap_means(b, units, seeds_b) - bootstrap_means(a, units, seeds_a)
 
 
 def is_binary(values) -> bool:

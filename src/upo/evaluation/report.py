@@ -9,7 +9,7 @@ SECTIONS = ("judge/", "rewards/", "logps/", "safety/", "toxicity/", "readability
             "sentiment/", "relevance/", "scorer/", "length/")
 
 
-def _order(metric: str) -> tuple[int, str]:
+def metric_order(metric: str) -> tuple[int, str]:
     rank = next((i for i, prefix in enumerate(SECTIONS) if metric.startswith(prefix)), len(SECTIONS))
     return rank, metric
 
@@ -46,7 +46,7 @@ def format_eval(result: dict) -> str:
         "| metric | value | 95% interval | interval method | better |",
         "|---|---|---|---|---|",
     ]
-    for metric in sorted(result["metrics"], key=_order):
+    for metric in sorted(result["metrics"], key=metric_order):
         interval = result["intervals"].get(metric)
         lines.append(f"| {metric} | {format_value(result['metrics'][metric])} | {format_interval(interval)} "
                      f"| {interval['method'] if interval else ''} | {ARROWS[result['directions'][metric]]} |")
