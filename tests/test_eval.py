@@ -131,6 +131,10 @@ def test_heldout_rows_are_the_ones_training_holds_out(tiny_model_dir, tiny_token
     assert [it["chosen_ids"] for it in ours] == [it["chosen_ids"] for it in trained_eval]
     other, _ = tokenize_pairs(heldout_records(str(pairs_file), eval_fraction=0.25, seed=8), tiny_tokenizer, **lengths)
     assert [it["chosen_ids"] for it in other] != [it["chosen_ids"] for it in trained_eval]
+    # split_seed fixes the split whatever the training seed (runs of several seeds share one eval set)
+    cfg = run_config(tiny_model_dir, pairs_file, tmp_path, method="dpo", eval_fraction=0.25, seed=3, split_seed=7)
+    assert cfg.heldout_seed == 7 and [it["chosen_ids"] for it in ours] == [
+        it["chosen_ids"] for it in prepare_data(cfg, tiny_tokenizer, progress=False).eval_items]
     everything = heldout_records(str(pairs_file))
     assert len(everything) == 12 and references(everything)[0][1] == everything[0].chosen
 
