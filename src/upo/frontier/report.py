@@ -87,8 +87,8 @@ def _verdict_table(summary: list[dict]) -> list[str]:
 def _comparison_table(comparisons: list[dict]) -> list[str]:
     lines = ["| UPO point | preference-only point | metric | UPO - pref | 95% interval | better |",
              "|---|---|---|---|---|---|"]
-    lines += [f"| {c['upo']} | {c['preference']} | {c['metric']} {ARROWS[direction(c['metric'])].split(' ')[0]} "
-              f"| {format_value(c['difference'])} | {_interval((c['low'], c['high']))} | {c['better']} |"
+    lines += [f"| {c['upo']} | {c['preference']} | {c['metric']} {ARROWS[direction(c['metric'])].split(' ')[0]}".rstrip()
+              + f" | {format_value(c['difference'])} | {_interval((c['low'], c['high']))} | {c['better']} |"
               for c in comparisons]
     return lines
 
