@@ -196,3 +196,31 @@ def test_seeds_must_be_distinct_integers(tmp_path):
         path.write_text(yaml.safe_dump({"base": {"dataset": "x"}, "methods": ["dpo"], "seeds": bad}))
         with pytest.raises(ConfigError, match="seeds"):
             load_sweep(path)
+
+
+def test_decisive_hh_sweep_is_valid():
+    """examples/frontier_hh_seeds.yaml (issue 15, item 5): >= 384 held-out prompts, >= 3 seeds, the
+    points it must compare, a judge trained on the same split; every run's config builds."""
+    from conftest import HH_FILE
+
+    from upo.frontier.run import eval_template, point_config
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "frontier_hh_seeds.yaml"
+    sweep, quick = load_sweep(path), load_sweep(path, quick=True)
+    assert len(sweep.seeds) >= 3 and str(quick.output_dir) != str(sweep.output_dir)
+    points = {p.name: p for p in sweep.points}
+    configs = {name: point_config(p, sweep, sweep.seeds[0]) for name, p in points.items()}
+    kinds = {(c.method, c.pref_loss if c.method == "upo" else None, c.relabel, points[n].aux_coef)
+             for n, c in configs.items()}
+    assert {("dpo", None, False, None), ("kto", None, False, None), ("upo", "kto", False, 0.3),
+            ("upo", "kto", False, 1.0), ("upo", "dpo", False, 1.0), ("modpo", None, False, 1.0),
+            ("dpo", None, True, None)} <= kinds
+    assert all(c.max_examples is None and c.split_seed == sweep.base["seed"] for c in configs.values())
+    template = eval_template(sweep, sweep.base_config())
+    assert template.eval_fraction == 0.25 and template.prompts >= 384 and template.split_seed == 42
+    assert template.judge == "rm:runs/rm-hh-025/final"
+    assert "--eval_fraction 0.25 --seed 42" in path.read_text() and "--output_dir runs/rm-hh-025" in path.read_text()
+    if HH_FILE.exists():  # 1800 pairs: 450 held out, at least the 384 evaluated
+        from upo.evaluation.heldout import heldout_records
+
+        assert len(heldout_records(str(HH_FILE), eval_fraction=0.25, seed=42)) >= template.prompts
