@@ -65,7 +65,8 @@ examples:
       --judge rm:runs/rm-hh/final --output runs/upo-hh/eval
   upo eval --model embedded:smollm2-135m-instruct --data heldout.jsonl --scorers safety,readability,profanity
 
-Writes eval.json (metrics, each metric's better direction, settings), eval.md and generations.jsonl.
+Writes eval.json (metrics with 95% intervals, each metric's better direction, settings, per-prompt
+values), eval.md and generations.jsonl. `upo compare` pairs two evaluations of the same prompts.
 """
 
 FRONTIER_EPILOG = """\
@@ -73,8 +74,9 @@ example:
   upo frontier --config examples/frontier_hh.yaml --quick
 
 Trains every point of the sweep into OUTPUT_DIR/points/NAME/, evaluates it (and the base model) and
-writes frontier.json, frontier.csv, one PNG per auxiliary metric and report.md. Finished points are
-skipped on rerun, so an interrupted sweep continues where it stopped.
+writes frontier.json, frontier.csv, one PNG per auxiliary metric and report.md, with 95% intervals
+(over prompts, and over seeds when the sweep lists `seeds:`). Finished runs are skipped on rerun,
+so an interrupted sweep continues where it stopped.
 """
 
 
