@@ -189,6 +189,16 @@ def test_frontier_without_seeds_keeps_one_run_per_point(tmp_path, monkeypatch, c
     assert result["points"][1]["intervals"]["judge/win_rate"][0] < result["points"][1]["metrics"]["judge/win_rate"]
     assert "one run per point" in (out / "report.md").read_text()
 
+    # an eval.json from before per-prompt values were kept is evaluated again (not retrained); the rest is kept
+    old = out / "points" / "kto" / "eval.json"
+    old.write_text(json.dumps({k: v for k, v in json.loads(old.read_text()).items() if k not in ("per_prompt",
+                                                                                                  "per_pair")}))
+    capsys.readouterr()
+    assert main(["frontier", "--config", str(sweep_file(tmp_path, None))]) == 0
+    log = capsys.readouterr().out
+    assert "without per-prompt values; evaluating again" in log and log.count("evaluating") == 2  # message + run
+    assert "training" not in log and "dpo: done earlier, skipping" in log
+
 
 def test_seeds_must_be_distinct_integers(tmp_path):
     for bad in ([], [1, 1], ["a"], 3, [-1]):
