@@ -66,7 +66,8 @@ examples:
       --judge rm:runs/rm-hh/final --output runs/upo-hh/eval
   upo eval --model embedded:smollm2-135m-instruct --data heldout.jsonl --scorers safety,readability,profanity
 
-Writes eval.json (metrics, each metric's better direction, settings), eval.md and generations.jsonl.
+Writes eval.json (metrics with 95% intervals, each metric's better direction, settings, per-prompt
+values), eval.md and generations.jsonl. `upo compare` pairs two evaluations of the same prompts.
 """
 
 FRONTIER_EPILOG = """\
@@ -74,8 +75,18 @@ example:
   upo frontier --config examples/frontier_hh.yaml --quick
 
 Trains every point of the sweep into OUTPUT_DIR/points/NAME/, evaluates it (and the base model) and
-writes frontier.json, frontier.csv, one PNG per auxiliary metric and report.md. Finished points are
-skipped on rerun, so an interrupted sweep continues where it stopped.
+writes frontier.json, frontier.csv, one PNG per auxiliary metric and report.md, with 95% intervals
+(over prompts, and over seeds when the sweep lists `seeds:`). Finished runs are skipped on rerun,
+so an interrupted sweep continues where it stopped.
+"""
+
+
+COMPARE_EPILOG = """\
+example:
+  upo compare runs/dpo/eval runs/upo/eval --output runs/compare/dpo-vs-upo.json
+
+Both evaluations must be on the same prompts (same data, split and --prompts); the prompts are
+resampled together, so the interval is that of a paired comparison.
 """
 
 
@@ -126,6 +137,19 @@ def _add_eval_parsers(sub) -> None:
     )
     evaluate.add_argument("--config", metavar="FILE.yaml", help="YAML file of eval keys")
     _add_dataclass_flags(evaluate, EvalConfig, "eval", "eval keys (defaults < --config file < these flags)")
+
+    compare = sub.add_parser(
+        "compare",
+        help="compare two evaluations of the same prompts: each metric's difference with a paired 95%% interval",
+        description="Compare two `upo eval` outputs on the same prompts: for each metric, B - A with its 95%% "
+        "paired bootstrap interval over the prompts (or held-out pairs), and the side it favours.",
+        epilog=COMPARE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    compare.add_argument("a", metavar="A", help="an eval output folder or its eval.json")
+    compare.add_argument("b", metavar="B", help="another, on the same prompts")
+    compare.add_argument("--output", metavar="FILE.json", help="also write the comparison as JSON (and FILE.md)")
 
     frontier = sub.add_parser(
         "frontier",
@@ -284,6 +308,10 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_eval_config(args.config, {k[5:]: v for k, v in vars(args).items() if k.startswith("eval.")})
             print(format_eval(run_eval(cfg)))
             print(f"upo: wrote {', '.join(map(str, output_paths(cfg.output)))}")
+        elif args.command == "compare":
+            from upo.evaluation.compare import run_compare
+
+            print(run_compare(args.a, args.b, args.output))
         elif args.command == "frontier":
             from upo.frontier.run import run_frontier
 

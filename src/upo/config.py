@@ -79,7 +79,8 @@ class UPOConfig:
 
     # ---- optimization ------------------------------------------------------------------------
     output_dir: str = "runs/upo"  # run folder: config.yaml, metrics.jsonl, checkpoints/, final/
-    seed: int = 42  # seeds data order, initialization and sampling
+    seed: int = 42  # seeds data order, initialization and sampling (and the held-out split unless split_seed is set)
+    split_seed: int | None = None  # seeds the held-out split and the max_examples pick; null = seed (runs of several seeds then share one split)
     num_epochs: int = 1  # passes over the training data (unless max_steps is set)
     max_steps: int | None = None  # optimizer steps; overrides num_epochs when set
     batch_size: int = 4  # pairs (paired methods) or examples (unpaired) per micro-batch
@@ -147,6 +148,11 @@ class UPOConfig:
         from upo.methods import METHODS
 
         _check_choice("method", self.method, tuple(METHODS))
+
+    @property
+    def heldout_seed(self) -> int:
+        """The seed of the held-out split and of the max_examples pick: split_seed, else seed."""
+        return self.seed if self.split_seed is None else self.split_seed
 
     # -- serialization ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -114,10 +114,10 @@ def prepare_data(cfg: UPOConfig, tokenizer, progress: bool = True) -> PreparedDa
     report: list[str] = []
     records = _load(cfg.dataset, cfg.dataset_split, report)
     if cfg.eval_dataset:
-        random.Random(cfg.seed).shuffle(records)
+        random.Random(cfg.heldout_seed).shuffle(records)
         eval_records = _load(cfg.eval_dataset, cfg.dataset_split, report)
     else:
-        eval_records, records = split_heldout(records, cfg.eval_fraction, cfg.seed)
+        eval_records, records = split_heldout(records, cfg.eval_fraction, cfg.heldout_seed)
     if cfg.max_examples is not None:
         records = records[: cfg.max_examples]
     if not records:

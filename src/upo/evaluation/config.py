@@ -23,7 +23,7 @@ class EvalConfig:
     data: str = ""  # preference data whose held-out rows give the prompts, the references (chosen) and the pairs
     data_split: str = "train"  # split to read from a datasets source
     eval_fraction: float | None = None  # null: every row of `data` is held out; else the share `upo train` held out (same split_seed)
-    split_seed: int = 42  # with eval_fraction: the training run's `seed`, which shuffled the rows before the split
+    split_seed: int = 42  # with eval_fraction: the training run's `split_seed` (else its `seed`), which shuffled the rows before the split
     prompts: int = 64  # evaluate the first N held-out rows (deterministic)
     output: str = "runs/eval"  # folder for eval.json, eval.md and generations.jsonl, or a path ending in .json
 

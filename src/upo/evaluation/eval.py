@@ -9,8 +9,13 @@
    category), reading grade and any other scorer, as natural quantities with their better direction.
 4. Length of the generations relative to the chosen responses.
 
-Writes eval.json (metrics, directions, settings), eval.md (a table) and generations.jsonl
-({"prompt", "response", "reference"} lines, which `upo score` reads).
+Every metric is the mean of per-unit values (a prompt's, averaged over its samples, or a held-out
+pair's) and gets a 95% interval from them (`upo.evaluation.intervals`): Wilson for 0/1 rates, a
+percentile bootstrap over the units otherwise.
+
+Writes eval.json (metrics, intervals, directions, settings, and the per-prompt and per-pair values
+that `upo compare` pairs up), eval.md (a table) and generations.jsonl ({"prompt", "response",
+"reference"} lines, which `upo score` reads).
 """
 
 from __future__ import annotations
@@ -21,14 +26,23 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
 from upo.data.records import PreferencePair, prompt_text
 from upo.evaluation.config import EvalConfig
 from upo.evaluation.heldout import fit_prompt, heldout_records, references
-from upo.evaluation.implicit import autocast, implicit_reward_metrics, pair_logps
-from upo.evaluation.metrics import direction, length_metrics, scorer_metrics, violation_metrics
+from upo.evaluation.implicit import autocast, implicit_reward_values, pair_logps
+from upo.evaluation.intervals import (
+    INTERVAL_SETTINGS,
+    compact_json,
+    per_prompt,
+    summarize,
+    unit_id,
+    unit_section,
+)
+from upo.evaluation.metrics import direction, length_values, scorer_values, violation_values
 from upo.evaluation.report import format_eval
 from upo.generation import generate
 from upo.modeling import load_causal_lm, load_tokenizer, resolve_model_path
@@ -56,9 +70,10 @@ def make_judge(cfg: EvalConfig, cache=None):
     return judges.LLMJudge(cfg.judge_base_url, cfg.judge_model, api_key_env=cfg.judge_api_key_env)
 
 
-def judge_metrics(cfg: EvalConfig, judge, prompts: list[str], responses: list[str],
-                  references: list[str]) -> dict[str, float]:
-    """Win rate of the responses against the references (ties count half), by `judge` or cfg.judge."""
+def judge_values(cfg: EvalConfig, judge, prompts: list[str], responses: list[str],
+                 references: list[str]) -> dict[str, np.ndarray]:
+    """judge/win_rate per response [n]: 1 when it beats its reference, 0.5 for a tie, 0 when it loses
+    (their mean is the win rate), by `judge` or cfg.judge."""
     from upo.judges import win_rate
     from upo.rewards.cache import ScoreCache, default_cache_dir
 
@@ -67,7 +82,8 @@ def judge_metrics(cfg: EvalConfig, judge, prompts: list[str], responses: list[st
             outcomes = make_judge(cfg, cache).compare(prompts, responses, references)
     else:
         outcomes = judge.compare(prompts, responses, references)
-    return {"judge/win_rate": win_rate(outcomes), "judge/comparisons": float(len(outcomes))}
+    win_rate(outcomes)  # checks the outcomes
+    return {"judge/win_rate": np.asarray(outcomes, dtype=np.float64)}
 
 
 def training_beta(model_path: str) -> float | None:
@@ -87,14 +103,15 @@ def _load(path: str):
     return load_tokenizer(path), load_causal_lm(path).to(_device())
 
 
-def auxiliary_metrics(prompts: list[str], responses: list[str], cfg: EvalConfig) -> dict[str, float]:
-    """Safety (violation rates from the 6 toxicity probabilities) and every other scorer's mean, as
-    natural quantities (`upo.evaluation.metrics`). Scores other than safety's are cached like training's."""
-    metrics: dict[str, float] = {}
+def auxiliary_values(prompts: list[str], responses: list[str], cfg: EvalConfig) -> dict[str, np.ndarray]:
+    """Per response [n]: safety (violations from the 6 toxicity probabilities) and every other
+    scorer, as natural quantities (`upo.evaluation.metrics`). Scores other than safety's are cached
+    like training's."""
+    values: dict[str, np.ndarray] = {}
     if "safety" in cfg.scorers:
         from upo.rewards.toxicity import toxicity_scores
 
-        metrics.update(violation_metrics(toxicity_scores(responses), cfg.violation_threshold))
+        values.update(violation_values(toxicity_scores(responses), cfg.violation_threshold))
     others = [s for s in cfg.scorers if s != "safety"]
     if others:
         from upo.rewards.cache import ScoreCache, default_cache_dir
@@ -103,8 +120,8 @@ def auxiliary_metrics(prompts: list[str], responses: list[str], cfg: EvalConfig)
         with ScoreCache(cfg.cache_dir or default_cache_dir()) as cache:
             raw = score_texts(prompts, responses, others, cache=cache, progress=cfg.progress)  # [n, K]
         for k, name in enumerate(others):
-            metrics.update(scorer_metrics(name, raw[:, k]))
-    return metrics
+            values.update(scorer_values(name, raw[:, k]))
+    return values
 
 
 def _reference_logps(cfg: EvalConfig, pairs: list[PreferencePair], memo: dict | None) -> dict[int, tuple[float, float]]:
@@ -145,7 +162,6 @@ def run_eval(cfg: EvalConfig, *, judge=None, reference_memo: dict | None = None)
     rows = [{"prompt": p, "response": o, "reference": ref} for (p, ref), outs in zip(refs, outputs, strict=True)
             for o in outs]
 
-    metrics: dict[str, float] = {}
     pairs = [r for r in records if isinstance(r, PreferencePair)]
     policy = None
     if cfg.ref_model and pairs:
@@ -154,29 +170,44 @@ def run_eval(cfg: EvalConfig, *, judge=None, reference_memo: dict | None = None)
                             desc="policy log-probs")
     del model  # freed before the reference model (or the judge) is loaded
     gc.collect()
+    pair_units = ([], {})
     if policy is not None:
-        metrics.update(implicit_reward_metrics(policy, _reference_logps(cfg, pairs, reference_memo), beta))
+        common, values = implicit_reward_values(policy, _reference_logps(cfg, pairs, reference_memo), beta)
+        pair_units = ([unit_id([pairs[i].prompt, pairs[i].chosen, pairs[i].rejected]) for i in common], values)
 
     texts = [prompt_text(r["prompt"]) for r in rows]
     responses = [r["response"] for r in rows]
+    values = {}  # metric -> [generations]
     if judge is not None or cfg.judge:
-        metrics.update(judge_metrics(cfg, judge, texts, responses, [r["reference"] for r in rows]))
-    metrics.update(auxiliary_metrics(texts, responses, cfg))
-    metrics.update(length_metrics(responses, [r["reference"] for r in rows]))
+        values.update(judge_values(cfg, judge, texts, responses, [r["reference"] for r in rows]))
+    values.update(auxiliary_values(texts, responses, cfg))
+    values.update(length_values(responses, [r["reference"] for r in rows]))
+    prompt_units = ([unit_id([p, ref]) for p, ref in refs], {k: per_prompt(v, cfg.samples) for k, v in values.items()})
 
+    metrics, intervals = summarize(prompt_units[1], cfg.samples)
+    if "judge/win_rate" in values:
+        metrics["judge/comparisons"] = float(len(rows))
+    if pair_units[0]:
+        pair_metrics, pair_intervals = summarize(pair_units[1])
+        metrics.update({**pair_metrics, "rewards/pairs": float(len(pair_units[0]))})
+        intervals.update(pair_intervals)
     result = {
         "model": cfg.model,
         "data": cfg.data,
         "metrics": metrics,
+        "intervals": intervals,
+        "interval_settings": INTERVAL_SETTINGS,
         "directions": {k: direction(k) for k in metrics},
         "counts": {"prompts": len(refs), "generations": len(rows)},
         "settings": cfg.settings(),
         "wall_time_s": round(time.time() - start, 1),
+        "per_prompt": unit_section(*prompt_units),
+        "per_pair": unit_section(*pair_units),
     }
     json_path, md_path, gen_path = output_paths(cfg.output)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     with gen_path.open("w", encoding="utf-8") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
     md_path.write_text(format_eval(result) + "\n")
-    json_path.write_text(json.dumps(result, indent=2) + "\n")  # last: its presence means the evaluation finished
+    json_path.write_text(compact_json(result) + "\n")  # last: its presence means the evaluation finished
     return result

@@ -3,11 +3,12 @@
 Each model scores the pairs tokenized by its own tokenizer (a CSFT policy sees its desirable control
 token after the prompt, as it does when generating; the reference does not), with the one
 log-prob function of the project (`upo.logps.sequence_logps`); the metrics are the standard DPO
-names of `upo.steps.pair_metrics`.
+names of `upo.steps.pair_metrics`, given per pair so that they get intervals.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from upo.data.collate import collate_fn
@@ -17,7 +18,6 @@ from upo.data.tokenize import tokenize_pairs
 from upo.logps import sequence_logps
 from upo.modeling import eval_mode
 from upo.reference import item_logps
-from upo.steps import pair_metrics
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -46,16 +46,21 @@ def pair_logps(model, tokenizer, pairs: list[PreferencePair], *, max_length: int
     return {item["index"]: (lp["chosen_logps"], lp["rejected_logps"]) for item, lp in zip(items, logps, strict=True)}
 
 
-def implicit_reward_metrics(policy: dict[int, tuple[float, float]], reference: dict[int, tuple[float, float]],
-                            beta: float) -> dict[str, float]:
-    """Means over the pairs both models scored: rewards/{chosen,rejected,margins,accuracies} with
-    rewards = beta * (policy - reference) summed log-probs, logps/{chosen,rejected} of the policy,
-    and rewards/pairs, their number (no metric when there is no common pair)."""
+def implicit_reward_values(policy: dict[int, tuple[float, float]], reference: dict[int, tuple[float, float]],
+                           beta: float) -> tuple[list[int], dict[str, np.ndarray]]:
+    """(pair indices, {metric: [B] values}) over the B pairs both models scored, with rewards =
+    beta * (policy - reference) summed log-probs: rewards/{chosen,rejected,margins}, rewards/accuracies
+    (1 when chosen's reward is above rejected's, else 0) and logps/{chosen,rejected} of the policy.
+    Their means are the standard DPO metrics of `upo.steps.pair_metrics`."""
     common = sorted(policy.keys() & reference.keys())
-    if not common:
-        return {}
-    pol = torch.tensor([policy[i] for i in common], dtype=torch.float64)  # [B, 2] chosen, rejected
-    ref = torch.tensor([reference[i] for i in common], dtype=torch.float64)  # [B, 2]
+    pol = np.asarray([policy[i] for i in common], dtype=np.float64).reshape(-1, 2)  # [B, 2] chosen, rejected
+    ref = np.asarray([reference[i] for i in common], dtype=np.float64).reshape(-1, 2)  # [B, 2]
     rewards = beta * (pol - ref)  # [B, 2]
-    metrics = pair_metrics(rewards[:, 0], rewards[:, 1], pol[:, 0], pol[:, 1])
-    return {**{k: float(v) for k, v in metrics.items()}, "rewards/pairs": float(len(common))}
+    return common, {
+        "rewards/chosen": rewards[:, 0],
+        "rewards/rejected": rewards[:, 1],
+        "rewards/margins": rewards[:, 0] - rewards[:, 1],
+        "rewards/accuracies": (rewards[:, 0] > rewards[:, 1]).astype(np.float64),
+        "logps/chosen": pol[:, 0],
+        "logps/rejected": pol[:, 1],
+    }

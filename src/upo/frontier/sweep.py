@@ -8,6 +8,7 @@
     method_overrides: {upo: {pref_loss: dpo}, modpo: {aux_coef: [1.0]}}
     reward_variants: {safety: {safety: 1.0}, mix: {safety: 0.95, readability: 0.05}}   # optional
     points: [{name: dpo-relabel, method: dpo, relabel: true}]                        # explicit extras
+    seeds: [1, 2, 3]                       # optional: train and generate every point once per seed
     preference_metric: auto                # or judge/win_rate, rewards/accuracies
     aux_metrics: auto                      # or a list of eval.json metric names
     quick: {...}                           # deep-merged over this file with --quick
@@ -18,6 +19,10 @@
 one knob for it (MODPO's margin, aoPPO's R + r_a). A point's group is the table's too
 (`Method.frontier_group`). A method's `aux_coef` in method_overrides (a number or a list)
 replaces the grid for that method. Preference-only methods get one point.
+
+With `seeds:`, point NAME trains into points/NAME/seed-S/ with `seed: S` (data order,
+initialization, sampling) and generates its evaluation with seed S; every seed shares the held-out
+split of the base's seed (`split_seed`). Without it each point is one run in points/NAME/.
 
 Keys and types are checked when the file is read; method names only when a point's UPOConfig is
 built (`point_config`), so a point with a method this version lacks fails alone and the rest run.
@@ -34,7 +39,7 @@ from upo.config import ConfigError, UPOConfig, coerce, read_yaml_mapping
 from upo.evaluation.config import coerce_eval
 
 TOP_KEYS = ("output_dir", "base", "eval", "methods", "aux_coef", "method_overrides", "reward_variants", "points",
-            "preference_metric", "aux_metrics", "quick")
+            "preference_metric", "aux_metrics", "seeds", "quick")
 # Every point must share the held-out split (it is the evaluation set) and get its own run folder.
 SHARED_KEYS = ("dataset", "dataset_split", "eval_dataset", "eval_fraction", "seed", "output_dir")
 # Set per point by the sweep, not in eval:
@@ -62,6 +67,7 @@ class Sweep:
     aux_metrics: list[str] | str = "auto"
     source: str = ""
     quick: bool = False
+    seeds: list[int] | None = None  # training (and generation) seeds of every point; None = one run, the base's seed
 
     def base_config(self) -> UPOConfig:
         return UPOConfig(**self.base)
@@ -177,6 +183,15 @@ def expand_points(spec: dict[str, Any], base: dict[str, Any]) -> list[Point]:
     return points
 
 
+def _seeds(value: Any, where: str) -> list[int] | None:
+    if value is None:
+        return None
+    if not (isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                                      for v in value) and len(set(value)) == len(value)):
+        raise ConfigError(f"{where}: seeds: expected a non-empty list of distinct integers >= 0, got {value!r}")
+    return list(value)
+
+
 def load_sweep(path: str | Path, quick: bool = False, output_dir: str | None = None) -> Sweep:
     """Read SWEEP.yaml (with its quick: overrides when `quick`) and expand its points."""
     path = Path(path)
@@ -207,4 +222,5 @@ def load_sweep(path: str | Path, quick: bool = False, output_dir: str | None = N
         aux_metrics=aux_metrics,
         source=str(path),
         quick=quick,
+        seeds=_seeds(spec.get("seeds"), str(path)),
     )
