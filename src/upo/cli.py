@@ -8,6 +8,7 @@ import sys
 
 from upo import __version__
 from upo.config import FIELDS, ConfigError, UPOConfig, field_comments, load_config
+from upo.domains import field_domains
 
 TRAIN_EPILOG = """\
 examples:
@@ -39,6 +40,7 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, prefix: str
     """One --flag per field of config dataclass `cls` (dest `prefix.name`); the help text is the
     field's comment, and flags left out are absent from the namespace (defaults < file < flags)."""
     comments = field_comments(cls)
+    domains = field_domains(cls)
     group = parser.add_argument_group(title)
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
@@ -50,8 +52,12 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, prefix: str
             nargs="?" if is_bool else None,
             const="true" if is_bool else None,
             default=argparse.SUPPRESS,
-            help=f"{comments.get(f.name, '')} [default: {default!r}]".strip(),
+            help=f"{comments.get(f.name, '')} [{_domain_note(domains.get(f.name))}default: {default!r}]".strip(),
         )
+
+
+def _domain_note(domain) -> str:
+    return f"{domain}; " if domain is not None else ""
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
