@@ -18,12 +18,22 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import DataLoaderConfiguration, gather_object, set_seed
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from upo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from upo.checkpoint import (
+    check_resume,
+    check_same_data,
+    data_fingerprint,
+    intact_checkpoint,
+    latest_checkpoint,
+    load_checkpoint,
+    remove_stale_copies,
+    save_checkpoint,
+)
 from upo.config import ConfigError, UPOConfig
 from upo.data.collate import LengthGroupedBatchSampler, collate_pairs, collate_unpaired, sequence_lengths
 from upo.data.control import add_control_tokens
@@ -84,14 +94,18 @@ def train(cfg: UPOConfig) -> Path:
     show = cfg.progress and main
     log = tqdm.write if main else (lambda *_: None)
     out = Path(cfg.output_dir)
-    resume_from = latest_checkpoint(out) if cfg.resume else None
+    resume_from = intact_checkpoint(out, log) if cfg.resume else None
+    if resume_from is not None:
+        for key, (old, new) in check_resume(resume_from, cfg, accelerator.num_processes).items():
+            log(f"upo: resuming with {key} changed: {old!r} -> {new!r}")
     if not cfg.resume and (latest_checkpoint(out) or (out / "final").exists()):
         raise FileExistsError(
             f"{out} already holds a run; pass --resume true to continue it, or choose another --output_dir"
         )
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        cfg.save(out / "config.yaml")
+        remove_stale_copies(out)
+        cfg.save(out / "config.yaml")  # what this run trains (a resume differs only in RESUMABLE_CHANGES)
     set_seed(cfg.seed)
     method = METHODS[cfg.method]
 
@@ -101,6 +115,9 @@ def train(cfg: UPOConfig) -> Path:
     data = prepare_data(cfg, tokenizer, progress=show)
     for line in data.report:
         log(f"upo: {line}")
+    fingerprint = data_fingerprint(data.train_items)
+    if resume_from is not None:
+        check_same_data(resume_from, fingerprint)
     if main and data.standardizer is not None:
         (out / "reward_standardizer.json").write_text(json.dumps(data.standardizer.to_dict(), indent=2))
 
@@ -227,7 +244,8 @@ def train(cfg: UPOConfig) -> Path:
             if row:
                 writer.write(global_step, row)
             if cfg.save_steps and (global_step % cfg.save_steps == 0 or last):
-                state = {"global_step": global_step, "epoch": epoch, "batches_seen_in_epoch": seen}
+                state = {"global_step": global_step, "epoch": epoch, "batches_seen_in_epoch": seen,
+                         "num_processes": world, "data_fingerprint": fingerprint}
                 save_checkpoint(accelerator, out, global_step, state, cfg, keep=cfg.save_total_limit)
             if last:
                 break
@@ -249,8 +267,14 @@ def _reduce(accelerator, metrics: dict[str, float], prefix: str) -> dict[str, fl
 def _precompute_all(cfg, data, reference_fn, accelerator, out: Path, pad: int, show: bool) -> None:
     """Reference log-probs for train and eval items, cached in the run folder for --resume."""
     cache = out / "reference_logps.safetensors"
+    table = None
     if cfg.resume and cache.exists():
-        table = load_file(str(cache))
+        try:
+            table = load_file(str(cache))
+        except (SafetensorError, OSError) as e:  # e.g. truncated by a full disk: it can be recomputed
+            if accelerator.is_main_process:
+                tqdm.write(f"upo: {cache} is unreadable ({e}); computing the reference log-probs again")
+    if table is not None:
         train_ok = attach_reference_table(data.train_items, {k[6:]: v for k, v in table.items() if k.startswith("train.")})
         eval_ok = not data.eval_items or attach_reference_table(
             data.eval_items, {k[5:]: v for k, v in table.items() if k.startswith("eval.")}
@@ -285,16 +309,19 @@ def _save_final(accelerator, policy, value_head, tokenizer, cfg: UPOConfig, data
         lm = accelerator.unwrap_model(policy).lm
         if cfg.lora and cfg.merge_lora:
             lm = lm.merge_and_unload()
-        tmp = Path(tempfile.mkdtemp(prefix=".final-", dir=out))
-        lm.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        cfg.save(tmp / "upo_config.yaml")
-        if value_head is not None:
-            save_file(accelerator.unwrap_model(value_head).state_dict(), str(tmp / "value_head.safetensors"))
-        if data.standardizer is not None:
-            (tmp / "reward_standardizer.json").write_text(json.dumps(data.standardizer.to_dict(), indent=2))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        tmp = Path(tempfile.mkdtemp(prefix=".final-", dir=out))  # a kill leaves it: the next run removes it
+        try:
+            lm.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            cfg.save(tmp / "upo_config.yaml")
+            if value_head is not None:
+                save_file(accelerator.unwrap_model(value_head).state_dict(), str(tmp / "value_head.safetensors"))
+            if data.standardizer is not None:
+                (tmp / "reward_standardizer.json").write_text(json.dumps(data.standardizer.to_dict(), indent=2))
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        finally:  # Ctrl-C or an error mid-save: no hidden copy stays behind
+            shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
