@@ -34,7 +34,7 @@ from upo.checkpoint import (
     remove_stale_copies,
     save_checkpoint,
 )
-from upo.config import ConfigError, UPOConfig
+from upo.config import UPOConfig
 from upo.data.collate import LengthGroupedBatchSampler, collate_pairs, collate_unpaired, sequence_lengths
 from upo.data.control import add_control_tokens
 from upo.evaluate import evaluate
@@ -46,6 +46,7 @@ from upo.forward import (
     reference_table,
     step_inputs,
 )
+from upo.launch import check_launch
 from upo.logps import CompletionLogps
 from upo.methods import METHODS, needs_kto_reference_point
 from upo.metrics import MetricsAverager, MetricsWriter
@@ -84,12 +85,7 @@ def train(cfg: UPOConfig) -> Path:
         # step, exactly the examples one process sees at batch_size P * b (the sampler's batches).
         dataloader_config=DataLoaderConfiguration(split_batches=True),
     )
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    if launched != accelerator.num_processes:  # e.g. torchrun on a machine without GPUs, no ACCELERATE_USE_CPU
-        raise ConfigError(
-            f"launched as {launched} processes, but Accelerate set up {accelerator.num_processes}: each process would "
-            "train alone on all the data. Without GPUs, launch with ACCELERATE_USE_CPU=1 (gloo on CPU)."
-        )
+    check_launch(accelerator.num_processes)
     main = accelerator.is_main_process
     show = cfg.progress and main
     log = tqdm.write if main else (lambda *_: None)
