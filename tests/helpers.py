@@ -6,6 +6,7 @@ import torch
 from transformers import LlamaConfig, LlamaForSequenceClassification
 
 from upo.config import UPOConfig
+from upo.methods import METHODS
 
 TOPICS = ["bread", "rain", "cats", "trains", "music", "tea", "maps", "snow", "bees", "glass", "salt", "kites"]
 
@@ -40,6 +41,9 @@ def run_config(tiny_model_dir, pairs_file, tmp_path, **overrides) -> UPOConfig:
         max_prompt_length=32,
     )
     base.update(overrides)
+    method = METHODS[base.get("method", "upo")]
+    if "rewards" not in overrides and not (method.uses_rewards or method.accepts_rewards or base.get("relabel")):
+        base["rewards"] = {}  # rewards given to a method that ignores them are an error
     return UPOConfig(**base)
 
 

@@ -15,10 +15,10 @@ def test_defaults_follow_the_method_spec():
 
 def test_precedence_defaults_file_flags(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({"beta": 0.2, "method": "dpo", "rewards": {"readability": 0.05}}))
+    path.write_text(yaml.safe_dump({"beta": 0.2, "method": "modpo", "rewards": {"readability": 0.05}}))
     cfg = load_config(path, {"beta": "0.3"})
     assert cfg.beta == 0.3  # flag beats file
-    assert cfg.method == "dpo"  # file beats default
+    assert cfg.method == "modpo"  # file beats default
     assert cfg.tau == 0.7  # default
     assert cfg.rewards == {"readability": 0.05}
 
@@ -168,3 +168,16 @@ def test_a_bad_number_is_refused_before_anything_loads(tmp_path, capsys):
     assert main(["train", "--model", str(tmp_path / "missing"), "--dataset", "x.jsonl", "--beta", "nan"]) == 2
     err = capsys.readouterr().err
     assert "beta must be a finite number" in err and "missing" not in err
+
+
+@pytest.mark.parametrize("method", ["dpo", "ipo", "kto", "sft", "csft", "oppo"])
+def test_rewards_given_to_a_method_that_ignores_them_are_refused(method):
+    with pytest.raises(ConfigError, match=f"rewards are set \\(length\\) but method '{method}' does not use them"):
+        UPOConfig(method=method, rewards={"length": 1.0})
+    UPOConfig(method=method, rewards={"length": 1.0}, relabel=True)  # relabel re-ranks the pairs by them
+    UPOConfig(method=method)
+
+
+@pytest.mark.parametrize("method", ["upo", "aoppo", "modpo", "alol", "drov"])
+def test_methods_that_use_rewards_take_them(method):
+    assert UPOConfig(method=method, rewards={"length": 1.0}).rewards == {"length": 1.0}

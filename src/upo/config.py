@@ -124,6 +124,13 @@ class UPOConfig:
         from upo.methods import METHODS
 
         _check_choice("method", self.method, tuple(METHODS))
+        takes_rewards = [name for name, m in METHODS.items() if m.uses_rewards or m.accepts_rewards]
+        if self.rewards and self.method not in takes_rewards and not self.relabel:
+            raise ConfigError(
+                f"rewards are set ({', '.join(self.rewards)}) but method {self.method!r} does not use them: they "
+                f"would be ignored. Remove them, set relabel: true to re-rank the pairs by them, or choose a method "
+                f"that uses them ({', '.join(takes_rewards)})"
+            )
 
     # -- serialization ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

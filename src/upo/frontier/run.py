@@ -23,7 +23,7 @@ from upo.evaluation.metrics import direction
 from upo.frontier.plot import plot_frontier, slug
 from upo.frontier.report import format_report, write_csv
 from upo.frontier.summary import default_aux_metrics, preference_metric, summarize
-from upo.frontier.sweep import Point, Sweep, load_sweep
+from upo.frontier.sweep import Point, Sweep, load_sweep, uses_aux
 from upo.rewards.cache import ScoreCache, default_cache_dir
 
 RUN_ONLY_KEYS = ("resume", "progress")  # may differ between a run and its rerun
@@ -36,7 +36,10 @@ def log(message: str) -> None:
 def point_config(point: Point, sweep: Sweep) -> UPOConfig:
     """The point's UPOConfig (base < point keys), training into output_dir/points/<name>/."""
     out = sweep.output_dir / "points" / point.name
-    return UPOConfig(**{**sweep.base, **point.overrides, "output_dir": str(out)})
+    keys = {**sweep.base, **point.overrides, "output_dir": str(out)}
+    if not (uses_aux(keys.get("method", "upo"), keys.get("rewards", {})) or keys.get("relabel")):
+        keys.pop("rewards", None)  # the base's rewards are for the points that use them
+    return UPOConfig(**keys)
 
 
 def eval_template(sweep: Sweep, base: UPOConfig) -> EvalConfig:
