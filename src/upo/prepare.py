@@ -14,8 +14,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from upo.config import UPOConfig
+from upo.data.checks import row_key, special_token_problem
 from upo.data.control import control_token_ids
-from upo.data.records import PreferencePair, UnpairedExample, load_records, prompt_text, to_unpaired
+from upo.data.records import (
+    DataError,
+    PreferencePair,
+    UnpairedExample,
+    load_records,
+    prompt_text,
+    to_unpaired,
+)
 from upo.data.tokenize import TruncationStats, tokenize_pairs, tokenize_unpaired
 from upo.methods import METHODS, batch_format
 
@@ -113,10 +121,21 @@ def _relabel(records, cfg: UPOConfig, report: list[str], progress: bool):
 
 def _load(source: str, split: str, report: list[str]) -> list[PreferencePair] | list[UnpairedExample]:
     result = load_records(source, split)
-    for reason, count in result.skipped.items():
-        if count:
-            report.append(f"{source}: skipped {count} rows ({reason})")
+    for reason, rows in result.skipped_rows.items():
+        lines = [r.source.removeprefix(f"{source}:") for r in rows]
+        shown = ", ".join(lines[:20]) + (f" and {len(lines) - 20} more" if len(lines) > 20 else "")
+        report.append(f"{source}: skipped {len(rows)} rows ({reason}): {shown} (upo validate names each)")
     return result.records
+
+
+def _drop_training_rows(eval_records: list, records: list, report: list[str]) -> list:
+    """Held-out rows that are also training rows would leak: they are dropped, and named."""
+    train_keys = {row_key(r) for r in records}
+    leaked = [r.source for r in eval_records if row_key(r) in train_keys]
+    if leaked:
+        report.append(f"warning: dropped {len(leaked)} held-out rows that are also training rows: "
+                      + ", ".join(leaked[:20]) + (" ..." if len(leaked) > 20 else ""))
+    return [r for r in eval_records if row_key(r) not in train_keys]
 
 
 def split_heldout(records: list, eval_fraction: float, seed: int) -> tuple[list, list]:
@@ -137,13 +156,17 @@ def prepare_data(cfg: UPOConfig, tokenizer, progress: bool = True) -> PreparedDa
     records = _load(cfg.dataset, cfg.dataset_split, report)
     if cfg.eval_dataset:
         random.Random(cfg.seed).shuffle(records)
-        eval_records = _load(cfg.eval_dataset, cfg.dataset_split, report)
+        eval_records = _drop_training_rows(_load(cfg.eval_dataset, cfg.dataset_split, report), records, report)
     else:
         eval_records, records = split_heldout(records, cfg.eval_fraction, cfg.seed)
     if cfg.max_examples is not None:
         records = records[: cfg.max_examples]
     if not records:
         raise ValueError(f"{cfg.dataset}: no training examples left after splitting off evaluation data")
+    for record in [*records, *eval_records]:  # the tokenizer's own control tokens, e.g. Llama's </s>
+        problem = special_token_problem(record, tokenizer)
+        if problem is not None:
+            raise DataError(f"{record.source}: field '{problem[0]}': {problem[1]}")
 
     if cfg.relabel:
         records = _relabel(records, cfg, report, progress)
