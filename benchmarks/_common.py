@@ -44,7 +44,7 @@ def upo_config(method: str, pref_loss: str, *, data: Path, output_dir: Path, bat
         eval_fraction=0.0,
         max_examples=batch_size * steps,
         method=method,
-        pref_loss=pref_loss,
+        pref_loss=pref_loss if METHODS[method].data == "pref" else "kto",  # read by UPO only (an error elsewhere)
         rewards=dict(_default_rewards(method) if rewards is None else rewards),
         lora=lora,
         batch_size=batch_size,

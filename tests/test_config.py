@@ -1,5 +1,7 @@
 """Config precedence, validation, and errors that name the key."""
 
+import re
+
 import pytest
 import yaml
 
@@ -181,3 +183,28 @@ def test_rewards_given_to_a_method_that_ignores_them_are_refused(method):
 @pytest.mark.parametrize("method", ["upo", "aoppo", "modpo", "alol", "drov"])
 def test_methods_that_use_rewards_take_them(method):
     assert UPOConfig(method=method, rewards={"length": 1.0}).rewards == {"length": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("keys", "named"),
+    [
+        (dict(lora_r=8), "lora_r (lora is false)"),
+        (dict(lora_alpha=8, merge_lora=False), "lora_alpha (lora is false); merge_lora (lora is false)"),
+        (dict(relabel_margin=2.0), "relabel_margin (relabel is false)"),
+        (dict(eval_steps=10, eval_fraction=0.0), "eval_steps (no held-out data"),
+        (dict(save_total_limit=5), "save_total_limit (save_steps is null"),
+        (dict(method="dpo", pref_loss="dpo"), "pref_loss (method 'dpo' has its own loss"),
+        (dict(method="dpo", value_lr=1e-2), "value_lr (method 'dpo' has no value head)"),
+        (dict(method="sft", ref_model="some/model"), "ref_model (method 'sft' uses no reference model)"),
+    ],
+)
+def test_keys_set_but_not_read_by_the_run_are_refused(keys, named):
+    with pytest.raises(ConfigError, match="set but not read by this run.*" + re.escape(named)):
+        UPOConfig(**keys)
+
+
+def test_keys_read_by_the_run_are_accepted():
+    UPOConfig(lora=True, lora_r=8, merge_lora=False)
+    UPOConfig(method="dpo", relabel=True, relabel_margin=2.0, rewards={"length": 1.0})
+    UPOConfig(eval_steps=10, save_steps=5, save_total_limit=5, value_lr=1e-2, pref_loss="dpo")
+    UPOConfig(method="dpo", eval_fraction=0.0, eval_dataset="held.jsonl", eval_steps=10, ref_model="some/model")

@@ -124,6 +124,13 @@ class UPOConfig:
         from upo.methods import METHODS
 
         _check_choice("method", self.method, tuple(METHODS))
+        ignored = self._ignored_keys(METHODS[self.method])
+        if ignored:
+            raise ConfigError(
+                "set but not read by this run, so they would be ignored: "
+                + "; ".join(f"{key} ({why})" for key, why in ignored.items())
+                + ". Remove them, or set what they depend on"
+            )
         takes_rewards = [name for name, m in METHODS.items() if m.uses_rewards or m.accepts_rewards]
         if self.rewards and self.method not in takes_rewards and not self.relabel:
             raise ConfigError(
@@ -131,6 +138,27 @@ class UPOConfig:
                 f"would be ignored. Remove them, set relabel: true to re-rank the pairs by them, or choose a method "
                 f"that uses them ({', '.join(takes_rewards)})"
             )
+
+    def _ignored_keys(self, method) -> dict[str, str]:
+        """Keys set away from their default that nothing in this run reads -> why not."""
+        unread: dict[str, str] = {}
+        if not self.lora:
+            unread.update(dict.fromkeys(("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "merge_lora"),
+                                        "lora is false"))
+        if not self.relabel:
+            unread["relabel_margin"] = "relabel is false"
+        if not (self.eval_dataset or self.eval_fraction > 0):
+            unread["eval_steps"] = "no held-out data: eval_fraction is 0 and no eval_dataset"
+        if self.save_steps is None:
+            unread["save_total_limit"] = "save_steps is null: no checkpoints"
+        if method.data != "pref":
+            unread["pref_loss"] = f"method {self.method!r} has its own loss; pref_loss is UPO's preference term"
+        if not method.uses_value_head:
+            unread.update(dict.fromkeys(("value_head_hidden", "value_lr"), f"method {self.method!r} has no value head"))
+        if not method.uses_reference:
+            unread.update(dict.fromkeys(("ref_model", "precompute_ref_logps"),
+                                        f"method {self.method!r} uses no reference model"))
+        return {k: why for k, why in unread.items() if getattr(self, k) != _DEFAULTS[k]}
 
     # -- serialization ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -148,6 +176,7 @@ def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
 # ---- building a config from a file and flags ---------------------------------------------------
 
 FIELDS = {f.name: f for f in dataclasses.fields(UPOConfig)}
+_DEFAULTS = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory() for f in FIELDS.values()}
 _HINTS = typing.get_type_hints(UPOConfig)
 
 
