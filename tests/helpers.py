@@ -17,6 +17,7 @@ from transformers import (
 )
 
 from upo.config import UPOConfig
+from upo.methods import METHODS
 
 TIMING = ("train/step_seconds", "train/tokens_per_second")  # wall-clock: differs run to run
 TOPICS = ["bread", "rain", "cats", "trains", "music", "tea", "maps", "snow", "bees", "glass", "salt", "kites"]
@@ -106,6 +107,9 @@ def run_config(tiny_model_dir, pairs_file, tmp_path, **overrides) -> UPOConfig:
         plot_curves=False,  # seconds per run on this CPU; test_curves.py covers it
     )
     base.update(overrides)
+    method = METHODS[base.get("method", "upo")]
+    if "rewards" not in overrides and not (method.uses_rewards or method.accepts_rewards or base.get("relabel")):
+        base["rewards"] = {}  # rewards given to a method that ignores them are an error
     return UPOConfig(**base)
 
 

@@ -275,6 +275,14 @@ SCORERS = """
         if "bad" in completions:
             raise RuntimeError("scorer bug")
         return [0.0] * len(completions)
+
+    def exits(prompts, completions):
+        import sys
+
+        sys.exit(0)
+
+    def bools(prompts, completions):
+        return [c != "bad" for c in completions]
 """
 
 
@@ -284,6 +292,8 @@ SCORERS = """
         ("nan_for_bad", r"returned nan for {path}:3 field 'rejected' \(completion 'bad'\)"),
         ("raises", r"raised RuntimeError: scorer bug \(batch of \d+ texts from {path}:\d field '(chosen|rejected)'"),
         ("huge_count", r"returned \d+ values for \d+ completions \(batch from {path}:\d field"),
+        ("exits", r"raised SystemExit: 0 \(batch of \d+ texts from {path}:\d field '(chosen|rejected)'"),  # not a silent exit 0
+        ("bools", r"returned True \(bool\), not a number, for {path}:\d field 'chosen'"),  # a label, not a score
     ],
 )
 def test_scorer_failures_name_the_data_line_and_field(fn, pattern, tiny_tokenizer, tmp_path, monkeypatch):

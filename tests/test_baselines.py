@@ -232,9 +232,10 @@ def test_baseline_config_keys_are_validated(key, value):
 
 
 
-@pytest.mark.parametrize(("method", "with_rewards"), [("alol", True), ("alol", False), ("drov", False), ("oppo", True)])
+@pytest.mark.parametrize(("method", "with_rewards"), [("alol", True), ("alol", False), ("drov", False), ("oppo", False)])
 def test_optional_rewards_are_scored_only_when_configured(method, with_rewards, tiny_tokenizer, pairs_file, tmp_path):
-    """alol / drov add r_a when rewards are configured; oppo never uses them (aoppo does)."""
+    """alol / drov add r_a when rewards are configured; oppo never uses them (aoppo does; test_config:
+    rewards given to oppo are refused)."""
     cfg = _cfg("unused", pairs_file, tmp_path, method=method, rewards={"length": 1.0} if with_rewards else {})
     data = prepare_data(cfg, tiny_tokenizer, progress=False)
     assert data.train_format == "unpaired"

@@ -267,7 +267,10 @@ def test_example_sweep_is_valid():
     assert [p.name for p in quick.points][:3] == ["dpo", "kto", "upo"] and len(quick.points) == 8
     for sweep in (full, quick):
         configs = [point_config(p, sweep) for p in sweep.points]
-        assert all(c.rewards == {"safety": 0.95, "readability": 0.05} for c in configs)
+        # the base's rewards go to the points that use them; the preference-only points get none
+        assert {p.name for p, c in zip(sweep.points, configs, strict=True) if c.rewards} == {
+            p.name for p in sweep.points if p.group != "preference"}
+        assert all(c.rewards in ({}, {"safety": 0.95, "readability": 0.05}) for c in configs)
         template = eval_template(sweep, sweep.base_config())
         assert template.judge == "rm:runs/rm-hh/final" and template.eval_fraction == sweep.base["eval_fraction"]
     assert {p.name: p.group for p in full.points}["kto-relabel"] == "auxiliary"

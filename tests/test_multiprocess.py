@@ -128,6 +128,49 @@ def test_a_launch_that_accelerate_did_not_set_up_is_refused(tiny_model_dir, pair
     assert not (tmp_path / "run").exists()
 
 
+def test_accelerates_simple_launcher_asked_for_two_processes_is_refused(tiny_model_dir, pairs_file, tmp_path,
+                                                                        monkeypatch):
+    """`accelerate launch --num_processes 2` without a config file starts one process with no WORLD_SIZE,
+    only MASTER_ADDR/MASTER_PORT (set for N > 1) next to its ACCELERATE_* variables."""
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    monkeypatch.setenv("ACCELERATE_DYNAMO_BACKEND", "NO")
+    with pytest.raises(ConfigError, match="accelerate launch was asked for several processes .* but started one"):
+        train(run_config(tiny_model_dir, pairs_file, tmp_path, method="dpo", max_steps=1))
+    assert not (tmp_path / "run").exists()
+
+
+def test_what_a_launch_sets_decides_the_check():
+    from upo.launch import check_launch
+
+    check_launch(1, {})  # python -m upo.cli / upo train
+    check_launch(1, {"ACCELERATE_DYNAMO_BACKEND": "NO"})  # accelerate launch, one process
+    check_launch(2, {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "ACCELERATE_DYNAMO_BACKEND": "NO"})  # torchrun
+    with pytest.raises(ConfigError, match="launched as 2 processes, but Accelerate set up 1"):
+        check_launch(1, {"WORLD_SIZE": "2"})
+    with pytest.raises(ConfigError, match="but started one"):
+        check_launch(1, {"MASTER_ADDR": "127.0.0.1", "ACCELERATE_DYNAMO_BACKEND": "NO"})
+
+
+@pytest.mark.slow
+def test_accelerate_launch_num_processes_2_without_a_config_fails_the_run(tiny_model_dir, tmp_path):
+    """The real launcher, end to end: a non-zero exit and the one-line reason, no run folder."""
+    from helpers import pair_rows
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in pair_rows()))
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "-m", "upo.cli", "train",
+               "--model", str(tiny_model_dir), "--dataset", str(data), "--method", "dpo", "--max_steps", "1",
+               "--output_dir", str(tmp_path / "run"), "--progress", "false"]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "but started one" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize(("name", "kind"), [("ddp", "MULTI_GPU"), ("fsdp", "FSDP"), ("deepspeed_zero2", "DEEPSPEED")])
 def test_example_accelerate_configs_load(name, kind):
     """The FSDP and DeepSpeed files cannot run here (no GPUs, no deepspeed): at least Accelerate reads them."""

@@ -101,3 +101,23 @@ def test_resume_ignores_a_half_written_checkpoint_and_a_cut_metrics_line(tiny_mo
     final = train(run_config(tiny_model_dir, pairs_file, tmp_path / "cut", **ARGS, resume=True))
     _same_run(reference, final)
     assert [p.name for p in checkpoint_dirs(out)] == ["step-56", "step-60"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_run_is_one_line_and_the_run_resumes(tiny_model_dir, pairs_file, tmp_path):
+    """SIGINT (Ctrl-C) after a checkpoint: exit 130 and one line naming the kept checkpoint, no
+    traceback; --resume true then finishes the run."""
+    cfg = run_config(tiny_model_dir, pairs_file, tmp_path, **ARGS)
+    out = Path(cfg.output_dir)
+    proc = subprocess.Popen(_cli_args(cfg), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and not checkpoint_dirs(out) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err
+    assert "upo: interrupted; nothing is lost up to" in err.strip().splitlines()[-1] and "--resume true" in err
+    resumed = subprocess.run([*_cli_args(cfg), "--resume", "true"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (out / "final" / "model.safetensors").exists()

@@ -8,6 +8,7 @@ import sys
 
 from upo import __version__
 from upo.config import FIELDS, ConfigError, UPOConfig, field_comments, load_config
+from upo.domains import field_domains
 
 TRAIN_EPILOG = """\
 examples:
@@ -40,6 +41,7 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, prefix: str
     """One --flag per field of config dataclass `cls` (dest `prefix.name`); the help text is the
     field's comment, and flags left out are absent from the namespace (defaults < file < flags)."""
     comments = field_comments(cls)
+    domains = field_domains(cls)
     group = parser.add_argument_group(title)
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
@@ -51,8 +53,12 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, prefix: str
             nargs="?" if is_bool else None,
             const="true" if is_bool else None,
             default=argparse.SUPPRESS,
-            help=f"{comments.get(f.name, '')} [default: {default!r}]".strip(),
+            help=f"{comments.get(f.name, '')} [{_domain_note(domains.get(f.name))}default: {default!r}]".strip(),
         )
+
+
+def _domain_note(domain) -> str:
+    return f"{domain}; " if domain is not None else ""
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -340,7 +346,23 @@ def main(argv: list[str] | None = None) -> int:
         # Errors a user can act on: one clear line, no traceback.
         print(f"upo: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"upo: interrupted{_resume_hint(args)}", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports it
     return 0
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    """After Ctrl-C in `upo train`: what was kept and how to go on."""
+    if args.command != "train":
+        return ""
+    from upo.checkpoint import latest_checkpoint
+
+    cfg = config_from_args(args)  # it loaded before, it loads again
+    latest = latest_checkpoint(cfg.output_dir)
+    if latest is None:
+        return " before the first checkpoint (set --save_steps to keep progress); nothing else was written"
+    return f"; nothing is lost up to {latest}: run the same command with --resume true to continue from it"
 
 
 if __name__ == "__main__":

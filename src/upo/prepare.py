@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from upo.config import UPOConfig
+from upo.data.checks import special_token_problem
 from upo.data.control import control_token_ids
 from upo.data.readers import load_records
-from upo.data.records import PreferencePair, UnpairedExample, prompt_text, to_unpaired
+from upo.data.records import DataError, PreferencePair, UnpairedExample, prompt_text, to_unpaired
 from upo.data.relabel import relabel_pairs
-from upo.data.split import split_heldout
+from upo.data.split import drop_training_rows, split_heldout
 from upo.data.tokenize import TruncationStats, tokenize_pairs, tokenize_unpaired
 from upo.methods import METHODS, batch_format
 
@@ -101,9 +102,10 @@ def _relabel(records, cfg: UPOConfig, report: list[str], progress: bool):
 
 def _load(source: str, split: str, report: list[str]) -> list[PreferencePair] | list[UnpairedExample]:
     result = load_records(source, split)
-    for reason, count in result.skipped.items():
-        if count:
-            report.append(f"{source}: skipped {count} rows ({reason})")
+    for reason, rows in result.skipped_rows.items():
+        lines = [r.source.removeprefix(f"{source}:") for r in rows]
+        shown = ", ".join(lines[:20]) + (f" and {len(lines) - 20} more" if len(lines) > 20 else "")
+        report.append(f"{source}: skipped {len(rows)} rows ({reason}): {shown} (upo validate names each)")
     return result.records
 
 
@@ -115,13 +117,17 @@ def prepare_data(cfg: UPOConfig, tokenizer, progress: bool = True) -> PreparedDa
     records = _load(cfg.dataset, cfg.dataset_split, report)
     if cfg.eval_dataset:
         random.Random(cfg.heldout_seed).shuffle(records)
-        eval_records = _load(cfg.eval_dataset, cfg.dataset_split, report)
+        eval_records = drop_training_rows(_load(cfg.eval_dataset, cfg.dataset_split, report), records, report)
     else:
         eval_records, records = split_heldout(records, cfg.eval_fraction, cfg.heldout_seed)
     if cfg.max_examples is not None:
         records = records[: cfg.max_examples]
     if not records:
         raise ValueError(f"{cfg.dataset}: no training examples left after splitting off evaluation data")
+    for record in [*records, *eval_records]:  # the tokenizer's own control tokens, e.g. Llama's </s>
+        problem = special_token_problem(record, tokenizer)
+        if problem is not None:
+            raise DataError(f"{record.source}: field '{problem[0]}': {problem[1]}")
 
     if cfg.relabel:
         records = _relabel(records, cfg, report, progress)

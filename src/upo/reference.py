@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 from accelerate.utils import gather_object
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -110,8 +111,14 @@ def precompute_run_reference_logps(data, reference_fn: ReferenceFn, accelerator,
     """Reference log-probs of a run's train and eval items (`upo.prepare.PreparedData`), shared by
     every process and saved to `cache`; with `reuse`, read back from `cache` when it fits the items.
     `with_kl`: also KTO's mismatched sequences (only methods with a KTO reference point read them)."""
+    table = None
     if reuse and cache.exists():
-        table = load_file(str(cache))
+        try:
+            table = load_file(str(cache))
+        except (SafetensorError, OSError) as e:  # e.g. truncated by a full disk: it can be recomputed
+            if accelerator.is_main_process:
+                tqdm.write(f"upo: {cache} is unreadable ({e}); computing the reference log-probs again")
+    if table is not None:
         train_ok = attach_reference_table(data.train_items, {k[6:]: v for k, v in table.items() if k.startswith("train.")})
         eval_ok = not data.eval_items or attach_reference_table(
             data.eval_items, {k[5:]: v for k, v in table.items() if k.startswith("eval.")}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 import warnings
 from pathlib import Path
@@ -23,13 +22,23 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from upo.atomic import atomic_folder
-from upo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from upo.config import ConfigError, UPOConfig
+from upo.checkpoint import (
+    check_resume,
+    check_same_data,
+    data_fingerprint,
+    intact_checkpoint,
+    latest_checkpoint,
+    load_checkpoint,
+    remove_stale_copies,
+    save_checkpoint,
+)
+from upo.config import UPOConfig
 from upo.curves import plot_curves
 from upo.data.collate import LengthGroupedBatchSampler, collate_fn, first_items, sequence_lengths
 from upo.data.control import add_control_tokens
 from upo.forward import step_inputs
 from upo.heldout_metrics import heldout_metrics
+from upo.launch import check_launch
 from upo.logps import CompletionLogps
 from upo.methods import METHODS, needs_kto_reference_point
 from upo.metrics import MetricsAverager, MetricsWriter, reduce_metrics
@@ -66,24 +75,23 @@ def train(cfg: UPOConfig) -> Path:
         dataloader_config=DataLoaderConfiguration(split_batches=True),
         **accelerator_kwargs(cfg),  # report_to: TensorBoard, Trackio, W&B, MLflow
     )
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    if launched != accelerator.num_processes:  # e.g. torchrun on a machine without GPUs, no ACCELERATE_USE_CPU
-        raise ConfigError(
-            f"launched as {launched} processes, but Accelerate set up {accelerator.num_processes}: each process would "
-            "train alone on all the data. Without GPUs, launch with ACCELERATE_USE_CPU=1 (gloo on CPU)."
-        )
+    check_launch(accelerator.num_processes)
     main = accelerator.is_main_process
     show = cfg.progress and main
     log = tqdm.write if main else (lambda *_: None)
     out = Path(cfg.output_dir)
-    resume_from = latest_checkpoint(out) if cfg.resume else None
+    resume_from = intact_checkpoint(out, log) if cfg.resume else None
+    if resume_from is not None:
+        for key, (old, new) in check_resume(resume_from, cfg, accelerator.num_processes).items():
+            log(f"upo: resuming with {key} changed: {old!r} -> {new!r}")
     if not cfg.resume and (latest_checkpoint(out) or (out / "final").exists()):
         raise FileExistsError(
             f"{out} already holds a run; pass --resume true to continue it, or choose another --output_dir"
         )
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        cfg.save(out / "config.yaml")
+        remove_stale_copies(out)
+        cfg.save(out / "config.yaml")  # what this run trains (a resume differs only in RESUMABLE_CHANGES)
     set_seed(cfg.seed)
     method = METHODS[cfg.method]
 
@@ -93,6 +101,9 @@ def train(cfg: UPOConfig) -> Path:
     data = prepare_data(cfg, tokenizer, progress=show)
     for line in data.report:
         log(f"upo: {line}")
+    fingerprint = data_fingerprint(data.train_items)
+    if resume_from is not None:
+        check_same_data(resume_from, fingerprint)
     if main and data.standardizer is not None:
         (out / "reward_standardizer.json").write_text(json.dumps(data.standardizer.to_dict(), indent=2))
 
@@ -231,7 +242,8 @@ def train(cfg: UPOConfig) -> Path:
                 writer.write(global_step, row)
                 accelerator.log(row, step=global_step)
             if cfg.save_steps and (global_step % cfg.save_steps == 0 or last):
-                state = {"global_step": global_step, "epoch": epoch, "batches_seen_in_epoch": seen}
+                state = {"global_step": global_step, "epoch": epoch, "batches_seen_in_epoch": seen,
+                         "num_processes": world, "data_fingerprint": fingerprint}
                 save_checkpoint(accelerator, out, global_step, state, cfg, keep=cfg.save_total_limit)
             if last:
                 break

@@ -7,6 +7,7 @@ Row formats and their errors are in `upo.data.records`.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import re
@@ -17,16 +18,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from upo.data.records import DataError, PreferencePair, UnpairedExample, UnusableRow, parse_row
+from upo.data.checks import row_key, row_problem
+from upo.data.records import DataError, PreferencePair, UnpairedExample, UnusableRow, field_error, parse_row
 
 
 @dataclass(frozen=True)
 class LoadResult:
     """What load_records read: the usable records (all paired or all unpaired, never empty) and
-    the number of rows skipped per reason ("identical responses", "empty response", "prompts differ")."""
+    the number of rows skipped per reason ("identical responses", "empty response", "prompts differ",
+    "duplicate row"), and each skipped row with the reason (file:line and field)."""
 
     records: list[PreferencePair] | list[UnpairedExample]
     skipped: dict[str, int]
+    skipped_rows: dict[str, list[BadRow]] = dataclasses.field(default_factory=dict)  # reason -> the rows skipped for it
 
 
 class BadRow(NamedTuple):
@@ -43,7 +47,7 @@ class ScanResult:
     records: list[PreferencePair | UnpairedExample]
     skipped: dict[str, int]
     errors: list[BadRow]
-
+    skipped_rows: dict[str, list[BadRow]] = dataclasses.field(default_factory=dict)  # reason -> the rows skipped for it
 
 
 # ---- sources ---------------------------------------------------------------------------------
@@ -182,22 +186,32 @@ def _rows(path_or_name: str, split: str, errors: list[BadRow] | None = None) -> 
     return _dataset_rows(path_or_name, split)
 
 
-def _read(path_or_name: str, split: str, errors: list[BadRow] | None) -> tuple[list, Counter[str]]:
-    """Parse every row; a malformed one raises, or with an `errors` list is recorded there."""
+def _read(path_or_name: str, split: str, errors: list[BadRow] | None) -> tuple[list, Counter[str], dict]:
+    """Parse and check (upo.data.checks) every row; a malformed one raises, or with an `errors` list is
+    recorded there. Returns the records, the skip counts per reason, and the skipped rows."""
     records: list = []
     skipped: Counter[str] = Counter()
+    skipped_rows: dict[str, list[BadRow]] = {}
+    seen: dict[str, str] = {}  # row_key -> the source of its first row
     first: tuple[type, str] | None = None
     for row, source in _rows(path_or_name, split, errors):
         try:
             record = parse_row(row, source)
+            problem = row_problem(record)
+            if problem is not None:
+                raise field_error(source, *problem)
             if first is not None and type(record) is not first[0]:
                 kinds = {PreferencePair: "paired", UnpairedExample: "unpaired"}
                 raise DataError(
                     f"{source}: row is {kinds[type(record)]}, but the first row ({first[1]}) is {kinds[first[0]]}; "
                     "paired (prompt/chosen/rejected) and unpaired (prompt/completion/label) rows cannot be mixed"
                 )
+            earlier = seen.setdefault(row_key(record), source)
+            if earlier != source:
+                raise UnusableRow(f"{source}: duplicate of {earlier} (same prompt and responses)", "duplicate row")
         except UnusableRow as e:
             skipped[e.reason] += 1
+            skipped_rows.setdefault(e.reason, []).append(BadRow(source, str(e)))
             continue
         except DataError as e:
             _report(e, source, errors)
@@ -205,7 +219,7 @@ def _read(path_or_name: str, split: str, errors: list[BadRow] | None) -> tuple[l
         if first is None:
             first = (type(record), source)
         records.append(record)
-    return records, skipped
+    return records, skipped, skipped_rows
 
 
 def empty_dataset_error(path_or_name: str, skipped: dict[str, int]) -> DataError:
@@ -223,10 +237,10 @@ def load_records(path_or_name: str, split: str = "train") -> LoadResult:
     Raises DataError on the first malformed row, on paired and unpaired rows mixed in one
     dataset, and when no usable row is left.
     """
-    records, skipped = _read(path_or_name, split, errors=None)
+    records, skipped, skipped_rows = _read(path_or_name, split, errors=None)
     if not records:
         raise empty_dataset_error(path_or_name, skipped)
-    return LoadResult(records=records, skipped=dict(skipped))
+    return LoadResult(records=records, skipped=dict(skipped), skipped_rows=skipped_rows)
 
 
 def scan_records(path_or_name: str, split: str = "train") -> ScanResult:
@@ -237,5 +251,5 @@ def scan_records(path_or_name: str, split: str = "train") -> ScanResult:
     (missing, not gzip) still raises DataError. An empty result is not an error here.
     """
     errors: list[BadRow] = []
-    records, skipped = _read(path_or_name, split, errors)
-    return ScanResult(records=records, skipped=dict(skipped), errors=errors)
+    records, skipped, skipped_rows = _read(path_or_name, split, errors)
+    return ScanResult(records=records, skipped=dict(skipped), errors=errors, skipped_rows=skipped_rows)

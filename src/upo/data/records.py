@@ -11,7 +11,9 @@ Row formats, detected per row (extra fields are ignored):
 
 Malformed input raises DataError naming the row (``file:line`` or ``name[split] row N``) and the
 field. A well-formed row that carries no training signal (identical responses, an empty response,
-two dialogues whose prompts differ) raises UnusableRow, which load_records skips and counts.
+two dialogues whose prompts differ) raises UnusableRow, which load_records skips and counts; so
+does a row equal to an earlier one. Text that would not train as written (lone surrogates, chat
+markup, unknown roles, impossible turn orders) is malformed: see upo.data.checks.
 Reading files and datasets into records is `upo.data.readers`.
 """
 
@@ -74,7 +76,7 @@ def _preview(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _bad(source: str, field: str, problem: str) -> DataError:
+def field_error(source: str, field: str, problem: str) -> DataError:
     return DataError(f"{source}: field '{field}': {problem}")
 
 
@@ -93,7 +95,7 @@ def _missing(row: dict, field: str, source: str) -> DataError:
 def _text(value: Any, source: str, field: str) -> str:
     """A response string: a non-string is an error, a blank one makes the row unusable."""
     if not isinstance(value, str):
-        raise _bad(source, field, f"expected a non-empty string, got {_type_name(value)}")
+        raise field_error(source, field, f"expected a non-empty string, got {_type_name(value)}")
     if not value.strip():
         raise UnusableRow(f"{source}: field '{field}': empty response", "empty response")
     return value
@@ -102,13 +104,13 @@ def _text(value: Any, source: str, field: str) -> str:
 def _messages(value: Any, source: str, field: str) -> list[dict[str, str]]:
     if not isinstance(value, list) or not value:
         got = "an empty list" if isinstance(value, list) else _type_name(value)
-        raise _bad(source, field, f"expected a non-empty list of messages, got {got}")
+        raise field_error(source, field, f"expected a non-empty list of messages, got {got}")
     messages = []
     for k, message in enumerate(value):
         role, content = (message.get("role"), message.get("content")) if isinstance(message, dict) else (0, 0)
         if not (isinstance(role, str) and role and isinstance(content, str)):
             expected = '{"role": str, "content": str}'
-            raise _bad(source, f"{field}[{k}]", f"expected {expected}, got {_preview(message)}")
+            raise field_error(source, f"{field}[{k}]", f"expected {expected}, got {_preview(message)}")
         messages.append({"role": message["role"], "content": message["content"]})
     return messages
 
@@ -117,7 +119,7 @@ def _assistant_reply(messages: list[dict[str, str]], source: str, field: str) ->
     last = messages[-1]
     if last["role"] != "assistant":
         problem = f"expected the last message to be the assistant reply, got role '{last['role']}'"
-        raise _bad(source, field, problem)
+        raise field_error(source, field, problem)
     return _text(last["content"], source, field)
 
 
@@ -137,7 +139,7 @@ def _hh_messages(text: str, source: str, field: str) -> list[dict[str, str]]:
         body = body[: -len(_HH_ASSISTANT)]
     parts = _HH_TURN.split(body)
     if parts[0].strip() or len(parts) < 3:
-        raise _bad(source, field, f"expected {_HH_SHAPE}, got {_preview(text)}")
+        raise field_error(source, field, f"expected {_HH_SHAPE}, got {_preview(text)}")
     messages: list[dict[str, str]] = []
     for speaker, content in zip(parts[1::2], parts[2::2], strict=True):
         role = "user" if speaker == "Human" else "assistant"
@@ -154,7 +156,7 @@ def _prompt(value: Any, source: str) -> Prompt:
         return _messages(value, source, "prompt")
     if not isinstance(value, str) or not value.strip():
         got = "an empty string" if isinstance(value, str) else _type_name(value)
-        raise _bad(source, "prompt", f"expected a non-empty string or a list of messages, got {got}")
+        raise field_error(source, "prompt", f"expected a non-empty string or a list of messages, got {got}")
     return _hh_messages(value, source, "prompt") if _is_hh(value) else value
 
 
@@ -164,7 +166,7 @@ def _response(value: Any, source: str, field: str, *, strip: bool) -> str:
         messages = _messages(value, source, field)
         if len(messages) != 1:
             problem = f"with a separate 'prompt', expected one assistant message, got {len(messages)}"
-            raise _bad(source, field, problem)
+            raise field_error(source, field, problem)
         value = _assistant_reply(messages, source, field)
     text = _text(value, source, field)
     return text.strip() if strip else text
@@ -188,7 +190,7 @@ def parse_hh(chosen: str, rejected: str, source: str) -> PreferencePair:
     """
     for field, dialogue in (("chosen", chosen), ("rejected", rejected)):
         if not isinstance(dialogue, str) or _HH_ASSISTANT not in dialogue:
-            raise _bad(source, field, f"expected {_HH_SHAPE}, got {_preview(dialogue)}")
+            raise field_error(source, field, f"expected {_HH_SHAPE}, got {_preview(dialogue)}")
     cut_c = chosen.rfind(_HH_ASSISTANT) + len(_HH_ASSISTANT)
     cut_r = rejected.rfind(_HH_ASSISTANT) + len(_HH_ASSISTANT)
     if chosen[:cut_c] != rejected[:cut_r]:
@@ -197,7 +199,7 @@ def parse_hh(chosen: str, rejected: str, source: str) -> PreferencePair:
     replies = []
     for field, tail in (("chosen", chosen[cut_c:]), ("rejected", rejected[cut_r:])):
         if "\n\nHuman:" in tail:
-            raise _bad(source, field, "the dialogue ends with a Human turn; expected a final Assistant reply")
+            raise field_error(source, field, "the dialogue ends with a Human turn; expected a final Assistant reply")
         replies.append(_text(tail, source, field).strip())
     return _pair(_hh_messages(chosen[:cut_c], source, "chosen"), replies[0], replies[1], source)
 
@@ -243,7 +245,7 @@ def _parse_unpaired(row: dict, source: str, present: set[str]) -> UnpairedExampl
             raise _missing(row, field, source)
     label = row["label"]
     if not (isinstance(label, bool) or (isinstance(label, int) and label in (0, 1))):
-        raise _bad(source, "label", f"expected true/false or 1/0, got {_preview(label)}")
+        raise field_error(source, "label", f"expected true/false or 1/0, got {_preview(label)}")
     prompt = _prompt(row["prompt"], source)
     strip = isinstance(row["prompt"], str) and isinstance(prompt, list)
     completion = _response(row["completion"], source, "completion", strip=strip)

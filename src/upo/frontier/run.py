@@ -29,7 +29,7 @@ from upo.evaluation.metrics import direction
 from upo.frontier.plot import plot_frontier, slug
 from upo.frontier.report import format_report, write_csv
 from upo.frontier.summary import default_aux_metrics, preference_metric, summarize
-from upo.frontier.sweep import Point, Sweep, load_sweep
+from upo.frontier.sweep import Point, Sweep, load_sweep, uses_aux
 from upo.frontier.uncertainty import add_uncertainty, stack_units
 from upo.rewards.cache import ScoreCache, default_cache_dir
 
@@ -52,6 +52,8 @@ def point_config(point: Point, sweep: Sweep, seed: int | None = None) -> UPOConf
     keys = {**sweep.base, **point.overrides, "output_dir": str(run_folder(sweep, point, seed))}
     if seed is not None:
         keys.update(seed=seed, split_seed=sweep.base_config().heldout_seed)
+    if not (uses_aux(keys.get("method", "upo"), keys.get("rewards", {})) or keys.get("relabel")):
+        keys.pop("rewards", None)  # the base's rewards are for the points that use them
     return UPOConfig(**keys)
 
 
