@@ -12,7 +12,8 @@ import pytest
 
 from upo.cli import main
 from upo.config import UPOConfig
-from upo.data.records import DataError, load_records
+from upo.data.readers import load_records
+from upo.data.records import DataError
 from upo.prepare import prepare_data
 from upo.validate import validate_dataset
 

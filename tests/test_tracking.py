@@ -94,7 +94,7 @@ def test_report_to_is_validated_and_missing_trackers_name_their_pip_package(monk
 
 
 def test_hparams_are_flat_scalars_and_the_optional_trackers_accept_our_init_kwargs(tmp_path):
-    cfg = UPOConfig(lora_target_modules=["q_proj", "v_proj"], rewards={"readability": 0.05, "profanity": 0.95})
+    cfg = UPOConfig(lora=True, lora_target_modules=["q_proj", "v_proj"], rewards={"readability": 0.05, "profanity": 0.95})
     flat = hparams(cfg)
     assert set(flat) == set(cfg.to_dict())
     assert all(isinstance(v, (bool, int, float, str)) for v in flat.values())

@@ -4,6 +4,7 @@ resume continues from the saved step, and final/ loads with transformers."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import pytest
@@ -86,9 +87,11 @@ def test_the_value_head_lives_in_the_one_trained_module_and_old_checkpoints_resu
     saved = load_file(str(step / "model.safetensors"))
     head = {k.removeprefix("value_head."): v for k, v in saved.items() if k.startswith("value_head.")}
     assert head.keys() == load_file(str(full / "value_head.safetensors")).keys()
-    # Rewrite the checkpoint in the old layout.
+    # Rewrite the checkpoint in the old layout (whose trainer_state.json listed no files).
     save_file({k: v for k, v in saved.items() if not k.startswith("value_head.")}, str(step / "model.safetensors"))
     save_file(head, str(step / "model_1.safetensors"))
+    state = json.loads((step / "trainer_state.json").read_text())
+    (step / "trainer_state.json").write_text(json.dumps({k: v for k, v in state.items() if k != "files"}))
     final = train(_cfg(tiny_model_dir, pairs_file, tmp_path / "part", max_steps=4, resume=True, **common))
     for name in ("model.safetensors", "value_head.safetensors"):
         a, b = load_file(str(full / name)), load_file(str(final / name))
@@ -134,7 +137,7 @@ def test_bf16_full_fine_tuning_starts_at_log_ratio_zero(method, precompute, tiny
     entry = METHODS[method]
     spy = lambda x, cfg: (seen.append(x.policy_logps.detach() - x.reference_logps), entry.loss(x, cfg))[1]  # noqa: E731
     monkeypatch.setitem(METHODS, method, dataclasses.replace(entry, loss=spy))
-    final = train(_cfg(tiny_model_dir, pairs_file, tmp_path, method=method, pref_loss=method, precision="bf16",
+    final = train(_cfg(tiny_model_dir, pairs_file, tmp_path, method=method, precision="bf16",
                        precompute_ref_logps=precompute, max_steps=1, batch_size=4, eval_fraction=0.0))  # fmt: skip
     assert len(seen[0]) >= 4 and torch.equal(seen[0], torch.zeros_like(seen[0]))
     row = read_metrics(final.parent / "metrics.jsonl")[0]
