@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from upo.data.records import PreferencePair, prompt_text
+from upo.data.records import PreferencePair, Prompt, prompt_text
 from upo.evaluation.config import EvalConfig
 from upo.evaluation.heldout import fit_prompt, heldout_records, references
 from upo.evaluation.implicit import autocast, implicit_reward_metrics, pair_logps
@@ -53,21 +53,36 @@ def make_judge(cfg: EvalConfig, cache=None):
     if cfg.judge.startswith("rm:"):
         return judges.RewardModelJudge(cfg.judge[3:], batch_size=cfg.judge_batch_size,
                                        max_length=cfg.judge_max_length, cache=cache)
-    return judges.LLMJudge(cfg.judge_base_url, cfg.judge_model, api_key_env=cfg.judge_api_key_env)
+    return judges.LLMJudge(cfg.judge_base_url, cfg.judge_model, api_key_env=cfg.judge_api_key_env,
+                           preset=cfg.judge_preset, both_orders=cfg.judge_both_orders, seed=cfg.judge_seed)
 
 
-def judge_metrics(cfg: EvalConfig, judge, prompts: list[str], responses: list[str],
-                  references: list[str]) -> dict[str, float]:
-    """Win rate of the responses against the references (ties count half), by `judge` or cfg.judge."""
-    from upo.judges import win_rate
+def judge_metrics(cfg: EvalConfig, judge, prompts: list[Prompt], responses: list[str],
+                  references: list[str]) -> tuple[dict[str, float], list[dict] | None]:
+    """Win rate of the responses against the references (ties count half, items without a verdict
+    left out), by `judge` or cfg.judge, and the LLM judge's per-item records (orders, replies,
+    verdicts, outcome; None for other judges). `judge/comparisons` counts the items with a verdict;
+    the LLM judge adds `judge/questions` asked and `judge/unparseable` replies naming neither response."""
+    from upo.judge_protocols import tally
+    from upo.judges import LLMJudge, win_rate
     from upo.rewards.cache import ScoreCache, default_cache_dir
 
     if judge is None:
         with ScoreCache(cfg.cache_dir or default_cache_dir()) as cache:
-            outcomes = make_judge(cfg, cache).compare(prompts, responses, references)
+            return judge_metrics(cfg, make_judge(cfg, cache), prompts, responses, references)
+    metrics: dict[str, float] = {}
+    if isinstance(judge, LLMJudge):
+        judgments = judge.judge(prompts, responses, references)
+        outcomes = [j.outcome for j in judgments]
+        counts = tally(judgments)
+        metrics.update({"judge/questions": float(counts["questions"]), "judge/unparseable": float(counts["unparseable"])})
     else:
-        outcomes = judge.compare(prompts, responses, references)
-    return {"judge/win_rate": win_rate(outcomes), "judge/comparisons": float(len(outcomes))}
+        judgments, outcomes = None, judge.compare(prompts, responses, references)
+    decided = sum(o is not None for o in outcomes)
+    if decided:  # with no verdict at all there is no win rate
+        metrics["judge/win_rate"] = win_rate(outcomes)
+    metrics["judge/comparisons"] = float(decided)
+    return metrics, [j.record() for j in judgments] if judgments is not None else None
 
 
 def training_beta(model_path: str) -> float | None:
@@ -160,7 +175,12 @@ def run_eval(cfg: EvalConfig, *, judge=None, reference_memo: dict | None = None)
     texts = [prompt_text(r["prompt"]) for r in rows]
     responses = [r["response"] for r in rows]
     if judge is not None or cfg.judge:
-        metrics.update(judge_metrics(cfg, judge, texts, responses, [r["reference"] for r in rows]))
+        judged, records = judge_metrics(cfg, judge, [r["prompt"] for r in rows], responses,
+                                        [r["reference"] for r in rows])
+        metrics.update(judged)
+        if records is not None:  # generations.jsonl keeps the LLM judge's orders, replies and verdicts
+            for row, record in zip(rows, records, strict=True):
+                row["judge"] = record
     metrics.update(auxiliary_metrics(texts, responses, cfg))
     metrics.update(length_metrics(responses, [r["reference"] for r in rows]))
 
