@@ -321,3 +321,6 @@ def test_eval_config_paper_preset_defaults_to_512_prompts():
         EvalConfig(judge="rm:runs/rm", judge_preset="paper")
     with pytest.raises(ConfigError, match="set judge: llm"):
         EvalConfig(judge_both_orders=True)
+    # the protocol keys are settings of llm-judged evaluations only: earlier eval.json files stay current
+    assert "judge_seed" not in EvalConfig(judge="rm:runs/rm").settings()
+    assert EvalConfig(**llm, judge_seed=3).settings()["judge_seed"] == 3

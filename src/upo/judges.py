@@ -142,8 +142,8 @@ class LLMJudge:
         with their readings. A prompt is a string or chat messages (shown as 'User:' / 'Assistant:' turns)."""
         _check_lengths(prompts, responses, references)
         orders = protocols.item_orders(len(prompts), self.protocol, self.seed, self.both_orders)
-        questions = [(prompts[i], responses[i], references[i]) if first else (prompts[i], references[i], responses[i])
-                     for i, item in enumerate(orders) for first in item]
+        questions = [(prompts[i], *((responses[i], references[i]) if first else (references[i], responses[i])))
+                     for i, item in enumerate(orders) for first in item]  # first: the response shown as A
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             replies = iter(list(pool.map(lambda q: self.ask(*q), questions)))
         judgments = []

@@ -15,6 +15,7 @@ from upo.config import ConfigError, coerce_fields, load_dataclass
 from upo.judge_protocols import PRESETS
 
 EVAL_PRECISIONS = ("bf16", "fp32", "fp16")
+LLM_JUDGE_KEYS = ("judge_preset", "judge_both_orders", "judge_seed")
 DEFAULT_PROMPTS = 64  # held-out rows evaluated unless `prompts` or the judge preset says otherwise
 
 
@@ -93,8 +94,10 @@ class EvalConfig:
             raise ConfigError("judge_preset and judge_both_orders set how the llm judge asks; set judge: llm")
 
     def settings(self) -> dict[str, Any]:
-        """Everything that determines the results: what eval.json records and a rerun compares."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("output", "progress", "cache_dir")}
+        """Everything that determines the results: what eval.json records and a rerun compares (the
+        llm judge's protocol keys only with that judge, so other evaluations keep their settings)."""
+        skip = {"output", "progress", "cache_dir"} | (set() if self.judge == "llm" else set(LLM_JUDGE_KEYS))
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
 
 def coerce_eval(values: dict[str, Any], source: str) -> dict[str, Any]:
