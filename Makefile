@@ -28,8 +28,8 @@ $(BENCH_VENV)/.installed: pyproject.toml
 	touch $@
 
 # The llm judge against a real OpenAI-compatible server (tests marked `server`): llama-cpp-python's
-# server on the embedded SmolLM2 GGUF. pip builds llama.cpp from source (cmake, a C++ compiler; about
-# 20 min on one core); the CMake flags skip the parts the server does not need.
+# server on the embedded SmolLM2 GGUF. pip builds llama.cpp from source (cmake, a C++ compiler; 26 min
+# with one compile job on 2 busy cores); the CMake flags skip the parts the server does not need.
 LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
 	-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DGGML_OPENMP=OFF
 $(VENV)/.llama-server: $(VENV)/.installed
