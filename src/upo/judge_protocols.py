@@ -12,9 +12,8 @@ reply is read and how much of a response the judge sees. Nothing here touches th
   chosen response, "which response is more helpful, harmless, and concise?", one order per item drawn
   at random from a recorded seed, temperature 0, each response cut after its last full sentence, and
   a reply that does not open with one response's label counting for neither side (counted, reported,
-  never asked again).
-  The paper used 512 prompts: `upo eval`'s default `prompts` under this preset. With `both_orders`
-  every item is also asked in the other order (a position-bias check).
+  never asked again). The paper used 512 prompts: `upo eval`'s default `prompts` under this preset.
+  With `both_orders` every item is also asked in the other order (a position-bias check).
 
 An item's outcome is the mean of its readable verdicts (1 = the response preferred, 0 = the
 reference): 1 or 0 when they agree, 0.5 when they flip with the order, None when no reply was
@@ -27,8 +26,6 @@ import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-LABELS = ("A", "B")  # the first and the second response shown
 
 _BARE = re.compile(r"[\s*\"'(\[]*(?:response\s*|answer\s*:?\s*)?([AB])[\s*\"').\]]*", re.IGNORECASE)
 _LEADING = re.compile(r"[\s*\"'(\[#]*response\s*\[?([AB])\b", re.IGNORECASE)  # a reply opening with the label
