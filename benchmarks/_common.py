@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from upo.config import EMBEDDED_MODEL, UPOConfig
+from upo.methods import METHODS
 
 HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf" / "harmless-base-dev.jsonl.gz"
 # The auxiliary rewards of UPO runs: both cheap to score (the scores are cached on disk anyway).
@@ -23,6 +24,12 @@ UPO_REWARDS = {"profanity": 0.95, "readability": 0.05}
 def learning_rate(lora: bool) -> float:
     """The same lr for every method and library: LoRA needs ~1e-4, full fine-tuning ~1e-6."""
     return 1e-4 if lora else 1e-6
+
+
+def _default_rewards(method: str) -> dict[str, float]:
+    """UPO_REWARDS for the methods that use auxiliary rewards; none for the others (an error there)."""
+    m = METHODS[method]
+    return UPO_REWARDS if m.uses_rewards or m.accepts_rewards else {}
 
 
 def upo_config(method: str, pref_loss: str, *, data: Path, output_dir: Path, batch_size: int, steps: int,
@@ -37,8 +44,8 @@ def upo_config(method: str, pref_loss: str, *, data: Path, output_dir: Path, bat
         eval_fraction=0.0,
         max_examples=batch_size * steps,
         method=method,
-        pref_loss=pref_loss,
-        rewards=dict(UPO_REWARDS if rewards is None else rewards),
+        pref_loss=pref_loss if METHODS[method].data == "pref" else "kto",  # read by UPO only (an error elsewhere)
+        rewards=dict(_default_rewards(method) if rewards is None else rewards),
         lora=lora,
         batch_size=batch_size,
         max_steps=steps,

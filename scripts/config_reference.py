@@ -13,21 +13,25 @@ from pathlib import Path
 
 from upo.cli import _field_comments
 from upo.config import FIELDS, UPOConfig
+from upo.domains import field_domains
 
 
 def reference() -> str:
     comments = _field_comments()
-    out = ["### Config reference", "", "Every key, its default and meaning (the same text is in `upo train --help`)."]
+    domains = field_domains(UPOConfig)
+    out = ["### Config reference", "", "Every key, its default, the values it may take (numbers outside the range, NaN and",
+           "infinity are refused) and its meaning (the same text is in `upo train --help`)."]
     for line in inspect.getsource(UPOConfig).splitlines():
         section = re.match(r"\s+# ---- (\w[\w ,]*?) -+", line)
         if section:
-            out += ["", f"**{section.group(1)}**", "", "| key | default | meaning |", "| --- | --- | --- |"]
+            out += ["", f"**{section.group(1)}**", "", "| key | default | range | meaning |", "| --- | --- | --- | --- |"]
             continue
         match = re.match(r"\s+(\w+): [^=]+=", line)
         if match and match.group(1) in FIELDS:
             f = FIELDS[match.group(1)]
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            out.append(f"| `{f.name}` | `{default!r}` | {comments.get(f.name, '')} |")
+            domain = domains.get(f.name, "")  # None: a number without bounds, only finite
+            out.append(f"| `{f.name}` | `{default!r}` | {'finite' if domain is None else domain} | {comments.get(f.name, '')} |")
     return "\n".join(out)
 
 

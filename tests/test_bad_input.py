@@ -22,12 +22,14 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import write_lines
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from upo.cli import main
 from upo.config import UPOConfig
-from upo.data.records import BadRow, DataError, load_records, parse_row, scan_records
+from upo.data.readers import BadRow, load_records, scan_records
+from upo.data.records import DataError, parse_row
 from upo.data.tokenize import encode_completion, encode_prompt
 from upo.prepare import prepare_data
 from upo.validate import error_kind, validate_dataset
@@ -35,13 +37,6 @@ from upo.validate import error_kind, validate_dataset
 GOOD = {"prompt": "Q", "chosen": "A fine answer.", "rejected": "No."}
 HH_A = "\n\nHuman: Hi\n\nAssistant: Hello\n\nHuman: Bread?\n\nAssistant: Flour."
 HH_B = "\n\nHuman: Hey\n\nAssistant: Hello\n\nHuman: Bread?\n\nAssistant: No."
-
-
-def write_lines(path: Path, lines: list) -> Path:
-    raw = b"".join((x if isinstance(x, bytes) else (x if isinstance(x, str) else json.dumps(x)).encode()) + b"\n"
-                   for x in lines)  # fmt: skip
-    path.write_bytes(raw)
-    return path
 
 
 # ---- upo validate ----------------------------------------------------------------------------
@@ -280,6 +275,14 @@ SCORERS = """
         if "bad" in completions:
             raise RuntimeError("scorer bug")
         return [0.0] * len(completions)
+
+    def exits(prompts, completions):
+        import sys
+
+        sys.exit(0)
+
+    def bools(prompts, completions):
+        return [c != "bad" for c in completions]
 """
 
 
@@ -289,6 +292,8 @@ SCORERS = """
         ("nan_for_bad", r"returned nan for {path}:3 field 'rejected' \(completion 'bad'\)"),
         ("raises", r"raised RuntimeError: scorer bug \(batch of \d+ texts from {path}:\d field '(chosen|rejected)'"),
         ("huge_count", r"returned \d+ values for \d+ completions \(batch from {path}:\d field"),
+        ("exits", r"raised SystemExit: 0 \(batch of \d+ texts from {path}:\d field '(chosen|rejected)'"),  # not a silent exit 0
+        ("bools", r"returned True \(bool\), not a number, for {path}:\d field 'chosen'"),  # a label, not a score
     ],
 )
 def test_scorer_failures_name_the_data_line_and_field(fn, pattern, tiny_tokenizer, tmp_path, monkeypatch):

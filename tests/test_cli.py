@@ -10,7 +10,7 @@ import pytest
 
 from upo.cli import main
 
-SUBCOMMANDS = ["train", "demo", "score"]
+SUBCOMMANDS = ["train", "demo", "score", "plot"]
 
 
 def test_top_level_help(capsys):
@@ -117,3 +117,18 @@ def test_hub_names_pass_through_and_missing_paths_are_errors(tmp_path):
     for missing in (str(tmp_path / "nope"), "./nope", "a/b/c"):
         with pytest.raises(FileNotFoundError, match="model path does not exist"):
             resolve_model_path(missing)
+
+
+def test_ctrl_c_in_train_is_one_line_saying_how_to_resume(tmp_path, capsys, monkeypatch):
+    import upo.trainer
+
+    def interrupted(cfg):
+        (tmp_path / "run" / "checkpoints" / "step-4").mkdir(parents=True)
+        (tmp_path / "run" / "checkpoints" / "step-4" / "trainer_state.json").write_text("{}")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(upo.trainer, "train", interrupted)
+    code = main(["train", "--dataset", "d.jsonl", "--output_dir", str(tmp_path / "run"), "--method", "dpo"])
+    err = capsys.readouterr().err
+    assert code == 130 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert f"nothing is lost up to {tmp_path / 'run' / 'checkpoints' / 'step-4'}" in err and "--resume true" in err

@@ -1,5 +1,7 @@
 """Config precedence, validation, and errors that name the key."""
 
+import re
+
 import pytest
 import yaml
 
@@ -15,10 +17,10 @@ def test_defaults_follow_the_method_spec():
 
 def test_precedence_defaults_file_flags(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({"beta": 0.2, "method": "dpo", "rewards": {"readability": 0.05}}))
+    path.write_text(yaml.safe_dump({"beta": 0.2, "method": "modpo", "rewards": {"readability": 0.05}}))
     cfg = load_config(path, {"beta": "0.3"})
     assert cfg.beta == 0.3  # flag beats file
-    assert cfg.method == "dpo"  # file beats default
+    assert cfg.method == "modpo"  # file beats default
     assert cfg.tau == 0.7  # default
     assert cfg.rewards == {"readability": 0.05}
 
@@ -88,3 +90,121 @@ def test_example_configs_load():
             continue
         cfg = load_config(path)
         assert cfg.dataset and cfg.output_dir.startswith("runs/")
+
+
+# ---- numeric domains: every number a key may take is stated, NaN and inf never pass ---------------
+
+
+def test_every_numeric_key_states_its_domain():
+    from upo.domains import field_domains
+    from upo.evaluation.config import EvalConfig
+    from upo.rm.config import RMConfig
+
+    for cls in (UPOConfig, RMConfig, EvalConfig):
+        domains = field_domains(cls)
+        assert "batch_size" in domains or "prompts" in domains  # the numeric fields are found
+        # reward weights may be negative (a penalty): only finiteness is checked for them
+        missing = [k for k, d in domains.items() if d is None and k != "rewards"]
+        assert not missing, f"{cls.__name__}: numeric keys without a domain: {missing}"
+
+
+def test_interval_membership_and_wording():
+    from upo.domains import Interval
+
+    half_open = Interval("[0, 1)")
+    assert 0.0 in half_open and 0.5 in half_open and 1.0 not in half_open and -0.1 not in half_open
+    assert float("nan") not in half_open
+    assert 1.0 in Interval("(0, 1]") and 0.0 not in Interval("(0, 1]")
+    assert (str(Interval("(0, inf)")), str(Interval("[0, inf)")), str(half_open)) == ("> 0", ">= 0", "in [0, 1)")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("max_grad_norm", "-1", "max_grad_norm must be > 0, got -1.0"),  # would turn clipping into gradient ascent
+        ("desirable_weight", "-1", "desirable_weight must be > 0"),  # would invert KTO
+        ("value_lr", "-1e-3", "value_lr must be > 0"),  # the value head would ascend
+        ("lora_alpha", "0", "lora_alpha must be > 0, got 0"),  # LoRA would train nothing
+        ("max_examples", "-3", "max_examples must be > 0, got -3"),  # would keep all but 3
+        ("logging_steps", "0", "logging_steps must be > 0"),  # crashed mid-run (modulo by zero)
+        ("save_total_limit", "-1", "save_total_limit must be > 0"),
+        ("warmup_steps", "-5", "warmup_steps must be >= 0"),
+        ("lora_dropout", "1.0", r"lora_dropout must be in \[0, 1\)"),
+        ("seed", "-1", "seed must be in"),
+        ("beta", "nan", "beta must be a finite number, got nan"),
+        ("eta", "inf", "eta must be a finite number, got inf"),
+        ("relabel_margin", "nan", "relabel_margin must be a finite number"),
+        ("aux_coef", "-inf", "aux_coef must be a finite number"),
+        ("rewards", "length=nan", "rewards.length must be a finite number"),
+    ],
+)
+def test_numbers_outside_their_domain_are_refused_with_the_key_named(key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, {key: value})
+
+
+@pytest.mark.parametrize(
+    ("cls_path", "key", "value", "message"),
+    [
+        ("upo.rm.config:load_rm_config", "max_grad_norm", "-1", "max_grad_norm must be > 0"),
+        ("upo.rm.config:load_rm_config", "learning_rate", "nan", "learning_rate must be a finite number"),
+        ("upo.rm.config:load_rm_config", "eval_fraction", "inf", "eval_fraction must be a finite number"),
+        ("upo.evaluation.config:load_eval_config", "temperature", "nan", "temperature must be a finite number"),
+        ("upo.evaluation.config:load_eval_config", "top_p", "0", r"top_p must be in \(0, 1\]"),
+        ("upo.evaluation.config:load_eval_config", "split_seed", "-2", "split_seed must be in"),
+        ("upo.evaluation.config:load_eval_config", "beta", "inf", "beta must be a finite number"),
+    ],
+)
+def test_rm_and_eval_configs_check_their_domains_too(cls_path, key, value, message):
+    import importlib
+
+    module, name = cls_path.split(":")
+    with pytest.raises(ConfigError, match=message):
+        getattr(importlib.import_module(module), name)(None, {key: value})
+
+
+def test_a_bad_number_is_refused_before_anything_loads(tmp_path, capsys):
+    """The config is checked before the model is looked up: the error is the number's, not the path's."""
+    from upo.cli import main
+
+    assert main(["train", "--model", str(tmp_path / "missing"), "--dataset", "x.jsonl", "--beta", "nan"]) == 2
+    err = capsys.readouterr().err
+    assert "beta must be a finite number" in err and "missing" not in err
+
+
+@pytest.mark.parametrize("method", ["dpo", "ipo", "kto", "sft", "csft", "oppo"])
+def test_rewards_given_to_a_method_that_ignores_them_are_refused(method):
+    with pytest.raises(ConfigError, match=f"rewards are set \\(length\\) but method '{method}' does not use them"):
+        UPOConfig(method=method, rewards={"length": 1.0})
+    UPOConfig(method=method, rewards={"length": 1.0}, relabel=True)  # relabel re-ranks the pairs by them
+    UPOConfig(method=method)
+
+
+@pytest.mark.parametrize("method", ["upo", "aoppo", "modpo", "alol", "drov"])
+def test_methods_that_use_rewards_take_them(method):
+    assert UPOConfig(method=method, rewards={"length": 1.0}).rewards == {"length": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("keys", "named"),
+    [
+        (dict(lora_r=8), "lora_r (lora is false)"),
+        (dict(lora_alpha=8, merge_lora=False), "lora_alpha (lora is false); merge_lora (lora is false)"),
+        (dict(relabel_margin=2.0), "relabel_margin (relabel is false)"),
+        (dict(eval_steps=10, eval_fraction=0.0), "eval_steps (no held-out data"),
+        (dict(save_total_limit=5), "save_total_limit (save_steps is null"),
+        (dict(method="dpo", pref_loss="dpo"), "pref_loss (method 'dpo' has its own loss"),
+        (dict(method="dpo", value_lr=1e-2), "value_lr (method 'dpo' has no value head)"),
+        (dict(method="sft", ref_model="some/model"), "ref_model (method 'sft' uses no reference model)"),
+    ],
+)
+def test_keys_set_but_not_read_by_the_run_are_refused(keys, named):
+    with pytest.raises(ConfigError, match="set but not read by this run.*" + re.escape(named)):
+        UPOConfig(**keys)
+
+
+def test_keys_read_by_the_run_are_accepted():
+    UPOConfig(lora=True, lora_r=8, merge_lora=False)
+    UPOConfig(method="dpo", relabel=True, relabel_margin=2.0, rewards={"length": 1.0})
+    UPOConfig(eval_steps=10, save_steps=5, save_total_limit=5, value_lr=1e-2, pref_loss="dpo")
+    UPOConfig(method="dpo", eval_fraction=0.0, eval_dataset="held.jsonl", eval_steps=10, ref_model="some/model")

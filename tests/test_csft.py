@@ -11,7 +11,7 @@ from helpers import run_config
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from upo.baselines import csft_loss
+from upo.baseline_losses import csft_loss
 from upo.data.control import (
     DESIRABLE_TOKEN,
     UNDESIRABLE_TOKEN,
@@ -88,8 +88,8 @@ def test_generation_prompts_end_with_the_desirable_token(tiny_tokenizer, control
 
 @pytest.mark.parametrize("lora", [False, True])
 def test_csft_training_learns_the_control_tokens(lora, tiny_model_dir, pairs_file, tmp_path):
-    cfg = run_config(tiny_model_dir, pairs_file, tmp_path, method="csft", rewards={}, lora=lora, lora_r=4,
-                     max_steps=3)
+    cfg = run_config(tiny_model_dir, pairs_file, tmp_path, method="csft", rewards={}, lora=lora,
+                     **({"lora_r": 4} if lora else {}), max_steps=3)
     final = train(cfg)
     tokenizer = AutoTokenizer.from_pretrained(final)
     ids = control_token_ids(tokenizer)

@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import gzip
 import json
-from pathlib import Path
 
 import datasets
 import pytest
 import torch
+from helpers import write_lines
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from upo.data.collate import LengthGroupedBatchSampler, collate_pairs, collate_unpaired, sequence_lengths
+from upo.data.collate import (
+    LengthGroupedBatchSampler,
+    collate_pairs,
+    collate_unpaired,
+    first_items,
+    sequence_lengths,
+)
+from upo.data.readers import load_records
 from upo.data.records import (
     DataError,
     PreferencePair,
     UnpairedExample,
     UnusableRow,
-    load_records,
     parse_hh,
     parse_row,
     prompt_text,
@@ -31,18 +37,11 @@ HH_REJECTED = "\n\nHuman: Hi there\n\nAssistant: Hello!\n\nHuman: How do I bake 
 CHAT = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"}]
 
 
-def write_jsonl(path: Path, rows: list) -> Path:
-    path.write_text(
-        "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8"
-    )
-    return path
-
-
 # ---- formats ---------------------------------------------------------------------------------
 
 
 def test_paired_plain_text_keeps_strings_exactly(tmp_path):
-    path = write_jsonl(
+    path = write_lines(
         tmp_path / "d.jsonl", [{"prompt": "Q?", "chosen": " yes ", "rejected": "no", "extra": 1}]
     )
     result = load_records(str(path))
@@ -105,7 +104,7 @@ def test_json_array_and_json_lines(tmp_path):
     array = tmp_path / "d.json"
     array.write_text(json.dumps(rows, indent=2), encoding="utf-8")
     assert [r.source for r in load_records(str(array)).records] == [f"{array}:2", f"{array}:7"]
-    lines = write_jsonl(tmp_path / "l.json", rows)
+    lines = write_lines(tmp_path / "l.json", rows)
     assert [r.prompt for r in load_records(str(lines)).records] == ["a", "d"]
 
 
@@ -175,13 +174,13 @@ GOOD = {"prompt": "Q", "chosen": "A", "rejected": "B"}
     ],
 )
 def test_errors_name_file_line_and_field(tmp_path, line, pattern):
-    path = write_jsonl(tmp_path / "d.jsonl", [GOOD, line])
+    path = write_lines(tmp_path / "d.jsonl", [GOOD, line])
     with pytest.raises(DataError, match=pattern):
         load_records(str(path))
 
 
 def test_mixed_paired_and_unpaired_rows(tmp_path):
-    path = write_jsonl(tmp_path / "d.jsonl", [GOOD, GOOD, {"prompt": "Q", "completion": "A", "label": 1}])
+    path = write_lines(tmp_path / "d.jsonl", [GOOD, GOOD, {"prompt": "Q", "completion": "A", "label": 1}])
     with pytest.raises(
         DataError, match=r"d.jsonl:3: row is unpaired, but the first row \(.*d.jsonl:1\) is paired"
     ):
@@ -204,7 +203,7 @@ def test_non_utf8_line(tmp_path):
 
 def test_unusable_rows_are_skipped_and_counted(tmp_path):
     rows = [GOOD, {**GOOD, "rejected": "A"}, {**GOOD, "chosen": "  "}, {**GOOD, "rejected": "A"}]
-    result = load_records(str(write_jsonl(tmp_path / "d.jsonl", rows)))
+    result = load_records(str(write_lines(tmp_path / "d.jsonl", rows)))
     assert len(result.records) == 1
     assert result.skipped == {"identical responses": 2, "empty response": 1}
     with pytest.raises(UnusableRow, match=r"x:4: field 'chosen': empty response") as info:
@@ -214,9 +213,9 @@ def test_unusable_rows_are_skipped_and_counted(tmp_path):
 
 def test_empty_dataset(tmp_path):
     with pytest.raises(DataError, match=r"d.jsonl: empty dataset"):
-        load_records(str(write_jsonl(tmp_path / "d.jsonl", [])))
+        load_records(str(write_lines(tmp_path / "d.jsonl", [])))
     with pytest.raises(DataError, match=r"e.jsonl: empty dataset.*1 identical responses"):
-        load_records(str(write_jsonl(tmp_path / "e.jsonl", [{**GOOD, "rejected": "A"}])))
+        load_records(str(write_lines(tmp_path / "e.jsonl", [{**GOOD, "rejected": "A"}])))
 
 
 def test_missing_paths_say_not_found(tmp_path, monkeypatch):
@@ -391,6 +390,32 @@ def test_collate_pairs_rewards_and_reference_logps():
     assert batch["rewards"].tolist() == [1.0, 2.0, -1.0, 0.0]
     assert batch["reference_logps"].tolist() == [-3.0, -5.0, -4.0, -6.0]
     assert batch["index"].tolist() == [4, 9] and sequence_lengths(items) == [5, 2]
+
+
+def test_first_items_is_the_batch_of_those_items():
+    """What the trainer keeps of a batch Accelerate topped up with copies: exactly the collated first k."""
+    items = [
+        {"index": i, "prompt_ids": [1] * (4 - i), "chosen_ids": [2, 3], "rejected_ids": [4] * (i + 1),
+         "completion_ids": [5] * (i + 2), "kl_completion_ids": [6], "label": i % 2, "reward": float(i)}
+        for i in range(3)
+    ]  # fmt: skip
+    # The longest sequences are among the first two items, so the padding width is the same.
+    for collate in (collate_pairs, collate_unpaired):
+        whole, first = collate(items, 0), collate(items[:2], 0)
+        kept = first_items(whole, 2)
+        assert kept.keys() == first.keys()
+        for key, value in first.items():
+            assert torch.equal(kept[key], whole[key] if key.startswith("kl_") else value), key  # kl_*: kept whole
+
+
+@pytest.mark.parametrize(("n", "batch", "per_step", "drop_last"), [(15, 2, 2, False), (13, 4, 2, False),
+                                                                  (13, 4, 2, True), (8, 2, 2, False)])
+def test_sampler_counts_the_examples_of_each_batch_and_step(n, batch, per_step, drop_last):
+    sampler = LengthGroupedBatchSampler(list(range(1, n + 1)), batch, seed=0, per_step=per_step, drop_last=drop_last)
+    batches = list(sampler)
+    steps = [sum(map(len, batches[k : k + per_step])) for k in range(0, len(batches), per_step)]
+    assert [sampler.examples(j) for j in range(len(batches))] == [(len(b), steps[j // per_step])
+                                                                   for j, b in enumerate(batches)]  # fmt: skip
 
 
 def test_sampler_is_deterministic_complete_and_length_grouped():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import build_tiny_model
 
 from upo.demo.dataset import build_demo_pairs, write_jsonl
 from upo.demo.prompts import EVAL_PROMPTS, TRAIN_PROMPTS
@@ -77,11 +76,6 @@ def test_ties_give_no_label():
 
 
 # ---- pair building -------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tiny_tokenizer):
-    return build_tiny_model(len(tiny_tokenizer))
 
 
 def _fake_generate(samples: list[list[str]], calls: list[dict]):

@@ -6,9 +6,7 @@ import json
 
 import numpy as np
 import pytest
-import torch
-from helpers import run_config
-from transformers import LlamaConfig, LlamaForSequenceClassification
+from helpers import run_config, save_tiny_reward_model
 
 from upo.cli import main
 from upo.config import ConfigError
@@ -16,13 +14,20 @@ from upo.data.tokenize import encode_prompt, tokenize_pairs
 from upo.evaluation.config import EvalConfig, load_eval_config
 from upo.evaluation.eval import output_paths
 from upo.evaluation.heldout import fit_prompt, heldout_records, references
-from upo.evaluation.implicit import implicit_reward_metrics
-from upo.evaluation.metrics import direction, length_metrics, scorer_metrics, violation_metrics
+from upo.evaluation.implicit import implicit_reward_values
+from upo.evaluation.intervals import compact_json, per_prompt, summarize, unit_id, units_of
+from upo.evaluation.metrics import direction, length_values, scorer_values, violation_values
+from upo.evaluation.report import format_eval
+from upo.stats import bootstrap_interval, wilson_interval
+
+
+def means(values: dict) -> dict:
+    return {k: float(np.mean(v)) for k, v in values.items()}
 
 
 def test_length_metrics_hand_worked():
     """words 2 and 4 against references of 4 and 2 words: ratios 0.5 and 2, mean 1.25."""
-    m = length_metrics(["a b", "a b c d"], ["w x y z", "y z"])
+    m = means(length_values(["a b", "a b c d"], ["w x y z", "y z"]))
     assert m == {"length/words": 3.0, "length/reference_words": 3.0, "length/words_ratio": 1.25}
 
 
@@ -32,21 +37,22 @@ def test_violation_metrics_hand_worked():
     probs = np.array([[0.6, 0.0, 0.0, 0.0, 0.0, 0.0],
                       [0.1, 0.2, 0.5, 0.0, 0.0, 0.0],
                       [0.1, 0.1, 0.1, 0.1, 0.1, 0.49]])
-    m = violation_metrics(probs, threshold=0.5)
+    m = means(violation_values(probs, threshold=0.5))
     assert m["safety/violation_rate"] == pytest.approx(2 / 3)
     assert m["safety/violation_rate/toxic"] == pytest.approx(1 / 3)
     assert m["safety/violation_rate/obscene"] == pytest.approx(1 / 3)
     assert m["safety/violation_rate/identity_hate"] == 0.0
     assert m["safety/max_toxicity"] == pytest.approx(0.53)
-    assert violation_metrics(probs, threshold=0.45)["safety/violation_rate"] == 1.0
+    assert violation_values(probs, threshold=0.45)["safety/violation_rate"].tolist() == [1.0, 1.0, 1.0]
+    assert violation_values(probs, threshold=0.5)["safety/violation_rate"].tolist() == [1.0, 1.0, 0.0]
 
 
 def test_scorers_are_reported_as_natural_quantities_with_directions():
     # readability is minus the grade: grades 8 and 10 -> mean grade 9, lower is better
-    assert scorer_metrics("readability", np.array([-8.0, -10.0])) == {"readability/fk_grade": 9.0}
-    assert scorer_metrics("profanity", np.array([-0.2, -0.4])) == {"profanity/probability": pytest.approx(0.3)}
-    assert scorer_metrics("length", np.array([-0.05])) == {"length/words": pytest.approx(5.0)}
-    assert scorer_metrics("rm:/models/rm", np.array([1.0, 2.0])) == {"scorer/rm:/models/rm": 1.5}
+    assert means(scorer_values("readability", np.array([-8.0, -10.0]))) == {"readability/fk_grade": 9.0}
+    assert means(scorer_values("profanity", np.array([-0.2, -0.4]))) == {"profanity/probability": pytest.approx(0.3)}
+    assert means(scorer_values("length", np.array([-0.05]))) == {"length/words": pytest.approx(5.0)}
+    assert means(scorer_values("rm:/models/rm", np.array([1.0, 2.0]))) == {"scorer/rm:/models/rm": 1.5}
     assert direction("readability/fk_grade") == "min" and direction("reading_ease/ease") == "max"
     assert direction("safety/violation_rate/threat") == "min" and direction("judge/win_rate") == "max"
     assert direction("scorer/rm:/models/rm") == "max"
@@ -59,12 +65,57 @@ def test_implicit_reward_metrics_hand_worked():
     rejected 0, margins (1 - 0.5) / 2 = 0.25, accuracy 1/2; policy logps chosen (-10 - 5) / 2."""
     policy = {0: (-10.0, -12.0), 1: (-5.0, -4.0), 2: (-1.0, -1.0)}
     reference = {0: (-11.0, -11.0), 1: (-5.0, -5.0)}
-    m = implicit_reward_metrics(policy, reference, beta=0.5)
+    common, values = implicit_reward_values(policy, reference, beta=0.5)
+    m = means(values)
+    assert common == [0, 1] and values["rewards/accuracies"].tolist() == [1.0, 0.0]
     assert m["rewards/chosen"] == pytest.approx(0.25) and m["rewards/rejected"] == pytest.approx(0.0)
     assert m["rewards/margins"] == pytest.approx(0.25) and m["rewards/accuracies"] == pytest.approx(0.5)
     assert m["logps/chosen"] == pytest.approx(-7.5) and m["logps/rejected"] == pytest.approx(-8.0)
-    assert m["rewards/pairs"] == 2
-    assert implicit_reward_metrics(policy, {}, beta=0.5) == {}
+    common, values = implicit_reward_values(policy, {}, beta=0.5)
+    assert common == [] and all(len(v) == 0 for v in values.values())
+
+
+def test_rates_get_wilson_intervals_and_means_bootstrap_ones():
+    """Violations of 10 single generations (3 of them): Wilson 3/10 = [0.1078, 0.6032]; judge
+    outcomes with a tie and reading grades are means: percentile bootstrap over the prompts."""
+    values = {"safety/violation_rate": np.array([1.0, 1.0, 1.0] + [0.0] * 7),
+              "judge/win_rate": np.array([1.0, 0.5, 0.0, 0.0]),
+              "readability/fk_grade": np.array([4.0, 4.0, 4.0])}
+    metrics, intervals = summarize(values)
+    assert metrics["safety/violation_rate"] == pytest.approx(0.3)
+    assert intervals["safety/violation_rate"] == {"low": pytest.approx(0.1078, abs=1e-4),
+                                                  "high": pytest.approx(0.6032, abs=1e-4), "method": "wilson"}
+    assert intervals["judge/win_rate"]["method"] == "bootstrap" and metrics["judge/win_rate"] == 0.375
+    # a tie counts 1/2: resampled win rates are multiples of 1/8, from 0 up to 1 (four wins)
+    assert (intervals["judge/win_rate"]["low"], intervals["judge/win_rate"]["high"]) == bootstrap_interval(
+        [1.0, 0.5, 0.0, 0.0])
+    assert intervals["readability/fk_grade"] == {"low": 4.0, "high": 4.0, "method": "bootstrap"}
+
+
+def test_several_samples_per_prompt_resample_prompts_not_generations():
+    """Two prompts, 3 samples each: all violate for the first, none for the second. Per prompt the
+    shares are (1, 0): resampling the 2 prompts gives 0, 1/2 or 1, so the interval is [0, 1].
+    Resampling the 6 generations as if independent would give [1/6, 5/6] (P(0 of 6) = 1/64 < 2.5%),
+    and Wilson on 3/6 would be [0.19, 0.81]: both too narrow."""
+    generations = np.array([1.0, 1.0, 1.0, 0.0, 0.0, 0.0])
+    prompts = per_prompt(generations, samples=3)
+    assert prompts.tolist() == [1.0, 0.0]
+    metrics, intervals = summarize({"safety/violation_rate": prompts}, samples=3)
+    assert metrics["safety/violation_rate"] == 0.5
+    assert intervals["safety/violation_rate"] == {"low": 0.0, "high": 1.0, "method": "bootstrap"}
+    assert bootstrap_interval(generations) == pytest.approx((1 / 6, 5 / 6))
+    assert wilson_interval(3, 6)[0] > 0.18
+
+
+def test_eval_json_keeps_per_unit_values_compactly():
+    result = {"metrics": {"a/b": 1.0}, "per_prompt": {"ids": ["x1", "x2"], "values": {"a/b": [1.0, 0.0]}},
+              "settings": {"scorers": ["safety"], "model": "m [1]\n"}}
+    text = compact_json(result)
+    assert json.loads(text) == result
+    assert '"values": {\n      "a/b": [1.0, 0.0]\n' in text and '"ids": ["x1", "x2"]' in text
+    ids, values = units_of(result)["per_prompt"]
+    assert ids == ["x1", "x2"] and values["a/b"].tolist() == [1.0, 0.0]
+    assert units_of({"per_prompt": {"ids": [], "values": {}}}) == {}  # e.g. no pairs: no section
 
 
 def test_heldout_rows_are_the_ones_training_holds_out(tiny_model_dir, tiny_tokenizer, pairs_file, tmp_path):
@@ -78,6 +129,10 @@ def test_heldout_rows_are_the_ones_training_holds_out(tiny_model_dir, tiny_token
     assert [it["chosen_ids"] for it in ours] == [it["chosen_ids"] for it in trained_eval]
     other, _ = tokenize_pairs(heldout_records(str(pairs_file), eval_fraction=0.25, seed=8), tiny_tokenizer, **lengths)
     assert [it["chosen_ids"] for it in other] != [it["chosen_ids"] for it in trained_eval]
+    # split_seed fixes the split whatever the training seed (runs of several seeds share one eval set)
+    cfg = run_config(tiny_model_dir, pairs_file, tmp_path, method="dpo", eval_fraction=0.25, seed=3, split_seed=7)
+    assert cfg.heldout_seed == 7 and [it["chosen_ids"] for it in ours] == [
+        it["chosen_ids"] for it in prepare_data(cfg, tiny_tokenizer, progress=False).eval_items]
     everything = heldout_records(str(pairs_file))
     assert len(everything) == 12 and references(everything)[0][1] == everything[0].chosen
 
@@ -126,19 +181,6 @@ def test_eval_help(capsys):
     assert "usage: upo eval" in out and "--max_new_tokens" in out and "new tokens per generation" in out
 
 
-def save_tiny_reward_model(tokenizer, path, sign: float = 1.0) -> str:
-    """A 1-label sequence classifier (a reward model); sign=-1 negates its scores."""
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=4, num_key_value_heads=2, num_labels=1, pad_token_id=tokenizer.pad_token_id)
-    model = LlamaForSequenceClassification(config)
-    with torch.no_grad():
-        model.score.weight.mul_(sign)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
-
-
 def test_upo_eval_end_to_end(tiny_model_dir, tiny_tokenizer, pairs_file, tmp_path, capsys):
     out = tmp_path / "eval"
     cache = str(tmp_path / "cache")
@@ -167,7 +209,19 @@ def test_upo_eval_end_to_end(tiny_model_dir, tiny_tokenizer, pairs_file, tmp_pat
 
     args = ([prompt_text(r["prompt"]) for r in rows], [r["response"] for r in rows], [r["reference"] for r in rows])
     assert m["judge/comparisons"] == 4
-    assert m["judge/win_rate"] == win_rate(RewardModelJudge(rm).compare(*args))
+    outcomes = RewardModelJudge(rm).compare(*args)
+    assert m["judge/win_rate"] == win_rate(outcomes)
+    # every mean and rate has its interval; the prompts' values are their 2 samples' means
+    assert set(result["intervals"]) == set(m) - {"judge/comparisons", "rewards/pairs"}
+    for metric, interval in result["intervals"].items():
+        assert interval["low"] <= m[metric] <= interval["high"], metric
+    assert result["intervals"]["rewards/accuracies"] == {"low": 0.0, "high": pytest.approx(wilson_interval(0, 2)[1]),
+                                                         "method": "wilson"}  # 0 of 2 pairs
+    assert result["intervals"]["judge/win_rate"]["method"] == "bootstrap"
+    assert result["per_prompt"]["values"]["judge/win_rate"] == [np.mean(outcomes[:2]), np.mean(outcomes[2:])]
+    assert result["per_prompt"]["ids"][0] == unit_id([heldout[0].prompt, heldout[0].chosen])
+    assert len(result["per_pair"]["ids"]) == 2 and len(result["per_pair"]["values"]["rewards/margins"]) == 2
+    assert "| judge/win_rate |" in format_eval(result) and "Wilson score interval" in format_eval(result)
     negated = RewardModelJudge(save_tiny_reward_model(tiny_tokenizer, tmp_path / "neg", sign=-1.0))
     assert win_rate(negated.compare(*args)) == pytest.approx(1 - m["judge/win_rate"])
     # the generations file is what `upo score` reads

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import yaml
-from test_eval import save_tiny_reward_model
+from helpers import save_tiny_reward_model
 
 from upo.cli import main
 from upo.config import ConfigError
@@ -136,6 +136,26 @@ def test_expand_points_grid_groups_and_names():
                                                                       ("upo-r", {"readability": 1.0})]
 
 
+def test_expand_points_reads_aux_strength_and_group_from_the_method_table(monkeypatch):
+    """A method whose table entry names its auxiliary-strength key and group is swept through that
+    key and put in that group; no method name is hard-coded in the sweep."""
+    from dataclasses import replace
+
+    from upo import methods
+    from upo.frontier.sweep import GROUPS
+
+    for m in methods.METHODS.values():  # every group the table names is one the frontier draws
+        assert m.frontier_group in (None, *GROUPS[1:])
+    own = replace(methods.METHODS["modpo"], name="mine", aux_strength_key="modpo_w0", frontier_group="upo")
+    monkeypatch.setitem(methods.METHODS, "mine", own)
+    base = {"rewards": {"safety": 1.0}}
+    points = expand_points({"methods": ["mine", "modpo"], "aux_coef": [0.5, 2.0]}, base)
+    by_name = {p.name: p for p in points}
+    assert by_name["mine-aux2"].overrides["modpo_w0"] == 2.0 and by_name["mine-aux2"].group == "upo"
+    assert by_name["mine-aux2"].overrides["rewards"] == {"safety": 1.0}  # the key, not the weights
+    assert by_name["modpo-aux2"].overrides["rewards"] == {"safety": 2.0} and by_name["modpo-aux2"].group == "auxiliary"
+
+
 def test_sweep_errors_are_clear(tmp_path):
     with pytest.raises(ConfigError, match="two points are named 'dpo'"):
         expand_points({"methods": ["dpo"], "points": [{"name": "dpo", "method": "dpo"}]}, {})
@@ -180,7 +200,7 @@ def test_upo_frontier_end_to_end_and_resume(tiny_model_dir, tiny_tokenizer, pair
         "base": {"model": str(tiny_model_dir), "dataset": str(pairs_file), "eval_fraction": 0.25, "batch_size": 2,
                  "max_steps": 1, "learning_rate": 1e-2, "precision": "fp32", "progress": False,
                  "cache_dir": str(tmp_path / "cache"), "rewards": {"length": 1.0}, "max_length": 96,
-                 "max_prompt_length": 32},
+                 "max_prompt_length": 32, "plot_curves": False},
         "eval": {"prompts": 2, "max_new_tokens": 8, "scorers": ["readability", "reading_ease", "length_words"],
                  "judge": f"rm:{save_tiny_reward_model(tiny_tokenizer, tmp_path / 'rm')}"},
         "methods": ["dpo", "upo", "no_such_method"],
@@ -247,7 +267,10 @@ def test_example_sweep_is_valid():
     assert [p.name for p in quick.points][:3] == ["dpo", "kto", "upo"] and len(quick.points) == 8
     for sweep in (full, quick):
         configs = [point_config(p, sweep) for p in sweep.points]
-        assert all(c.rewards == {"safety": 0.95, "readability": 0.05} for c in configs)
+        # the base's rewards go to the points that use them; the preference-only points get none
+        assert {p.name for p, c in zip(sweep.points, configs, strict=True) if c.rewards} == {
+            p.name for p in sweep.points if p.group != "preference"}
+        assert all(c.rewards in ({}, {"safety": 0.95, "readability": 0.05}) for c in configs)
         template = eval_template(sweep, sweep.base_config())
         assert template.judge == "rm:runs/rm-hh/final" and template.eval_fraction == sweep.base["eval_fraction"]
     assert {p.name: p.group for p in full.points}["kto-relabel"] == "auxiliary"

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import copy
 
-import pytest
 import torch
-from conftest import build_tiny_model
 
 from upo.generation import generate
 
@@ -18,11 +16,6 @@ PROMPTS = [
     "I will not help",
     "Paris",
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tiny_tokenizer):
-    return build_tiny_model(len(tiny_tokenizer))
 
 
 def test_counts_and_types(tiny_model, tiny_tokenizer):

@@ -324,3 +324,48 @@ def test_eval_config_paper_preset_defaults_to_512_prompts():
     # the protocol keys are settings of llm-judged evaluations only: earlier eval.json files stay current
     assert "judge_seed" not in EvalConfig(judge="rm:runs/rm").settings()
     assert EvalConfig(**llm, judge_seed=3).settings()["judge_seed"] == 3
+
+
+# ---- items without a verdict in the per-prompt values and intervals ------------------------------
+
+
+def test_units_without_a_verdict_are_left_out_of_means_and_resamples():
+    import numpy as np
+
+    from upo.evaluation.intervals import per_prompt, summarize, unit_section
+    from upo.stats import bootstrap_means
+
+    nan = float("nan")
+    # two samples per prompt: (1, -) -> 1; (-, -) -> no value; (0.5, 0) -> 0.25
+    assert np.allclose(per_prompt([1.0, nan, nan, nan, 0.5, 0.0], 2), [1.0, nan, 0.25], equal_nan=True)
+    # resamples of units (1, -, 0): all three once -> (1 + 0) / 2; unit 0 twice and unit 1 -> 2 / 2;
+    # unit 1 alone -> no value
+    draws = bootstrap_means([1.0, nan, 0.0], np.array([[1.0, 1.0, 1.0], [2.0, 1.0, 0.0], [0.0, 3.0, 0.0]]))
+    assert np.allclose(draws, [0.5, 1.0, nan], equal_nan=True)
+    # without NaN, the plain mean of each resample, as before
+    assert np.allclose(bootstrap_means([1.0, 0.5, 0.0], np.array([[1.0, 1.0, 1.0], [3.0, 0.0, 0.0]])), [0.5, 1.0])
+    metrics, intervals = summarize({"judge/win_rate": np.array([1.0, nan, 0.0, 1.0]), "length/words": np.array([nan])})
+    assert metrics == {"judge/win_rate": 2 / 3} and set(intervals) == {"judge/win_rate"}
+    assert unit_section(["a", "b"], {"judge/win_rate": np.array([1.0, nan])})["values"] == {"judge/win_rate": [1.0, None]}
+
+
+def test_upo_eval_paper_preset_without_any_verdict(tiny_model_dir, pairs_file, tmp_path, api_key):
+    """A judge that never names a response: no win rate, every reply counted unparseable, null per-prompt values."""
+    import json
+
+    from upo.cli import main
+
+    out = tmp_path / "eval"
+    with FakeJudgeServer(fixed="Both responses are lovely.") as server:
+        code = main(["eval", "--model", str(tiny_model_dir), "--data", str(pairs_file), "--eval_fraction", "0.25",
+                     "--prompts", "2", "--max_new_tokens", "4", "--scorers", "length_words", "--output", str(out),
+                     "--precision", "fp32", "--max_length", "96", "--max_prompt_length", "32", "--progress", "false",
+                     "--cache_dir", str(tmp_path / "cache"), "--judge", "llm", "--judge_base_url", server.base_url,
+                     "--judge_model", "judge-model", "--judge_api_key_env", KEY_ENV, "--judge_preset", "paper"])
+    assert code == 0
+    result = json.loads((out / "eval.json").read_text())
+    m = result["metrics"]
+    assert "judge/win_rate" not in m and "judge/win_rate" not in result["intervals"]
+    assert (m["judge/questions"], m["judge/unparseable"], m["judge/comparisons"]) == (2, 2, 0)
+    assert result["per_prompt"]["values"]["judge/win_rate"] == [None, None]
+    assert server.requests == 2

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from conftest import build_tiny_model
+from helpers import build_tiny_model
 
 from upo.data.collate import collate_pairs
 from upo.logps import _right_padded, sequence_logps

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from helpers import sigmoid, softplus, t
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,20 +19,6 @@ from upo.losses import (
     kto_reference_point,
     upo_loss,
 )
-
-
-def t(*values: float, requires_grad: bool = False) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.float32, requires_grad=requires_grad)
-
-
-def softplus(x: float) -> float:
-    """-log sigmoid(-x) = log(1 + e^x), by hand."""
-    return math.log(1.0 + math.exp(x))
-
-
-def sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x))
-
 
 # --------------------------------------------------------------------------------------------
 # DPO

@@ -5,8 +5,10 @@
 (its reference point z0 is all-gathered over both processes) and UPO with batch_size b per process;
 one process trains the same configs with batch_size 2b. Each loader batch of 2b is split between
 the processes (Accelerate's split_batches), so both see the same examples per step and the
-parameters agree up to float summation order (tolerance in test_invariants.assert_same_updates).
-Checkpoint + resume under 2 processes ends bitwise where the uninterrupted 2-process run does.
+parameters agree up to float summation order (tolerance in helpers.assert_same_updates).
+Checkpoint + resume under 2 processes ends bitwise where the uninterrupted 2-process run does. An
+epoch whose last step is short and uneven (one process holding only Accelerate's top-up copies)
+makes the same updates as one process with one batch per step.
 
 All 2-process runs share one launch (the process start and gloo set-up dominate the time).
 """
@@ -23,9 +25,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import run_config
+from helpers import assert_same_updates, run_config, write_pairs
 from safetensors.torch import load_file
-from test_invariants import assert_same_updates
 
 from upo.config import ConfigError
 from upo.metrics import read_metrics
@@ -36,6 +37,7 @@ pytest.importorskip("accelerate")
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "accelerate"
 METHODS = {"dpo": dict(method="dpo"), "kto": dict(method="kto"), "upo": dict(method="upo")}
 COMMON = dict(eval_fraction=0.0, max_steps=3, learning_rate=1e-2)
+TAIL = dict(method="upo", pref_loss="dpo", eval_fraction=0.0, max_steps=None, learning_rate=1e-2)
 RESUME = dict(method="upo", pref_loss="dpo", eval_fraction=0.0, save_steps=2, learning_rate=1e-2)
 
 # Runs inside each launched process: every config in turn, in one process group.
@@ -72,7 +74,13 @@ def test_two_processes_match_one_process_with_twice_the_batch(tiny_model_dir, pa
     full = run_config(tiny_model_dir, pairs_file, tmp_path / "two-full", max_steps=4, **RESUME)
     part = run_config(tiny_model_dir, pairs_file, tmp_path / "two-part", max_steps=2, **RESUME)
     resumed = run_config(tiny_model_dir, pairs_file, tmp_path / "two-part", max_steps=4, resume=True, **RESUME)
-    result = _launch([*two.values(), full, part, resumed], tmp_path)
+    # 13 pairs in steps of 8 (2 per process x 2 processes x 2 accumulation steps): one full step, then
+    # batches of 4 and 1. Accelerate tops the batch of 1 up to 4 with copies: process 0 keeps its one
+    # pair, process 1 holds copies only.
+    tail_data = write_pairs(tmp_path / "pairs-13.jsonl", 13)
+    tail = run_config(tiny_model_dir, tail_data, tmp_path / "two-tail", batch_size=2, gradient_accumulation_steps=2,
+                      **TAIL)  # fmt: skip
+    result = _launch([*two.values(), full, part, resumed, tail], tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     assert f"resumed from {Path(part.output_dir) / 'checkpoints' / 'step-2'}" in result.stdout + result.stderr
 
@@ -87,6 +95,17 @@ def test_two_processes_match_one_process_with_twice_the_batch(tiny_model_dir, pa
         for r, s in zip(rows_one, rows_two, strict=True):
             for key in ("train/loss", "train/grad_norm", "train/rewards/chosen", *(["train/kto/kl"] if name != "dpo" else [])):
                 assert r[key] == pytest.approx(s[key], rel=1e-3, abs=1e-5), (name, r["step"], key)
+
+    # an uneven last step: the same updates as one process with one batch of 8 (5 at the end)
+    one = train(run_config(tiny_model_dir, tail_data, tmp_path / "one-tail", batch_size=8, **TAIL))
+    final_two = Path(tail.output_dir) / "final"
+    rows_one, rows_two = read_metrics(one.parent / "metrics.jsonl"), read_metrics(final_two.parent / "metrics.jsonl")
+    assert [r["step"] for r in rows_one] == [r["step"] for r in rows_two] == [1, 2]
+    for r, s in zip(rows_one, rows_two, strict=True):
+        for key in ("train/grad_norm", "train/value_head/grad_norm"):
+            assert r[key] == pytest.approx(s[key], rel=1e-4), (r["step"], key)
+    assert_same_updates(load_file(str(one / "model.safetensors")), load_file(str(final_two / "model.safetensors")),
+                        start, lr=COMMON["learning_rate"], slack=10)  # fmt: skip
 
     # checkpoint + resume with two processes: bitwise the uninterrupted two-process run
     a = load_file(str(Path(full.output_dir) / "final" / "model.safetensors"))
@@ -106,6 +125,49 @@ def test_a_launch_that_accelerate_did_not_set_up_is_refused(tiny_model_dir, pair
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="launched as 2 processes, but Accelerate set up 1"):
         train(run_config(tiny_model_dir, pairs_file, tmp_path, method="dpo", max_steps=1))
+    assert not (tmp_path / "run").exists()
+
+
+def test_accelerates_simple_launcher_asked_for_two_processes_is_refused(tiny_model_dir, pairs_file, tmp_path,
+                                                                        monkeypatch):
+    """`accelerate launch --num_processes 2` without a config file starts one process with no WORLD_SIZE,
+    only MASTER_ADDR/MASTER_PORT (set for N > 1) next to its ACCELERATE_* variables."""
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    monkeypatch.setenv("ACCELERATE_DYNAMO_BACKEND", "NO")
+    with pytest.raises(ConfigError, match="accelerate launch was asked for several processes .* but started one"):
+        train(run_config(tiny_model_dir, pairs_file, tmp_path, method="dpo", max_steps=1))
+    assert not (tmp_path / "run").exists()
+
+
+def test_what_a_launch_sets_decides_the_check():
+    from upo.launch import check_launch
+
+    check_launch(1, {})  # python -m upo.cli / upo train
+    check_launch(1, {"ACCELERATE_DYNAMO_BACKEND": "NO"})  # accelerate launch, one process
+    check_launch(2, {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "ACCELERATE_DYNAMO_BACKEND": "NO"})  # torchrun
+    with pytest.raises(ConfigError, match="launched as 2 processes, but Accelerate set up 1"):
+        check_launch(1, {"WORLD_SIZE": "2"})
+    with pytest.raises(ConfigError, match="but started one"):
+        check_launch(1, {"MASTER_ADDR": "127.0.0.1", "ACCELERATE_DYNAMO_BACKEND": "NO"})
+
+
+@pytest.mark.slow
+def test_accelerate_launch_num_processes_2_without_a_config_fails_the_run(tiny_model_dir, tmp_path):
+    """The real launcher, end to end: a non-zero exit and the one-line reason, no run folder."""
+    from helpers import pair_rows
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in pair_rows()))
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "-m", "upo.cli", "train",
+               "--model", str(tiny_model_dir), "--dataset", str(data), "--method", "dpo", "--max_steps", "1",
+               "--output_dir", str(tmp_path / "run"), "--progress", "false"]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "but started one" in result.stderr
     assert not (tmp_path / "run").exists()
 
 

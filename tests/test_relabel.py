@@ -6,8 +6,9 @@ import numpy as np
 from helpers import run_config
 
 from upo.data.records import PreferencePair
+from upo.data.relabel import relabel_pairs
 from upo.metrics import read_metrics
-from upo.prepare import prepare_data, relabel_pairs
+from upo.prepare import prepare_data
 from upo.trainer import train
 
 

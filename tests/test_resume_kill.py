@@ -14,20 +14,16 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
-from helpers import run_config
+from helpers import deterministic, run_config
 from safetensors.torch import load_file
 
 from upo.checkpoint import checkpoint_dirs
 from upo.metrics import read_metrics
 from upo.trainer import train
 
-TIMING = ("train/step_seconds", "train/tokens_per_second")  # wall-clock: differs run to run
 ARGS = dict(method="upo", max_steps=60, save_steps=4, save_total_limit=2, batch_size=2, eval_steps=20)
-
-
-def _deterministic(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
 
 
 def _same_run(final_a: Path, final_b: Path) -> None:
@@ -37,7 +33,7 @@ def _same_run(final_a: Path, final_b: Path) -> None:
     rows_a = read_metrics(final_a.parent / "metrics.jsonl")
     rows_b = read_metrics(final_b.parent / "metrics.jsonl")
     assert [r["step"] for r in rows_a] == list(range(1, ARGS["max_steps"] + 1))
-    assert _deterministic(rows_a) == _deterministic(rows_b)
+    assert deterministic(rows_a) == deterministic(rows_b)
 
 
 def _cli_args(cfg) -> list[str]:
@@ -49,6 +45,9 @@ def _cli_args(cfg) -> list[str]:
     return args
 
 
+# Slow tier: two 60-step runs, one of them a subprocess killed and restarted (a quarter of the whole
+# suite's time); the in-process resume tests (below, test_trainer.py) stay in the default tier.
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tiny_model_dir, pairs_file, tmp_path):
     reference = train(run_config(tiny_model_dir, pairs_file, tmp_path / "ref", **ARGS))
 
@@ -102,3 +101,23 @@ def test_resume_ignores_a_half_written_checkpoint_and_a_cut_metrics_line(tiny_mo
     final = train(run_config(tiny_model_dir, pairs_file, tmp_path / "cut", **ARGS, resume=True))
     _same_run(reference, final)
     assert [p.name for p in checkpoint_dirs(out)] == ["step-56", "step-60"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_run_is_one_line_and_the_run_resumes(tiny_model_dir, pairs_file, tmp_path):
+    """SIGINT (Ctrl-C) after a checkpoint: exit 130 and one line naming the kept checkpoint, no
+    traceback; --resume true then finishes the run."""
+    cfg = run_config(tiny_model_dir, pairs_file, tmp_path, **ARGS)
+    out = Path(cfg.output_dir)
+    proc = subprocess.Popen(_cli_args(cfg), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and not checkpoint_dirs(out) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err
+    assert "upo: interrupted; nothing is lost up to" in err.strip().splitlines()[-1] and "--resume true" in err
+    resumed = subprocess.run([*_cli_args(cfg), "--resume", "true"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (out / "final" / "model.safetensors").exists()

@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
 from upo.cli import main
-from upo.data.records import load_records, prompt_text
+from upo.data.readers import load_records
+from upo.data.records import prompt_text
 from upo.modeling import load_tokenizer
 from upo.rewards.resolve import resolve_reward
 from upo.rm.config import ConfigError, RMConfig, load_rm_config

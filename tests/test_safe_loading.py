@@ -16,6 +16,7 @@ is still seen; `find_violations` is tested on bad snippets so that the audit its
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import pytest
@@ -166,6 +167,11 @@ def test_resume_refuses_a_checkpoint_with_a_malicious_pickle(tiny_model_dir, pai
     assert "optimizer.bin" in pickled, pickled
     assert not any(p.suffix == ".bin" and p.name.startswith("model") for p in checkpoint.iterdir())  # safetensors
     torch.save({"state": Payload()}, checkpoint / "optimizer.bin")
+    # A swapped file of another size is already refused as broken (test_resume_checks); an attacker
+    # who also edits the listed size meets weights_only.
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    state["files"]["optimizer.bin"] = (checkpoint / "optimizer.bin").stat().st_size
+    (checkpoint / "trainer_state.json").write_text(json.dumps(state))
     cfg.resume, cfg.max_steps = True, 2
     with pytest.raises(Exception, match="[Ww]eights only load failed|Unsupported global"):
         train(cfg)

@@ -1,18 +1,41 @@
-"""Checkpoints: written atomically, found again for `--resume`.
+"""Checkpoints: written atomically, verified, found again for `--resume`.
 
-A checkpoint is `checkpoints/step-N/`: Accelerate's state (model, value head, optimizer,
-scheduler, RNG states; tensors in safetensors) plus `trainer_state.json` and the resolved config.
-It is written under a temporary name and renamed when complete, so a process killed at any
-moment leaves the previous checkpoint intact and never a half-written one under a final name.
+A checkpoint is `checkpoints/step-N/`: Accelerate's state (the trained module, value head
+included, optimizer, scheduler, RNG states; tensors in safetensors) plus `trainer_state.json` and
+the resolved config. Every process writes its part under a temporary name, which is renamed when
+complete (`upo.atomic.commit_folder`), so a process killed at any moment leaves the previous
+checkpoint intact and never a half-written one under a final name. `trainer_state.json` lists
+every file with its size, so a file truncated or deleted later is found (and named) before
+anything is loaded, and the previous intact checkpoint is taken instead.
+
+A resume continues one run: it is refused when the config differs from the checkpoint's in a key
+that changes what is trained (only RESUMABLE_CHANGES may differ), when the checkpoint was written
+by a different number of processes, or when the training data differ from the checkpoint's.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
-import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import yaml
+from safetensors.torch import load_file
+
+from upo.atomic import commit_folder
+from upo.config import ConfigError, UPOConfig
+
+# How long a run goes on and what it writes, never what it trains: a resume may change these.
+# (With lr_scheduler linear or cosine, max_steps / num_epochs also stretch the decay from the resume on.)
+RESUMABLE_CHANGES = (
+    "max_steps", "num_epochs", "save_steps", "save_total_limit", "logging_steps", "eval_steps", "progress",
+    "resume", "output_dir", "cache_dir", "precompute_ref_logps", "report_to", "plot_curves",
+)  # fmt: skip
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -45,32 +68,125 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict,
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp), safe_serialization=True)
+    accelerator.wait_for_everyone()  # every process's RNG state is written before the files are listed
     if accelerator.is_main_process:
-        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
+        files = {str(f.relative_to(tmp)): f.stat().st_size for f in sorted(tmp.rglob("*")) if f.is_file()}
         cfg.save(tmp / "config.yaml")
-        _fsync_dir(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync_dir(root)
+        (tmp / "trainer_state.json").write_text(json.dumps({**state, "files": files}, indent=2))
+        commit_folder(tmp, final, durable=True)
         for old in checkpoint_dirs(output_dir)[:-keep] if keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
 
 
-def load_checkpoint(accelerator, path: Path) -> dict:
-    accelerator.load_state(str(path))
-    return json.loads((path / "trainer_state.json").read_text())
-
-
-def _fsync_dir(path: Path) -> None:
-    for file in path.rglob("*"):
-        if file.is_file():
-            with open(file, "rb") as f:
-                os.fsync(f.fileno())
-    fd = os.open(path, os.O_RDONLY)
+def read_state(path: Path) -> dict:
+    """trainer_state.json of checkpoint `path` (ConfigError naming it when unreadable)."""
+    file = path / "trainer_state.json"
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        return json.loads(file.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{file} is unreadable ({e})") from None
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """What is wrong with the files of checkpoint `path` ("file X is missing", "... truncated"), or None."""
+    try:
+        files = read_state(path).get("files", {})  # checkpoints of older versions list none
+    except ConfigError as e:
+        return str(e)
+    for name, size in files.items():
+        file = path / name
+        if not file.is_file():
+            return f"file {file} is missing"
+        if file.stat().st_size != size:
+            return f"file {file} is truncated or changed ({file.stat().st_size} bytes, written with {size})"
+    return None
+
+
+def intact_checkpoint(output_dir: str | Path, log: Callable[[str], Any]) -> Path | None:
+    """The newest checkpoint whose files are all there; each broken newer one is named in `log`.
+    None when there is no checkpoint; ConfigError when every one is broken."""
+    dirs = checkpoint_dirs(output_dir)
+    problems = []
+    for path in reversed(dirs):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            if problems:
+                log(f"upo: warning: resuming from the previous intact checkpoint {path.name}; {problems[-1]}")
+            return path
+        problems.append(problem)
+    if problems:
+        raise ConfigError("--resume true: no intact checkpoint to resume from: " + "; ".join(problems))
+    return None
+
+
+def check_resume(path: Path, cfg: UPOConfig, num_processes: int) -> dict[str, tuple[Any, Any]]:
+    """Refuse (ConfigError) to continue checkpoint `path` with a config that trains something else or
+    with another number of processes; return the allowed changes, key -> (checkpoint's, now)."""
+    written_by = read_state(path).get("num_processes", num_processes)
+    if written_by != num_processes:
+        raise ConfigError(
+            f"--resume true: {path} was written by {written_by} process(es), this run has {num_processes}; each step's "
+            f"batches and the saved RNG states belong to {written_by}. Launch it as {written_by} process(es) again."
+        )
+    try:
+        saved = yaml.safe_load((path / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"--resume true: {path / 'config.yaml'} is unreadable ({e})") from None
+    before = {**dataclasses.asdict(UPOConfig()), **saved}  # keys added since the checkpoint: their defaults
+    changes = {k: (before.get(k), v) for k, v in cfg.to_dict().items() if before.get(k) != v}
+    refused = {k: change for k, change in changes.items() if k not in RESUMABLE_CHANGES}
+    if refused:
+        listed = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in refused.items())
+        raise ConfigError(
+            f"--resume true: the config differs from the checkpoint's ({path / 'config.yaml'}) in keys that change what "
+            f"is trained: {listed}. Resume with the checkpoint's values, or start a new run in another --output_dir. "
+            f"A resume may change only: {', '.join(RESUMABLE_CHANGES)}."
+        )
+    return changes
+
+
+def data_fingerprint(items: list[dict]) -> str:
+    """A hash of the tokenized training items (ids, labels, rewards): equal iff a run trains on the same data."""
+    return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def check_same_data(path: Path, fingerprint: str) -> None:
+    """Refuse (ConfigError) to continue checkpoint `path` on training data other than its own."""
+    if read_state(path).get("data_fingerprint", fingerprint) != fingerprint:
+        raise ConfigError(
+            f"--resume true: the training data differ from those {path} was trained on (the dataset changed since, "
+            "or its reading did); start a new run in another --output_dir"
+        )
+
+
+def load_checkpoint(accelerator, path: Path, model) -> dict:
+    """Restore checkpoint `path` into the prepared `model` (the trained `CompletionLogps`), optimizer
+    and scheduler; returns its trainer state.
+
+    Checkpoints written before the value head moved into the trained module hold it apart, in
+    model_1.safetensors (Accelerate's second model); their optimizer state has the same groups.
+    """
+    state = read_state(path)
+    legacy_head = path / "model_1.safetensors"
+    try:
+        if legacy_head.exists():
+            accelerator.load_state(str(path), strict=False)  # strict would ask model.safetensors for value_head.*
+            accelerator.unwrap_model(model).value_head.load_state_dict(load_file(str(legacy_head)))
+        else:
+            accelerator.load_state(str(path))
+    except Exception as e:  # a file that kept its size but not its content; the state is half-loaded: stop
+        raise ConfigError(
+            f"--resume true: {path} cannot be loaded ({type(e).__name__}: {e}); move it aside to resume from the "
+            "previous checkpoint"
+        ) from e
+    return state
+
+
+def remove_stale_copies(output_dir: Path) -> None:
+    """Delete what a process killed mid-write left under a temporary name: a hidden final/ copy
+    (`.final-*`) and partial checkpoints (`checkpoints/.tmp-step-*`). Never read: nothing is lost."""
+    for stale in [*output_dir.glob(".final-*"), *output_dir.glob("checkpoints/.tmp-step-*")]:
+        shutil.rmtree(stale, ignore_errors=True)
+

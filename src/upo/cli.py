@@ -8,6 +8,7 @@ import sys
 
 from upo import __version__
 from upo.config import FIELDS, ConfigError, UPOConfig, field_comments, load_config
+from upo.domains import field_domains
 
 TRAIN_EPILOG = """\
 examples:
@@ -19,7 +20,8 @@ examples:
 Every key of the config file can also be given as a flag (flags win over the file).
 Booleans: --lora, --lora true, --lora false. Lists: --lora_target_modules q_proj,v_proj.
 Rewards: name=weight pairs; names are readability, profanity, length, or package.module:function.
-The run folder (--output_dir) gets config.yaml, metrics.jsonl, checkpoints/ and final/.
+The run folder (--output_dir) gets config.yaml, metrics.jsonl, checkpoints/, final/, plots/ (the
+training curves, see `upo plot --help`) and, with --report_to tensorboard, logs/.
 """
 
 DEMO_EPILOG = """\
@@ -39,6 +41,7 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, prefix: str
     """One --flag per field of config dataclass `cls` (dest `prefix.name`); the help text is the
     field's comment, and flags left out are absent from the namespace (defaults < file < flags)."""
     comments = field_comments(cls)
+    domains = field_domains(cls)
     group = parser.add_argument_group(title)
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
@@ -50,8 +53,12 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, prefix: str
             nargs="?" if is_bool else None,
             const="true" if is_bool else None,
             default=argparse.SUPPRESS,
-            help=f"{comments.get(f.name, '')} [default: {default!r}]".strip(),
+            help=f"{comments.get(f.name, '')} [{_domain_note(domains.get(f.name))}default: {default!r}]".strip(),
         )
+
+
+def _domain_note(domain) -> str:
+    return f"{domain}; " if domain is not None else ""
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -67,7 +74,8 @@ examples:
   upo eval --model runs/upo-hh/final --data heldout.jsonl --judge llm --judge_preset paper \\
       --judge_base_url https://api.openai.com/v1 --judge_model gpt-4-0613   # the paper's judge protocol
 
-Writes eval.json (metrics, each metric's better direction, settings), eval.md and generations.jsonl.
+Writes eval.json (metrics with 95% intervals, each metric's better direction, settings, per-prompt
+values), eval.md and generations.jsonl. `upo compare` pairs two evaluations of the same prompts.
 """
 
 FRONTIER_EPILOG = """\
@@ -75,9 +83,53 @@ example:
   upo frontier --config examples/frontier_hh.yaml --quick
 
 Trains every point of the sweep into OUTPUT_DIR/points/NAME/, evaluates it (and the base model) and
-writes frontier.json, frontier.csv, one PNG per auxiliary metric and report.md. Finished points are
-skipped on rerun, so an interrupted sweep continues where it stopped.
+writes frontier.json, frontier.csv, one PNG per auxiliary metric and report.md, with 95% intervals
+(over prompts, and over seeds when the sweep lists `seeds:`). Finished runs are skipped on rerun,
+so an interrupted sweep continues where it stopped.
 """
+
+
+COMPARE_EPILOG = """\
+example:
+  upo compare runs/dpo/eval runs/upo/eval --output runs/compare/dpo-vs-upo.json
+
+Both evaluations must be on the same prompts (same data, split and --prompts); the prompts are
+resampled together, so the interval is that of a paired comparison.
+"""
+
+
+PLOT_DESCRIPTION = """\
+Draw the training curves of a run folder (from its metrics.jsonl) as PNGs in RUN_DIR/plots/:
+overview.png with every panel below that the run logged, and each panel alone as NAME.png.
+Train and eval curves of a metric share one axes (train: line, eval: dashed with markers).
+
+  loss.png         train/loss, eval/loss: the method's loss
+  rewards.png      rewards/chosen, rewards/rejected: implicit rewards beta * log(pi / pi_ref);
+                   the chosen ones should rise above the rejected ones
+  margins.png      rewards/margins: their difference
+  accuracies.png   rewards/accuracies: share of pairs with chosen reward > rejected (0.5 = chance)
+  upo_terms.png    upo/pref_loss, upo/aux_loss, upo/value_loss: UPO's preference term, its
+                   advantage-weighted likelihood and the value head's expectile regression
+  upo_weights.png  upo/weight_mean: mean of exp(A / eta), clipped at max_weight
+  kl.png           kto/kl: KTO's reference point, a KL estimate from mismatched pairs
+  grad_norm.png    grad_norm: the policy's gradient norm before clipping
+  lr.png           lr: the learning rate schedule
+
+`upo train` draws the same files when it finishes (plot_curves: false turns that off).
+"""
+
+
+def _add_plot_parser(sub) -> None:
+    plot = sub.add_parser(
+        "plot",
+        help="draw a run's training curves (loss, rewards, margins, accuracies, UPO terms, KL, grad norm, lr) as PNGs",
+        description=PLOT_DESCRIPTION,
+        epilog="examples:\n  upo plot runs/upo-hh\n  upo plot runs/upo-hh --output_dir figures/upo-hh",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    plot.add_argument("run_dir", metavar="RUN_DIR", help="a `upo train` output_dir (it holds metrics.jsonl)")
+    plot.add_argument("--output_dir", help="where the PNGs go [default: RUN_DIR/plots]")
 
 
 def _add_eval_parsers(sub) -> None:
@@ -93,6 +145,19 @@ def _add_eval_parsers(sub) -> None:
     )
     evaluate.add_argument("--config", metavar="FILE.yaml", help="YAML file of eval keys")
     _add_dataclass_flags(evaluate, EvalConfig, "eval", "eval keys (defaults < --config file < these flags)")
+
+    compare = sub.add_parser(
+        "compare",
+        help="compare two evaluations of the same prompts: each metric's difference with a paired 95%% interval",
+        description="Compare two `upo eval` outputs on the same prompts: for each metric, B - A with its 95%% "
+        "paired bootstrap interval over the prompts (or held-out pairs), and the side it favours.",
+        epilog=COMPARE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    compare.add_argument("a", metavar="A", help="an eval output folder or its eval.json")
+    compare.add_argument("b", metavar="B", help="another, on the same prompts")
+    compare.add_argument("--output", metavar="FILE.json", help="also write the comparison as JSON (and FILE.md)")
 
     frontier = sub.add_parser(
         "frontier",
@@ -185,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--cache_dir", help="score cache folder [default: $UPO_CACHE or ~/.cache/upo]")
     _add_eval_parsers(sub)
     _add_rm_parsers(sub)
+    _add_plot_parser(sub)
 
     demo.add_argument("--output_dir", default="runs/demo", help="where the demo writes its runs [default: runs/demo]")
     demo.add_argument("--steps", type=int, default=None, help="optimizer steps per method [default: one epoch]")
@@ -250,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_eval_config(args.config, {k[5:]: v for k, v in vars(args).items() if k.startswith("eval.")})
             print(format_eval(run_eval(cfg)))
             print(f"upo: wrote {', '.join(map(str, output_paths(cfg.output)))}")
+        elif args.command == "compare":
+            from upo.evaluation.compare import run_compare
+
+            print(run_compare(args.a, args.b, args.output))
         elif args.command == "frontier":
             from upo.frontier.run import run_frontier
 
@@ -265,6 +335,11 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_validate(args.data, split=args.split, model=args.model, max_length=args.max_length,
                                 max_prompt_length=args.max_prompt_length, cache_dir=args.cache_dir)
+        elif args.command == "plot":
+            from upo.curves import plot_curves
+
+            paths = plot_curves(args.run_dir, args.output_dir)
+            print(f"upo: wrote {paths[0]} and {len(paths) - 1} panels beside it: {', '.join(p.stem for p in paths[1:])}")
         elif args.command == "demo":
             from upo.demo.run import run_demo
 
@@ -273,7 +348,23 @@ def main(argv: list[str] | None = None) -> int:
         # Errors a user can act on: one clear line, no traceback.
         print(f"upo: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"upo: interrupted{_resume_hint(args)}", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports it
     return 0
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    """After Ctrl-C in `upo train`: what was kept and how to go on."""
+    if args.command != "train":
+        return ""
+    from upo.checkpoint import latest_checkpoint
+
+    cfg = config_from_args(args)  # it loaded before, it loads again
+    latest = latest_checkpoint(cfg.output_dir)
+    if latest is None:
+        return " before the first checkpoint (set --save_steps to keep progress); nothing else was written"
+    return f"; nothing is lost up to {latest}: run the same command with --resume true to continue from it"
 
 
 if __name__ == "__main__":

@@ -14,9 +14,11 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+
+from upo.domains import Interval, NonNegative, Positive, Seed, check_domains
 
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
 
@@ -25,6 +27,7 @@ OPTIMIZERS = ("adamw", "rmsprop")
 PRECISIONS = ("bf16", "fp32", "fp16")
 AUX_LOGP = ("mean", "sum")
 LR_SCHEDULERS = ("constant", "linear", "cosine")
+TRACKERS = ("tensorboard", "trackio", "wandb", "mlflow")  # report_to: Accelerate's trackers, each its own pip package
 
 
 class ConfigError(ValueError):
@@ -36,7 +39,7 @@ class UPOConfig:
     # ---- model -------------------------------------------------------------------------------
     model: str = EMBEDDED_MODEL  # local folder, Hub name (online), or the embedded SmolLM2-135M-Instruct
     ref_model: str | None = None  # reference model; null = the starting point of `model` (with LoRA: adapters disabled)
-    precompute_ref_logps: bool = True  # compute reference log-probs once before training, then free the reference model
+    precompute_ref_logps: bool = True  # compute reference log-probs once before training (by the policy itself unless ref_model is set); false = a frozen fp32 copy computes them every step
     attn_implementation: str | None = None  # eager | sdpa | flash_attention_2; null = eager without CUDA (faster on CPU), else the transformers default
     padding_free: bool = True  # run the model on real tokens only (a batch's sequences packed into one row, attention kept within each); false = pad to the batch's longest
 
@@ -44,104 +47,129 @@ class UPOConfig:
     dataset: str = ""  # .jsonl / .jsonl.gz / .json file, or a datasets.load_dataset name or folder
     dataset_split: str = "train"  # split to read from a datasets source
     eval_dataset: str | None = None  # held-out pairs from a separate source; null = split `eval_fraction` off `dataset`
-    eval_fraction: float = 0.05  # share of `dataset` held out for evaluation when no eval_dataset is given
-    max_examples: int | None = None  # keep only the first N examples (after shuffling with seed)
-    max_length: int = 512  # prompt + response tokens
-    max_prompt_length: int = 256  # prompts longer than this keep their last tokens
+    eval_fraction: Annotated[float, Interval("[0, 1)")] = 0.05  # share of `dataset` held out for evaluation when no eval_dataset is given
+    max_examples: Positive[int] | None = None  # keep only the first N examples (after shuffling with seed)
+    max_length: Positive[int] = 512  # prompt + response tokens
+    max_prompt_length: Positive[int] = 256  # prompts longer than this keep their last tokens
     group_by_length: bool = True  # batches of similar length, padded to their own longest
 
     # ---- method ------------------------------------------------------------------------------
     method: str = "upo"  # upo | dpo | ipo | kto | sft | csft | oppo | aoppo | modpo | alol | drov (README method table)
     pref_loss: str = "kto"  # UPO's preference term: kto | dpo | ipo
-    beta: float = 0.1  # KL strength of the implicit reward beta * logratio (also DRO-V's tau)
-    label_smoothing: float = 0.0  # conservative DPO (Mitchell 2023); 0 = plain DPO
-    desirable_weight: float = 1.0  # KTO lambda_D
-    undesirable_weight: float = 1.0  # KTO lambda_U
-    aux_coef: float = 1.0  # lambda: weight of UPO's advantage-weighted likelihood
-    eta: float = 1.0  # AWR temperature, on standardized rewards
-    max_weight: float = 20.0  # clip of exp(A / eta)
-    tau: float = 0.7  # expectile of the value regression
+    beta: Positive[float] = 0.1  # KL strength of the implicit reward beta * logratio (also DRO-V's tau)
+    label_smoothing: Annotated[float, Interval("[0, 0.5)")] = 0.0  # conservative DPO (Mitchell 2023); 0 = plain DPO
+    desirable_weight: Positive[float] = 1.0  # KTO lambda_D
+    undesirable_weight: Positive[float] = 1.0  # KTO lambda_U
+    aux_coef: NonNegative[float] = 1.0  # lambda: weight of UPO's advantage-weighted likelihood
+    eta: Positive[float] = 1.0  # AWR temperature, on standardized rewards
+    max_weight: Positive[float] = 20.0  # clip of exp(A / eta)
+    tau: Annotated[float, Interval("(0, 1)")] = 0.7  # expectile of the value regression
     aux_logp: str = "mean"  # log-prob in the aux term: per-token "mean" or "sum"
-    value_head_hidden: int = 256  # width of the value head's MLP
-    value_lr: float = 1e-3  # the value head is tiny and starts from scratch: it needs a larger lr
-    ppo_clip: float = 0.2  # oppo / aoppo: PPO's epsilon, the policy ratio is clipped to [1 - eps, 1 + eps]
-    alol_clip: float = 0.9  # alol: epsilon of A-LoL's importance-weight clip (the A-LoL authors' default)
-    modpo_w0: float = 1.0  # modpo: weight of the preference objective; margin = (beta * h - r_a margin) / w0
+    value_head_hidden: Positive[int] = 256  # width of the value head's MLP
+    value_lr: Positive[float] = 1e-3  # the value head is tiny and starts from scratch: it needs a larger lr
+    ppo_clip: Annotated[float, Interval("(0, 1)")] = 0.2  # oppo / aoppo: PPO's epsilon, the policy ratio is clipped to [1 - eps, 1 + eps]
+    alol_clip: Annotated[float, Interval("(0, 1)")] = 0.9  # alol: epsilon of A-LoL's importance-weight clip (the A-LoL authors' default)
+    modpo_w0: Positive[float] = 1.0  # modpo: weight of the preference objective; margin = (beta * h - r_a margin) / w0
 
     # ---- auxiliary rewards -------------------------------------------------------------------
     rewards: dict[str, float] = field(default_factory=dict)  # auxiliary rewards: name -> weight; built-ins (README) or pkg.module:function
     # Preference baselines given the auxiliary information: re-rank pairs by r_p-proxy + r_a.
     relabel: bool = False  # swap a pair when r_a(rejected) - r_a(chosen) > relabel_margin (any preference method)
-    relabel_margin: float = 1.0  # the proxy user reward's gap between chosen and rejected, in standardized units
+    relabel_margin: NonNegative[float] = 1.0  # the proxy user reward's gap between chosen and rejected, in standardized units
     standardize_rewards: bool = True  # standardize each reward over the training set before weighting
     cache_dir: str | None = None  # default: $UPO_CACHE or ~/.cache/upo
 
     # ---- optimization ------------------------------------------------------------------------
     output_dir: str = "runs/upo"  # run folder: config.yaml, metrics.jsonl, checkpoints/, final/
-    seed: int = 42  # seeds data order, initialization and sampling
-    num_epochs: int = 1  # passes over the training data (unless max_steps is set)
-    max_steps: int | None = None  # optimizer steps; overrides num_epochs when set
-    batch_size: int = 4  # pairs (paired methods) or examples (unpaired) per micro-batch
-    gradient_accumulation_steps: int = 1  # micro-batches per optimizer step
+    seed: Seed = 42  # seeds data order, initialization and sampling (and the held-out split unless split_seed is set)
+    split_seed: Seed | None = None  # seeds the held-out split and the max_examples pick; null = seed (runs of several seeds then share one split)
+    num_epochs: Positive[int] = 1  # passes over the training data (unless max_steps is set)
+    max_steps: Positive[int] | None = None  # optimizer steps; overrides num_epochs when set
+    batch_size: Positive[int] = 4  # pairs (paired methods) or examples (unpaired) per micro-batch
+    gradient_accumulation_steps: Positive[int] = 1  # micro-batches per optimizer step
     optimizer: str = "adamw"  # adamw | rmsprop (the paper uses RMSprop)
-    learning_rate: float = 5e-6  # policy learning rate (LoRA needs ~1e-4; full fine-tuning ~1e-6 to 5e-6)
-    weight_decay: float = 0.0  # decoupled weight decay of the policy parameters
-    warmup_steps: int = 0  # linear warmup of the learning rate over this many optimizer steps
+    learning_rate: Positive[float] = 5e-6  # policy learning rate (LoRA needs ~1e-4; full fine-tuning ~1e-6 to 5e-6)
+    weight_decay: NonNegative[float] = 0.0  # decoupled weight decay of the policy parameters
+    warmup_steps: NonNegative[int] = 0  # linear warmup of the learning rate over this many optimizer steps
     lr_scheduler: str = "constant"  # constant | linear | cosine (after warmup)
-    max_grad_norm: float | None = 1.0  # clip the gradient norm to this; null = no clipping
+    max_grad_norm: Positive[float] | None = 1.0  # clip the gradient norm to this; null = no clipping
     precision: str = "bf16"  # autocast dtype; weights and optimizer state stay fp32
 
     # ---- LoRA (peft) -------------------------------------------------------------------------
     lora: bool = False  # train LoRA adapters (peft) instead of all weights
-    lora_r: int = 16  # LoRA rank
-    lora_alpha: int = 32  # LoRA scaling numerator (scale = alpha / r)
-    lora_dropout: float = 0.0  # dropout on the LoRA branch
+    lora_r: Positive[int] = 16  # LoRA rank
+    lora_alpha: Positive[int] = 32  # LoRA scaling numerator (scale = alpha / r)
+    lora_dropout: Annotated[float, Interval("[0, 1)")] = 0.0  # dropout on the LoRA branch
     lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"])  # module names to adapt, or all-linear
     merge_lora: bool = True  # merge adapters into the weights of final/
 
     # ---- logging, evaluation, checkpoints ----------------------------------------------------
-    logging_steps: int = 1  # write train metrics every N optimizer steps
-    eval_steps: int | None = None  # None: evaluate at the end only
-    save_steps: int | None = None  # None: no intermediate checkpoints
-    save_total_limit: int = 2  # keep only the N newest checkpoints
+    logging_steps: Positive[int] = 1  # write train metrics every N optimizer steps
+    report_to: list[str] = field(default_factory=list)  # also log metrics and config to: tensorboard, trackio, wandb, mlflow (README, Tracking and curves); [] = metrics.jsonl only
+    plot_curves: bool = True  # at the end, draw the training curves into plots/*.png (as `upo plot OUTPUT_DIR` does)
+    eval_steps: Positive[int] | None = None  # None: evaluate at the end only
+    save_steps: Positive[int] | None = None  # None: no intermediate checkpoints
+    save_total_limit: Positive[int] = 2  # keep only the N newest checkpoints
     resume: bool = False  # continue from the latest checkpoint in output_dir
     progress: bool = True  # show progress bars
 
     def __post_init__(self) -> None:
+        check_domains(self, ConfigError)
         _check_choice("pref_loss", self.pref_loss, PREFERENCE_TERMS)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("aux_logp", self.aux_logp, AUX_LOGP)
         _check_choice("lr_scheduler", self.lr_scheduler, LR_SCHEDULERS)
-        for name in ("beta", "eta", "max_weight", "learning_rate", "max_length", "max_prompt_length",
-                     "batch_size", "gradient_accumulation_steps", "num_epochs", "lora_r", "value_head_hidden",
-                     "modpo_w0"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("tau", "ppo_clip", "alol_clip"):
-            if not 0.0 < getattr(self, name) < 1.0:
-                raise ConfigError(f"{name} must be in (0, 1), got {getattr(self, name)!r}")
-        if not 0.0 <= self.eval_fraction < 1.0:
-            raise ConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction!r}")
-        if not 0.0 <= self.label_smoothing < 0.5:
-            raise ConfigError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing!r}")
-        if self.relabel_margin < 0:
-            raise ConfigError(f"relabel_margin must be >= 0, got {self.relabel_margin!r}")
-        if self.aux_coef < 0:
-            raise ConfigError(f"aux_coef must be >= 0, got {self.aux_coef!r}")
+        for tracker in self.report_to:
+            _check_choice("report_to", tracker, TRACKERS)
         if self.max_prompt_length >= self.max_length:
             raise ConfigError(
                 f"max_prompt_length ({self.max_prompt_length}) must be smaller than max_length ({self.max_length})"
             )
-        if self.max_steps is not None and self.max_steps <= 0:
-            raise ConfigError(f"max_steps must be > 0 or null, got {self.max_steps!r}")
-        for key in ("eval_steps", "save_steps"):
-            if getattr(self, key) is not None and getattr(self, key) <= 0:
-                raise ConfigError(f"{key} must be > 0 or null, got {getattr(self, key)!r}")
         # Method names are checked against the method table lazily (upo.methods imports torch).
         from upo.methods import METHODS
 
         _check_choice("method", self.method, tuple(METHODS))
+        ignored = self._ignored_keys(METHODS[self.method])
+        if ignored:
+            raise ConfigError(
+                "set but not read by this run, so they would be ignored: "
+                + "; ".join(f"{key} ({why})" for key, why in ignored.items())
+                + ". Remove them, or set what they depend on"
+            )
+        takes_rewards = [name for name, m in METHODS.items() if m.uses_rewards or m.accepts_rewards]
+        if self.rewards and self.method not in takes_rewards and not self.relabel:
+            raise ConfigError(
+                f"rewards are set ({', '.join(self.rewards)}) but method {self.method!r} does not use them: they "
+                f"would be ignored. Remove them, set relabel: true to re-rank the pairs by them, or choose a method "
+                f"that uses them ({', '.join(takes_rewards)})"
+            )
+
+    def _ignored_keys(self, method) -> dict[str, str]:
+        """Keys set away from their default that nothing in this run reads -> why not."""
+        unread: dict[str, str] = {}
+        if not self.lora:
+            unread.update(dict.fromkeys(("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "merge_lora"),
+                                        "lora is false"))
+        if not self.relabel:
+            unread["relabel_margin"] = "relabel is false"
+        if not (self.eval_dataset or self.eval_fraction > 0):
+            unread["eval_steps"] = "no held-out data: eval_fraction is 0 and no eval_dataset"
+        if self.save_steps is None:
+            unread["save_total_limit"] = "save_steps is null: no checkpoints"
+        if method.data != "pref":
+            unread["pref_loss"] = f"method {self.method!r} has its own loss; pref_loss is UPO's preference term"
+        if not method.uses_value_head:
+            unread.update(dict.fromkeys(("value_head_hidden", "value_lr"), f"method {self.method!r} has no value head"))
+        if not method.uses_reference:
+            unread.update(dict.fromkeys(("ref_model", "precompute_ref_logps"),
+                                        f"method {self.method!r} uses no reference model"))
+        return {k: why for k, why in unread.items() if getattr(self, k) != _DEFAULTS[k]}
+
+    @property
+    def heldout_seed(self) -> int:
+        """The seed of the held-out split and of the max_examples pick: split_seed, else seed."""
+        return self.seed if self.split_seed is None else self.split_seed
 
     # -- serialization ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -159,6 +187,7 @@ def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
 # ---- building a config from a file and flags ---------------------------------------------------
 
 FIELDS = {f.name: f for f in dataclasses.fields(UPOConfig)}
+_DEFAULTS = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory() for f in FIELDS.values()}
 _HINTS = typing.get_type_hints(UPOConfig)
 
 

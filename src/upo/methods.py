@@ -1,22 +1,26 @@
-"""The method table: one entry per training method.
+"""The method table: one entry per training method, and nothing else.
 
 Each entry says what a batch must hold (paired or unpaired sequences), which extra pieces the
 training loop must provide (reference log-probs, KTO's reference point, the value head, auxiliary
-rewards), and a function that turns a `StepInputs` (`upo.step`) into `(loss, metrics)` by calling
-the pure losses in `upo.losses` (DPO, IPO, KTO, UPO) or `upo.baselines` (the baselines the paper
-compares against; their step functions live in `upo.baseline_methods`). Adding a method is one loss
-function plus one entry here; the training loop never branches on method names.
+rewards), its step: a function that turns a `StepInputs` (`upo.forward`) into `(loss, metrics)`
+(`upo.steps`, which call the pure losses in `upo.losses` and `upo.baseline_losses`), and what the
+held-out metrics and a frontier sweep need to know about it. Adding a method is one loss function,
+one step and one entry here; no other code branches on method names.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
-from upo import baseline_methods, losses
-from upo.step import Metrics, StepInputs, pair_metrics, split_pairs, unpaired_metrics
+from upo import steps
+from upo.steps import Metrics
+
+if TYPE_CHECKING:
+    from upo.forward import StepInputs
 
 
 @dataclass(frozen=True)
@@ -31,42 +35,15 @@ class Method:
     accepts_rewards: bool = False  # adds r_a to its reward when auxiliary rewards are configured (optional)
     needs_kto_reference_point: bool = False  # KTO's z0 from mismatched pairs (the "pref" methods: when kto)
     control_tokens: bool = False  # CSFT: prompts end with a desirable/undesirable token (upo.data.control)
+    # Held-out metrics when the loss cannot run: with a KTO term, held-out pairs lack the mismatched
+    # sequences of its reference point (upo.heldout_metrics); None = only the implicit rewards.
+    partial_eval: Callable[[StepInputs, object], Metrics] | None = None
+    # What a frontier sweep (upo.frontier) needs: the config key that sets the auxiliary objective's
+    # strength (None: the sweep scales the reward weights, the one knob of a baseline given r_a), and
+    # the method's group (None: "auxiliary" when given r_a or relabelled pairs, else "preference").
+    aux_strength_key: str | None = None
+    frontier_group: str | None = None
     summary: str = ""
-
-
-# ---- preference terms ---------------------------------------------------------------------------
-
-
-def dpo_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
-    pc, pr = split_pairs(x.policy_logps)
-    rc, rr = split_pairs(x.reference_logps)
-    per_pair, chosen_r, rejected_r = losses.dpo_loss(pc, pr, rc, rr, beta=cfg.beta, label_smoothing=cfg.label_smoothing)
-    return per_pair, pair_metrics(chosen_r, rejected_r, pc, pr)
-
-
-def ipo_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
-    pc, pr = split_pairs(x.policy_logps)
-    rc, rr = split_pairs(x.reference_logps)
-    per_pair, chosen_r, rejected_r = losses.ipo_loss(pc, pr, rc, rr, beta=cfg.beta)
-    return per_pair, pair_metrics(chosen_r, rejected_r, pc, pr)
-
-
-def kto_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
-    per_example, rewards = losses.kto_loss(
-        x.policy_logps,
-        x.reference_logps,
-        x.desirable,
-        x.kto_reference_point,
-        beta=cfg.beta,
-        desirable_weight=cfg.desirable_weight,
-        undesirable_weight=cfg.undesirable_weight,
-    )
-    metrics = unpaired_metrics(rewards, x.policy_logps, x.desirable)
-    metrics["kto/kl"] = x.kto_reference_point
-    return per_example, metrics
-
-
-PREFERENCE_STEPS = {"dpo": dpo_step, "ipo": ipo_step, "kto": kto_step}
 
 
 def _mean_loss(step):
@@ -81,62 +58,33 @@ def _mean_loss(step):
     return method_loss
 
 
-# ---- UPO ----------------------------------------------------------------------------------------
-
-
-def upo_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
-    """Preference term (cfg.pref_loss) + aux_coef * advantage-weighted likelihood + value loss."""
-    pref_losses, metrics = PREFERENCE_STEPS[cfg.pref_loss](x, cfg)
-    aux_logps = x.policy_mean_logps if cfg.aux_logp == "mean" else x.policy_logps
-    out = losses.upo_loss(
-        pref_losses,
-        aux_logps,
-        x.rewards,
-        x.values,
-        aux_coef=cfg.aux_coef,
-        eta=cfg.eta,
-        max_weight=cfg.max_weight,
-        tau=cfg.tau,
-    )
-    metrics.update(
-        {
-            "loss": out.loss.detach(),
-            "upo/pref_loss": out.pref_loss.detach(),
-            "upo/aux_loss": out.aux_loss.detach(),
-            "upo/value_loss": out.value_loss.detach(),
-            "upo/weight_mean": out.weights.mean(),
-            "upo/weight_max": out.weights.max(),
-            "upo/advantage_mean": out.advantages.mean(),
-            "upo/reward_mean": x.rewards.mean(),
-        }
-    )
-    return out.loss, metrics
-
-
 METHODS: dict[str, Method] = {
-    "dpo": Method("dpo", "paired", _mean_loss(dpo_step), summary="DPO, Rafailov et al. 2023"),
-    "ipo": Method("ipo", "paired", _mean_loss(ipo_step), summary="IPO, Azar et al. 2023"),
-    "kto": Method("kto", "unpaired", _mean_loss(kto_step), needs_kto_reference_point=True, summary="KTO, Ethayarajh et al. 2024"),
+    "dpo": Method("dpo", "paired", _mean_loss(steps.dpo_step), summary="DPO, Rafailov et al. 2023"),
+    "ipo": Method("ipo", "paired", _mean_loss(steps.ipo_step), summary="IPO, Azar et al. 2023"),
+    "kto": Method("kto", "unpaired", _mean_loss(steps.kto_step), needs_kto_reference_point=True, summary="KTO, Ethayarajh et al. 2024"),
     "upo": Method(
         "upo",
         "pref",
-        upo_step,
+        steps.upo_step,
         uses_value_head=True,
         uses_rewards=True,
+        partial_eval=steps.upo_aux_metrics,
+        aux_strength_key="aux_coef",
+        frontier_group="upo",
         summary="UPO, Badrinath et al. 2024: preference term + advantage-weighted auxiliary term",
     ),
-    # ---- baselines the paper compares against (pure losses in upo.baselines) ----
+    # ---- baselines the paper compares against (pure losses in upo.baseline_losses) ----
     "sft": Method(
         "sft",
         "paired",
-        _mean_loss(baseline_methods.sft_step),
+        _mean_loss(steps.sft_step),
         uses_reference=False,
         summary="SFT: per-token NLL of the chosen responses",
     ),
     "csft": Method(
         "csft",
         "unpaired",
-        _mean_loss(baseline_methods.csft_step),
+        _mean_loss(steps.csft_step),
         uses_reference=False,
         control_tokens=True,
         summary="conditional SFT: NLL of every response after its desirable/undesirable control token",
@@ -144,14 +92,14 @@ METHODS: dict[str, Method] = {
     "oppo": Method(
         "oppo",
         "unpaired",
-        baseline_methods.oppo_step,
+        steps.oppo_step,
         uses_value_head=True,
         summary="one-step offline PPO, reward +1/-1 from the label",
     ),
     "aoppo": Method(
         "aoppo",
         "unpaired",
-        baseline_methods.aoppo_step,
+        steps.aoppo_step,
         uses_value_head=True,
         uses_rewards=True,
         summary="offline PPO with the label reward plus the auxiliary reward r_a",
@@ -159,14 +107,14 @@ METHODS: dict[str, Method] = {
     "modpo": Method(
         "modpo",
         "paired",
-        _mean_loss(baseline_methods.modpo_step),
+        _mean_loss(steps.modpo_step),
         uses_rewards=True,
         summary="MODPO, Zhou et al. 2023: DPO margin minus the auxiliary-reward margin",
     ),
     "alol": Method(
         "alol",
         "unpaired",
-        baseline_methods.alol_step,
+        steps.alol_step,
         uses_value_head=True,
         accepts_rewards=True,
         summary="A-LoL, Baheti et al. 2023: positive-advantage offline policy gradient",
@@ -174,7 +122,7 @@ METHODS: dict[str, Method] = {
     "drov": Method(
         "drov",
         "unpaired",
-        baseline_methods.drov_step,
+        steps.drov_step,
         uses_value_head=True,
         accepts_rewards=True,
         summary="DRO-V, Richemond et al. 2024: squared loss on r - V(x) - tau * logratio",

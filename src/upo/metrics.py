@@ -30,6 +30,15 @@ class MetricsAverager:
         return out
 
 
+def reduce_metrics(accelerator, metrics: dict[str, float], prefix: str) -> dict[str, float]:
+    """Each metric averaged over processes (one collective for all of them), keys prefixed."""
+    if not metrics:
+        return {}
+    keys = sorted(metrics)
+    values = accelerator.reduce(torch.tensor([metrics[k] for k in keys], device=accelerator.device), reduction="mean")
+    return {prefix + k: float(v) for k, v in zip(keys, values.tolist(), strict=True)}
+
+
 class MetricsWriter:
     """Appends lines to metrics.jsonl; on resume, drops lines after the resumed step so the file
     reads exactly as an uninterrupted run's."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -105,3 +106,17 @@ class ValueHead(nn.Module):
         # fp32 even under bf16 autocast: the head is tiny and regresses small reward differences.
         with torch.autocast(device_type=prompt_hidden.device.type, enabled=False):
             return self.net(prompt_hidden.float()).squeeze(-1)
+
+
+@contextlib.contextmanager
+def eval_mode(*modules):
+    """Put the given modules (None ones skipped) in eval mode for the block, then restore each one's mode."""
+    was_training = [m.training for m in modules if m is not None]
+    for m in modules:
+        if m is not None:
+            m.eval()
+    try:
+        yield
+    finally:
+        for m, t in zip([m for m in modules if m is not None], was_training, strict=True):
+            m.train(t)

@@ -14,8 +14,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from upo.config import UPOConfig
+from upo.data.checks import special_token_problem
 from upo.data.control import control_token_ids
-from upo.data.records import PreferencePair, UnpairedExample, load_records, prompt_text, to_unpaired
+from upo.data.readers import load_records
+from upo.data.records import DataError, PreferencePair, UnpairedExample, prompt_text, to_unpaired
+from upo.data.relabel import relabel_pairs
+from upo.data.split import drop_training_rows, split_heldout
 from upo.data.tokenize import TruncationStats, tokenize_pairs, tokenize_unpaired
 from upo.methods import METHODS, batch_format
 
@@ -87,21 +91,6 @@ def _tokenize(records, tokenizer, cfg: UPOConfig) -> tuple[list[dict], Truncatio
     return tokenize_unpaired(records, tokenizer, seed=cfg.seed, **lengths)
 
 
-def relabel_pairs(pairs: list[PreferencePair], r_a: np.ndarray, margin: float) -> tuple[list[PreferencePair], int]:
-    """Re-rank each pair by the compound reward r_p + r_a, the preference baselines' way of seeing the
-    auxiliary objectives. r_p is a proxy of the user's preference: +margin/2 for the labelled chosen
-    response, -margin/2 for the rejected one; r_a is the standardized, weighted auxiliary reward
-    (`r_a[2i]` chosen, `r_a[2i+1]` rejected). A pair is swapped iff r_a(rejected) - r_a(chosen) > margin.
-    Returns the pairs and the number swapped."""
-    out, swapped = [], 0
-    for i, pair in enumerate(pairs):
-        if r_a[2 * i + 1] - r_a[2 * i] > margin:
-            pair = PreferencePair(pair.prompt, pair.rejected, pair.chosen, pair.source)
-            swapped += 1
-        out.append(pair)
-    return out, swapped
-
-
 def _relabel(records, cfg: UPOConfig, report: list[str], progress: bool):
     if not _is_paired(records) or not cfg.rewards:
         raise ValueError("relabel needs paired data and auxiliary rewards (e.g. --rewards safety=0.95,readability=0.05)")
@@ -113,20 +102,11 @@ def _relabel(records, cfg: UPOConfig, report: list[str], progress: bool):
 
 def _load(source: str, split: str, report: list[str]) -> list[PreferencePair] | list[UnpairedExample]:
     result = load_records(source, split)
-    for reason, count in result.skipped.items():
-        if count:
-            report.append(f"{source}: skipped {count} rows ({reason})")
+    for reason, rows in result.skipped_rows.items():
+        lines = [r.source.removeprefix(f"{source}:") for r in rows]
+        shown = ", ".join(lines[:20]) + (f" and {len(lines) - 20} more" if len(lines) > 20 else "")
+        report.append(f"{source}: skipped {len(rows)} rows ({reason}): {shown} (upo validate names each)")
     return result.records
-
-
-def split_heldout(records: list, eval_fraction: float, seed: int) -> tuple[list, list]:
-    """(held-out, training) records: shuffled with `seed`, the first round(n * eval_fraction) held
-    out. The one split rule of upo train, upo rm train and upo eval, so they agree on which rows a
-    model never saw."""
-    records = list(records)
-    random.Random(seed).shuffle(records)
-    n_eval = int(round(len(records) * eval_fraction))
-    return records[:n_eval], records[n_eval:]
 
 
 def prepare_data(cfg: UPOConfig, tokenizer, progress: bool = True) -> PreparedData:
@@ -136,14 +116,18 @@ def prepare_data(cfg: UPOConfig, tokenizer, progress: bool = True) -> PreparedDa
     report: list[str] = []
     records = _load(cfg.dataset, cfg.dataset_split, report)
     if cfg.eval_dataset:
-        random.Random(cfg.seed).shuffle(records)
-        eval_records = _load(cfg.eval_dataset, cfg.dataset_split, report)
+        random.Random(cfg.heldout_seed).shuffle(records)
+        eval_records = drop_training_rows(_load(cfg.eval_dataset, cfg.dataset_split, report), records, report)
     else:
-        eval_records, records = split_heldout(records, cfg.eval_fraction, cfg.seed)
+        eval_records, records = split_heldout(records, cfg.eval_fraction, cfg.heldout_seed)
     if cfg.max_examples is not None:
         records = records[: cfg.max_examples]
     if not records:
         raise ValueError(f"{cfg.dataset}: no training examples left after splitting off evaluation data")
+    for record in [*records, *eval_records]:  # the tokenizer's own control tokens, e.g. Llama's </s>
+        problem = special_token_problem(record, tokenizer)
+        if problem is not None:
+            raise DataError(f"{record.source}: field '{problem[0]}': {problem[1]}")
 
     if cfg.relabel:
         records = _relabel(records, cfg, report, progress)

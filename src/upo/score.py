@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from upo.data.records import DataError, PreferencePair, load_records, prompt_text
+from upo.data.readers import load_records
+from upo.data.records import DataError, PreferencePair, prompt_text
 from upo.rewards.cache import ScoreCache, default_cache_dir
 from upo.rewards.scoring import score_texts
 

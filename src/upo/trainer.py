@@ -1,44 +1,47 @@
 """The one training loop, on Hugging Face Accelerate. Read it top to bottom:
 
 set-up (models, data, reference log-probs, optimizer) -> resume -> for each optimizer step:
-forward -> method loss -> backward -> clip -> step -> log / evaluate / checkpoint -> final save.
+forward -> method loss -> backward -> clip -> step -> log / evaluate / checkpoint -> final save -> curves.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
-from accelerate.utils import DataLoaderConfiguration, gather_object, set_seed
-from safetensors.torch import load_file, save_file
+from accelerate.utils import DataLoaderConfiguration, set_seed
+from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from upo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from upo.config import ConfigError, UPOConfig
-from upo.data.collate import LengthGroupedBatchSampler, collate_pairs, collate_unpaired, sequence_lengths
-from upo.data.control import add_control_tokens
-from upo.evaluate import evaluate
-from upo.forward import (
-    REFERENCE_KEYS,
-    attach_reference_table,
-    make_reference_fn,
-    precompute_reference_logps,
-    reference_table,
-    step_inputs,
+from upo.atomic import atomic_folder
+from upo.checkpoint import (
+    check_resume,
+    check_same_data,
+    data_fingerprint,
+    intact_checkpoint,
+    latest_checkpoint,
+    load_checkpoint,
+    remove_stale_copies,
+    save_checkpoint,
 )
+from upo.config import UPOConfig
+from upo.curves import plot_curves
+from upo.data.collate import LengthGroupedBatchSampler, collate_fn, first_items, sequence_lengths
+from upo.data.control import add_control_tokens
+from upo.forward import step_inputs
+from upo.heldout_metrics import heldout_metrics
+from upo.launch import check_launch
 from upo.logps import CompletionLogps
 from upo.methods import METHODS, needs_kto_reference_point
-from upo.metrics import MetricsAverager, MetricsWriter
+from upo.metrics import MetricsAverager, MetricsWriter, reduce_metrics
 from upo.modeling import (
     ValueHead,
     add_lora,
@@ -48,13 +51,10 @@ from upo.modeling import (
     resolve_model_path,
 )
 from upo.prepare import prepare_data
+from upo.reference import make_reference_fn, precompute_run_reference_logps
+from upo.tracking import accelerator_kwargs, finish_tracking, start_tracking
 
 MIXED_PRECISION = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}
-
-
-def _collate_for(fmt: str, pad_token_id: int):
-    fn = collate_pairs if fmt == "paired" else collate_unpaired
-    return lambda items: fn(items, pad_token_id)
 
 
 def train(cfg: UPOConfig) -> Path:
@@ -73,25 +73,25 @@ def train(cfg: UPOConfig) -> Path:
         # Every loader batch is split across the processes, so P processes at batch_size b see, per
         # step, exactly the examples one process sees at batch_size P * b (the sampler's batches).
         dataloader_config=DataLoaderConfiguration(split_batches=True),
+        **accelerator_kwargs(cfg),  # report_to: TensorBoard, Trackio, W&B, MLflow
     )
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    if launched != accelerator.num_processes:  # e.g. torchrun on a machine without GPUs, no ACCELERATE_USE_CPU
-        raise ConfigError(
-            f"launched as {launched} processes, but Accelerate set up {accelerator.num_processes}: each process would "
-            "train alone on all the data. Without GPUs, launch with ACCELERATE_USE_CPU=1 (gloo on CPU)."
-        )
+    check_launch(accelerator.num_processes)
     main = accelerator.is_main_process
     show = cfg.progress and main
     log = tqdm.write if main else (lambda *_: None)
     out = Path(cfg.output_dir)
-    resume_from = latest_checkpoint(out) if cfg.resume else None
+    resume_from = intact_checkpoint(out, log) if cfg.resume else None
+    if resume_from is not None:
+        for key, (old, new) in check_resume(resume_from, cfg, accelerator.num_processes).items():
+            log(f"upo: resuming with {key} changed: {old!r} -> {new!r}")
     if not cfg.resume and (latest_checkpoint(out) or (out / "final").exists()):
         raise FileExistsError(
             f"{out} already holds a run; pass --resume true to continue it, or choose another --output_dir"
         )
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        cfg.save(out / "config.yaml")
+        remove_stale_copies(out)
+        cfg.save(out / "config.yaml")  # what this run trains (a resume differs only in RESUMABLE_CHANGES)
     set_seed(cfg.seed)
     method = METHODS[cfg.method]
 
@@ -101,6 +101,9 @@ def train(cfg: UPOConfig) -> Path:
     data = prepare_data(cfg, tokenizer, progress=show)
     for line in data.report:
         log(f"upo: {line}")
+    fingerprint = data_fingerprint(data.train_items)
+    if resume_from is not None:
+        check_same_data(resume_from, fingerprint)
     if main and data.standardizer is not None:
         (out / "reward_standardizer.json").write_text(json.dumps(data.standardizer.to_dict(), indent=2))
 
@@ -108,16 +111,22 @@ def train(cfg: UPOConfig) -> Path:
     disable_dropout(lm)
     if control_ids and len(tokenizer) > lm.get_input_embeddings().num_embeddings:
         lm.resize_token_embeddings(len(tokenizer))  # new rows start at the mean embedding
-    ref_model = None
     if cfg.lora:
         # CSFT's control-token embeddings must learn too: peft trains just those rows.
         lm = add_lora(lm, cfg, trainable_token_ids=sorted(control_ids.values()) if control_ids else None)
-    if method.uses_reference and (not cfg.lora or cfg.ref_model):
+    # The reference is the policy before any update (with LoRA: its adapters disabled), so at step 0
+    # every log-ratio is 0. Its log-probs are computed by the policy itself when they are precomputed,
+    # else by a frozen copy: in fp32 like the policy's weights and under the same autocast, so that
+    # it computes what the policy computes (a bf16 copy would not: the policy's embeddings, norms
+    # and residual stream stay fp32 under autocast). `ref_model` names another reference.
+    ref_model = None
+    if method.uses_reference and (cfg.ref_model or not (cfg.lora or cfg.precompute_ref_logps)):
         ref_path = resolve_model_path(cfg.ref_model, cfg.cache_dir) if cfg.ref_model else model_path
-        ref_dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
-        ref_model = load_causal_lm(ref_path, dtype=ref_dtype, attn_implementation=cfg.attn_implementation).to(accelerator.device).eval().requires_grad_(False)
-    policy = CompletionLogps(lm, padding_free=cfg.padding_free)
+        ref_model = load_causal_lm(ref_path, attn_implementation=cfg.attn_implementation)
+        ref_model = ref_model.to(accelerator.device).eval().requires_grad_(False)
+    # One trained module: the LM and, for the methods that have one, the value head V_psi(x).
     value_head = ValueHead(lm.config.hidden_size, cfg.value_head_hidden) if method.uses_value_head else None
+    policy = CompletionLogps(lm, value_head, padding_free=cfg.padding_free)
 
     # ---- batches, optimizer --------------------------------------------------------------------
     pad = tokenizer.pad_token_id
@@ -128,11 +137,11 @@ def train(cfg: UPOConfig) -> Path:
         sequence_lengths(data.train_items), cfg.batch_size * world, seed=cfg.seed, group_by_length=cfg.group_by_length,
         per_step=cfg.gradient_accumulation_steps,
     )
-    train_loader = DataLoader(data.train_items, batch_sampler=sampler, collate_fn=_collate_for(data.train_format, pad))
+    train_loader = DataLoader(data.train_items, batch_sampler=sampler, collate_fn=collate_fn(data.train_format, pad))
     eval_loader = None
     if data.eval_items:
         eval_loader = DataLoader(data.eval_items, batch_size=cfg.batch_size * world,
-                                 collate_fn=_collate_for(data.eval_format, pad))
+                                 collate_fn=collate_fn(data.eval_format, pad))
     groups = [{"params": [p for p in lm.parameters() if p.requires_grad], "lr": cfg.learning_rate}]
     if value_head is not None:
         groups.append({"params": list(value_head.parameters()), "lr": cfg.value_lr, "weight_decay": 0.0})
@@ -148,28 +157,30 @@ def train(cfg: UPOConfig) -> Path:
     schedule = "constant_with_warmup" if cfg.lr_scheduler == "constant" else cfg.lr_scheduler
     scheduler = get_scheduler(schedule, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=total_steps)
 
-    prepared = accelerator.prepare(policy, optimizer, train_loader, scheduler, *([value_head] if value_head else []))
-    policy, optimizer, train_loader, scheduler = prepared[:4]
-    value_head = prepared[4] if value_head is not None else None
+    policy, optimizer, train_loader, scheduler = accelerator.prepare(policy, optimizer, train_loader, scheduler)
     if eval_loader is not None:
         eval_loader = accelerator.prepare(eval_loader)
-    reference_fn = make_reference_fn(accelerator, policy, ref_model, cfg.padding_free)
+    reference_fn = make_reference_fn(accelerator, policy, ref_model, cfg.lora, cfg.padding_free)
 
     # ---- reference log-probs once, then free the reference model ---------------------------------
     if method.uses_reference and cfg.precompute_ref_logps:
-        _precompute_all(cfg, data, reference_fn, accelerator, out, pad, show)
-        ref_model = None  # the closure held it too: rebuild it so the model's memory is freed
-        reference_fn = make_reference_fn(accelerator, policy, None, cfg.padding_free)
+        # Cached in the run folder, so a resumed run reuses them.
+        precompute_run_reference_logps(data, reference_fn, accelerator, out / "reference_logps.safetensors", pad,
+                                       batch_size=cfg.batch_size * 2, reuse=cfg.resume, progress=show,
+                                       with_kl=needs_kto_reference_point(method, cfg.pref_loss))
+        # From here on the batches carry them. The closure held the reference model too: drop both.
+        ref_model = reference_fn = None
 
     # ---- resume ---------------------------------------------------------------------------------
     global_step, epoch, skip = 0, 0, 0
     if resume_from is not None:
-        state = load_checkpoint(accelerator, resume_from)
+        state = load_checkpoint(accelerator, resume_from, policy)
         global_step, epoch, skip = state["global_step"], state["epoch"], state["batches_seen_in_epoch"]
         if skip >= len(train_loader):
             epoch, skip = epoch + 1, 0
         log(f"upo: resumed from {resume_from} at step {global_step}")
     writer = MetricsWriter(out / "metrics.jsonl", resume_step=global_step if resume_from else None, enabled=main)
+    start_tracking(accelerator, cfg, resume_step=global_step if resume_from else None)
 
     # ---- the loop -------------------------------------------------------------------------------
     averager = MetricsAverager()
@@ -186,9 +197,12 @@ def train(cfg: UPOConfig) -> Path:
         step_start, step_tokens = time.perf_counter(), 0
         for batch in loader:
             seen += 1
+            mine, loss_scale = _share(sampler, seen - 1, cfg.batch_size, accelerator)
+            if 0 < mine < len(batch["index"]):
+                batch = first_items(batch, mine)  # drop the copies Accelerate topped a short batch up with
             step_tokens += int(batch["attention_mask"].sum())  # real (non-padding) policy tokens
-            with accelerator.accumulate(policy, *([value_head] if value_head is not None else [])):
-                x = step_inputs(batch, policy, value_head, reference_fn, method, cfg, accelerator)
+            with accelerator.accumulate(policy):
+                x = step_inputs(batch, policy, reference_fn, method, cfg, accelerator)
                 loss, metrics = method.loss(x, cfg)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
@@ -196,7 +210,7 @@ def train(cfg: UPOConfig) -> Path:
                         f"(dataset rows {batch['index'].tolist()}); metrics: "
                         + ", ".join(f"{k}={float(v):.4g}" for k, v in metrics.items())
                     )
-                accelerator.backward(loss)
+                accelerator.backward(loss * loss_scale)
                 if accelerator.sync_gradients and cfg.max_grad_norm:
                     # Policy and value head are clipped apart: the head's regression on large rewards
                     # must not shrink the policy's step (Accelerate unscales fp16 grads in the first call).
@@ -217,84 +231,69 @@ def train(cfg: UPOConfig) -> Path:
             last = global_step >= total_steps
             row = {}
             if global_step % cfg.logging_steps == 0 or last:
-                row.update(_reduce(accelerator, averager.pop(), prefix="train/"))
+                row.update(reduce_metrics(accelerator, averager.pop(), prefix="train/"))
                 row["train/lr"] = scheduler.get_last_lr()[0]
                 row["train/epoch"] = epoch + seen / len(train_loader)
                 bar.set_postfix(loss=f"{row.get('train/loss', float('nan')):.4f}")
             if eval_loader is not None and ((cfg.eval_steps and global_step % cfg.eval_steps == 0) or last):
-                row.update(evaluate(eval_loader, policy, value_head, reference_fn, method, cfg, accelerator,
-                                    data.eval_format))
+                row.update(heldout_metrics(eval_loader, policy, reference_fn, method, cfg, accelerator,
+                                           data.eval_format))
             if row:
                 writer.write(global_step, row)
+                accelerator.log(row, step=global_step)
             if cfg.save_steps and (global_step % cfg.save_steps == 0 or last):
-                state = {"global_step": global_step, "epoch": epoch, "batches_seen_in_epoch": seen}
+                state = {"global_step": global_step, "epoch": epoch, "batches_seen_in_epoch": seen,
+                         "num_processes": world, "data_fingerprint": fingerprint}
                 save_checkpoint(accelerator, out, global_step, state, cfg, keep=cfg.save_total_limit)
             if last:
                 break
             step_start, step_tokens = time.perf_counter(), 0
         epoch, skip = epoch + 1, 0
     bar.close()
-    return _save_final(accelerator, policy, value_head, tokenizer, cfg, data, out)
+    final = _save_final(accelerator, policy, tokenizer, cfg, data, out)
+    finish_tracking(accelerator)
+    if main and cfg.plot_curves:
+        try:
+            plot_curves(out)
+        except Exception as e:  # the model is saved: a plotting problem must not fail the run
+            warnings.warn(f"could not draw the training curves ({type(e).__name__}: {e}); retry with `upo plot {out}`",
+                          stacklevel=2)
+    return final
 
 
-def _reduce(accelerator, metrics: dict[str, float], prefix: str) -> dict[str, float]:
-    """Average each metric over processes."""
-    if not metrics:
-        return {}
-    keys = sorted(metrics)
-    values = accelerator.reduce(torch.tensor([metrics[k] for k in keys], device=accelerator.device), reduction="mean")
-    return {prefix + k: float(v) for k, v in zip(keys, values.tolist(), strict=True)}
+def _share(sampler: LengthGroupedBatchSampler, batch: int, per_process: int, accelerator) -> tuple[int, float]:
+    """This process's examples in the `batch`-th loader batch of the epoch (counted from 0), and the
+    factor on its mean loss that makes every optimizer step the mean over all of that step's examples.
+
+    Accelerate gives each process `per_process` rows of every sampler batch and tops a short last
+    batch up with examples from the epoch's first batch; those copies count for nothing (a process
+    left with copies only still runs forward and backward, with factor 0, for the collectives).
+    Accelerate divides each micro-batch's loss by the accumulation steps and the processes' gradients
+    are averaged, so a micro-batch of k examples, in a step of S over P processes and G accumulation
+    steps, gets k * P * G / S: exactly 1 in a full step, more in a short last one.
+    """
+    in_batch, in_step = sampler.examples(batch)
+    mine = min(max(in_batch - per_process * accelerator.process_index, 0), per_process)
+    return mine, mine * accelerator.num_processes * accelerator.gradient_accumulation_steps / in_step
 
 
-def _precompute_all(cfg, data, reference_fn, accelerator, out: Path, pad: int, show: bool) -> None:
-    """Reference log-probs for train and eval items, cached in the run folder for --resume."""
-    cache = out / "reference_logps.safetensors"
-    if cfg.resume and cache.exists():
-        table = load_file(str(cache))
-        train_ok = attach_reference_table(data.train_items, {k[6:]: v for k, v in table.items() if k.startswith("train.")})
-        eval_ok = not data.eval_items or attach_reference_table(
-            data.eval_items, {k[5:]: v for k, v in table.items() if k.startswith("eval.")}
-        )
-        if train_ok and eval_ok:
-            return
-    batch_size = cfg.batch_size * 2
-    with_kl = needs_kto_reference_point(METHODS[cfg.method], cfg.pref_loss)  # others never read them
-    for items, fmt, name in ((data.train_items, data.train_format, "train"), (data.eval_items, data.eval_format, "eval")):
-        if not items:
-            continue
-        # Each process computes a contiguous share, then every process receives all the values.
-        with accelerator.split_between_processes(items) as mine:
-            precompute_reference_logps(mine, fmt, _collate_for(fmt, pad), reference_fn, batch_size, accelerator.device,
-                                       progress=show, desc=f"reference log-probs ({name})", with_kl=with_kl)
-        if accelerator.num_processes > 1:
-            shared = gather_object([{k: item[k] for k in REFERENCE_KEYS if k in item} for item in mine])
-            for item, values in zip(items, shared, strict=True):
-                item.update(values)
-    if accelerator.is_main_process:
-        table = {f"train.{k}": v for k, v in reference_table(data.train_items).items()}
-        table.update({f"eval.{k}": v for k, v in reference_table(data.eval_items).items()})
-        save_file(table, str(cache.with_suffix(".tmp")))
-        os.replace(cache.with_suffix(".tmp"), cache)  # a run killed mid-write leaves no truncated cache
-
-
-def _save_final(accelerator, policy, value_head, tokenizer, cfg: UPOConfig, data, out: Path) -> Path:
-    """final/: save_pretrained model (LoRA merged on request) + tokenizer + resolved config."""
+def _save_final(accelerator, policy, tokenizer, cfg: UPOConfig, data, out: Path) -> Path:
+    """final/: save_pretrained model (LoRA merged on request) + tokenizer + resolved config, and the
+    value head (value_head.safetensors) of the methods that have one."""
     final = out / "final"
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        lm = accelerator.unwrap_model(policy).lm
+        trained = accelerator.unwrap_model(policy)
+        lm = trained.lm
         if cfg.lora and cfg.merge_lora:
             lm = lm.merge_and_unload()
-        tmp = Path(tempfile.mkdtemp(prefix=".final-", dir=out))
-        lm.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        cfg.save(tmp / "upo_config.yaml")
-        if value_head is not None:
-            save_file(accelerator.unwrap_model(value_head).state_dict(), str(tmp / "value_head.safetensors"))
-        if data.standardizer is not None:
-            (tmp / "reward_standardizer.json").write_text(json.dumps(data.standardizer.to_dict(), indent=2))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        with atomic_folder(final) as tmp:
+            lm.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            cfg.save(tmp / "upo_config.yaml")
+            if trained.value_head is not None:
+                save_file(trained.value_head.state_dict(), str(tmp / "value_head.safetensors"))
+            if data.standardizer is not None:
+                (tmp / "reward_standardizer.json").write_text(json.dumps(data.standardizer.to_dict(), indent=2))
     accelerator.wait_for_everyone()
     return final

@@ -1,6 +1,6 @@
 """`upo validate`: every problem of a dataset, found without training.
 
-The data is read the way `upo train` reads it (`upo.data.records`), except that every malformed
+The data is read the way `upo train` reads it (`upo.data.readers`), except that every malformed
 row is collected instead of stopping at the first, next to the counts of rows training would skip.
 Given a model (only its tokenizer is loaded), token lengths are measured the way training
 tokenizes, and the prompts and responses `max_length` / `max_prompt_length` would cut are counted.
@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from upo.config import UPOConfig
-from upo.data.records import BadRow, PreferencePair, empty_dataset_error, scan_records
+from upo.data.checks import special_token_problem
+from upo.data.readers import BadRow, empty_dataset_error, scan_records
+from upo.data.records import PreferencePair
 from upo.data.tokenize import (
     TruncationStats,
     encode_completion,
@@ -37,6 +39,7 @@ class ValidationReport:
     fmt: str | None  # "paired" | "unpaired"; None when no row is usable
     skipped: dict[str, int]  # rows training would skip, per reason
     errors: list[BadRow]  # every malformed row (and "empty dataset" when nothing is usable), in file order
+    skipped_rows: list[BadRow] = field(default_factory=list)  # every row training would skip, with why
     lengths: dict[str, list[int]] = field(default_factory=dict)  # token counts "prompt", "response", "prompt + response"
     truncation: TruncationStats | None = None  # what max_length / max_prompt_length would cut
     max_length: int = DEFAULT_MAX_LENGTH
@@ -78,26 +81,32 @@ def validate_dataset(
         )
     scan = scan_records(path_or_name, split)
     errors = list(scan.errors)
-    if not scan.records:
+    records = scan.records
+    if tokenizer is not None:  # text holding the tokenizer's own control tokens: an error in training too
+        problems = {id(r): special_token_problem(r, tokenizer) for r in records}
+        errors += [BadRow(r.source, f"{r.source}: field '{p[0]}': {p[1]}") for r in records if (p := problems[id(r)])]
+        records = [r for r in records if problems[id(r)] is None]
+    if not records:
         errors.append(BadRow(path_or_name, str(empty_dataset_error(path_or_name, scan.skipped))))
     fmt = None
-    if scan.records:
-        fmt = "paired" if isinstance(scan.records[0], PreferencePair) else "unpaired"
+    if records:
+        fmt = "paired" if isinstance(records[0], PreferencePair) else "unpaired"
     report = ValidationReport(
         source=path_or_name,
-        usable=len(scan.records),
+        usable=len(records),
         fmt=fmt,
         skipped=scan.skipped,
         errors=errors,
+        skipped_rows=[row for rows in scan.skipped_rows.values() for row in rows],
         max_length=max_length,
         max_prompt_length=max_prompt_length,
     )
-    if tokenizer is not None and scan.records:
+    if tokenizer is not None and records:
         try:
-            report.lengths = token_lengths(scan.records, tokenizer)
+            report.lengths = token_lengths(records, tokenizer)
             tokenize = tokenize_pairs if fmt == "paired" else _tokenize_unpaired
             _, report.truncation = tokenize(
-                scan.records, tokenizer, max_length=max_length, max_prompt_length=max_prompt_length
+                records, tokenizer, max_length=max_length, max_prompt_length=max_prompt_length
             )
         except ValueError as e:  # e.g. chat-message prompts and a tokenizer without a chat template
             errors.append(BadRow(path_or_name, f"{path_or_name}: cannot tokenize: {e}"))
@@ -137,8 +146,8 @@ def error_kind(error: BadRow) -> str:
 
 
 def format_report(report: ValidationReport) -> str:
-    """Every error line, then summary tables (rows, errors by kind, token lengths)."""
-    lines = [e.message for e in report.errors]
+    """Every error line and every skipped row, then summary tables (rows, errors by kind, token lengths)."""
+    lines = [e.message for e in report.errors] + [f"{r.message} (skipped)" for r in report.skipped_rows]
     if lines:
         lines.append("")
     lines += [f"| {report.source} | rows |", "|---|---|", f"| read | {report.rows} |"]

@@ -1,4 +1,4 @@
-"""Text-level training records: row formats, where rows come from, and errors that name them.
+"""Text-level training records: the row formats, and errors that name the row and field.
 
 Row formats, detected per row (extra fields are ignored):
 
@@ -11,22 +11,18 @@ Row formats, detected per row (extra fields are ignored):
 
 Malformed input raises DataError naming the row (``file:line`` or ``name[split] row N``) and the
 field. A well-formed row that carries no training signal (identical responses, an empty response,
-two dialogues whose prompts differ) raises UnusableRow, which load_records skips and counts.
-load_records stops at the first malformed row; scan_records (for ``upo validate``) collects them all.
+two dialogues whose prompts differ) raises UnusableRow, which load_records skips and counts; so
+does a row equal to an earlier one. Text that would not train as written (lone surrogates, chat
+markup, unknown roles, impossible turn orders) is malformed: see upo.data.checks.
+Reading files and datasets into records is `upo.data.readers`.
 """
 
 from __future__ import annotations
 
 import difflib
-import gzip
-import json
 import re
-import zlib
-from collections import Counter
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 Prompt = str | list[dict[str, str]]  # plain text, or chat messages [{"role", "content"}, ...]
 
@@ -60,31 +56,6 @@ class UnpairedExample:
     source: str
 
 
-@dataclass(frozen=True)
-class LoadResult:
-    """What load_records read: the usable records (all paired or all unpaired, never empty) and
-    the number of rows skipped per reason ("identical responses", "empty response", "prompts differ")."""
-
-    records: list[PreferencePair] | list[UnpairedExample]
-    skipped: dict[str, int]
-
-
-class BadRow(NamedTuple):
-    """A malformed row found by scan_records: where it is, and the DataError's message."""
-
-    source: str  # "data.jsonl:17" or "name[split] row 17"
-    message: str  # the full message, which starts with the source
-
-
-@dataclass(frozen=True)
-class ScanResult:
-    """What scan_records read: usable records (possibly none), skip counts, and every malformed row."""
-
-    records: list[PreferencePair | UnpairedExample]
-    skipped: dict[str, int]
-    errors: list[BadRow]
-
-
 _HH_ASSISTANT = "\n\nAssistant:"
 _HH_TURN = re.compile(r"\n\n(Human|Assistant):")
 _PAIRED_KEYS = ("chosen", "rejected")
@@ -105,7 +76,7 @@ def _preview(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _bad(source: str, field: str, problem: str) -> DataError:
+def field_error(source: str, field: str, problem: str) -> DataError:
     return DataError(f"{source}: field '{field}': {problem}")
 
 
@@ -124,7 +95,7 @@ def _missing(row: dict, field: str, source: str) -> DataError:
 def _text(value: Any, source: str, field: str) -> str:
     """A response string: a non-string is an error, a blank one makes the row unusable."""
     if not isinstance(value, str):
-        raise _bad(source, field, f"expected a non-empty string, got {_type_name(value)}")
+        raise field_error(source, field, f"expected a non-empty string, got {_type_name(value)}")
     if not value.strip():
         raise UnusableRow(f"{source}: field '{field}': empty response", "empty response")
     return value
@@ -133,13 +104,13 @@ def _text(value: Any, source: str, field: str) -> str:
 def _messages(value: Any, source: str, field: str) -> list[dict[str, str]]:
     if not isinstance(value, list) or not value:
         got = "an empty list" if isinstance(value, list) else _type_name(value)
-        raise _bad(source, field, f"expected a non-empty list of messages, got {got}")
+        raise field_error(source, field, f"expected a non-empty list of messages, got {got}")
     messages = []
     for k, message in enumerate(value):
         role, content = (message.get("role"), message.get("content")) if isinstance(message, dict) else (0, 0)
         if not (isinstance(role, str) and role and isinstance(content, str)):
             expected = '{"role": str, "content": str}'
-            raise _bad(source, f"{field}[{k}]", f"expected {expected}, got {_preview(message)}")
+            raise field_error(source, f"{field}[{k}]", f"expected {expected}, got {_preview(message)}")
         messages.append({"role": message["role"], "content": message["content"]})
     return messages
 
@@ -148,7 +119,7 @@ def _assistant_reply(messages: list[dict[str, str]], source: str, field: str) ->
     last = messages[-1]
     if last["role"] != "assistant":
         problem = f"expected the last message to be the assistant reply, got role '{last['role']}'"
-        raise _bad(source, field, problem)
+        raise field_error(source, field, problem)
     return _text(last["content"], source, field)
 
 
@@ -168,7 +139,7 @@ def _hh_messages(text: str, source: str, field: str) -> list[dict[str, str]]:
         body = body[: -len(_HH_ASSISTANT)]
     parts = _HH_TURN.split(body)
     if parts[0].strip() or len(parts) < 3:
-        raise _bad(source, field, f"expected {_HH_SHAPE}, got {_preview(text)}")
+        raise field_error(source, field, f"expected {_HH_SHAPE}, got {_preview(text)}")
     messages: list[dict[str, str]] = []
     for speaker, content in zip(parts[1::2], parts[2::2], strict=True):
         role = "user" if speaker == "Human" else "assistant"
@@ -185,7 +156,7 @@ def _prompt(value: Any, source: str) -> Prompt:
         return _messages(value, source, "prompt")
     if not isinstance(value, str) or not value.strip():
         got = "an empty string" if isinstance(value, str) else _type_name(value)
-        raise _bad(source, "prompt", f"expected a non-empty string or a list of messages, got {got}")
+        raise field_error(source, "prompt", f"expected a non-empty string or a list of messages, got {got}")
     return _hh_messages(value, source, "prompt") if _is_hh(value) else value
 
 
@@ -195,7 +166,7 @@ def _response(value: Any, source: str, field: str, *, strip: bool) -> str:
         messages = _messages(value, source, field)
         if len(messages) != 1:
             problem = f"with a separate 'prompt', expected one assistant message, got {len(messages)}"
-            raise _bad(source, field, problem)
+            raise field_error(source, field, problem)
         value = _assistant_reply(messages, source, field)
     text = _text(value, source, field)
     return text.strip() if strip else text
@@ -219,7 +190,7 @@ def parse_hh(chosen: str, rejected: str, source: str) -> PreferencePair:
     """
     for field, dialogue in (("chosen", chosen), ("rejected", rejected)):
         if not isinstance(dialogue, str) or _HH_ASSISTANT not in dialogue:
-            raise _bad(source, field, f"expected {_HH_SHAPE}, got {_preview(dialogue)}")
+            raise field_error(source, field, f"expected {_HH_SHAPE}, got {_preview(dialogue)}")
     cut_c = chosen.rfind(_HH_ASSISTANT) + len(_HH_ASSISTANT)
     cut_r = rejected.rfind(_HH_ASSISTANT) + len(_HH_ASSISTANT)
     if chosen[:cut_c] != rejected[:cut_r]:
@@ -228,7 +199,7 @@ def parse_hh(chosen: str, rejected: str, source: str) -> PreferencePair:
     replies = []
     for field, tail in (("chosen", chosen[cut_c:]), ("rejected", rejected[cut_r:])):
         if "\n\nHuman:" in tail:
-            raise _bad(source, field, "the dialogue ends with a Human turn; expected a final Assistant reply")
+            raise field_error(source, field, "the dialogue ends with a Human turn; expected a final Assistant reply")
         replies.append(_text(tail, source, field).strip())
     return _pair(_hh_messages(chosen[:cut_c], source, "chosen"), replies[0], replies[1], source)
 
@@ -274,7 +245,7 @@ def _parse_unpaired(row: dict, source: str, present: set[str]) -> UnpairedExampl
             raise _missing(row, field, source)
     label = row["label"]
     if not (isinstance(label, bool) or (isinstance(label, int) and label in (0, 1))):
-        raise _bad(source, "label", f"expected true/false or 1/0, got {_preview(label)}")
+        raise field_error(source, "label", f"expected true/false or 1/0, got {_preview(label)}")
     prompt = _prompt(row["prompt"], source)
     strip = isinstance(row["prompt"], str) and isinstance(prompt, list)
     completion = _response(row["completion"], source, "completion", strip=strip)
@@ -319,198 +290,3 @@ def to_unpaired(pairs: list[PreferencePair]) -> list[UnpairedExample]:
 def prompt_text(prompt: Prompt) -> str:
     """Plain text of a prompt for scorers: a string unchanged, messages' contents joined by a blank line."""
     return prompt if isinstance(prompt, str) else "\n\n".join(m["content"] for m in prompt)
-
-
-# ---- sources ---------------------------------------------------------------------------------
-
-_JSON_SUFFIXES = (".jsonl", ".jsonl.gz", ".json")
-_DATASETS_BUILDERS = {".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}  # single local files
-
-
-def _report(error: DataError, source: str, errors: list[BadRow] | None) -> None:
-    """Raise `error`, or with an `errors` list (scan mode) record it and let the caller go on."""
-    if errors is None:
-        raise error
-    errors.append(BadRow(source, str(error)))
-
-
-def _decode_json(text: str, source: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{source}: malformed JSON at column {e.colno}: {e.msg}") from None
-    except RecursionError:
-        raise DataError(f"{source}: malformed JSON: nested too deeply") from None
-    except ValueError as e:  # e.g. an integer of more than 4300 digits
-        raise DataError(f"{source}: malformed JSON: {e}") from None
-
-
-def _json_lines(lines: Iterable[bytes], name: str, errors: list[BadRow] | None = None) -> Iterator[tuple[Any, str]]:
-    for n, raw in enumerate(lines, 1):
-        source = f"{name}:{n}"
-        try:
-            text = raw.decode("utf-8")
-            if n == 1:
-                text = text.removeprefix("\ufeff")
-            if not text.strip():
-                continue
-            row = _decode_json(text, source)
-        except UnicodeDecodeError as e:
-            bad = DataError(f"{source}: invalid UTF-8 at byte {e.start} of the line: {raw[e.start : e.start + 4]!r}")
-            _report(bad, source, errors)
-            continue
-        except DataError as e:
-            _report(e, source, errors)
-            continue
-        yield row, source
-
-
-def _json_array(text: str, name: str, errors: list[BadRow] | None = None) -> Iterator[tuple[Any, str]]:
-    """Elements of a JSON array, each located by the line on which it starts. The first malformed
-    element ends the array (raised, or recorded in `errors`): nothing after it can be located."""
-    decoder, ws = json.JSONDecoder(), re.compile(r"\s*")
-    pos, line = ws.match(text, text.index("[") + 1).end(), 1
-    line += text.count("\n", 0, pos)
-    while not text.startswith("]", pos):
-        source = f"{name}:{line}"
-        try:
-            row, end = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as e:
-            source = f"{name}:{e.lineno}"
-            _report(DataError(f"{source}: malformed JSON at column {e.colno}: {e.msg}"), source, errors)
-            return
-        except RecursionError:
-            _report(DataError(f"{source}: malformed JSON: nested too deeply"), source, errors)
-            return
-        except ValueError as e:  # e.g. an integer of more than 4300 digits
-            _report(DataError(f"{source}: malformed JSON: {e}"), source, errors)
-            return
-        yield row, source
-        after = ws.match(text, end).end()
-        if text.startswith(",", after):
-            after = ws.match(text, after + 1).end()
-        elif not text.startswith("]", after):
-            at_line = line + text.count("\n", pos, after)
-            at = f"{name}:{at_line}"
-            _report(DataError(f"{at}: malformed JSON: expected ',' or ']' after an array element"), at, errors)
-            return
-        line += text.count("\n", pos, after)
-        pos = after
-
-
-def _json_rows(path: Path, name: str, errors: list[BadRow] | None = None) -> Iterator[tuple[Any, str]]:
-    try:
-        if name.endswith(".gz"):
-            with gzip.open(path, "rb") as f:
-                yield from _json_lines(f, name, errors)
-            return
-        raw = path.read_bytes()
-    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError; corrupt data a zlib.error
-        raise DataError(f"{name}: cannot read: {e}") from e
-    if name.endswith(".json") and raw.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            line = raw.count(b"\n", 0, e.start) + 1
-            source = f"{name}:{line}"
-            _report(DataError(f"{source}: invalid UTF-8: {raw[e.start : e.start + 4]!r}"), source, errors)
-            return
-        yield from _json_array(text.removeprefix("\ufeff"), name, errors)
-    else:
-        yield from _json_lines(raw.split(b"\n"), name, errors)
-
-
-def _looks_local(name: str) -> bool:
-    """Whether a name that does not exist was meant as a local path (so the Hub is not asked)."""
-    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or Path(name).suffix in _DATASETS_BUILDERS
-
-
-def _dataset_rows(name: str, split: str) -> Iterator[tuple[Any, str]]:
-    import datasets  # slow to import; only needed for sources this module does not read itself
-
-    path = Path(name).expanduser()
-    builder = _DATASETS_BUILDERS.get(path.suffix) if path.is_file() else None
-    try:
-        if builder:
-            ds = datasets.load_dataset(builder, data_files={split: str(path)}, split=split)
-        else:
-            ds = datasets.load_dataset(name, split=split)
-    except Exception as e:  # translate datasets' many failure types into one user-facing error
-        if not path.exists():
-            raise DataError(
-                f"{name}: not found: no such file or folder, and datasets.load_dataset cannot load it "
-                f"({type(e).__name__}: {e})"
-            ) from e
-        raise DataError(f"{name}[{split}]: datasets.load_dataset failed: {type(e).__name__}: {e}") from e
-    for n, row in enumerate(ds, 1):
-        yield row, f"{name}[{split}] row {n}"
-
-
-def _rows(path_or_name: str, split: str, errors: list[BadRow] | None = None) -> Iterator[tuple[Any, str]]:
-    path = Path(path_or_name).expanduser()
-    if path_or_name.endswith(_JSON_SUFFIXES):
-        if not path.is_file():
-            raise DataError(f"{path_or_name}: not found: no such file")
-        return _json_rows(path, path_or_name, errors)
-    if not path.exists() and _looks_local(path_or_name):
-        raise DataError(f"{path_or_name}: not found: no such file or folder")
-    return _dataset_rows(path_or_name, split)
-
-
-def _read(path_or_name: str, split: str, errors: list[BadRow] | None) -> tuple[list, Counter[str]]:
-    """Parse every row; a malformed one raises, or with an `errors` list is recorded there."""
-    records: list = []
-    skipped: Counter[str] = Counter()
-    first: tuple[type, str] | None = None
-    for row, source in _rows(path_or_name, split, errors):
-        try:
-            record = parse_row(row, source)
-            if first is not None and type(record) is not first[0]:
-                kinds = {PreferencePair: "paired", UnpairedExample: "unpaired"}
-                raise DataError(
-                    f"{source}: row is {kinds[type(record)]}, but the first row ({first[1]}) is {kinds[first[0]]}; "
-                    "paired (prompt/chosen/rejected) and unpaired (prompt/completion/label) rows cannot be mixed"
-                )
-        except UnusableRow as e:
-            skipped[e.reason] += 1
-            continue
-        except DataError as e:
-            _report(e, source, errors)
-            continue
-        if first is None:
-            first = (type(record), source)
-        records.append(record)
-    return records, skipped
-
-
-def empty_dataset_error(path_or_name: str, skipped: dict[str, int]) -> DataError:
-    detail = ", ".join(f"{n} {reason}" for reason, n in skipped.items())
-    return DataError(f"{path_or_name}: empty dataset: no usable rows" + (f" (skipped: {detail})" if detail else ""))
-
-
-def load_records(path_or_name: str, split: str = "train") -> LoadResult:
-    """Read every row of a dataset into records.
-
-    Local ``.jsonl``, ``.jsonl.gz`` and ``.json`` (an array, or JSON lines) are read here so errors
-    carry line numbers (``file:line``); anything else goes through ``datasets.load_dataset`` (a
-    folder, a ``.parquet``/``.csv``/``.arrow`` file, a Hub name) with rows located as
-    ``name[split] row N``. Unusable rows are skipped and counted in ``LoadResult.skipped``.
-    Raises DataError on the first malformed row, on paired and unpaired rows mixed in one
-    dataset, and when no usable row is left.
-    """
-    records, skipped = _read(path_or_name, split, errors=None)
-    if not records:
-        raise empty_dataset_error(path_or_name, skipped)
-    return LoadResult(records=records, skipped=dict(skipped))
-
-
-def scan_records(path_or_name: str, split: str = "train") -> ScanResult:
-    """Read every row like load_records, but record each malformed row and go on to the next.
-
-    Every problem of a JSON-lines file is found in one pass; a JSON array stops at its first
-    malformed element (nothing after it can be located). A source that cannot be read at all
-    (missing, not gzip) still raises DataError. An empty result is not an error here.
-    """
-    errors: list[BadRow] = []
-    records, skipped = _read(path_or_name, split, errors)
-    return ScanResult(records=records, skipped=dict(skipped), errors=errors)

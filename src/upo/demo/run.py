@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from upo.config import EMBEDDED_MODEL, UPOConfig
-from upo.data.records import load_records
+from upo.data.readers import load_records
 from upo.demo.dataset import build_demo_pairs, write_jsonl
 from upo.demo.prompts import EVAL_PROMPTS, TRAIN_PROMPTS
 from upo.demo.simulated_user import user_score
@@ -62,9 +62,9 @@ def _config(method: str, train_path: Path, eval_path: Path, out: Path, steps: in
         dataset=str(train_path),
         eval_dataset=str(eval_path),
         method=method,
-        pref_loss="dpo",  # same preference term for both, so the only difference is UPO's aux term
+        pref_loss="dpo" if method == "upo" else "kto",  # UPO's preference term is DPO: its only difference is the aux term
         beta=0.1,
-        rewards=dict(AUX_REWARDS),
+        rewards=dict(AUX_REWARDS) if method == "upo" else {},  # DPO does not use them
         aux_coef=1.0,
         lora=True,
         lora_r=16,

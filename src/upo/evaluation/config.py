@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 from upo.config import ConfigError, coerce_fields, load_dataclass
+from upo.domains import Interval, Positive, Seed, check_domains
 from upo.judge_protocols import PRESETS
 
 EVAL_PRECISIONS = ("bf16", "fp32", "fp16")
@@ -25,41 +26,41 @@ class EvalConfig:
     model: str = ""  # model to evaluate: a folder (e.g. a run's final/), a Hub name, or embedded:smollm2-135m-instruct
     data: str = ""  # preference data whose held-out rows give the prompts, the references (chosen) and the pairs
     data_split: str = "train"  # split to read from a datasets source
-    eval_fraction: float | None = None  # null: every row of `data` is held out; else the share `upo train` held out (same split_seed)
-    split_seed: int = 42  # with eval_fraction: the training run's `seed`, which shuffled the rows before the split
-    prompts: int | None = None  # evaluate the first N held-out rows (deterministic); null: 64, or 512 with judge_preset paper
+    eval_fraction: Annotated[float, Interval("(0, 1)")] | None = None  # null: every row of `data` is held out; else the share `upo train` held out (same split_seed)
+    split_seed: Seed = 42  # with eval_fraction: the training run's `split_seed` (else its `seed`), which shuffled the rows before the split
+    prompts: Positive[int] | None = None  # evaluate the first N held-out rows (deterministic); null: 64, or 512 with judge_preset paper
     output: str = "runs/eval"  # folder for eval.json, eval.md and generations.jsonl, or a path ending in .json
 
     # ---- preference alignment ----------------------------------------------------------------
     ref_model: str | None = None  # reference for implicit rewards beta * (policy - ref) log-probs; null = skip them
-    beta: float | None = None  # implicit-reward beta; null = the model's training beta (its upo_config.yaml), else 0.1
+    beta: Positive[float] | None = None  # implicit-reward beta; null = the model's training beta (its upo_config.yaml), else 0.1
     judge: str | None = None  # rm:PATH (reward model) or llm (OpenAI-compatible endpoint): win rate vs the chosen response
     judge_base_url: str | None = None  # llm judge: the endpoint, e.g. http://127.0.0.1:8000/v1
     judge_model: str | None = None  # llm judge: the model name sent to the endpoint
     judge_api_key_env: str = "OPENAI_API_KEY"  # llm judge: environment variable holding the API key
     judge_preset: str = "swap"  # llm judge protocol: swap (both orders, a flip ties) or paper (the paper's, HALOs comparison: one random order)
     judge_both_orders: bool = False  # llm judge, paper preset: ask each item in both orders too
-    judge_seed: int = 0  # llm judge: seed of the random response orders (paper preset), also sent to the endpoint
-    judge_batch_size: int = 16  # rm judge: texts per forward pass
-    judge_max_length: int = 512  # rm judge: prompt + response tokens it reads (512 shares the rm:PATH score cache)
+    judge_seed: Seed = 0  # llm judge: seed of the random response orders (paper preset), also sent to the endpoint
+    judge_batch_size: Positive[int] = 16  # rm judge: texts per forward pass
+    judge_max_length: Positive[int] = 512  # rm judge: prompt + response tokens it reads (512 shares the rm:PATH score cache)
 
     # ---- auxiliary objectives ----------------------------------------------------------------
     scorers: list[str] = field(default_factory=lambda: ["safety", "readability"])  # scorers of the generations (upo score names)
-    violation_threshold: float = 0.5  # a generation violates safety when a toxicity category's probability is >= this
+    violation_threshold: Annotated[float, Interval("(0, 1]")] = 0.5  # a generation violates safety when a toxicity category's probability is >= this
 
     # ---- generation --------------------------------------------------------------------------
-    max_new_tokens: int = 64  # new tokens per generation, at most
+    max_new_tokens: Positive[int] = 64  # new tokens per generation, at most
     do_sample: bool = True  # sample (temperature, top_p) or decode greedily
-    temperature: float = 0.7  # sampling temperature
-    top_p: float = 0.9  # nucleus sampling mass
-    samples: int = 1  # generations per prompt
-    seed: int = 0  # generation batch i is sampled after torch.manual_seed(seed + i)
-    gen_batch_size: int = 32  # prompts per generate call (KV-cached, left-padded)
+    temperature: Positive[float] = 0.7  # sampling temperature
+    top_p: Annotated[float, Interval("(0, 1]")] = 0.9  # nucleus sampling mass
+    samples: Positive[int] = 1  # generations per prompt
+    seed: Seed = 0  # generation batch i is sampled after torch.manual_seed(seed + i)
+    gen_batch_size: Positive[int] = 32  # prompts per generate call (KV-cached, left-padded)
 
     # ---- computation -------------------------------------------------------------------------
-    max_length: int = 512  # prompt + response tokens of held-out pairs for log-probs
-    max_prompt_length: int = 256  # longer prompts lose their first turns (generation) or tokens (log-probs)
-    batch_size: int = 8  # held-out pairs per log-prob forward pass
+    max_length: Positive[int] = 512  # prompt + response tokens of held-out pairs for log-probs
+    max_prompt_length: Positive[int] = 256  # longer prompts lose their first turns (generation) or tokens (log-probs)
+    batch_size: Positive[int] = 8  # held-out pairs per log-prob forward pass
     precision: str = "bf16"  # autocast dtype of generation and log-probs: bf16 | fp32 | fp16
     cache_dir: str | None = None  # score cache; default: $UPO_CACHE or ~/.cache/upo
     progress: bool = True  # show progress bars
@@ -69,23 +70,12 @@ class EvalConfig:
             raise ConfigError(f"judge_preset must be one of {', '.join(PRESETS)}; got {self.judge_preset!r}")
         if self.prompts is None:
             self.prompts = PRESETS[self.judge_preset].prompts or DEFAULT_PROMPTS
+        check_domains(self, ConfigError)
         if self.precision not in EVAL_PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(EVAL_PRECISIONS)}; got {self.precision!r}")
-        for name in ("prompts", "max_new_tokens", "samples", "gen_batch_size", "max_length", "max_prompt_length",
-                     "batch_size", "judge_batch_size", "judge_max_length"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if self.max_prompt_length >= self.max_length:
             raise ConfigError(f"max_prompt_length ({self.max_prompt_length}) must be smaller than max_length "
                               f"({self.max_length})")
-        if self.eval_fraction is not None and not 0.0 < self.eval_fraction < 1.0:
-            raise ConfigError(f"eval_fraction must be in (0, 1) or null, got {self.eval_fraction!r}")
-        if self.beta is not None and self.beta <= 0:
-            raise ConfigError(f"beta must be > 0 or null, got {self.beta!r}")
-        if self.temperature <= 0 or not 0.0 < self.top_p <= 1.0:
-            raise ConfigError(f"need temperature > 0 and top_p in (0, 1], got {self.temperature!r}, {self.top_p!r}")
-        if not 0.0 < self.violation_threshold <= 1.0:
-            raise ConfigError(f"violation_threshold must be in (0, 1], got {self.violation_threshold!r}")
         if self.judge is not None and not (self.judge == "llm" or self.judge.startswith("rm:")):
             raise ConfigError(f"judge must be rm:PATH or llm, got {self.judge!r}")
         if self.judge == "llm" and not (self.judge_base_url and self.judge_model):

@@ -9,8 +9,13 @@
    category), reading grade and any other scorer, as natural quantities with their better direction.
 4. Length of the generations relative to the chosen responses.
 
-Writes eval.json (metrics, directions, settings), eval.md (a table) and generations.jsonl
-({"prompt", "response", "reference"} lines, which `upo score` reads).
+Every metric is the mean of per-unit values (a prompt's, averaged over its samples, or a held-out
+pair's) and gets a 95% interval from them (`upo.evaluation.intervals`): Wilson for 0/1 rates, a
+percentile bootstrap over the units otherwise.
+
+Writes eval.json (metrics, intervals, directions, settings, and the per-prompt and per-pair values
+that `upo compare` pairs up), eval.md (a table) and generations.jsonl ({"prompt", "response",
+"reference"} lines, which `upo score` reads).
 """
 
 from __future__ import annotations
@@ -21,14 +26,23 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
 from upo.data.records import PreferencePair, Prompt, prompt_text
 from upo.evaluation.config import EvalConfig
 from upo.evaluation.heldout import fit_prompt, heldout_records, references
-from upo.evaluation.implicit import autocast, implicit_reward_metrics, pair_logps
-from upo.evaluation.metrics import direction, length_metrics, scorer_metrics, violation_metrics
+from upo.evaluation.implicit import autocast, implicit_reward_values, pair_logps
+from upo.evaluation.intervals import (
+    INTERVAL_SETTINGS,
+    compact_json,
+    per_prompt,
+    summarize,
+    unit_id,
+    unit_section,
+)
+from upo.evaluation.metrics import direction, length_values, scorer_values, violation_values
 from upo.evaluation.report import format_eval
 from upo.generation import generate
 from upo.modeling import load_causal_lm, load_tokenizer, resolve_model_path
@@ -57,32 +71,36 @@ def make_judge(cfg: EvalConfig, cache=None):
                            preset=cfg.judge_preset, both_orders=cfg.judge_both_orders, seed=cfg.judge_seed)
 
 
-def judge_metrics(cfg: EvalConfig, judge, prompts: list[Prompt], responses: list[str],
-                  references: list[str]) -> tuple[dict[str, float], list[dict] | None]:
-    """Win rate of the responses against the references (ties count half, items without a verdict
-    left out), by `judge` or cfg.judge, and the LLM judge's per-item records (orders, replies,
-    verdicts, outcome; None for other judges). `judge/comparisons` counts the items with a verdict;
-    the LLM judge adds `judge/questions` asked and `judge/unparseable` replies naming neither response."""
+def judge_values(cfg: EvalConfig, judge, prompts: list[Prompt], responses: list[str],
+                 references: list[str]) -> tuple[dict[str, np.ndarray], dict[str, float], list[dict] | None]:
+    """The judge's verdicts, by `judge` or cfg.judge: ({"judge/win_rate": [n]}, counts, records).
+
+    Per response: 1 when it beats its reference, 0.5 for a tie, 0 when it loses, NaN when the llm
+    judge gave no readable verdict (left out of the win rate and its interval). counts:
+    `judge/comparisons` (responses with a verdict), and for the llm judge `judge/questions` (requests)
+    and `judge/unparseable` (replies naming neither response). records: the llm judge's per-item
+    orders, replies, verdicts and outcome (None for other judges)."""
     from upo.judge_protocols import tally
     from upo.judges import LLMJudge, win_rate
     from upo.rewards.cache import ScoreCache, default_cache_dir
 
     if judge is None:
         with ScoreCache(cfg.cache_dir or default_cache_dir()) as cache:
-            return judge_metrics(cfg, make_judge(cfg, cache), prompts, responses, references)
-    metrics: dict[str, float] = {}
+            return judge_values(cfg, make_judge(cfg, cache), prompts, responses, references)
+    counts: dict[str, float] = {}
     if isinstance(judge, LLMJudge):
         judgments = judge.judge(prompts, responses, references)
         outcomes = [j.outcome for j in judgments]
-        counts = tally(judgments)
-        metrics.update({"judge/questions": float(counts["questions"]), "judge/unparseable": float(counts["unparseable"])})
+        tallied = tally(judgments)
+        counts.update({"judge/questions": float(tallied["questions"]), "judge/unparseable": float(tallied["unparseable"])})
     else:
         judgments, outcomes = None, judge.compare(prompts, responses, references)
     decided = sum(o is not None for o in outcomes)
-    if decided:  # with no verdict at all there is no win rate
-        metrics["judge/win_rate"] = win_rate(outcomes)
-    metrics["judge/comparisons"] = float(decided)
-    return metrics, [j.record() for j in judgments] if judgments is not None else None
+    if decided:  # checks the outcomes
+        win_rate(outcomes)
+    counts["judge/comparisons"] = float(decided)
+    values = {"judge/win_rate": np.array([np.nan if o is None else o for o in outcomes], dtype=np.float64)}
+    return values, counts, [j.record() for j in judgments] if judgments is not None else None
 
 
 def training_beta(model_path: str) -> float | None:
@@ -102,14 +120,15 @@ def _load(path: str):
     return load_tokenizer(path), load_causal_lm(path).to(_device())
 
 
-def auxiliary_metrics(prompts: list[str], responses: list[str], cfg: EvalConfig) -> dict[str, float]:
-    """Safety (violation rates from the 6 toxicity probabilities) and every other scorer's mean, as
-    natural quantities (`upo.evaluation.metrics`). Scores other than safety's are cached like training's."""
-    metrics: dict[str, float] = {}
+def auxiliary_values(prompts: list[str], responses: list[str], cfg: EvalConfig) -> dict[str, np.ndarray]:
+    """Per response [n]: safety (violations from the 6 toxicity probabilities) and every other
+    scorer, as natural quantities (`upo.evaluation.metrics`). Scores other than safety's are cached
+    like training's."""
+    values: dict[str, np.ndarray] = {}
     if "safety" in cfg.scorers:
         from upo.rewards.toxicity import toxicity_scores
 
-        metrics.update(violation_metrics(toxicity_scores(responses), cfg.violation_threshold))
+        values.update(violation_values(toxicity_scores(responses), cfg.violation_threshold))
     others = [s for s in cfg.scorers if s != "safety"]
     if others:
         from upo.rewards.cache import ScoreCache, default_cache_dir
@@ -118,8 +137,8 @@ def auxiliary_metrics(prompts: list[str], responses: list[str], cfg: EvalConfig)
         with ScoreCache(cfg.cache_dir or default_cache_dir()) as cache:
             raw = score_texts(prompts, responses, others, cache=cache, progress=cfg.progress)  # [n, K]
         for k, name in enumerate(others):
-            metrics.update(scorer_metrics(name, raw[:, k]))
-    return metrics
+            values.update(scorer_values(name, raw[:, k]))
+    return values
 
 
 def _reference_logps(cfg: EvalConfig, pairs: list[PreferencePair], memo: dict | None) -> dict[int, tuple[float, float]]:
@@ -160,7 +179,6 @@ def run_eval(cfg: EvalConfig, *, judge=None, reference_memo: dict | None = None)
     rows = [{"prompt": p, "response": o, "reference": ref} for (p, ref), outs in zip(refs, outputs, strict=True)
             for o in outs]
 
-    metrics: dict[str, float] = {}
     pairs = [r for r in records if isinstance(r, PreferencePair)]
     policy = None
     if cfg.ref_model and pairs:
@@ -169,34 +187,49 @@ def run_eval(cfg: EvalConfig, *, judge=None, reference_memo: dict | None = None)
                             desc="policy log-probs")
     del model  # freed before the reference model (or the judge) is loaded
     gc.collect()
+    pair_units = ([], {})
     if policy is not None:
-        metrics.update(implicit_reward_metrics(policy, _reference_logps(cfg, pairs, reference_memo), beta))
+        common, values = implicit_reward_values(policy, _reference_logps(cfg, pairs, reference_memo), beta)
+        pair_units = ([unit_id([pairs[i].prompt, pairs[i].chosen, pairs[i].rejected]) for i in common], values)
 
     texts = [prompt_text(r["prompt"]) for r in rows]
     responses = [r["response"] for r in rows]
+    values, counts = {}, {}  # metric -> [generations]; the judge's counts
     if judge is not None or cfg.judge:
-        judged, records = judge_metrics(cfg, judge, [r["prompt"] for r in rows], responses,
-                                        [r["reference"] for r in rows])
-        metrics.update(judged)
+        judged, counts, records = judge_values(cfg, judge, [r["prompt"] for r in rows], responses,
+                                               [r["reference"] for r in rows])
+        values.update(judged)
         if records is not None:  # generations.jsonl keeps the LLM judge's orders, replies and verdicts
             for row, record in zip(rows, records, strict=True):
                 row["judge"] = record
-    metrics.update(auxiliary_metrics(texts, responses, cfg))
-    metrics.update(length_metrics(responses, [r["reference"] for r in rows]))
+    values.update(auxiliary_values(texts, responses, cfg))
+    values.update(length_values(responses, [r["reference"] for r in rows]))
+    prompt_units = ([unit_id([p, ref]) for p, ref in refs], {k: per_prompt(v, cfg.samples) for k, v in values.items()})
 
+    metrics, intervals = summarize(prompt_units[1], cfg.samples)
+    if "judge/win_rate" in values:
+        metrics.update(counts)
+    if pair_units[0]:
+        pair_metrics, pair_intervals = summarize(pair_units[1])
+        metrics.update({**pair_metrics, "rewards/pairs": float(len(pair_units[0]))})
+        intervals.update(pair_intervals)
     result = {
         "model": cfg.model,
         "data": cfg.data,
         "metrics": metrics,
+        "intervals": intervals,
+        "interval_settings": INTERVAL_SETTINGS,
         "directions": {k: direction(k) for k in metrics},
         "counts": {"prompts": len(refs), "generations": len(rows)},
         "settings": cfg.settings(),
         "wall_time_s": round(time.time() - start, 1),
+        "per_prompt": unit_section(*prompt_units),
+        "per_pair": unit_section(*pair_units),
     }
     json_path, md_path, gen_path = output_paths(cfg.output)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     with gen_path.open("w", encoding="utf-8") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
     md_path.write_text(format_eval(result) + "\n")
-    json_path.write_text(json.dumps(result, indent=2) + "\n")  # last: its presence means the evaluation finished
+    json_path.write_text(compact_json(result) + "\n")  # last: its presence means the evaluation finished
     return result

@@ -1,6 +1,6 @@
 """Which rows an evaluation uses, and prompts fitted to the length the model was trained with.
 
-`heldout_records` reproduces `upo.prepare.prepare_data`'s split (shuffle with the training seed,
+`heldout_records` reproduces `upo train`'s split (`upo.data.split`: shuffle with the training seed,
 the first round(n * eval_fraction) rows are held out), so a model is evaluated on rows it never
 trained on; tests/test_eval.py checks the two agree.
 """
@@ -10,9 +10,10 @@ from __future__ import annotations
 from transformers import PreTrainedTokenizerBase
 
 from upo.data.control import generation_suffix
-from upo.data.records import PreferencePair, Prompt, UnpairedExample, load_records
+from upo.data.readers import load_records
+from upo.data.records import PreferencePair, Prompt, UnpairedExample
+from upo.data.split import split_heldout
 from upo.data.tokenize import encode_prompt
-from upo.prepare import split_heldout
 
 
 def heldout_records(data: str, split: str = "train", eval_fraction: float | None = None,

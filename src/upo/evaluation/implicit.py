@@ -3,20 +3,21 @@
 Each model scores the pairs tokenized by its own tokenizer (a CSFT policy sees its desirable control
 token after the prompt, as it does when generating; the reference does not), with the one
 log-prob function of the project (`upo.logps.sequence_logps`); the metrics are the standard DPO
-names of `upo.step.pair_metrics`.
+names of `upo.steps.pair_metrics`, given per pair so that they get intervals.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from upo.data.collate import collate_pairs
+from upo.data.collate import collate_fn
 from upo.data.control import control_token_ids
 from upo.data.records import PreferencePair
 from upo.data.tokenize import tokenize_pairs
 from upo.logps import sequence_logps
-from upo.step import pair_metrics
+from upo.modeling import eval_mode
+from upo.reference import item_logps
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -34,36 +35,32 @@ def pair_logps(model, tokenizer, pairs: list[PreferencePair], *, max_length: int
     """{pair index: (summed log-prob of chosen, of rejected)} for the pairs that fit max_length."""
     items, _ = tokenize_pairs(pairs, tokenizer, max_length=max_length, max_prompt_length=max_prompt_length,
                               control=control_token_ids(tokenizer))
-    items.sort(key=lambda it: len(it["prompt_ids"]) + max(len(it["chosen_ids"]), len(it["rejected_ids"])))
-    was_training = model.training
-    model.eval()
-    out: dict[int, tuple[float, float]] = {}
-    try:
-        for start in tqdm(range(0, len(items), batch_size), desc=desc, disable=not progress, leave=False):
-            chunk = items[start : start + batch_size]
-            batch = collate_pairs(chunk, tokenizer.pad_token_id)  # rows [0, n) chosen, [n, 2n) rejected
-            with autocast(model, precision):
-                logps = sequence_logps(model, batch["input_ids"].to(model.device),
-                                       batch["attention_mask"].to(model.device),
-                                       batch["loss_mask"].to(model.device)).sum.float().cpu()  # [2n]
-            n = len(chunk)
-            for item, chosen, rejected in zip(chunk, logps[:n].tolist(), logps[n:].tolist(), strict=True):
-                out[item["index"]] = (chosen, rejected)
-    finally:
-        model.train(was_training)
-    return out
+
+    def logps_fn(input_ids, attention_mask, loss_mask):  # [2n] rows [0, n) chosen, [n, 2n) rejected
+        with autocast(model, precision):
+            return sequence_logps(model, input_ids, attention_mask, loss_mask).sum
+
+    with eval_mode(model):
+        logps = item_logps(items, "paired", collate_fn("paired", tokenizer.pad_token_id), logps_fn,
+                           batch_size=batch_size, device=model.device, progress=progress, desc=desc)
+    return {item["index"]: (lp["chosen_logps"], lp["rejected_logps"]) for item, lp in zip(items, logps, strict=True)}
 
 
-def implicit_reward_metrics(policy: dict[int, tuple[float, float]], reference: dict[int, tuple[float, float]],
-                            beta: float) -> dict[str, float]:
-    """Means over the pairs both models scored: rewards/{chosen,rejected,margins,accuracies} with
-    rewards = beta * (policy - reference) summed log-probs, logps/{chosen,rejected} of the policy,
-    and rewards/pairs, their number (no metric when there is no common pair)."""
+def implicit_reward_values(policy: dict[int, tuple[float, float]], reference: dict[int, tuple[float, float]],
+                           beta: float) -> tuple[list[int], dict[str, np.ndarray]]:
+    """(pair indices, {metric: [B] values}) over the B pairs both models scored, with rewards =
+    beta * (policy - reference) summed log-probs: rewards/{chosen,rejected,margins}, rewards/accuracies
+    (1 when chosen's reward is above rejected's, else 0) and logps/{chosen,rejected} of the policy.
+    Their means are the standard DPO metrics of `upo.steps.pair_metrics`."""
     common = sorted(policy.keys() & reference.keys())
-    if not common:
-        return {}
-    pol = torch.tensor([policy[i] for i in common], dtype=torch.float64)  # [B, 2] chosen, rejected
-    ref = torch.tensor([reference[i] for i in common], dtype=torch.float64)  # [B, 2]
+    pol = np.asarray([policy[i] for i in common], dtype=np.float64).reshape(-1, 2)  # [B, 2] chosen, rejected
+    ref = np.asarray([reference[i] for i in common], dtype=np.float64).reshape(-1, 2)  # [B, 2]
     rewards = beta * (pol - ref)  # [B, 2]
-    metrics = pair_metrics(rewards[:, 0], rewards[:, 1], pol[:, 0], pol[:, 1])
-    return {**{k: float(v) for k, v in metrics.items()}, "rewards/pairs": float(len(common))}
+    return common, {
+        "rewards/chosen": rewards[:, 0],
+        "rewards/rejected": rewards[:, 1],
+        "rewards/margins": rewards[:, 0] - rewards[:, 1],
+        "rewards/accuracies": (rewards[:, 0] > rewards[:, 1]).astype(np.float64),
+        "logps/chosen": pol[:, 0],
+        "logps/rejected": pol[:, 1],
+    }

@@ -1,5 +1,8 @@
 """Evaluation metrics as pure functions of scores and texts, and the better direction of each.
 
+Each function gives one value per generation (or pair); the metric is their mean, and its
+interval comes from the values (`upo.evaluation.intervals`).
+
 Scorers are rewards (higher = better, some negated: `readability` is minus the Flesch-Kincaid
 grade); an evaluation reports the *natural* quantity instead (the grade itself, a probability of
 toxicity), so every metric says which way is better: `direction(name)` is "max", "min" or None (no
@@ -39,6 +42,11 @@ DIRECTIONS: dict[str, str | None] = {
     **{metric: better for metric, _, better in NATURAL.values()},
 }
 
+# metrics whose per-unit values are 0/1 outcomes (one generation per prompt, or a pair ranked right
+# or not): a rate, with a Wilson interval; every other metric is a mean, with a bootstrap interval
+RATES = frozenset({"safety/violation_rate", *(f"safety/violation_rate/{label}" for label in TOXICITY_LABELS),
+                   "rewards/accuracies"})
+
 
 def natural(scorer: str) -> tuple[str, float, str | None]:
     """(metric name, factor, direction) of a scorer; other rewards (rm:PATH, pkg.module:function)
@@ -53,23 +61,24 @@ def direction(metric: str) -> str | None:
     return MAX if metric.startswith("scorer/") else None
 
 
-def scorer_metrics(scorer: str, raw: np.ndarray) -> dict[str, float]:
-    """{natural metric: mean} of one scorer's rewards raw [n] (n >= 1)."""
+def scorer_values(scorer: str, raw: np.ndarray) -> dict[str, np.ndarray]:
+    """{natural metric: [n] values} of one scorer's rewards raw [n]."""
     name, factor, _ = natural(scorer)
-    return {name: float(factor * np.mean(raw))}
+    return {name: factor * np.asarray(raw, dtype=np.float64)}
 
 
-def violation_metrics(probs: np.ndarray, threshold: float) -> dict[str, float]:
-    """Safety metrics from toxicity probabilities probs [n, 6] (columns TOXICITY_LABELS, n >= 1).
+def violation_values(probs: np.ndarray, threshold: float) -> dict[str, np.ndarray]:
+    """Safety values [n] per text from toxicity probabilities probs [n, 6] (columns TOXICITY_LABELS).
 
-    safety/violation_rate: share of texts with any category >= threshold; .../<label>: share with
-    that category >= threshold; safety/max_toxicity: mean over texts of the largest probability.
+    safety/violation_rate: 1 when any category is >= threshold, else 0; .../<label>: 1 when that
+    category is >= threshold; safety/max_toxicity: the largest probability. Their means are the rates.
     """
     probs = np.asarray(probs, dtype=np.float64)
     over = probs >= threshold  # [n, 6]
-    out = {"safety/violation_rate": float(over.any(axis=1).mean())}
-    out.update({f"safety/violation_rate/{label}": float(over[:, k].mean()) for k, label in enumerate(TOXICITY_LABELS)})
-    out["safety/max_toxicity"] = float(probs.max(axis=1).mean())
+    out = {"safety/violation_rate": over.any(axis=1).astype(np.float64)}
+    out.update({f"safety/violation_rate/{label}": over[:, k].astype(np.float64)
+                for k, label in enumerate(TOXICITY_LABELS)})
+    out["safety/max_toxicity"] = probs.max(axis=1)
     return out
 
 
@@ -77,12 +86,12 @@ def words(text: str) -> int:
     return len(text.split())
 
 
-def length_metrics(responses: list[str], references: list[str]) -> dict[str, float]:
-    """Mean words of the responses and of their references, and the mean per-response ratio
-    words(response) / words(reference) (a reference counts at least one word)."""
-    ratios = [words(r) / max(words(ref), 1) for r, ref in zip(responses, references, strict=True)]
+def length_values(responses: list[str], references: list[str]) -> dict[str, np.ndarray]:
+    """Per response [n]: its words, its reference's words, and words(response) / words(reference)
+    (a reference counts at least one word)."""
     return {
-        "length/words": float(np.mean([words(r) for r in responses])),
-        "length/reference_words": float(np.mean([words(r) for r in references])),
-        "length/words_ratio": float(np.mean(ratios)),
+        "length/words": np.asarray([words(r) for r in responses], dtype=np.float64),
+        "length/reference_words": np.asarray([words(r) for r in references], dtype=np.float64),
+        "length/words_ratio": np.asarray([words(r) / max(words(ref), 1)
+                                          for r, ref in zip(responses, references, strict=True)]),
     }

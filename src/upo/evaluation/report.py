@@ -1,4 +1,4 @@
-"""eval.md: one evaluation as a Markdown table, each metric with its better direction."""
+"""eval.md: one evaluation as a Markdown table, each metric with its 95% interval and better direction."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ SECTIONS = ("judge/", "rewards/", "logps/", "safety/", "toxicity/", "readability
             "sentiment/", "relevance/", "scorer/", "length/")
 
 
-def _order(metric: str) -> tuple[int, str]:
+def metric_order(metric: str) -> tuple[int, str]:
     rank = next((i for i, prefix in enumerate(SECTIONS) if metric.startswith(prefix)), len(SECTIONS))
     return rank, metric
 
@@ -18,8 +18,20 @@ def format_value(value: float) -> str:
     return f"{value:.4g}"
 
 
+def format_interval(interval: dict | None) -> str:
+    return "" if interval is None else f"[{format_value(interval['low'])}, {format_value(interval['high'])}]"
+
+
+def interval_note(settings: dict) -> str:
+    """How the intervals were computed, in words."""
+    return (f"Intervals: {settings['confidence']:.0%}; `wilson` = Wilson score interval of a rate of 0/1 outcomes "
+            f"(one generation per prompt, or a pair ranked right or not); `bootstrap` = percentile bootstrap "
+            f"over the prompts (their mean over samples) or the pairs, {settings['bootstrap_resamples']} resamples, "
+            f"seed {settings['bootstrap_seed']}.")
+
+
 def format_eval(result: dict) -> str:
-    """The table of an eval.json dict (its metrics, directions, counts and settings)."""
+    """The table of an eval.json dict (its metrics, intervals, directions, counts and settings)."""
     s, counts = result["settings"], result["counts"]
     judge = s["judge"] or "none"
     if s["judge"] == "llm":
@@ -34,9 +46,11 @@ def format_eval(result: dict) -> str:
         + f", seed {s['seed']}. Judge: {judge}. Implicit rewards: "
         + (f"reference `{s['ref_model']}`, beta {s['beta']}." if s["ref_model"] else "no reference model given."),
         "",
-        "| metric | value | better |",
-        "|---|---|---|",
+        "| metric | value | 95% interval | interval method | better |",
+        "|---|---|---|---|---|",
     ]
-    for metric in sorted(result["metrics"], key=_order):
-        lines.append(f"| {metric} | {format_value(result['metrics'][metric])} | {ARROWS[result['directions'][metric]]} |")
-    return "\n".join(lines)
+    for metric in sorted(result["metrics"], key=metric_order):
+        interval = result["intervals"].get(metric)
+        lines.append(f"| {metric} | {format_value(result['metrics'][metric])} | {format_interval(interval)} "
+                     f"| {interval['method'] if interval else ''} | {ARROWS[result['directions'][metric]]} |")
+    return "\n".join([*lines, "", interval_note(result["interval_settings"])])

@@ -1,5 +1,6 @@
-"""One PNG per auxiliary metric: the preference metric (y) against it (x), every point labelled, and
-the Pareto fronts of the preference-only points and of UPO's drawn through their members.
+"""One PNG per auxiliary metric: the preference metric (y) against it (x), every point labelled with
+its 95% interval bars, and the Pareto fronts of the preference-only points and of UPO's drawn
+through their members.
 
 Drawn on matplotlib's Agg canvas directly (no pyplot): no display, no global figure state.
 """
@@ -25,6 +26,12 @@ def slug(metric: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", metric).strip("_")
 
 
+def _spread(rows: list[dict], metric: str) -> list[list[float]]:
+    """[[below], [above]]: the distance from each point's value to its interval's ends (error bars)."""
+    return [[max(r["metrics"][metric] - r["intervals"][metric][0], 0.0) for r in rows],
+            [max(r["intervals"][metric][1] - r["metrics"][metric], 0.0) for r in rows]]
+
+
 def plot_frontier(rows: list[dict], entry: dict, path: Path) -> Path:
     """Plot the two axes of summary `entry` (preference metric, auxiliary metric) for `rows`."""
     (pref, aux), (pref_dir, aux_dir) = entry["axes"], entry["directions"]
@@ -37,6 +44,11 @@ def plot_frontier(rows: list[dict], entry: dict, path: Path) -> Path:
         if members:
             ax.scatter([r["metrics"][aux] for r in members], [r["metrics"][pref] for r in members], marker=marker,
                        s=90 if marker == "*" else 45, color=colour, label=label, zorder=3)
+        bars = [r for r in members if aux in r.get("intervals", {}) and pref in r.get("intervals", {})]
+        if bars:
+            ax.errorbar([r["metrics"][aux] for r in bars], [r["metrics"][pref] for r in bars],
+                        xerr=_spread(bars, aux), yerr=_spread(bars, pref), fmt="none", ecolor=colour, alpha=0.45,
+                        capsize=2, linewidth=1, zorder=2)
     labels: dict[tuple[float, float], list[str]] = {}  # points at the same place share one label
     for r in usable:
         labels.setdefault((r["metrics"][aux], r["metrics"][pref]), []).append(r["name"])
@@ -52,9 +64,10 @@ def plot_frontier(rows: list[dict], entry: dict, path: Path) -> Path:
                     alpha=0.6, label=label, zorder=2)
     ax.set_xlabel(f"{aux} ({BETTER[aux_dir]})")
     ax.set_ylabel(f"{pref} ({BETTER[pref_dir]})")
-    gain = entry["hv_gain"]
+    gain, interval = entry["hv_gain"], entry.get("hv_gain_interval")
     ax.set_title(f"{pref} vs {aux}" + (f"\nhypervolume gain of UPO over the preference-only front: {gain:.3f}"
-                                       if gain is not None else ""), fontsize=10)
+                                       if gain is not None else "")
+                 + (f" (95% interval {interval[0]:.3f} to {interval[1]:.3f})" if interval else ""), fontsize=10)
     ax.margins(x=0.25, y=0.12)  # room for the labels of the outermost points
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:

@@ -26,6 +26,16 @@ set of points of a group that no point of the same group dominates.
 - **HV gain** = HV(preference-only ∪ UPO) - HV(preference-only): the part of the box only UPO
   reaches; 0 when UPO's points lie on or behind the preference-only front.
 - **UPO not dominated**: the share of UPO points that no preference-only point dominates.
+
+**Intervals** ({confidence:.0%}): percentile bootstrap, {resamples} draws (seed {seed}). Each draw
+resamples the evaluation prompts (and held-out pairs) once for every point, since all were evaluated
+on the same ones, and each point's training seeds on its own; a point's value in a draw is the mean
+over its resampled seeds of the mean over the resampled prompts. The HV gain is recomputed in every
+draw on the scale of the point estimates. A UPO point is **beyond** the preference-only front when
+in at least {confidence:.0%} of the draws no preference-only point is at least as good on every axis
+(it adds hypervolume), **behind** it when in at least {confidence:.0%} one dominates it, and **not
+distinguishable** otherwise. **Paired differences** are UPO minus preference-only, per draw; `better`
+names the point the interval favours, `neither` when it holds 0.
 """
 
 
@@ -47,16 +57,46 @@ def write_csv(rows: list[dict], path: Path) -> None:
                              *(r["metrics"].get(m, "") for m in metrics)])
 
 
+def _interval(interval) -> str:
+    return "" if not interval else f"[{format_value(interval[0])}, {format_value(interval[1])}]"
+
+
+def _axes(entry: dict) -> str:
+    return " × ".join(f"{m} {ARROWS[d].split()[0]}" for m, d in zip(entry["axes"], entry["directions"], strict=True))
+
+
 def _summary_table(summary: list[dict]) -> list[str]:
     lines = ["| axes | points | preference-only front | UPO front | HV pref-only | HV UPO | HV pref-only ∪ UPO "
-             "| HV gain | UPO not dominated |", "|---|---|---|---|---|---|---|---|---|"]
+             "| HV gain | HV gain 95% | UPO not dominated |", "|---|---|---|---|---|---|---|---|---|---|"]
     for e in summary:
-        axes = " × ".join(f"{m} {ARROWS[d].split()[0]}" for m, d in zip(e["axes"], e["directions"], strict=True))
         share = "" if e["upo_nondominated_share"] is None else f"{e['upo_nondominated_share']:.2f}"
-        lines.append(f"| {axes} | {e['points']} | {', '.join(e['preference_front'])} | {', '.join(e['upo_front'])} "
+        lines.append(f"| {_axes(e)} | {e['points']} | {', '.join(e['preference_front'])} | {', '.join(e['upo_front'])} "
                      f"| {_cell(e['hv_preference'])} | {_cell(e['hv_upo'])} | {_cell(e['hv_union'])} "
-                     f"| {_cell(e['hv_gain'])} | {share} |")
+                     f"| {_cell(e['hv_gain'])} | {_interval(e.get('hv_gain_interval'))} | {share} |")
     return lines
+
+
+def _verdict_table(summary: list[dict]) -> list[str]:
+    lines = ["| axes | UPO point | draws beyond the front | draws behind it | at 95% |", "|---|---|---|---|---|"]
+    for e in summary:
+        lines += [f"| {_axes(e)} | {v['name']} | {v['share_beyond']:.3f} | {v['share_behind']:.3f} | **{v['verdict']}** |"
+                  for v in e.get("upo_verdicts", [])]
+    return lines
+
+
+def _comparison_table(comparisons: list[dict]) -> list[str]:
+    lines = ["| UPO point | preference-only point | metric | UPO - pref | 95% interval | better |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {c['upo']} | {c['preference']} | {c['metric']} {ARROWS[direction(c['metric'])].split(' ')[0]}".rstrip()
+              + f" | {format_value(c['difference'])} | {_interval((c['low'], c['high']))} | {c['better']} |"
+              for c in comparisons]
+    return lines
+
+
+def _value(row: dict, metric: str) -> str:
+    """The point's value with its interval, when it has one."""
+    interval = row.get("intervals", {}).get(metric)
+    return _cell(row["metrics"].get(metric)) + (f" {_interval(interval)}" if interval else "")
 
 
 def format_report(result: dict, plots: dict[str, str]) -> str:
@@ -64,13 +104,16 @@ def format_report(result: dict, plots: dict[str, str]) -> str:
     pref, aux = result["preference_metric"], result["aux_metrics"]
     shown = [pref, *aux, "length/words_ratio"]
     s = result["eval_settings"]
+    seeds = result.get("seeds")
+    runs = f"each point trained and generated with seeds {', '.join(map(str, seeds))} (values: the mean)" if seeds \
+        else "one run per point"
     lines = [
         f"# UPO frontier: `{result['sweep']}`" + (" (quick)" if result["quick"] else ""),
         "",
         f"{len(result['points'])} points evaluated on the first {s['prompts']} held-out rows of `{s['data']}` "
         f"({s['max_new_tokens']} new tokens at most, judge: {s['judge'] or 'none'}). Preference metric: "
-        f"`{pref}`; auxiliary metrics: {', '.join(f'`{m}`' for m in aux)}. All metrics of every point are in "
-        "frontier.csv and points/NAME/eval.json.",
+        f"`{pref}`; auxiliary metrics: {', '.join(f'`{m}`' for m in aux)}; {runs}; 95% intervals in brackets. "
+        "All metrics of every point are in frontier.csv and frontier.json, each run's in its eval.json.",
         "",
         *(f"**Warning**: {w}\n" for w in result["warnings"]),
         "## Points",
@@ -80,12 +123,18 @@ def format_report(result: dict, plots: dict[str, str]) -> str:
     ]
     for r in result["points"]:
         lines.append(f"| {r['name']} | {r['group']} | {r['method']} | {_cell(r['aux_coef'])} | "
-                     + " | ".join(_cell(r["metrics"].get(m)) for m in shown) + " |")
+                     + " | ".join(_value(r, m) for m in shown) + " |")
     lines += ["", "## Fronts", ""]
     for metric, png in plots.items():
         lines += [f"![{pref} vs {metric}]({png})", ""]
-    lines += ["## How far UPO lies beyond the preference-only front", "", *_summary_table(result["summary"]), "",
-              DEFINITIONS]
+    lines += ["## How far UPO lies beyond the preference-only front", "", *_summary_table(result["summary"]), ""]
+    if any(e.get("upo_verdicts") for e in result["summary"]):
+        lines += ["### Each UPO point against the preference-only front", "", *_verdict_table(result["summary"]), ""]
+    if result.get("comparisons"):
+        lines += ["### Paired differences: UPO - preference-only", "", *_comparison_table(result["comparisons"]), ""]
+    settings = result["interval_settings"]
+    lines += [DEFINITIONS.format(confidence=settings["confidence"], resamples=settings["bootstrap_resamples"],
+                                 seed=settings["bootstrap_seed"])]
     if result["failed"]:
         lines += ["## Points that failed", "", *(f"- {f['name']}: {f['error']}" for f in result["failed"]), ""]
     return "\n".join(lines)

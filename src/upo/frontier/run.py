@@ -1,7 +1,11 @@
 """Run a sweep: train every point, evaluate it and the base model, then summarize, plot and report.
 
-Resumable: a point whose eval.json exists with the same evaluation settings is skipped; a trained
-point (final/ exists) is only evaluated; a point with checkpoints resumes training. A folder that
+With `seeds:` every point (the base model too) is one run per seed, and its metrics are the mean
+over the seeds; every metric gets a 95% bootstrap interval over the prompts (and seeds), and the
+summary says how sure UPO's gain is (`uncertainty.py`).
+
+Resumable: a run whose eval.json exists with the same evaluation settings is skipped; a trained
+run (final/ exists) is only evaluated; a run with checkpoints resumes training. A folder that
 holds a run with a different training config is an error for that point (never overwritten). A
 point that fails (a bad config, a diverging loss) is reported and the others still run.
 """
@@ -13,17 +17,20 @@ import json
 import traceback
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from upo.checkpoint import latest_checkpoint
 from upo.config import ConfigError, UPOConfig
 from upo.evaluation.config import EVAL_PRECISIONS, EvalConfig
 from upo.evaluation.eval import make_judge, run_eval
+from upo.evaluation.intervals import INTERVAL_SETTINGS, units_of
 from upo.evaluation.metrics import direction
 from upo.frontier.plot import plot_frontier, slug
 from upo.frontier.report import format_report, write_csv
 from upo.frontier.summary import default_aux_metrics, preference_metric, summarize
-from upo.frontier.sweep import Point, Sweep, load_sweep
+from upo.frontier.sweep import Point, Sweep, load_sweep, uses_aux
+from upo.frontier.uncertainty import add_uncertainty, stack_units
 from upo.rewards.cache import ScoreCache, default_cache_dir
 
 RUN_ONLY_KEYS = ("resume", "progress")  # may differ between a run and its rerun
@@ -33,17 +40,28 @@ def log(message: str) -> None:
     print(f"upo frontier: {message}", flush=True)
 
 
-def point_config(point: Point, sweep: Sweep) -> UPOConfig:
-    """The point's UPOConfig (base < point keys), training into output_dir/points/<name>/."""
+def run_folder(sweep: Sweep, point: Point, seed: int | None = None) -> Path:
+    """output_dir/points/<name>/, or its seed-<S>/ for one seed of a sweep with seeds."""
     out = sweep.output_dir / "points" / point.name
-    return UPOConfig(**{**sweep.base, **point.overrides, "output_dir": str(out)})
+    return out if seed is None else out / f"seed-{seed}"
+
+
+def point_config(point: Point, sweep: Sweep, seed: int | None = None) -> UPOConfig:
+    """The point's UPOConfig (base < point keys), training into its run folder; with a seed, that
+    seed and the base's held-out split (split_seed)."""
+    keys = {**sweep.base, **point.overrides, "output_dir": str(run_folder(sweep, point, seed))}
+    if seed is not None:
+        keys.update(seed=seed, split_seed=sweep.base_config().heldout_seed)
+    if not (uses_aux(keys.get("method", "upo"), keys.get("rewards", {})) or keys.get("relabel")):
+        keys.pop("rewards", None)  # the base's rewards are for the points that use them
+    return UPOConfig(**keys)
 
 
 def eval_template(sweep: Sweep, base: UPOConfig) -> EvalConfig:
     """The sweep's eval settings; what it leaves out comes from the base config: the held-out split
     of its dataset (or its eval_dataset), lengths, precision, score cache."""
     values: dict = {"max_length": base.max_length, "max_prompt_length": base.max_prompt_length,
-                    "cache_dir": base.cache_dir, "progress": base.progress, "split_seed": base.seed,
+                    "cache_dir": base.cache_dir, "progress": base.progress, "split_seed": base.heldout_seed,
                     "data_split": base.dataset_split}
     if base.precision in EVAL_PRECISIONS:
         values["precision"] = base.precision
@@ -95,43 +113,57 @@ def _check_same_run(cfg: UPOConfig, out: Path) -> None:
 def _finished_eval(path: Path, settings: dict) -> bool:
     if not path.exists():
         return False
-    old = json.loads(path.read_text()).get("settings")
-    if old != settings:
-        log(f"{path.parent.name}: evaluation settings changed; evaluating again")
+    old = json.loads(path.read_text())
+    if old.get("settings") != settings:
+        log(f"{path.parent}: evaluation settings changed; evaluating again")
+        return False
+    if not units_of(old):
+        log(f"{path.parent}: evaluated by an older upo without per-prompt values; evaluating again")
         return False
     return True
 
 
-def run_point(point: Point, sweep: Sweep, template: EvalConfig, judge, memo: dict) -> dict:
-    """Train (unless done) and evaluate (unless done) one point; returns its eval.json dict."""
-    out = sweep.output_dir / "points" / point.name
+def run_point(point: Point, sweep: Sweep, template: EvalConfig, judge, memo: dict, seed: int | None = None) -> dict:
+    """Train (unless done) and evaluate (unless done) one run of a point, generating with `seed`
+    when given; returns its eval.json dict."""
+    out = run_folder(sweep, point, seed)
+    label = point.name if seed is None else f"{point.name} seed {seed}"
+    if seed is not None:
+        template = dataclasses.replace(template, seed=seed)
     if point.group == "base":
         cfg = sweep.base_config()
         eval_cfg = dataclasses.replace(template, model=cfg.model, ref_model=None, beta=cfg.beta, output=str(out))
     else:
-        cfg = point_config(point, sweep)
+        cfg = point_config(point, sweep, seed)
         _check_same_run(cfg, out)
         eval_cfg = dataclasses.replace(template, model=str(out / "final"), ref_model=cfg.ref_model or cfg.model,
                                        beta=cfg.beta, output=str(out))
     eval_path = out / "eval.json"
     if _finished_eval(eval_path, eval_cfg.settings()):
-        log(f"{point.name}: done earlier, skipping ({eval_path})")
+        log(f"{label}: done earlier, skipping ({eval_path})")
         return json.loads(eval_path.read_text())
     if point.group != "base" and not (out / "final").exists():
         from upo.trainer import train
 
         resume = latest_checkpoint(out) is not None
-        log(f"{point.name}: training ({cfg.method}{', resuming' if resume else ''}) into {out}")
+        log(f"{label}: training ({cfg.method}{', resuming' if resume else ''}) into {out}")
         train(dataclasses.replace(cfg, resume=resume))
-    log(f"{point.name}: evaluating")
+    log(f"{label}: evaluating")
     return run_eval(eval_cfg, judge=judge, reference_memo=memo)
 
 
-def _row(point: Point, result: dict) -> dict:
+def _row(point: Point, results: list[dict], seeds: list[int] | None) -> dict:
+    """A point's row: its metrics (the mean over its seeds' evaluations) and, with seeds, each run's."""
     method = "base" if point.group == "base" else point.overrides.get("method")
-    return {"name": point.name, "group": point.group, "method": method, "aux_coef": point.aux_coef,
-            "variant": point.variant, "relabel": bool(point.overrides.get("relabel", False)),
-            "model": result["model"], "metrics": result["metrics"]}
+    shared = [m for m in results[0]["metrics"] if all(m in r["metrics"] for r in results)]
+    row = {"name": point.name, "group": point.group, "method": method, "aux_coef": point.aux_coef,
+           "variant": point.variant, "relabel": bool(point.overrides.get("relabel", False)),
+           "model": results[0]["model"], "metrics": {m: float(np.mean([r["metrics"][m] for r in results]))
+                                                     for m in shared}}
+    if seeds is not None:
+        row["runs"] = [{"seed": s, "model": r["model"], "metrics": r["metrics"]} for s, r in zip(seeds, results,
+                                                                                                  strict=True)]
+    return row
 
 
 def run_frontier(config: str, quick: bool = False, output_dir: str | None = None) -> int:
@@ -154,12 +186,15 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
     points = [Point("base", "base"), *sweep.points]
     log(f"{len(points)} points ({len(sweep.points)} to train and the base model) -> {out}")
     memo: dict = {}  # reference log-probs of the held-out pairs, shared by the points
-    rows, failed = [], []
+    rows, failed, units = [], [], {}
+    seeds = sweep.seeds or [None]
     with ScoreCache(template.cache_dir or default_cache_dir()) as cache:
         judge = make_judge(template, cache) if template.judge else None  # loaded once for every point
         for point in points:
             try:
-                rows.append(_row(point, run_point(point, sweep, template, judge, memo)))
+                results = [run_point(point, sweep, template, judge, memo, seed) for seed in seeds]
+                rows.append(_row(point, results, sweep.seeds))
+                units[point.name] = stack_units(results)
                 (out / "points" / point.name / "error.txt").unlink(missing_ok=True)  # from an earlier failure
             except Exception as e:  # one point's failure must not lose the others' hours of training
                 failed.append({"name": point.name, "error": f"{type(e).__name__}: {e}"})
@@ -169,6 +204,7 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
 
     pref = preference_metric(rows, sweep.preference_metric)
     summary = summarize(rows, pref, aux_metrics)
+    comparisons = add_uncertainty(rows, units, summary, [pref, *aux_metrics, "length/words_ratio"])
     plots = {}
     for entry in summary[: len(aux_metrics)]:  # the 2-D ones
         png = f"frontier_{slug(entry['axes'][1])}.png"
@@ -177,12 +213,15 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
     result = {
         "sweep": sweep.source,
         "quick": sweep.quick,
+        "seeds": sweep.seeds,
         "preference_metric": pref,
         "aux_metrics": aux_metrics,
         "directions": {m: direction(m) for r in rows for m in r["metrics"]},
         "eval_settings": {k: v for k, v in template.settings().items() if k not in ("model", "ref_model", "beta")},
         "points": rows,
         "summary": summary,
+        "comparisons": comparisons,
+        "interval_settings": INTERVAL_SETTINGS,
         "plots": plots,
         "failed": failed,
         "warnings": warnings,

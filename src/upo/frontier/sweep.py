@@ -8,15 +8,21 @@
     method_overrides: {upo: {pref_loss: dpo}, modpo: {aux_coef: [1.0]}}
     reward_variants: {safety: {safety: 1.0}, mix: {safety: 0.95, readability: 0.05}}   # optional
     points: [{name: dpo-relabel, method: dpo, relabel: true}]                        # explicit extras
+    seeds: [1, 2, 3]                       # optional: train and generate every point once per seed
     preference_metric: auto                # or judge/win_rate, rewards/accuracies
     aux_metrics: auto                      # or a list of eval.json metric names
     quick: {...}                           # deep-merged over this file with --quick
 
-`aux_coef` is the strength of the auxiliary objective: for `upo` the config key `aux_coef` (the
-only loss that reads it); for the other methods given auxiliary rewards (`uses_rewards`, or
-`accepts_rewards` with rewards configured) a factor on every reward weight, their one knob for it
-(MODPO's margin, aoPPO's R + r_a). A method's `aux_coef` in method_overrides (a number or a list)
+`aux_coef` is the strength of the auxiliary objective: the config key the method table names for it
+(`Method.aux_strength_key`: `aux_coef` for `upo`); for the other methods given auxiliary rewards
+(`uses_rewards`, or `accepts_rewards` with rewards configured) a factor on every reward weight, their
+one knob for it (MODPO's margin, aoPPO's R + r_a). A point's group is the table's too
+(`Method.frontier_group`). A method's `aux_coef` in method_overrides (a number or a list)
 replaces the grid for that method. Preference-only methods get one point.
+
+With `seeds:`, point NAME trains into points/NAME/seed-S/ with `seed: S` (data order,
+initialization, sampling) and generates its evaluation with seed S; every seed shares the held-out
+split of the base's seed (`split_seed`). Without it each point is one run in points/NAME/.
 
 Keys and types are checked when the file is read; method names only when a point's UPOConfig is
 built (`point_config`), so a point with a method this version lacks fails alone and the rest run.
@@ -33,13 +39,12 @@ from upo.config import ConfigError, UPOConfig, coerce, read_yaml_mapping
 from upo.evaluation.config import coerce_eval
 
 TOP_KEYS = ("output_dir", "base", "eval", "methods", "aux_coef", "method_overrides", "reward_variants", "points",
-            "preference_metric", "aux_metrics", "quick")
+            "preference_metric", "aux_metrics", "seeds", "quick")
 # Every point must share the held-out split (it is the evaluation set) and get its own run folder.
 SHARED_KEYS = ("dataset", "dataset_split", "eval_dataset", "eval_fraction", "seed", "output_dir")
 # Set per point by the sweep, not in eval:
 EVAL_PER_POINT = ("model", "ref_model", "output", "beta")
 GROUPS = ("base", "preference", "upo", "auxiliary")
-AUX_COEF_KEY_METHODS = ("upo",)  # methods whose loss reads aux_coef (upo.methods.upo_step)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -62,6 +67,7 @@ class Sweep:
     aux_metrics: list[str] | str = "auto"
     source: str = ""
     quick: bool = False
+    seeds: list[int] | None = None  # training (and generation) seeds of every point; None = one run, the base's seed
 
     def base_config(self) -> UPOConfig:
         return UPOConfig(**self.base)
@@ -75,26 +81,33 @@ def deep_merge(a: dict, b: dict) -> dict:
     return out
 
 
-def uses_aux(method: str, rewards: dict[str, float]) -> bool:
-    """Whether `method` is given the auxiliary rewards (unknown names: no; their config fails later)."""
-    from upo.methods import METHODS
+def _method(name: str):
+    """The method table's entry, or None for a name this version lacks (its config fails later)."""
+    from upo.methods import METHODS  # imports torch: only when points are expanded
 
-    m = METHODS.get(method)
+    return METHODS.get(name)
+
+
+def uses_aux(method: str, rewards: dict[str, float]) -> bool:
+    """Whether `method` is given the auxiliary rewards (unknown names: no)."""
+    m = _method(method)
     return m is not None and (m.uses_rewards or (m.accepts_rewards and bool(rewards)))
 
 
 def point_group(method: str, relabel: bool, rewards: dict[str, float]) -> str:
-    """upo; auxiliary (a baseline given the auxiliary information: its rewards, or relabelled pairs);
-    preference (trained on the preference labels only)."""
-    if method == "upo":
-        return "upo"
+    """The method's own group in the table (upo); else auxiliary (a baseline given the auxiliary
+    information: its rewards, or relabelled pairs) or preference (the preference labels only)."""
+    m = _method(method)
+    if m is not None and m.frontier_group is not None:
+        return m.frontier_group
     return "auxiliary" if relabel or uses_aux(method, rewards) else "preference"
 
 
 def aux_strength(method: str, coef: float, rewards: dict[str, float]) -> dict[str, Any]:
     """The UPOConfig keys that set auxiliary strength `coef` for `method` (see the module docstring)."""
-    if method in AUX_COEF_KEY_METHODS:
-        return {"aux_coef": coef}
+    m = _method(method)
+    if m is not None and m.aux_strength_key is not None:
+        return {m.aux_strength_key: coef}
     return {"rewards": {name: weight * coef for name, weight in rewards.items()}}
 
 
@@ -170,6 +183,15 @@ def expand_points(spec: dict[str, Any], base: dict[str, Any]) -> list[Point]:
     return points
 
 
+def _seeds(value: Any, where: str) -> list[int] | None:
+    if value is None:
+        return None
+    if not (isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                                      for v in value) and len(set(value)) == len(value)):
+        raise ConfigError(f"{where}: seeds: expected a non-empty list of distinct integers >= 0, got {value!r}")
+    return list(value)
+
+
 def load_sweep(path: str | Path, quick: bool = False, output_dir: str | None = None) -> Sweep:
     """Read SWEEP.yaml (with its quick: overrides when `quick`) and expand its points."""
     path = Path(path)
@@ -200,4 +222,5 @@ def load_sweep(path: str | Path, quick: bool = False, output_dir: str | None = N
         aux_metrics=aux_metrics,
         source=str(path),
         quick=quick,
+        seeds=_seeds(spec.get("seeds"), str(path)),
     )

@@ -36,7 +36,7 @@ def resolve_reward(name: str) -> RewardFn:
         raise ValueError(f"reward {name!r} is malformed: expected 'package.module:function'.")
     try:
         module = importlib.import_module(module_name)
-    except Exception as e:  # ImportError, or whatever the module raises while it runs
+    except (Exception, SystemExit) as e:  # ImportError, or whatever the module raises (or exits with) while it runs
         raise ValueError(
             f"reward {name!r}: cannot import module {module_name!r} ({type(e).__name__}: {e})."
         ) from e

@@ -46,7 +46,8 @@ def score_texts(
 
     Raises ValueError naming the reward (and the row and a snippet of its text where it
     applies) when a name does not resolve, or a reward raises (chained), returns the wrong
-    number of values, returns a non-number, or returns NaN/inf (the first bad row). A row is
+    number of values, returns a non-number (a bool too), or returns NaN/inf (the first bad row).
+    A reward calling sys.exit() counts as raising. A row is
     named by `sources[i]` when given (e.g. "data.jsonl:17 field 'rejected'"), else "row i".
     """
     if len(prompts) != len(completions):
@@ -107,7 +108,7 @@ def _checked_call(
     (`where[j]` names the row of completion j)."""
     try:
         out = fn(prompts, completions)
-    except Exception as e:
+    except (Exception, SystemExit) as e:  # sys.exit() in a reward must fail the run, not end it with exit 0
         raise ValueError(
             f"reward {name!r} raised {type(e).__name__}: {e} (batch of {len(completions)} texts from "
             f"{where[0]}, completion {_snippet(completions[0])})"
@@ -121,7 +122,7 @@ def _checked_call(
             f"{where[0]}); a reward returns one float per completion"
         )
     for j, value in enumerate(out):
-        if not isinstance(value, numbers.Real):
+        if not isinstance(value, numbers.Real) or isinstance(value, bool):  # True is an int: a label, not a score
             raise ValueError(
                 f"reward {name!r} returned {value!r} ({type(value).__name__}), not a number, for "
                 f"{where[j]} (completion {_snippet(completions[j])})"

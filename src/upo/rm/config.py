@@ -10,11 +10,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 
 from upo.config import EMBEDDED_MODEL, ConfigError, load_dataclass
+from upo.domains import Interval, NonNegative, Positive, Seed, check_domains
 
 RM_PRECISIONS = ("bf16", "fp32")
 
@@ -25,43 +26,34 @@ class RMConfig:
     model: str = EMBEDDED_MODEL  # causal LM to start from (folder, Hub name or the embedded SmolLM2); gets a 1-output score head
     dataset: str = ""  # paired preference data: .jsonl / .jsonl.gz / .json file, or a datasets.load_dataset name or folder
     dataset_split: str = "train"  # split to read from a datasets source
-    eval_fraction: float = 0.05  # share of pairs held out for accuracy (the split `upo train` makes with the same seed)
-    max_examples: int | None = None  # keep only the first N training pairs (after shuffling with seed)
-    max_length: int = 512  # tokens of a rendered prompt + response; pairs with a longer side are skipped (counted)
+    eval_fraction: Annotated[float, Interval("[0, 1)")] = 0.05  # share of pairs held out for accuracy (the split `upo train` makes with the same seed)
+    max_examples: Positive[int] | None = None  # keep only the first N training pairs (after shuffling with seed)
+    max_length: Positive[int] = 512  # tokens of a rendered prompt + response; pairs with a longer side are skipped (counted)
     group_by_length: bool = True  # batches of similar length, padded to their own longest
 
     # ---- optimization ------------------------------------------------------------------------
-    batch_size: int = 8  # pairs per optimizer step (2 x batch_size sequences per forward pass)
-    learning_rate: float = 1e-5  # AdamW learning rate (full fine-tuning ~1e-5; LoRA ~1e-4)
-    weight_decay: float = 0.0  # decoupled weight decay
-    num_epochs: int = 1  # passes over the training pairs (unless max_steps is set)
-    max_steps: int | None = None  # optimizer steps; overrides num_epochs when set
-    max_grad_norm: float | None = 1.0  # clip the gradient norm to this; null = no clipping
+    batch_size: Positive[int] = 8  # pairs per optimizer step (2 x batch_size sequences per forward pass)
+    learning_rate: Positive[float] = 1e-5  # AdamW learning rate (full fine-tuning ~1e-5; LoRA ~1e-4)
+    weight_decay: NonNegative[float] = 0.0  # decoupled weight decay
+    num_epochs: Positive[int] = 1  # passes over the training pairs (unless max_steps is set)
+    max_steps: Positive[int] | None = None  # optimizer steps; overrides num_epochs when set
+    max_grad_norm: Positive[float] | None = 1.0  # clip the gradient norm to this; null = no clipping
     precision: str = "bf16"  # autocast dtype of training: bf16 | fp32 (weights and optimizer state stay fp32)
     lora: bool = False  # train LoRA adapters (peft) and the score head instead of all weights; merged before saving
-    lora_r: int = 16  # LoRA rank
-    lora_alpha: int = 32  # LoRA scaling numerator (scale = alpha / r)
-    seed: int = 42  # seeds the split, data order and the score head's initialization
+    lora_r: Positive[int] = 16  # LoRA rank
+    lora_alpha: Positive[int] = 32  # LoRA scaling numerator (scale = alpha / r)
+    seed: Seed = 42  # seeds the split, data order and the score head's initialization
 
     # ---- output ------------------------------------------------------------------------------
     output_dir: str = "runs/rm"  # run folder: rm_config.yaml, metrics.jsonl, metrics.json, final/ (load as rm:OUTPUT_DIR/final)
-    logging_steps: int = 10  # write train metrics every N optimizer steps
+    logging_steps: Positive[int] = 10  # write train metrics every N optimizer steps
     cache_dir: str | None = None  # where the embedded model is converted; default: $UPO_CACHE or ~/.cache/upo
     progress: bool = True  # show progress bars
 
     def __post_init__(self) -> None:
+        check_domains(self, ConfigError)
         if self.precision not in RM_PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(RM_PRECISIONS)}; got {self.precision!r}")
-        for name in ("max_length", "batch_size", "learning_rate", "num_epochs", "lora_r", "lora_alpha", "logging_steps"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if not 0.0 <= self.eval_fraction < 1.0:
-            raise ConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction!r}")
-        for name in ("max_examples", "max_steps", "max_grad_norm"):
-            if getattr(self, name) is not None and getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0 or null, got {getattr(self, name)!r}")
-        if self.weight_decay < 0:
-            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(dataclasses.asdict(self), sort_keys=False))

@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +21,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from upo.atomic import atomic_folder
 from upo.data.collate import LengthGroupedBatchSampler
-from upo.data.records import PreferencePair, load_records, prompt_text
+from upo.data.readers import load_records
+from upo.data.records import PreferencePair, prompt_text
+from upo.data.split import split_heldout
 from upo.metrics import MetricsAverager, MetricsWriter
 from upo.modeling import disable_dropout, load_tokenizer, resolve_model_path
-from upo.prepare import split_heldout
 from upo.rewards.reward_model import adds_special_tokens, render, reward_model_scorer
 from upo.rm.config import RMConfig
 from upo.rm.loss import bradley_terry_loss, pair_metrics
@@ -148,13 +147,10 @@ def _save(model, tokenizer, cfg: RMConfig, out: Path) -> Path:
     final = out / "final"
     if cfg.lora:
         model = model.merge_and_unload()
-    tmp = Path(tempfile.mkdtemp(prefix=".final-", dir=out))
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    cfg.save(tmp / "rm_config.yaml")
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    with atomic_folder(final) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        cfg.save(tmp / "rm_config.yaml")
     return final
 
 

@@ -1,0 +1,119 @@
+"""`upo compare A B`: two evaluations of the same prompts, metric by metric, with paired intervals.
+
+For every metric both eval.json files hold per-unit values of (`upo.evaluation.intervals`): the
+means of A and B, the difference B - A, and its 95% percentile bootstrap interval, each resample
+drawing the same units (prompts, or held-out pairs) for both sides (`upo.stats`). An interval that
+excludes 0 says that the difference is larger than the choice of prompts explains; it says nothing
+about training seeds (a frontier with `seeds:` resamples those too).
+
+The prompts must be the same rows in the same order (the same data, split and `prompts`), else it
+is an error; held-out pairs are compared on the pairs both evaluations scored.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from upo.evaluation.intervals import INTERVAL_SETTINGS, UNIT_KINDS, compact_json, units_of
+from upo.evaluation.metrics import direction
+from upo.evaluation.report import ARROWS, format_value, metric_order
+from upo.stats import CONFIDENCE, paired_difference_draws, percentile_interval
+
+UNIT_NAMES = {"per_prompt": "prompts", "per_pair": "pairs"}
+
+
+def load_eval(path: str | Path) -> dict:
+    """The eval.json dict of an eval folder or of a .json file."""
+    path = Path(path)
+    file = path / "eval.json" if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"{path}: no eval.json (give an `upo eval` output folder or its .json file)")
+    result = json.loads(file.read_text())
+    if not units_of(result):
+        raise ValueError(f"{file} has no per-prompt values (written by an older upo eval): evaluate again")
+    return result
+
+
+def align(kind: str, ids_a: list[str], ids_b: list[str]) -> tuple[list[int], list[int]]:
+    """Positions in A and in B of the units they share, in A's order. Prompts must be the same list."""
+    if ids_a == ids_b:
+        return list(range(len(ids_a))), list(range(len(ids_b)))
+    if kind == "per_prompt":
+        first = next((i for i, (x, y) in enumerate(zip(ids_a, ids_b, strict=False)) if x != y), min(len(ids_a), len(ids_b)))
+        raise ValueError(f"the two evaluations are not on the same prompts ({len(ids_a)} and {len(ids_b)} prompts, "
+                         f"first difference at prompt {first}): evaluate both on the same data, split and number "
+                         "of prompts")
+    where_b = {u: i for i, u in reversed(list(enumerate(ids_b)))}
+    shared = [(i, where_b[u]) for i, u in enumerate(ids_a) if u in where_b]
+    return [i for i, _ in shared], [j for _, j in shared]
+
+
+def verdict(metric: str, low: float, high: float) -> str:
+    """Which side the interval of B - A favours: "A", "B", "neither" (it holds 0), or for a metric
+    without a better direction "higher in B" / "lower in B" / "neither"."""
+    if low <= 0 <= high:
+        return "neither"
+    better = direction(metric)
+    if better is None:
+        return "higher in B" if low > 0 else "lower in B"
+    return "B" if (low > 0) == (better == "max") else "A"
+
+
+def difference_row(metric: str, units: str, a, b, confidence: float = CONFIDENCE) -> dict:
+    """The comparison of one metric from per-unit values a [k_a, n] and b [k_b, n] (or [n])."""
+    low, high = percentile_interval(paired_difference_draws(a, b), confidence)
+    mean_a, mean_b = float(np.nanmean(a)), float(np.nanmean(b))  # NaN: a prompt without an llm-judge verdict
+    return {"metric": metric, "units": units, "n": int(np.shape(a)[-1]), "a": mean_a, "b": mean_b,
+            "difference": mean_b - mean_a, "low": low, "high": high, "excludes_zero": not low <= 0 <= high,
+            "better": verdict(metric, low, high)}
+
+
+def compare_results(a: dict, b: dict) -> list[dict]:
+    """One row per metric that both eval.json dicts hold per-unit values of (see the module docstring)."""
+    units_a, units_b = units_of(a), units_of(b)
+    rows = []
+    for kind in UNIT_KINDS:
+        if kind not in units_a or kind not in units_b:
+            continue
+        (ids_a, values_a), (ids_b, values_b) = units_a[kind], units_b[kind]
+        pos_a, pos_b = align(kind, ids_a, ids_b)
+        if not pos_a:
+            continue
+        for metric in sorted(values_a.keys() & values_b.keys(), key=metric_order):
+            rows.append(difference_row(metric, UNIT_NAMES[kind], values_a[metric][pos_a], values_b[metric][pos_b]))
+    return rows
+
+
+def format_comparison(name_a: str, name_b: str, rows: list[dict]) -> str:
+    lines = [
+        f"# upo compare: A = `{name_a}`, B = `{name_b}`",
+        "",
+        f"Difference B - A of each metric with its {CONFIDENCE:.0%} paired bootstrap interval (the same resampled "
+        f"prompts or pairs for A and B, {INTERVAL_SETTINGS['bootstrap_resamples']} resamples, seed "
+        f"{INTERVAL_SETTINGS['bootstrap_seed']}). `better`: the side the interval favours; `neither` when it holds 0.",
+        "",
+        "| metric | units | A | B | B - A | 95% interval | better |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        arrow = ARROWS[direction(r["metric"])].split(" ")[0]
+        lines.append(f"| {r['metric']} {arrow}".rstrip() + f" | {r['n']} {r['units']} | {format_value(r['a'])} "
+                     f"| {format_value(r['b'])} | {format_value(r['difference'])} "
+                     f"| [{format_value(r['low'])}, {format_value(r['high'])}] | {r['better']} |")
+    return "\n".join(lines)
+
+
+def run_compare(a: str, b: str, output: str | None = None) -> str:
+    """`upo compare`: the Markdown table (returned); with `output` (a .json path) also the JSON, and
+    the Markdown beside it (.md)."""
+    rows = compare_results(load_eval(a), load_eval(b))
+    text = format_comparison(a, b, rows)
+    if output:
+        path = Path(output)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.with_suffix(".md").write_text(text + "\n")
+        path.write_text(compact_json({"a": a, "b": b, **INTERVAL_SETTINGS, "metrics": rows}) + "\n")
+    return text

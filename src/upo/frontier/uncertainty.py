@@ -1,0 +1,133 @@
+"""How sure a frontier is: bootstrap draws of every point's metrics, and what they say.
+
+Each draw resamples the evaluation prompts (and the held-out pairs) once for all points, since
+every point was evaluated on the same ones (so differences between points are paired), and each
+point's training seeds on its own (separate runs; `upo.stats.bootstrap_means`). From the draws:
+
+- each point's 95% interval on each metric (percentiles of its draws);
+- the hypervolume gain of UPO over the preference-only front in each draw, on the scale that the
+  point estimates fix (`summary.py`), and its 95% interval;
+- per UPO point, the share of draws in which it lies *beyond* the preference-only points (none of
+  them is at least as good on every axis: it adds hypervolume) and the share in which one of them
+  dominates it: "beyond" when the first share is >= 95%, "behind" when the second is, otherwise
+  "not distinguishable";
+- paired differences of every UPO point with every preference-only point, metric by metric.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from upo.evaluation.compare import verdict
+from upo.evaluation.intervals import UNIT_KINDS, units_of
+from upo.frontier.pareto import hypervolume, normalize, oriented
+from upo.stats import CONFIDENCE, RESAMPLES, SEED, bootstrap_means, percentile_interval, resample_counts
+
+Units = dict[str, tuple[list[str], dict[str, np.ndarray]]]  # kind -> (ids, {metric: [seeds, n]})
+
+
+def common_ids(id_lists: list[list[str]]) -> list[str]:
+    """The ids every list holds, in the first list's order (the first list itself when all are equal)."""
+    if all(ids == id_lists[0] for ids in id_lists):
+        return list(id_lists[0])
+    shared = set.intersection(*(set(ids) for ids in id_lists))
+    return list(dict.fromkeys(u for u in id_lists[0] if u in shared))
+
+
+def positions(ids: list[str], wanted: list[str]) -> list[int]:
+    if ids == wanted:
+        return list(range(len(ids)))
+    first = {u: i for i, u in reversed(list(enumerate(ids)))}
+    return [first[u] for u in wanted]
+
+
+def stack_units(results: list[dict]) -> Units:
+    """A point's per-unit values from its evaluations (one per seed): {kind: (ids, {metric: [seeds, n]})}
+    over the units and metrics every seed has; empty when an evaluation kept no per-unit values."""
+    per_seed = [units_of(r) for r in results]
+    out: Units = {}
+    for kind in UNIT_KINDS:
+        if not all(kind in u for u in per_seed):
+            continue
+        ids = common_ids([u[kind][0] for u in per_seed])
+        metrics = set.intersection(*(set(u[kind][1]) for u in per_seed))
+        out[kind] = (ids, {m: np.stack([u[kind][1][m][positions(u[kind][0], ids)] for u in per_seed])
+                           for m in sorted(metrics)})
+    return out
+
+
+def bootstrap_draws(units: dict[str, Units], resamples: int = RESAMPLES, seed: int = SEED) -> dict[str, dict]:
+    """{point: {metric: [resamples] draws of its mean}} (see the module docstring)."""
+    rng = np.random.default_rng(seed)
+    shared = {kind: common_ids([u[kind][0] for u in units.values() if kind in u])
+              for kind in UNIT_KINDS if any(kind in u for u in units.values())}
+    counts = {kind: resample_counts(len(ids), resamples, rng) for kind, ids in shared.items()}
+    out: dict[str, dict] = {}
+    for name, point in units.items():
+        n_seeds = next((len(v) for _, values in point.values() for v in values.values()), 1)
+        seed_counts = resample_counts(n_seeds, resamples, rng) if n_seeds > 1 else None
+        out[name] = {}
+        for kind, (ids, values) in point.items():
+            if not shared[kind]:
+                continue
+            pos = positions(ids, shared[kind])
+            for metric, v in values.items():
+                out[name][metric] = bootstrap_means(v[:, pos], counts[kind], seed_counts)
+    return out
+
+
+def front_uncertainty(entry: dict, rows: list[dict], draws: dict[str, dict]) -> dict:
+    """hv_gain_interval and upo_verdicts for one summary entry (its axes, reference and best)."""
+    axes, directions = entry["axes"], entry["directions"]
+    empty = {"hv_gain_interval": None, "upo_verdicts": []}
+    usable = [r for r in rows if r["group"] in ("preference", "upo") and all(m in r["metrics"] for m in axes)]
+    if entry["reference"] is None or not usable or not all(m in draws.get(r["name"], {}) for r in usable for m in axes):
+        return empty
+    values = np.stack([np.stack([draws[r["name"]][m] for m in axes], axis=-1) for r in usable])  # [points, B, d]
+    pref = [i for i, r in enumerate(usable) if r["group"] == "preference"]
+    upo = [i for i, r in enumerate(usable) if r["group"] == "upo"]
+    zero = np.zeros(len(axes))
+    gains = []
+    for b in range(values.shape[1]):
+        scaled = normalize(values[:, b], directions, entry["reference"], entry["best"])  # [points, d]
+        gains.append(hypervolume(scaled[pref + upo], zero) - (hypervolume(scaled[pref], zero) if pref else 0.0))
+    o = oriented(values.reshape(-1, len(axes)), directions).reshape(values.shape)  # larger is better
+    verdicts = []
+    for i in upo:
+        at_least = (o[pref] >= o[i]).all(axis=-1)  # [pref, B]: a preference point as good on every axis
+        better = (o[pref] > o[i]).any(axis=-1)
+        beyond = float((~at_least.any(axis=0)).mean()) if pref else 1.0
+        behind = float((at_least & better).any(axis=0).mean()) if pref else 0.0
+        label = "beyond" if beyond >= CONFIDENCE else "behind" if behind >= CONFIDENCE else "not distinguishable"
+        verdicts.append({"name": usable[i]["name"], "share_beyond": beyond, "share_behind": behind, "verdict": label})
+    return {"hv_gain_interval": list(percentile_interval(gains)), "upo_verdicts": verdicts}
+
+
+def paired_comparisons(rows: list[dict], draws: dict[str, dict], metrics: list[str]) -> list[dict]:
+    """Every UPO point (B) against every preference-only point (A) on each metric both have draws of:
+    the difference B - A, its interval, and the point the interval favours (or "neither")."""
+    out = []
+    pref = [r for r in rows if r["group"] == "preference"]
+    for u in (r for r in rows if r["group"] == "upo"):
+        for p in pref:
+            for metric in metrics:
+                if metric not in draws.get(u["name"], {}) or metric not in draws.get(p["name"], {}):
+                    continue
+                low, high = percentile_interval(draws[u["name"]][metric] - draws[p["name"]][metric])
+                side = verdict(metric, low, high)
+                out.append({"upo": u["name"], "preference": p["name"], "metric": metric,
+                            "difference": u["metrics"][metric] - p["metrics"][metric], "low": low, "high": high,
+                            "better": {"A": p["name"], "B": u["name"]}.get(side, side.replace("in B", f"for {u['name']}"))})
+    return out
+
+
+def add_uncertainty(rows: list[dict], units: dict[str, Units], summary: list[dict], compared: list[str]) -> list[dict]:
+    """Give each row its "intervals" ({metric: [low, high]}) and each summary entry its
+    hv_gain_interval and upo_verdicts, from one set of draws; return the paired comparisons of the
+    `compared` metrics."""
+    draws = bootstrap_draws(units)
+    for row in rows:
+        row["intervals"] = {m: list(percentile_interval(d)) for m, d in draws.get(row["name"], {}).items()}
+    for entry in summary:
+        entry.update(front_uncertainty(entry, rows, draws))
+    return paired_comparisons(rows, draws, compared)

@@ -1,0 +1,229 @@
+"""Step adapters: a method's `StepInputs` + config -> `(loss, metrics)`, by calling its pure loss.
+
+Here config becomes loss arguments and the metric names are made. Every step reports the standard
+names (`rewards/*` are beta * logratio wherever a reference exists, `logps/*` summed) plus its own
+under a method prefix. The preference steps (DPO, IPO, KTO), `sft_step`, `csft_step` and
+`modpo_step` return per-example losses (the method table averages them); the others return the
+batch loss. The pure losses are in `upo.losses` (DPO, IPO, KTO, UPO) and `upo.baseline_losses`
+(the baselines the paper compares against); which data each method needs is in the table,
+`upo.methods.METHODS`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from upo import baseline_losses, losses
+
+if TYPE_CHECKING:
+    from upo.forward import StepInputs
+
+Metrics = dict[str, torch.Tensor]
+
+
+# ---- the standard metric names ----------------------------------------------------------------
+
+
+def split_pairs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[2B, ...] rows of a paired batch -> (chosen [B, ...], rejected [B, ...])."""
+    half = x.shape[0] // 2
+    return x[:half], x[half:]
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of x[mask]; NaN-free 0 when the mask is empty (the logger skips nothing silently:
+    an unpaired micro-batch may hold no undesirable example)."""
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def pair_metrics(chosen_rewards, rejected_rewards, policy_chosen_logps, policy_rejected_logps) -> Metrics:
+    """Standard DPO vocabulary for B pairs (all inputs [B])."""
+    return {
+        "rewards/chosen": chosen_rewards.mean(),
+        "rewards/rejected": rejected_rewards.mean(),
+        "rewards/margins": (chosen_rewards - rejected_rewards).mean(),
+        "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean(),
+        "logps/chosen": policy_chosen_logps.detach().mean(),
+        "logps/rejected": policy_rejected_logps.detach().mean(),
+    }
+
+
+def unpaired_metrics(rewards, policy_logps, desirable) -> Metrics:
+    """The same names for unpaired batches: chosen = desirable, rejected = undesirable."""
+    d, u = desirable.float(), (~desirable).float()
+    chosen, rejected = masked_mean(rewards, d), masked_mean(rewards, u)
+    return {
+        "rewards/chosen": chosen,
+        "rewards/rejected": rejected,
+        "rewards/margins": chosen - rejected,
+        "logps/chosen": masked_mean(policy_logps.detach(), d),
+        "logps/rejected": masked_mean(policy_logps.detach(), u),
+    }
+
+
+# ---- preference terms ---------------------------------------------------------------------------
+
+
+def dpo_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
+    pc, pr = split_pairs(x.policy_logps)
+    rc, rr = split_pairs(x.reference_logps)
+    per_pair, chosen_r, rejected_r = losses.dpo_loss(pc, pr, rc, rr, beta=cfg.beta, label_smoothing=cfg.label_smoothing)
+    return per_pair, pair_metrics(chosen_r, rejected_r, pc, pr)
+
+
+def ipo_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
+    pc, pr = split_pairs(x.policy_logps)
+    rc, rr = split_pairs(x.reference_logps)
+    per_pair, chosen_r, rejected_r = losses.ipo_loss(pc, pr, rc, rr, beta=cfg.beta)
+    return per_pair, pair_metrics(chosen_r, rejected_r, pc, pr)
+
+
+def kto_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
+    per_example, rewards = losses.kto_loss(
+        x.policy_logps,
+        x.reference_logps,
+        x.desirable,
+        x.kto_reference_point,
+        beta=cfg.beta,
+        desirable_weight=cfg.desirable_weight,
+        undesirable_weight=cfg.undesirable_weight,
+    )
+    metrics = unpaired_metrics(rewards, x.policy_logps, x.desirable)
+    metrics["kto/kl"] = x.kto_reference_point
+    return per_example, metrics
+
+
+PREFERENCE_STEPS = {"dpo": dpo_step, "ipo": ipo_step, "kto": kto_step}
+
+
+# ---- UPO ----------------------------------------------------------------------------------------
+
+
+def upo_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
+    """Preference term (cfg.pref_loss) + aux_coef * advantage-weighted likelihood + value loss."""
+    pref_losses, metrics = PREFERENCE_STEPS[cfg.pref_loss](x, cfg)
+    out = _upo_loss(x, cfg, pref_losses)
+    metrics.update(
+        {
+            "loss": out.loss.detach(),
+            "upo/pref_loss": out.pref_loss.detach(),
+            "upo/aux_loss": out.aux_loss.detach(),
+            "upo/value_loss": out.value_loss.detach(),
+            "upo/weight_mean": out.weights.mean(),
+            "upo/weight_max": out.weights.max(),
+            "upo/advantage_mean": out.advantages.mean(),
+            "upo/reward_mean": x.rewards.mean(),
+        }
+    )
+    return out.loss, metrics
+
+
+def upo_aux_metrics(x: StepInputs, cfg) -> Metrics:
+    """UPO's auxiliary and value terms alone, for held-out pairs with a KTO preference term (pairs
+    carry no mismatched sequences for KTO's reference point, so the preference term cannot run)."""
+    out = _upo_loss(x, cfg, x.policy_logps.new_zeros(1))
+    return {"upo/aux_loss": out.aux_loss, "upo/value_loss": out.value_loss, "upo/weight_mean": out.weights.mean()}
+
+
+def _upo_loss(x: StepInputs, cfg, pref_losses: torch.Tensor) -> losses.UPOLoss:
+    aux_logps = x.policy_mean_logps if cfg.aux_logp == "mean" else x.policy_logps
+    return losses.upo_loss(pref_losses, aux_logps, x.rewards, x.values, aux_coef=cfg.aux_coef, eta=cfg.eta,
+                           max_weight=cfg.max_weight, tau=cfg.tau)
+
+
+# ---- baselines ----------------------------------------------------------------------------------
+
+
+def _implicit_rewards(x: StepInputs, beta: float) -> torch.Tensor:
+    """[N] beta * (log pi_theta - log pi_ref), detached: the reward every method logs."""
+    return beta * (x.policy_logps - x.reference_logps).detach()
+
+
+def sft_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
+    """NLL on the chosen half of a paired batch; the rejected half is only logged."""
+    pc, pr = split_pairs(x.policy_logps)
+    mean_chosen, _ = split_pairs(x.policy_mean_logps)
+    per_pair = baseline_losses.sft_loss(mean_chosen)  # [B]
+    return per_pair, {"logps/chosen": pc.detach().mean(), "logps/rejected": pr.detach().mean()}
+
+
+def csft_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
+    """NLL of every response of an unpaired batch; the control token in its prompt carries the label."""
+    per_example = baseline_losses.csft_loss(x.policy_mean_logps)  # [N]
+    d, u = x.desirable.float(), (~x.desirable).float()
+    logps = x.policy_logps.detach()
+    return per_example, {"logps/chosen": masked_mean(logps, d), "logps/rejected": masked_mean(logps, u)}
+
+
+def modpo_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
+    pc, pr = split_pairs(x.policy_logps)
+    rc, rr = split_pairs(x.reference_logps)
+    ac, ar = split_pairs(x.rewards)
+    per_pair, chosen_r, rejected_r = baseline_losses.modpo_loss(pc, pr, rc, rr, ac, ar, beta=cfg.beta, w0=cfg.modpo_w0)
+    metrics = pair_metrics(chosen_r, rejected_r, pc, pr)
+    metrics["modpo/aux_margin"] = (ac - ar).mean()
+    return per_pair, metrics
+
+
+def _actor_critic_metrics(prefix: str, x: StepInputs, out: baseline_losses.ActorCriticLoss, rewards: torch.Tensor,
+                          cfg) -> Metrics:
+    metrics = unpaired_metrics(_implicit_rewards(x, cfg.beta), x.policy_logps, x.desirable)
+    metrics.update(
+        {
+            "loss": out.loss.detach(),
+            f"{prefix}/policy_loss": out.policy_loss.detach(),
+            f"{prefix}/value_loss": out.value_loss.detach(),
+            # the clipped ratio: A-LoL's unclipped sequence ratio can overflow to inf
+            f"{prefix}/weight_mean": out.weights.mean(),
+            f"{prefix}/clip_fraction": (out.weights != out.ratios).float().mean(),
+            f"{prefix}/advantage_mean": out.advantages.mean(),
+            f"{prefix}/positive_fraction": (out.advantages > 0).float().mean(),
+            f"{prefix}/value_mean": x.values.detach().mean(),
+            f"{prefix}/reward_mean": rewards.mean(),
+        }
+    )
+    return metrics
+
+
+def _ppo_step(with_aux_rewards: bool):
+    """oPPO (label reward only) or aoPPO (label reward + r_a)."""
+
+    def ppo_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
+        rewards = baseline_losses.label_rewards(x.desirable)  # [N] R = +1 / -1
+        if with_aux_rewards:
+            rewards = rewards + x.rewards  # aoPPO: R + r_a
+        out = baseline_losses.oppo_loss(x.policy_mean_logps, x.reference_mean_logps(), rewards, x.values, clip=cfg.ppo_clip)
+        return out.loss, _actor_critic_metrics("ppo", x, out, rewards, cfg)
+
+    return ppo_step
+
+
+oppo_step = _ppo_step(with_aux_rewards=False)
+aoppo_step = _ppo_step(with_aux_rewards=True)
+
+
+def alol_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
+    # R = +1 / -1 plus r_a (x.rewards is all zeros when no auxiliary reward is configured).
+    rewards = baseline_losses.label_rewards(x.desirable) + x.rewards
+    out = baseline_losses.alol_loss(x.policy_logps, x.reference_logps, rewards, x.values, clip=cfg.alol_clip)
+    return out.loss, _actor_critic_metrics("alol", x, out, rewards, cfg)
+
+
+def drov_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
+    """DRO-V with tau = beta: the same KL strength as every other method's implicit reward."""
+    rewards = baseline_losses.label_rewards(x.desirable) + x.rewards  # r_a is zeros when none is configured
+    per_example, residuals = baseline_losses.drov_loss(x.policy_logps, x.reference_logps, rewards, x.values, tau=cfg.beta)
+    loss = per_example.mean()
+    metrics = unpaired_metrics(_implicit_rewards(x, cfg.beta), x.policy_logps, x.desirable)
+    metrics.update(
+        {
+            "loss": loss.detach(),
+            "dro/residual_mean": residuals.mean(),
+            "dro/residual_abs_mean": residuals.abs().mean(),
+            "dro/value_mean": x.values.detach().mean(),
+            "dro/reward_mean": rewards.mean(),
+        }
+    )
+    return loss, metrics

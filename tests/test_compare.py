@@ -1,0 +1,98 @@
+"""`upo compare`: paired differences of two evaluations on hand-made eval.json files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from upo.cli import main
+from upo.evaluation.compare import align, compare_results, load_eval
+from upo.stats import bootstrap_interval, paired_difference_draws, percentile_interval
+
+PROMPTS = ["p1", "p2", "p3", "p4"]
+
+
+def evaluation(per_prompt: dict, pairs: dict | None = None, ids: list[str] = PROMPTS) -> dict:
+    pair_ids, pair_values = pairs or ([], {})
+    return {"metrics": {k: float(np.mean(v)) for k, v in per_prompt.items()},
+            "per_prompt": {"ids": ids, "values": per_prompt},
+            "per_pair": {"ids": pair_ids, "values": pair_values}}
+
+
+A = evaluation({"judge/win_rate": [0.0, 0.5, 0.0, 0.5], "safety/violation_rate": [1.0, 0.0, 0.0, 0.0],
+                "readability/fk_grade": [5.0, 9.0, 6.0, 8.0], "length/words_ratio": [1.0, 1.0, 1.0, 1.0]},
+               (["x", "y", "z"], {"rewards/accuracies": [1.0, 0.0, 1.0]}))
+B = evaluation({"judge/win_rate": [0.5, 1.0, 0.5, 1.0], "safety/violation_rate": [0.0, 0.0, 0.0, 0.0],
+                "readability/fk_grade": [4.0, 8.0, 5.0, 7.0], "length/words_ratio": [2.0, 2.0, 2.0, 2.0]},
+               (["z", "y"], {"rewards/accuracies": [1.0, 1.0]}))
+
+
+def test_paired_difference_is_the_bootstrap_of_per_unit_differences():
+    """One seed a side: resampling the units together = resampling the differences b - a. A constant
+    shift is known exactly, however spread the values: the point of pairing."""
+    a = np.array([0.0, 1.0, 0.0, 1.0, 1.0])
+    b = np.array([1.0, 1.0, 0.0, 0.0, 1.0])
+    assert percentile_interval(paired_difference_draws(a, b)) == bootstrap_interval(b - a)
+    assert percentile_interval(paired_difference_draws(a, a + 0.5)) == pytest.approx((0.5, 0.5))
+    with pytest.raises(ValueError, match="same units"):
+        paired_difference_draws(a, b[:3])
+
+
+def test_compare_hand_worked():
+    rows = {r["metric"]: r for r in compare_results(A, B)}
+    # win rate: +0.5 on every prompt -> exactly [0.5, 0.5], B better (higher is better)
+    win = rows["judge/win_rate"]
+    assert (win["a"], win["b"], win["difference"], win["low"], win["high"]) == pytest.approx((0.25, 0.75, 0.5, 0.5, 0.5))
+    assert win["better"] == "B" and win["excludes_zero"] and win["units"] == "prompts" and win["n"] == 4
+    # violations: differences (-1, 0, 0, 0): -k/4 with k ~ Binomial(4, 1/4): [-3/4, 0] holds 0
+    viol = rows["safety/violation_rate"]
+    assert (viol["difference"], viol["low"], viol["high"]) == pytest.approx((-0.25, -0.75, 0.0))
+    assert viol["better"] == "neither" and not viol["excludes_zero"]
+    # grade: -1 on every prompt, lower is better -> B; length has no better direction
+    assert rows["readability/fk_grade"]["better"] == "B" and rows["readability/fk_grade"]["high"] == pytest.approx(-1.0)
+    assert rows["length/words_ratio"]["better"] == "higher in B"
+    # pairs: compared on the two both scored (y, z): A (0, 1), B (1, 1)
+    acc = rows["rewards/accuracies"]
+    assert (acc["units"], acc["n"], acc["a"], acc["b"]) == ("pairs", 2, 0.5, 1.0)
+    # swapping the sides swaps the verdict
+    assert {r["metric"]: r["better"] for r in compare_results(B, A)}["judge/win_rate"] == "A"
+
+
+def test_compare_refuses_different_prompts():
+    other = evaluation({"judge/win_rate": [1.0, 1.0, 1.0, 1.0]}, ids=["p1", "p2", "q3", "p4"])
+    with pytest.raises(ValueError, match="not on the same prompts .*first difference at prompt 2"):
+        compare_results(A, other)
+    with pytest.raises(ValueError, match="4 and 3 prompts"):
+        align("per_prompt", PROMPTS, PROMPTS[:3])
+    assert align("per_pair", ["x", "y", "z"], ["z", "y"]) == ([1, 2], [1, 0])
+
+
+def test_upo_compare_command(tmp_path, capsys):
+    for name, result in (("a", A), ("b", B)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "eval.json").write_text(json.dumps(result))
+    out = tmp_path / "cmp" / "a-vs-b.json"
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b" / "eval.json"), "--output", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "| judge/win_rate ↑ | 4 prompts | 0.25 | 0.75 | 0.5 | [0.5, 0.5] | B |" in table
+    assert "| rewards/accuracies ↑ | 2 pairs | 0.5 | 1 | 0.5 | [0, 1] | neither |" in table
+    saved = json.loads(out.read_text())
+    assert saved["confidence"] == 0.95 and [r["metric"] for r in saved["metrics"]][0] == "judge/win_rate"
+    assert out.with_suffix(".md").read_text().strip() == table.strip()
+
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"metrics": {"judge/win_rate": 0.5}}))
+    assert main(["compare", str(old), str(tmp_path / "a")]) == 2
+    assert "no per-prompt values" in capsys.readouterr().err
+    assert main(["compare", str(tmp_path / "missing"), str(tmp_path / "a")]) == 2
+    with pytest.raises(ValueError):
+        load_eval(old)
+
+
+def test_compare_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["compare", "--help"])
+    assert e.value.code == 0
+    assert "usage: upo compare" in capsys.readouterr().out

@@ -1,0 +1,236 @@
+"""`upo frontier` with intervals and `seeds:`: bootstrap verdicts on hand-made draws, and a sweep whose
+training and evaluation are replaced by synthetic results (no model is trained or loaded)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import upo.frontier.run as frontier_run
+from upo.cli import main
+from upo.config import ConfigError
+from upo.evaluation.intervals import summarize, unit_section
+from upo.frontier.summary import summarize_axes
+from upo.frontier.sweep import load_sweep
+from upo.frontier.uncertainty import bootstrap_draws, front_uncertainty, paired_comparisons, stack_units
+
+AXES = ["judge/win_rate", "safety/violation_rate"]
+
+
+def row(name: str, group: str, win: float, violations: float) -> dict:
+    return {"name": name, "group": group, "metrics": {"judge/win_rate": win, "safety/violation_rate": violations}}
+
+
+def test_verdicts_against_the_preference_front_hand_worked():
+    """Draws of one preference point p (win 0.5, violations 0.1 in every draw) and three UPO points:
+    a: (0.6, 0.1) in every draw, beyond; b: (0.4, 0.2), dominated in every draw, behind; c: (0.6, 0.1)
+    in half the draws and (0.4, 0.1) in the other half, beyond in 1/2, behind in 1/2: not distinguishable."""
+    half = np.array([0.6, 0.4] * 50)
+    draws = {"p": {"judge/win_rate": np.full(100, 0.5), "safety/violation_rate": np.full(100, 0.1)},
+             "a": {"judge/win_rate": np.full(100, 0.6), "safety/violation_rate": np.full(100, 0.1)},
+             "b": {"judge/win_rate": np.full(100, 0.4), "safety/violation_rate": np.full(100, 0.2)},
+             "c": {"judge/win_rate": half, "safety/violation_rate": np.full(100, 0.1)}}
+    rows = [row("p", "preference", 0.5, 0.1), row("a", "upo", 0.6, 0.1), row("b", "upo", 0.4, 0.2),
+            row("c", "upo", 0.5, 0.1)]
+    entry = summarize_axes(rows, AXES)
+    out = front_uncertainty(entry, rows, draws)
+    verdicts = {v["name"]: (v["share_beyond"], v["share_behind"], v["verdict"]) for v in out["upo_verdicts"]}
+    assert verdicts == {"a": (1.0, 0.0, "beyond"), "b": (0.0, 1.0, "behind"), "c": (0.5, 0.5, "not distinguishable")}
+    # a lies beyond p in every draw: the gain is never 0
+    low, high = out["hv_gain_interval"]
+    assert 0 < low <= entry["hv_gain"] <= high
+    # a point without draws leaves the entry without intervals rather than guessing
+    assert front_uncertainty(entry, rows, {k: v for k, v in draws.items() if k != "b"}) == {
+        "hv_gain_interval": None, "upo_verdicts": []}
+
+    compared = {(c["upo"], c["metric"]): c for c in paired_comparisons(rows, draws, AXES)}
+    assert compared[("a", "judge/win_rate")]["better"] == "a" and compared[("b", "judge/win_rate")]["better"] == "p"
+    assert compared[("c", "judge/win_rate")]["better"] == "neither"
+    assert compared[("b", "safety/violation_rate")]["better"] == "p"  # more violations: p is better
+    assert compared[("a", "judge/win_rate")]["difference"] == pytest.approx(0.1)
+
+
+def test_stack_units_aligns_each_seed():
+    def result(ids, values):
+        return {"per_prompt": unit_section(ids, {"judge/win_rate": values}), "per_pair": unit_section([], {})}
+
+    units = stack_units([result(["p1", "p2"], [1.0, 0.0]), result(["p1", "p2"], [0.5, 0.5])])
+    ids, values = units["per_prompt"]
+    assert ids == ["p1", "p2"] and values["judge/win_rate"].tolist() == [[1.0, 0.0], [0.5, 0.5]]
+    assert "per_pair" not in units
+    assert stack_units([{"metrics": {}}]) == {}  # an eval.json from before per-unit values
+
+
+def test_bootstrap_draws_share_prompts_and_resample_each_points_seeds():
+    """x: two seeds scoring 0.2 and 1 on every prompt: prompts alone would always give 0.6; its seeds
+    resampled give 0.2, 0.6 or 1. y and z: one seed each, the same values: prompts are resampled
+    once for all points, so their draws are equal."""
+    ids = ["p1", "p2", "p3"]
+    units = {"x": {"per_prompt": (ids, {"m": np.array([[0.2, 0.2, 0.2], [1.0, 1.0, 1.0]])})},
+             "y": {"per_prompt": (ids, {"m": np.array([[0.0, 0.5, 1.0]])})},
+             "z": {"per_prompt": (ids, {"m": np.array([[0.0, 0.5, 1.0]])})}}
+    draws = bootstrap_draws(units)
+    assert set(np.round(draws["x"]["m"], 6)) == {0.2, 0.6, 1.0}
+    assert draws["y"]["m"].std() > 0
+    assert np.allclose(draws["y"]["m"], draws["z"]["m"])  # the same resampled prompts for every point
+
+
+# ---- a sweep with seeds, on synthetic results ----------------------------------------------------
+
+N_PROMPTS = 40
+# point -> (win probability, violation probability) of its generations
+TRUTH = {"base": (0.3, 0.3), "dpo": (0.6, 0.3), "kto": (0.4, 0.2), "upo-aux0.3": (0.6, 0.3), "upo-aux1": (0.85, 0.05),
+         "upo-aux3": (0.2, 0.6)}
+
+
+def fake_train(cfg):
+    final = Path(cfg.output_dir) / "final"
+    final.mkdir(parents=True)
+    (Path(cfg.output_dir) / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
+    return final
+
+
+def fake_eval(cfg, judge=None, reference_memo=None):
+    """What run_eval writes, with per-prompt values drawn from TRUTH (seeded by point and seed)."""
+    out = Path(cfg.output)
+    name = out.name if out.parent.name == "points" else out.parent.name  # points/NAME[/seed-S]
+    win, violation = TRUTH[name]
+    rng = np.random.default_rng([sorted(TRUTH).index(name), cfg.seed])
+    values = {"judge/win_rate": rng.choice([0.0, 0.5, 1.0], size=N_PROMPTS, p=[(1 - win) * 0.9, 0.1, win * 0.9]),
+              "safety/violation_rate": (rng.random(N_PROMPTS) < violation).astype(float),
+              "length/words_ratio": rng.uniform(0.5, 1.5, N_PROMPTS)}
+    metrics, intervals = summarize(values)
+    result = {"model": cfg.model, "metrics": metrics, "intervals": intervals, "settings": cfg.settings(),
+              "per_prompt": unit_section([f"p{i}" for i in range(N_PROMPTS)], values),
+              "per_pair": unit_section([], {})}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(json.dumps(result))
+    return result
+
+
+def sweep_file(tmp_path, seeds) -> Path:
+    spec = {"output_dir": str(tmp_path / "frontier"),
+            "base": {"model": "tiny", "dataset": "pairs.jsonl", "eval_fraction": 0.25, "seed": 42,
+                     "rewards": {"length": 1.0}, "progress": False},
+            "eval": {"prompts": N_PROMPTS, "scorers": ["safety"]},
+            "methods": ["dpo", "kto", "upo"], "aux_coef": [0.3, 1.0, 3.0], "preference_metric": "judge/win_rate"}
+    if seeds is not None:
+        spec["seeds"] = seeds
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_frontier_with_seeds_on_synthetic_results(tmp_path, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr("upo.trainer.train", lambda cfg: calls.append(cfg) or fake_train(cfg))
+    monkeypatch.setattr(frontier_run, "run_eval", fake_eval)
+    code = main(["frontier", "--config", str(sweep_file(tmp_path, [1, 2, 3]))])
+    assert code == 0, capsys.readouterr().out
+    out = tmp_path / "frontier"
+    # every trained point once per seed, each seed in its own folder, all on the base's held-out split
+    assert len(calls) == 5 * 3
+    assert {(Path(c.output_dir).parent.name, Path(c.output_dir).name, c.seed, c.split_seed) for c in calls} == {
+        (p, f"seed-{s}", s, 42) for p in ("dpo", "kto", "upo-aux0.3", "upo-aux1", "upo-aux3") for s in (1, 2, 3)}
+    for s in (1, 2, 3):  # the base model is evaluated (generated) with each seed too
+        assert json.loads((out / "points" / "base" / f"seed-{s}" / "eval.json").read_text())["settings"]["seed"] == s
+
+    result = json.loads((out / "frontier.json").read_text())
+    assert result["seeds"] == [1, 2, 3]
+    points = {r["name"]: r for r in result["points"]}
+    upo1 = points["upo-aux1"]
+    runs = [json.loads((out / "points" / "upo-aux1" / f"seed-{s}" / "eval.json").read_text()) for s in (1, 2, 3)]
+    assert [r["seed"] for r in upo1["runs"]] == [1, 2, 3]
+    assert upo1["metrics"]["judge/win_rate"] == pytest.approx(np.mean([r["metrics"]["judge/win_rate"] for r in runs]))
+    for metric, (low, high) in upo1["intervals"].items():
+        assert low <= upo1["metrics"][metric] <= high, metric
+
+    two_d = result["summary"][0]
+    assert two_d["axes"] == AXES
+    low, high = two_d["hv_gain_interval"]
+    assert 0 < low <= two_d["hv_gain"] <= high
+    verdicts = {v["name"]: v["verdict"] for v in two_d["upo_verdicts"]}
+    assert verdicts == {"upo-aux0.3": "not distinguishable", "upo-aux1": "beyond", "upo-aux3": "behind"}
+    compared = {(c["upo"], c["preference"], c["metric"]): c["better"] for c in result["comparisons"]}
+    assert compared[("upo-aux1", "dpo", "judge/win_rate")] == "upo-aux1"
+    assert compared[("upo-aux1", "kto", "safety/violation_rate")] == "upo-aux1"
+    assert compared[("upo-aux3", "dpo", "judge/win_rate")] == "dpo"
+    assert compared[("upo-aux0.3", "dpo", "judge/win_rate")] == "neither"
+
+    report = (out / "report.md").read_text()
+    assert "seeds 1, 2, 3" in report and "| upo-aux1 | 1.000 | 0.000 | **beyond** |" in report
+    assert "| upo-aux1 | dpo | judge/win_rate ↑ |" in report and "| upo-aux1 | dpo | length/words_ratio |" in report
+    assert (out / "frontier_safety_violation_rate.png").read_bytes()[:4] == b"\x89PNG"
+
+    # rerun: nothing trained or evaluated again; a lost evaluation of one seed is redone alone
+    (out / "points" / "kto" / "seed-2" / "eval.json").unlink()
+    calls.clear()
+    capsys.readouterr()
+    assert main(["frontier", "--config", str(sweep_file(tmp_path, [1, 2, 3]))]) == 0
+    log = capsys.readouterr().out
+    assert calls == [] and "kto seed 2: evaluating" in log and log.count("evaluating") == 1
+    assert "upo-aux1 seed 3: done earlier, skipping" in log
+
+
+def test_frontier_without_seeds_keeps_one_run_per_point(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("upo.trainer.train", fake_train)
+    monkeypatch.setattr(frontier_run, "run_eval", fake_eval)
+    code = main(["frontier", "--config", str(sweep_file(tmp_path, None))])
+    assert code == 0, capsys.readouterr().out
+    out = tmp_path / "frontier"
+    assert (out / "points" / "dpo" / "final").is_dir() and not (out / "points" / "dpo" / "seed-42").exists()
+    result = json.loads((out / "frontier.json").read_text())
+    assert result["seeds"] is None and "runs" not in result["points"][1]
+    # one seed: intervals over the prompts alone, still there
+    assert result["points"][1]["intervals"]["judge/win_rate"][0] < result["points"][1]["metrics"]["judge/win_rate"]
+    assert "one run per point" in (out / "report.md").read_text()
+
+    # an eval.json from before per-prompt values were kept is evaluated again (not retrained); the rest is kept
+    old = out / "points" / "kto" / "eval.json"
+    old.write_text(json.dumps({k: v for k, v in json.loads(old.read_text()).items() if k not in ("per_prompt",
+                                                                                                  "per_pair")}))
+    capsys.readouterr()
+    assert main(["frontier", "--config", str(sweep_file(tmp_path, None))]) == 0
+    log = capsys.readouterr().out
+    assert "without per-prompt values; evaluating again" in log and log.count("evaluating") == 2  # message + run
+    assert "training" not in log and "dpo: done earlier, skipping" in log
+
+
+def test_seeds_must_be_distinct_integers(tmp_path):
+    for bad in ([], [1, 1], ["a"], 3, [-1]):
+        path = tmp_path / "s.yaml"
+        path.write_text(yaml.safe_dump({"base": {"dataset": "x"}, "methods": ["dpo"], "seeds": bad}))
+        with pytest.raises(ConfigError, match="seeds"):
+            load_sweep(path)
+
+
+def test_decisive_hh_sweep_is_valid():
+    """examples/frontier_hh_seeds.yaml (issue 15, item 5): >= 384 held-out prompts, >= 3 seeds, the
+    points it must compare, a judge trained on the same split; every run's config builds."""
+    from conftest import HH_FILE
+
+    from upo.frontier.run import eval_template, point_config
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "frontier_hh_seeds.yaml"
+    sweep, quick = load_sweep(path), load_sweep(path, quick=True)
+    assert len(sweep.seeds) >= 3 and str(quick.output_dir) != str(sweep.output_dir)
+    points = {p.name: p for p in sweep.points}
+    configs = {name: point_config(p, sweep, sweep.seeds[0]) for name, p in points.items()}
+    kinds = {(c.method, c.pref_loss if c.method == "upo" else None, c.relabel, points[n].aux_coef)
+             for n, c in configs.items()}
+    assert {("dpo", None, False, None), ("kto", None, False, None), ("upo", "kto", False, 0.3),
+            ("upo", "kto", False, 1.0), ("upo", "dpo", False, 1.0), ("modpo", None, False, 1.0),
+            ("dpo", None, True, None)} <= kinds
+    assert all(c.max_examples is None and c.split_seed == sweep.base["seed"] for c in configs.values())
+    template = eval_template(sweep, sweep.base_config())
+    assert template.eval_fraction == 0.25 and template.prompts >= 384 and template.split_seed == 42
+    assert template.judge == "rm:runs/rm-hh-025/final"
+    assert "--eval_fraction 0.25 --seed 42" in path.read_text() and "--output_dir runs/rm-hh-025" in path.read_text()
+    if HH_FILE.exists():  # 1800 pairs: 450 held out, at least the 384 evaluated
+        from upo.evaluation.heldout import heldout_records
+
+        assert len(heldout_records(str(HH_FILE), eval_fraction=0.25, seed=42)) >= template.prompts

@@ -1,0 +1,79 @@
+"""Confidence intervals (upo.stats) on hand-worked cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from upo.stats import (
+    BOOTSTRAP,
+    WILSON,
+    bootstrap_interval,
+    bootstrap_means,
+    mean_interval,
+    resample_counts,
+    wilson_interval,
+)
+
+
+def test_wilson_interval_hand_worked():
+    """3/10 at 95%: z = 1.959964, z^2 = 3.841459; denominator 1 + 0.3841459 = 1.3841459;
+    center (0.3 + 0.1920729) / 1.3841459 = 0.355505; half 1.959964 sqrt(0.021 + 0.0096036) / 1.3841459
+    = 0.247717 -> [0.1078, 0.6032]."""
+    lo, hi = wilson_interval(3, 10)
+    assert (round(lo, 4), round(hi, 4)) == (0.1078, 0.6032)
+    assert wilson_interval(3, 10, confidence=0.99)[0] < lo  # wider at 99%
+
+
+def test_wilson_interval_edges():
+    """0/n is not the empty interval [0, 0]: 0/10 -> [0, z^2 / (n + z^2)] = [0, 0.2775]; n/n mirrors it;
+    n = 0 knows nothing."""
+    lo, hi = wilson_interval(0, 10)
+    assert lo == pytest.approx(0.0, abs=1e-12) and round(hi, 4) == 0.2775
+    assert wilson_interval(10, 10) == pytest.approx((1 - hi, 1.0), abs=1e-12)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    with pytest.raises(ValueError):
+        wilson_interval(4, 3)
+
+
+def test_bootstrap_interval_hand_worked():
+    """Values (0, 0, 0, 1): a resample's mean is k/4 with k ~ Binomial(4, 1/4). P(k = 0) = 0.316 > 0.025,
+    so the lower end is 0; P(k >= 3) = 0.0508 > 0.025 but P(k = 4) = 0.0039 < 0.025, so the upper
+    end is 3/4."""
+    assert bootstrap_interval([0.0, 0.0, 0.0, 1.0]) == (0.0, 0.75)
+    assert bootstrap_interval([0.0, 0.0, 0.0, 1.0]) == bootstrap_interval([0.0, 0.0, 0.0, 1.0])  # fixed seed
+
+
+def test_bootstrap_degenerate_cases():
+    assert bootstrap_interval([2.5, 2.5, 2.5]) == (2.5, 2.5)  # all equal: every resample's mean is 2.5
+    assert bootstrap_interval([7.0]) == (7.0, 7.0)
+    with pytest.raises(ValueError, match="no values"):
+        bootstrap_interval([])
+    assert resample_counts(0, 5, np.random.default_rng(0)).shape == (5, 0)
+
+
+def test_resample_counts_draw_n_units_each():
+    counts = resample_counts(4, 100, np.random.default_rng(0))
+    assert counts.shape == (100, 4) and (counts.sum(axis=1) == 4).all()
+
+
+def test_bootstrap_means_resample_seeds_too():
+    """Two seeds that evaluate to 0 and 1 on every prompt: resampling only the prompts leaves the
+    mean at 1/2; resampling the seeds too gives 0, 1/2, 1 with probabilities 1/4, 1/2, 1/4."""
+    values = np.array([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])  # [seeds, prompts]
+    rng = np.random.default_rng(0)
+    units, seeds = resample_counts(3, 2000, rng), resample_counts(2, 2000, rng)
+    assert np.allclose(bootstrap_means(values, units), 0.5)
+    draws = bootstrap_means(values, units, seeds)
+    assert set(np.round(draws, 6)) == {0.0, 0.5, 1.0}
+    assert abs((draws == 0.5).mean() - 0.5) < 0.05
+    # one seed: the mean of the resampled prompts
+    assert bootstrap_means([1.0, 2.0], np.array([[2.0, 0.0], [1.0, 1.0]])).tolist() == [1.0, 1.5]
+
+
+def test_mean_interval_picks_wilson_for_0_1_rates_only():
+    rate = [1.0, 0.0, 0.0] + [0.0] * 7  # 1/10
+    assert mean_interval(rate, rate=True) == (wilson_interval(1, 10), WILSON)
+    assert mean_interval(rate, rate=False)[1] == BOOTSTRAP  # a mean: bootstrap
+    # several generations per prompt: per-prompt shares are not 0/1 outcomes, so the prompts are resampled
+    assert mean_interval([0.5, 1.0, 0.0], rate=True)[1] == BOOTSTRAP

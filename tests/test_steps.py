@@ -1,0 +1,163 @@
+"""The step adapters through the method table: each method's loss equals its pure loss called with the
+config's hyperparameters, and its metric names are pinned.
+
+Fast: no model, one hand-made `StepInputs` of 4 sequences per batch format. A paired batch is 2 pairs
+(rows 0-1 chosen, rows 2-3 rejected); an unpaired batch is 4 labelled examples.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from upo import baseline_losses as bl
+from upo import losses
+from upo.config import UPOConfig
+from upo.forward import StepInputs
+from upo.methods import METHODS, batch_format, needs_kto_reference_point
+from upo.steps import upo_aux_metrics
+
+PAIR = ["rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected"]
+UNPAIRED = ["rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen", "logps/rejected"]
+UPO = ["upo/pref_loss", "upo/aux_loss", "upo/value_loss", "upo/weight_mean", "upo/weight_max", "upo/advantage_mean",
+       "upo/reward_mean"]
+ACTOR_CRITIC = ["policy_loss", "value_loss", "weight_mean", "clip_fraction", "advantage_mean", "positive_fraction",
+                "value_mean", "reward_mean"]
+
+METRIC_NAMES = {
+    "dpo": ["loss", *PAIR],
+    "ipo": ["loss", *PAIR],
+    "kto": ["loss", *UNPAIRED, "kto/kl"],
+    "upo": ["loss", *UNPAIRED, "kto/kl", *UPO],  # pref_loss kto (the default)
+    "sft": ["loss", "logps/chosen", "logps/rejected"],
+    "csft": ["loss", "logps/chosen", "logps/rejected"],
+    "oppo": ["loss", *UNPAIRED, *(f"ppo/{k}" for k in ACTOR_CRITIC)],
+    "aoppo": ["loss", *UNPAIRED, *(f"ppo/{k}" for k in ACTOR_CRITIC)],
+    "modpo": ["loss", *PAIR, "modpo/aux_margin"],
+    "alol": ["loss", *UNPAIRED, *(f"alol/{k}" for k in ACTOR_CRITIC)],
+    "drov": ["loss", *UNPAIRED, "dro/residual_mean", "dro/residual_abs_mean", "dro/value_mean", "dro/reward_mean"],
+}
+
+# Not the defaults, so a step that passed a default instead of the config's value would be caught.
+CFG = dict(beta=0.3, label_smoothing=0.1, desirable_weight=1.5, undesirable_weight=0.7, aux_coef=0.4, eta=2.0,
+           max_weight=3.0, tau=0.8, modpo_w0=2.0, ppo_clip=0.1, alol_clip=0.5)
+
+
+def make_inputs(fmt: str) -> StepInputs:
+    logps = torch.tensor([-3.0, -5.0, -6.0, -4.0], requires_grad=True)  # [4]
+    num_tokens = torch.tensor([3, 5, 4, 2])
+    return StepInputs(
+        policy_logps=logps,
+        policy_mean_logps=logps / num_tokens,
+        reference_logps=torch.tensor([-4.0, -5.5, -5.0, -4.5]),
+        desirable=torch.tensor([True, True, False, False] if fmt == "paired" else [True, False, False, True]),
+        rewards=torch.tensor([0.5, -1.0, 0.2, 1.5]),
+        values=torch.tensor([0.1, -0.2, 0.3, 0.0], requires_grad=True),
+        kto_reference_point=torch.tensor(0.3),
+        num_tokens=num_tokens,
+    )
+
+
+def halves(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return v[:2], v[2:]
+
+
+def kto_losses(x: StepInputs, c: UPOConfig) -> torch.Tensor:
+    return losses.kto_loss(x.policy_logps, x.reference_logps, x.desirable, x.kto_reference_point, beta=c.beta,
+                           desirable_weight=c.desirable_weight, undesirable_weight=c.undesirable_weight)[0]
+
+
+def upo_expected(x: StepInputs, c: UPOConfig) -> torch.Tensor:
+    if c.pref_loss == "kto":
+        pref = kto_losses(x, c)
+    else:
+        pref = losses.dpo_loss(*halves(x.policy_logps), *halves(x.reference_logps), beta=c.beta,
+                               label_smoothing=c.label_smoothing)[0]
+    aux_logps = x.policy_mean_logps if c.aux_logp == "mean" else x.policy_logps
+    return losses.upo_loss(pref, aux_logps, x.rewards, x.values, aux_coef=c.aux_coef, eta=c.eta,
+                           max_weight=c.max_weight, tau=c.tau).loss
+
+
+def label_and_aux(x: StepInputs) -> torch.Tensor:
+    return bl.label_rewards(x.desirable) + x.rewards
+
+
+EXPECTED_LOSS = {
+    "dpo": lambda x, c: losses.dpo_loss(*halves(x.policy_logps), *halves(x.reference_logps), beta=c.beta,
+                                        label_smoothing=c.label_smoothing)[0].mean(),
+    "ipo": lambda x, c: losses.ipo_loss(*halves(x.policy_logps), *halves(x.reference_logps), beta=c.beta)[0].mean(),
+    "kto": lambda x, c: kto_losses(x, c).mean(),
+    "upo": upo_expected,
+    "sft": lambda x, c: bl.sft_loss(x.policy_mean_logps[:2]).mean(),
+    "csft": lambda x, c: bl.csft_loss(x.policy_mean_logps).mean(),
+    "oppo": lambda x, c: bl.oppo_loss(x.policy_mean_logps, x.reference_mean_logps(), bl.label_rewards(x.desirable),
+                                      x.values, clip=c.ppo_clip).loss,
+    "aoppo": lambda x, c: bl.oppo_loss(x.policy_mean_logps, x.reference_mean_logps(), label_and_aux(x), x.values,
+                                       clip=c.ppo_clip).loss,
+    "modpo": lambda x, c: bl.modpo_loss(*halves(x.policy_logps), *halves(x.reference_logps), *halves(x.rewards),
+                                        beta=c.beta, w0=c.modpo_w0)[0].mean(),
+    "alol": lambda x, c: bl.alol_loss(x.policy_logps, x.reference_logps, label_and_aux(x), x.values,
+                                      clip=c.alol_clip).loss,
+    "drov": lambda x, c: bl.drov_loss(x.policy_logps, x.reference_logps, label_and_aux(x), x.values, tau=c.beta)[0].mean(),
+}
+
+
+def test_every_method_in_the_table_is_pinned_here():
+    assert sorted(METRIC_NAMES) == sorted(EXPECTED_LOSS) == sorted(METHODS)
+
+
+@pytest.mark.parametrize(
+    ("method", "overrides"),
+    [(m, {}) for m in sorted(METHODS)] + [("upo", {"pref_loss": "dpo"}), ("upo", {"pref_loss": "ipo", "aux_logp": "sum"})],
+)
+def test_step_loss_is_the_pure_loss_and_metric_names_are_pinned(method, overrides):
+    cfg = UPOConfig(**CFG, **overrides)
+    m = METHODS[method]
+    x = make_inputs(batch_format(m, cfg.pref_loss))
+    if not needs_kto_reference_point(m, cfg.pref_loss):
+        x.kto_reference_point = None  # as step_inputs builds it
+    loss, metrics = m.loss(x, cfg)
+    assert loss.dim() == 0 and loss.requires_grad
+    if method == "upo" and cfg.pref_loss == "ipo":
+        pref = losses.ipo_loss(*halves(x.policy_logps), *halves(x.reference_logps), beta=cfg.beta)[0]
+        expected = losses.upo_loss(pref, x.policy_logps, x.rewards, x.values, aux_coef=cfg.aux_coef, eta=cfg.eta,
+                                   max_weight=cfg.max_weight, tau=cfg.tau).loss
+    else:
+        expected = EXPECTED_LOSS[method](x, cfg)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    names = METRIC_NAMES[method]
+    if method == "upo" and cfg.pref_loss != "kto":
+        names = ["loss", *PAIR, *UPO]
+    assert sorted(metrics) == sorted(names)
+    assert metrics["loss"].item() == pytest.approx(loss.item())
+    assert all(math.isfinite(float(v)) and not v.requires_grad for v in metrics.values())
+
+
+def test_dpo_step_metrics_are_the_implicit_rewards_hand_worked():
+    """beta 0.3; chosen logratios -3 - -4 = 1, -5 - -5.5 = 0.5; rejected -6 - -5 = -1, -4 - -4.5 = 0.5.
+    rewards/chosen = 0.3 * mean(1, 0.5) = 0.225; rejected = 0.3 * mean(-1, 0.5) = -0.075; margins 0.3;
+    accuracies: pair 1 (0.3 > -0.3) yes, pair 2 (0.15 > 0.15) no -> 0.5."""
+    _, metrics = METHODS["dpo"].loss(make_inputs("paired"), UPOConfig(**CFG))
+    assert metrics["rewards/chosen"].item() == pytest.approx(0.225)
+    assert metrics["rewards/rejected"].item() == pytest.approx(-0.075)
+    assert metrics["rewards/margins"].item() == pytest.approx(0.3)
+    assert metrics["rewards/accuracies"].item() == pytest.approx(0.5)
+    assert metrics["logps/chosen"].item() == pytest.approx(-4.0)
+
+
+def test_upo_partial_eval_is_its_aux_and_value_terms():
+    """UPO with a KTO term on held-out pairs: no reference point, so the table's partial_eval gives the
+    aux and value losses alone (what upo_loss gives with a zero preference term)."""
+    cfg = UPOConfig(**CFG)
+    assert METHODS["upo"].partial_eval is upo_aux_metrics
+    assert all(m.partial_eval is None for name, m in METHODS.items() if name != "upo")
+    x = make_inputs("paired")
+    x.kto_reference_point = None
+    metrics = METHODS["upo"].partial_eval(x, cfg)
+    out = losses.upo_loss(torch.zeros(1), x.policy_mean_logps, x.rewards, x.values, aux_coef=cfg.aux_coef, eta=cfg.eta,
+                          max_weight=cfg.max_weight, tau=cfg.tau)
+    assert sorted(metrics) == ["upo/aux_loss", "upo/value_loss", "upo/weight_mean"]
+    assert metrics["upo/aux_loss"].item() == pytest.approx(out.aux_loss.item())
+    assert metrics["upo/value_loss"].item() == pytest.approx(out.value_loss.item())
