@@ -27,7 +27,16 @@ $(BENCH_VENV)/.installed: pyproject.toml
 	$(BENCH_VENV)/bin/python -c "import torch, trl; assert torch.__version__.startswith('2.13.0'), torch.__version__; print('bench env: torch', torch.__version__, 'trl', trl.__version__)"
 	touch $@
 
-.PHONY: install demo test bench-env
+# The llm judge against a real OpenAI-compatible server (tests marked `server`): llama-cpp-python's
+# server on the embedded SmolLM2 GGUF. pip builds llama.cpp from source (cmake, a C++ compiler; 26 min
+# with one compile job on 2 busy cores); the CMake flags skip the parts the server does not need.
+LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
+	-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DGGML_OPENMP=OFF
+$(VENV)/.llama-server: $(VENV)/.installed
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install -q -e ".[server-test]"
+	touch $@
+
+.PHONY: install demo test test-server bench-env
 bench-env: $(BENCH_VENV)/.installed
 
 install: $(VENV)/.installed
@@ -38,3 +47,6 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests benchmarks scripts
 	$(VENV)/bin/pytest -q
+
+test-server: $(VENV)/.llama-server
+	$(VENV)/bin/pytest -m server -v -s tests/test_llm_server.py

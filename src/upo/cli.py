@@ -71,6 +71,8 @@ examples:
       --eval_fraction 0.05 --split_seed 42 --prompts 64 --ref_model embedded:smollm2-135m-instruct \\
       --judge rm:runs/rm-hh/final --output runs/upo-hh/eval
   upo eval --model embedded:smollm2-135m-instruct --data heldout.jsonl --scorers safety,readability,profanity
+  upo eval --model runs/upo-hh/final --data heldout.jsonl --judge llm --judge_preset paper \\
+      --judge_base_url https://api.openai.com/v1 --judge_model gpt-4-0613   # the paper's judge protocol
 
 Writes eval.json (metrics with 95% intervals, each metric's better direction, settings, per-prompt
 values), eval.md and generations.jsonl. `upo compare` pairs two evaluations of the same prompts.

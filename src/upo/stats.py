@@ -57,11 +57,15 @@ def bootstrap_means(values, unit_counts: np.ndarray, seed_counts: np.ndarray | N
     """[B] bootstrap means of values [k seeds, n units] (or [n] for one seed).
 
     unit_counts [B, n] resamples the units (the same units for every seed: the seeds were evaluated
-    on the same prompts); seed_counts [B, k] resamples the seeds (None: every seed once each).
+    on the same prompts); seed_counts [B, k] resamples the seeds (None: every seed once each). A NaN
+    value is a unit without a value: each resample's mean is over the drawn units that have one.
     """
     values = np.atleast_2d(np.asarray(values, dtype=np.float64))  # [k, n]
-    k, n = values.shape
-    per_seed = unit_counts @ values.T / n  # [B, k]: each seed's mean over the resampled units
+    k = values.shape[0]
+    present = ~np.isnan(values)  # NaN: a unit without a value (an item the llm judge gave no verdict)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a resample of valueless units only: NaN
+        # [B, k]: each seed's mean over the resampled units that have a value (all n of them: sum / n)
+        per_seed = unit_counts @ np.where(present, values, 0.0).T / (unit_counts @ present.T)
     if seed_counts is None:
         return per_seed.mean(axis=1)
     return (per_seed * seed_counts).sum(axis=1) / k

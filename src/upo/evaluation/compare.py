@@ -65,7 +65,7 @@ def verdict(metric: str, low: float, high: float) -> str:
 def difference_row(metric: str, units: str, a, b, confidence: float = CONFIDENCE) -> dict:
     """The comparison of one metric from per-unit values a [k_a, n] and b [k_b, n] (or [n])."""
     low, high = percentile_interval(paired_difference_draws(a, b), confidence)
-    mean_a, mean_b = float(np.mean(a)), float(np.mean(b))
+    mean_a, mean_b = float(np.nanmean(a)), float(np.nanmean(b))  # NaN: a prompt without an llm-judge verdict
     return {"metric": metric, "units": units, "n": int(np.shape(a)[-1]), "a": mean_a, "b": mean_b,
             "difference": mean_b - mean_a, "low": low, "high": high, "excludes_zero": not low <= 0 <= high,
             "better": verdict(metric, low, high)}

@@ -13,8 +13,11 @@ from typing import Annotated, Any
 
 from upo.config import ConfigError, coerce_fields, load_dataclass
 from upo.domains import Interval, Positive, Seed, check_domains
+from upo.judge_protocols import PRESETS
 
 EVAL_PRECISIONS = ("bf16", "fp32", "fp16")
+LLM_JUDGE_KEYS = ("judge_preset", "judge_both_orders", "judge_seed")
+DEFAULT_PROMPTS = 64  # held-out rows evaluated unless `prompts` or the judge preset says otherwise
 
 
 @dataclass
@@ -25,7 +28,7 @@ class EvalConfig:
     data_split: str = "train"  # split to read from a datasets source
     eval_fraction: Annotated[float, Interval("(0, 1)")] | None = None  # null: every row of `data` is held out; else the share `upo train` held out (same split_seed)
     split_seed: Seed = 42  # with eval_fraction: the training run's `split_seed` (else its `seed`), which shuffled the rows before the split
-    prompts: Positive[int] = 64  # evaluate the first N held-out rows (deterministic)
+    prompts: Positive[int] | None = None  # evaluate the first N held-out rows (deterministic); null: 64, or 512 with judge_preset paper
     output: str = "runs/eval"  # folder for eval.json, eval.md and generations.jsonl, or a path ending in .json
 
     # ---- preference alignment ----------------------------------------------------------------
@@ -35,6 +38,9 @@ class EvalConfig:
     judge_base_url: str | None = None  # llm judge: the endpoint, e.g. http://127.0.0.1:8000/v1
     judge_model: str | None = None  # llm judge: the model name sent to the endpoint
     judge_api_key_env: str = "OPENAI_API_KEY"  # llm judge: environment variable holding the API key
+    judge_preset: str = "swap"  # llm judge protocol: swap (both orders, a flip ties) or paper (the paper's, HALOs comparison: one random order)
+    judge_both_orders: bool = False  # llm judge, paper preset: ask each item in both orders too
+    judge_seed: Seed = 0  # llm judge: seed of the random response orders (paper preset), also sent to the endpoint
     judge_batch_size: Positive[int] = 16  # rm judge: texts per forward pass
     judge_max_length: Positive[int] = 512  # rm judge: prompt + response tokens it reads (512 shares the rm:PATH score cache)
 
@@ -60,6 +66,10 @@ class EvalConfig:
     progress: bool = True  # show progress bars
 
     def __post_init__(self) -> None:
+        if self.judge_preset not in PRESETS:
+            raise ConfigError(f"judge_preset must be one of {', '.join(PRESETS)}; got {self.judge_preset!r}")
+        if self.prompts is None:
+            self.prompts = PRESETS[self.judge_preset].prompts or DEFAULT_PROMPTS
         check_domains(self, ConfigError)
         if self.precision not in EVAL_PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(EVAL_PRECISIONS)}; got {self.precision!r}")
@@ -70,10 +80,14 @@ class EvalConfig:
             raise ConfigError(f"judge must be rm:PATH or llm, got {self.judge!r}")
         if self.judge == "llm" and not (self.judge_base_url and self.judge_model):
             raise ConfigError("the llm judge needs judge_base_url and judge_model")
+        if self.judge != "llm" and (self.judge_preset != "swap" or self.judge_both_orders):
+            raise ConfigError("judge_preset and judge_both_orders set how the llm judge asks; set judge: llm")
 
     def settings(self) -> dict[str, Any]:
-        """Everything that determines the results: what eval.json records and a rerun compares."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("output", "progress", "cache_dir")}
+        """Everything that determines the results: what eval.json records and a rerun compares (the
+        llm judge's protocol keys only with that judge, so other evaluations keep their settings)."""
+        skip = {"output", "progress", "cache_dir"} | (set() if self.judge == "llm" else set(LLM_JUDGE_KEYS))
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
 
 def coerce_eval(values: dict[str, Any], source: str) -> dict[str, Any]:

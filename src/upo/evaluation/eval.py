@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import yaml
 
-from upo.data.records import PreferencePair, prompt_text
+from upo.data.records import PreferencePair, Prompt, prompt_text
 from upo.evaluation.config import EvalConfig
 from upo.evaluation.heldout import fit_prompt, heldout_records, references
 from upo.evaluation.implicit import autocast, implicit_reward_values, pair_logps
@@ -67,23 +67,40 @@ def make_judge(cfg: EvalConfig, cache=None):
     if cfg.judge.startswith("rm:"):
         return judges.RewardModelJudge(cfg.judge[3:], batch_size=cfg.judge_batch_size,
                                        max_length=cfg.judge_max_length, cache=cache)
-    return judges.LLMJudge(cfg.judge_base_url, cfg.judge_model, api_key_env=cfg.judge_api_key_env)
+    return judges.LLMJudge(cfg.judge_base_url, cfg.judge_model, api_key_env=cfg.judge_api_key_env,
+                           preset=cfg.judge_preset, both_orders=cfg.judge_both_orders, seed=cfg.judge_seed)
 
 
-def judge_values(cfg: EvalConfig, judge, prompts: list[str], responses: list[str],
-                 references: list[str]) -> dict[str, np.ndarray]:
-    """judge/win_rate per response [n]: 1 when it beats its reference, 0.5 for a tie, 0 when it loses
-    (their mean is the win rate), by `judge` or cfg.judge."""
-    from upo.judges import win_rate
+def judge_values(cfg: EvalConfig, judge, prompts: list[Prompt], responses: list[str],
+                 references: list[str]) -> tuple[dict[str, np.ndarray], dict[str, float], list[dict] | None]:
+    """The judge's verdicts, by `judge` or cfg.judge: ({"judge/win_rate": [n]}, counts, records).
+
+    Per response: 1 when it beats its reference, 0.5 for a tie, 0 when it loses, NaN when the llm
+    judge gave no readable verdict (left out of the win rate and its interval). counts:
+    `judge/comparisons` (responses with a verdict), and for the llm judge `judge/questions` (requests)
+    and `judge/unparseable` (replies naming neither response). records: the llm judge's per-item
+    orders, replies, verdicts and outcome (None for other judges)."""
+    from upo.judge_protocols import tally
+    from upo.judges import LLMJudge, win_rate
     from upo.rewards.cache import ScoreCache, default_cache_dir
 
     if judge is None:
         with ScoreCache(cfg.cache_dir or default_cache_dir()) as cache:
-            outcomes = make_judge(cfg, cache).compare(prompts, responses, references)
+            return judge_values(cfg, make_judge(cfg, cache), prompts, responses, references)
+    counts: dict[str, float] = {}
+    if isinstance(judge, LLMJudge):
+        judgments = judge.judge(prompts, responses, references)
+        outcomes = [j.outcome for j in judgments]
+        tallied = tally(judgments)
+        counts.update({"judge/questions": float(tallied["questions"]), "judge/unparseable": float(tallied["unparseable"])})
     else:
-        outcomes = judge.compare(prompts, responses, references)
-    win_rate(outcomes)  # checks the outcomes
-    return {"judge/win_rate": np.asarray(outcomes, dtype=np.float64)}
+        judgments, outcomes = None, judge.compare(prompts, responses, references)
+    decided = sum(o is not None for o in outcomes)
+    if decided:  # checks the outcomes
+        win_rate(outcomes)
+    counts["judge/comparisons"] = float(decided)
+    values = {"judge/win_rate": np.array([np.nan if o is None else o for o in outcomes], dtype=np.float64)}
+    return values, counts, [j.record() for j in judgments] if judgments is not None else None
 
 
 def training_beta(model_path: str) -> float | None:
@@ -177,16 +194,21 @@ def run_eval(cfg: EvalConfig, *, judge=None, reference_memo: dict | None = None)
 
     texts = [prompt_text(r["prompt"]) for r in rows]
     responses = [r["response"] for r in rows]
-    values = {}  # metric -> [generations]
+    values, counts = {}, {}  # metric -> [generations]; the judge's counts
     if judge is not None or cfg.judge:
-        values.update(judge_values(cfg, judge, texts, responses, [r["reference"] for r in rows]))
+        judged, counts, records = judge_values(cfg, judge, [r["prompt"] for r in rows], responses,
+                                               [r["reference"] for r in rows])
+        values.update(judged)
+        if records is not None:  # generations.jsonl keeps the LLM judge's orders, replies and verdicts
+            for row, record in zip(rows, records, strict=True):
+                row["judge"] = record
     values.update(auxiliary_values(texts, responses, cfg))
     values.update(length_values(responses, [r["reference"] for r in rows]))
     prompt_units = ([unit_id([p, ref]) for p, ref in refs], {k: per_prompt(v, cfg.samples) for k, v in values.items()})
 
     metrics, intervals = summarize(prompt_units[1], cfg.samples)
     if "judge/win_rate" in values:
-        metrics["judge/comparisons"] = float(len(rows))
+        metrics.update(counts)
     if pair_units[0]:
         pair_metrics, pair_intervals = summarize(pair_units[1])
         metrics.update({**pair_metrics, "rewards/pairs": float(len(pair_units[0]))})

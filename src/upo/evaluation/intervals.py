@@ -31,8 +31,12 @@ def unit_id(content) -> str:
 
 
 def per_prompt(values, samples: int) -> np.ndarray:
-    """values [prompts * samples] (prompt-major, as generated) -> [prompts], each prompt's mean."""
-    return np.asarray(values, dtype=np.float64).reshape(-1, samples).mean(axis=1)
+    """values [prompts * samples] (prompt-major, as generated) -> [prompts], each prompt's mean over
+    its samples that have a value (NaN: no llm-judge verdict); NaN for a prompt with none."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1, samples)
+    present = ~np.isnan(v)
+    counts = present.sum(axis=1)
+    return np.divide(np.where(present, v, 0.0).sum(axis=1), counts, out=np.full(len(v), np.nan), where=counts > 0)
 
 
 def summarize(values: dict[str, np.ndarray], samples: int = 1) -> tuple[dict[str, float], dict[str, dict]]:
@@ -41,6 +45,10 @@ def summarize(values: dict[str, np.ndarray], samples: int = 1) -> tuple[dict[str
     outcomes (Wilson) only with one generation per unit."""
     metrics, intervals = {}, {}
     for name, v in values.items():
+        v = np.asarray(v, dtype=np.float64)
+        v = v[~np.isnan(v)]  # units without a value (no llm-judge verdict) are left out
+        if not len(v):
+            continue
         metrics[name] = float(np.mean(v))
         (low, high), method = mean_interval(v, rate=name in RATES and samples == 1)
         intervals[name] = {"low": low, "high": high, "method": method}
@@ -48,7 +56,10 @@ def summarize(values: dict[str, np.ndarray], samples: int = 1) -> tuple[dict[str
 
 
 def unit_section(ids: list[str], values: dict[str, np.ndarray]) -> dict:
-    return {"ids": list(ids), "values": {k: np.asarray(v, dtype=np.float64).tolist() for k, v in values.items()}}
+    """eval.json's section of per-unit values; a unit without a value (NaN) is written as null."""
+    return {"ids": list(ids),
+            "values": {k: [None if np.isnan(x) else x for x in np.asarray(v, dtype=np.float64).tolist()]
+                       for k, v in values.items()}}
 
 
 def units_of(result: dict) -> dict[str, tuple[list[str], dict[str, np.ndarray]]]:

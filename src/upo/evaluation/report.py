@@ -34,6 +34,9 @@ def format_eval(result: dict) -> str:
     """The table of an eval.json dict (its metrics, intervals, directions, counts and settings)."""
     s, counts = result["settings"], result["counts"]
     judge = s["judge"] or "none"
+    if s["judge"] == "llm":
+        orders = ", both orders" if s["judge_both_orders"] else ""
+        judge += f" `{s['judge_model']}` ({s['judge_preset']} preset{orders}, seed {s['judge_seed']})"
     lines = [
         f"# upo eval: {result['model']}",
         "",
