@@ -117,3 +117,9 @@ class CompletionLogps(torch.nn.Module):
         if out.prompt_hidden is not None:
             result["prompt_hidden"] = out.prompt_hidden
         return result
+
+    def tie_weights(self) -> None:
+        """Re-tie the LM's shared weights (input and output embeddings). Accelerate's FSDP2 set-up with
+        cpu_ram_efficient_loading moves the module to the meta device and then calls this; without it
+        the two embeddings would come back as separate parameters and train apart."""
+        self.lm.tie_weights()

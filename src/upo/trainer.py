@@ -43,6 +43,7 @@ from upo.modeling import (
     ValueHead,
     add_lora,
     disable_dropout,
+    full_copy,
     load_causal_lm,
     load_tokenizer,
     resolve_model_path,
@@ -278,19 +279,24 @@ def _precompute_all(cfg, data, reference_fn, accelerator, out: Path, pad: int, s
 
 
 def _save_final(accelerator, policy, value_head, tokenizer, cfg: UPOConfig, data, out: Path) -> Path:
-    """final/: save_pretrained model (LoRA merged on request) + tokenizer + resolved config."""
+    """final/: save_pretrained model (LoRA merged on request) + tokenizer + resolved config.
+
+    Under FSDP or DeepSpeed ZeRO-3 each process holds a shard of every weight, so the full weights
+    are gathered first (a collective: every process calls it) and saved from the main process.
+    """
     final = out / "final"
-    accelerator.wait_for_everyone()
+    lm_state = {k.removeprefix("lm."): v for k, v in accelerator.get_state_dict(policy).items()}
+    head_state = accelerator.get_state_dict(value_head) if value_head is not None else None
     if accelerator.is_main_process:
-        lm = accelerator.unwrap_model(policy).lm
+        lm = full_copy(accelerator.unwrap_model(policy).lm, lm_state)
         if cfg.lora and cfg.merge_lora:
             lm = lm.merge_and_unload()
         tmp = Path(tempfile.mkdtemp(prefix=".final-", dir=out))
         lm.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         cfg.save(tmp / "upo_config.yaml")
-        if value_head is not None:
-            save_file(accelerator.unwrap_model(value_head).state_dict(), str(tmp / "value_head.safetensors"))
+        if head_state is not None:
+            save_file({k: v.contiguous() for k, v in head_state.items()}, str(tmp / "value_head.safetensors"))
         if data.standardizer is not None:
             (tmp / "reward_standardizer.json").write_text(json.dumps(data.standardizer.to_dict(), indent=2))
         if final.exists():
