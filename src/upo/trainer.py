@@ -63,8 +63,9 @@ def train(cfg: UPOConfig) -> Path:
     # Fail on a bad model path before anything heavy starts.
     model_path = resolve_model_path(cfg.model, cfg.cache_dir, progress=cfg.progress)
     # Several runs may share one process (the demo, sweeps, tests): Accelerate keeps its settings in
-    # process-wide singletons, so clear the per-run ones (the distributed set-up is kept).
-    AcceleratorState._reset_state()
+    # process-wide singletons, so clear them (the process group is kept). PartialState too: under FSDP
+    # and DeepSpeed the previous run rewrote its distributed type, and the next would not set it up.
+    AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
     accelerator = Accelerator(
         mixed_precision=MIXED_PRECISION[cfg.precision],
