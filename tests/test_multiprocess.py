@@ -55,12 +55,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(configs: list, tmp_path: Path) -> subprocess.CompletedProcess:
-    (tmp_path / "worker.py").write_text(textwrap.dedent(WORKER))
+def _launch(configs: list, tmp_path: Path, config_file: str = "ddp.yaml", preamble: str = "") -> subprocess.CompletedProcess:
+    """Launch WORKER (after `preamble`, code run first in each process) on 2 processes for `configs`."""
+    (tmp_path / "worker.py").write_text(textwrap.dedent(preamble) + textwrap.dedent(WORKER))
     (tmp_path / "configs.json").write_text(json.dumps([c.to_dict() for c in configs]))
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    # The DDP config the README points to (2 processes); ACCELERATE_USE_CPU=1 makes it gloo on CPU.
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(EXAMPLES / "ddp.yaml"),
+    # A config the README points to (2 processes); ACCELERATE_USE_CPU=1 makes it gloo on CPU.
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(EXAMPLES / config_file),
                "--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port()),
                str(tmp_path / "worker.py"), str(tmp_path / "configs.json")]  # fmt: skip
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
