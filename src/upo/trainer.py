@@ -27,6 +27,7 @@ from upo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from upo.config import ConfigError, UPOConfig
 from upo.data.collate import LengthGroupedBatchSampler, collate_pairs, collate_unpaired, sequence_lengths
 from upo.data.control import add_control_tokens
+from upo.engines import configure_engine, prepare_reference
 from upo.evaluate import evaluate
 from upo.forward import (
     REFERENCE_KEYS,
@@ -82,6 +83,7 @@ def train(cfg: UPOConfig) -> Path:
             f"launched as {launched} processes, but Accelerate set up {accelerator.num_processes}: each process would "
             "train alone on all the data. Without GPUs, launch with ACCELERATE_USE_CPU=1 (gloo on CPU)."
         )
+    configure_engine(accelerator, cfg)  # DeepSpeed: upo's batch size, accumulation and clipping
     main = accelerator.is_main_process
     show = cfg.progress and main
     log = tqdm.write if main else (lambda *_: None)
@@ -117,7 +119,8 @@ def train(cfg: UPOConfig) -> Path:
     if method.uses_reference and (not cfg.lora or cfg.ref_model):
         ref_path = resolve_model_path(cfg.ref_model, cfg.cache_dir) if cfg.ref_model else model_path
         ref_dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
-        ref_model = load_causal_lm(ref_path, dtype=ref_dtype, attn_implementation=cfg.attn_implementation).to(accelerator.device).eval().requires_grad_(False)
+        ref_model = load_causal_lm(ref_path, dtype=ref_dtype, attn_implementation=cfg.attn_implementation)
+        ref_model = prepare_reference(accelerator, ref_model.eval().requires_grad_(False))
     policy = CompletionLogps(lm, padding_free=cfg.padding_free)
     value_head = ValueHead(lm.config.hidden_size, cfg.value_head_hidden) if method.uses_value_head else None
 
@@ -264,14 +267,16 @@ def _precompute_all(cfg, data, reference_fn, accelerator, out: Path, pad: int, s
     for items, fmt, name in ((data.train_items, data.train_format, "train"), (data.eval_items, data.eval_format, "eval")):
         if not items:
             continue
-        # Each process computes a contiguous share, then every process receives all the values.
-        with accelerator.split_between_processes(items) as mine:
+        # Each process computes a contiguous share, then every process receives all the values. The
+        # shares are equal (padded with repeats of their last item): under FSDP or ZeRO-3 every forward
+        # is a collective, so every process must run as many batches as the others.
+        with accelerator.split_between_processes(list(range(len(items))), apply_padding=True) as positions:
+            mine = [items[i] for i in positions]
             precompute_reference_logps(mine, fmt, _collate_for(fmt, pad), reference_fn, batch_size, accelerator.device,
                                        progress=show, desc=f"reference log-probs ({name})", with_kl=with_kl)
         if accelerator.num_processes > 1:
-            shared = gather_object([{k: item[k] for k in REFERENCE_KEYS if k in item} for item in mine])
-            for item, values in zip(items, shared, strict=True):
-                item.update(values)
+            for i, values in gather_object([(i, {k: items[i][k] for k in REFERENCE_KEYS if k in items[i]}) for i in positions]):
+                items[i].update(values)
     if accelerator.is_main_process:
         table = {f"train.{k}": v for k, v in reference_table(data.train_items).items()}
         table.update({f"eval.{k}": v for k, v in reference_table(data.eval_items).items()})
@@ -286,10 +291,10 @@ def _save_final(accelerator, policy, value_head, tokenizer, cfg: UPOConfig, data
     are gathered first (a collective: every process calls it) and saved from the main process.
     """
     final = out / "final"
-    lm_state = {k.removeprefix("lm."): v for k, v in accelerator.get_state_dict(policy).items()}
+    state = accelerator.get_state_dict(policy)  # on the main process only, under FSDP and ZeRO-3
     head_state = accelerator.get_state_dict(value_head) if value_head is not None else None
     if accelerator.is_main_process:
-        lm = full_copy(accelerator.unwrap_model(policy).lm, lm_state)
+        lm = full_copy(accelerator.unwrap_model(policy).lm, {k.removeprefix("lm."): v for k, v in state.items()})
         if cfg.lora and cfg.merge_lora:
             lm = lm.merge_and_unload()
         tmp = Path(tempfile.mkdtemp(prefix=".final-", dir=out))
