@@ -58,17 +58,16 @@ def main(argv=None) -> int:
     tokenizer = load_tokenizer(path)
     data = prepare_data(cfgs["upo"], tokenizer, progress=False)  # unpaired items with their UPO rewards
     collate = lambda items: collate_unpaired(items, tokenizer.pad_token_id)  # noqa: E731
-    reference = load_causal_lm(path, dtype=torch.bfloat16).eval().requires_grad_(False)
     lm = load_causal_lm(path)
     disable_dropout(lm)
-    policy = CompletionLogps(lm)
-    precompute_reference_logps(data.train_items, "unpaired", collate, make_reference_fn(accelerator, policy, reference),
-                               2 * args.batch_size, accelerator.device, progress=False)
-    del reference
+    head = ValueHead(lm.config.hidden_size, cfgs["upo"].value_head_hidden)
+    policy = CompletionLogps(lm, head)  # KTO's steps never call the head
+    # The policy before any update is the reference (as in the trainer); the batches then carry it.
+    precompute_reference_logps(data.train_items, "unpaired", collate,
+                               make_reference_fn(accelerator, policy, None, lora=False), 2 * args.batch_size,
+                               accelerator.device, progress=False)  # fmt: skip
     sampler = LengthGroupedBatchSampler(sequence_lengths(data.train_items), args.batch_size, seed=cfgs["upo"].seed)
     batches = [collate([data.train_items[i] for i in idx]) for idx in sampler][: args.batches]
-    reference_fn = make_reference_fn(accelerator, policy, None)
-    head = ValueHead(lm.config.hidden_size, cfgs["upo"].value_head_hidden)
     lr = cfgs["upo"].learning_rate
     optimizers = {
         "kto": torch.optim.AdamW(lm.parameters(), lr=lr, fused=True),
@@ -78,14 +77,14 @@ def main(argv=None) -> int:
 
     def step(name: str, batch) -> float:
         """One optimizer step of `name` on `batch`, as the trainer's loop does it; its wall time."""
-        cfg, method, value_head = cfgs[name], METHODS[name], head if name == "upo" else None
+        cfg, method = cfgs[name], METHODS[name]
         start = time.perf_counter()
-        x = step_inputs(batch, policy, value_head, reference_fn, method, cfg, accelerator)
+        x = step_inputs(batch, policy, None, method, cfg, accelerator)
         loss, _ = method.loss(x, cfg)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(lm.parameters(), cfg.max_grad_norm)
-        if value_head is not None:
-            torch.nn.utils.clip_grad_norm_(value_head.parameters(), cfg.max_grad_norm)
+        if method.uses_value_head:
+            torch.nn.utils.clip_grad_norm_(head.parameters(), cfg.max_grad_norm)
         optimizers[name].step()
         optimizers[name].zero_grad()
         return time.perf_counter() - start

@@ -10,15 +10,15 @@ from upo.config import UPOConfig
 TOPICS = ["bread", "rain", "cats", "trains", "music", "tea", "maps", "snow", "bees", "glass", "salt", "kites"]
 
 
-def pair_rows() -> list[dict]:
-    """Twelve small conversational pairs: a kind answer chosen over a rude one."""
+def pair_rows(topics: list[str] = TOPICS) -> list[dict]:
+    """Small conversational pairs, one per topic (twelve by default): a kind answer chosen over a rude one."""
     return [
         {
             "prompt": [{"role": "user", "content": f"Tell me about {t}."}],
             "chosen": f"{t.capitalize()} are interesting. Here is a short, kind answer about {t}.",
             "rejected": f"No. I will not talk about {t}, it is a dumb and long and complicated question!",
         }
-        for t in TOPICS
+        for t in topics
     ]
 
 

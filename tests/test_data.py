@@ -12,7 +12,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from upo.data.collate import LengthGroupedBatchSampler, collate_pairs, collate_unpaired, sequence_lengths
+from upo.data.collate import (
+    LengthGroupedBatchSampler,
+    collate_pairs,
+    collate_unpaired,
+    first_items,
+    sequence_lengths,
+)
 from upo.data.records import (
     DataError,
     PreferencePair,
@@ -391,6 +397,32 @@ def test_collate_pairs_rewards_and_reference_logps():
     assert batch["rewards"].tolist() == [1.0, 2.0, -1.0, 0.0]
     assert batch["reference_logps"].tolist() == [-3.0, -5.0, -4.0, -6.0]
     assert batch["index"].tolist() == [4, 9] and sequence_lengths(items) == [5, 2]
+
+
+def test_first_items_is_the_batch_of_those_items():
+    """What the trainer keeps of a batch Accelerate topped up with copies: exactly the collated first k."""
+    items = [
+        {"index": i, "prompt_ids": [1] * (4 - i), "chosen_ids": [2, 3], "rejected_ids": [4] * (i + 1),
+         "completion_ids": [5] * (i + 2), "kl_completion_ids": [6], "label": i % 2, "reward": float(i)}
+        for i in range(3)
+    ]  # fmt: skip
+    # The longest sequences are among the first two items, so the padding width is the same.
+    for collate in (collate_pairs, collate_unpaired):
+        whole, first = collate(items, 0), collate(items[:2], 0)
+        kept = first_items(whole, 2)
+        assert kept.keys() == first.keys()
+        for key, value in first.items():
+            assert torch.equal(kept[key], whole[key] if key.startswith("kl_") else value), key  # kl_*: kept whole
+
+
+@pytest.mark.parametrize(("n", "batch", "per_step", "drop_last"), [(15, 2, 2, False), (13, 4, 2, False),
+                                                                  (13, 4, 2, True), (8, 2, 2, False)])
+def test_sampler_counts_the_examples_of_each_batch_and_step(n, batch, per_step, drop_last):
+    sampler = LengthGroupedBatchSampler(list(range(1, n + 1)), batch, seed=0, per_step=per_step, drop_last=drop_last)
+    batches = list(sampler)
+    steps = [sum(map(len, batches[k : k + per_step])) for k in range(0, len(batches), per_step)]
+    assert [sampler.examples(j) for j in range(len(batches))] == [(len(b), steps[j // per_step])
+                                                                   for j, b in enumerate(batches)]  # fmt: skip
 
 
 def test_sampler_is_deterministic_complete_and_length_grouped():

@@ -12,9 +12,9 @@ with cpu_ram_efficient_loading; deepspeed.initialize with ZeRO partitioning (Dee
 accelerator, gloo); their gradient clipping; sharded checkpoints (one file per process, which DDP
 would not write); the gathered state dict for final/.
 
-One launch per engine runs its 2-process trainings (process start dominates the time): full
-fine-tuning and LoRA (merged; under FSDP also adapter-only) at batch 2 per process, compared
-with one process at batch 4, and a checkpoint resumed, compared bitwise with the uninterrupted
+One launch per engine runs its 2-process trainings (process start dominates the time): DPO with
+full fine-tuning and LoRA (merged; under FSDP also adapter-only), and UPO (its value head is part
+of the one trained module), at batch 2 per process, compared with one process at batch 4, and a checkpoint resumed, compared bitwise with the uninterrupted
 run. The LoRA run holds out 3 of the 12 examples, so the reference log-probs of the 9 training
 examples split 5/4 between the processes (see trainer._precompute_all: equal shares).
 """
@@ -71,6 +71,7 @@ RUNS = {
     "full": dict(max_steps=3),
     "lora": dict(max_steps=2, lora=True, lora_r=4, eval_fraction=0.25),  # 2 steps: 8 of the 9 examples
     "adapter": dict(max_steps=3, lora=True, lora_r=4, merge_lora=False),
+    "upo": dict(max_steps=3, method="upo"),  # the value head inside the one trained module
 }
 RESUME = dict(save_steps=2, **COMMON)
 
@@ -91,6 +92,8 @@ def test_two_sharded_processes_match_one_process_and_resume(engine, tiny_model_d
         pytest.skip("deepspeed is not installed (pip install deepspeed)")
     env, shard_files = ENGINES[engine]
     runs = {k: v for k, v in RUNS.items() if engine == "fsdp" or k != "adapter"}
+    if engine.startswith("deepspeed"):  # DeepSpeed clips policy and value head together, one process apart
+        runs["upo"] = {**runs["upo"], "max_grad_norm": 0.0}
     two = {name: run_config(tiny_model_dir, pairs_file, tmp_path / f"two-{name}", batch_size=2, **{**COMMON, **kw})
            for name, kw in runs.items()}  # fmt: skip
     full = run_config(tiny_model_dir, pairs_file, tmp_path / "two-uninterrupted", max_steps=4, **RESUME)
@@ -114,6 +117,12 @@ def test_two_sharded_processes_match_one_process_and_resume(engine, tiny_model_d
         assert model.model.embed_tokens.weight.shape == start["model.embed_tokens.weight"].shape
         _moved_same(load_file(str(one / "model.safetensors")), load_file(str(final_two / "model.safetensors")),
                     start, lr=COMMON["learning_rate"])  # fmt: skip
+        if name == "upo":  # the value head too: its last layer starts at zero
+            a, b = (load_file(str(f / "value_head.safetensors")) for f in (one, final_two))
+            assert a.keys() == b.keys()
+            for k in a:
+                torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
+            assert not torch.equal(a["net.5.weight"], torch.zeros_like(a["net.5.weight"]))
 
     # the checkpoint is sharded: each process wrote its own part of the weights and optimizer state
     checkpoint = Path(part.output_dir) / "checkpoints" / "step-2"

@@ -6,7 +6,9 @@
 one process trains the same configs with batch_size 2b. Each loader batch of 2b is split between
 the processes (Accelerate's split_batches), so both see the same examples per step and the
 parameters agree up to float summation order (tolerance in test_invariants.assert_same_updates).
-Checkpoint + resume under 2 processes ends bitwise where the uninterrupted 2-process run does.
+Checkpoint + resume under 2 processes ends bitwise where the uninterrupted 2-process run does. An
+epoch whose last step is short and uneven (one process holding only Accelerate's top-up copies)
+makes the same updates as one process with one batch per step.
 
 All 2-process runs share one launch (the process start and gloo set-up dominate the time).
 """
@@ -25,7 +27,7 @@ import pytest
 import torch
 from helpers import run_config
 from safetensors.torch import load_file
-from test_invariants import assert_same_updates
+from test_invariants import assert_same_updates, write_pairs
 
 from upo.config import ConfigError
 from upo.metrics import read_metrics
@@ -36,6 +38,7 @@ pytest.importorskip("accelerate")
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "accelerate"
 METHODS = {"dpo": dict(method="dpo"), "kto": dict(method="kto"), "upo": dict(method="upo")}
 COMMON = dict(eval_fraction=0.0, max_steps=3, learning_rate=1e-2)
+TAIL = dict(method="upo", pref_loss="dpo", eval_fraction=0.0, max_steps=None, learning_rate=1e-2)
 RESUME = dict(method="upo", pref_loss="dpo", eval_fraction=0.0, save_steps=2, learning_rate=1e-2)
 
 # Runs inside each launched process: every config in turn, in one process group.
@@ -74,7 +77,13 @@ def test_two_processes_match_one_process_with_twice_the_batch(tiny_model_dir, pa
     full = run_config(tiny_model_dir, pairs_file, tmp_path / "two-full", max_steps=4, **RESUME)
     part = run_config(tiny_model_dir, pairs_file, tmp_path / "two-part", max_steps=2, **RESUME)
     resumed = run_config(tiny_model_dir, pairs_file, tmp_path / "two-part", max_steps=4, resume=True, **RESUME)
-    result = _launch([*two.values(), full, part, resumed], tmp_path)
+    # 13 pairs in steps of 8 (2 per process x 2 processes x 2 accumulation steps): one full step, then
+    # batches of 4 and 1. Accelerate tops the batch of 1 up to 4 with copies: process 0 keeps its one
+    # pair, process 1 holds copies only.
+    tail_data = write_pairs(tmp_path / "pairs-13.jsonl", 13)
+    tail = run_config(tiny_model_dir, tail_data, tmp_path / "two-tail", batch_size=2, gradient_accumulation_steps=2,
+                      **TAIL)  # fmt: skip
+    result = _launch([*two.values(), full, part, resumed, tail], tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     assert f"resumed from {Path(part.output_dir) / 'checkpoints' / 'step-2'}" in result.stdout + result.stderr
 
@@ -89,6 +98,17 @@ def test_two_processes_match_one_process_with_twice_the_batch(tiny_model_dir, pa
         for r, s in zip(rows_one, rows_two, strict=True):
             for key in ("train/loss", "train/grad_norm", "train/rewards/chosen", *(["train/kto/kl"] if name != "dpo" else [])):
                 assert r[key] == pytest.approx(s[key], rel=1e-3, abs=1e-5), (name, r["step"], key)
+
+    # an uneven last step: the same updates as one process with one batch of 8 (5 at the end)
+    one = train(run_config(tiny_model_dir, tail_data, tmp_path / "one-tail", batch_size=8, **TAIL))
+    final_two = Path(tail.output_dir) / "final"
+    rows_one, rows_two = read_metrics(one.parent / "metrics.jsonl"), read_metrics(final_two.parent / "metrics.jsonl")
+    assert [r["step"] for r in rows_one] == [r["step"] for r in rows_two] == [1, 2]
+    for r, s in zip(rows_one, rows_two, strict=True):
+        for key in ("train/grad_norm", "train/value_head/grad_norm"):
+            assert r[key] == pytest.approx(s[key], rel=1e-4), (r["step"], key)
+    assert_same_updates(load_file(str(one / "model.safetensors")), load_file(str(final_two / "model.safetensors")),
+                        start, lr=COMMON["learning_rate"], slack=10)  # fmt: skip
 
     # checkpoint + resume with two processes: bitwise the uninterrupted two-process run
     a = load_file(str(Path(full.output_dir) / "final" / "model.safetensors"))

@@ -1,9 +1,10 @@
 """Checkpoints: written atomically, found again for `--resume`.
 
-A checkpoint is `checkpoints/step-N/`: Accelerate's state (model, value head, optimizer,
-scheduler, RNG states; tensors in safetensors) plus `trainer_state.json` and the resolved config.
-It is written under a temporary name and renamed when complete, so a process killed at any
-moment leaves the previous checkpoint intact and never a half-written one under a final name.
+A checkpoint is `checkpoints/step-N/`: Accelerate's state (the trained module, value head
+included, optimizer, scheduler, RNG states; tensors in safetensors) plus `trainer_state.json` and
+the resolved config. It is written under a temporary name and renamed when complete, so a process
+killed at any moment leaves the previous checkpoint intact and never a half-written one under a
+final name.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import os
 import re
 import shutil
 from pathlib import Path
+
+from safetensors.torch import load_file
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -59,8 +62,19 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict,
     return final
 
 
-def load_checkpoint(accelerator, path: Path) -> dict:
-    accelerator.load_state(str(path))
+def load_checkpoint(accelerator, path: Path, model) -> dict:
+    """Restore the state saved in `path` into the prepared `model` (the trained `CompletionLogps`),
+    optimizer and scheduler; returns trainer_state.json.
+
+    Checkpoints written before the value head moved into the trained module hold it apart, in
+    model_1.safetensors (Accelerate's second model); their optimizer state has the same groups.
+    """
+    legacy_head = path / "model_1.safetensors"
+    if legacy_head.exists():
+        accelerator.load_state(str(path), strict=False)  # strict would ask model.safetensors for value_head.*
+        accelerator.unwrap_model(model).value_head.load_state_dict(load_file(str(legacy_head)))
+    else:
+        accelerator.load_state(str(path))
     return json.loads((path / "trainer_state.json").read_text())
 
 

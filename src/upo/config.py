@@ -36,7 +36,7 @@ class UPOConfig:
     # ---- model -------------------------------------------------------------------------------
     model: str = EMBEDDED_MODEL  # local folder, Hub name (online), or the embedded SmolLM2-135M-Instruct
     ref_model: str | None = None  # reference model; null = the starting point of `model` (with LoRA: adapters disabled)
-    precompute_ref_logps: bool = True  # compute reference log-probs once before training, then free the reference model
+    precompute_ref_logps: bool = True  # compute reference log-probs once before training (by the policy itself unless ref_model is set); false = a frozen fp32 copy computes them every step
     attn_implementation: str | None = None  # eager | sdpa | flash_attention_2; null = eager without CUDA (faster on CPU), else the transformers default
     padding_free: bool = True  # run the model on real tokens only (a batch's sequences packed into one row, attention kept within each); false = pad to the batch's longest
 

@@ -11,7 +11,7 @@ from upo.metrics import MetricsAverager
 
 
 @torch.no_grad()
-def evaluate(loader, policy, value_head, reference_fn, method: Method, cfg, accelerator, eval_format: str) -> dict[str, float]:
+def evaluate(loader, policy, reference_fn, method: Method, cfg, accelerator, eval_format: str) -> dict[str, float]:
     """Mean metrics over the held-out batches, averaged over processes, keys prefixed `eval/`.
 
     Implicit rewards are beta * (policy - reference) log-probs. On held-out *pairs* this gives
@@ -20,9 +20,9 @@ def evaluate(loader, policy, value_head, reference_fn, method: Method, cfg, acce
     (no mismatched sequences for the reference point) UPO's aux and value losses still are.
     """
     averager = MetricsAverager()
-    with eval_mode(policy, value_head):
+    with eval_mode(policy):
         for batch in loader:
-            x = step_inputs(batch, policy, value_head, reference_fn, method, cfg, accelerator)
+            x = step_inputs(batch, policy, reference_fn, method, cfg, accelerator)
             metrics = {}
             if x.reference_logps is not None:
                 rewards = cfg.beta * (x.policy_logps - x.reference_logps)

@@ -1,7 +1,7 @@
 """Turning a collated batch into `StepInputs`: policy, reference, value head, KTO reference point.
 
-The reference model is either a separate frozen copy or, with LoRA, the policy itself with its
-adapters disabled. Reference log-probs can be computed once before training
+The reference model is a separate frozen copy, or the policy itself: with LoRA, its adapters
+disabled; without, before training, when the reference log-probs are computed once
 (`precompute_reference_logps`), after which the batches carry them and no reference forward runs.
 """
 
@@ -21,8 +21,10 @@ from upo.step import StepInputs
 ReferenceFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def make_reference_fn(accelerator, policy, ref_model, padding_free: bool = True) -> ReferenceFn:
-    """(input_ids, attention_mask, loss_mask) -> reference summed log-probs [N], no grad."""
+def make_reference_fn(accelerator, policy, ref_model, lora: bool, padding_free: bool = True) -> ReferenceFn:
+    """(input_ids, attention_mask, loss_mask) -> reference summed log-probs [N], no grad, under the
+    policy's autocast: from `ref_model`, else from the policy itself (with `lora`, adapters disabled;
+    without, only while it has not been updated: for precomputing them before training)."""
 
     @torch.no_grad()
     def reference_logps(input_ids, attention_mask, loss_mask) -> torch.Tensor:
@@ -31,7 +33,7 @@ def make_reference_fn(accelerator, policy, ref_model, padding_free: bool = True)
                 return sequence_logps(ref_model, input_ids, attention_mask, loss_mask, padding_free=padding_free).sum
             lm = accelerator.unwrap_model(policy).lm
             trainable = [p for p in policy.parameters() if p.requires_grad]
-            with lm.disable_adapter():  # LoRA: the base model is the reference
+            with lm.disable_adapter() if lora else contextlib.nullcontext():  # LoRA: the base model
                 logps = policy(input_ids, attention_mask, loss_mask)["sum"]
             # peft re-enables the adapters by setting requires_grad on the parameters the module holds
             # at exit; under FSDP2 those are the gathered copies, not the shards the optimizer steps.
@@ -42,7 +44,7 @@ def make_reference_fn(accelerator, policy, ref_model, padding_free: bool = True)
     return reference_logps
 
 
-def step_inputs(batch, policy, value_head, reference_fn, method: Method, cfg, accelerator) -> StepInputs:
+def step_inputs(batch, policy, reference_fn, method: Method, cfg, accelerator) -> StepInputs:
     """Run the policy (and whatever the method needs) on one micro-batch.
 
     All its forward passes share one autocast region: autocast keeps the low-precision copies of
@@ -52,17 +54,15 @@ def step_inputs(batch, policy, value_head, reference_fn, method: Method, cfg, ac
     gradient, so the order is safe either way.
     """
     with accelerator.autocast():
-        want_hidden = value_head is not None
         out = policy(
             batch["input_ids"],
             batch["attention_mask"],
             batch["loss_mask"],
-            batch["prompt_last_index"] if want_hidden else None,
+            batch["prompt_last_index"] if method.uses_value_head else None,  # the policy's value head gives V(x)
         )
         reference = batch.get("reference_logps")
         if reference is None and method.uses_reference:
             reference = reference_fn(batch["input_ids"], batch["attention_mask"], batch["loss_mask"])
-        values = value_head(out["prompt_hidden"]) if want_hidden else None
         z0 = None
         if needs_kto_reference_point(method, cfg.pref_loss) and "kl_input_ids" in batch:
             z0 = kto_reference_point(batch, policy, reference_fn, accelerator)
@@ -72,7 +72,7 @@ def step_inputs(batch, policy, value_head, reference_fn, method: Method, cfg, ac
         reference_logps=reference,
         desirable=batch["desirable"],
         rewards=batch["rewards"],
-        values=values,
+        values=out.get("values"),
         kto_reference_point=z0,
         num_tokens=out["num_tokens"],
     )

@@ -100,22 +100,28 @@ def sequence_logps(
 
 
 class CompletionLogps(torch.nn.Module):
-    """Wraps a causal LM so that *its* forward returns completion log-probs.
+    """The one trained module: a causal LM, and the value head of the methods that have one, whose
+    forward returns completion log-probs (and the values V(x)).
 
-    Accelerate wraps this module (DDP, FSDP, ...), so gradient synchronisation hooks see the call;
-    calling the LM's decoder directly from the loop would bypass them.
+    Accelerate wraps this module (DDP, FSDP, DeepSpeed), so gradient synchronisation hooks see the
+    call; calling the LM's decoder directly from the loop would bypass them. Owning the value head
+    makes every method one model for Accelerate (DeepSpeed accepts only one per run).
     """
 
-    def __init__(self, lm, padding_free: bool = True):
+    def __init__(self, lm, value_head: torch.nn.Module | None = None, padding_free: bool = True):
         super().__init__()
         self.lm = lm
+        self.value_head = value_head
         self.padding_free = padding_free
 
     def forward(self, input_ids, attention_mask, loss_mask, prompt_last_index=None) -> dict[str, torch.Tensor]:
+        """Tensors [N, T] as in `sequence_logps` -> {"sum", "mean", "num_tokens"} [N] each, and with
+        `prompt_last_index` [N] also "values" [N]: the value head on the (detached) hidden state at
+        the last prompt token."""
         out = sequence_logps(self.lm, input_ids, attention_mask, loss_mask, prompt_last_index, self.padding_free)
         result = {"sum": out.sum, "mean": out.mean, "num_tokens": out.num_tokens}
-        if out.prompt_hidden is not None:
-            result["prompt_hidden"] = out.prompt_hidden
+        if prompt_last_index is not None:
+            result["values"] = self.value_head(out.prompt_hidden)
         return result
 
     def tie_weights(self) -> None:

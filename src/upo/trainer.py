@@ -25,7 +25,13 @@ from transformers import get_scheduler
 
 from upo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from upo.config import ConfigError, UPOConfig
-from upo.data.collate import LengthGroupedBatchSampler, collate_pairs, collate_unpaired, sequence_lengths
+from upo.data.collate import (
+    LengthGroupedBatchSampler,
+    collate_pairs,
+    collate_unpaired,
+    first_items,
+    sequence_lengths,
+)
 from upo.data.control import add_control_tokens
 from upo.engines import configure_engine, prepare_reference
 from upo.evaluate import evaluate
@@ -112,17 +118,22 @@ def train(cfg: UPOConfig) -> Path:
     disable_dropout(lm)
     if control_ids and len(tokenizer) > lm.get_input_embeddings().num_embeddings:
         lm.resize_token_embeddings(len(tokenizer))  # new rows start at the mean embedding
-    ref_model = None
     if cfg.lora:
         # CSFT's control-token embeddings must learn too: peft trains just those rows.
         lm = add_lora(lm, cfg, trainable_token_ids=sorted(control_ids.values()) if control_ids else None)
-    if method.uses_reference and (not cfg.lora or cfg.ref_model):
+    # The reference is the policy before any update (with LoRA: its adapters disabled), so at step 0
+    # every log-ratio is 0. Its log-probs are computed by the policy itself when they are precomputed,
+    # else by a frozen copy: in fp32 like the policy's weights and under the same autocast, so that
+    # it computes what the policy computes (a bf16 copy would not: the policy's embeddings, norms
+    # and residual stream stay fp32 under autocast). `ref_model` names another reference.
+    ref_model = None
+    if method.uses_reference and (cfg.ref_model or not (cfg.lora or cfg.precompute_ref_logps)):
         ref_path = resolve_model_path(cfg.ref_model, cfg.cache_dir) if cfg.ref_model else model_path
-        ref_dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
-        ref_model = load_causal_lm(ref_path, dtype=ref_dtype, attn_implementation=cfg.attn_implementation)
+        ref_model = load_causal_lm(ref_path, attn_implementation=cfg.attn_implementation)
         ref_model = prepare_reference(accelerator, ref_model.eval().requires_grad_(False))
-    policy = CompletionLogps(lm, padding_free=cfg.padding_free)
+    # One trained module: the LM and, for the methods that have one, the value head V_psi(x).
     value_head = ValueHead(lm.config.hidden_size, cfg.value_head_hidden) if method.uses_value_head else None
+    policy = CompletionLogps(lm, value_head, padding_free=cfg.padding_free)
 
     # ---- batches, optimizer --------------------------------------------------------------------
     pad = tokenizer.pad_token_id
@@ -153,23 +164,21 @@ def train(cfg: UPOConfig) -> Path:
     schedule = "constant_with_warmup" if cfg.lr_scheduler == "constant" else cfg.lr_scheduler
     scheduler = get_scheduler(schedule, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=total_steps)
 
-    prepared = accelerator.prepare(policy, optimizer, train_loader, scheduler, *([value_head] if value_head else []))
-    policy, optimizer, train_loader, scheduler = prepared[:4]
-    value_head = prepared[4] if value_head is not None else None
+    policy, optimizer, train_loader, scheduler = accelerator.prepare(policy, optimizer, train_loader, scheduler)
     if eval_loader is not None:
         eval_loader = accelerator.prepare(eval_loader)
-    reference_fn = make_reference_fn(accelerator, policy, ref_model, cfg.padding_free)
+    reference_fn = make_reference_fn(accelerator, policy, ref_model, cfg.lora, cfg.padding_free)
 
     # ---- reference log-probs once, then free the reference model ---------------------------------
     if method.uses_reference and cfg.precompute_ref_logps:
         _precompute_all(cfg, data, reference_fn, accelerator, out, pad, show)
-        ref_model = None  # the closure held it too: rebuild it so the model's memory is freed
-        reference_fn = make_reference_fn(accelerator, policy, None, cfg.padding_free)
+        # From here on the batches carry them. The closure held the reference model too: drop both.
+        ref_model = reference_fn = None
 
     # ---- resume ---------------------------------------------------------------------------------
     global_step, epoch, skip = 0, 0, 0
     if resume_from is not None:
-        state = load_checkpoint(accelerator, resume_from)
+        state = load_checkpoint(accelerator, resume_from, policy)
         global_step, epoch, skip = state["global_step"], state["epoch"], state["batches_seen_in_epoch"]
         if skip >= len(train_loader):
             epoch, skip = epoch + 1, 0
@@ -191,9 +200,12 @@ def train(cfg: UPOConfig) -> Path:
         step_start, step_tokens = time.perf_counter(), 0
         for batch in loader:
             seen += 1
+            mine, loss_scale = _share(sampler, seen - 1, cfg.batch_size, accelerator)
+            if 0 < mine < len(batch["index"]):
+                batch = first_items(batch, mine)  # drop the copies Accelerate topped a short batch up with
             step_tokens += int(batch["attention_mask"].sum())  # real (non-padding) policy tokens
-            with accelerator.accumulate(policy, *([value_head] if value_head is not None else [])):
-                x = step_inputs(batch, policy, value_head, reference_fn, method, cfg, accelerator)
+            with accelerator.accumulate(policy):
+                x = step_inputs(batch, policy, reference_fn, method, cfg, accelerator)
                 loss, metrics = method.loss(x, cfg)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
@@ -201,7 +213,7 @@ def train(cfg: UPOConfig) -> Path:
                         f"(dataset rows {batch['index'].tolist()}); metrics: "
                         + ", ".join(f"{k}={float(v):.4g}" for k, v in metrics.items())
                     )
-                accelerator.backward(loss)
+                accelerator.backward(loss * loss_scale)
                 if accelerator.sync_gradients and cfg.max_grad_norm:
                     # Policy and value head are clipped apart: the head's regression on large rewards
                     # must not shrink the policy's step (Accelerate unscales fp16 grads in the first call).
@@ -227,8 +239,7 @@ def train(cfg: UPOConfig) -> Path:
                 row["train/epoch"] = epoch + seen / len(train_loader)
                 bar.set_postfix(loss=f"{row.get('train/loss', float('nan')):.4f}")
             if eval_loader is not None and ((cfg.eval_steps and global_step % cfg.eval_steps == 0) or last):
-                row.update(evaluate(eval_loader, policy, value_head, reference_fn, method, cfg, accelerator,
-                                    data.eval_format))
+                row.update(evaluate(eval_loader, policy, reference_fn, method, cfg, accelerator, data.eval_format))
             if row:
                 writer.write(global_step, row)
             if cfg.save_steps and (global_step % cfg.save_steps == 0 or last):
@@ -239,7 +250,23 @@ def train(cfg: UPOConfig) -> Path:
             step_start, step_tokens = time.perf_counter(), 0
         epoch, skip = epoch + 1, 0
     bar.close()
-    return _save_final(accelerator, policy, value_head, tokenizer, cfg, data, out)
+    return _save_final(accelerator, policy, tokenizer, cfg, data, out)
+
+
+def _share(sampler: LengthGroupedBatchSampler, batch: int, per_process: int, accelerator) -> tuple[int, float]:
+    """This process's examples in the `batch`-th loader batch of the epoch (counted from 0), and the
+    factor on its mean loss that makes every optimizer step the mean over all of that step's examples.
+
+    Accelerate gives each process `per_process` rows of every sampler batch and tops a short last
+    batch up with examples from the epoch's first batch; those copies count for nothing (a process
+    left with copies only still runs forward and backward, with factor 0, for the collectives).
+    Accelerate divides each micro-batch's loss by the accumulation steps and the processes' gradients
+    are averaged, so a micro-batch of k examples, in a step of S over P processes and G accumulation
+    steps, gets k * P * G / S: exactly 1 in a full step, more in a short last one.
+    """
+    in_batch, in_step = sampler.examples(batch)
+    mine = min(max(in_batch - per_process * accelerator.process_index, 0), per_process)
+    return mine, mine * accelerator.num_processes * accelerator.gradient_accumulation_steps / in_step
 
 
 def _reduce(accelerator, metrics: dict[str, float], prefix: str) -> dict[str, float]:
@@ -284,25 +311,29 @@ def _precompute_all(cfg, data, reference_fn, accelerator, out: Path, pad: int, s
         os.replace(cache.with_suffix(".tmp"), cache)  # a run killed mid-write leaves no truncated cache
 
 
-def _save_final(accelerator, policy, value_head, tokenizer, cfg: UPOConfig, data, out: Path) -> Path:
-    """final/: save_pretrained model (LoRA merged on request) + tokenizer + resolved config.
+def _save_final(accelerator, policy, tokenizer, cfg: UPOConfig, data, out: Path) -> Path:
+    """final/: save_pretrained model (LoRA merged on request) + tokenizer + resolved config, and the
+    value head (value_head.safetensors) of the methods that have one.
 
     Under FSDP or DeepSpeed ZeRO-3 each process holds a shard of every weight, so the full weights
     are gathered first (a collective: every process calls it) and saved from the main process.
     """
     final = out / "final"
     state = accelerator.get_state_dict(policy)  # on the main process only, under FSDP and ZeRO-3
-    head_state = accelerator.get_state_dict(value_head) if value_head is not None else None
     if accelerator.is_main_process:
-        lm = full_copy(accelerator.unwrap_model(policy).lm, {k.removeprefix("lm."): v for k, v in state.items()})
+        parts = {"lm": {}, "value_head": {}}  # CompletionLogps' two modules
+        for key, tensor in state.items():
+            module, name = key.split(".", 1)
+            parts[module][name] = tensor
+        lm = full_copy(accelerator.unwrap_model(policy).lm, parts["lm"])
         if cfg.lora and cfg.merge_lora:
             lm = lm.merge_and_unload()
         tmp = Path(tempfile.mkdtemp(prefix=".final-", dir=out))
         lm.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         cfg.save(tmp / "upo_config.yaml")
-        if head_state is not None:
-            save_file({k: v.contiguous() for k, v in head_state.items()}, str(tmp / "value_head.safetensors"))
+        if parts["value_head"]:
+            save_file({k: v.contiguous() for k, v in parts["value_head"].items()}, str(tmp / "value_head.safetensors"))
         if data.standardizer is not None:
             (tmp / "reward_standardizer.json").write_text(json.dumps(data.standardizer.to_dict(), indent=2))
         if final.exists():

@@ -101,6 +101,17 @@ def collate_unpaired(items: list[dict], pad_token_id: int) -> dict[str, Tensor]:
     return batch
 
 
+def first_items(batch: dict[str, Tensor], k: int) -> dict[str, Tensor]:
+    """The rows of a collated batch's first k items (pairs or examples), padding width unchanged.
+
+    Paired batches hold 2B rows (chosen [0, B), rejected [B, 2B)), unpaired ones B; ``index`` has B.
+    KTO's mismatched ``kl_*`` rows are kept whole: they only estimate the reference point z0.
+    """
+    b = len(batch["index"])
+    rows = {b: torch.arange(k), 2 * b: torch.cat([torch.arange(k), torch.arange(b, b + k)])}
+    return {key: v if key.startswith("kl_") else v.index_select(0, rows[v.shape[0]]) for key, v in batch.items()}
+
+
 def sequence_lengths(items: list[dict]) -> list[int]:
     """Tokens per item (for a pair, its longer side): what LengthGroupedBatchSampler groups by."""
     return [
@@ -175,6 +186,13 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         if self.drop_last and batches and len(batches[-1]) < self.batch_size:
             batches.pop()
         yield from batches
+
+    def examples(self, batch: int) -> tuple[int, int]:
+        """(items in the ``batch``-th batch of an epoch, items in the optimizer step it belongs to),
+        counted from 0: every batch but the last is full, and every step but the last."""
+        n = len(self.lengths) - (len(self.lengths) % self.batch_size if self.drop_last else 0)
+        step = self.batch_size * self.per_step
+        return min(self.batch_size, n - batch * self.batch_size), min(step, n - batch // self.per_step * step)
 
     def __len__(self) -> int:
         n, b = len(self.lengths), self.batch_size
