@@ -216,3 +216,28 @@ def test_the_varlen_path_matches_the_padded_forward(name, monkeypatch):
     torch.testing.assert_close(packed.sum, expected, rtol=1e-5, atol=1e-5)
     for key, grad in expected_grads.items():
         torch.testing.assert_close(packed_grads[key], grad, rtol=1e-4, atol=1e-6, msg=key)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or packing.varlen_attn is None, reason="needs CUDA (and torch >= 2.10)")
+@pytest.mark.parametrize("name", ["llama", "mistral-window-3"])
+def test_the_varlen_kernel_on_cuda_matches_the_padded_forward(name, monkeypatch):
+    """On a GPU: bf16 autocast, torch's flash-attention varlen kernel against the padded sdpa forward."""
+    calls = []
+    kernel = packing.varlen_attn
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return kernel(*args, **kwargs)
+
+    monkeypatch.setattr(packing, "varlen_attn", counting)
+    model = _model(name, "sdpa").cuda().train()
+    batch = {k: v.cuda() for k, v in _batch().items()}
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        packed = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"])
+        packed_grads = _grads(model, packed.sum.sum())
+        padded = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"], padding_free=False)
+        padded_grads = _grads(model, padded.sum.sum())
+    assert len(calls) == model.config.num_hidden_layers
+    torch.testing.assert_close(packed.sum, padded.sum, rtol=2e-2, atol=5e-2)
+    for key, grad in padded_grads.items():
+        torch.testing.assert_close(packed_grads[key], grad, rtol=5e-2, atol=5e-2, msg=key)
