@@ -95,10 +95,12 @@ def full_copy(lm, state: dict[str, torch.Tensor]):
     with torch.device("meta"):
         copy = type(base)(base.config)
     copy.generation_config = base.generation_config
-    if isinstance(lm, PeftModel):
+    if isinstance(lm, PeftModel):  # peft ties its own wrappers of tied embeddings (trainable tokens)
         copy = get_peft_model(copy, deepcopy(lm.peft_config[lm.active_adapter]))
-    copy.load_state_dict(state, assign=True)
-    copy.tie_weights()
+        copy.load_state_dict(state, assign=True)
+    else:
+        copy.load_state_dict(state, assign=True)
+        copy.tie_weights()  # a gathered state holds tied weights as two tensors
     return copy
 
 
