@@ -31,12 +31,12 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def step0_offsets(cfg) -> torch.Tensor:
-    """[N] |policy - reference| summed log-probs of the first micro-batch of a run of `cfg`."""
+    """[N] policy - reference summed log-probs of the first micro-batch of a run of `cfg`."""
     seen: list[torch.Tensor] = []
     dpo = methods.METHODS["dpo"]
 
     def spy(x, cfg):
-        seen.append((x.policy_logps.detach() - x.reference_logps).abs().float().cpu())
+        seen.append((x.policy_logps.detach() - x.reference_logps).float().cpu())
         return dpo.loss(x, cfg)
 
     methods.METHODS["dpo"] = dataclasses.replace(dpo, loss=spy)
@@ -67,9 +67,11 @@ def main(argv=None) -> int:
             cfg.max_examples, cfg.precompute_ref_logps = 4 * args.batch_size, precompute
             offsets = step0_offsets(cfg)
             name = "precomputed" if precompute else "beside the policy"
-            summary[name] = {"mean": offsets.mean().item(), "max": offsets.max().item(), "sequences": len(offsets)}
-            print(f"reference {name}: mean |policy - reference| logps at step 0 = {offsets.mean().item():.4g} "
-                  f"(max {offsets.max().item():.4g}, {len(offsets)} sequences)", flush=True)
+            summary[name] = {"mean_abs": offsets.abs().mean().item(), "max_abs": offsets.abs().max().item(),
+                             "mean": offsets.mean().item(), "sequences": len(offsets)}  # fmt: skip
+            print(f"reference {name}: mean |policy - reference| logps at step 0 = {offsets.abs().mean().item():.4g} "
+                  f"(max {offsets.abs().max().item():.4g}, signed mean {offsets.mean().item():.4g}, "
+                  f"{len(offsets)} sequences)", flush=True)
     write_record(args.output, {"settings": {k: str(v) for k, v in vars(args).items()}, "machine": machine_info(),
                                "versions": versions("torch", "transformers", "accelerate", "upo"), "summary": summary})
     return 0

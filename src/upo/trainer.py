@@ -295,15 +295,16 @@ def _precompute_all(cfg, data, reference_fn, accelerator, out: Path, pad: int, s
         if not items:
             continue
         # Each process computes a contiguous share, then every process receives all the values. The
-        # shares are equal (padded with repeats of their last item): under FSDP or ZeRO-3 every forward
-        # is a collective, so every process must run as many batches as the others.
-        with accelerator.split_between_processes(list(range(len(items))), apply_padding=True) as positions:
-            mine = [items[i] for i in positions]
+        # shares are padded to one size (with the last item), so every process makes as many forward
+        # calls: the reference may be the prepared policy, whose forward is collective under FSDP.
+        with accelerator.split_between_processes(items, apply_padding=True) as mine:
             precompute_reference_logps(mine, fmt, _collate_for(fmt, pad), reference_fn, batch_size, accelerator.device,
                                        progress=show, desc=f"reference log-probs ({name})", with_kl=with_kl)
         if accelerator.num_processes > 1:
-            for i, values in gather_object([(i, {k: items[i][k] for k in REFERENCE_KEYS if k in items[i]}) for i in positions]):
-                items[i].update(values)
+            real = len(items) // accelerator.num_processes + (accelerator.process_index < len(items) % accelerator.num_processes)
+            shared = gather_object([{k: item[k] for k in REFERENCE_KEYS if k in item} for item in mine[:real]])
+            for item, values in zip(items, shared, strict=True):
+                item.update(values)
     if accelerator.is_main_process:
         table = {f"train.{k}": v for k, v in reference_table(data.train_items).items()}
         table.update({f"eval.{k}": v for k, v in reference_table(data.eval_items).items()})
