@@ -57,12 +57,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(configs: list, tmp_path: Path) -> subprocess.CompletedProcess:
-    (tmp_path / "worker.py").write_text(textwrap.dedent(WORKER))
+def _launch(configs: list, tmp_path: Path, config_file: str = "ddp.yaml", preamble: str = "",
+            env: dict | None = None) -> subprocess.CompletedProcess:  # fmt: skip
+    """Launch WORKER (after `preamble`, code run first in each process) on 2 processes for `configs`."""
+    (tmp_path / "worker.py").write_text(textwrap.dedent(preamble) + textwrap.dedent(WORKER))
     (tmp_path / "configs.json").write_text(json.dumps([c.to_dict() for c in configs]))
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    # The DDP config the README points to (2 processes); ACCELERATE_USE_CPU=1 makes it gloo on CPU.
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(EXAMPLES / "ddp.yaml"),
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {"ACCELERATE_USE_CPU": "1"})}
+    # A config the README points to (2 processes); ACCELERATE_USE_CPU=1 makes it gloo on CPU.
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(EXAMPLES / config_file),
                "--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port()),
                str(tmp_path / "worker.py"), str(tmp_path / "configs.json")]  # fmt: skip
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
@@ -171,9 +173,10 @@ def test_accelerate_launch_num_processes_2_without_a_config_fails_the_run(tiny_m
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize(("name", "kind"), [("ddp", "MULTI_GPU"), ("fsdp", "FSDP"), ("deepspeed_zero2", "DEEPSPEED")])
+@pytest.mark.parametrize(("name", "kind"), [("ddp", "MULTI_GPU"), ("fsdp", "FSDP"), ("deepspeed_zero2", "DEEPSPEED"),
+                                           ("deepspeed_zero3", "DEEPSPEED")])  # fmt: skip
 def test_example_accelerate_configs_load(name, kind):
-    """The FSDP and DeepSpeed files cannot run here (no GPUs, no deepspeed): at least Accelerate reads them."""
+    """Accelerate reads every shipped file (test_engines.py trains with the FSDP and DeepSpeed ones)."""
     from accelerate.commands.config.config_args import load_config_from_file
 
     config = load_config_from_file(str(EXAMPLES / f"{name}.yaml"))

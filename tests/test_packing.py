@@ -6,6 +6,7 @@ import contextlib
 
 import pytest
 import torch
+import torch.nn.functional as F
 import transformers
 
 from upo import packing
@@ -114,6 +115,7 @@ def test_pack_layout():
     assert p.index.tolist() == [0, 1, 2, 4, 5, 8, 9, 10, 11]
     assert p.position_ids.tolist() == [[0, 1, 2, 0, 1, 0, 1, 2, 3]]
     assert p.starts.tolist() == [0, 3, 5]
+    assert p.cu_seqlens.tolist() == [0, 3, 5, 9] and p.cu_seqlens.dtype == torch.int32 and p.max_length == 4
     x = torch.arange(9.0).unsqueeze(1)
     padded = p.scatter(x)
     assert padded.shape == (3, 4, 1) and padded[1, 2, 0] == 0
@@ -160,3 +162,82 @@ def test_training_follows_the_padding_free_setting(padding_free, tiny_model_dir,
     with counting_packed_attention() as calls:
         train(run_config(tiny_model_dir, pairs_file, tmp_path, method="dpo", padding_free=padding_free))
     assert bool(calls) == padding_free
+
+
+def test_the_varlen_kernel_runs_only_where_it_exists():
+    """torch's flash-attention varlen kernel: CUDA, half precision, no dropout, no soft-capping."""
+    use = packing.use_varlen_kernel
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert use(cuda, torch.bfloat16, 0.0, None) == (packing.varlen_attn is not None)
+    assert use(cuda, torch.float16, 0.0, None) == (packing.varlen_attn is not None)
+    assert not use(cpu, torch.bfloat16, 0.0, None)
+    assert not use(cuda, torch.float32, 0.0, None)
+    assert not use(cuda, torch.bfloat16, 0.1, None)
+    assert not use(cuda, torch.bfloat16, 0.0, 5.0)
+
+
+def _varlen_attn_on_cpu(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, scale=None, window_size=(-1, -1),
+                        enable_gqa=False):  # fmt: skip
+    """What torch.nn.attention.varlen.varlen_attn computes (flash-attention's contract), one sequence
+    at a time with sdpa: [M, H, d] packed tensors, `cu_seq` boundaries; window (left, 0): causal,
+    and a query sees at most `left` keys before it (-1: all)."""
+    assert window_size[1] == 0 and torch.equal(cu_seq_q, cu_seq_k) and cu_seq_q.dtype == torch.int32
+    assert max_q == max_k == int((cu_seq_q[1:] - cu_seq_q[:-1]).max())
+    out = []
+    for start, end in zip(cu_seq_q[:-1].tolist(), cu_seq_q[1:].tolist(), strict=True):
+        q, k, v = (x[start:end].transpose(0, 1) for x in (query, key, value))  # [H, L, d]
+        i = torch.arange(end - start)
+        allowed = i[None, :] <= i[:, None]
+        if window_size[0] >= 0:
+            allowed &= i[:, None] - i[None, :] <= window_size[0]
+        out.append(F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=scale, enable_gqa=enable_gqa))
+    return torch.cat([o.transpose(0, 1) for o in out])
+
+
+@pytest.mark.parametrize("name", ["llama", "mistral-window-3", "qwen3"])
+def test_the_varlen_path_matches_the_padded_forward(name, monkeypatch):
+    """The CUDA branch of packed_attention run on CPU, with the kernel replaced by its per-sequence
+    equivalent: layout, boundaries, scale, grouped heads and the sliding window reach it right."""
+    calls = []
+
+    def kernel(*args, **kwargs):
+        calls.append(1)
+        return _varlen_attn_on_cpu(*args, **kwargs)
+
+    monkeypatch.setattr(packing, "varlen_attn", kernel)
+    monkeypatch.setattr(packing, "use_varlen_kernel", lambda *_: True)
+    model = _model(name, "sdpa").train()
+    batch = _batch()
+    packed = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"])
+    packed_grads = _grads(model, packed.sum.sum())
+    assert len(calls) == model.config.num_hidden_layers
+    expected = _textbook_logps(model, batch)
+    expected_grads = _grads(model, expected.sum())
+    torch.testing.assert_close(packed.sum, expected, rtol=1e-5, atol=1e-5)
+    for key, grad in expected_grads.items():
+        torch.testing.assert_close(packed_grads[key], grad, rtol=1e-4, atol=1e-6, msg=key)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or packing.varlen_attn is None, reason="needs CUDA (and torch >= 2.10)")
+@pytest.mark.parametrize("name", ["llama", "mistral-window-3"])
+def test_the_varlen_kernel_on_cuda_matches_the_padded_forward(name, monkeypatch):
+    """On a GPU: bf16 autocast, torch's flash-attention varlen kernel against the padded sdpa forward."""
+    calls = []
+    kernel = packing.varlen_attn
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return kernel(*args, **kwargs)
+
+    monkeypatch.setattr(packing, "varlen_attn", counting)
+    model = _model(name, "sdpa").cuda().train()
+    batch = {k: v.cuda() for k, v in _batch().items()}
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        packed = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"])
+        packed_grads = _grads(model, packed.sum.sum())
+        padded = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"], padding_free=False)
+        padded_grads = _grads(model, padded.sum.sum())
+    assert len(calls) == model.config.num_hidden_layers
+    torch.testing.assert_close(packed.sum, padded.sum, rtol=2e-2, atol=5e-2)
+    for key, grad in padded_grads.items():
+        torch.testing.assert_close(packed_grads[key], grad, rtol=5e-2, atol=5e-2, msg=key)

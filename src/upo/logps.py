@@ -123,3 +123,9 @@ class CompletionLogps(torch.nn.Module):
         if prompt_last_index is not None:
             result["values"] = self.value_head(out.prompt_hidden)
         return result
+
+    def tie_weights(self) -> None:
+        """Re-tie the LM's shared weights (input and output embeddings). Accelerate's FSDP2 set-up with
+        cpu_ram_efficient_loading moves the module to the meta device and then calls this; without it
+        the two embeddings would come back as separate parameters and train apart."""
+        self.lm.tie_weights()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from copy import deepcopy
 from pathlib import Path
 
 import torch
@@ -79,6 +80,29 @@ def add_lora(model, cfg: UPOConfig, trainable_token_ids: list[int] | None = None
         trainable_token_indices=trainable_token_ids or None,
     )
     return get_peft_model(model, lora_config)
+
+
+def full_copy(lm, state: dict[str, torch.Tensor]):
+    """`lm` (a transformers causal LM, in peft or not) rebuilt around `state`, its full weights.
+
+    The trained module may hold only this process's shard of each weight (FSDP, DeepSpeed ZeRO-3),
+    which save_pretrained or merge_and_unload cannot use; `state` is what
+    `accelerator.get_state_dict` gathered. The copy is built on the meta device and then takes
+    `state`'s tensors as its own, so no weight is allocated twice.
+    """
+    from peft import PeftModel, get_peft_model
+
+    base = lm.get_base_model() if isinstance(lm, PeftModel) else lm
+    with torch.device("meta"):
+        copy = type(base)(base.config)
+    copy.generation_config = base.generation_config
+    if isinstance(lm, PeftModel):  # peft ties its own wrappers of tied embeddings (trainable tokens)
+        copy = get_peft_model(copy, deepcopy(lm.peft_config[lm.active_adapter]))
+        copy.load_state_dict(state, assign=True)
+    else:
+        copy.load_state_dict(state, assign=True)
+        copy.tie_weights()  # a gathered state holds tied weights as two tensors
+    return copy
 
 
 class ValueHead(nn.Module):

@@ -8,6 +8,11 @@ packed queries, keys and values back into the padded [N, heads, T, d] layout, at
 within each sequence, and gathers the real rows again. Attention is the only part that still
 sees padding; its T x T scores are a small share of the work at these lengths.
 
+On CUDA, in bf16 or fp16, attention itself runs without padding too: torch's flash-attention
+varlen kernel (`torch.nn.attention.varlen.varlen_attn`) takes the packed tokens and the sequences'
+cumulative lengths directly (`use_varlen_kernel` says when). Elsewhere (CPU, fp32, soft-capping)
+attention takes the padded layout above.
+
 This is transformers' own mechanism for custom attention kernels: the attention modules call the
 function registered under `config._attn_implementation`, forwarding the extra keyword arguments
 given to the decoder (here `upo_packing`). Models whose attention does not go through that
@@ -22,6 +27,11 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+try:  # torch >= 2.10
+    from torch.nn.attention.varlen import varlen_attn
+except ImportError:
+    varlen_attn = None
+
 ATTENTION_NAME = "upo_packed"
 # The attention kernels packed_attention stands in for: the same math (sdpa: torch's fused kernel;
 # eager: `_eager`, transformers' eager attention reorganised for speed), on the padded layout.
@@ -35,6 +45,7 @@ class Packing:
     index: [M] flat positions (row * width + column) of the real tokens, in row order;
     position_ids: [1, M] each token's position within its own sequence;
     starts: [rows] index of each sequence's first token in the packed row;
+    cu_seqlens, max_length: the same boundaries as flash-attention's varlen kernels take them;
     attention_calls: how many attention layers ran packed_attention (0 after a forward means the
     model bypassed transformers' AttentionInterface, and its sequences saw each other).
     """
@@ -42,6 +53,8 @@ class Packing:
     index: torch.Tensor
     position_ids: torch.Tensor
     starts: torch.Tensor
+    cu_seqlens: torch.Tensor  # [rows + 1] int32: 0, then the cumulative sequence lengths (varlen kernels)
+    max_length: int  # the longest sequence
     rows: int
     width: int
     base_attention: str  # the model's own kernel: "eager" or "sdpa"
@@ -78,9 +91,17 @@ def pack(attention_mask: torch.Tensor, base_attention: str) -> Packing:
     index = mask.flatten().nonzero().squeeze(1)
     lengths = mask.sum(dim=1)
     positions = torch.arange(width, device=mask.device).expand(rows, width)[mask]
-    starts = torch.cumsum(lengths, 0) - lengths
-    return Packing(index=index, position_ids=positions.unsqueeze(0), starts=starts, rows=rows, width=width,
-                   base_attention=base_attention)
+    ends = torch.cumsum(lengths, 0)
+    cu_seqlens = F.pad(ends, (1, 0)).to(torch.int32)
+    return Packing(index=index, position_ids=positions.unsqueeze(0), starts=ends - lengths, cu_seqlens=cu_seqlens,
+                   max_length=int(lengths.max()), rows=rows, width=width, base_attention=base_attention)
+
+
+def use_varlen_kernel(device: torch.device, dtype: torch.dtype, dropout: float, softcap: float | None) -> bool:
+    """Whether attention runs torch's flash-attention varlen kernel on the packed tokens: torch >= 2.10,
+    CUDA, bf16/fp16 (flash attention's dtypes), and neither dropout nor soft-capping (it has neither)."""
+    half = dtype in (torch.bfloat16, torch.float16)
+    return varlen_attn is not None and device.type == "cuda" and half and not dropout and not softcap
 
 
 def supports_packing(model) -> bool:
@@ -113,12 +134,17 @@ def packed_attention(module, query, key, value, attention_mask, scaling=None, dr
         raise NotImplementedError("attention sinks are not supported by padding-free training; set padding_free: false")
     p = upo_packing
     p.attention_calls += 1
-    # [1, H, M, d] -> [M, H, d] -> [N, T, H, d] -> [N, H, T, d]
-    q, k, v = (p.scatter(x[0].transpose(0, 1)).transpose(1, 2) for x in (query, key, value))
-    n, heads, width, dim = q.shape
-    kv_heads = k.shape[1]
+    heads, dim, kv_heads = query.shape[1], query.shape[3], key.shape[1]
     drop = dropout if module.training else 0.0
     scale = scaling if scaling is not None else dim**-0.5
+    if use_varlen_kernel(query.device, query.dtype, drop, softcap):
+        # [1, H, M, d] -> [M, H, d]: no padding anywhere; sliding_window w lets a query see w - 1 keys back
+        out = varlen_attn(*(x[0].transpose(0, 1) for x in (query, key, value)), p.cu_seqlens, p.cu_seqlens,
+                          p.max_length, p.max_length, scale=scale, enable_gqa=heads != kv_heads,
+                          window_size=(sliding_window - 1 if sliding_window else -1, 0))  # fmt: skip
+        return out.unsqueeze(0), None  # [1, M, H, d]
+    # [1, H, M, d] -> [M, H, d] -> [N, T, H, d] -> [N, H, T, d]
+    q, k, v = (p.scatter(x[0].transpose(0, 1)).transpose(1, 2) for x in (query, key, value))
     if p.base_attention == "sdpa" and not sliding_window and not softcap:
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True, scale=scale,
                                              enable_gqa=heads != kv_heads)

@@ -36,8 +36,14 @@ def make_reference_fn(accelerator, policy, ref_model, lora: bool, padding_free: 
             if ref_model is not None:
                 return sequence_logps(ref_model, input_ids, attention_mask, loss_mask, padding_free=padding_free).sum
             lm = accelerator.unwrap_model(policy).lm
+            trainable = [p for p in policy.parameters() if p.requires_grad]
             with lm.disable_adapter() if lora else contextlib.nullcontext():  # LoRA: the base model
-                return policy(input_ids, attention_mask, loss_mask)["sum"]
+                logps = policy(input_ids, attention_mask, loss_mask)["sum"]
+            # peft re-enables the adapters by setting requires_grad on the parameters the module holds
+            # at exit; under FSDP2 those are the gathered copies, not the shards the optimizer steps.
+            for p in trainable:
+                p.requires_grad_(True)
+            return logps
 
     return reference_logps
 

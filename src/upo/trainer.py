@@ -36,6 +36,7 @@ from upo.config import UPOConfig
 from upo.curves import plot_curves
 from upo.data.collate import LengthGroupedBatchSampler, collate_fn, first_items, sequence_lengths
 from upo.data.control import add_control_tokens
+from upo.engines import configure_engine, prepare_reference
 from upo.forward import step_inputs
 from upo.heldout_metrics import heldout_metrics
 from upo.launch import check_launch
@@ -46,6 +47,7 @@ from upo.modeling import (
     ValueHead,
     add_lora,
     disable_dropout,
+    full_copy,
     load_causal_lm,
     load_tokenizer,
     resolve_model_path,
@@ -62,8 +64,9 @@ def train(cfg: UPOConfig) -> Path:
     # Fail on a bad model path before anything heavy starts.
     model_path = resolve_model_path(cfg.model, cfg.cache_dir, progress=cfg.progress)
     # Several runs may share one process (the demo, sweeps, tests): Accelerate keeps its settings in
-    # process-wide singletons, so clear the per-run ones (the distributed set-up is kept).
-    AcceleratorState._reset_state()
+    # process-wide singletons, so clear them (the process group is kept). PartialState too: under FSDP
+    # and DeepSpeed the previous run rewrote its distributed type, and the next would not set it up.
+    AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
     accelerator = Accelerator(
         mixed_precision=MIXED_PRECISION[cfg.precision],
@@ -76,6 +79,7 @@ def train(cfg: UPOConfig) -> Path:
         **accelerator_kwargs(cfg),  # report_to: TensorBoard, Trackio, W&B, MLflow
     )
     check_launch(accelerator.num_processes)
+    configure_engine(accelerator, cfg)  # DeepSpeed: upo's batch size, accumulation and clipping
     main = accelerator.is_main_process
     show = cfg.progress and main
     log = tqdm.write if main else (lambda *_: None)
@@ -123,7 +127,7 @@ def train(cfg: UPOConfig) -> Path:
     if method.uses_reference and (cfg.ref_model or not (cfg.lora or cfg.precompute_ref_logps)):
         ref_path = resolve_model_path(cfg.ref_model, cfg.cache_dir) if cfg.ref_model else model_path
         ref_model = load_causal_lm(ref_path, attn_implementation=cfg.attn_implementation)
-        ref_model = ref_model.to(accelerator.device).eval().requires_grad_(False)
+        ref_model = prepare_reference(accelerator, ref_model.eval().requires_grad_(False))
     # One trained module: the LM and, for the methods that have one, the value head V_psi(x).
     value_head = ValueHead(lm.config.hidden_size, cfg.value_head_hidden) if method.uses_value_head else None
     policy = CompletionLogps(lm, value_head, padding_free=cfg.padding_free)
@@ -279,20 +283,28 @@ def _share(sampler: LengthGroupedBatchSampler, batch: int, per_process: int, acc
 
 def _save_final(accelerator, policy, tokenizer, cfg: UPOConfig, data, out: Path) -> Path:
     """final/: save_pretrained model (LoRA merged on request) + tokenizer + resolved config, and the
-    value head (value_head.safetensors) of the methods that have one."""
+    value head (value_head.safetensors) of the methods that have one.
+
+    Under FSDP or DeepSpeed ZeRO-3 each process holds a shard of every weight, so the full weights
+    are gathered first (a collective: every process calls it) and saved from the main process.
+    """
     final = out / "final"
-    accelerator.wait_for_everyone()
+    state = accelerator.get_state_dict(policy)  # on the main process only, under FSDP and ZeRO-3
     if accelerator.is_main_process:
-        trained = accelerator.unwrap_model(policy)
-        lm = trained.lm
+        parts = {"lm": {}, "value_head": {}}  # CompletionLogps' two modules
+        for key, tensor in state.items():
+            module, name = key.split(".", 1)
+            parts[module][name] = tensor
+        lm = full_copy(accelerator.unwrap_model(policy).lm, parts["lm"])
         if cfg.lora and cfg.merge_lora:
             lm = lm.merge_and_unload()
         with atomic_folder(final) as tmp:
             lm.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
             cfg.save(tmp / "upo_config.yaml")
-            if trained.value_head is not None:
-                save_file(trained.value_head.state_dict(), str(tmp / "value_head.safetensors"))
+            if parts["value_head"]:
+                save_file({k: v.contiguous() for k, v in parts["value_head"].items()},
+                          str(tmp / "value_head.safetensors"))
             if data.standardizer is not None:
                 (tmp / "reward_standardizer.json").write_text(json.dumps(data.standardizer.to_dict(), indent=2))
     accelerator.wait_for_everyone()
