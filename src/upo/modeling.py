@@ -81,8 +81,9 @@ def add_lora(model, cfg: UPOConfig, trainable_token_ids: list[int] | None = None
     return get_peft_model(model, lora_config)
 
 
-def full_copy(lm, state: dict[str, torch.Tensor]):
-    """`lm` (a transformers causal LM, in peft or not) rebuilt around `state`, its full weights.
+def full_copy(lm, state: dict[str, torch.Tensor], merge: bool = False):
+    """`lm` (a transformers causal LM, in peft or not) rebuilt around `state`, its full weights; with
+    `merge`, peft's adapters merged into the weights.
 
     The trained module may hold only this process's shard of each weight (FSDP, DeepSpeed ZeRO-3),
     which save_pretrained or merge_and_unload cannot use; `state` is what
@@ -95,12 +96,17 @@ def full_copy(lm, state: dict[str, torch.Tensor]):
     with torch.device("meta"):
         copy = type(base)(base.config)
     copy.generation_config = base.generation_config
-    if isinstance(lm, PeftModel):  # peft ties its own wrappers of tied embeddings (trainable tokens)
+    if isinstance(lm, PeftModel):
         copy = get_peft_model(copy, deepcopy(lm.peft_config[lm.active_adapter]))
         copy.load_state_dict(state, assign=True)
+        if not merge:
+            return copy  # save_pretrained writes the adapters only
+        copy = copy.merge_and_unload()
     else:
         copy.load_state_dict(state, assign=True)
-        copy.tie_weights()  # a gathered state holds tied weights as two tensors
+    # A gathered state holds tied weights as two tensors. (Before merging, peft's wrappers of tied
+    # embeddings, CSFT's trainable tokens, would refuse this; merged, the model is plain again.)
+    copy.tie_weights()
     return copy
 
 
