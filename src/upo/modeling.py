@@ -92,22 +92,21 @@ def full_copy(lm, state: dict[str, torch.Tensor], merge: bool = False):
     """
     from peft import PeftModel, get_peft_model
 
-    base = lm.get_base_model() if isinstance(lm, PeftModel) else lm
+    peft = isinstance(lm, PeftModel)
+    base = lm.get_base_model() if peft else lm
+    # A gathered state holds tied weights (LM head = input embeddings) as two equal tensors: one again,
+    # so that the copy ties them too (peft's merge unties embeddings whose storage differs).
+    prefix = "base_model.model." if peft else ""
+    for target, source in getattr(base, "all_tied_weights_keys", {}).items():
+        if prefix + target in state and prefix + source in state:
+            state = {**state, prefix + target: state[prefix + source]}
     with torch.device("meta"):
         copy = type(base)(base.config)
     copy.generation_config = base.generation_config
-    if isinstance(lm, PeftModel):
+    if peft:
         copy = get_peft_model(copy, deepcopy(lm.peft_config[lm.active_adapter]))
-        copy.load_state_dict(state, assign=True)
-        if not merge:
-            return copy  # save_pretrained writes the adapters only
-        copy = copy.merge_and_unload()
-    else:
-        copy.load_state_dict(state, assign=True)
-    # A gathered state holds tied weights as two tensors. (Before merging, peft's wrappers of tied
-    # embeddings, CSFT's trainable tokens, would refuse this; merged, the model is plain again.)
-    copy.tie_weights()
-    return copy
+    copy.load_state_dict(state, assign=True)
+    return copy.merge_and_unload() if peft and merge else copy
 
 
 class ValueHead(nn.Module):
