@@ -93,7 +93,7 @@ def test_two_sharded_processes_match_one_process_and_resume(engine, tiny_model_d
     env, shard_files = ENGINES[engine]
     runs = {k: v for k, v in RUNS.items() if engine == "fsdp" or k != "adapter"}
     if engine.startswith("deepspeed"):  # DeepSpeed clips policy and value head together, one process apart
-        runs["upo"] = {**runs["upo"], "max_grad_norm": 0.0}
+        runs["upo"] = {**runs["upo"], "max_grad_norm": None}
     two = {name: run_config(tiny_model_dir, pairs_file, tmp_path / f"two-{name}", batch_size=2, **{**COMMON, **kw})
            for name, kw in runs.items()}  # fmt: skip
     full = run_config(tiny_model_dir, pairs_file, tmp_path / "two-uninterrupted", max_steps=4, **RESUME)

@@ -25,7 +25,7 @@ def configure_engine(accelerator, cfg: UPOConfig) -> None:
         accelerator.state.deepspeed_plugin.deepspeed_config.update(
             train_micro_batch_size_per_gpu=cfg.batch_size,
             gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-            gradient_clipping=cfg.max_grad_norm,
+            gradient_clipping=cfg.max_grad_norm or 0.0,  # DeepSpeed: 0 = no clipping (upo: null)
         )
 
 

@@ -82,8 +82,9 @@ def add_lora(model, cfg: UPOConfig, trainable_token_ids: list[int] | None = None
     return get_peft_model(model, lora_config)
 
 
-def full_copy(lm, state: dict[str, torch.Tensor]):
-    """`lm` (a transformers causal LM, in peft or not) rebuilt around `state`, its full weights.
+def full_copy(lm, state: dict[str, torch.Tensor], merge: bool = False):
+    """`lm` (a transformers causal LM, in peft or not) rebuilt around `state`, its full weights; with
+    `merge`, peft's adapters merged into the weights.
 
     The trained module may hold only this process's shard of each weight (FSDP, DeepSpeed ZeRO-3),
     which save_pretrained or merge_and_unload cannot use; `state` is what
@@ -92,17 +93,21 @@ def full_copy(lm, state: dict[str, torch.Tensor]):
     """
     from peft import PeftModel, get_peft_model
 
-    base = lm.get_base_model() if isinstance(lm, PeftModel) else lm
+    peft = isinstance(lm, PeftModel)
+    base = lm.get_base_model() if peft else lm
+    # A gathered state holds tied weights (LM head = input embeddings) as two equal tensors: one again,
+    # so that the copy ties them too (peft's merge unties embeddings whose storage differs).
+    prefix = "base_model.model." if peft else ""
+    for target, source in getattr(base, "all_tied_weights_keys", {}).items():
+        if prefix + target in state and prefix + source in state:
+            state = {**state, prefix + target: state[prefix + source]}
     with torch.device("meta"):
         copy = type(base)(base.config)
     copy.generation_config = base.generation_config
-    if isinstance(lm, PeftModel):  # peft ties its own wrappers of tied embeddings (trainable tokens)
+    if peft:
         copy = get_peft_model(copy, deepcopy(lm.peft_config[lm.active_adapter]))
-        copy.load_state_dict(state, assign=True)
-    else:
-        copy.load_state_dict(state, assign=True)
-        copy.tie_weights()  # a gathered state holds tied weights as two tensors
-    return copy
+    copy.load_state_dict(state, assign=True)
+    return copy.merge_and_unload() if peft and merge else copy
 
 
 class ValueHead(nn.Module):

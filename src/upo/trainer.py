@@ -295,9 +295,7 @@ def _save_final(accelerator, policy, tokenizer, cfg: UPOConfig, data, out: Path)
         for key, tensor in state.items():
             module, name = key.split(".", 1)
             parts[module][name] = tensor
-        lm = full_copy(accelerator.unwrap_model(policy).lm, parts["lm"])
-        if cfg.lora and cfg.merge_lora:
-            lm = lm.merge_and_unload()
+        lm = full_copy(accelerator.unwrap_model(policy).lm, parts["lm"], merge=cfg.lora and cfg.merge_lora)
         with atomic_folder(final) as tmp:
             lm.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
