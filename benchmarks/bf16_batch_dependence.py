@@ -4,14 +4,16 @@ Four HH-RLHF texts (150 tokens, the first 20 as prompt) through SmolLM2-135M-Ins
 `upo.logps.sequence_logps`, packed and padded: as a batch of 4, within a batch of 16, and alone.
 This is why precomputed reference log-probs are not bitwise the policy's at step 0 in bf16.
 
-    python benchmarks/bf16_batch_dependence.py
+    python benchmarks/bf16_batch_dependence.py [--data HH-RLHF.jsonl.gz]
 """
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import json
 import sys
+from pathlib import Path
 
 import torch
 from _common import HH
@@ -22,13 +24,16 @@ from upo.logps import sequence_logps
 from upo.modeling import load_causal_lm, load_tokenizer, resolve_model_path
 
 
-def main() -> int:
-    if not HH.exists():
-        print(f"skipping: {HH} not found (the shared HH-RLHF pairs)")
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=HH)
+    args = parser.parse_args(argv)
+    if not args.data.exists():
+        print(f"skipping: {args.data} not found (the shared HH-RLHF pairs)")
         return 0
     path = resolve_model_path(EMBEDDED_MODEL)
     tokenizer, lm = load_tokenizer(path), load_causal_lm(path).eval()
-    with gzip.open(HH, "rt") as f:
+    with gzip.open(args.data, "rt") as f:
         texts = [json.loads(line)["chosen"][:600] for _, line in zip(range(16), f, strict=False)]
     ids = [tokenizer(t)["input_ids"][:150] for t in texts]
     items = [{"index": i, "prompt_ids": x[:20], "completion_ids": x[20:], "kl_completion_ids": x[20:], "label": True}
