@@ -25,11 +25,11 @@ pytestmark = pytest.mark.slow
 def test_lora_run_on_the_real_model_and_data(method, hh_file, tmp_path):
     if importlib.util.find_spec(GGUF_PACKAGE) is None:  # installed --no-deps: found, not imported
         pytest.skip(f"the embedded SmolLM2 model's package {GGUF_PACKAGE} is not installed")
+    upo_keys = dict(pref_loss="dpo", rewards={"length": 1.0}) if method == "upo" else {}  # dpo would refuse them
     cfg = UPOConfig(
-        model=EMBEDDED_MODEL, dataset=str(hh_file), method=method, pref_loss="dpo", lora=True, merge_lora=False,
+        model=EMBEDDED_MODEL, dataset=str(hh_file), method=method, lora=True, merge_lora=False,
         max_examples=8, eval_fraction=0.003, batch_size=2, max_steps=2, max_length=128, max_prompt_length=64,
-        learning_rate=1e-3, rewards={"length": 1.0}, precision="fp32", output_dir=str(tmp_path / "run"),
-        progress=False,
+        learning_rate=1e-3, precision="fp32", output_dir=str(tmp_path / "run"), progress=False, **upo_keys,
     )
     final = train(cfg)
     rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
