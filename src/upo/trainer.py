@@ -119,7 +119,8 @@ def train(cfg: UPOConfig) -> Path:
         # CSFT's control-token embeddings must learn too: peft trains just those rows.
         lm = add_lora(lm, cfg, trainable_token_ids=sorted(control_ids.values()) if control_ids else None)
     # The reference is the policy before any update (with LoRA: its adapters disabled), so at step 0
-    # every log-ratio is 0. Its log-probs are computed by the policy itself when they are precomputed,
+    # every log-ratio is 0 (in bf16 exactly so only when computed each step: a sequence's bf16
+    # log-prob depends on its batch, and the precompute's batches are not training's). Its log-probs are computed by the policy itself when they are precomputed,
     # else by a frozen copy: in fp32 like the policy's weights and under the same autocast, so that
     # it computes what the policy computes (a bf16 copy would not: the policy's embeddings, norms
     # and residual stream stay fp32 under autocast). `ref_model` names another reference.
