@@ -13,6 +13,7 @@ from matplotlib.image import imread
 import upo.trainer
 from upo.cli import main
 from upo.curves import PANELS, _draw, plot_curves, present_panels, read_series
+from upo.metrics import read_metrics
 from upo.trainer import train
 
 # A DPO run: no UPO terms, no KTO reference point; evaluation at steps 2 and 4.
@@ -44,6 +45,15 @@ def test_only_panels_whose_metrics_were_logged_are_drawn(tmp_path):
     assert (width, height) == (3 * 480, 2 * 340)  # 6 panels: 2 rows of 3, 4.8 x 3.4 inches at 100 dpi
     assert imread(paths[1]).shape[:2] == (420, 640)
     assert imread(paths[0]).std() > 0.05  # not a blank canvas
+
+
+def test_a_run_killed_mid_write_still_plots(tmp_path):
+    """A kill can leave metrics.jsonl's last line cut short: the complete rows are plotted."""
+    run = _run_dir(tmp_path)
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 5, "train/lo')
+    assert [row["step"] for row in read_metrics(run / "metrics.jsonl")] == [1, 2, 3, 4]
+    assert plot_curves(run)[0].exists()
 
 
 def test_train_and_eval_share_an_axes_and_nan_is_a_gap(tmp_path):

@@ -16,7 +16,7 @@ One launch per engine runs its 2-process trainings (process start dominates the 
 full fine-tuning and LoRA (merged; under FSDP also adapter-only), and UPO (its value head is part
 of the one trained module), at batch 2 per process, compared with one process at batch 4, and a checkpoint resumed, compared bitwise with the uninterrupted
 run. The LoRA run holds out 3 of the 12 examples, so the reference log-probs of the 9 training
-examples split 5/4 between the processes (see trainer._precompute_all: equal shares).
+examples split 5/4 between the processes (see reference.precompute_run_reference_logps: equal shares).
 """
 
 from __future__ import annotations

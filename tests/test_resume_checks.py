@@ -97,8 +97,9 @@ def test_keys_that_may_change_are_logged_and_recorded(finished_run, tiny_model_d
     out = _copy(finished_run, tmp_path)
     shutil.rmtree(out / "checkpoints" / "step-2")
     final = _resume(tiny_model_dir, pairs_file, tmp_path, logging_steps=2, save_steps=5)
-    assert "resuming with logging_steps changed: 1 -> 2" in _log(capsys)
-    assert "logging_steps: 2" in (out / "config.yaml").read_text()
+    log, recorded = _log(capsys), (out / "config.yaml").read_text()
+    assert "resuming with logging_steps changed: 1 -> 2" in log and "logging_steps: 2" in recorded
+    assert "resuming with save_steps changed: 1 -> 5" in log and "save_steps: 5" in recorded
     assert _same_weights(final, finished_run[1] / "final")
 
 

@@ -28,7 +28,7 @@ class StepInputs:
     desirable: torch.Tensor  # [N] bool
     rewards: torch.Tensor  # [N] auxiliary reward r_a (standardized, weighted); zeros if none
     values: torch.Tensor | None = None  # [N] V_psi(x) (grad to the value head only)
-    kto_reference_point: torch.Tensor | None = None  # 0-dim, detached, clamped, all-reduced by the loop
+    kto_reference_point: torch.Tensor | None = None  # 0-dim, detached, clamped, averaged over all processes
     num_tokens: torch.Tensor | None = None  # [N] completion tokens per sequence (for per-token means)
 
     def reference_mean_logps(self) -> torch.Tensor:

@@ -74,4 +74,5 @@ def _complete_lines(path: Path) -> list[str]:
 
 
 def read_metrics(path: str | Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    """The rows of a metrics.jsonl (a last line cut short by a killed run is left out)."""
+    return [json.loads(line) for line in _complete_lines(Path(path))]

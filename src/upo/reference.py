@@ -8,7 +8,6 @@ they are saved with the run (`reference_table`) so a resume reuses them.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -35,9 +34,10 @@ def make_reference_fn(accelerator, policy, ref_model, lora: bool, padding_free: 
         with accelerator.autocast():
             if ref_model is not None:
                 return sequence_logps(ref_model, input_ids, attention_mask, loss_mask, padding_free=padding_free).sum
-            lm = accelerator.unwrap_model(policy).lm
+            if not lora:  # full fine-tuning before any update: the policy is the reference
+                return policy(input_ids, attention_mask, loss_mask)["sum"]
             trainable = [p for p in policy.parameters() if p.requires_grad]
-            with lm.disable_adapter() if lora else contextlib.nullcontext():  # LoRA: the base model
+            with accelerator.unwrap_model(policy).lm.disable_adapter():  # LoRA: the base model
                 logps = policy(input_ids, attention_mask, loss_mask)["sum"]
             # peft re-enables the adapters by setting requires_grad on the parameters the module holds
             # at exit; under FSDP2 those are the gathered copies, not the shards the optimizer steps.

@@ -118,12 +118,13 @@ def train(cfg: UPOConfig) -> Path:
     if cfg.lora:
         # CSFT's control-token embeddings must learn too: peft trains just those rows.
         lm = add_lora(lm, cfg, trainable_token_ids=sorted(control_ids.values()) if control_ids else None)
-    # The reference is the policy before any update (with LoRA: its adapters disabled), so at step 0
-    # every log-ratio is 0 (in bf16 exactly so only when computed each step: a sequence's bf16
-    # log-prob depends on its batch, and the precompute's batches are not training's). Its log-probs are computed by the policy itself when they are precomputed,
-    # else by a frozen copy: in fp32 like the policy's weights and under the same autocast, so that
-    # it computes what the policy computes (a bf16 copy would not: the policy's embeddings, norms
-    # and residual stream stay fp32 under autocast). `ref_model` names another reference.
+    # The reference is the policy before any update, so at step 0 every log-ratio is 0 (in bf16
+    # exactly so only when computed each step: a sequence's bf16 log-prob depends on its batch, and
+    # the precompute's batches are not training's). The policy itself computes them with LoRA (its
+    # adapters disabled) or when they are precomputed; otherwise a frozen copy does, in fp32 like the
+    # policy's weights and under the same autocast (a bf16 copy would not compute what the policy
+    # computes: its embeddings, norms and residual stream stay fp32 under autocast). `ref_model`
+    # names another reference, always a frozen copy.
     ref_model = None
     if method.uses_reference and (cfg.ref_model or not (cfg.lora or cfg.precompute_ref_logps)):
         ref_path = resolve_model_path(cfg.ref_model, cfg.cache_dir) if cfg.ref_model else model_path

@@ -1,4 +1,4 @@
-"""Row checks beyond the format, shared by `upo train` and `upo validate` (through `upo.data.records`).
+"""Row checks beyond the format, shared by `upo train` and `upo validate` (through `upo.data.readers`).
 
 A parsed row is still refused (a DataError naming the row and field) when its text would not train
 as written:

@@ -41,7 +41,7 @@ from upo.evaluation.config import coerce_eval
 TOP_KEYS = ("output_dir", "base", "eval", "methods", "aux_coef", "method_overrides", "reward_variants", "points",
             "preference_metric", "aux_metrics", "seeds", "quick")
 # Every point must share the held-out split (it is the evaluation set) and get its own run folder.
-SHARED_KEYS = ("dataset", "dataset_split", "eval_dataset", "eval_fraction", "seed", "output_dir")
+SHARED_KEYS = ("dataset", "dataset_split", "eval_dataset", "eval_fraction", "seed", "split_seed", "output_dir")
 # Set per point by the sweep, not in eval:
 EVAL_PER_POINT = ("model", "ref_model", "output", "beta")
 GROUPS = ("base", "preference", "upo", "auxiliary")

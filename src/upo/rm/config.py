@@ -26,7 +26,7 @@ class RMConfig:
     model: str = EMBEDDED_MODEL  # causal LM to start from (folder, Hub name or the embedded SmolLM2); gets a 1-output score head
     dataset: str = ""  # paired preference data: .jsonl / .jsonl.gz / .json file, or a datasets.load_dataset name or folder
     dataset_split: str = "train"  # split to read from a datasets source
-    eval_fraction: Annotated[float, Interval("[0, 1)")] = 0.05  # share of pairs held out for accuracy (the split `upo train` makes with the same seed)
+    eval_fraction: Annotated[float, Interval("[0, 1)")] = 0.05  # share of pairs held out for accuracy (the split `upo train` makes when its split_seed, else its seed, equals this seed)
     max_examples: Positive[int] | None = None  # keep only the first N training pairs (after shuffling with seed)
     max_length: Positive[int] = 512  # tokens of a rendered prompt + response; pairs with a longer side are skipped (counted)
     group_by_length: bool = True  # batches of similar length, padded to their own longest

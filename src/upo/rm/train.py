@@ -83,7 +83,8 @@ def pair_rewards(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, t
 
 def split_pairs(cfg: RMConfig) -> tuple[list[PreferencePair], list[PreferencePair], list[str]]:
     """(train, held-out, report): shuffled with the seed and split as `upo train` splits, so a policy
-    trained with the same seed and eval_fraction holds out the same pairs."""
+    trained with the same eval_fraction and split seed (its split_seed, else its seed) holds out the
+    same pairs."""
     if not cfg.dataset:
         raise ValueError("no dataset given: pass --dataset PATH (paired preference data)")
     result = load_records(cfg.dataset, cfg.dataset_split)
