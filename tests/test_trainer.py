@@ -9,11 +9,13 @@ import math
 
 import pytest
 import torch
+from helpers import build_tiny_model, write_pairs
 from helpers import run_config as _cfg
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
 from upo.checkpoint import checkpoint_dirs
+from upo.logps import CompletionLogps
 from upo.methods import METHODS
 from upo.metrics import read_metrics
 from upo.trainer import train
@@ -143,6 +145,47 @@ def test_bf16_full_fine_tuning_starts_at_log_ratio_zero(method, precompute, tiny
     row = read_metrics(final.parent / "metrics.jsonl")[0]
     for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", *(["kto/kl"] if method == "kto" else [])):
         assert row[f"train/{key}"] == 0.0, key
+
+
+@pytest.fixture(scope="module")
+def wide_model_dir(tmp_path_factory, tiny_tokenizer):
+    """The tiny model at width 256: wide enough that in bf16 a sequence's log-prob depends on the
+    batch it is computed in (the tiny model's 32 is not)."""
+    path = tmp_path_factory.mktemp("wide-model")
+    build_tiny_model(len(tiny_tokenizer), hidden_size=256, intermediate_size=1024).save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("method", ["dpo", "kto"])
+def test_bf16_precomputed_reference_is_the_policy_on_every_batch_of_the_first_step(method, wide_model_dir, tmp_path,
+                                                                                   monkeypatch):
+    """The precomputed reference log-probs of each example come from the micro-batch it has in
+    training's first epoch, so in bf16 every log-ratio before the first update is exactly 0 (and
+    KTO's z0). 13 pairs at batch 4 with 4 accumulation steps (KTO: 26 examples, 7): the whole epoch,
+    short last batch included, is one optimizer step. Batched otherwise (by length, twice the batch), the reference
+    was up to ~1e-2 nats off on this model."""
+    autocast = []
+    forward = CompletionLogps.forward
+
+    def recording_forward(self, *args, **kwargs):
+        autocast.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(CompletionLogps, "forward", recording_forward)
+    seen = []
+    entry = METHODS[method]
+    spy = lambda x, cfg: (seen.append((x.policy_logps.detach() - x.reference_logps, x.kto_reference_point)),  # noqa: E731
+                          entry.loss(x, cfg))[1]
+    monkeypatch.setitem(METHODS, method, dataclasses.replace(entry, loss=spy))
+    data = write_pairs(tmp_path / "pairs-13.jsonl", 13)  # KTO: 26 examples, 7 micro-batches
+    train(_cfg(wide_model_dir, data, tmp_path, method=method, precision="bf16", max_steps=1, batch_size=4,
+               gradient_accumulation_steps=4 if method == "dpo" else 7, eval_fraction=0.0, rewards={}))  # fmt: skip
+    assert autocast and all(on_and_dtype == (True, torch.bfloat16) for on_and_dtype in autocast)
+    assert sum(len(d) for d, _ in seen) == 26  # 13 pairs' sequences, all in the first step
+    for diff, z0 in seen:
+        assert torch.equal(diff, torch.zeros_like(diff)), diff
+        assert z0 is None or z0.item() == 0.0
 
 
 def test_gradient_accumulation_steps(tiny_model_dir, pairs_file, tmp_path):
