@@ -2,8 +2,9 @@
 
 The reference model is a separate frozen copy, or the policy itself: with LoRA, its adapters
 disabled; without, before training, when the reference log-probs are computed once
-(`precompute_reference_logps`), after which the batches carry them and no reference forward runs;
-they are saved with the run (`reference_table`) so a resume reuses them.
+(`precompute_run_reference_logps`: the training examples' in training's own first-epoch micro-batches,
+the held-out ones' in batches of their own), after which the batches carry them and no reference
+forward runs; they are saved with the run (`reference_table`) so a resume reuses them.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ def make_reference_fn(accelerator, policy, ref_model, lora: bool, padding_free: 
 def item_logps(items: list[dict], fmt: str, collate, logps_fn: ReferenceFn, *, batch_size: int, device,
                with_kl: bool = False, progress: bool = True, desc: str = "log-probs") -> list[dict[str, float]]:
     """Summed completion log-probs of every item's sequences, in the items' order: the one batched
-    loop (sort by length, batch, collate, score, write back) of reference precompute and `upo eval`.
+    loop (sort by length, batch, collate, score, write back) of the held-out items' reference
+    precompute and of `upo eval`.
 
     `logps_fn(input_ids, attention_mask, loss_mask) -> [N]` runs without gradient, under whatever
     autocast and eval/train mode the caller gives it. Returns per item {"chosen_logps", "rejected_logps"} for
