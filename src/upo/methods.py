@@ -4,7 +4,8 @@ Each entry says what a batch must hold (paired or unpaired sequences), which ext
 training loop must provide (reference log-probs, KTO's reference point, the value head, auxiliary
 rewards), its step: a function that turns a `StepInputs` (`upo.forward`) into `(loss, metrics)`
 (`upo.steps`, which call the pure losses in `upo.losses` and `upo.baseline_losses`), and what the
-held-out metrics and a frontier sweep need to know about it. Adding a method is one loss function,
+held-out metrics and a frontier sweep need to know about it, and which config keys its step reads
+(setting another method's hyperparameter is a config error). Adding a method is one loss function,
 one step and one entry here; no other code branches on method names.
 """
 
