@@ -71,7 +71,7 @@ def _launch(configs: list, tmp_path: Path, config_file: str = "ddp.yaml", preamb
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
 
 
-def test_two_processes_match_one_process_with_twice_the_batch(tiny_model_dir, pairs_file, tmp_path):
+def test_two_processes_match_one_process_with_twice_the_batch(tiny_model_dir, wide_model_dir, pairs_file, tmp_path):
     two = {name: run_config(tiny_model_dir, pairs_file, tmp_path / f"two-{name}", batch_size=2, **COMMON, **kw)
            for name, kw in METHODS.items()}  # fmt: skip
     full = run_config(tiny_model_dir, pairs_file, tmp_path / "two-full", max_steps=4, **RESUME)
@@ -83,9 +83,11 @@ def test_two_processes_match_one_process_with_twice_the_batch(tiny_model_dir, pa
     tail_data = write_pairs(tmp_path / "pairs-13.jsonl", 13)
     tail = run_config(tiny_model_dir, tail_data, tmp_path / "two-tail", batch_size=2, gradient_accumulation_steps=2,
                       **TAIL)  # fmt: skip
-    # bf16, the whole first epoch in step 1: each process precomputes the reference log-probs of its
-    # share of each batch (the last: process 1 holds copies only), and every process gets them all
-    step0 = {name: run_config(tiny_model_dir, tail_data, tmp_path / f"two-step0-{name}", method=name, batch_size=2,
+    # bf16 on the wide model (its log-probs depend on the batch), the whole first epoch in step 1:
+    # each process precomputes the reference log-probs of its share of each batch as it trains on it
+    # (the last: process 0 keeps its one real pair, process 1 holds copies only), and every process
+    # gets them all. Batched otherwise, or with the copies left in, a log-ratio is off by ~4e-7.
+    step0 = {name: run_config(wide_model_dir, tail_data, tmp_path / f"two-step0-{name}", method=name, batch_size=2,
                               gradient_accumulation_steps=4 if name == "dpo" else 7, precision="bf16", max_steps=1,
                               eval_fraction=0.0, rewards={}) for name in ("dpo", "kto")}  # fmt: skip
     result = _launch([*two.values(), full, part, resumed, tail, *step0.values()], tmp_path)

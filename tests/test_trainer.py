@@ -9,8 +9,8 @@ import math
 
 import pytest
 import torch
-from helpers import build_tiny_model, write_pairs
 from helpers import run_config as _cfg
+from helpers import write_pairs
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
@@ -160,16 +160,6 @@ def test_bf16_full_fine_tuning_starts_at_log_ratio_zero(method, precompute, tiny
     row = read_metrics(final.parent / "metrics.jsonl")[0]
     for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", *(["kto/kl"] if method == "kto" else [])):
         assert row[f"train/{key}"] == 0.0, key
-
-
-@pytest.fixture(scope="module")
-def wide_model_dir(tmp_path_factory, tiny_tokenizer):
-    """The tiny model at width 256: wide enough that in bf16 a sequence's log-prob depends on the
-    batch it is computed in (the tiny model's 32 is not)."""
-    path = tmp_path_factory.mktemp("wide-model")
-    build_tiny_model(len(tiny_tokenizer), hidden_size=256, intermediate_size=1024).save_pretrained(path)
-    tiny_tokenizer.save_pretrained(path)
-    return path
 
 
 @pytest.mark.parametrize("method", ["dpo", "kto"])
