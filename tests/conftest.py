@@ -30,6 +30,16 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def wide_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
+    """The tiny model at width 256 (saved like tiny_model_dir): wide enough that in bf16 a sequence's
+    log-prob depends on the batch it is computed in (at the tiny model's 32 it does not)."""
+    path = tmp_path_factory.mktemp("wide-model")
+    build_tiny_model(len(tiny_tokenizer), hidden_size=256, intermediate_size=1024).save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tiny_tokenizer) -> LlamaForCausalLM:
     """A tiny causal LM in memory, shared by a module's tests (which must not train it)."""

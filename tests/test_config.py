@@ -193,7 +193,19 @@ def test_methods_that_use_rewards_take_them(method):
         (dict(relabel_margin=2.0), "relabel_margin (relabel is false)"),
         (dict(eval_steps=10, eval_fraction=0.0), "eval_steps (no held-out data"),
         (dict(save_total_limit=5), "save_total_limit (save_steps is null"),
-        (dict(method="dpo", pref_loss="dpo"), "pref_loss (method 'dpo' has its own loss"),
+        (dict(method="dpo", pref_loss="dpo"), "pref_loss (method 'dpo' does not read it; read by upo)"),
+        (dict(method="kto", label_smoothing=0.1), "label_smoothing (method 'kto' does not read it; read by dpo, "
+                                                  "upo with pref_loss dpo)"),
+        (dict(method="dpo", desirable_weight=2.0), "desirable_weight (method 'dpo' does not read it; read by kto, "
+                                                   "upo with pref_loss kto)"),
+        (dict(pref_loss="dpo", undesirable_weight=2.0), "undesirable_weight (method 'upo' with pref_loss 'dpo' does "
+                                                        "not read it"),
+        (dict(method="dpo", aux_coef=0.5), "aux_coef (method 'dpo' does not read it; read by upo)"),
+        (dict(method="kto", eta=2.0, tau=0.5), "eta (method 'kto' does not read it; read by upo); tau (method"),
+        (dict(method="alol", ppo_clip=0.1), "ppo_clip (method 'alol' does not read it; read by oppo, aoppo)"),
+        (dict(method="oppo", alol_clip=0.5), "alol_clip (method 'oppo' does not read it; read by alol)"),
+        (dict(method="dpo", modpo_w0=2.0), "modpo_w0 (method 'dpo' does not read it; read by modpo)"),
+        (dict(method="csft", beta=0.2), "beta (method 'csft' does not read it; read by dpo, ipo, kto, upo, oppo"),
         (dict(method="dpo", value_lr=1e-2), "value_lr (method 'dpo' has no value head)"),
         (dict(method="sft", ref_model="some/model"), "ref_model (method 'sft' uses no reference model)"),
     ],
@@ -201,6 +213,26 @@ def test_methods_that_use_rewards_take_them(method):
 def test_keys_set_but_not_read_by_the_run_are_refused(keys, named):
     with pytest.raises(ConfigError, match="set but not read by this run.*" + re.escape(named)):
         UPOConfig(**keys)
+
+
+def test_every_method_accepts_the_keys_it_reads_and_refuses_the_other_method_keys():
+    """Only the method-specific keys (some method reads them) are checked, against the table's
+    `Method.reads`: a general key like learning_rate is every method's."""
+    from upo.methods import METHODS, config_reads, method_keys
+
+    changed = {"beta": 0.2, "label_smoothing": 0.1, "desirable_weight": 2.0, "undesirable_weight": 2.0,
+               "aux_coef": 0.5, "eta": 2.0, "max_weight": 5.0, "tau": 0.5, "aux_logp": "sum", "ppo_clip": 0.1,
+               "alol_clip": 0.5, "modpo_w0": 2.0, "pref_loss": "dpo"}
+    assert sorted(changed) == sorted(method_keys())
+    for name, m in METHODS.items():
+        for pref_loss in ("kto", "dpo", "ipo") if m.data == "pref" else ("kto",):
+            reads = config_reads(m, pref_loss)
+            UPOConfig(method=name, learning_rate=1e-4, **{k: changed[k] for k in reads if k != "pref_loss"},
+                      **({"pref_loss": pref_loss} if m.data == "pref" else {}))
+            for key in set(changed) - set(reads):
+                with pytest.raises(ConfigError, match=f"{key} \\(method '{name}'"):
+                    UPOConfig(method=name, **{key: changed[key]}, **({"pref_loss": pref_loss} if key != "pref_loss"
+                                                                     and m.data == "pref" else {}))
 
 
 def test_keys_read_by_the_run_are_accepted():

@@ -16,7 +16,9 @@ One launch per engine runs its 2-process trainings (process start dominates the 
 full fine-tuning and LoRA (merged; under FSDP also adapter-only), and UPO (its value head is part
 of the one trained module), at batch 2 per process, compared with one process at batch 4, and a checkpoint resumed, compared bitwise with the uninterrupted
 run. The LoRA run holds out 3 of the 12 examples, so the reference log-probs of the 9 training
-examples split 5/4 between the processes (see reference.precompute_run_reference_logps: equal shares).
+examples come from loader batches of 4, 4 and 1 (in the last, process 1 holds only a copy and still
+runs the collective forward) and those of the 3 held-out ones split 2/1 between the processes
+(reference.precompute_run_reference_logps).
 """
 
 from __future__ import annotations

@@ -156,6 +156,28 @@ def test_expand_points_reads_aux_strength_and_group_from_the_method_table(monkey
     assert by_name["modpo-aux2"].overrides["rewards"] == {"safety": 2.0} and by_name["modpo-aux2"].group == "auxiliary"
 
 
+def test_a_point_leaves_out_the_base_keys_its_method_does_not_read(tmp_path):
+    """The base's method-specific keys go to the points whose method reads them (the table's
+    `Method.reads`); the others get the default, so their configs build. A point's own unread key
+    is still refused."""
+    from upo.frontier.run import point_config
+
+    base = {"beta": 0.2, "label_smoothing": 0.1, "aux_coef": 0.5, "desirable_weight": 2.0, "pref_loss": "dpo"}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({"base": base, "methods": ["dpo", "csft", "kto", "upo"],
+                                    "points": [{"name": "dpo-aux", "method": "dpo", "aux_coef": 0.5}]}))
+    sweep = load_sweep(path)
+    points = {p.name: p for p in sweep.points}
+    dpo, csft, kto, upo = (point_config(points[name], sweep) for name in ("dpo", "csft", "kto", "upo"))
+    assert (dpo.beta, dpo.label_smoothing, dpo.aux_coef, dpo.desirable_weight) == (0.2, 0.1, 1.0, 1.0)
+    assert (csft.beta, csft.label_smoothing, csft.pref_loss) == (0.1, 0.0, "kto")
+    assert (kto.beta, kto.desirable_weight, kto.label_smoothing) == (0.2, 2.0, 0.0)
+    assert (upo.pref_loss, upo.beta, upo.label_smoothing, upo.desirable_weight) == ("dpo", 0.2, 0.1, 1.0)
+    assert sweep.base_config().pref_loss == "dpo"  # the base model's config: method upo, whose term is dpo
+    with pytest.raises(ConfigError, match="aux_coef"):
+        point_config(points["dpo-aux"], sweep)
+
+
 def test_sweep_errors_are_clear(tmp_path):
     with pytest.raises(ConfigError, match="two points are named 'dpo'"):
         expand_points({"methods": ["dpo"], "points": [{"name": "dpo", "method": "dpo"}]}, {})

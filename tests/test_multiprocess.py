@@ -8,7 +8,8 @@ the processes (Accelerate's split_batches), so both see the same examples per st
 parameters agree up to float summation order (tolerance in helpers.assert_same_updates).
 Checkpoint + resume under 2 processes ends bitwise where the uninterrupted 2-process run does. An
 epoch whose last step is short and uneven (one process holding only Accelerate's top-up copies)
-makes the same updates as one process with one batch per step.
+makes the same updates as one process with one batch per step. In bf16 the first step's log-ratios
+are exactly 0: each process precomputes the reference log-probs of its first-epoch micro-batches.
 
 All 2-process runs share one launch (the process start and gloo set-up dominate the time).
 """
@@ -70,7 +71,7 @@ def _launch(configs: list, tmp_path: Path, config_file: str = "ddp.yaml", preamb
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
 
 
-def test_two_processes_match_one_process_with_twice_the_batch(tiny_model_dir, pairs_file, tmp_path):
+def test_two_processes_match_one_process_with_twice_the_batch(tiny_model_dir, wide_model_dir, pairs_file, tmp_path):
     two = {name: run_config(tiny_model_dir, pairs_file, tmp_path / f"two-{name}", batch_size=2, **COMMON, **kw)
            for name, kw in METHODS.items()}  # fmt: skip
     full = run_config(tiny_model_dir, pairs_file, tmp_path / "two-full", max_steps=4, **RESUME)
@@ -82,7 +83,14 @@ def test_two_processes_match_one_process_with_twice_the_batch(tiny_model_dir, pa
     tail_data = write_pairs(tmp_path / "pairs-13.jsonl", 13)
     tail = run_config(tiny_model_dir, tail_data, tmp_path / "two-tail", batch_size=2, gradient_accumulation_steps=2,
                       **TAIL)  # fmt: skip
-    result = _launch([*two.values(), full, part, resumed, tail], tmp_path)
+    # bf16 on the wide model (its log-probs depend on the batch), the whole first epoch in step 1:
+    # each process precomputes the reference log-probs of its share of each batch as it trains on it
+    # (the last: process 0 keeps its one real pair, process 1 holds copies only), and every process
+    # gets them all. Batched otherwise, or with the copies left in, a log-ratio is off by ~4e-7.
+    step0 = {name: run_config(wide_model_dir, tail_data, tmp_path / f"two-step0-{name}", method=name, batch_size=2,
+                              gradient_accumulation_steps=4 if name == "dpo" else 7, precision="bf16", max_steps=1,
+                              eval_fraction=0.0, rewards={}) for name in ("dpo", "kto")}  # fmt: skip
+    result = _launch([*two.values(), full, part, resumed, tail, *step0.values()], tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     assert f"resumed from {Path(part.output_dir) / 'checkpoints' / 'step-2'}" in result.stdout + result.stderr
 
@@ -108,6 +116,12 @@ def test_two_processes_match_one_process_with_twice_the_batch(tiny_model_dir, pa
             assert r[key] == pytest.approx(s[key], rel=1e-4), (r["step"], key)
     assert_same_updates(load_file(str(one / "model.safetensors")), load_file(str(final_two / "model.safetensors")),
                         start, lr=COMMON["learning_rate"], slack=10)  # fmt: skip
+
+    # the first step's log-ratios are exactly 0 on both processes (and so KTO's z0)
+    for name, cfg in step0.items():
+        row = read_metrics(Path(cfg.output_dir) / "metrics.jsonl")[0]
+        for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", *(["kto/kl"] if name == "kto" else [])):
+            assert row[f"train/{key}"] == 0.0, (name, key)
 
     # checkpoint + resume with two processes: bitwise the uninterrupted two-process run
     a = load_file(str(Path(full.output_dir) / "final" / "model.safetensors"))

@@ -1,13 +1,14 @@
 """upo.reference.item_logps, the one batched log-prob loop: whatever the length order and batch
-boundaries, every item gets its own sequences' values back."""
+boundaries, every item gets its own sequences' values back; and first_epoch_reference_logps, which
+scores training's own micro-batches and keeps the values of their real examples only."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from upo.data.collate import collate_fn
-from upo.reference import item_logps, precompute_reference_logps
+from upo.data.collate import collate_fn, first_items
+from upo.reference import first_epoch_reference_logps, item_logps, precompute_reference_logps
 
 
 def completion_token_sum(input_ids, attention_mask, loss_mask) -> torch.Tensor:
@@ -55,3 +56,24 @@ def test_precompute_writes_the_reference_keys_the_collators_read():
     assert batch["reference_logps"].tolist() == [10.0, 22.0, 100.0, 101.0]  # chosen rows, then rejected rows
     batch = collate_fn("unpaired", 0)(unpaired[:2])
     assert batch["reference_logps"].tolist() == [10.0, 22.0] and batch["kl_reference_logps"].tolist() == [200.0, 201.0]
+
+
+@pytest.mark.parametrize("fmt", ["paired", "unpaired"])
+def test_first_epoch_values_belong_to_the_real_examples_of_each_batch(fmt):
+    """Batches as the step receives them: a full one, a short one cut to its real first example
+    (first_items keeps KTO's kl rows whole), and one of top-up copies only (0 real): every real
+    example gets its own values, the copies none."""
+    items = pair_items() if fmt == "paired" else unpaired_items()
+    collate = collate_fn(fmt, 0)
+    batches = [(collate([items[3], items[0]]), 2), (first_items(collate([items[1], items[3]]), 1), 1),
+               (collate([items[3], items[0]]), 0)]
+    out = first_epoch_reference_logps(batches, completion_token_sum, fmt, with_kl=True, progress=False)
+    assert [index for index, _ in out] == [3, 0, 1]
+    for index, values in out:
+        it = items[index]
+        if fmt == "paired":
+            assert values == {"reference_chosen_logps": float(sum(it["chosen_ids"])),
+                              "reference_rejected_logps": float(sum(it["rejected_ids"]))}
+        else:
+            assert values == {"reference_logps": float(sum(it["completion_ids"])),
+                              "reference_kl_logps": float(sum(it["kl_completion_ids"]))}

@@ -16,7 +16,7 @@ from upo import baseline_losses as bl
 from upo import losses
 from upo.config import UPOConfig
 from upo.forward import StepInputs
-from upo.methods import METHODS, batch_format, needs_kto_reference_point
+from upo.methods import METHODS, batch_format, config_reads, needs_kto_reference_point
 from upo.steps import upo_aux_metrics
 
 PAIR = ["rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected"]
@@ -43,6 +43,24 @@ METRIC_NAMES = {
 # Not the defaults, so a step that passed a default instead of the config's value would be caught.
 CFG = dict(beta=0.3, label_smoothing=0.1, desirable_weight=1.5, undesirable_weight=0.7, aux_coef=0.4, eta=2.0,
            max_weight=3.0, tau=0.8, modpo_w0=2.0, ppo_clip=0.1, alol_clip=0.5)
+
+
+def config(method: str, **overrides) -> UPOConfig:
+    """A config of `method` with CFG's values of the keys it reads (setting the others is an error)."""
+    reads = config_reads(METHODS[method], overrides.get("pref_loss", UPOConfig.pref_loss))
+    return UPOConfig(method=method, **{k: v for k, v in CFG.items() if k in reads}, **overrides)
+
+
+class ReadRecorder:
+    """Stands in for a config and records the names of the attributes read from it."""
+
+    def __init__(self, cfg: UPOConfig):
+        object.__setattr__(self, "cfg", cfg)
+        object.__setattr__(self, "read", set())
+
+    def __getattr__(self, name):
+        self.read.add(name)
+        return getattr(self.cfg, name)
 
 
 def make_inputs(fmt: str) -> StepInputs:
@@ -113,7 +131,7 @@ def test_every_method_in_the_table_is_pinned_here():
     [(m, {}) for m in sorted(METHODS)] + [("upo", {"pref_loss": "dpo"}), ("upo", {"pref_loss": "ipo", "aux_logp": "sum"})],
 )
 def test_step_loss_is_the_pure_loss_and_metric_names_are_pinned(method, overrides):
-    cfg = UPOConfig(**CFG, **overrides)
+    cfg = config(method, **overrides)
     m = METHODS[method]
     x = make_inputs(batch_format(m, cfg.pref_loss))
     if not needs_kto_reference_point(m, cfg.pref_loss):
@@ -139,7 +157,7 @@ def test_dpo_step_metrics_are_the_implicit_rewards_hand_worked():
     """beta 0.3; chosen logratios -3 - -4 = 1, -5 - -5.5 = 0.5; rejected -6 - -5 = -1, -4 - -4.5 = 0.5.
     rewards/chosen = 0.3 * mean(1, 0.5) = 0.225; rejected = 0.3 * mean(-1, 0.5) = -0.075; margins 0.3;
     accuracies: pair 1 (0.3 > -0.3) yes, pair 2 (0.15 > 0.15) no -> 0.5."""
-    _, metrics = METHODS["dpo"].loss(make_inputs("paired"), UPOConfig(**CFG))
+    _, metrics = METHODS["dpo"].loss(make_inputs("paired"), config("dpo"))
     assert metrics["rewards/chosen"].item() == pytest.approx(0.225)
     assert metrics["rewards/rejected"].item() == pytest.approx(-0.075)
     assert metrics["rewards/margins"].item() == pytest.approx(0.3)
@@ -150,7 +168,7 @@ def test_dpo_step_metrics_are_the_implicit_rewards_hand_worked():
 def test_upo_partial_eval_is_its_aux_and_value_terms():
     """UPO with a KTO term on held-out pairs: no reference point, so the table's partial_eval gives the
     aux and value losses alone (what upo_loss gives with a zero preference term)."""
-    cfg = UPOConfig(**CFG)
+    cfg = config("upo")
     assert METHODS["upo"].partial_eval is upo_aux_metrics
     assert all(m.partial_eval is None for name, m in METHODS.items() if name != "upo")
     x = make_inputs("paired")
@@ -161,3 +179,26 @@ def test_upo_partial_eval_is_its_aux_and_value_terms():
     assert sorted(metrics) == ["upo/aux_loss", "upo/value_loss", "upo/weight_mean"]
     assert metrics["upo/aux_loss"].item() == pytest.approx(out.aux_loss.item())
     assert metrics["upo/value_loss"].item() == pytest.approx(out.value_loss.item())
+
+
+@pytest.mark.parametrize(
+    ("method", "pref_loss"),
+    [(m, "kto") for m in sorted(METHODS)] + [("upo", "dpo"), ("upo", "ipo")],
+)
+def test_a_step_reads_exactly_the_config_keys_the_table_declares(method, pref_loss):
+    """`Method.reads` (with the preference term's keys for UPO) is what the step reads from the
+    config: the config refuses the other method-specific keys, so a key missing here would be
+    refused although read, and an extra one accepted although ignored."""
+    m = METHODS[method]
+    cfg = ReadRecorder(UPOConfig(method=method, pref_loss=pref_loss) if m.data == "pref" else UPOConfig(method=method))
+    x = make_inputs(batch_format(m, pref_loss))
+    if not needs_kto_reference_point(m, pref_loss):
+        x.kto_reference_point = None
+    m.loss(x, cfg)
+    assert cfg.read == set(config_reads(m, pref_loss))
+    if m.partial_eval is not None:
+        partial = ReadRecorder(cfg.cfg)
+        m.partial_eval(x, partial)
+        assert partial.read <= set(config_reads(m, pref_loss))
+    # The held-out metrics log beta * logratio of every method with a reference (upo.heldout_metrics).
+    assert ("beta" in config_reads(m, pref_loss)) == m.uses_reference

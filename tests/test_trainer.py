@@ -10,10 +10,12 @@ import math
 import pytest
 import torch
 from helpers import run_config as _cfg
+from helpers import write_pairs
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
 from upo.checkpoint import checkpoint_dirs
+from upo.logps import CompletionLogps
 from upo.methods import METHODS
 from upo.metrics import read_metrics
 from upo.trainer import train
@@ -125,10 +127,24 @@ def test_reference_model_without_precompute(tiny_model_dir, pairs_file, tmp_path
     assert ra["train/loss"] == pytest.approx(0.6931, abs=1e-3)  # policy == reference at step 1: log 2
 
 
+@pytest.fixture
+def autocast_seen(monkeypatch) -> list[tuple[bool, torch.dtype]]:
+    """(autocast on, its dtype) on CPU at every policy forward of the test's run."""
+    seen = []
+    forward = CompletionLogps.forward
+
+    def recording_forward(self, *args, **kwargs):
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(CompletionLogps, "forward", recording_forward)
+    return seen
+
+
 @pytest.mark.parametrize("precompute", [True, False])
 @pytest.mark.parametrize("method", ["dpo", "kto"])
 def test_bf16_full_fine_tuning_starts_at_log_ratio_zero(method, precompute, tiny_model_dir, pairs_file, tmp_path,
-                                                        monkeypatch):
+                                                        monkeypatch, autocast_seen):
     """Before any update the policy is the reference, so in bf16 (autocast over fp32 weights) every
     log-ratio of the first batch is exactly 0, and so are the logged rewards (and KTO's z0), whether
     the reference log-probs are precomputed by the policy or computed each step by a frozen copy.
@@ -139,10 +155,35 @@ def test_bf16_full_fine_tuning_starts_at_log_ratio_zero(method, precompute, tiny
     monkeypatch.setitem(METHODS, method, dataclasses.replace(entry, loss=spy))
     final = train(_cfg(tiny_model_dir, pairs_file, tmp_path, method=method, precision="bf16",
                        precompute_ref_logps=precompute, max_steps=1, batch_size=4, eval_fraction=0.0))  # fmt: skip
+    assert autocast_seen and all(on_and_dtype == (True, torch.bfloat16) for on_and_dtype in autocast_seen)
     assert len(seen[0]) >= 4 and torch.equal(seen[0], torch.zeros_like(seen[0]))
     row = read_metrics(final.parent / "metrics.jsonl")[0]
     for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", *(["kto/kl"] if method == "kto" else [])):
         assert row[f"train/{key}"] == 0.0, key
+
+
+@pytest.mark.parametrize("method", ["dpo", "kto"])
+def test_bf16_precomputed_reference_is_the_policy_on_every_batch_of_the_first_step(method, wide_model_dir, tmp_path,
+                                                                                   monkeypatch, autocast_seen):
+    """The precomputed reference log-probs of each example come from the micro-batch it has in
+    training's first epoch, so in bf16 every log-ratio before the first update is exactly 0 (and
+    KTO's z0). 13 pairs at batch 4 with 4 accumulation steps (KTO: 26 examples, 7): the whole epoch,
+    short last batch included, is one optimizer step. Batched on their own (by length, twice the
+    batch), the precomputed values were not the policy's here (DPO: 3e-5 nats off on a sequence of
+    the first batch; KTO's happened to match)."""
+    seen = []
+    entry = METHODS[method]
+    spy = lambda x, cfg: (seen.append((x.policy_logps.detach() - x.reference_logps, x.kto_reference_point)),  # noqa: E731
+                          entry.loss(x, cfg))[1]
+    monkeypatch.setitem(METHODS, method, dataclasses.replace(entry, loss=spy))
+    data = write_pairs(tmp_path / "pairs-13.jsonl", 13)  # KTO: 26 examples, 7 micro-batches
+    train(_cfg(wide_model_dir, data, tmp_path, method=method, precision="bf16", max_steps=1, batch_size=4,
+               gradient_accumulation_steps=4 if method == "dpo" else 7, eval_fraction=0.0, rewards={}))  # fmt: skip
+    assert autocast_seen and all(on_and_dtype == (True, torch.bfloat16) for on_and_dtype in autocast_seen)
+    assert sum(len(d) for d, _ in seen) == 26  # 13 pairs' sequences, all in the first step
+    for diff, z0 in seen:
+        assert torch.equal(diff, torch.zeros_like(diff)), diff
+        assert z0 is None or z0.item() == 0.0
 
 
 def test_gradient_accumulation_steps(tiny_model_dir, pairs_file, tmp_path):

@@ -157,13 +157,17 @@ class UPOConfig:
             unread["eval_steps"] = "no held-out data: eval_fraction is 0 and no eval_dataset"
         if self.save_steps is None:
             unread["save_total_limit"] = "save_steps is null: no checkpoints"
-        if method.data != "pref":
-            unread["pref_loss"] = f"method {self.method!r} has its own loss; pref_loss is UPO's preference term"
         if not method.uses_value_head:
             unread.update(dict.fromkeys(("value_head_hidden", "value_lr"), f"method {self.method!r} has no value head"))
         if not method.uses_reference:
             unread.update(dict.fromkeys(("ref_model", "precompute_ref_logps"),
                                         f"method {self.method!r} uses no reference model"))
+        # Hyperparameters of another method's loss (the table's `Method.reads`).
+        from upo.methods import method_readers, unread_method_keys
+
+        run = f"method {self.method!r}" + (f" with pref_loss {self.pref_loss!r}" if "pref_loss" in method.reads else "")
+        for key in unread_method_keys(self.method, self.pref_loss):
+            unread[key] = f"{run} does not read it; read by {', '.join(method_readers(key))}"
         return {k: why for k, why in unread.items() if getattr(self, k) != _DEFAULTS[k]}
 
     @property

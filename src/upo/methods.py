@@ -4,7 +4,8 @@ Each entry says what a batch must hold (paired or unpaired sequences), which ext
 training loop must provide (reference log-probs, KTO's reference point, the value head, auxiliary
 rewards), its step: a function that turns a `StepInputs` (`upo.forward`) into `(loss, metrics)`
 (`upo.steps`, which call the pure losses in `upo.losses` and `upo.baseline_losses`), and what the
-held-out metrics and a frontier sweep need to know about it. Adding a method is one loss function,
+held-out metrics and a frontier sweep need to know about it, and which config keys its step reads
+(setting another method's hyperparameter is a config error). Adding a method is one loss function,
 one step and one entry here; no other code branches on method names.
 """
 
@@ -43,6 +44,10 @@ class Method:
     # the method's group (None: "auxiliary" when given r_a or relabelled pairs, else "preference").
     aux_strength_key: str | None = None
     frontier_group: str | None = None
+    # The config keys its step reads (for the "pref" methods, with those of cfg.pref_loss's term:
+    # `config_reads`). A key some method reads and this run's does not is refused when set (UPOConfig)
+    # and dropped from a sweep's base (upo.frontier); tests/test_steps.py checks the list against the step.
+    reads: tuple[str, ...] = ()
     summary: str = ""
 
 
@@ -59,9 +64,11 @@ def _mean_loss(step):
 
 
 METHODS: dict[str, Method] = {
-    "dpo": Method("dpo", "paired", _mean_loss(steps.dpo_step), summary="DPO, Rafailov et al. 2023"),
-    "ipo": Method("ipo", "paired", _mean_loss(steps.ipo_step), summary="IPO, Azar et al. 2023"),
-    "kto": Method("kto", "unpaired", _mean_loss(steps.kto_step), needs_kto_reference_point=True, summary="KTO, Ethayarajh et al. 2024"),
+    "dpo": Method("dpo", "paired", _mean_loss(steps.dpo_step), reads=("beta", "label_smoothing"),
+                  summary="DPO, Rafailov et al. 2023"),
+    "ipo": Method("ipo", "paired", _mean_loss(steps.ipo_step), reads=("beta",), summary="IPO, Azar et al. 2023"),
+    "kto": Method("kto", "unpaired", _mean_loss(steps.kto_step), needs_kto_reference_point=True,
+                  reads=("beta", "desirable_weight", "undesirable_weight"), summary="KTO, Ethayarajh et al. 2024"),
     "upo": Method(
         "upo",
         "pref",
@@ -71,6 +78,7 @@ METHODS: dict[str, Method] = {
         partial_eval=steps.upo_aux_metrics,
         aux_strength_key="aux_coef",
         frontier_group="upo",
+        reads=("pref_loss", "aux_coef", "eta", "max_weight", "tau", "aux_logp"),
         summary="UPO, Badrinath et al. 2024: preference term + advantage-weighted auxiliary term",
     ),
     # ---- baselines the paper compares against (pure losses in upo.baseline_losses) ----
@@ -94,6 +102,7 @@ METHODS: dict[str, Method] = {
         "unpaired",
         steps.oppo_step,
         uses_value_head=True,
+        reads=("beta", "ppo_clip"),
         summary="one-step offline PPO, reward +1/-1 from the label",
     ),
     "aoppo": Method(
@@ -102,6 +111,7 @@ METHODS: dict[str, Method] = {
         steps.aoppo_step,
         uses_value_head=True,
         uses_rewards=True,
+        reads=("beta", "ppo_clip"),
         summary="offline PPO with the label reward plus the auxiliary reward r_a",
     ),
     "modpo": Method(
@@ -109,6 +119,7 @@ METHODS: dict[str, Method] = {
         "paired",
         _mean_loss(steps.modpo_step),
         uses_rewards=True,
+        reads=("beta", "modpo_w0"),
         summary="MODPO, Zhou et al. 2023: DPO margin minus the auxiliary-reward margin",
     ),
     "alol": Method(
@@ -117,6 +128,7 @@ METHODS: dict[str, Method] = {
         steps.alol_step,
         uses_value_head=True,
         accepts_rewards=True,
+        reads=("beta", "alol_clip"),
         summary="A-LoL, Baheti et al. 2023: positive-advantage offline policy gradient",
     ),
     "drov": Method(
@@ -125,6 +137,7 @@ METHODS: dict[str, Method] = {
         steps.drov_step,
         uses_value_head=True,
         accepts_rewards=True,
+        reads=("beta",),
         summary="DRO-V, Richemond et al. 2024: squared loss on r - V(x) - tau * logratio",
     ),
 }
@@ -139,3 +152,42 @@ def batch_format(method: Method, pref_loss: str) -> str:
 
 def needs_kto_reference_point(method: Method, pref_loss: str) -> bool:
     return method.needs_kto_reference_point or (method.data == "pref" and pref_loss == "kto")
+
+
+def config_reads(method: Method, pref_loss: str) -> tuple[str, ...]:
+    """The config keys a run of `method` reads in its step: its own, and for the "pref" methods
+    those of the preference term `pref_loss` (itself a method of the table)."""
+    term = METHODS.get(pref_loss) if method.data == "pref" else None
+    return method.reads + (term.reads if term is not None else ())
+
+
+def method_keys() -> tuple[str, ...]:
+    """The method-specific config keys: those some method's step reads."""
+    return tuple(sorted({key for m in METHODS.values() for key in m.reads}))
+
+
+def unread_method_keys(method: str, pref_loss: str) -> tuple[str, ...]:
+    """The method-specific keys that a run of `method` (with `pref_loss`) does not read; () for a
+    method the table lacks (its config fails on the name)."""
+    if method not in METHODS:
+        return ()
+    reads = config_reads(METHODS[method], pref_loss)
+    return tuple(key for key in method_keys() if key not in reads)
+
+
+def method_readers(key: str) -> list[str]:
+    """Who reads config key `key`: method names, and e.g. "upo with pref_loss dpo" for a key of a
+    preference term."""
+    from upo.config import PREFERENCE_TERMS
+
+    readers = []
+    for name, m in METHODS.items():
+        if key in m.reads:
+            readers.append(name)
+        elif m.data == "pref":
+            terms = [t for t in PREFERENCE_TERMS if key in config_reads(m, t)]
+            if len(terms) == len(PREFERENCE_TERMS):
+                readers.append(name)
+            elif terms:
+                readers.append(f"{name} with pref_loss {' or '.join(terms)}")
+    return readers

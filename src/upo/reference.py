@@ -2,14 +2,15 @@
 
 The reference model is a separate frozen copy, or the policy itself: with LoRA, its adapters
 disabled; without, before training, when the reference log-probs are computed once
-(`precompute_reference_logps`), after which the batches carry them and no reference forward runs;
-they are saved with the run (`reference_table`) so a resume reuses them.
+(`precompute_run_reference_logps`: the training examples' in training's own first-epoch micro-batches,
+the held-out ones' in batches of their own), after which the batches carry them and no reference
+forward runs; they are saved with the run (`reference_table`) so a resume reuses them.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -52,7 +53,8 @@ def make_reference_fn(accelerator, policy, ref_model, lora: bool, padding_free: 
 def item_logps(items: list[dict], fmt: str, collate, logps_fn: ReferenceFn, *, batch_size: int, device,
                with_kl: bool = False, progress: bool = True, desc: str = "log-probs") -> list[dict[str, float]]:
     """Summed completion log-probs of every item's sequences, in the items' order: the one batched
-    loop (sort by length, batch, collate, score, write back) of reference precompute and `upo eval`.
+    loop (sort by length, batch, collate, score, write back) of the held-out items' reference
+    precompute and of `upo eval`.
 
     `logps_fn(input_ids, attention_mask, loss_mask) -> [N]` runs without gradient, under whatever
     autocast and eval/train mode the caller gives it. Returns per item {"chosen_logps", "rejected_logps"} for
@@ -112,10 +114,44 @@ def attach_reference_table(items: list[dict], table: dict[str, torch.Tensor]) ->
     return True
 
 
+def first_epoch_reference_logps(batches: Iterable[tuple[dict, int]], reference_fn: ReferenceFn, fmt: str, *,
+                                with_kl: bool, total: int | None = None,
+                                progress: bool = True) -> list[tuple[int, dict[str, float]]]:
+    """Reference log-probs of this process's training examples, each computed in the micro-batch
+    it has in training's first epoch (`batches`: the collated batches as the step receives them, each
+    with its number of real examples, the first ones; the others are Accelerate's top-up copies).
+
+    In bf16 a sequence's log-prob depends on which sequences share its batch (the packed length,
+    the padded width), so only identical inputs make the policy's first step equal to its reference:
+    every log-ratio before the first update exactly 0. Later epochs batch differently and reuse these
+    per-example values. Returns (dataset index, {reference key: value}) of each real example.
+    """
+    out = []
+    for batch, real in tqdm(batches, total=total, desc="reference log-probs (train)", disable=not progress,
+                            leave=False):
+        logps = reference_fn(batch["input_ids"], batch["attention_mask"], batch["loss_mask"]).float().cpu()  # [N]
+        index = batch["index"].tolist()[:real]
+        if fmt == "paired":  # rows [0, b) chosen, [b, 2b) rejected
+            b = len(logps) // 2
+            values = [{"reference_chosen_logps": c, "reference_rejected_logps": r}
+                      for c, r in zip(logps[:b].tolist(), logps[b:].tolist(), strict=True)]
+        else:
+            values = [{"reference_logps": v} for v in logps.tolist()]
+            if with_kl:  # KTO's mismatched sequences: the whole kl batch, as the step runs it
+                kl = reference_fn(batch["kl_input_ids"], batch["kl_attention_mask"], batch["kl_loss_mask"])
+                for v, k in zip(values, kl.float().cpu().tolist(), strict=False):
+                    v["reference_kl_logps"] = k
+        out.extend(zip(index, values[:real], strict=True))
+    return out
+
+
 def precompute_run_reference_logps(data, reference_fn: ReferenceFn, accelerator, cache: Path, pad_token_id: int, *,
+                                   train_batches: Iterable[tuple[dict, int]], num_train_batches: int,
                                    batch_size: int, with_kl: bool, reuse: bool, progress: bool) -> None:
     """Reference log-probs of a run's train and eval items (`upo.prepare.PreparedData`), shared by
     every process and saved to `cache`; with `reuse`, read back from `cache` when it fits the items.
+    The training items' come from `train_batches`, this process's micro-batches of the first epoch
+    (`first_epoch_reference_logps`); the held-out items' from batches of `batch_size`.
     `with_kl`: also KTO's mismatched sequences (only methods with a KTO reference point read them)."""
     table = None
     if reuse and cache.exists():
@@ -131,19 +167,30 @@ def precompute_run_reference_logps(data, reference_fn: ReferenceFn, accelerator,
         )
         if train_ok and eval_ok:
             return
-    for items, fmt, name in ((data.train_items, data.train_format, "train"), (data.eval_items, data.eval_format, "eval")):
-        if not items:
-            continue
-        # Each process computes a contiguous share, then every process receives all the values. The
-        # shares are padded to one size (with the last item), so every process makes as many forward
-        # calls: the reference may be the prepared policy, whose forward is collective under FSDP.
-        with accelerator.split_between_processes(items, apply_padding=True) as mine:
-            precompute_reference_logps(mine, fmt, collate_fn(fmt, pad_token_id), reference_fn, batch_size,
-                                       accelerator.device, progress=progress, desc=f"reference log-probs ({name})",
-                                       with_kl=with_kl)
+    # Every process runs as many forward calls (its share of each batch; the reference may be the
+    # prepared policy, whose forward is collective under FSDP), then receives every process's values.
+    mine = first_epoch_reference_logps(train_batches, reference_fn, data.train_format, with_kl=with_kl,
+                                       total=num_train_batches, progress=progress)
+    shared = gather_object(mine) if accelerator.num_processes > 1 else mine
+    position = {item["index"]: i for i, item in enumerate(data.train_items)}
+    if len(position) != len(data.train_items):
+        raise RuntimeError("training items share a dataset index: their reference log-probs cannot be told apart")
+    for index, values in shared:
+        data.train_items[position[index]].update(values)
+    missing = [item["index"] for item in data.train_items if not any(k in item for k in REFERENCE_KEYS)]
+    if missing:
+        raise RuntimeError(f"no reference log-probs for training rows {missing[:10]}: the first epoch missed them")
+    if data.eval_items:
+        # Each process computes a contiguous share, padded to one size (with the last item) so every
+        # process makes as many forward calls, then every process receives all the values.
+        items = data.eval_items
+        with accelerator.split_between_processes(items, apply_padding=True) as share:
+            precompute_reference_logps(share, data.eval_format, collate_fn(data.eval_format, pad_token_id),
+                                       reference_fn, batch_size, accelerator.device, progress=progress,
+                                       desc="reference log-probs (eval)", with_kl=with_kl)
         if accelerator.num_processes > 1:
             real = len(items) // accelerator.num_processes + (accelerator.process_index < len(items) % accelerator.num_processes)
-            shared = gather_object([{k: item[k] for k in REFERENCE_KEYS if k in item} for item in mine[:real]])
+            shared = gather_object([{k: item[k] for k in REFERENCE_KEYS if k in item} for item in share[:real]])
             for item, values in zip(items, shared, strict=True):
                 item.update(values)
     if accelerator.is_main_process:

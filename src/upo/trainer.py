@@ -118,9 +118,9 @@ def train(cfg: UPOConfig) -> Path:
     if cfg.lora:
         # CSFT's control-token embeddings must learn too: peft trains just those rows.
         lm = add_lora(lm, cfg, trainable_token_ids=sorted(control_ids.values()) if control_ids else None)
-    # The reference is the policy before any update, so at step 0 every log-ratio is 0 (in bf16
-    # exactly so only when computed each step: a sequence's bf16 log-prob depends on its batch, and
-    # the precompute's batches are not training's). The policy itself computes them with LoRA (its
+    # The reference is the policy before any update, so at step 0 every log-ratio is 0, in bf16 too
+    # (a sequence's bf16 log-prob depends on its batch: the precompute runs training's first-epoch
+    # batches, and a frozen copy runs each step's). The policy itself computes them with LoRA (its
     # adapters disabled) or when they are precomputed; otherwise a frozen copy does, in fp32 like the
     # policy's weights and under the same autocast (a bf16 copy would not compute what the policy
     # computes: its embeddings, norms and residual stream stay fp32 under autocast). `ref_model`
@@ -171,9 +171,15 @@ def train(cfg: UPOConfig) -> Path:
     # ---- reference log-probs once, then free the reference model ---------------------------------
     if method.uses_reference and cfg.precompute_ref_logps:
         # Cached in the run folder, so a resumed run reuses them.
-        precompute_run_reference_logps(data, reference_fn, accelerator, out / "reference_logps.safetensors", pad,
-                                       batch_size=cfg.batch_size * 2, reuse=cfg.resume, progress=show,
-                                       with_kl=needs_kto_reference_point(method, cfg.pref_loss))
+        # Each example's in the micro-batch it has in the first epoch: in bf16 a sequence's log-prob
+        # depends on its batch, and so the first step's log-ratios are exactly 0.
+        with torch.random.fork_rng(devices=[]):  # iterating a loader draws from the global RNG
+            precompute_run_reference_logps(
+                data, reference_fn, accelerator, out / "reference_logps.safetensors", pad,
+                train_batches=_first_epoch_batches(train_loader, sampler, cfg.batch_size, accelerator),
+                num_train_batches=len(train_loader), batch_size=cfg.batch_size * 2, reuse=cfg.resume, progress=show,
+                with_kl=needs_kto_reference_point(method, cfg.pref_loss),
+            )
         # From here on the batches carry them. The closure held the reference model too: drop both.
         ref_model = reference_fn = None
 
@@ -203,9 +209,7 @@ def train(cfg: UPOConfig) -> Path:
         step_start, step_tokens = time.perf_counter(), 0
         for batch in loader:
             seen += 1
-            mine, loss_scale = _share(sampler, seen - 1, cfg.batch_size, accelerator)
-            if 0 < mine < len(batch["index"]):
-                batch = first_items(batch, mine)  # drop the copies Accelerate topped a short batch up with
+            batch, _, loss_scale = _own_batch(batch, seen - 1, sampler, cfg.batch_size, accelerator)
             step_tokens += int(batch["attention_mask"].sum())  # real (non-padding) policy tokens
             with accelerator.accumulate(policy):
                 x = step_inputs(batch, policy, reference_fn, method, cfg, accelerator)
@@ -265,6 +269,27 @@ def train(cfg: UPOConfig) -> Path:
             warnings.warn(f"could not draw the training curves ({type(e).__name__}: {e}); retry with `upo plot {out}`",
                           stacklevel=2)
     return final
+
+
+def _own_batch(batch: dict, k: int, sampler: LengthGroupedBatchSampler, per_process: int,
+               accelerator) -> tuple[dict, int, float]:
+    """The `k`-th loader batch of an epoch as this process trains on it: without the copies
+    Accelerate topped a short batch up with (unless it holds only copies), with its number of real
+    examples and its loss factor (`_share`)."""
+    mine, loss_scale = _share(sampler, k, per_process, accelerator)
+    if 0 < mine < len(batch["index"]):
+        batch = first_items(batch, mine)
+    return batch, mine, loss_scale
+
+
+def _first_epoch_batches(train_loader, sampler: LengthGroupedBatchSampler, per_process: int, accelerator):
+    """Yields (batch, real examples) of this process's micro-batches of the first epoch, exactly as
+    the step receives them: where the reference log-probs are precomputed."""
+    sampler.set_epoch(0)
+    train_loader.set_epoch(0)
+    for k, batch in enumerate(train_loader):
+        batch, mine, _ = _own_batch(batch, k, sampler, per_process, accelerator)
+        yield batch, mine
 
 
 def _share(sampler: LengthGroupedBatchSampler, batch: int, per_process: int, accelerator) -> tuple[int, float]:

@@ -29,7 +29,7 @@ from upo.evaluation.metrics import direction
 from upo.frontier.plot import plot_frontier, slug
 from upo.frontier.report import format_report, write_csv
 from upo.frontier.summary import default_aux_metrics, preference_metric, summarize
-from upo.frontier.sweep import Point, Sweep, load_sweep, uses_aux
+from upo.frontier.sweep import Point, Sweep, config_keys, load_sweep, uses_aux
 from upo.frontier.uncertainty import add_uncertainty, stack_units
 from upo.rewards.cache import ScoreCache, default_cache_dir
 
@@ -48,8 +48,9 @@ def run_folder(sweep: Sweep, point: Point, seed: int | None = None) -> Path:
 
 def point_config(point: Point, sweep: Sweep, seed: int | None = None) -> UPOConfig:
     """The point's UPOConfig (base < point keys), training into its run folder; with a seed, that
-    seed and the base's held-out split (split_seed)."""
-    keys = {**sweep.base, **point.overrides, "output_dir": str(run_folder(sweep, point, seed))}
+    seed and the base's held-out split (split_seed). The base's keys that the point's method does not
+    read are left out: its method-specific ones (`config_keys`) and its rewards."""
+    keys = {**config_keys(sweep.base, point.overrides), "output_dir": str(run_folder(sweep, point, seed))}
     if seed is not None:
         keys.update(seed=seed, split_seed=sweep.base_config().heldout_seed)
     if not (uses_aux(keys.get("method", "upo"), keys.get("rewards", {})) or keys.get("relabel")):

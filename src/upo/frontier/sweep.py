@@ -1,7 +1,7 @@
 """SWEEP.yaml -> the list of points to train and evaluate.
 
     output_dir: runs/frontier              # points/<name>/, frontier.json/.csv, PNGs, report.md
-    base: {...}                            # UPOConfig keys shared by every point
+    base: {...}                            # UPOConfig keys shared by every point (that its method reads)
     eval: {...}                            # EvalConfig keys (data: default = the base's held-out split)
     methods: [dpo, kto, upo, modpo]        # one point per method ...
     aux_coef: [0.3, 1.0, 3.0]              # ... times each value, for methods given auxiliary rewards
@@ -70,7 +70,7 @@ class Sweep:
     seeds: list[int] | None = None  # training (and generation) seeds of every point; None = one run, the base's seed
 
     def base_config(self) -> UPOConfig:
-        return UPOConfig(**self.base)
+        return UPOConfig(**config_keys(self.base, {}))
 
 
 def deep_merge(a: dict, b: dict) -> dict:
@@ -86,6 +86,18 @@ def _method(name: str):
     from upo.methods import METHODS  # imports torch: only when points are expanded
 
     return METHODS.get(name)
+
+
+def config_keys(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """UPOConfig keys of a point: `base` < `overrides`, without the base's method-specific keys that
+    the point's method does not read (`upo.methods.unread_method_keys`: e.g. the base's beta for a
+    CSFT point, its aux_coef for DPO), which its config would refuse. The point's own keys are kept,
+    so setting an unread one there is still an error."""
+    from upo.methods import unread_method_keys  # imports torch: only when configs are built
+
+    keys = {**base, **overrides}
+    unread = unread_method_keys(keys.get("method", UPOConfig.method), keys.get("pref_loss", UPOConfig.pref_loss))
+    return {**{k: v for k, v in base.items() if k not in unread}, **overrides}
 
 
 def uses_aux(method: str, rewards: dict[str, float]) -> bool:
