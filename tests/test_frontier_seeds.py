@@ -134,6 +134,7 @@ def test_frontier_with_seeds_on_synthetic_results(tmp_path, monkeypatch, capsys)
     out = tmp_path / "frontier"
     # every trained point once per seed, each seed in its own folder, all on the base's held-out split
     assert len(calls) == 5 * 3
+    assert [c.seed for c in calls] == [1] * 5 + [2] * 5 + [3] * 5  # in rounds: every point's seed 1 first
     assert {(Path(c.output_dir).parent.name, Path(c.output_dir).name, c.seed, c.split_seed) for c in calls} == {
         (p, f"seed-{s}", s, 42) for p in ("dpo", "kto", "upo-aux0.3", "upo-aux1", "upo-aux3") for s in (1, 2, 3)}
     for s in (1, 2, 3):  # the base model is evaluated (generated) with each seed too

@@ -191,17 +191,25 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
     seeds = sweep.seeds or [None]
     with ScoreCache(template.cache_dir or default_cache_dir()) as cache:
         judge = make_judge(template, cache) if template.judge else None  # loaded once for every point
+        # Seeds run in rounds: every point's first seed before any point's second, so a sweep stopped
+        # part-way holds a whole front at the seeds it finished, not some points at every seed.
+        results: dict[str, list[dict]] = {point.name: [] for point in points}
+        for seed in seeds:
+            for point in points:
+                if any(f["name"] == point.name for f in failed):
+                    continue
+                try:
+                    results[point.name].append(run_point(point, sweep, template, judge, memo, seed))
+                except Exception as e:  # one point's failure must not lose the others' hours of training
+                    failed.append({"name": point.name, "error": f"{type(e).__name__}: {e}"})
+                    (out / "points" / point.name).mkdir(parents=True, exist_ok=True)
+                    (out / "points" / point.name / "error.txt").write_text(traceback.format_exc())
+                    log(f"{point.name}: FAILED: {type(e).__name__}: {e}")
         for point in points:
-            try:
-                results = [run_point(point, sweep, template, judge, memo, seed) for seed in seeds]
-                rows.append(_row(point, results, sweep.seeds))
-                units[point.name] = stack_units(results)
+            if not any(f["name"] == point.name for f in failed):
+                rows.append(_row(point, results[point.name], sweep.seeds))
+                units[point.name] = stack_units(results[point.name])
                 (out / "points" / point.name / "error.txt").unlink(missing_ok=True)  # from an earlier failure
-            except Exception as e:  # one point's failure must not lose the others' hours of training
-                failed.append({"name": point.name, "error": f"{type(e).__name__}: {e}"})
-                (out / "points" / point.name).mkdir(parents=True, exist_ok=True)
-                (out / "points" / point.name / "error.txt").write_text(traceback.format_exc())
-                log(f"{point.name}: FAILED: {type(e).__name__}: {e}")
 
     pref = preference_metric(rows, sweep.preference_metric)
     summary = summarize(rows, pref, aux_metrics)
