@@ -14,7 +14,6 @@ from helpers import save_tiny_reward_model, write_lines
 from upo.cli import main
 from upo.config import ConfigError
 from upo.frontier.compute import group_compute, run_compute
-from upo.frontier.report import format_report
 from upo.frontier.summary import summarize_axes
 from upo.frontier.sweep import expand_points, load_sweep
 
