@@ -11,7 +11,7 @@ from collections import Counter
 
 import pytest
 import torch
-from helpers import run_config, t
+from helpers import deterministic, run_config, t
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -210,3 +210,19 @@ def test_upo_eval_generates_at_the_chosen_condition(steered_run, tiny_model_dir,
     # the condition is in the input: the held-out pairs' log-probs (hence implicit rewards) differ
     assert results[0.3]["metrics"]["logps/chosen"] != results[3.0]["metrics"]["logps/chosen"]
     assert "aux_coef" not in EvalConfig().settings()  # unsteered evaluations keep their settings
+
+
+def test_a_resumed_steered_run_matches_the_uninterrupted_one(tiny_model_dir, pairs_file, tmp_path):
+    """9 training pairs = 18 unpaired examples = 5 steps of 4 per epoch: 7 steps cross into epoch 1,
+    where every example has moved on to its next condition; a run stopped at step 3 and resumed
+    gives every example the condition it had, so the weights and metrics are the uninterrupted run's."""
+    keys = dict(steer_aux_coefs=[0.0, 1.0, 3.0], batch_size=4, save_steps=3, eval_steps=None)
+    full = train(run_config(tiny_model_dir, pairs_file, tmp_path / "full", max_steps=7, **keys))
+    train(run_config(tiny_model_dir, pairs_file, tmp_path / "part", max_steps=3, **keys))
+    resumed = train(run_config(tiny_model_dir, pairs_file, tmp_path / "part", max_steps=7, resume=True, **keys))
+    a, b = load_file(str(full / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # training metrics (the stopped run also evaluated at its last step, 3)
+    rows_full, rows_part = ([{k: v for k, v in r.items() if not k.startswith("eval/")} for r in
+                             deterministic(read_metrics(f.parent / "metrics.jsonl"))] for f in (full, resumed))
+    assert rows_full == rows_part and rows_full[-1]["train/epoch"] > 1
