@@ -148,7 +148,7 @@ def test_steering_config_is_checked():
     assert coerce("steer_aux_coefs", "0,0.3,1,3") == COEFS
     with pytest.raises(ConfigError, match="method 'dpo' cannot be steered; use upo"):
         UPOConfig(method="dpo", steer_aux_coefs=[1.0])
-    with pytest.raises(ConfigError, match="distinct numbers >= 0"):
+    with pytest.raises(ConfigError, match="distinct finite numbers >= 0"):
         UPOConfig(steer_aux_coefs=[1.0, 1.0])
     with pytest.raises(ConfigError, match="aux_coef \\(steer_aux_coefs gives every example its own\\)"):
         UPOConfig(steer_aux_coefs=[1.0], aux_coef=2.0)

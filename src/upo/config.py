@@ -156,8 +156,9 @@ class UPOConfig:
         steerable = [name for name, m in methods.items() if m.steerable]
         if self.method not in steerable:
             raise ConfigError(f"steer_aux_coefs: method {self.method!r} cannot be steered; use {', '.join(steerable)}")
-        if not coefs or any(c < 0 for c in coefs) or len(set(coefs)) != len(coefs):
-            raise ConfigError(f"steer_aux_coefs must be a non-empty list of distinct numbers >= 0, got {coefs}")
+        # distinct as their control tokens write them (6 significant digits: upo.data.steering)
+        if not coefs or not all(0 <= c < float("inf") for c in coefs) or len({f"{c:g}" for c in coefs}) != len(coefs):
+            raise ConfigError(f"steer_aux_coefs must be a non-empty list of distinct finite numbers >= 0, got {coefs}")
         self.steer_aux_coefs = [float(c) for c in coefs]
         if not self.precompute_ref_logps:
             raise ConfigError("steer_aux_coefs needs precompute_ref_logps: true: the reference log-probs do not "

@@ -17,7 +17,10 @@ was in, gives every example the condition it had.
 
 The reference log-probs do not depend on the condition: the reference is the unconditioned starting
 model, pi_ref(y|x), so they are computed once per example from the prompt without the token (hence
-`precompute_ref_logps: true`), and the condition changes only the policy's input.
+`precompute_ref_logps: true`), and the condition changes only the policy's input. (With LoRA and no
+`ref_model`, the reference is the policy with its adapters disabled, whose vocabulary holds the new
+tokens: their rows start near the mean embedding and take a little of every softmax.) Prompts are
+tokenized one token shorter (`upo.prepare`), so that prompt + condition still fits max_prompt_length.
 """
 
 from __future__ import annotations
@@ -79,10 +82,11 @@ def steering_suffix(tokenizer, aux_coef: float | None) -> list[int]:
     if aux_coef is None:
         raise SteeringError(f"this model was trained steered: choose its auxiliary strength with aux_coef "
                             f"(--aux_coef), one of {_listed(ids)}")
-    if float(aux_coef) not in ids:
+    value = float(f"{aux_coef:g}")  # as its token writes it
+    if value not in ids:
         raise SteeringError(f"aux_coef {aux_coef:g} is not one this model was trained on; trained values: "
                             f"{_listed(ids)}")
-    return [ids[float(aux_coef)]]
+    return [ids[value]]
 
 
 def condition_offsets(n: int, k: int, seed: int) -> np.ndarray:

@@ -196,7 +196,8 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
     for warning in warnings:
         log(f"WARNING: {warning}")
     points = [Point("base", "base"), *sweep.points]
-    log(f"{len(points)} points ({len(sweep.points)} to train and the base model) -> {out}")
+    runs = len({p.trained or p.name for p in sweep.points})  # a steered run's conditions share one training
+    log(f"{len(points)} points ({runs} to train and the base model) -> {out}")
     memo: dict = {}  # reference log-probs of the held-out pairs, shared by the points
     rows, failed, units = [], [], {}
     seeds = sweep.seeds or [None]
