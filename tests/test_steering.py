@@ -226,3 +226,12 @@ def test_a_resumed_steered_run_matches_the_uninterrupted_one(tiny_model_dir, pai
     rows_full, rows_part = ([{k: v for k, v in r.items() if not k.startswith("eval/")} for r in
                              deterministic(read_metrics(f.parent / "metrics.jsonl"))] for f in (full, resumed))
     assert rows_full == rows_part and rows_full[-1]["train/epoch"] > 1
+
+
+def test_steered_training_with_a_dpo_term(tiny_model_dir, pairs_file, tmp_path):
+    """Paired batches: both rows of a pair carry the pair's aux_coef into the loss."""
+    final = train(run_config(tiny_model_dir, pairs_file, tmp_path, pref_loss="dpo", steer_aux_coefs=[0.0, 2.0]))
+    assert read_steering(final) == [0.0, 2.0]
+    rows = [r for r in read_metrics(final.parent / "metrics.jsonl") if "train/loss" in r]
+    assert rows and all(r["train/upo/aux_coef_mean"] in (0.0, 1.0, 2.0) for r in rows)  # batch 2: mean of 2 pairs
+    assert "eval/upo/aux_coef_mean" in read_metrics(final.parent / "metrics.jsonl")[-1]  # held-out pairs, conditioned
