@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from helpers import save_tiny_reward_model, write_lines
@@ -16,6 +17,7 @@ from upo.config import ConfigError
 from upo.frontier.compute import group_compute, run_compute
 from upo.frontier.summary import summarize_axes
 from upo.frontier.sweep import expand_points, load_sweep
+from upo.frontier.uncertainty import bootstrap_draws, steered_ratio_interval
 
 AXES = ["judge/win_rate", "readability/fk_grade"]
 
@@ -51,6 +53,31 @@ def test_steered_hypervolume_ratio_hand_worked():
     assert e["hv_gain"] == pytest.approx(1 / 3) and e["upo_front"] == ["upo1"]
     plain = summarize_axes([r for r in _rows() if r["group"] != "steered"], AXES)
     assert plain["hv_steered"] is None and plain["hv_ratio_steered"] is None
+
+
+def test_steered_ratio_interval_from_the_draws():
+    """Every prompt scores each point's value: every draw is the point estimate, so the interval is
+    13/16 at both ends (the hand-worked ratio above). Without steered points there is none."""
+    rows = _rows()
+    ids = ["p1", "p2", "p3"]
+    units = {r["name"]: {"per_prompt": (ids, {m: np.full((1, 3), v) for m, v in r["metrics"].items()})} for r in rows}
+    draws = bootstrap_draws(units, resamples=50)
+    entry = summarize_axes(rows, AXES)
+    assert steered_ratio_interval(entry, rows, draws) == pytest.approx([13 / 16, 13 / 16])
+    plain = [r for r in rows if r["group"] != "steered"]
+    assert steered_ratio_interval(summarize_axes(plain, AXES), plain, draws) is None
+
+
+def test_the_conditions_of_one_steered_run_resample_their_seeds_alike():
+    """Two conditions of one run, two seeds each (0.2 and 1 on every prompt): with runs naming their
+    run, every draw picks the same seeds for both, so their draws are equal; apart, they differ."""
+    ids = ["p1", "p2"]
+    seeds = {"m": np.array([[0.2, 0.2], [1.0, 1.0]])}
+    units = {"s-aux0": {"per_prompt": (ids, seeds)}, "s-aux1": {"per_prompt": (ids, seeds)}}
+    shared = bootstrap_draws(units, resamples=200, runs={"s-aux0": "s", "s-aux1": "s"})
+    assert np.array_equal(shared["s-aux0"]["m"], shared["s-aux1"]["m"])
+    apart = bootstrap_draws(units, resamples=200)
+    assert not np.array_equal(apart["s-aux0"]["m"], apart["s-aux1"]["m"])
 
 
 def test_training_compute_from_metrics_hand_worked(tmp_path):
@@ -104,6 +131,7 @@ def test_upo_frontier_with_a_steered_point_end_to_end(tiny_model_dir, tiny_token
     assert result["compute"]["steered"]["tokens"] > 0
     entry = result["summary"][0]
     assert entry["hv_steered"] is not None and set(entry["steered_front"]) <= {"steered-aux0.5", "steered-aux2"}
+    assert "hv_ratio_steered_interval" in entry
     report = (out / "report.md").read_text()
     assert "## UPO steered (one run) against UPO trained at each aux_coef" in report
     assert "| UPO steered | 1 | 1 |" in report and "| steered / grid | | 0.25 |" in report

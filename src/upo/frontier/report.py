@@ -28,7 +28,9 @@ set of points of a group that no point of the same group dominates.
 - **UPO not dominated**: the share of UPO points that no preference-only point dominates.
 - **UPO steered**: one UPO run trained conditioned on aux_coef (`steer_aux_coefs`), evaluated at
   each of its conditions; **HV steered / grid** = HV(UPO steered) / HV(UPO), the share of the
-  grid-trained UPO points' hypervolume that the one run reaches. **Training compute**: per seed, the
+  grid-trained UPO points' hypervolume that the one run reaches; its 95% interval is recomputed in
+  every draw, where the conditions of one steered run resample their seeds alike (each seed is one
+  run for all of them). **Training compute**: per seed, the
   sum over a group's training runs (a steered run once) of optimizer steps, policy tokens processed
   (non-padding, per process) and the steps' wall time (set-up, reference log-probs and evaluation
   excluded).
@@ -83,10 +85,11 @@ def _summary_table(summary: list[dict]) -> list[str]:
 
 
 def _steered_table(summary: list[dict]) -> list[str]:
-    lines = ["| axes | UPO front (grid) | UPO steered front | HV UPO (grid) | HV UPO steered | HV steered / grid |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| axes | UPO front (grid) | UPO steered front | HV UPO (grid) | HV UPO steered | HV steered / grid "
+             "| 95% |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {_axes(e)} | {', '.join(e['upo_front'])} | {', '.join(e['steered_front'])} | {_cell(e['hv_upo'])} "
-              f"| {_cell(e['hv_steered'])} | {_cell(e['hv_ratio_steered'])} |" for e in summary]
+              f"| {_cell(e['hv_steered'])} | {_cell(e['hv_ratio_steered'])} "
+              f"| {_interval(e.get('hv_ratio_steered_interval'))} |" for e in summary]
     return lines
 
 
