@@ -15,6 +15,7 @@ from helpers import deterministic, run_config, t
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from upo.cli import main
 from upo.config import ConfigError, UPOConfig, coerce
 from upo.data.collate import collate_pairs, collate_unpaired
 from upo.data.steering import (
@@ -110,6 +111,10 @@ def test_generation_picks_a_trained_condition_or_says_which_exist(tiny_tokenizer
     with pytest.raises(SteeringError, match="not trained steered"):
         _prompt_ids(tiny_tokenizer, PROMPT, 0.3)
     assert _prompt_ids(tiny_tokenizer, PROMPT) == encode_prompt(PROMPT, tiny_tokenizer)
+    # the README's recipe for plain transformers: the chat template's text + the token's text
+    text = steered_tokenizer.apply_chat_template(PROMPT, add_generation_prompt=True, tokenize=False)
+    readme = steered_tokenizer(text + "<|aux_coef=0.3|>", add_special_tokens=False)["input_ids"]
+    assert readme == _prompt_ids(steered_tokenizer, PROMPT, 0.3)
 
 
 def test_condition_draw_is_balanced_seeded_and_rotates_each_epoch():
@@ -197,7 +202,7 @@ def test_reference_log_probs_do_not_see_the_condition(steered_run):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_upo_eval_generates_at_the_chosen_condition(steered_run, tiny_model_dir, pairs_file, tmp_path):
+def test_upo_eval_generates_at_the_chosen_condition(steered_run, tiny_model_dir, pairs_file, tmp_path, capsys):
     final, _ = steered_run
     cfg = dict(model=str(final), data=str(pairs_file), eval_fraction=0.25, prompts=2, max_new_tokens=4,
                scorers=["length_words"], ref_model=str(tiny_model_dir),
@@ -205,6 +210,10 @@ def test_upo_eval_generates_at_the_chosen_condition(steered_run, tiny_model_dir,
     with pytest.raises(SteeringError, match="trained values: 0.3, 1, 3"):
         run_eval(EvalConfig(**cfg, aux_coef=0.5, output=str(tmp_path / "bad")))
     assert not (tmp_path / "bad" / "eval.json").exists()
+    code = main(["eval", "--model", str(final), "--data", str(pairs_file), "--eval_fraction", "0.25", "--aux_coef",
+                 "0.5", "--progress", "false", "--output", str(tmp_path / "cli")])  # one line, exit 2
+    assert code == 2 and capsys.readouterr().err.strip() == (
+        "upo: error: aux_coef 0.5 is not one this model was trained on; trained values: 0.3, 1, 3")
     results = {c: run_eval(EvalConfig(**cfg, aux_coef=c, output=str(tmp_path / f"aux{c}"))) for c in (0.3, 3.0)}
     assert results[0.3]["settings"]["aux_coef"] == 0.3 and results[0.3]["counts"]["generations"] == 2
     # the condition is in the input: the held-out pairs' log-probs (hence implicit rewards) differ
