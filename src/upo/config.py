@@ -61,6 +61,7 @@ class UPOConfig:
     desirable_weight: Positive[float] = 1.0  # KTO lambda_D
     undesirable_weight: Positive[float] = 1.0  # KTO lambda_U
     aux_coef: NonNegative[float] = 1.0  # lambda: weight of UPO's advantage-weighted likelihood
+    steer_aux_coefs: list[float] | None = None  # steered UPO: one policy for all these lambdas, each example drawn one and told it by a control token (README, Steered UPO); null = off
     eta: Positive[float] = 1.0  # AWR temperature, on standardized rewards
     max_weight: Positive[float] = 20.0  # clip of exp(A / eta)
     tau: Annotated[float, Interval("(0, 1)")] = 0.7  # expectile of the value regression
@@ -137,6 +138,7 @@ class UPOConfig:
                 + "; ".join(f"{key} ({why})" for key, why in ignored.items())
                 + ". Remove them, or set what they depend on"
             )
+        self._check_steering(METHODS)
         takes_rewards = [name for name, m in METHODS.items() if m.uses_rewards or m.accepts_rewards]
         if self.rewards and self.method not in takes_rewards and not self.relabel:
             raise ConfigError(
@@ -144,6 +146,23 @@ class UPOConfig:
                 f"would be ignored. Remove them, set relabel: true to re-rank the pairs by them, or choose a method "
                 f"that uses them ({', '.join(takes_rewards)})"
             )
+
+    def _check_steering(self, methods: dict) -> None:
+        """steer_aux_coefs: distinct values >= 0, a method that can be steered, reference log-probs
+        computed once (they do not depend on the condition: upo.data.steering)."""
+        coefs = self.steer_aux_coefs
+        if coefs is None:
+            return
+        steerable = [name for name, m in methods.items() if m.steerable]
+        if self.method not in steerable:
+            raise ConfigError(f"steer_aux_coefs: method {self.method!r} cannot be steered; use {', '.join(steerable)}")
+        # distinct as their control tokens write them (6 significant digits: upo.data.steering)
+        if not coefs or not all(0 <= c < float("inf") for c in coefs) or len({f"{c:g}" for c in coefs}) != len(coefs):
+            raise ConfigError(f"steer_aux_coefs must be a non-empty list of distinct finite numbers >= 0, got {coefs}")
+        self.steer_aux_coefs = [float(c) for c in coefs]
+        if not self.precompute_ref_logps:
+            raise ConfigError("steer_aux_coefs needs precompute_ref_logps: true: the reference log-probs do not "
+                              "depend on the condition, so they are computed once, from the prompts without it")
 
     def _ignored_keys(self, method) -> dict[str, str]:
         """Keys set away from their default that nothing in this run reads -> why not."""
@@ -159,6 +178,8 @@ class UPOConfig:
             unread["save_total_limit"] = "save_steps is null: no checkpoints"
         if not method.uses_value_head:
             unread.update(dict.fromkeys(("value_head_hidden", "value_lr"), f"method {self.method!r} has no value head"))
+        if self.steer_aux_coefs is not None:
+            unread["aux_coef"] = "steer_aux_coefs gives every example its own"
         if not method.uses_reference:
             unread.update(dict.fromkeys(("ref_model", "precompute_ref_logps"),
                                         f"method {self.method!r} uses no reference model"))
@@ -253,6 +274,8 @@ def _coerce_type(key: str, hint: Any, value: Any, source: str) -> Any:
     if origin is list:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
+        if typing.get_args(hint) == (float,) and isinstance(value, list):
+            return [_coerce_type(key, float, v, source) for v in value]
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return value
         raise ConfigError(f"{source}: {key!r} must be a list of strings, got {value!r}")

@@ -30,6 +30,7 @@ class StepInputs:
     values: torch.Tensor | None = None  # [N] V_psi(x) (grad to the value head only)
     kto_reference_point: torch.Tensor | None = None  # 0-dim, detached, clamped, averaged over all processes
     num_tokens: torch.Tensor | None = None  # [N] completion tokens per sequence (for per-token means)
+    aux_coef: torch.Tensor | None = None  # [N] each sequence's aux_coef in a steered run (upo.data.steering)
 
     def reference_mean_logps(self) -> torch.Tensor:
         """[N] per-token mean reference log-probs: the summed ones over the completion length."""
@@ -67,6 +68,7 @@ def step_inputs(batch, policy, reference_fn, method: Method, cfg, accelerator) -
         values=out.get("values"),
         kto_reference_point=z0,
         num_tokens=out["num_tokens"],
+        aux_coef=batch.get("aux_coef"),
     )
 
 

@@ -18,10 +18,11 @@ from upo.data.records import Prompt
 from upo.data.tokenize import encode_prompt
 
 
-def _prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> list[int]:
+def _prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: Prompt, aux_coef: float | None = None) -> list[int]:
     """Token ids of one prompt as training encodes it (`upo.data.tokenize.encode_prompt`); a model
-    trained with CSFT gets its desirable control token appended (`upo.data.control`)."""
-    return encode_prompt(prompt, tokenizer) + generation_suffix(tokenizer)
+    trained with CSFT gets its desirable control token appended (`upo.data.control`), a steered one
+    the token of `aux_coef` (`upo.data.steering`)."""
+    return encode_prompt(prompt, tokenizer) + generation_suffix(tokenizer, aux_coef)
 
 
 def _left_pad(seqs: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,6 +49,7 @@ def generate(
     batch_size: int = 32,
     seed: int = 0,
     progress: bool = True,
+    aux_coef: float | None = None,
 ) -> list[list[str]]:
     """Sample completions for each prompt.
 
@@ -64,6 +66,8 @@ def generate(
             samples x 64 new tokens: 36 s vs 39 s).
         seed: batch `i` runs after `torch.manual_seed(seed + i)`.
         progress: show a tqdm bar over batches.
+        aux_coef: for a model trained steered (`steer_aux_coefs`), the auxiliary strength to generate
+            with, one of the trained values (else a SteeringError lists them); None for other models.
 
     Returns:
         `len(prompts)` lists, in the input order, each of `num_return_sequences` decoded
@@ -83,7 +87,7 @@ def generate(
     if model.generation_config.eos_token_id is None and tokenizer.eos_token_id is not None:
         gen_kwargs["eos_token_id"] = tokenizer.eos_token_id
 
-    ids = [_prompt_ids(tokenizer, p) for p in prompts]
+    ids = [_prompt_ids(tokenizer, p, aux_coef) for p in prompts]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # stable: ties keep input order
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     completions: list[list[str]] = [[] for _ in prompts]

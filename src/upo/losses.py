@@ -181,7 +181,8 @@ class UPOLoss:
     """The terms of one UPO step; every 0-dim field keeps its graph."""
 
     loss: Tensor  # 0-dim: policy_loss + value_loss (what the optimizer backpropagates)
-    policy_loss: Tensor  # 0-dim: pref_loss + aux_coef * aux_loss (exactly pref_loss when aux_coef == 0)
+    policy_loss: Tensor  # 0-dim: pref_loss + aux_coef * aux_loss (exactly pref_loss when aux_coef == 0);
+    # with per-example aux_coef [N]: pref_loss - mean(aux_coef * weights * policy_logps)
     pref_loss: Tensor  # 0-dim mean of the preference losses
     aux_loss: Tensor  # 0-dim: -mean(weights * policy_logps)
     value_loss: Tensor  # 0-dim mean expectile loss of (rewards - values)
@@ -195,7 +196,7 @@ def upo_loss(
     rewards: Tensor,
     values: Tensor,
     *,
-    aux_coef: float,
+    aux_coef: float | Tensor,
     eta: float,
     max_weight: float,
     tau: float,
@@ -209,7 +210,9 @@ def upo_loss(
             alike (per-token mean or sum, as the caller chooses).
         rewards: [N] auxiliary reward r_a(x, y), already standardized and weighted; no grad.
         values: [N] V_psi(x) from the value head; trained only by the value loss.
-        aux_coef: lambda, weight of the auxiliary term.
+        aux_coef: lambda, weight of the auxiliary term: a number, or [N] one per response (a
+            steered run, `upo.data.steering`: each example's own lambda, so the term is
+            -mean(aux_coef * weight * logp) and every example's loss is UPO's at its lambda).
         eta: AWR temperature.
         max_weight: clip of the AWR weights.
         tau: expectile of the value regression.
@@ -222,13 +225,16 @@ def upo_loss(
     # A = r_a - V_psi(x), detached: the auxiliary term must not train the value head.
     advantages = (rewards - values).detach()  # [N]
     weights = awr_weights(advantages, eta=eta, max_weight=max_weight)  # [N]
-    aux_loss = -(weights * policy_logps).mean()  # 0-dim L_aux = -mean(weight * logp)
+    aux_losses = -weights * policy_logps  # [N] per-response -weight * logp
+    aux_loss = aux_losses.mean()  # 0-dim L_aux = -mean(weight * logp)
 
     # L_V = mean(|tau - 1[u < 0]| * u^2), u = r_a - V_psi(x); gradient reaches the head only.
     value_loss = expectile_loss(rewards.detach() - values, tau=tau).mean()  # 0-dim
 
-    # With aux_coef == 0 skip the term entirely, so UPO reduces to its preference loss bitwise.
-    policy_loss = pref_loss if aux_coef == 0 else pref_loss + aux_coef * aux_loss
+    if isinstance(aux_coef, Tensor):  # [N] per-example lambda (steered): mean(lambda_n * aux_n)
+        policy_loss = pref_loss + (aux_coef * aux_losses).mean()
+    else:  # with aux_coef == 0 skip the term entirely, so UPO reduces to its preference loss bitwise
+        policy_loss = pref_loss if aux_coef == 0 else pref_loss + aux_coef * aux_loss
     return UPOLoss(
         loss=policy_loss + value_loss,
         policy_loss=policy_loss,

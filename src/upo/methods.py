@@ -36,6 +36,9 @@ class Method:
     accepts_rewards: bool = False  # adds r_a to its reward when auxiliary rewards are configured (optional)
     needs_kto_reference_point: bool = False  # KTO's z0 from mismatched pairs (the "pref" methods: when kto)
     control_tokens: bool = False  # CSFT: prompts end with a desirable/undesirable token (upo.data.control)
+    # steer_aux_coefs may train one policy conditioned on aux_coef (upo.data.steering): its step reads
+    # each example's StepInputs.aux_coef in place of cfg.aux_coef.
+    steerable: bool = False
     # Held-out metrics when the loss cannot run: with a KTO term, held-out pairs lack the mismatched
     # sequences of its reference point (upo.heldout_metrics); None = only the implicit rewards.
     partial_eval: Callable[[StepInputs, object], Metrics] | None = None
@@ -76,6 +79,7 @@ METHODS: dict[str, Method] = {
         uses_value_head=True,
         uses_rewards=True,
         partial_eval=steps.upo_aux_metrics,
+        steerable=True,
         aux_strength_key="aux_coef",
         frontier_group="upo",
         reads=("pref_loss", "aux_coef", "eta", "max_weight", "tau", "aux_logp"),

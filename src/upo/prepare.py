@@ -85,7 +85,10 @@ def _attach_rewards(items: list[dict], records, r_a: np.ndarray) -> None:
 def _tokenize(records, tokenizer, cfg: UPOConfig) -> tuple[list[dict], TruncationStats]:
     # CSFT: the trainer added the control tokens to the tokenizer; prompts end with one.
     control = control_token_ids(tokenizer) if METHODS[cfg.method].control_tokens else None
-    lengths = {"max_length": cfg.max_length, "max_prompt_length": cfg.max_prompt_length, "control": control}
+    # Steered runs: the condition token is appended per epoch (upo.data.steering); leave room for it.
+    room = 1 if cfg.steer_aux_coefs else 0
+    lengths = {"max_length": cfg.max_length - room, "max_prompt_length": cfg.max_prompt_length - room,
+               "control": control}
     if _is_paired(records):
         return tokenize_pairs(records, tokenizer, **lengths)
     return tokenize_unpaired(records, tokenizer, seed=cfg.seed, **lengths)

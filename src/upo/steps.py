@@ -117,6 +117,8 @@ def upo_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
             "upo/reward_mean": x.rewards.mean(),
         }
     )
+    if x.aux_coef is not None:  # a steered run: the batch's mean lambda
+        metrics["upo/aux_coef_mean"] = x.aux_coef.mean()
     return out.loss, metrics
 
 
@@ -128,8 +130,10 @@ def upo_aux_metrics(x: StepInputs, cfg) -> Metrics:
 
 
 def _upo_loss(x: StepInputs, cfg, pref_losses: torch.Tensor) -> losses.UPOLoss:
+    """UPO's loss at cfg.aux_coef, or at each example's own aux_coef in a steered run."""
     aux_logps = x.policy_mean_logps if cfg.aux_logp == "mean" else x.policy_logps
-    return losses.upo_loss(pref_losses, aux_logps, x.rewards, x.values, aux_coef=cfg.aux_coef, eta=cfg.eta,
+    aux_coef = x.aux_coef if x.aux_coef is not None else cfg.aux_coef
+    return losses.upo_loss(pref_losses, aux_logps, x.rewards, x.values, aux_coef=aux_coef, eta=cfg.eta,
                            max_weight=cfg.max_weight, tau=cfg.tau)
 
 

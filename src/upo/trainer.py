@@ -6,6 +6,7 @@ forward -> method loss -> backward -> clip -> step -> log / evaluate / checkpoin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -36,6 +37,7 @@ from upo.config import UPOConfig
 from upo.curves import plot_curves
 from upo.data.collate import LengthGroupedBatchSampler, collate_fn, first_items, sequence_lengths
 from upo.data.control import add_control_tokens
+from upo.data.steering import ConditionedItems, add_steering_tokens, write_steering
 from upo.engines import configure_engine, prepare_reference
 from upo.forward import step_inputs
 from upo.heldout_metrics import heldout_metrics
@@ -102,6 +104,8 @@ def train(cfg: UPOConfig) -> Path:
     # ---- model, tokenizer, data ----------------------------------------------------------------
     tokenizer = load_tokenizer(model_path)
     control_ids = add_control_tokens(tokenizer) if method.control_tokens else None  # CSFT
+    steer_ids = add_steering_tokens(tokenizer, cfg.steer_aux_coefs) if cfg.steer_aux_coefs else None  # steered UPO
+    new_token_ids = sorted([*(control_ids or {}).values(), *(steer_ids or {}).values()])
     data = prepare_data(cfg, tokenizer, progress=show)
     for line in data.report:
         log(f"upo: {line}")
@@ -113,11 +117,11 @@ def train(cfg: UPOConfig) -> Path:
 
     lm = load_causal_lm(model_path, attn_implementation=cfg.attn_implementation)
     disable_dropout(lm)
-    if control_ids and len(tokenizer) > lm.get_input_embeddings().num_embeddings:
+    if new_token_ids and len(tokenizer) > lm.get_input_embeddings().num_embeddings:
         lm.resize_token_embeddings(len(tokenizer))  # new rows start at the mean embedding
     if cfg.lora:
-        # CSFT's control-token embeddings must learn too: peft trains just those rows.
-        lm = add_lora(lm, cfg, trainable_token_ids=sorted(control_ids.values()) if control_ids else None)
+        # The control tokens' embeddings (CSFT's, steering's) must learn too: peft trains just those rows.
+        lm = add_lora(lm, cfg, trainable_token_ids=new_token_ids or None)
     # The reference is the policy before any update, so at step 0 every log-ratio is 0, in bf16 too
     # (a sequence's bf16 log-prob depends on its batch: the precompute runs training's first-epoch
     # batches, and a frozen copy runs each step's). The policy itself computes them with LoRA (its
@@ -143,11 +147,14 @@ def train(cfg: UPOConfig) -> Path:
         sequence_lengths(data.train_items), cfg.batch_size * world, seed=cfg.seed, group_by_length=cfg.group_by_length,
         per_step=cfg.gradient_accumulation_steps,
     )
-    train_loader = DataLoader(data.train_items, batch_sampler=sampler, collate_fn=collate_fn(data.train_format, pad))
+    # Steered: every example carries its condition (token after the prompt, aux_coef), changing each
+    # epoch; the items themselves, whose reference log-probs are computed below, stay without it.
+    train_set = ConditionedItems(data.train_items, steer_ids, cfg.seed) if steer_ids else data.train_items
+    train_loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate_fn(data.train_format, pad))
     eval_loader = None
     if data.eval_items:
-        eval_loader = DataLoader(data.eval_items, batch_size=cfg.batch_size * world,
-                                 collate_fn=collate_fn(data.eval_format, pad))
+        eval_set = ConditionedItems(data.eval_items, steer_ids, cfg.seed) if steer_ids else data.eval_items
+        eval_loader = DataLoader(eval_set, batch_size=cfg.batch_size * world, collate_fn=collate_fn(data.eval_format, pad))
     groups = [{"params": [p for p in lm.parameters() if p.requires_grad], "lr": cfg.learning_rate}]
     if value_head is not None:
         groups.append({"params": list(value_head.parameters()), "lr": cfg.value_lr, "weight_decay": 0.0})
@@ -173,7 +180,9 @@ def train(cfg: UPOConfig) -> Path:
         # Cached in the run folder, so a resumed run reuses them.
         # Each example's in the micro-batch it has in the first epoch: in bf16 a sequence's log-prob
         # depends on its batch, and so the first step's log-ratios are exactly 0.
-        with torch.random.fork_rng(devices=[]):  # iterating a loader draws from the global RNG
+        # Steered runs: the same batches, without the condition tokens (the reference never sees them).
+        bare = train_set.bare() if steer_ids else contextlib.nullcontext()
+        with torch.random.fork_rng(devices=[]), bare:  # iterating a loader draws from the global RNG
             precompute_run_reference_logps(
                 data, reference_fn, accelerator, out / "reference_logps.safetensors", pad,
                 train_batches=_first_epoch_batches(train_loader, sampler, cfg.batch_size, accelerator),
@@ -204,6 +213,8 @@ def train(cfg: UPOConfig) -> Path:
         # Accelerate's loader re-applies its own pass counter to the sampler at every pass; a resumed
         # run starts it at 0, so set it too (else the epoch after a resume replays epoch 0's order).
         train_loader.set_epoch(epoch)
+        if steer_ids:
+            train_set.set_epoch(epoch)  # each example's condition of this epoch
         loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
         seen = skip
         step_start, step_tokens = time.perf_counter(), 0
@@ -235,7 +246,8 @@ def train(cfg: UPOConfig) -> Path:
             if not accelerator.sync_gradients:
                 continue
             elapsed = time.perf_counter() - step_start
-            averager.add({"step_seconds": elapsed, "tokens_per_second": step_tokens / elapsed})
+            # step_tokens (deterministic, unlike the timings): what `upo frontier` sums as training compute
+            averager.add({"step_seconds": elapsed, "tokens_per_second": step_tokens / elapsed, "step_tokens": step_tokens})
             global_step += 1
             bar.update(1)
             last = global_step >= total_steps
@@ -309,8 +321,9 @@ def _share(sampler: LengthGroupedBatchSampler, batch: int, per_process: int, acc
 
 
 def _save_final(accelerator, policy, tokenizer, cfg: UPOConfig, data, out: Path) -> Path:
-    """final/: save_pretrained model (LoRA merged on request) + tokenizer + resolved config, and the
-    value head (value_head.safetensors) of the methods that have one.
+    """final/: save_pretrained model (LoRA merged on request) + tokenizer + resolved config, the
+    value head (value_head.safetensors) of the methods that have one, and a steered run's conditions
+    (steering.json).
 
     Under FSDP or DeepSpeed ZeRO-3 each process holds a shard of every weight, so the full weights
     are gathered first (a collective: every process calls it) and saved from the main process.
@@ -332,5 +345,7 @@ def _save_final(accelerator, policy, tokenizer, cfg: UPOConfig, data, out: Path)
                           str(tmp / "value_head.safetensors"))
             if data.standardizer is not None:
                 (tmp / "reward_standardizer.json").write_text(json.dumps(data.standardizer.to_dict(), indent=2))
+            if cfg.steer_aux_coefs:
+                write_steering(tmp, cfg.steer_aux_coefs)
     accelerator.wait_for_everyone()
     return final

@@ -61,7 +61,8 @@ def collate_pairs(items: list[dict], pad_token_id: int) -> dict[str, Tensor]:
     Returns input_ids / attention_mask [2B, T] long, loss_mask [2B, T] bool, prompt_last_index [2B]
     long, desirable [2B] bool (True for chosen rows), index [B] long, rewards [2B] float32
     (``chosen_reward`` / ``rejected_reward``, zeros without them) and, when the items carry
-    ``reference_chosen_logps`` / ``reference_rejected_logps``, reference_logps [2B] float32.
+    ``reference_chosen_logps`` / ``reference_rejected_logps``, reference_logps [2B] float32; and
+    aux_coef [2B] float32 (a pair's steering condition on both rows) when items carry ``aux_coef``.
     """
     b = len(items)
     prompts = [item["prompt_ids"] for item in items] * 2
@@ -74,6 +75,9 @@ def collate_pairs(items: list[dict], pad_token_id: int) -> dict[str, Tensor]:
     reference = _floats(items, "reference_chosen_logps", "reference_rejected_logps")
     if reference is not None:
         batch["reference_logps"] = reference
+    aux_coef = _floats(items, "aux_coef", "aux_coef")
+    if aux_coef is not None:
+        batch["aux_coef"] = aux_coef
     return batch
 
 
@@ -84,7 +88,8 @@ def collate_unpaired(items: list[dict], pad_token_id: int) -> dict[str, Tensor]:
     desirable [B] bool (the labels), index [B] long, rewards [B] float32 (``reward``, zeros without
     it), reference_logps [B] float32 when items carry ``reference_logps``; and kl_input_ids /
     kl_attention_mask [B, T'] long, kl_loss_mask [B, T'] bool, kl_prompt_last_index [B] long from
-    ``prompt_ids + kl_completion_ids``, kl_reference_logps [B] when items carry ``reference_kl_logps``.
+    ``prompt_ids + kl_completion_ids``, kl_reference_logps [B] when items carry ``reference_kl_logps``;
+    aux_coef [B] float32 when items carry ``aux_coef`` (a steered run's conditions).
     """
     prompts = [item["prompt_ids"] for item in items]
     batch = _pad(prompts, [item["completion_ids"] for item in items], pad_token_id)
@@ -94,7 +99,8 @@ def collate_unpaired(items: list[dict], pad_token_id: int) -> dict[str, Tensor]:
     batch["rewards"] = torch.zeros(len(items)) if rewards is None else rewards
     kl = _pad(prompts, [item["kl_completion_ids"] for item in items], pad_token_id)
     batch.update({f"kl_{key}": value for key, value in kl.items()})
-    for key, name in (("reference_logps", "reference_logps"), ("reference_kl_logps", "kl_reference_logps")):
+    for key, name in (("reference_logps", "reference_logps"), ("reference_kl_logps", "kl_reference_logps"),
+                      ("aux_coef", "aux_coef")):
         values = _floats(items, key)
         if values is not None:
             batch[name] = values

@@ -10,6 +10,8 @@ a CSFT model behaves like the good half of its data without the caller knowing a
 
 from __future__ import annotations
 
+from upo.data.steering import steering_suffix
+
 DESIRABLE_TOKEN = "<|desirable|>"
 UNDESIRABLE_TOKEN = "<|undesirable|>"
 
@@ -34,8 +36,10 @@ def control_token_ids(tokenizer) -> dict[bool, int] | None:
     return None
 
 
-def generation_suffix(tokenizer) -> list[int]:
+def generation_suffix(tokenizer, aux_coef: float | None = None) -> list[int]:
     """Token ids to append to every prompt at generation and evaluation time: the desirable control
-    token for a model trained with CSFT, nothing for any other model."""
+    token for a model trained with CSFT, the token of `aux_coef` for a steered model
+    (`upo.data.steering.steering_suffix`: a SteeringError when it is missing or not a trained value,
+    or given to a model that was not steered), nothing for any other model."""
     ids = control_token_ids(tokenizer)
-    return [ids[True]] if ids else []
+    return ([ids[True]] if ids else []) + steering_suffix(tokenizer, aux_coef)

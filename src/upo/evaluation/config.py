@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from upo.config import ConfigError, coerce_fields, load_dataclass
-from upo.domains import Interval, Positive, Seed, check_domains
+from upo.domains import Interval, NonNegative, Positive, Seed, check_domains
 from upo.judge_protocols import PRESETS
 
 EVAL_PRECISIONS = ("bf16", "fp32", "fp16")
@@ -30,6 +30,7 @@ class EvalConfig:
     split_seed: Seed = 42  # with eval_fraction: the training run's `split_seed` (else its `seed`), which shuffled the rows before the split
     prompts: Positive[int] | None = None  # evaluate the first N held-out rows (deterministic); null: 64, or 512 with judge_preset paper
     output: str = "runs/eval"  # folder for eval.json, eval.md and generations.jsonl, or a path ending in .json
+    aux_coef: NonNegative[float] | None = None  # a steered model (trained with steer_aux_coefs): the auxiliary strength to generate with, one it was trained on; null for any other model
 
     # ---- preference alignment ----------------------------------------------------------------
     ref_model: str | None = None  # reference for implicit rewards beta * (policy - ref) log-probs; null = skip them
@@ -87,6 +88,8 @@ class EvalConfig:
         """Everything that determines the results: what eval.json records and a rerun compares (the
         llm judge's protocol keys only with that judge, so other evaluations keep their settings)."""
         skip = {"output", "progress", "cache_dir"} | (set() if self.judge == "llm" else set(LLM_JUDGE_KEYS))
+        if self.aux_coef is None:  # evaluations of unsteered models keep their settings
+            skip.add("aux_coef")
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
 

@@ -37,7 +37,8 @@ def references(records: list[PreferencePair] | list[UnpairedExample]) -> list[tu
     return out
 
 
-def fit_prompt(prompt: Prompt, tokenizer: PreTrainedTokenizerBase, max_tokens: int) -> Prompt:
+def fit_prompt(prompt: Prompt, tokenizer: PreTrainedTokenizerBase, max_tokens: int,
+               aux_coef: float | None = None) -> Prompt:
     """The prompt shortened to `max_tokens` tokens as generation will encode it.
 
     Chat messages lose their earliest turns first (so that the rest starts with a user turn); the
@@ -46,7 +47,8 @@ def fit_prompt(prompt: Prompt, tokenizer: PreTrainedTokenizerBase, max_tokens: i
     (Training keeps the last `max_prompt_length` tokens too; cutting whole turns here gives the
     model a well-formed conversation to answer.)
     """
-    budget = max_tokens - len(generation_suffix(tokenizer))  # a CSFT model's control token is appended
+    # a CSFT model's control token, or a steered model's condition (aux_coef), is appended
+    budget = max_tokens - len(generation_suffix(tokenizer, aux_coef))
     if isinstance(prompt, str):
         ids = tokenizer(prompt, add_special_tokens=False).input_ids
         specials = len(encode_prompt("", tokenizer))  # e.g. a BOS the tokenizer adds

@@ -14,6 +14,7 @@ import torch
 from upo.data.collate import collate_fn
 from upo.data.control import control_token_ids
 from upo.data.records import PreferencePair
+from upo.data.steering import steering_suffix
 from upo.data.tokenize import tokenize_pairs
 from upo.logps import sequence_logps
 from upo.modeling import eval_mode
@@ -31,10 +32,14 @@ def autocast(model, precision: str):
 @torch.no_grad()
 def pair_logps(model, tokenizer, pairs: list[PreferencePair], *, max_length: int, max_prompt_length: int,
                batch_size: int = 8, precision: str = "bf16", progress: bool = True,
-               desc: str = "log-probs") -> dict[int, tuple[float, float]]:
-    """{pair index: (summed log-prob of chosen, of rejected)} for the pairs that fit max_length."""
-    items, _ = tokenize_pairs(pairs, tokenizer, max_length=max_length, max_prompt_length=max_prompt_length,
-                              control=control_token_ids(tokenizer))
+               desc: str = "log-probs", aux_coef: float | None = None) -> dict[int, tuple[float, float]]:
+    """{pair index: (summed log-prob of chosen, of rejected)} for the pairs that fit max_length; a
+    steered model's prompts end with the token of `aux_coef`, appended as training appends it."""
+    steer = steering_suffix(tokenizer, aux_coef)
+    items, _ = tokenize_pairs(pairs, tokenizer, max_length=max_length - len(steer),
+                              max_prompt_length=max_prompt_length - len(steer), control=control_token_ids(tokenizer))
+    for item in items:
+        item["prompt_ids"] = item["prompt_ids"] + steer
 
     def logps_fn(input_ids, attention_mask, loss_mask):  # [2n] rows [0, n) chosen, [n, 2n) rejected
         with autocast(model, precision):

@@ -1,6 +1,6 @@
 """One PNG per auxiliary metric: the preference metric (y) against it (x), every point labelled with
-its 95% interval bars, and the Pareto fronts of the preference-only points and of UPO's drawn
-through their members.
+its 95% interval bars, and the Pareto fronts of the preference-only points, of UPO's and of a steered
+UPO run's conditions drawn through their members.
 
 Drawn on matplotlib's Agg canvas directly (no pyplot): no display, no global figure state.
 """
@@ -18,6 +18,7 @@ STYLE = {  # group -> (marker, colour, legend label)
     "preference": ("o", "tab:blue", "preference only"),
     "upo": ("s", "tab:red", "UPO"),
     "auxiliary": ("^", "tab:green", "baselines given r_a"),
+    "steered": ("D", "tab:purple", "UPO steered (one run)"),
 }
 BETTER = {"max": "higher is better", "min": "lower is better"}
 
@@ -57,8 +58,9 @@ def plot_frontier(rows: list[dict], entry: dict, path: Path) -> Path:
         ax.annotate(text, xy, textcoords="offset points", xytext=(4, 4), fontsize=7).set_in_layout(False)
     by_name = {r["name"]: r for r in usable}
     for key, colour, style, label in (("preference_front", "tab:blue", "--", "preference-only front"),
-                                       ("upo_front", "tab:red", "-", "UPO front")):
-        members = sorted((by_name[n] for n in entry[key]), key=lambda r: r["metrics"][aux])
+                                       ("upo_front", "tab:red", "-", "UPO front"),
+                                       ("steered_front", "tab:purple", ":", "UPO steered front")):
+        members = sorted((by_name[n] for n in entry.get(key, [])), key=lambda r: r["metrics"][aux])
         if members:
             ax.plot([r["metrics"][aux] for r in members], [r["metrics"][pref] for r in members], style, color=colour,
                     alpha=0.6, label=label, zorder=2)

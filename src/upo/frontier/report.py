@@ -8,7 +8,7 @@ from pathlib import Path
 from upo.evaluation.metrics import direction
 from upo.evaluation.report import ARROWS, format_value
 
-ID_COLUMNS = ("name", "group", "method", "aux_coef", "variant", "relabel")
+ID_COLUMNS = ("name", "group", "method", "aux_coef", "variant", "relabel", "trained")
 
 DEFINITIONS = """\
 Each point is scored on the preference metric and the auxiliary metrics (`better` says which way
@@ -26,6 +26,14 @@ set of points of a group that no point of the same group dominates.
 - **HV gain** = HV(preference-only ∪ UPO) - HV(preference-only): the part of the box only UPO
   reaches; 0 when UPO's points lie on or behind the preference-only front.
 - **UPO not dominated**: the share of UPO points that no preference-only point dominates.
+- **UPO steered**: one UPO run trained conditioned on aux_coef (`steer_aux_coefs`), evaluated at
+  each of its conditions; **HV steered / grid** = HV(UPO steered) / HV(UPO), the share of the
+  grid-trained UPO points' hypervolume that the one run reaches; its 95% interval is recomputed in
+  every draw, where the conditions of one steered run resample their seeds alike (each seed is one
+  run for all of them). **Training compute**: per seed, the
+  sum over a group's training runs (a steered run once) of optimizer steps, policy tokens processed
+  (non-padding, per process) and the steps' wall time (set-up, reference log-probs and evaluation
+  excluded).
 
 **Intervals** ({confidence:.0%}): percentile bootstrap, {resamples} draws (seed {seed}). Each draw
 resamples the evaluation prompts (and held-out pairs) once for every point, since all were evaluated
@@ -73,6 +81,32 @@ def _summary_table(summary: list[dict]) -> list[str]:
         lines.append(f"| {_axes(e)} | {e['points']} | {', '.join(e['preference_front'])} | {', '.join(e['upo_front'])} "
                      f"| {_cell(e['hv_preference'])} | {_cell(e['hv_upo'])} | {_cell(e['hv_union'])} "
                      f"| {_cell(e['hv_gain'])} | {_interval(e.get('hv_gain_interval'))} | {share} |")
+    return lines
+
+
+def _steered_table(summary: list[dict]) -> list[str]:
+    lines = ["| axes | UPO front (grid) | UPO steered front | HV UPO (grid) | HV UPO steered | HV steered / grid "
+             "| 95% |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {_axes(e)} | {', '.join(e['upo_front'])} | {', '.join(e['steered_front'])} | {_cell(e['hv_upo'])} "
+              f"| {_cell(e['hv_steered'])} | {_cell(e['hv_ratio_steered'])} "
+              f"| {_interval(e.get('hv_ratio_steered_interval'))} |" for e in summary]
+    return lines
+
+
+def _compute_table(compute: dict[str, dict]) -> list[str]:
+    """UPO (grid) and UPO steered: training runs, steps, tokens, wall time, and steered / grid."""
+    def cells(c: dict) -> str:
+        tokens = "" if c["tokens"] is None else f"{c['tokens']:,.0f}"
+        return f"{c['runs']} | {c['steps']:,.0f} | {tokens} | {c['seconds'] / 60:.1f} min"
+
+    lines = ["| group | training runs | optimizer steps | tokens | wall time of the steps |", "|---|---|---|---|---|"]
+    lines += [f"| {label} | {cells(compute[g])} |" for g, label in (("upo", "UPO (grid)"), ("steered", "UPO steered"))
+              if g in compute]
+    if "upo" in compute and "steered" in compute:
+        grid, steered = compute["upo"], compute["steered"]
+        ratio = {k: None if grid[k] in (None, 0) or steered[k] is None else steered[k] / grid[k]
+                 for k in ("steps", "tokens", "seconds")}
+        lines.append("| steered / grid | | " + " | ".join(_cell(ratio[k]) for k in ("steps", "tokens", "seconds")) + " |")
     return lines
 
 
@@ -132,6 +166,9 @@ def format_report(result: dict, plots: dict[str, str]) -> str:
         lines += ["### Each UPO point against the preference-only front", "", *_verdict_table(result["summary"]), ""]
     if result.get("comparisons"):
         lines += ["### Paired differences: UPO - preference-only", "", *_comparison_table(result["comparisons"]), ""]
+    if any(e.get("hv_steered") is not None for e in result["summary"]):
+        lines += ["## UPO steered (one run) against UPO trained at each aux_coef", "", *_steered_table(result["summary"]),
+                  "", "Training compute per seed:", "", *_compute_table(result.get("compute", {})), ""]
     settings = result["interval_settings"]
     lines += [DEFINITIONS.format(confidence=settings["confidence"], resamples=settings["bootstrap_resamples"],
                                  seed=settings["bootstrap_seed"])]

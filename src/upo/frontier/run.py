@@ -26,6 +26,7 @@ from upo.evaluation.config import EVAL_PRECISIONS, EvalConfig
 from upo.evaluation.eval import make_judge, run_eval
 from upo.evaluation.intervals import INTERVAL_SETTINGS, units_of
 from upo.evaluation.metrics import direction
+from upo.frontier.compute import group_compute, mean_compute, run_compute
 from upo.frontier.plot import plot_frontier, slug
 from upo.frontier.report import format_report, write_csv
 from upo.frontier.summary import default_aux_metrics, preference_metric, summarize
@@ -41,9 +42,16 @@ def log(message: str) -> None:
 
 
 def run_folder(sweep: Sweep, point: Point, seed: int | None = None) -> Path:
-    """output_dir/points/<name>/, or its seed-<S>/ for one seed of a sweep with seeds."""
-    out = sweep.output_dir / "points" / point.name
+    """output_dir/points/<name>/, or its seed-<S>/ for one seed of a sweep with seeds; a steered
+    point's is its training run's, which all its conditions share."""
+    out = sweep.output_dir / "points" / (point.trained or point.name)
     return out if seed is None else out / f"seed-{seed}"
+
+
+def eval_folder(sweep: Sweep, point: Point, seed: int | None = None) -> Path:
+    """Where a run's evaluation goes: its run folder, or for a steered point aux-<C>/ in it."""
+    out = run_folder(sweep, point, seed)
+    return out / f"aux-{point.aux_coef:g}" if point.trained else out
 
 
 def point_config(point: Point, sweep: Sweep, seed: int | None = None) -> UPOConfig:
@@ -128,6 +136,7 @@ def run_point(point: Point, sweep: Sweep, template: EvalConfig, judge, memo: dic
     """Train (unless done) and evaluate (unless done) one run of a point, generating with `seed`
     when given; returns its eval.json dict."""
     out = run_folder(sweep, point, seed)
+    evaluated = eval_folder(sweep, point, seed)
     label = point.name if seed is None else f"{point.name} seed {seed}"
     if seed is not None:
         template = dataclasses.replace(template, seed=seed)
@@ -138,8 +147,9 @@ def run_point(point: Point, sweep: Sweep, template: EvalConfig, judge, memo: dic
         cfg = point_config(point, sweep, seed)
         _check_same_run(cfg, out)
         eval_cfg = dataclasses.replace(template, model=str(out / "final"), ref_model=cfg.ref_model or cfg.model,
-                                       beta=cfg.beta, output=str(out))
-    eval_path = out / "eval.json"
+                                       beta=cfg.beta, output=str(evaluated),
+                                       aux_coef=point.aux_coef if point.trained else None)
+    eval_path = evaluated / "eval.json"
     if _finished_eval(eval_path, eval_cfg.settings()):
         log(f"{label}: done earlier, skipping ({eval_path})")
         return json.loads(eval_path.read_text())
@@ -153,12 +163,14 @@ def run_point(point: Point, sweep: Sweep, template: EvalConfig, judge, memo: dic
     return run_eval(eval_cfg, judge=judge, reference_memo=memo)
 
 
-def _row(point: Point, results: list[dict], seeds: list[int] | None) -> dict:
-    """A point's row: its metrics (the mean over its seeds' evaluations) and, with seeds, each run's."""
+def _row(point: Point, results: list[dict], seeds: list[int] | None, computes: list[dict | None]) -> dict:
+    """A point's row: its metrics (the mean over its seeds' evaluations), its training compute (the
+    mean over its seeds' runs; None for the base model) and, with seeds, each run's metrics."""
     method = "base" if point.group == "base" else point.overrides.get("method")
     shared = [m for m in results[0]["metrics"] if all(m in r["metrics"] for r in results)]
     row = {"name": point.name, "group": point.group, "method": method, "aux_coef": point.aux_coef,
            "variant": point.variant, "relabel": bool(point.overrides.get("relabel", False)),
+           "trained": point.trained, "compute": mean_compute(computes),
            "model": results[0]["model"], "metrics": {m: float(np.mean([r["metrics"][m] for r in results]))
                                                      for m in shared}}
     if seeds is not None:
@@ -185,7 +197,8 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
     for warning in warnings:
         log(f"WARNING: {warning}")
     points = [Point("base", "base"), *sweep.points]
-    log(f"{len(points)} points ({len(sweep.points)} to train and the base model) -> {out}")
+    runs = len({p.trained or p.name for p in sweep.points})  # a steered run's conditions share one training
+    log(f"{len(points)} points ({runs} to train and the base model) -> {out}")
     memo: dict = {}  # reference log-probs of the held-out pairs, shared by the points
     rows, failed, units = [], [], {}
     seeds = sweep.seeds or [None]
@@ -207,7 +220,9 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
                     log(f"{point.name}: FAILED: {type(e).__name__}: {e}")
         for point in points:
             if not any(f["name"] == point.name for f in failed):
-                rows.append(_row(point, results[point.name], sweep.seeds))
+                computes = [None if point.group == "base" else run_compute(run_folder(sweep, point, seed))
+                            for seed in seeds]
+                rows.append(_row(point, results[point.name], sweep.seeds, computes))
                 units[point.name] = stack_units(results[point.name])
                 (out / "points" / point.name / "error.txt").unlink(missing_ok=True)  # from an earlier failure
 
@@ -230,6 +245,7 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
         "points": rows,
         "summary": summary,
         "comparisons": comparisons,
+        "compute": group_compute(rows),  # per seed: the training runs of each group
         "interval_settings": INTERVAL_SETTINGS,
         "plots": plots,
         "failed": failed,

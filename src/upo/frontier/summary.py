@@ -9,7 +9,10 @@ auxiliary metrics, all of them at once. For one set of axes, over the points tha
   of both together, w.r.t. that reference, in the scaled space (a share of the box between the
   worst and best values seen: 0 to 1);
 - hv_gain = hv_union - hv_preference: the volume only UPO's points reach (>= 0);
-- upo_nondominated_share: the share of UPO points that no preference-only point dominates.
+- upo_nondominated_share: the share of UPO points that no preference-only point dominates;
+- with steered points (one steered UPO run evaluated at each of its conditions, group "steered"):
+  hv_steered, their hypervolume on the same scale, and hv_ratio_steered = hv_steered / hv_upo, how
+  much of the grid-trained UPO front's hypervolume the one steered run covers (None without either).
 """
 
 from __future__ import annotations
@@ -53,7 +56,8 @@ def summarize_axes(rows: list[dict], axes: list[str]) -> dict:
     usable = [r for r in rows if all(_has(r, m) for m in axes)]
     entry: dict = {"axes": axes, "directions": directions, "points": len(usable), "reference": None,
                    "best": None, "hv_preference": None, "hv_upo": None, "hv_union": None, "hv_gain": None,
-                   "upo_nondominated_share": None, "preference_front": [], "upo_front": []}
+                   "upo_nondominated_share": None, "preference_front": [], "upo_front": [], "hv_steered": None,
+                   "hv_ratio_steered": None, "steered_front": []}
     if not usable:
         return entry
     values = np.asarray([[r["metrics"][m] for m in axes] for r in usable])  # [n, d]
@@ -63,6 +67,7 @@ def summarize_axes(rows: list[dict], axes: list[str]) -> dict:
     scaled = normalize(values, directions, worst, best)  # [n, d], 0 = worst seen, 1 = best
     pref = [i for i, r in enumerate(usable) if r["group"] == "preference"]
     upo = [i for i, r in enumerate(usable) if r["group"] == "upo"]
+    steered = [i for i, r in enumerate(usable) if r["group"] == "steered"]
 
     def hv(idx: list[int]) -> float:
         return hypervolume(scaled[idx], np.zeros(len(axes))) if idx else 0.0
@@ -81,6 +86,9 @@ def summarize_axes(rows: list[dict], axes: list[str]) -> dict:
         preference_front=front(pref),
         upo_front=front(upo),
     )
+    if steered:
+        entry.update(hv_steered=hv(steered), steered_front=front(steered),
+                     hv_ratio_steered=hv(steered) / hv(upo) if upo and hv(upo) > 0 else None)
     return entry
 
 

@@ -8,6 +8,7 @@
     method_overrides: {upo: {pref_loss: dpo}, modpo: {aux_coef: [1.0]}}
     reward_variants: {safety: {safety: 1.0}, mix: {safety: 0.95, readability: 0.05}}   # optional
     points: [{name: dpo-relabel, method: dpo, relabel: true}]                        # explicit extras
+    points: [{name: upo-steered, method: upo, steer_aux_coefs: [0.3, 1, 3]}]        # one steered run
     seeds: [1, 2, 3]                       # optional: train and generate every point once per seed
     preference_metric: auto                # or judge/win_rate, rewards/accuracies
     aux_metrics: auto                      # or a list of eval.json metric names
@@ -26,6 +27,10 @@ split of the base's seed (`split_seed`). Without it each point is one run in poi
 
 Keys and types are checked when the file is read; method names only when a point's UPOConfig is
 built (`point_config`), so a point with a method this version lacks fails alone and the rest run.
+
+An explicit point with `steer_aux_coefs` (steered UPO, `upo.data.steering`) trains once and is
+evaluated at each of its conditions: it becomes one point per value, NAME-auxC in group "steered"
+("UPO steered"), all sharing the run folder points/NAME/ and evaluated into points/NAME/aux-C/.
 """
 
 from __future__ import annotations
@@ -43,18 +48,19 @@ TOP_KEYS = ("output_dir", "base", "eval", "methods", "aux_coef", "method_overrid
 # Every point must share the held-out split (it is the evaluation set) and get its own run folder.
 SHARED_KEYS = ("dataset", "dataset_split", "eval_dataset", "eval_fraction", "seed", "split_seed", "output_dir")
 # Set per point by the sweep, not in eval:
-EVAL_PER_POINT = ("model", "ref_model", "output", "beta")
-GROUPS = ("base", "preference", "upo", "auxiliary")
+EVAL_PER_POINT = ("model", "ref_model", "output", "beta", "aux_coef")
+GROUPS = ("base", "preference", "upo", "auxiliary", "steered")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 @dataclass
 class Point:
     name: str
-    group: str  # base | preference | upo | auxiliary (README, upo frontier)
+    group: str  # base | preference | upo | auxiliary | steered (README, upo frontier)
     overrides: dict[str, Any] = field(default_factory=dict)  # UPOConfig keys on top of the base
-    aux_coef: float | None = None  # the swept auxiliary strength, if this point is on the grid
+    aux_coef: float | None = None  # the swept auxiliary strength, if this point is on the grid (steered: its condition)
     variant: str | None = None  # the reward_variants entry, if any
+    trained: str | None = None  # steered: the name of the one training run its conditions share
 
 
 @dataclass
@@ -183,6 +189,10 @@ def expand_points(spec: dict[str, Any], base: dict[str, Any]) -> list[Point]:
         rewards, relabel = keys.get("rewards", base.get("rewards", {})), keys.get("relabel", base.get("relabel", False))
         if group is not None and group not in GROUPS[1:]:
             raise ConfigError(f"points[{i}] ({name}): group must be one of {', '.join(GROUPS[1:])}, got {group!r}")
+        if keys.get("steer_aux_coefs"):  # one training run, evaluated at each of its conditions
+            points += [Point(f"{name}-aux{c:g}", group or "steered", keys, float(c), trained=name)
+                       for c in keys["steer_aux_coefs"]]
+            continue
         points.append(Point(name, group or point_group(method, relabel, rewards), keys, keys.get("aux_coef")))
 
     seen: set[str] = {"base"}  # the base model's point
@@ -192,6 +202,9 @@ def expand_points(spec: dict[str, Any], base: dict[str, Any]) -> list[Point]:
         if p.name in seen:
             raise ConfigError(f"two points are named {p.name!r} (and 'base' is the base model's)")
         seen.add(p.name)
+    clash = sorted({p.trained for p in points if p.trained} & (seen - {p.name for p in points if p.trained}))
+    if clash:
+        raise ConfigError(f"steered point {clash[0]!r} trains in points/{clash[0]}/: another point has that name")
     return points
 
 

@@ -11,7 +11,9 @@ point's training seeds on its own (separate runs; `upo.stats.bootstrap_means`). 
   them is at least as good on every axis: it adds hypervolume) and the share in which one of them
   dominates it: "beyond" when the first share is >= 95%, "behind" when the second is, otherwise
   "not distinguishable";
-- paired differences of every UPO point with every preference-only point, metric by metric.
+- paired differences of every UPO point with every preference-only point, metric by metric;
+- with a steered UPO run (group "steered"), the 95% interval of HV(steered) / HV(UPO). The points of
+  one steered run (its conditions) share their seeds' resampling: each seed is one run for all.
 """
 
 from __future__ import annotations
@@ -56,16 +58,22 @@ def stack_units(results: list[dict]) -> Units:
     return out
 
 
-def bootstrap_draws(units: dict[str, Units], resamples: int = RESAMPLES, seed: int = SEED) -> dict[str, dict]:
-    """{point: {metric: [resamples] draws of its mean}} (see the module docstring)."""
+def bootstrap_draws(units: dict[str, Units], resamples: int = RESAMPLES, seed: int = SEED,
+                    runs: dict[str, str] | None = None) -> dict[str, dict]:
+    """{point: {metric: [resamples] draws of its mean}} (see the module docstring). `runs` names each
+    point's training run: points of one run (a steered run's conditions) resample their seeds alike."""
     rng = np.random.default_rng(seed)
     shared = {kind: common_ids([u[kind][0] for u in units.values() if kind in u])
               for kind in UNIT_KINDS if any(kind in u for u in units.values())}
     counts = {kind: resample_counts(len(ids), resamples, rng) for kind, ids in shared.items()}
     out: dict[str, dict] = {}
+    run_seed_counts: dict[str, np.ndarray] = {}  # drawn at a run's first point, in the points' order
     for name, point in units.items():
         n_seeds = next((len(v) for _, values in point.values() for v in values.values()), 1)
-        seed_counts = resample_counts(n_seeds, resamples, rng) if n_seeds > 1 else None
+        run = (runs or {}).get(name, name)
+        if n_seeds > 1 and run not in run_seed_counts:
+            run_seed_counts[run] = resample_counts(n_seeds, resamples, rng)
+        seed_counts = run_seed_counts[run] if n_seeds > 1 else None
         out[name] = {}
         for kind, (ids, values) in point.items():
             if not shared[kind]:
@@ -103,6 +111,28 @@ def front_uncertainty(entry: dict, rows: list[dict], draws: dict[str, dict]) -> 
     return {"hv_gain_interval": list(percentile_interval(gains)), "upo_verdicts": verdicts}
 
 
+def steered_ratio_interval(entry: dict, rows: list[dict], draws: dict[str, dict]) -> list[float] | None:
+    """The 95% interval of HV(steered) / HV(UPO) for one summary entry, recomputed in every draw on the
+    scale of the point estimates (draws where the grid's HV is 0 are left out); None without both groups
+    or without draws for all of their points."""
+    axes, directions = entry["axes"], entry["directions"]
+    usable = [r for r in rows if r["group"] in ("upo", "steered") and all(m in r["metrics"] for m in axes)]
+    grid = [i for i, r in enumerate(usable) if r["group"] == "upo"]
+    steered = [i for i, r in enumerate(usable) if r["group"] == "steered"]
+    if entry["reference"] is None or not grid or not steered or not all(
+            m in draws.get(r["name"], {}) for r in usable for m in axes):
+        return None
+    values = np.stack([np.stack([draws[r["name"]][m] for m in axes], axis=-1) for r in usable])  # [points, B, d]
+    zero = np.zeros(len(axes))
+    ratios = []
+    for b in range(values.shape[1]):
+        scaled = normalize(values[:, b], directions, entry["reference"], entry["best"])  # [points, d]
+        grid_hv = hypervolume(scaled[grid], zero)
+        if grid_hv > 0:
+            ratios.append(hypervolume(scaled[steered], zero) / grid_hv)
+    return list(percentile_interval(ratios)) if ratios else None
+
+
 def paired_comparisons(rows: list[dict], draws: dict[str, dict], metrics: list[str]) -> list[dict]:
     """Every UPO point (B) against every preference-only point (A) on each metric both have draws of:
     the difference B - A, its interval, and the point the interval favours (or "neither")."""
@@ -123,11 +153,13 @@ def paired_comparisons(rows: list[dict], draws: dict[str, dict], metrics: list[s
 
 def add_uncertainty(rows: list[dict], units: dict[str, Units], summary: list[dict], compared: list[str]) -> list[dict]:
     """Give each row its "intervals" ({metric: [low, high]}) and each summary entry its
-    hv_gain_interval and upo_verdicts, from one set of draws; return the paired comparisons of the
-    `compared` metrics."""
-    draws = bootstrap_draws(units)
+    hv_gain_interval and upo_verdicts (and with steered points its hv_ratio_steered_interval), from one
+    set of draws; return the paired comparisons of the `compared` metrics."""
+    draws = bootstrap_draws(units, runs={r["name"]: r.get("trained") or r["name"] for r in rows})
     for row in rows:
         row["intervals"] = {m: list(percentile_interval(d)) for m, d in draws.get(row["name"], {}).items()}
     for entry in summary:
         entry.update(front_uncertainty(entry, rows, draws))
+        if entry.get("hv_steered") is not None:
+            entry["hv_ratio_steered_interval"] = steered_ratio_interval(entry, rows, draws)
     return paired_comparisons(rows, draws, compared)

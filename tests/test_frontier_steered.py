@@ -1,0 +1,161 @@
+"""`upo frontier` with a steered UPO point: one training run evaluated at each of its conditions
+(group "steered"), the hypervolume ratio steered / grid by hand, and the training compute of each
+group read back from metrics.jsonl."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from helpers import save_tiny_reward_model, write_lines
+
+from upo.cli import main
+from upo.config import ConfigError
+from upo.frontier.compute import group_compute, run_compute
+from upo.frontier.summary import summarize_axes
+from upo.frontier.sweep import expand_points, load_sweep
+from upo.frontier.uncertainty import bootstrap_draws, steered_ratio_interval
+
+AXES = ["judge/win_rate", "readability/fk_grade"]
+
+
+def test_a_steered_point_becomes_one_point_per_condition_sharing_one_run():
+    spec = {"methods": ["dpo"], "points": [{"name": "upo-steered", "method": "upo", "steer_aux_coefs": [0, 0.3, 1]}]}
+    points = expand_points(spec, {})
+    assert [(p.name, p.group, p.aux_coef, p.trained) for p in points] == [
+        ("dpo", "preference", None, None), ("upo-steered-aux0", "steered", 0.0, "upo-steered"),
+        ("upo-steered-aux0.3", "steered", 0.3, "upo-steered"), ("upo-steered-aux1", "steered", 1.0, "upo-steered")]
+    assert all(p.overrides == {"method": "upo", "steer_aux_coefs": [0.0, 0.3, 1.0]} for p in points[1:])
+    clash = {"points": [{"name": "s", "steer_aux_coefs": [1]}, {"name": "s", "method": "dpo"}]}
+    with pytest.raises(ConfigError, match="steered point 's' trains in points/s/: another point has that name"):
+        expand_points(clash, {})
+
+
+def _rows():
+    """(win rate, grade) as in test_frontier's hand-worked summary, plus two steered conditions."""
+    points = [("base", "base", 0.3, 10.0), ("dpo", "preference", 0.6, 8.0), ("kto", "preference", 0.4, 9.0),
+              ("upo1", "upo", 0.5, 6.0), ("upo2", "upo", 0.35, 9.5), ("s1", "steered", 0.5, 7.0),
+              ("s2", "steered", 0.4, 6.5)]
+    return [{"name": n, "group": g, "metrics": {"judge/win_rate": w, "readability/fk_grade": f}}
+            for n, g, w, f in points]
+
+
+def test_steered_hypervolume_ratio_hand_worked():
+    """Worst (0.3, 10), best (0.6, 6): scaled upo1 = (2/3, 1), upo2 = (1/6, 1/8) inside it: HV UPO 2/3.
+    s1 = (2/3, 3/4), s2 = (1/3, 7/8): HV = 1/2 + 7/24 - 1/3 * 3/4 = 13/24; ratio (13/24) / (2/3) = 13/16.
+    The preference-only / UPO numbers are those without the steered points."""
+    e = summarize_axes(_rows(), AXES)
+    assert e["hv_upo"] == pytest.approx(2 / 3) and e["hv_steered"] == pytest.approx(13 / 24)
+    assert e["hv_ratio_steered"] == pytest.approx(13 / 16) and e["steered_front"] == ["s1", "s2"]
+    assert e["hv_gain"] == pytest.approx(1 / 3) and e["upo_front"] == ["upo1"]
+    plain = summarize_axes([r for r in _rows() if r["group"] != "steered"], AXES)
+    assert plain["hv_steered"] is None and plain["hv_ratio_steered"] is None
+
+
+def test_steered_ratio_interval_from_the_draws():
+    """Every prompt scores each point's value: every draw is the point estimate, so the interval is
+    13/16 at both ends (the hand-worked ratio above). Without steered points there is none."""
+    rows = _rows()
+    ids = ["p1", "p2", "p3"]
+    units = {r["name"]: {"per_prompt": (ids, {m: np.full((1, 3), v) for m, v in r["metrics"].items()})} for r in rows}
+    draws = bootstrap_draws(units, resamples=50)
+    entry = summarize_axes(rows, AXES)
+    assert steered_ratio_interval(entry, rows, draws) == pytest.approx([13 / 16, 13 / 16])
+    plain = [r for r in rows if r["group"] != "steered"]
+    assert steered_ratio_interval(summarize_axes(plain, AXES), plain, draws) is None
+
+
+def test_the_conditions_of_one_steered_run_resample_their_seeds_alike():
+    """Two conditions of one run, two seeds each (0.2 and 1 on every prompt): with runs naming their
+    run, every draw picks the same seeds for both, so their draws are equal; apart, they differ."""
+    ids = ["p1", "p2"]
+    seeds = {"m": np.array([[0.2, 0.2], [1.0, 1.0]])}
+    units = {"s-aux0": {"per_prompt": (ids, seeds)}, "s-aux1": {"per_prompt": (ids, seeds)}}
+    shared = bootstrap_draws(units, resamples=200, runs={"s-aux0": "s", "s-aux1": "s"})
+    assert np.array_equal(shared["s-aux0"]["m"], shared["s-aux1"]["m"])
+    apart = bootstrap_draws(units, resamples=200)
+    assert not np.array_equal(apart["s-aux0"]["m"], apart["s-aux1"]["m"])
+
+
+def test_training_compute_from_metrics_hand_worked(tmp_path):
+    """Rows at steps 2 and 5 average 2 and 3 steps: tokens 2 * 100 + 3 * 120 = 560, seconds
+    2 * 1.5 + 3 * 2 = 9; the evaluation-only row at step 3 counts nothing."""
+    run = tmp_path / "run"
+    run.mkdir()
+    write_lines(run / "metrics.jsonl", [{"step": 2, "train/step_seconds": 1.5, "train/step_tokens": 100},
+                                        {"step": 3, "eval/loss": 1.0},
+                                        {"step": 5, "train/step_seconds": 2.0, "train/step_tokens": 120}])
+    assert run_compute(run) == {"steps": 5, "tokens": 560.0, "seconds": 9.0}
+    assert run_compute(tmp_path / "missing") is None
+    one = {"steps": 5, "tokens": 560.0, "seconds": 9.0}
+    rows = [{"name": "upo-a", "group": "upo", "compute": one}, {"name": "upo-b", "group": "upo", "compute": one},
+            {"name": "s-aux0", "group": "steered", "trained": "s", "compute": one},
+            {"name": "s-aux1", "group": "steered", "trained": "s", "compute": one},
+            {"name": "base", "group": "base", "compute": None}]
+    assert group_compute(rows) == {"upo": {"runs": 2, "steps": 10, "tokens": 1120.0, "seconds": 18.0},
+                                   "steered": {"runs": 1, "steps": 5, "tokens": 560.0, "seconds": 9.0}}
+
+
+def test_upo_frontier_with_a_steered_point_end_to_end(tiny_model_dir, tiny_tokenizer, pairs_file, tmp_path, capsys):
+    out = tmp_path / "frontier"
+    spec = {
+        "output_dir": str(out),
+        "base": {"model": str(tiny_model_dir), "dataset": str(pairs_file), "eval_fraction": 0.25, "batch_size": 2,
+                 "max_steps": 2, "learning_rate": 1e-2, "precision": "fp32", "progress": False,
+                 "cache_dir": str(tmp_path / "cache"), "rewards": {"length": 1.0}, "max_length": 96,
+                 "max_prompt_length": 32, "plot_curves": False},
+        "eval": {"prompts": 2, "max_new_tokens": 4, "scorers": ["readability"],
+                 "judge": f"rm:{save_tiny_reward_model(tiny_tokenizer, tmp_path / 'rm')}"},
+        "methods": ["upo"],
+        "aux_coef": [0.5, 2.0],
+        "points": [{"name": "steered", "method": "upo", "steer_aux_coefs": [0.5, 2.0], "max_steps": 1}],
+    }
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump(spec))
+    assert main(["frontier", "--config", str(sweep)]) == 0, capsys.readouterr()
+    log = capsys.readouterr().out
+    assert log.count("training (upo) into") == 3  # two grid points and the steered run, once
+    result = json.loads((out / "frontier.json").read_text())
+    assert [(r["name"], r["group"], r["aux_coef"]) for r in result["points"]] == [
+        ("base", "base", None), ("upo-aux0.5", "upo", 0.5), ("upo-aux2", "upo", 2.0),
+        ("steered-aux0.5", "steered", 0.5), ("steered-aux2", "steered", 2.0)]
+    steered = out / "points" / "steered"
+    assert json.loads((steered / "final" / "steering.json").read_text())["aux_coefs"] == [0.5, 2.0]
+    for c in ("0.5", "2"):  # evaluated at each condition, with it
+        assert json.loads((steered / f"aux-{c}" / "eval.json").read_text())["settings"]["aux_coef"] == float(c)
+    assert result["compute"]["upo"]["runs"] == 2 and result["compute"]["upo"]["steps"] == 4
+    assert result["compute"]["steered"]["runs"] == 1 and result["compute"]["steered"]["steps"] == 1
+    assert result["compute"]["steered"]["tokens"] > 0
+    entry = result["summary"][0]
+    assert entry["hv_steered"] is not None and set(entry["steered_front"]) <= {"steered-aux0.5", "steered-aux2"}
+    assert "hv_ratio_steered_interval" in entry
+    report = (out / "report.md").read_text()
+    assert "## UPO steered (one run) against UPO trained at each aux_coef" in report
+    assert "| UPO steered | 1 | 1 |" in report and "| steered / grid | | 0.25 |" in report
+    # a rerun skips every evaluation and trains nothing
+    assert main(["frontier", "--config", str(sweep)]) == 0
+    log = capsys.readouterr().out
+    assert "steered-aux2: done earlier, skipping" in log and "training" not in log
+
+
+def test_example_steered_sweep_is_valid_and_within_its_compute_budget():
+    """examples/frontier_hh_steered.yaml: every point's config builds; the steered run's optimizer
+    steps are at most 40% of the grid UPO points' (same batch size, so the same share of sequences)."""
+    from upo.frontier.run import point_config
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "frontier_hh_steered.yaml"
+    for quick in (False, True):
+        sweep = load_sweep(path, quick=quick)
+        configs = {p.name: point_config(p, sweep) for p in sweep.points}
+        grid = [p for p in sweep.points if p.group == "upo"]
+        steered = [p for p in sweep.points if p.group == "steered"]
+        assert sorted(p.aux_coef for p in grid) == sorted(p.aux_coef for p in steered)
+        assert len({p.trained for p in steered}) == 1
+        if not quick:
+            steps = {name: c.max_steps for name, c in configs.items()}
+            assert all(steps[p.name] is not None for p in grid + steered)
+            assert steps[steered[0].name] <= 0.4 * sum(steps[p.name] for p in grid)
+            assert {c.batch_size for c in configs.values()} == {sweep.base["batch_size"]}
