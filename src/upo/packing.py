@@ -13,6 +13,18 @@ varlen kernel (`torch.nn.attention.varlen.varlen_attn`) takes the packed tokens 
 cumulative lengths directly (`use_varlen_kernel` says when). Elsewhere (CPU, fp32, soft-capping)
 attention takes the padded layout above.
 
+Paired batches can share their prompts (`pack_pairs`): each pair becomes one packed sequence
+[prompt, chosen response, rejected response], the prompt computed once. The rejected response's
+positions continue from the prompt's end, as the chosen one's do, and its tokens see the prompt
+and their own earlier tokens, never the chosen response's (`Packing.allowed`). Every token then sees
+exactly what it sees in its own unshared sequence, so log-probs and gradients are those of the
+unshared forward. That mask is not causal within the packed sequence, so the varlen kernel cannot
+take it as is: shared packings take the padded path with an explicit mask. (An exact CUDA route
+would be one varlen call whose query sequences are [prompt, chosen] and [rejected] and whose key
+sequences are [prompt, chosen] and [prompt, rejected]: flash-attention aligns a shorter query
+sequence's causal mask to the end of its keys. It is not built, for want of a GPU to test it on;
+`upo.logps` keeps shared prompts off where the varlen kernel would run.)
+
 This is transformers' own mechanism for custom attention kernels: the attention modules call the
 function registered under `config._attn_implementation`, forwarding the extra keyword arguments
 given to the decoder (here `upo_packing`). Models whose attention does not go through that
@@ -40,36 +52,76 @@ PACKABLE = ("eager", "sdpa")
 
 @dataclass
 class Packing:
-    """Where the real tokens of a right-padded [rows, width] batch sit.
+    """Where the real tokens of a right-padded [N, T] input batch sit in the packed row [M], and
+    where the packed sequences sit in attention's padded layout [rows, width].
 
-    index: [M] flat positions (row * width + column) of the real tokens, in row order;
-    position_ids: [1, M] each token's position within its own sequence;
-    starts: [rows] index of each sequence's first token in the packed row;
+    source: [M] flat positions (input row * T + column) of the packed tokens, in packed order;
+    index: [M] flat positions (sequence * width + offset) of the packed tokens in attention's layout;
+    position_ids: [1, M] each token's position within its own (unshared) sequence: its column;
+    starts: [rows] index of each packed sequence's first token in the packed row;
+    previous: [M] packed index of the token whose hidden state predicts this one, -1 for none;
+    row_starts: [N] packed index of each input row's first token (a rejected row's: its pair's
+      prompt, so row_starts + column finds any prompt token);
     cu_seqlens, max_length: the same boundaries as flash-attention's varlen kernels take them;
+    prompt_lengths, chosen_ends: [rows] with shared prompts (else None): where each packed
+      sequence's chosen response starts and ends (offsets within it);
     attention_calls: how many attention layers ran packed_attention (0 after a forward means the
     model bypassed transformers' AttentionInterface, and its sequences saw each other).
+
+    Without shared prompts the packed sequences are the input rows, so rows = N and width = T.
     """
 
+    source: torch.Tensor
     index: torch.Tensor
     position_ids: torch.Tensor
     starts: torch.Tensor
+    previous: torch.Tensor
+    row_starts: torch.Tensor
     cu_seqlens: torch.Tensor  # [rows + 1] int32: 0, then the cumulative sequence lengths (varlen kernels)
     max_length: int  # the longest sequence
     rows: int
     width: int
     base_attention: str  # the model's own kernel: "eager" or "sdpa"
+    prompt_lengths: torch.Tensor | None = None
+    chosen_ends: torch.Tensor | None = None
     attention_calls: int = 0
-    _masks: dict = field(default_factory=dict, repr=False)  # causal masks, built once per forward
+    _masks: dict = field(default_factory=dict, repr=False)  # masks, built once per forward
 
-    def causal_mask(self, dtype: torch.dtype, device, sliding_window: int | None) -> torch.Tensor:
-        """[width, width] additive mask: 0 where key j <= query i (and within the window), else min."""
-        key = (dtype, device, sliding_window)
+    @property
+    def shared(self) -> bool:
+        """True when pairs share their prompt (`pack_pairs`): attention needs `allowed`, not causality."""
+        return self.prompt_lengths is not None
+
+    def allowed(self, device, sliding_window: int | None) -> torch.Tensor:
+        """[rows, width, width] bool, shared prompts only: query i may see key j. Causal, except that
+        rejected tokens (offset >= chosen_end) never see chosen ones (prompt_length <= offset <
+        chosen_end); a sliding window is measured in positions, as in the unshared sequences.
+        Padding queries see at least themselves, so no row of scores is fully masked."""
+        key = ("allowed", device, sliding_window)
         if key not in self._masks:
             i = torch.arange(self.width, device=device)
-            allowed = i[None, :] <= i[:, None]  # padding sits after every real token
+            query, keys = i[None, :, None], i[None, None, :]
+            begin, end = self.prompt_lengths[:, None, None], self.chosen_ends[:, None, None]
+            allowed = (keys <= query) & ~((query >= end) & (keys >= begin) & (keys < end))
             if sliding_window:
-                allowed &= i[:, None] - i[None, :] < sliding_window
-            self._masks[key] = torch.zeros(self.width, self.width, dtype=dtype, device=device).masked_fill(
+                position = self.scatter(self.position_ids[0])  # [rows, width], 0 at padding
+                allowed &= position[:, :, None] - position[:, None, :] < sliding_window
+            self._masks[key] = allowed
+        return self._masks[key]
+
+    def additive_mask(self, dtype: torch.dtype, device, sliding_window: int | None) -> torch.Tensor:
+        """The mask `_eager` adds to the scores: 0 where allowed, else dtype's min. [width, width]
+        causal (padding sits after every real token), or [rows, width, width] with shared prompts."""
+        key = (dtype, device, sliding_window)
+        if key not in self._masks:
+            if self.shared:
+                allowed = self.allowed(device, sliding_window)
+            else:
+                i = torch.arange(self.width, device=device)
+                allowed = i[None, :] <= i[:, None]
+                if sliding_window:
+                    allowed &= i[:, None] - i[None, :] < sliding_window
+            self._masks[key] = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(
                 ~allowed, torch.finfo(dtype).min)
         return self._masks[key]
 
@@ -90,11 +142,40 @@ def pack(attention_mask: torch.Tensor, base_attention: str) -> Packing:
     mask = attention_mask.bool()
     index = mask.flatten().nonzero().squeeze(1)
     lengths = mask.sum(dim=1)
-    positions = torch.arange(width, device=mask.device).expand(rows, width)[mask]
-    ends = torch.cumsum(lengths, 0)
-    cu_seqlens = F.pad(ends, (1, 0)).to(torch.int32)
-    return Packing(index=index, position_ids=positions.unsqueeze(0), starts=ends - lengths, cu_seqlens=cu_seqlens,
+    starts = torch.cumsum(lengths, 0) - lengths
+    previous = torch.arange(-1, len(index) - 1, device=mask.device).index_fill(0, starts, -1)
+    return Packing(source=index, index=index, position_ids=(index % width).unsqueeze(0), starts=starts,
+                   previous=previous, row_starts=starts, cu_seqlens=F.pad(starts + lengths, (1, 0)).to(torch.int32),
                    max_length=int(lengths.max()), rows=rows, width=width, base_attention=base_attention)
+
+
+def pack_pairs(attention_mask: torch.Tensor, prompt_lengths: torch.Tensor, base_attention: str) -> Packing:
+    """The shared-prompt packing of a right-padded paired batch: attention_mask [2B, T], rows i and
+    B + i a pair whose first prompt_lengths[i] tokens (prompt_lengths [B], each >= 1) are the same
+    prompt, each followed by a non-empty response. Packed sequence i is row i (prompt, chosen), then
+    row B + i's response; the response's first token is predicted by the prompt's last."""
+    n, width = attention_mask.shape
+    b = n // 2
+    device = attention_mask.device
+    mask = attention_mask.bool()
+    column = torch.arange(width, device=device)
+    # [B, 2, T]: take row i whole, then row B + i after its prompt; flat order = packed order
+    take = torch.stack([mask[:b], mask[b:] & (column >= prompt_lengths[:, None])], dim=1)
+    flat = (torch.arange(b, device=device)[:, None, None] + torch.tensor([0, b], device=device)[None, :, None]) * width
+    source = (flat + column)[take]  # [M]
+    chosen_ends = mask[:b].sum(1)  # [B] prompt + chosen
+    lengths = take.sum((1, 2))  # [B] prompt + chosen + rejected
+    starts = torch.cumsum(lengths, 0) - lengths
+    sequence = torch.repeat_interleave(torch.arange(b, device=device), lengths)  # [M]
+    offset = torch.arange(len(source), device=device) - starts[sequence]
+    rows_width = int(lengths.max())
+    previous = torch.arange(-1, len(source) - 1, device=device).index_fill(0, starts, -1)
+    previous[starts + chosen_ends] = starts + prompt_lengths - 1  # the rejected response's first token
+    return Packing(source=source, index=sequence * rows_width + offset, position_ids=(source % width).unsqueeze(0),
+                   starts=starts, previous=previous, row_starts=starts.repeat(2),
+                   cu_seqlens=F.pad(starts + lengths, (1, 0)).to(torch.int32), max_length=rows_width, rows=b,
+                   width=rows_width, base_attention=base_attention, prompt_lengths=prompt_lengths,
+                   chosen_ends=chosen_ends)
 
 
 def use_varlen_kernel(device: torch.device, dtype: torch.dtype, dropout: float, softcap: float | None) -> bool:
@@ -137,7 +218,7 @@ def packed_attention(module, query, key, value, attention_mask, scaling=None, dr
     heads, dim, kv_heads = query.shape[1], query.shape[3], key.shape[1]
     drop = dropout if module.training else 0.0
     scale = scaling if scaling is not None else dim**-0.5
-    if use_varlen_kernel(query.device, query.dtype, drop, softcap):
+    if use_varlen_kernel(query.device, query.dtype, drop, softcap) and not p.shared:
         # [1, H, M, d] -> [M, H, d]: no padding anywhere; sliding_window w lets a query see w - 1 keys back
         out = varlen_attn(*(x[0].transpose(0, 1) for x in (query, key, value)), p.cu_seqlens, p.cu_seqlens,
                           p.max_length, p.max_length, scale=scale, enable_gqa=heads != kv_heads,
@@ -146,18 +227,20 @@ def packed_attention(module, query, key, value, attention_mask, scaling=None, dr
     # [1, H, M, d] -> [M, H, d] -> [N, T, H, d] -> [N, H, T, d]
     q, k, v = (p.scatter(x[0].transpose(0, 1)).transpose(1, 2) for x in (query, key, value))
     if p.base_attention == "sdpa" and not sliding_window and not softcap:
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True, scale=scale,
-                                             enable_gqa=heads != kv_heads)
+        mask = p.allowed(q.device, None)[:, None] if p.shared else None  # [rows, 1, width, width]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop, is_causal=mask is None,
+                                             scale=scale, enable_gqa=heads != kv_heads)
     else:
-        out = _eager(q, k, v, p.causal_mask(q.dtype, q.device, sliding_window), scale, drop, softcap)
+        out = _eager(q, k, v, p.additive_mask(q.dtype, q.device, sliding_window), scale, drop, softcap)
     # [N, H, T, d] -> [N, T, H, d] -> [M, H, d] -> [1, M, H, d]
     return p.gather(out.transpose(1, 2)).unsqueeze(0), None
 
 
 def _eager(q, k, v, mask: torch.Tensor, scale: float, dropout: float, softcap: float | None) -> torch.Tensor:
-    """transformers' eager attention, causal, for right-padded [N, H, T, d] queries and [N, Hkv, T, d]
-    keys/values, with `mask` the [T, T] additive mask of `Packing.causal_mask`. Padding sits after every real token, so the causal mask alone keeps it out of
-    every real token's view. Two things make it about twice as fast on CPU: the query heads that
+    """transformers' eager attention for right-padded [N, H, T, d] queries and [N, Hkv, T, d]
+    keys/values, with `mask` the additive mask of `Packing.additive_mask`: [T, T] causal (padding sits
+    after every real token, so it alone keeps padding out of every real token's view), or [N, T, T]
+    per sequence (shared prompts). Two things make it about twice as fast on CPU: the query heads that
     share a key/value head are stacked into one matrix ([N * Hkv, groups * T, d]) instead of
     repeating the keys, and the mask is added inside the score matmul (baddbmm). The softmax runs
     in the activations' dtype; for bf16 and fp16 torch's kernels accumulate it in fp32, which gives
@@ -165,14 +248,16 @@ def _eager(q, k, v, mask: torch.Tensor, scale: float, dropout: float, softcap: f
     n, heads, width, dim = q.shape
     kv_heads = k.shape[1]
     groups = heads // kv_heads
-    mask = mask.repeat(groups, 1).expand(n * kv_heads, groups * width, width)
+    mask = mask.repeat(*[1] * (mask.dim() - 2), groups, 1)  # [(N,) groups * T, T]: row g * T + i is query i
     stacked = (q * scale).reshape(n * kv_heads, groups * width, dim)  # heads h*groups .. h*groups+groups-1 share kv head h
     keys_t = k.reshape(n * kv_heads, width, dim).transpose(1, 2)
-    if softcap:
-        scores = torch.bmm(stacked, keys_t)
-        scores = torch.tanh(scores / softcap) * softcap + mask
+    if softcap or mask.dim() == 3:
+        scores = torch.bmm(stacked, keys_t).view(n, kv_heads, groups * width, width)
+        if softcap:
+            scores = torch.tanh(scores / softcap) * softcap
+        scores = (scores + mask.unsqueeze(-3)).view(n * kv_heads, groups * width, width)
     else:
-        scores = torch.baddbmm(mask, stacked, keys_t)
+        scores = torch.baddbmm(mask.expand(n * kv_heads, groups * width, width), stacked, keys_t)
     weights = F.dropout(torch.softmax(scores, dim=-1), p=dropout, training=dropout > 0)
     return torch.bmm(weights, v.reshape(n * kv_heads, width, dim)).view(n, heads, width, dim)
 

@@ -24,16 +24,20 @@ from upo.logps import sequence_logps
 ReferenceFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def make_reference_fn(accelerator, policy, ref_model, lora: bool, padding_free: bool = True) -> ReferenceFn:
+def make_reference_fn(accelerator, policy, ref_model, lora: bool) -> ReferenceFn:
     """(input_ids, attention_mask, loss_mask) -> reference summed log-probs [N], no grad, under the
     policy's autocast: from `ref_model`, else from the policy itself (with `lora`, adapters disabled;
-    without, only while it has not been updated: for precomputing them before training)."""
+    without, only while it has not been updated: for precomputing them before training). `ref_model`
+    runs with the policy's settings (`CompletionLogps`: padding-free, shared prompts, logits chunks)."""
+    settings = accelerator.unwrap_model(policy)
+    options = {"padding_free": settings.padding_free, "shared_prompt": settings.shared_prompt,
+               "logits_chunk_tokens": settings.logits_chunk_tokens}
 
     @torch.no_grad()
     def reference_logps(input_ids, attention_mask, loss_mask) -> torch.Tensor:
         with accelerator.autocast():
             if ref_model is not None:
-                return sequence_logps(ref_model, input_ids, attention_mask, loss_mask, padding_free=padding_free).sum
+                return sequence_logps(ref_model, input_ids, attention_mask, loss_mask, **options).sum
             if not lora:  # full fine-tuning before any update: the policy is the reference
                 return policy(input_ids, attention_mask, loss_mask)["sum"]
             trainable = [p for p in policy.parameters() if p.requires_grad]

@@ -1,0 +1,120 @@
+"""Shared-prompt forwards (upo.packing.pack_pairs) give the log-probs and gradients of unshared ones."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+import transformers
+from test_packing import _batch, _grads, _model, _textbook_logps
+
+from upo import packing
+from upo.data.collate import collate_pairs
+from upo.logps import sequence_logps, shared_prompt_lengths
+
+
+@contextlib.contextmanager
+def recorded_packings():
+    """Within the block, the Packing of every packed_attention call is recorded; yields the list."""
+    seen = []
+    original = packing.packed_attention
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs["upo_packing"])
+        return original(*args, **kwargs)
+
+    packing._register()
+    mapping = transformers.AttentionInterface._global_mapping
+    mapping[packing.ATTENTION_NAME] = recording
+    try:
+        yield seen
+    finally:
+        mapping[packing.ATTENTION_NAME] = original
+
+
+@pytest.mark.parametrize(("name", "attention"), [
+    ("llama", "eager"), ("llama", "sdpa"), ("mistral-window-3", "eager"), ("mistral-window-3", "sdpa"),
+    ("gemma2-softcap", "eager"), ("gpt2", "eager"), ("qwen3", "sdpa"),
+])
+def test_shared_prompt_logps_and_gradients_match_the_unshared_forward(name, attention):
+    """Both pairs' rejected responses see a window-3/4 model's prompt by position, not by packed
+    offset; a rejected token that saw the chosen response, or missed the prompt, changes its log-prob."""
+    model = _model(name, attention).train()
+    batch = _batch()
+    weights = torch.linspace(0.5, 2.0, batch["input_ids"].shape[0])  # a loss that weighs rows differently
+    with recorded_packings() as seen:
+        shared = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"],
+                                batch["prompt_last_index"], shared_prompt=True)
+    shared_grads = _grads(model, (shared.sum * weights).sum())
+    assert len(seen) == model.config.num_hidden_layers and all(p.shared for p in seen)
+    prompts = batch["prompt_last_index"] + 1
+    assert len(seen[0].source) == int(batch["attention_mask"].sum() - prompts[2:].sum())  # each prompt once
+    expected = _textbook_logps(model, batch)
+    expected_grads = _grads(model, (expected * weights).sum())
+    torch.testing.assert_close(shared.sum, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(shared.num_tokens, batch["loss_mask"][:, 1:].sum(-1))
+    unshared = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"],
+                              batch["prompt_last_index"], shared_prompt=False)
+    torch.testing.assert_close(shared.prompt_hidden, unshared.prompt_hidden, rtol=1e-5, atol=1e-5)
+    assert shared_grads.keys() == expected_grads.keys()
+    for key, grad in expected_grads.items():
+        torch.testing.assert_close(shared_grads[key], grad, rtol=1e-4, atol=1e-6, msg=key)
+
+
+def test_pairs_share_their_prompt_only_when_it_is_the_same():
+    batch = _batch()
+    ids, mask, loss = batch["input_ids"], batch["attention_mask"], batch["loss_mask"]
+    assert shared_prompt_lengths(ids, mask, loss).tolist() == [6, 2]
+    other = ids.clone()
+    other[3, 1] = 40  # pair 1's rejected row has another prompt
+    assert shared_prompt_lengths(other, mask, loss) is None
+    assert shared_prompt_lengths(ids[:3], mask[:3], loss[:3]) is None  # odd rows: no pairs
+    prompt_in_loss = loss.clone()
+    prompt_in_loss[0, 0] = True
+    assert shared_prompt_lengths(ids, mask, prompt_in_loss) is None
+
+
+def test_unshareable_batches_take_the_unshared_packing():
+    model = _model("llama", "eager")
+    batch = _batch()
+    batch["input_ids"][3, 1] = 40
+    with recorded_packings() as seen:
+        out = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"], shared_prompt=True)
+    assert seen and not any(p.shared for p in seen)
+    torch.testing.assert_close(out.sum, _textbook_logps(model, batch), rtol=1e-5, atol=1e-5)
+
+
+def test_pack_pairs_layout():
+    """Pair 0: prompt [a b], chosen [c], rejected [d e]; pair 1: prompt [f], chosen [g h], rejected [i]."""
+    items = [
+        {"index": 0, "prompt_ids": [10, 11], "chosen_ids": [12], "rejected_ids": [13, 14]},
+        {"index": 1, "prompt_ids": [15], "chosen_ids": [16, 17], "rejected_ids": [18]},
+    ]
+    batch = collate_pairs(items, pad_token_id=0)  # width 4
+    p = packing.pack_pairs(batch["attention_mask"], torch.tensor([2, 1]), "eager")
+    ids = batch["input_ids"].flatten()[p.source]
+    assert ids.tolist() == [10, 11, 12, 13, 14, 15, 16, 17, 18]
+    assert p.position_ids.tolist() == [[0, 1, 2, 2, 3, 0, 1, 2, 1]]
+    assert p.previous.tolist() == [-1, 0, 1, 1, 3, -1, 5, 6, 5]  # each rejected response starts from its prompt
+    assert p.starts.tolist() == [0, 5] and p.row_starts.tolist() == [0, 5, 0, 5]
+    assert p.cu_seqlens.tolist() == [0, 5, 9] and p.rows == 2 and p.width == 5
+    allowed = p.allowed(torch.device("cpu"), None)
+    assert allowed[0, 3].tolist() == [True, True, False, True, False]  # d sees a b, itself; not c
+    assert allowed[1, 3].tolist() == [True, False, False, True, False]  # i sees f, itself; not g h
+    assert allowed[0, 2].tolist() == [True, True, True, False, False]  # c: causal
+    window = p.allowed(torch.device("cpu"), 2)
+    assert window[0, 4].tolist() == [False, False, False, True, True]  # e at position 3 sees positions 2, 3: d, e
+    assert window[0, 3].tolist() == [False, True, False, True, False]  # d at position 2 sees b (position 1), d
+
+
+def test_training_packs_pairs_with_one_prompt(tiny_model_dir, pairs_file, tmp_path):
+    """A dpo run's forwards (policy and reference precompute) share prompts by default; the key turns it off."""
+    from helpers import run_config
+
+    from upo.trainer import train
+
+    for shared in (True, False):
+        with recorded_packings() as seen:
+            train(run_config(tiny_model_dir, pairs_file, tmp_path / str(shared), method="dpo", shared_prompt=shared))
+        assert seen and all(p.shared == shared for p in seen)
