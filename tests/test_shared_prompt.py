@@ -108,13 +108,64 @@ def test_pack_pairs_layout():
     assert window[0, 3].tolist() == [False, True, False, True, False]  # d at position 2 sees b (position 1), d
 
 
-def test_training_packs_pairs_with_one_prompt(tiny_model_dir, pairs_file, tmp_path):
-    """A dpo run's forwards (policy and reference precompute) share prompts by default; the key turns it off."""
+@pytest.mark.parametrize("shared", [True, False])
+def test_training_shares_prompts_by_default(shared, tiny_model_dir, pairs_file, tmp_path):
+    """A dpo run's forwards (policy and reference precompute) pack pairs with one prompt, a kto run's
+    mismatched forwards reuse the prompts' keys and values; `shared_prompt: false` turns both off."""
     from helpers import run_config
 
     from upo.trainer import train
 
-    for shared in (True, False):
-        with recorded_packings() as seen:
-            train(run_config(tiny_model_dir, pairs_file, tmp_path / str(shared), method="dpo", shared_prompt=shared))
-        assert seen and all(p.shared == shared for p in seen)
+    with recorded_packings() as seen:
+        train(run_config(tiny_model_dir, pairs_file, tmp_path / "dpo", method="dpo", shared_prompt=shared))
+    assert seen and all(p.shared == shared for p in seen)
+    with recorded_packings() as seen:
+        train(run_config(tiny_model_dir, pairs_file, tmp_path / "kto", method="kto", shared_prompt=shared))
+    assert any(p.prefix is not None for p in seen) == shared
+
+
+def _unpaired_batch():
+    """Three examples and their mismatched sequences (KTO's): each prompt with another's completion."""
+    from upo.data.collate import collate_unpaired
+
+    completions = [[8, 9, 10, 11, 2], [14, 2], [15, 16, 17, 2, 19, 20]]
+    prompts = [[5, 6, 7, 3, 4, 9], [5, 13], [21]]
+    items = [{"index": i, "prompt_ids": prompts[i], "completion_ids": completions[i], "label": i != 1,
+              "kl_completion_ids": completions[(i + 1) % 3]} for i in range(3)]
+    return collate_unpaired(items, pad_token_id=0)
+
+
+@pytest.mark.parametrize(("name", "attention"), [
+    ("llama", "eager"), ("llama", "sdpa"), ("mistral-window-3", "eager"), ("mistral-window-3", "sdpa"),
+    ("gemma2-softcap", "eager"), ("gpt2", "eager"), ("qwen3", "sdpa"),
+])
+def test_mismatched_sequences_reuse_the_prompts_keys_and_values(name, attention):
+    """KTO's mismatched (x_i, y_j) forward, given the keys and values the training forward kept of
+    each prompt, runs from the prompt's last token on and gives the log-probs of a full forward."""
+    model = _model(name, attention).train()
+    batch = _unpaired_batch()
+    main = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"], keep_prompts=True)
+    assert len(main.prompt_cache.layers) == model.config.num_hidden_layers
+    kl = [batch[f"kl_{key}"] for key in ("input_ids", "attention_mask", "loss_mask")]
+    with torch.no_grad(), recorded_packings() as seen:
+        cached = sequence_logps(model, *kl, prompt_cache=main.prompt_cache)
+    prompts = batch["prompt_last_index"] + 1
+    assert all(p.prefix is main.prompt_cache for p in seen)
+    assert len(seen[0].source) == int(kl[1].sum() - prompts.sum() + len(prompts))  # the prompts' last tokens on
+    with torch.no_grad():
+        full = _textbook_logps(model, {"input_ids": kl[0], "attention_mask": kl[1], "loss_mask": kl[2]})
+    torch.testing.assert_close(cached.sum, full, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(cached.num_tokens, kl[2].sum(-1))
+
+
+def test_a_cache_of_other_prompts_is_not_used():
+    model = _model("llama", "eager")
+    batch = _unpaired_batch()
+    main = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"], keep_prompts=True)
+    kl = [batch[f"kl_{key}"].clone() for key in ("input_ids", "attention_mask", "loss_mask")]
+    kl[0][1, 1] = 40  # the second prompt differs
+    with recorded_packings() as seen:
+        out = sequence_logps(model, *kl, prompt_cache=main.prompt_cache)
+    assert seen and all(p.prefix is None for p in seen)
+    expected = _textbook_logps(model, {"input_ids": kl[0], "attention_mask": kl[1], "loss_mask": kl[2]})
+    torch.testing.assert_close(out.sum, expected, rtol=1e-5, atol=1e-5)

@@ -16,7 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from upo.packing import pack, pack_pairs, packed_attention_for, supports_packing, varlen_attn
+from upo.packing import (
+    PromptCache,
+    pack,
+    pack_after_prompts,
+    pack_pairs,
+    packed_attention_for,
+    supports_packing,
+    varlen_attn,
+)
 
 
 @dataclass
@@ -25,6 +33,7 @@ class SequenceLogps:
     mean: torch.Tensor  # [N] per-token mean
     num_tokens: torch.Tensor  # [N] completion tokens per sequence
     prompt_hidden: torch.Tensor | None  # [N, H] detached hidden state at the last prompt token
+    prompt_cache: PromptCache | None = None  # with keep_prompts: the prompts' keys and values
 
 
 def _logit_postprocess(config, logits: torch.Tensor) -> torch.Tensor:
@@ -43,30 +52,47 @@ def _right_padded(attention_mask: torch.Tensor) -> bool:
     return bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all())
 
 
+def prompt_lengths(attention_mask: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor | None:
+    """[N] tokens before each row's first completion token, when every row of a right-padded batch
+    is a non-empty prompt followed by a non-empty completion that runs to the row's end; else None."""
+    prompt = loss_mask.int().argmax(1)
+    completion = loss_mask.sum(1)
+    ok = (prompt > 0) & (completion > 0) & (completion == attention_mask.sum(1) - prompt)
+    return prompt if bool(ok.all()) else None
+
+
 def shared_prompt_lengths(input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor | None:
-    """[B] prompt lengths when rows i and B + i of a right-padded batch [2B, T] are pairs that
-    can share their prompt, else None. They can when both rows have the same non-empty prompt (the
-    tokens before the first completion token) and non-empty completions running to the row's end:
-    a paired batch from `collate_pairs`, or any batch that happens to have that shape."""
+    """[B] prompt lengths when rows i and B + i of a right-padded batch [2B, T] are pairs that can
+    share their prompt (`prompt_lengths`, the same prompt tokens in both), else None: a paired batch
+    from `collate_pairs`, or any batch that happens to have that shape."""
     n = input_ids.shape[0]
-    if n % 2 or n == 0:
+    prompt = prompt_lengths(attention_mask, loss_mask) if n % 2 == 0 else None
+    if prompt is None:
         return None
     b = n // 2
-    prompt = loss_mask.int().argmax(1)  # [2B] first completion token
-    completion = loss_mask.sum(1)
-    if not bool((completion > 0).all() and (completion == attention_mask.sum(1) - prompt).all()):
-        return None  # a row without completion, or with prompt tokens inside it
-    if not bool((prompt[:b] == prompt[b:]).all() and (prompt > 0).all()):
-        return None
     in_prompt = torch.arange(input_ids.shape[1], device=input_ids.device) < prompt[:b, None]  # [B, T]
-    same = bool(((input_ids[:b] == input_ids[b:]) | ~in_prompt).all())
+    same = bool((prompt[:b] == prompt[b:]).all() and ((input_ids[:b] == input_ids[b:]) | ~in_prompt).all())
     return prompt[:b] if same else None
 
 
+def _prompt_ids(input_ids: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+    """[sum(prompt)] the prompt tokens of every row, rows in order."""
+    return input_ids[torch.arange(input_ids.shape[1], device=input_ids.device) < prompt[:, None]]
+
+
+def _cached_prompt_lengths(input_ids, attention_mask, loss_mask, cache: PromptCache) -> torch.Tensor | None:
+    """[N] prompt lengths when the batch's rows start with exactly the prompts `cache` holds, else None."""
+    prompt = prompt_lengths(attention_mask, loss_mask)
+    if prompt is None or prompt.shape != cache.lengths.shape or not bool((prompt == cache.lengths).all()):
+        return None
+    return prompt if torch.equal(_prompt_ids(input_ids, prompt), cache.ids) else None
+
+
 def _shares_exactly(device: torch.device) -> bool:
-    """Shared prompts need attention with an explicit mask: the padded path of `packed_attention`.
-    Where the varlen kernel would run instead (CUDA, torch >= 2.10), sharing would trade it for the
-    padded path, so it stays off there (`upo.packing` says what an exact CUDA route would be)."""
+    """Shared prompts and prompt caches need attention with an explicit mask or a cached prefix: the
+    padded path of `packed_attention`. Where the varlen kernel would run instead (CUDA, torch >=
+    2.10), sharing would trade it for the padded path, so it stays off there (`upo.packing` says
+    what an exact CUDA route would be)."""
     return not (device.type == "cuda" and varlen_attn is not None)
 
 
@@ -102,6 +128,8 @@ def sequence_logps(
     padding_free: bool = True,
     shared_prompt: bool = False,
     logits_chunk_tokens: int | None = None,
+    keep_prompts: bool = False,
+    prompt_cache: PromptCache | None = None,
 ) -> SequenceLogps:
     """Log-probs of the completion tokens of each sequence.
 
@@ -111,18 +139,33 @@ def sequence_logps(
     runs on the real tokens only; with `shared_prompt` too, and rows i and N/2 + i pairs with one
     prompt (`shared_prompt_lengths`), each pair's prompt runs once (`upo.packing.pack_pairs`). The
     result is the same up to floating-point rounding. `logits_chunk_tokens`: see
-    `completion_token_logps`. Works for any HF causal LM exposing get_decoder()/get_output_embeddings(),
+    `completion_token_logps`. With `keep_prompts` the result carries the prompts' keys and values
+    (`prompt_cache`, see `upo.packing.PromptCache`); given a `prompt_cache` whose prompts the rows
+    start with, the forward runs from each prompt's last token on only. Both where shared prompts
+    run. Works for any HF causal LM exposing get_decoder()/get_output_embeddings(),
     wrapped in peft or not.
     """
     decoder = model.get_decoder()
     n, width = input_ids.shape
     right_padded = _right_padded(attention_mask)
+    cache = None
     if padding_free and right_padded and supports_packing(model):
-        prompts = None
-        if shared_prompt and _shares_exactly(input_ids.device):
-            prompts = shared_prompt_lengths(input_ids, attention_mask, loss_mask)
+        exact = _shares_exactly(input_ids.device)
+        pairs = shared_prompt_lengths(input_ids, attention_mask, loss_mask) if shared_prompt and exact else None
+        cached = None
+        if prompt_cache is not None and exact:
+            cached = _cached_prompt_lengths(input_ids, attention_mask, loss_mask, prompt_cache)
         with packed_attention_for(model) as base:
-            packing = pack(attention_mask, base) if prompts is None else pack_pairs(attention_mask, prompts, base)
+            if pairs is not None:
+                packing = pack_pairs(attention_mask, pairs, base)
+            elif cached is not None:
+                packing = pack_after_prompts(attention_mask, cached, prompt_cache, base)
+            else:
+                packing = pack(attention_mask, base)
+            kept = prompt_lengths(attention_mask, loss_mask) if keep_prompts and exact and pairs is None else None
+            if kept is not None:  # every prompt token but the last, which the later forward runs again
+                columns = torch.arange(width, device=input_ids.device)
+                packing.keep = (packing.row_starts[:, None] + columns)[columns < kept[:, None] - 1]
             ids = input_ids.flatten().index_select(0, packing.source)  # [M]
             hidden = decoder(input_ids=ids.unsqueeze(0), position_ids=packing.position_ids, use_cache=False,
                              upo_packing=packing).last_hidden_state[0]  # [M, H]
@@ -132,6 +175,8 @@ def sequence_logps(
                 "so its packed sequences would attend to each other; set padding_free: false"
             )
         source, previous, row_starts = packing.source, packing.previous, packing.row_starts
+        if kept is not None:
+            cache = PromptCache(packing.kept, kept, _prompt_ids(input_ids, kept))
     else:
         # Causal attention never lets a real token see the padding after it, so for a right-padded
         # batch the mask changes nothing we keep; without it attention takes its causal-only path.
@@ -153,7 +198,8 @@ def sequence_logps(
     prompt_hidden = None
     if prompt_last_index is not None:
         prompt_hidden = hidden[row_starts + prompt_last_index].detach()
-    return SequenceLogps(sum=sums, mean=sums / counts.clamp(min=1), num_tokens=counts, prompt_hidden=prompt_hidden)
+    return SequenceLogps(sum=sums, mean=sums / counts.clamp(min=1), num_tokens=counts, prompt_hidden=prompt_hidden,
+                         prompt_cache=cache)
 
 
 class CompletionLogps(torch.nn.Module):
@@ -174,15 +220,20 @@ class CompletionLogps(torch.nn.Module):
         self.shared_prompt = shared_prompt
         self.logits_chunk_tokens = logits_chunk_tokens
 
-    def forward(self, input_ids, attention_mask, loss_mask, prompt_last_index=None) -> dict[str, torch.Tensor]:
+    def forward(self, input_ids, attention_mask, loss_mask, prompt_last_index=None, keep_prompts: bool = False,
+                prompt_cache: PromptCache | None = None) -> dict:
         """Tensors [N, T] as in `sequence_logps` -> {"sum", "mean", "num_tokens"} [N] each, and with
         `prompt_last_index` [N] also "values" [N]: the value head on the (detached) hidden state at
-        the last prompt token."""
+        the last prompt token; with `keep_prompts`, "prompt_cache" where one was kept (with shared
+        prompts on: the two go together), for a later forward's `prompt_cache`."""
         out = sequence_logps(self.lm, input_ids, attention_mask, loss_mask, prompt_last_index, self.padding_free,
-                             self.shared_prompt, self.logits_chunk_tokens)
+                             self.shared_prompt, self.logits_chunk_tokens, keep_prompts and self.shared_prompt,
+                             prompt_cache)
         result = {"sum": out.sum, "mean": out.mean, "num_tokens": out.num_tokens}
         if prompt_last_index is not None:
             result["values"] = self.value_head(out.prompt_hidden)
+        if out.prompt_cache is not None:
+            result["prompt_cache"] = out.prompt_cache
         return result
 
     def tie_weights(self) -> None:

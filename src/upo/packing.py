@@ -25,6 +25,11 @@ sequences are [prompt, chosen] and [prompt, rejected]: flash-attention aligns a 
 sequence's causal mask to the end of its keys. It is not built, for want of a GPU to test it on;
 `upo.logps` keeps shared prompts off where the varlen kernel would run.)
 
+A forward can also keep its prompts' keys and values (`Packing.keep`, `PromptCache`) for a later
+forward, without gradient, of other completions of the same prompts (KTO's mismatched sequences):
+that one runs only from each prompt's last token on, its attention reading the earlier prompt
+tokens' keys and values from the cache (`pack_after_prompts`).
+
 This is transformers' own mechanism for custom attention kernels: the attention modules call the
 function registered under `config._attn_implementation`, forwarding the extra keyword arguments
 given to the decoder (here `upo_packing`). Models whose attention does not go through that
@@ -51,6 +56,21 @@ PACKABLE = ("eager", "sdpa")
 
 
 @dataclass
+class PromptCache:
+    """Keys and values of every row's prompt but its last token, per attention layer, kept (detached)
+    from a forward that computed them anyway.
+
+    layers: one (keys, values) per attention layer, each [P, Hkv, d] with P = sum(lengths - 1), rows
+    in order; lengths: [N] prompt tokens of each row; ids: [sum(lengths)] the prompts' token ids
+    (a later batch may use the cache only for the very same prompts).
+    """
+
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
+    lengths: torch.Tensor
+    ids: torch.Tensor
+
+
+@dataclass
 class Packing:
     """Where the real tokens of a right-padded [N, T] input batch sit in the packed row [M], and
     where the packed sequences sit in attention's padded layout [rows, width].
@@ -65,6 +85,9 @@ class Packing:
     cu_seqlens, max_length: the same boundaries as flash-attention's varlen kernels take them;
     prompt_lengths, chosen_ends: [rows] with shared prompts (else None): where each packed
       sequence's chosen response starts and ends (offsets within it);
+    keep: [P] packed indices of the tokens whose keys and values attention appends to `kept`;
+    prefix, prefix_index: a PromptCache whose keys and values attention places at these [P] flat
+      positions of its padded layout, before each sequence's own tokens (`pack_after_prompts`);
     attention_calls: how many attention layers ran packed_attention (0 after a forward means the
     model bypassed transformers' AttentionInterface, and its sequences saw each other).
 
@@ -84,6 +107,10 @@ class Packing:
     base_attention: str  # the model's own kernel: "eager" or "sdpa"
     prompt_lengths: torch.Tensor | None = None
     chosen_ends: torch.Tensor | None = None
+    keep: torch.Tensor | None = None
+    kept: list = field(default_factory=list, repr=False)
+    prefix: PromptCache | None = None
+    prefix_index: torch.Tensor | None = None
     attention_calls: int = 0
     _masks: dict = field(default_factory=dict, repr=False)  # masks, built once per forward
 
@@ -125,10 +152,13 @@ class Packing:
                 ~allowed, torch.finfo(dtype).min)
         return self._masks[key]
 
-    def scatter(self, packed: torch.Tensor) -> torch.Tensor:
-        """[M, ...] -> [rows, width, ...], zeros at padding (differentiable)."""
+    def scatter(self, packed: torch.Tensor, prefix: torch.Tensor | None = None) -> torch.Tensor:
+        """[M, ...] -> [rows, width, ...], zeros at padding (differentiable); with `prefix` [P, ...]
+        (cached keys or values), that at prefix_index."""
         out = packed.new_zeros((self.rows * self.width, *packed.shape[1:]))
         out = out.index_copy(0, self.index, packed)
+        if prefix is not None:
+            out = out.index_copy(0, self.prefix_index, prefix.to(packed.dtype))
         return out.view(self.rows, self.width, *packed.shape[1:])
 
     def gather(self, padded: torch.Tensor) -> torch.Tensor:
@@ -178,6 +208,29 @@ def pack_pairs(attention_mask: torch.Tensor, prompt_lengths: torch.Tensor, base_
                    chosen_ends=chosen_ends)
 
 
+def pack_after_prompts(attention_mask: torch.Tensor, prompt_lengths: torch.Tensor, cache: PromptCache,
+                       base_attention: str) -> Packing:
+    """The packing of a right-padded batch [N, T] whose rows start with the prompts of `cache`
+    (prompt_lengths [N], each >= 1): only each row's tokens from its prompt's last on are packed;
+    attention sees the earlier prompt tokens through the cache, at their own positions, so the
+    padded layout is each row's full sequence (width = the longest) with the cache at its start."""
+    rows, width = attention_mask.shape
+    mask = attention_mask.bool()
+    column = torch.arange(width, device=mask.device)
+    own = mask & (column >= prompt_lengths[:, None] - 1)
+    source = own.flatten().nonzero().squeeze(1)
+    lengths = own.sum(1)
+    starts = torch.cumsum(lengths, 0) - lengths
+    full = int(mask.sum(1).max())
+    prefix = torch.arange(full, device=mask.device) < prompt_lengths[:, None] - 1  # [N, full]
+    previous = torch.arange(-1, len(source) - 1, device=mask.device).index_fill(0, starts, -1)
+    return Packing(source=source, index=source // width * full + source % width,
+                   position_ids=(source % width).unsqueeze(0), starts=starts, previous=previous,
+                   row_starts=starts - prompt_lengths + 1, cu_seqlens=F.pad(starts + lengths, (1, 0)).to(torch.int32),
+                   max_length=full, rows=rows, width=full, base_attention=base_attention, prefix=cache,
+                   prefix_index=prefix.flatten().nonzero().squeeze(1))
+
+
 def use_varlen_kernel(device: torch.device, dtype: torch.dtype, dropout: float, softcap: float | None) -> bool:
     """Whether attention runs torch's flash-attention varlen kernel on the packed tokens: torch >= 2.10,
     CUDA, bf16/fp16 (flash attention's dtypes), and neither dropout nor soft-capping (it has neither)."""
@@ -214,18 +267,23 @@ def packed_attention(module, query, key, value, attention_mask, scaling=None, dr
     if kwargs.get("s_aux") is not None:
         raise NotImplementedError("attention sinks are not supported by padding-free training; set padding_free: false")
     p = upo_packing
+    layer = p.attention_calls  # attention layers run in order
     p.attention_calls += 1
     heads, dim, kv_heads = query.shape[1], query.shape[3], key.shape[1]
     drop = dropout if module.training else 0.0
     scale = scaling if scaling is not None else dim**-0.5
-    if use_varlen_kernel(query.device, query.dtype, drop, softcap) and not p.shared:
+    if p.keep is not None:
+        p.kept.append(tuple(x[0].transpose(0, 1).index_select(0, p.keep).detach() for x in (key, value)))
+    if use_varlen_kernel(query.device, query.dtype, drop, softcap) and not p.shared and p.prefix is None:
         # [1, H, M, d] -> [M, H, d]: no padding anywhere; sliding_window w lets a query see w - 1 keys back
         out = varlen_attn(*(x[0].transpose(0, 1) for x in (query, key, value)), p.cu_seqlens, p.cu_seqlens,
                           p.max_length, p.max_length, scale=scale, enable_gqa=heads != kv_heads,
                           window_size=(sliding_window - 1 if sliding_window else -1, 0))  # fmt: skip
         return out.unsqueeze(0), None  # [1, M, H, d]
     # [1, H, M, d] -> [M, H, d] -> [N, T, H, d] -> [N, H, T, d]
-    q, k, v = (p.scatter(x[0].transpose(0, 1)).transpose(1, 2) for x in (query, key, value))
+    q = p.scatter(query[0].transpose(0, 1)).transpose(1, 2)
+    cached = p.prefix.layers[layer] if p.prefix is not None else (None, None)
+    k, v = (p.scatter(x[0].transpose(0, 1), c).transpose(1, 2) for x, c in zip((key, value), cached, strict=True))
     if p.base_attention == "sdpa" and not sliding_window and not softcap:
         mask = p.allowed(q.device, None)[:, None] if p.shared else None  # [rows, 1, width, width]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop, is_causal=mask is None,
