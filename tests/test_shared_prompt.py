@@ -110,8 +110,10 @@ def test_pack_pairs_layout():
 
 @pytest.mark.parametrize("shared", [True, False])
 def test_training_shares_prompts_by_default(shared, tiny_model_dir, pairs_file, tmp_path):
-    """A dpo run's forwards (policy and reference precompute) pack pairs with one prompt, a kto run's
-    mismatched forwards reuse the prompts' keys and values; `shared_prompt: false` turns both off."""
+    """A dpo run's forwards (policy and reference precompute) pack pairs with one prompt; a kto run's
+    mismatched forwards reuse the prompts' keys and values, and its reference forwards (precomputed
+    or each step; no held-out pairs here) run each example with its mismatched sequence, their prompt
+    once; `shared_prompt: false` turns all of it off."""
     from helpers import run_config
 
     from upo.trainer import train
@@ -119,9 +121,12 @@ def test_training_shares_prompts_by_default(shared, tiny_model_dir, pairs_file, 
     with recorded_packings() as seen:
         train(run_config(tiny_model_dir, pairs_file, tmp_path / "dpo", method="dpo", shared_prompt=shared))
     assert seen and all(p.shared == shared for p in seen)
-    with recorded_packings() as seen:
-        train(run_config(tiny_model_dir, pairs_file, tmp_path / "kto", method="kto", shared_prompt=shared))
-    assert any(p.prefix is not None for p in seen) == shared
+    for precompute in (True, False):
+        with recorded_packings() as seen:
+            train(run_config(tiny_model_dir, pairs_file, tmp_path / f"kto-{precompute}", method="kto",
+                             shared_prompt=shared, precompute_ref_logps=precompute, eval_fraction=0.0))
+        assert any(p.prefix is not None for p in seen) == shared
+        assert any(p.shared for p in seen) == shared
 
 
 def _unpaired_batch():

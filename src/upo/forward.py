@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from upo import losses
+from upo.data.collate import stack_sequences
 from upo.methods import Method, needs_kto_reference_point
 
 
@@ -54,12 +55,18 @@ def step_inputs(batch, policy, reference_fn, method: Method, cfg, accelerator) -
             batch["prompt_last_index"] if method.uses_value_head else None,  # the policy's value head gives V(x)
             keep_prompts=kto,  # the mismatched sequences' prompts are this batch's: keep their keys and values
         )
-        reference = batch.get("reference_logps")
+        reference, kl_reference = batch.get("reference_logps"), batch.get("kl_reference_logps")
+        sequences = [batch[key] for key in ("input_ids", "attention_mask", "loss_mask")]
         if reference is None and method.uses_reference:
-            reference = reference_fn(batch["input_ids"], batch["attention_mask"], batch["loss_mask"])
+            if kto and kl_reference is None:
+                # One reference forward of both: rows i and B + i share prompt i, which runs once.
+                kl_sequences = [batch[f"kl_{key}"] for key in ("input_ids", "attention_mask", "loss_mask")]
+                reference, kl_reference = reference_fn(*stack_sequences(sequences, kl_sequences)).chunk(2)
+            else:
+                reference = reference_fn(*sequences)
         z0 = None
         if kto:
-            z0 = kto_reference_point(batch, policy, reference_fn, accelerator, out.get("prompt_cache"))
+            z0 = kto_reference_point(batch, policy, reference_fn, accelerator, out.get("prompt_cache"), kl_reference)
     return StepInputs(
         policy_logps=out["sum"],
         policy_mean_logps=out["mean"],
@@ -73,8 +80,10 @@ def step_inputs(batch, policy, reference_fn, method: Method, cfg, accelerator) -
 
 
 @torch.no_grad()
-def kto_reference_point(batch, policy, reference_fn, accelerator, prompt_cache=None) -> torch.Tensor:
-    """z0 from the mismatched (prompt_i, completion_j) sequences, averaged over all processes.
+def kto_reference_point(batch, policy, reference_fn, accelerator, prompt_cache=None, kl_reference=None) -> torch.Tensor:
+    """z0 from the mismatched (prompt_i, completion_j) sequences, averaged over all processes;
+    `kl_reference` [B]: their reference log-probs when the caller has them (else the batch's, or
+    `reference_fn`'s).
 
     Their prompts are the batch's own, which the policy's forward with gradient has just run: given
     its `prompt_cache` (the prompts' keys and values at every layer), the policy runs only from
@@ -87,7 +96,8 @@ def kto_reference_point(batch, policy, reference_fn, accelerator, prompt_cache=N
     """
     kl_policy = policy(batch["kl_input_ids"], batch["kl_attention_mask"], batch["kl_loss_mask"],
                        prompt_cache=prompt_cache)["sum"]
-    kl_reference = batch.get("kl_reference_logps")
+    if kl_reference is None:
+        kl_reference = batch.get("kl_reference_logps")
     if kl_reference is None:
         kl_reference = reference_fn(batch["kl_input_ids"], batch["kl_attention_mask"], batch["kl_loss_mask"])
     # The mean runs over every process's mismatched pairs, so all processes share one z0.

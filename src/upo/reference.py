@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from upo.data.collate import collate_fn, sequence_lengths
+from upo.data.collate import collate_fn, sequence_lengths, stack_sequences
 from upo.logps import sequence_logps
 
 ReferenceFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -70,17 +70,19 @@ def item_logps(items: list[dict], fmt: str, collate, logps_fn: ReferenceFn, *, b
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         batch = {k: v.to(device) for k, v in collate([items[i] for i in rows]).items()}
-        logps = logps_fn(batch["input_ids"], batch["attention_mask"], batch["loss_mask"]).float().cpu().tolist()
+        sequences = [batch[key] for key in ("input_ids", "attention_mask", "loss_mask")]
+        if fmt != "paired" and with_kl:  # one forward of both: rows i and n + i share prompt i
+            sequences = stack_sequences(sequences, [batch[f"kl_{key}"] for key in ("input_ids", "attention_mask", "loss_mask")])
+        logps = logps_fn(*sequences).float().cpu().tolist()
+        n = len(rows)
         if fmt == "paired":  # rows [0, n) chosen, [n, 2n) rejected
-            n = len(rows)
             for i, chosen, rejected in zip(rows, logps[:n], logps[n:], strict=True):
                 out[i] = {"chosen_logps": chosen, "rejected_logps": rejected}
         else:
-            for i, value in zip(rows, logps, strict=True):
+            for i, value in zip(rows, logps[:n], strict=True):
                 out[i]["logps"] = value
-            if with_kl:
-                kl = logps_fn(batch["kl_input_ids"], batch["kl_attention_mask"], batch["kl_loss_mask"]).float().cpu()
-                for i, value in zip(rows, kl.tolist(), strict=True):
+            if with_kl:  # the mismatched sequences
+                for i, value in zip(rows, logps[n:], strict=True):
                     out[i]["kl_logps"] = value
         bar.update(len(rows))
     bar.close()
