@@ -174,3 +174,33 @@ def test_a_cache_of_other_prompts_is_not_used():
     assert seen and all(p.prefix is None for p in seen)
     expected = _textbook_logps(model, {"input_ids": kl[0], "attention_mask": kl[1], "loss_mask": kl[2]})
     torch.testing.assert_close(out.sum, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_short_kto_batch_gets_its_reference_and_reference_point():
+    """The last batch of a multi-process run keeps only this process's examples (`first_items`) but
+    all the mismatched sequences: the stacked reference forward still splits right, and the prompt
+    cache (kept for fewer rows than there are mismatched sequences) is not used."""
+    from accelerate import Accelerator
+
+    from upo import losses
+    from upo.config import UPOConfig
+    from upo.data.collate import first_items
+    from upo.forward import step_inputs
+    from upo.logps import CompletionLogps
+    from upo.methods import METHODS
+    from upo.reference import make_reference_fn
+
+    model, reference = _model("llama", "eager"), _model("llama", "eager").eval()
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.mul_(1.5)
+    accelerator = Accelerator(cpu=True)
+    policy = CompletionLogps(model)
+    batch = first_items(_unpaired_batch(), 2)  # 2 examples, 3 mismatched sequences
+    x = step_inputs(batch, policy, make_reference_fn(accelerator, policy, reference, lora=False), METHODS["kto"],
+                    UPOConfig(method="kto"), accelerator)
+    with torch.no_grad():
+        torch.testing.assert_close(x.reference_logps, _textbook_logps(reference, batch), rtol=1e-5, atol=1e-5)
+        kl = {key: batch[f"kl_{key}"] for key in ("input_ids", "attention_mask", "loss_mask")}
+        z0 = losses.kto_reference_point(_textbook_logps(model, kl), _textbook_logps(reference, kl))
+    torch.testing.assert_close(x.kto_reference_point, z0, rtol=1e-5, atol=1e-5)

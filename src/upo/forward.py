@@ -61,7 +61,9 @@ def step_inputs(batch, policy, reference_fn, method: Method, cfg, accelerator) -
             if kto and kl_reference is None:
                 # One reference forward of both: rows i and B + i share prompt i, which runs once.
                 kl_sequences = [batch[f"kl_{key}"] for key in ("input_ids", "attention_mask", "loss_mask")]
-                reference, kl_reference = reference_fn(*stack_sequences(sequences, kl_sequences)).chunk(2)
+                both = reference_fn(*stack_sequences(sequences, kl_sequences))
+                # a short batch's kl rows stay whole (`first_items`), so the halves may differ in size
+                reference, kl_reference = both[: len(sequences[0])], both[len(sequences[0]) :]
             else:
                 reference = reference_fn(*sequences)
         z0 = None
