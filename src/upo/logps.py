@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from upo.packing import (
+    Packing,
     PromptCache,
     pack,
     pack_after_prompts,
@@ -96,6 +97,28 @@ def _shares_exactly(device: torch.device) -> bool:
     return not (device.type == "cuda" and varlen_attn is not None)
 
 
+def _packing(input_ids, attention_mask, loss_mask, base: str, shared_prompt: bool, keep_prompts: bool,
+             prompt_cache: PromptCache | None) -> tuple[Packing, torch.Tensor | None]:
+    """How `sequence_logps` packs a right-padded batch: pairs with one prompt (`shared_prompt`), rows
+    after the prompts of `prompt_cache`, or every row whole; and with `keep_prompts` (whole rows
+    only) the [N] prompt lengths whose keys and values attention keeps, else None."""
+    exact = _shares_exactly(input_ids.device)
+    pairs = shared_prompt_lengths(input_ids, attention_mask, loss_mask) if shared_prompt and exact else None
+    if pairs is not None:
+        return pack_pairs(attention_mask, pairs, base), None
+    cached = None
+    if prompt_cache is not None and exact:
+        cached = _cached_prompt_lengths(input_ids, attention_mask, loss_mask, prompt_cache)
+    if cached is not None:
+        return pack_after_prompts(attention_mask, cached, prompt_cache, base), None
+    packing = pack(attention_mask, base)
+    kept = prompt_lengths(attention_mask, loss_mask) if keep_prompts and exact else None
+    if kept is not None:  # every prompt token but the last, which the later forward runs again
+        columns = torch.arange(input_ids.shape[1], device=input_ids.device)
+        packing.keep = (packing.row_starts[:, None] + columns)[columns < kept[:, None] - 1]
+    return packing, kept
+
+
 def completion_token_logps(model, hidden: torch.Tensor, targets: torch.Tensor, chunk_tokens: int | None) -> torch.Tensor:
     """Log-probs [K] (fp32) of targets [K] given the hidden states [K, H] that predict them: the LM
     head, its post-processing and a cross-entropy, `chunk_tokens` rows at a time.
@@ -141,31 +164,18 @@ def sequence_logps(
     result is the same up to floating-point rounding. `logits_chunk_tokens`: see
     `completion_token_logps`. With `keep_prompts` the result carries the prompts' keys and values
     (`prompt_cache`, see `upo.packing.PromptCache`); given a `prompt_cache` whose prompts the rows
-    start with, the forward runs from each prompt's last token on only. Both where shared prompts
-    run. Works for any HF causal LM exposing get_decoder()/get_output_embeddings(),
-    wrapped in peft or not.
+    start with, the forward runs from each prompt's last token on only (both only where shared
+    prompts run). Works for any HF causal LM exposing get_decoder()/get_output_embeddings(), wrapped
+    in peft or not.
     """
     decoder = model.get_decoder()
     n, width = input_ids.shape
     right_padded = _right_padded(attention_mask)
     cache = None
     if padding_free and right_padded and supports_packing(model):
-        exact = _shares_exactly(input_ids.device)
-        pairs = shared_prompt_lengths(input_ids, attention_mask, loss_mask) if shared_prompt and exact else None
-        cached = None
-        if prompt_cache is not None and exact:
-            cached = _cached_prompt_lengths(input_ids, attention_mask, loss_mask, prompt_cache)
         with packed_attention_for(model) as base:
-            if pairs is not None:
-                packing = pack_pairs(attention_mask, pairs, base)
-            elif cached is not None:
-                packing = pack_after_prompts(attention_mask, cached, prompt_cache, base)
-            else:
-                packing = pack(attention_mask, base)
-            kept = prompt_lengths(attention_mask, loss_mask) if keep_prompts and exact and pairs is None else None
-            if kept is not None:  # every prompt token but the last, which the later forward runs again
-                columns = torch.arange(width, device=input_ids.device)
-                packing.keep = (packing.row_starts[:, None] + columns)[columns < kept[:, None] - 1]
+            packing, kept = _packing(input_ids, attention_mask, loss_mask, base, shared_prompt, keep_prompts,
+                                     prompt_cache)
             ids = input_ids.flatten().index_select(0, packing.source)  # [M]
             hidden = decoder(input_ids=ids.unsqueeze(0), position_ids=packing.position_ids, use_cache=False,
                              upo_packing=packing).last_hidden_state[0]  # [M, H]

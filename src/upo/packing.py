@@ -306,16 +306,16 @@ def _eager(q, k, v, mask: torch.Tensor, scale: float, dropout: float, softcap: f
     n, heads, width, dim = q.shape
     kv_heads = k.shape[1]
     groups = heads // kv_heads
-    mask = mask.repeat(*[1] * (mask.dim() - 2), groups, 1)  # [(N,) groups * T, T]: row g * T + i is query i
     stacked = (q * scale).reshape(n * kv_heads, groups * width, dim)  # heads h*groups .. h*groups+groups-1 share kv head h
     keys_t = k.reshape(n * kv_heads, width, dim).transpose(1, 2)
     if softcap or mask.dim() == 3:
-        scores = torch.bmm(stacked, keys_t).view(n, kv_heads, groups * width, width)
+        scores = torch.bmm(stacked, keys_t).view(n, kv_heads, groups, width, width)
         if softcap:
             scores = torch.tanh(scores / softcap) * softcap
-        scores = (scores + mask.unsqueeze(-3)).view(n * kv_heads, groups * width, width)
+        scores = (scores + mask.view(-1, 1, 1, width, width)).view(n * kv_heads, groups * width, width)
     else:
-        scores = torch.baddbmm(mask.expand(n * kv_heads, groups * width, width), stacked, keys_t)
+        mask = mask.repeat(groups, 1).expand(n * kv_heads, groups * width, width)  # row g * T + i: query i
+        scores = torch.baddbmm(mask, stacked, keys_t)
     weights = F.dropout(torch.softmax(scores, dim=-1), p=dropout, training=dropout > 0)
     return torch.bmm(weights, v.reshape(n * kv_heads, width, dim)).view(n, heads, width, dim)
 
