@@ -17,6 +17,7 @@ TRL is a benchmark baseline, not a dependency of upo; run this in the bench envi
     .venv-bench/bin/python benchmarks/bench_trl.py            # 3 rounds x (2 warm-up + 6 measured steps)
     .venv-bench/bin/python benchmarks/bench_trl.py --quick    # smoke run: 1 round x (1 + 2 steps)
     .venv-bench/bin/python benchmarks/bench_trl.py --quick --model /path/to/tiny-model   # plumbing only
+    .venv-bench/bin/python benchmarks/bench_trl.py --rounds 1 --variants upo_dpo,upo_kto --profile   # where time goes
 
 What is measured, per run, over the measured steps (after the warm-up steps):
   s/step     wall time of each optimizer step, including fetching and collating its batch (upo: its
@@ -122,12 +123,22 @@ def run_upo(name: str, args, workdir: Path, t0: float) -> dict:
     info: dict = {}
     forward = CompletionLogps.forward
 
+    # --profile: torch's profiler over the measured steps (step boundaries: the calls with gradient)
+    profiler = None
+    if args.profile:
+        profiler = torch.profiler.profile(schedule=torch.profiler.schedule(wait=args.warmup - 1, warmup=1,
+                                                                           active=args.steps))
+
     def counting_forward(self, input_ids, attention_mask, loss_mask, *rest, **kwargs):
         tokens = token_counts(attention_mask, loss_mask, paired=pref in ("dpo", "ipo"))
         if torch.is_grad_enabled():
             if not steps:
                 info["setup_seconds"] = time.perf_counter() - t0
                 info["params"] = model_counts(self.lm, args.lora)
+                if profiler is not None:
+                    profiler.start()
+            elif profiler is not None:
+                profiler.step()
             steps.append(new_step(tokens))
         elif steps:
             steps[-1]["forward"] += tokens["real"]
@@ -143,6 +154,9 @@ def run_upo(name: str, args, workdir: Path, t0: float) -> dict:
     cfg.padding_free = name not in PADDED
     cfg.shared_prompt = name not in UNSHARED
     final = train(cfg)
+    if profiler is not None:
+        profiler.stop()
+        info["profile"] = profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=40)
     rows = read_metrics(final.parent / "metrics.jsonl")
     seconds = [r["train/step_seconds"] for r in rows]
     trained = [r["train/tokens_per_second"] * r["train/step_seconds"] for r in rows]  # upo's own count
@@ -420,6 +434,9 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"comma-separated, of {', '.join(VARIANTS)}")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 round, 1 warm-up + 2 measured steps")
+    parser.add_argument("--profile", action="store_true",
+                        help="upo runs: torch profiler over the measured steps, its op table written next to --output "
+                             "(profile-<run>-round<r>.txt); it slows the steps, so not for timings")
     parser.add_argument("--output", type=Path, default=None, help="default results/trl.json (--quick: trl-quick.json.tmp)")
     parser.add_argument("--child", choices=tuple(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -464,6 +481,11 @@ def main(argv=None) -> int:
                 logdir.mkdir(exist_ok=True)
                 run = spawn(name, argv, logdir)
                 run["measured"] = measured(run, args.warmup)
+                if "profile" in run:
+                    path = args.output.with_name(f"profile-{name}-round{r + 1}.txt")
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_text(run.pop("profile"))
+                    print(f"profile of {name}'s measured steps: {path}")
                 this[name] = run
                 print(f"round {r + 1}: {name}: {statistics.median(run['measured']['step_seconds']):.2f} s/step, "
                       f"{statistics.median(run['measured']['tokens_per_second']):.0f} tokens/s, "
