@@ -50,6 +50,8 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=2, help="measured steps per run (after 1 warm-up)")
     parser.add_argument("--precision", default="bf16", choices=("bf16", "fp32", "fp16"))
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--logits_chunk_tokens", type=int, default=None,
+                        help="upo runs: completion tokens per LM-head chunk (0: all at once; default: upo's default)")
     parser.add_argument("--output", type=Path, default=RESULTS / "memory.json")
     args = parser.parse_args(argv)
     if not args.data.exists():
@@ -66,6 +68,8 @@ def main(argv=None) -> int:
                 child_argv = ["--data", str(data), "--model", args.model, "--max_length", str(length),
                               "--batch_size", str(args.batch_size), "--warmup", "1", "--steps", str(args.steps),
                               "--precision", args.precision]
+                if args.logits_chunk_tokens is not None:
+                    child_argv += ["--logits_chunk_tokens", str(args.logits_chunk_tokens)]
                 logdir = Path(tmp) / f"{name}-{length}"
                 logdir.mkdir()
                 run = spawn(name, child_argv, logdir)

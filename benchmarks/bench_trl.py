@@ -153,6 +153,8 @@ def run_upo(name: str, args, workdir: Path, t0: float) -> dict:
         cfg.lora_r, cfg.lora_alpha = LORA["r"], LORA["alpha"]
     cfg.padding_free = name not in PADDED
     cfg.shared_prompt = name not in UNSHARED
+    if args.logits_chunk_tokens is not None:
+        cfg.logits_chunk_tokens = args.logits_chunk_tokens or None
     final = train(cfg)
     if profiler is not None:
         profiler.stop()
@@ -434,6 +436,8 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"comma-separated, of {', '.join(VARIANTS)}")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 round, 1 warm-up + 2 measured steps")
+    parser.add_argument("--logits_chunk_tokens", type=int, default=None,
+                        help="upo runs: completion tokens per LM-head chunk (0: all at once; default: upo's default)")
     parser.add_argument("--profile", action="store_true",
                         help="upo runs: torch profiler over the measured steps, its op table written next to --output "
                              "(profile-<run>-round<r>.txt); it slows the steps, so not for timings")
