@@ -204,3 +204,31 @@ def test_a_short_kto_batch_gets_its_reference_and_reference_point():
         kl = {key: batch[f"kl_{key}"] for key in ("input_ids", "attention_mask", "loss_mask")}
         z0 = losses.kto_reference_point(_textbook_logps(model, kl), _textbook_logps(reference, kl))
     torch.testing.assert_close(x.kto_reference_point, z0, rtol=1e-5, atol=1e-5)
+
+
+def test_bf16_autocast_shared_prompts_and_prompt_cache_match_unshared():
+    """Under bf16 autocast the shared and cached forwards round differently from the unshared ones
+    (a batch's bf16 matmuls depend on its shapes), within the tolerance packing itself gets."""
+    model = _model("llama", "eager").eval()
+    pairs, unpaired = _batch(), _unpaired_batch()
+    kl = [unpaired[f"kl_{key}"] for key in ("input_ids", "attention_mask", "loss_mask")]
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        shared = sequence_logps(model, pairs["input_ids"], pairs["attention_mask"], pairs["loss_mask"], shared_prompt=True)
+        unshared = sequence_logps(model, pairs["input_ids"], pairs["attention_mask"], pairs["loss_mask"])
+        main = sequence_logps(model, unpaired["input_ids"], unpaired["attention_mask"], unpaired["loss_mask"],
+                              keep_prompts=True)
+        cached = sequence_logps(model, *kl, prompt_cache=main.prompt_cache)
+        full = sequence_logps(model, *kl)
+    torch.testing.assert_close(shared.sum, unshared.sum, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(cached.sum, full.sum, rtol=2e-2, atol=2e-2)
+
+
+def test_shared_prompts_stay_off_where_the_varlen_kernel_runs(monkeypatch):
+    from upo import logps
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert logps._shares_exactly(cpu)
+    monkeypatch.setattr(logps, "varlen_attn", object())
+    assert not logps._shares_exactly(cuda)
+    monkeypatch.setattr(logps, "varlen_attn", None)
+    assert logps._shares_exactly(cuda)  # torch < 2.10: CUDA's padded path takes the explicit mask
