@@ -1,7 +1,9 @@
 """Model FLOPs and this machine's matmul peak, for the benchmarks' model-FLOPs utilization (MFU).
 
 Model FLOPs per step: 6N per trained token (full fine-tuning; with LoRA 4N + 6 N_lora, since the
-frozen weights get no weight gradient) plus 2N per token of forward passes without gradient.
+frozen weights get no weight gradient) plus 2N per token of forward passes without gradient,
+counting only the tokens a step needs (`token_counts`): a pair's prompt once, and of KTO's
+mismatched sequences only the completions (their prompts are the batch's own, already run).
 """
 
 from __future__ import annotations
@@ -15,6 +17,16 @@ def step_flops(trained_tokens: float, forward_tokens: float, n: int, n_lora: int
     """Model FLOPs of one step: 6N per trained token (4N + 6 N_lora with LoRA) + 2N per forward-only token."""
     per_trained = 4 * n + 6 * n_lora if n_lora else 6 * n
     return per_trained * trained_tokens + 2 * (n + n_lora) * forward_tokens
+
+
+def token_counts(attention_mask: torch.Tensor, completion_mask: torch.Tensor, paired: bool) -> dict[str, int]:
+    """Tokens of one batch [N, T]: "real" (every non-padding token of every sequence: a pair's
+    prompt twice, as the tokens/s of upo and TRL count them), "prompt" (of those, the prompts') and
+    "needed" (what a forward must run: with `paired`, rows [0, N/2) and [N/2, N) pairs of one prompt,
+    each prompt once)."""
+    real = int(attention_mask.sum())
+    prompt = int((attention_mask.bool() & ~completion_mask.bool()).sum())
+    return {"real": real, "prompt": prompt, "needed": real - prompt // 2 if paired else real}
 
 
 def parameter_counts(model) -> dict[str, int]:

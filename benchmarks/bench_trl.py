@@ -17,6 +17,7 @@ TRL is a benchmark baseline, not a dependency of upo; run this in the bench envi
     .venv-bench/bin/python benchmarks/bench_trl.py            # 3 rounds x (2 warm-up + 6 measured steps)
     .venv-bench/bin/python benchmarks/bench_trl.py --quick    # smoke run: 1 round x (1 + 2 steps)
     .venv-bench/bin/python benchmarks/bench_trl.py --quick --model /path/to/tiny-model   # plumbing only
+    .venv-bench/bin/python benchmarks/bench_trl.py --rounds 1 --variants upo_dpo,upo_kto --profile   # where time goes
 
 What is measured, per run, over the measured steps (after the warm-up steps):
   s/step     wall time of each optimizer step, including fetching and collating its batch (upo: its
@@ -27,10 +28,14 @@ What is measured, per run, over the measured steps (after the warm-up steps):
              training batch). KTO's mismatched KL sequences (a forward pass without gradient) are
              not in it, on either side; they are in the FLOPs.
   peak RSS   ru_maxrss of the run's process (whole run: load, data, reference precompute, training)
+  prompt share  of the real tokens of the trained sequences, the prompts' (a pair's prompt twice)
   MFU        model FLOPs per second / this machine's bf16 matmul peak. Model FLOPs per step =
              6N per trained token (full fine-tuning; with LoRA 4N + 6 N_lora: the frozen weights get
              no weight gradient) + 2N per token of forward passes without gradient (KTO's KL
-             sequences; reference forwards do not happen during steps, they are precomputed).
+             sequences; reference forwards do not happen during steps, they are precomputed),
+             counting only the tokens a step needs, whoever runs it: a pair's prompt once (upo
+             shares it, TRL runs it twice), and of the KL sequences only their completions (their
+             prompts are the batch's own; upo reuses their keys and values, TRL runs them again).
              Two counts of N, both from the same token counts for upo and TRL:
                MFU        N = the model's parameters (SmolLM2-135M: 134.5M, the tied embedding/LM head
                           counted once): the issue's convention (its "TRL reaches about 18%" at 92
@@ -62,7 +67,7 @@ from pathlib import Path
 
 import torch
 from _common import HH, cpu_model, learning_rate, machine_info, upo_config, versions, write_record
-from _flops import matmul_peak, model_counts, step_flops
+from _flops import matmul_peak, model_counts, step_flops, token_counts
 
 from upo.config import EMBEDDED_MODEL
 from upo.modeling import default_attention
@@ -76,9 +81,12 @@ VARIANTS = {
     "upo_upo": ("upo", "upo", "kto"),  # UPO with its default KTO preference term
     "upo_upo_dpo": ("upo", "upo", "dpo"),  # UPO with the DPO preference term (not run by default)
     "upo_dpo_padded": ("upo", "dpo", "dpo"),  # upo DPO with padding_free: false (what packing gains)
+    "upo_dpo_unshared": ("upo", "dpo", "dpo"),  # upo DPO with shared_prompt: false (what sharing gains)
+    "upo_kto_unshared": ("upo", "kto", "kto"),  # upo KTO with shared_prompt: false (no prompt cache)
 }
 DEFAULT_VARIANTS = "upo_dpo,trl_dpo,upo_kto,trl_kto,upo_upo,upo_dpo_padded"
 PADDED = {"upo_dpo_padded"}
+UNSHARED = {"upo_dpo_unshared", "upo_kto_unshared"}
 TRL_COUNTERPART = {"upo_dpo": "trl_dpo", "upo_kto": "trl_kto"}
 # UPO and its preference-only method see exactly the same batches (same data, seed and sampler).
 PREFERENCE_ONLY = {"upo_upo": "upo_kto", "upo_upo_dpo": "upo_dpo"}
@@ -87,6 +95,17 @@ RESULTS = Path(__file__).parent / "results"
 
 
 # ---- one run, in a child process ---------------------------------------------------------------
+
+
+def new_step(trained: dict[str, int]) -> dict[str, int]:
+    """A step's token counts from its trained batch's `token_counts`; forward-only ones are added later."""
+    return {"trained": trained["real"], "trained_needed": trained["needed"], "prompt": trained["prompt"],
+            "forward": 0, "forward_needed": 0}
+
+
+def step_columns(steps: list[dict[str, int]]) -> dict[str, list[int]]:
+    """Per-step token counts as the run record's columns: trained_tokens, forward_tokens, ..."""
+    return {f"{key}_tokens": [s[key] for s in steps] for key in steps[0]} if steps else {}
 
 
 def run_upo(name: str, args, workdir: Path, t0: float) -> dict:
@@ -100,19 +119,31 @@ def run_upo(name: str, args, workdir: Path, t0: float) -> dict:
     # step makes exactly one call with gradient (the training batch) and, for KTO, one without (the
     # mismatched KL batch): a call with gradient starts a new step. Calls before the first one with
     # gradient are the precompute (LoRA) and are dropped.
-    steps: list[list[int]] = []
+    steps: list[dict[str, int]] = []
     info: dict = {}
     forward = CompletionLogps.forward
 
-    def counting_forward(self, input_ids, attention_mask, *rest, **kwargs):
+    # --profile: torch's profiler over the measured steps (step boundaries: the calls with gradient)
+    profiler = None
+    if args.profile:
+        profiler = torch.profiler.profile(schedule=torch.profiler.schedule(wait=args.warmup - 1, warmup=1,
+                                                                           active=args.steps))
+
+    def counting_forward(self, input_ids, attention_mask, loss_mask, *rest, **kwargs):
+        tokens = token_counts(attention_mask, loss_mask, paired=pref in ("dpo", "ipo"))
         if torch.is_grad_enabled():
             if not steps:
                 info["setup_seconds"] = time.perf_counter() - t0
                 info["params"] = model_counts(self.lm, args.lora)
-            steps.append([int(attention_mask.sum()), 0])
+                if profiler is not None:
+                    profiler.start()
+            elif profiler is not None:
+                profiler.step()
+            steps.append(new_step(tokens))
         elif steps:
-            steps[-1][1] += int(attention_mask.sum())
-        return forward(self, input_ids, attention_mask, *rest, **kwargs)
+            steps[-1]["forward"] += tokens["real"]
+            steps[-1]["forward_needed"] += tokens["real"] - tokens["prompt"]
+        return forward(self, input_ids, attention_mask, loss_mask, *rest, **kwargs)
 
     CompletionLogps.forward = counting_forward
     cfg = upo_config(method, pref, data=args.data, output_dir=workdir / name, batch_size=args.batch_size,
@@ -121,14 +152,19 @@ def run_upo(name: str, args, workdir: Path, t0: float) -> dict:
     if args.lora:
         cfg.lora_r, cfg.lora_alpha = LORA["r"], LORA["alpha"]
     cfg.padding_free = name not in PADDED
+    cfg.shared_prompt = name not in UNSHARED
+    if args.logits_chunk_tokens is not None:
+        cfg.logits_chunk_tokens = args.logits_chunk_tokens or None
     final = train(cfg)
+    if profiler is not None:
+        profiler.stop()
+        info["profile"] = profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=40)
     rows = read_metrics(final.parent / "metrics.jsonl")
     seconds = [r["train/step_seconds"] for r in rows]
     trained = [r["train/tokens_per_second"] * r["train/step_seconds"] for r in rows]  # upo's own count
-    if len(steps) != len(rows) or any(abs(t - s[0]) > 0.5 for t, s in zip(trained, steps, strict=False)):
+    if len(steps) != len(rows) or any(abs(t - s["trained"]) > 0.5 for t, s in zip(trained, steps, strict=False)):
         raise RuntimeError(f"token counts disagree with upo's metrics: {steps} vs {trained}")
-    return {"step_seconds": seconds, "trained_tokens": [s[0] for s in steps],
-            "forward_tokens": [s[1] for s in steps], **info}
+    return {"step_seconds": seconds, **step_columns(steps), **info}
 
 
 def _trl_dataset(method: str, args, tokenizer):
@@ -171,7 +207,7 @@ def run_trl(name: str, args, workdir: Path, t0: float) -> dict:
     # --trl_attn says otherwise
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation=args.trl_attn)
 
-    counts = {"trained": 0, "forward": 0}
+    counts = new_step({"real": 0, "needed": 0, "prompt": 0})
 
     class Bench:
         """Skips TRL's tokenization (the dataset is already upo's token ids) and counts tokens.
@@ -188,14 +224,17 @@ def run_trl(name: str, args, workdir: Path, t0: float) -> dict:
 
         def training_step(self, *a, **kw):
             inputs = a[1] if len(a) > 1 else kw["inputs"]
-            counts["trained"] += int(inputs["attention_mask"].sum())
+            tokens = token_counts(inputs["attention_mask"], inputs["completion_mask"], paired=method == "dpo")
+            for key, value in new_step(tokens).items():
+                counts[key] += value
             if "KL_attention_mask" in inputs:
                 counts["forward"] += int(inputs["KL_attention_mask"].sum())
+                counts["forward_needed"] += int(inputs["KL_completion_mask"].sum())
             return super().training_step(*a, **kw)
 
     class StepTimer(TrainerCallback):
         def __init__(self):
-            self.begin, self.ends, self.trained, self.forward = None, [], [], []
+            self.begin, self.ends, self.steps = None, [], []
 
         def on_step_begin(self, *_a, **_kw):
             if self.begin is None:
@@ -205,9 +244,8 @@ def run_trl(name: str, args, workdir: Path, t0: float) -> dict:
             # Step i runs from step i-1's on_step_end to its own: that includes fetching and collating
             # its batch (which happens before on_step_begin) and the previous step's logging.
             self.ends.append(time.perf_counter())
-            self.trained.append(counts["trained"])
-            self.forward.append(counts["forward"])
-            counts["trained"] = counts["forward"] = 0
+            self.steps.append(dict(counts))
+            counts.update(dict.fromkeys(counts, 0))
 
     config_cls, trainer_cls = (DPOConfig, DPOTrainer) if method == "dpo" else (KTOConfig, KTOTrainer)
     trainer_cls = type(f"Bench{trainer_cls.__name__}", (Bench, trainer_cls), {})
@@ -254,8 +292,7 @@ def run_trl(name: str, args, workdir: Path, t0: float) -> dict:
     trainer.train()
     params = model_counts(trainer.model, args.lora)
     ends = [timer.begin] + timer.ends
-    return {"step_seconds": [b - a for a, b in zip(ends, ends[1:], strict=False)],
-            "trained_tokens": timer.trained, "forward_tokens": timer.forward,
+    return {"step_seconds": [b - a for a, b in zip(ends, ends[1:], strict=False)], **step_columns(timer.steps),
             "setup_seconds": timer.begin - t0, "params": params}
 
 
@@ -285,15 +322,15 @@ def spawn(name: str, argv: list[str], logdir: Path) -> dict:
 
 
 def measured(run: dict, warmup: int) -> dict:
-    """Per measured step: seconds, trained and forward-only tokens, tokens/s, model FLOP/s."""
+    """Per measured step: seconds, token counts (`new_step`), tokens/s, model FLOP/s (needed tokens only)."""
     n, n_lora, n_ne = run["params"]["n"], run["params"]["n_lora"], run["params"]["n_non_embedding"]
     sec = run["step_seconds"][warmup:]
-    trained, forward = run["trained_tokens"][warmup:], run["forward_tokens"][warmup:]
-    return {"step_seconds": sec, "trained_tokens": trained, "forward_tokens": forward,
-            "tokens_per_second": [t / s for t, s in zip(trained, sec, strict=True)],
-            "flops_per_second": [step_flops(t, f, n, n_lora) / s for t, f, s in zip(trained, forward, sec, strict=True)],
-            "flops_per_second_non_embedding": [step_flops(t, f, n_ne, n_lora) / s
-                                               for t, f, s in zip(trained, forward, sec, strict=True)]}
+    tokens = {key: v[warmup:] for key, v in run.items() if key.endswith("_tokens")}
+    needed = list(zip(tokens["trained_needed_tokens"], tokens["forward_needed_tokens"], sec, strict=True))
+    return {"step_seconds": sec, **tokens,
+            "tokens_per_second": [t / s for t, s in zip(tokens["trained_tokens"], sec, strict=True)],
+            "flops_per_second": [step_flops(t, f, n, n_lora) / s for t, f, s in needed],
+            "flops_per_second_non_embedding": [step_flops(t, f, n_ne, n_lora) / s for t, f, s in needed]}
 
 
 def summarize(runs: list[dict], peak_bf16: float, peak_fp32: float) -> dict:
@@ -310,7 +347,9 @@ def summarize(runs: list[dict], peak_bf16: float, peak_fp32: float) -> dict:
 
     flops, flops_ne = by_round("flops_per_second"), by_round("flops_per_second_non_embedding")
     trained = sum(sum(r["measured"]["trained_tokens"]) for r in runs)
+    prompt = sum(sum(r["measured"]["prompt_tokens"]) for r in runs)
     return {
+        "prompt_share": prompt / trained,
         "seconds_per_step": by_round("step_seconds"),
         "tokens_per_second": by_round("tokens_per_second"),
         "model_gflops_per_second": flops / 1e9,
@@ -362,13 +401,14 @@ def table(results: dict, ratio: dict, args, peaks: dict) -> str:
         f"{args.threads} threads, {cpu_model()}",
         f"matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s",
         "",
-        "| run | s/step | real tokens/s | peak RSS GB | model GFLOP/s | MFU | MFU non-emb | vs TRL: tokens/s | s/step | peak RSS |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| run | s/step | real tokens/s | prompt share | peak RSS GB | model GFLOP/s | MFU | MFU non-emb | vs TRL: tokens/s | s/step | peak RSS |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in results.items():
         r = ratio.get(f"{name}/{TRL_COUNTERPART.get(name)}")
         vs = f"{r['tokens_per_second']:.2f}x | {r['seconds_per_step']:.2f}x | {r['peak_rss']:.2f}x" if r else " | | "
-        lines.append(f"| {name} | {row['seconds_per_step']:.2f} | {row['tokens_per_second']:.0f} | {row['peak_rss_gb']:.2f} | "
+        lines.append(f"| {name} | {row['seconds_per_step']:.2f} | {row['tokens_per_second']:.0f} | {row['prompt_share']:.0%} | "
+                     f"{row['peak_rss_gb']:.2f} | "
                      f"{row['model_gflops_per_second']:.0f} | {row['mfu_bf16']:.1%} | {row['mfu_bf16_non_embedding']:.1%} | {vs} |")
     for key, r in ratio.items():
         if "seconds_per_step_paired" in r:
@@ -396,6 +436,11 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"comma-separated, of {', '.join(VARIANTS)}")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 round, 1 warm-up + 2 measured steps")
+    parser.add_argument("--logits_chunk_tokens", type=int, default=None,
+                        help="upo runs: completion tokens per LM-head chunk (0: all at once; default: upo's default)")
+    parser.add_argument("--profile", action="store_true",
+                        help="upo runs: torch profiler over the measured steps, its op table written next to --output "
+                             "(profile-<run>-round<r>.txt); it slows the steps, so not for timings")
     parser.add_argument("--output", type=Path, default=None, help="default results/trl.json (--quick: trl-quick.json.tmp)")
     parser.add_argument("--child", choices=tuple(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -440,6 +485,11 @@ def main(argv=None) -> int:
                 logdir.mkdir(exist_ok=True)
                 run = spawn(name, argv, logdir)
                 run["measured"] = measured(run, args.warmup)
+                if "profile" in run:
+                    path = args.output.with_name(f"profile-{name}-round{r + 1}.txt")
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_text(run.pop("profile"))
+                    print(f"profile of {name}'s measured steps: {path}")
                 this[name] = run
                 print(f"round {r + 1}: {name}: {statistics.median(run['measured']['step_seconds']):.2f} s/step, "
                       f"{statistics.median(run['measured']['tokens_per_second']):.0f} tokens/s, "
@@ -457,7 +507,8 @@ def main(argv=None) -> int:
         "machine": machine_info(),
         "versions": versions("torch", "transformers", "trl", "accelerate", "peft", "upo"),
         "matmul_peak_gflops": peaks,
-        "flops_convention": "6N per trained token (LoRA: 4N + 6 N_lora) + 2N per forward-only token; "
+        "flops_convention": "6N per trained token (LoRA: 4N + 6 N_lora) + 2N per forward-only token, counting "
+                            "the tokens a step needs (a pair's prompt once; of KTO's KL sequences the completions); "
                             "mfu_bf16: N = all parameters (tied embedding counted once); mfu_bf16_non_embedding: "
                             "N = parameters less the input embedding matrix",
         "results": results,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from helpers import build_tiny_model
 
@@ -56,3 +57,54 @@ def test_attention_kernel_defaults_to_eager_without_cuda_and_follows_the_config(
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert load_causal_lm(str(tiny_model_dir)).config._attn_implementation == "eager"
     assert load_causal_lm(str(tiny_model_dir), attn_implementation="sdpa").config._attn_implementation == "sdpa"
+
+
+def _logps_and_grads(model, batch, chunk: int | None):
+    model.zero_grad()
+    out = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"],
+                         logits_chunk_tokens=chunk).sum
+    (out * torch.linspace(0.5, 2.0, len(out))).sum().backward()
+    return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("name", ["llama-logit-scale", "gemma2-softcap"])
+def test_chunked_lm_head_gives_the_log_probs_and_gradients_of_one_chunk(name):
+    """Chunks of 3 of the batch's 13 completion tokens (the last one short), with the LM head's
+    post-processing (Cohere's logit scale, Gemma-2's soft-capping) applied to every chunk, in fp32."""
+    from test_packing import _model
+
+    model = _model("llama" if name == "llama-logit-scale" else name, "eager").train()
+    if name == "llama-logit-scale":
+        model.config.logit_scale = 0.5
+    batch = _batch()
+    expected, expected_grads = _logps_and_grads(model, batch, None)
+    chunked, chunked_grads = _logps_and_grads(model, batch, 3)
+    torch.testing.assert_close(chunked, expected, rtol=1e-6, atol=1e-6)
+    assert chunked_grads.keys() == expected_grads.keys()
+    for key, grad in expected_grads.items():
+        torch.testing.assert_close(chunked_grads[key], grad, rtol=1e-5, atol=1e-5, msg=key)  # summation order
+    setattr(model.config, "logit_scale" if name == "llama-logit-scale" else "final_logit_softcapping", None)
+    unscaled, _ = _logps_and_grads(model, batch, 3)
+    assert not torch.allclose(unscaled, chunked)  # the post-processing did change them
+
+
+@pytest.mark.parametrize(("chunk", "rows"), [(None, 13), (4, 0)])
+def test_chunked_lm_head_keeps_no_batch_of_logits_for_backward(chunk, rows):
+    """What autograd keeps from the forward for backward, in rows of the vocabulary's width: the
+    batch's 13 completion tokens' logits in one chunk; nothing at all in chunks, which are
+    checkpointed and compute their logits again in backward, one chunk at a time."""
+    model = build_tiny_model(96).train()  # no other width of the model is 96
+    batch = _batch()
+    vocab_wide = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.dim() == 2 and t.shape[-1] == model.config.vocab_size and t.shape[0] != model.config.hidden_size:
+            vocab_wide.append(t.shape[0])
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"],
+                             logits_chunk_tokens=chunk)
+    out.sum.sum().backward()
+    assert int(out.num_tokens.sum()) == 13
+    assert max(vocab_wide, default=0) == rows

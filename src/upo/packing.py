@@ -13,6 +13,23 @@ varlen kernel (`torch.nn.attention.varlen.varlen_attn`) takes the packed tokens 
 cumulative lengths directly (`use_varlen_kernel` says when). Elsewhere (CPU, fp32, soft-capping)
 attention takes the padded layout above.
 
+Paired batches can share their prompts (`pack_pairs`): each pair becomes one packed sequence
+[prompt, chosen response, rejected response], the prompt computed once. The rejected response's
+positions continue from the prompt's end, as the chosen one's do, and its tokens see the prompt
+and their own earlier tokens, never the chosen response's (`Packing.allowed`). Every token then sees
+exactly what it sees in its own unshared sequence, so log-probs and gradients are those of the
+unshared forward. That mask is not causal within the packed sequence, so the varlen kernel cannot
+take it as is: shared packings take the padded path with an explicit mask. (An exact CUDA route
+would be one varlen call whose query sequences are [prompt, chosen] and [rejected] and whose key
+sequences are [prompt, chosen] and [prompt, rejected]: flash-attention aligns a shorter query
+sequence's causal mask to the end of its keys. It is not built, for want of a GPU to test it on;
+`upo.logps` keeps shared prompts off where the varlen kernel would run.)
+
+A forward can also keep its prompts' keys and values (`Packing.keep`, `PromptCache`) for a later
+forward, without gradient, of other completions of the same prompts (KTO's mismatched sequences):
+that one runs only from each prompt's last token on, its attention reading the earlier prompt
+tokens' keys and values from the cache (`pack_after_prompts`).
+
 This is transformers' own mechanism for custom attention kernels: the attention modules call the
 function registered under `config._attn_implementation`, forwarding the extra keyword arguments
 given to the decoder (here `upo_packing`). Models whose attention does not go through that
@@ -39,44 +56,109 @@ PACKABLE = ("eager", "sdpa")
 
 
 @dataclass
-class Packing:
-    """Where the real tokens of a right-padded [rows, width] batch sit.
+class PromptCache:
+    """Keys and values of every row's prompt but its last token, per attention layer, kept (detached)
+    from a forward that computed them anyway.
 
-    index: [M] flat positions (row * width + column) of the real tokens, in row order;
-    position_ids: [1, M] each token's position within its own sequence;
-    starts: [rows] index of each sequence's first token in the packed row;
-    cu_seqlens, max_length: the same boundaries as flash-attention's varlen kernels take them;
-    attention_calls: how many attention layers ran packed_attention (0 after a forward means the
-    model bypassed transformers' AttentionInterface, and its sequences saw each other).
+    layers: one (keys, values) per attention layer, each [P, Hkv, d] with P = sum(lengths - 1), rows
+    in order; lengths: [N] prompt tokens of each row; ids: [sum(lengths)] the prompts' token ids
+    (a later batch may use the cache only for the very same prompts).
     """
 
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
+    lengths: torch.Tensor
+    ids: torch.Tensor
+
+
+@dataclass
+class Packing:
+    """Where the real tokens of a right-padded [N, T] input batch sit in the packed row [M], and
+    where the packed sequences sit in attention's padded layout [rows, width].
+
+    source: [M] flat positions (input row * T + column) of the packed tokens, in packed order;
+    index: [M] flat positions (sequence * width + offset) of the packed tokens in attention's layout;
+    position_ids: [1, M] each token's position within its own (unshared) sequence: its column;
+    starts: [rows] index of each packed sequence's first token in the packed row;
+    previous: [M] packed index of the token whose hidden state predicts this one, -1 for none;
+    row_starts: [N] packed index of each input row's first token (a rejected row's: its pair's
+      prompt, so row_starts + column finds any prompt token);
+    cu_seqlens, max_length: the same boundaries as flash-attention's varlen kernels take them;
+    prompt_lengths, chosen_ends: [rows] with shared prompts (else None): where each packed
+      sequence's chosen response starts and ends (offsets within it);
+    keep: [P] packed indices of the tokens whose keys and values attention appends to `kept`;
+    prefix, prefix_index: a PromptCache whose keys and values attention places at these [P] flat
+      positions of its padded layout, before each sequence's own tokens (`pack_after_prompts`);
+    attention_calls: how many attention layers ran packed_attention (0 after a forward means the
+    model bypassed transformers' AttentionInterface, and its sequences saw each other).
+
+    Without shared prompts the packed sequences are the input rows, so rows = N and width = T.
+    """
+
+    source: torch.Tensor
     index: torch.Tensor
     position_ids: torch.Tensor
     starts: torch.Tensor
+    previous: torch.Tensor
+    row_starts: torch.Tensor
     cu_seqlens: torch.Tensor  # [rows + 1] int32: 0, then the cumulative sequence lengths (varlen kernels)
     max_length: int  # the longest sequence
     rows: int
     width: int
     base_attention: str  # the model's own kernel: "eager" or "sdpa"
+    prompt_lengths: torch.Tensor | None = None
+    chosen_ends: torch.Tensor | None = None
+    keep: torch.Tensor | None = None
+    kept: list = field(default_factory=list, repr=False)
+    prefix: PromptCache | None = None
+    prefix_index: torch.Tensor | None = None
     attention_calls: int = 0
-    _masks: dict = field(default_factory=dict, repr=False)  # causal masks, built once per forward
+    _masks: dict = field(default_factory=dict, repr=False)  # masks, built once per forward
 
-    def causal_mask(self, dtype: torch.dtype, device, sliding_window: int | None) -> torch.Tensor:
-        """[width, width] additive mask: 0 where key j <= query i (and within the window), else min."""
-        key = (dtype, device, sliding_window)
+    @property
+    def shared(self) -> bool:
+        """True when pairs share their prompt (`pack_pairs`): attention needs `allowed`, not causality."""
+        return self.prompt_lengths is not None
+
+    def allowed(self, device, sliding_window: int | None) -> torch.Tensor:
+        """[rows, width, width] bool, shared prompts only: query i may see key j. Causal, except that
+        rejected tokens (offset >= chosen_end) never see chosen ones (prompt_length <= offset <
+        chosen_end); a sliding window is measured in positions, as in the unshared sequences.
+        Padding queries see at least themselves, so no row of scores is fully masked."""
+        key = ("allowed", device, sliding_window)
         if key not in self._masks:
             i = torch.arange(self.width, device=device)
-            allowed = i[None, :] <= i[:, None]  # padding sits after every real token
+            query, keys = i[None, :, None], i[None, None, :]
+            begin, end = self.prompt_lengths[:, None, None], self.chosen_ends[:, None, None]
+            allowed = (keys <= query) & ~((query >= end) & (keys >= begin) & (keys < end))
             if sliding_window:
-                allowed &= i[:, None] - i[None, :] < sliding_window
-            self._masks[key] = torch.zeros(self.width, self.width, dtype=dtype, device=device).masked_fill(
+                position = self.scatter(self.position_ids[0])  # [rows, width], 0 at padding
+                allowed &= position[:, :, None] - position[:, None, :] < sliding_window
+            self._masks[key] = allowed
+        return self._masks[key]
+
+    def additive_mask(self, dtype: torch.dtype, device, sliding_window: int | None) -> torch.Tensor:
+        """The mask `_eager` adds to the scores: 0 where allowed, else dtype's min. [width, width]
+        causal (padding sits after every real token), or [rows, width, width] with shared prompts."""
+        key = (dtype, device, sliding_window)
+        if key not in self._masks:
+            if self.shared:
+                allowed = self.allowed(device, sliding_window)
+            else:
+                i = torch.arange(self.width, device=device)
+                allowed = i[None, :] <= i[:, None]
+                if sliding_window:
+                    allowed &= i[:, None] - i[None, :] < sliding_window
+            self._masks[key] = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(
                 ~allowed, torch.finfo(dtype).min)
         return self._masks[key]
 
-    def scatter(self, packed: torch.Tensor) -> torch.Tensor:
-        """[M, ...] -> [rows, width, ...], zeros at padding (differentiable)."""
+    def scatter(self, packed: torch.Tensor, prefix: torch.Tensor | None = None) -> torch.Tensor:
+        """[M, ...] -> [rows, width, ...], zeros at padding (differentiable); with `prefix` [P, ...]
+        (cached keys or values), that at prefix_index."""
         out = packed.new_zeros((self.rows * self.width, *packed.shape[1:]))
         out = out.index_copy(0, self.index, packed)
+        if prefix is not None:
+            out = out.index_copy(0, self.prefix_index, prefix.to(packed.dtype))
         return out.view(self.rows, self.width, *packed.shape[1:])
 
     def gather(self, padded: torch.Tensor) -> torch.Tensor:
@@ -90,11 +172,63 @@ def pack(attention_mask: torch.Tensor, base_attention: str) -> Packing:
     mask = attention_mask.bool()
     index = mask.flatten().nonzero().squeeze(1)
     lengths = mask.sum(dim=1)
-    positions = torch.arange(width, device=mask.device).expand(rows, width)[mask]
-    ends = torch.cumsum(lengths, 0)
-    cu_seqlens = F.pad(ends, (1, 0)).to(torch.int32)
-    return Packing(index=index, position_ids=positions.unsqueeze(0), starts=ends - lengths, cu_seqlens=cu_seqlens,
+    starts = torch.cumsum(lengths, 0) - lengths
+    previous = torch.arange(-1, len(index) - 1, device=mask.device).index_fill(0, starts, -1)
+    return Packing(source=index, index=index, position_ids=(index % width).unsqueeze(0), starts=starts,
+                   previous=previous, row_starts=starts, cu_seqlens=F.pad(starts + lengths, (1, 0)).to(torch.int32),
                    max_length=int(lengths.max()), rows=rows, width=width, base_attention=base_attention)
+
+
+def pack_pairs(attention_mask: torch.Tensor, prompt_lengths: torch.Tensor, base_attention: str) -> Packing:
+    """The shared-prompt packing of a right-padded paired batch: attention_mask [2B, T], rows i and
+    B + i a pair whose first prompt_lengths[i] tokens (prompt_lengths [B], each >= 1) are the same
+    prompt, each followed by a non-empty response. Packed sequence i is row i (prompt, chosen), then
+    row B + i's response; the response's first token is predicted by the prompt's last."""
+    n, width = attention_mask.shape
+    b = n // 2
+    device = attention_mask.device
+    mask = attention_mask.bool()
+    column = torch.arange(width, device=device)
+    # [B, 2, T]: take row i whole, then row B + i after its prompt; flat order = packed order
+    take = torch.stack([mask[:b], mask[b:] & (column >= prompt_lengths[:, None])], dim=1)
+    flat = (torch.arange(b, device=device)[:, None, None] + torch.tensor([0, b], device=device)[None, :, None]) * width
+    source = (flat + column)[take]  # [M]
+    chosen_ends = mask[:b].sum(1)  # [B] prompt + chosen
+    lengths = take.sum((1, 2))  # [B] prompt + chosen + rejected
+    starts = torch.cumsum(lengths, 0) - lengths
+    sequence = torch.repeat_interleave(torch.arange(b, device=device), lengths)  # [M]
+    offset = torch.arange(len(source), device=device) - starts[sequence]
+    rows_width = int(lengths.max())
+    previous = torch.arange(-1, len(source) - 1, device=device).index_fill(0, starts, -1)
+    previous[starts + chosen_ends] = starts + prompt_lengths - 1  # the rejected response's first token
+    return Packing(source=source, index=sequence * rows_width + offset, position_ids=(source % width).unsqueeze(0),
+                   starts=starts, previous=previous, row_starts=starts.repeat(2),
+                   cu_seqlens=F.pad(starts + lengths, (1, 0)).to(torch.int32), max_length=rows_width, rows=b,
+                   width=rows_width, base_attention=base_attention, prompt_lengths=prompt_lengths,
+                   chosen_ends=chosen_ends)
+
+
+def pack_after_prompts(attention_mask: torch.Tensor, prompt_lengths: torch.Tensor, cache: PromptCache,
+                       base_attention: str) -> Packing:
+    """The packing of a right-padded batch [N, T] whose rows start with the prompts of `cache`
+    (prompt_lengths [N], each >= 1): only each row's tokens from its prompt's last on are packed;
+    attention sees the earlier prompt tokens through the cache, at their own positions, so the
+    padded layout is each row's full sequence (width = the longest) with the cache at its start."""
+    rows, width = attention_mask.shape
+    mask = attention_mask.bool()
+    column = torch.arange(width, device=mask.device)
+    own = mask & (column >= prompt_lengths[:, None] - 1)
+    source = own.flatten().nonzero().squeeze(1)
+    lengths = own.sum(1)
+    starts = torch.cumsum(lengths, 0) - lengths
+    full = int(mask.sum(1).max())
+    prefix = torch.arange(full, device=mask.device) < prompt_lengths[:, None] - 1  # [N, full]
+    previous = torch.arange(-1, len(source) - 1, device=mask.device).index_fill(0, starts, -1)
+    return Packing(source=source, index=source // width * full + source % width,
+                   position_ids=(source % width).unsqueeze(0), starts=starts, previous=previous,
+                   row_starts=starts - prompt_lengths + 1, cu_seqlens=F.pad(starts + lengths, (1, 0)).to(torch.int32),
+                   max_length=full, rows=rows, width=full, base_attention=base_attention, prefix=cache,
+                   prefix_index=prefix.flatten().nonzero().squeeze(1))
 
 
 def use_varlen_kernel(device: torch.device, dtype: torch.dtype, dropout: float, softcap: float | None) -> bool:
@@ -133,31 +267,38 @@ def packed_attention(module, query, key, value, attention_mask, scaling=None, dr
     if kwargs.get("s_aux") is not None:
         raise NotImplementedError("attention sinks are not supported by padding-free training; set padding_free: false")
     p = upo_packing
+    layer = p.attention_calls  # attention layers run in order
     p.attention_calls += 1
     heads, dim, kv_heads = query.shape[1], query.shape[3], key.shape[1]
     drop = dropout if module.training else 0.0
     scale = scaling if scaling is not None else dim**-0.5
-    if use_varlen_kernel(query.device, query.dtype, drop, softcap):
+    if p.keep is not None:
+        p.kept.append(tuple(x[0].transpose(0, 1).index_select(0, p.keep).detach() for x in (key, value)))
+    if use_varlen_kernel(query.device, query.dtype, drop, softcap) and not p.shared and p.prefix is None:
         # [1, H, M, d] -> [M, H, d]: no padding anywhere; sliding_window w lets a query see w - 1 keys back
         out = varlen_attn(*(x[0].transpose(0, 1) for x in (query, key, value)), p.cu_seqlens, p.cu_seqlens,
                           p.max_length, p.max_length, scale=scale, enable_gqa=heads != kv_heads,
                           window_size=(sliding_window - 1 if sliding_window else -1, 0))  # fmt: skip
         return out.unsqueeze(0), None  # [1, M, H, d]
     # [1, H, M, d] -> [M, H, d] -> [N, T, H, d] -> [N, H, T, d]
-    q, k, v = (p.scatter(x[0].transpose(0, 1)).transpose(1, 2) for x in (query, key, value))
+    q = p.scatter(query[0].transpose(0, 1)).transpose(1, 2)
+    cached = p.prefix.layers[layer] if p.prefix is not None else (None, None)
+    k, v = (p.scatter(x[0].transpose(0, 1), c).transpose(1, 2) for x, c in zip((key, value), cached, strict=True))
     if p.base_attention == "sdpa" and not sliding_window and not softcap:
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True, scale=scale,
-                                             enable_gqa=heads != kv_heads)
+        mask = p.allowed(q.device, None)[:, None] if p.shared else None  # [rows, 1, width, width]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop, is_causal=mask is None,
+                                             scale=scale, enable_gqa=heads != kv_heads)
     else:
-        out = _eager(q, k, v, p.causal_mask(q.dtype, q.device, sliding_window), scale, drop, softcap)
+        out = _eager(q, k, v, p.additive_mask(q.dtype, q.device, sliding_window), scale, drop, softcap)
     # [N, H, T, d] -> [N, T, H, d] -> [M, H, d] -> [1, M, H, d]
     return p.gather(out.transpose(1, 2)).unsqueeze(0), None
 
 
 def _eager(q, k, v, mask: torch.Tensor, scale: float, dropout: float, softcap: float | None) -> torch.Tensor:
-    """transformers' eager attention, causal, for right-padded [N, H, T, d] queries and [N, Hkv, T, d]
-    keys/values, with `mask` the [T, T] additive mask of `Packing.causal_mask`. Padding sits after every real token, so the causal mask alone keeps it out of
-    every real token's view. Two things make it about twice as fast on CPU: the query heads that
+    """transformers' eager attention for right-padded [N, H, T, d] queries and [N, Hkv, T, d]
+    keys/values, with `mask` the additive mask of `Packing.additive_mask`: [T, T] causal (padding sits
+    after every real token, so it alone keeps padding out of every real token's view), or [N, T, T]
+    per sequence (shared prompts). Two things make it about twice as fast on CPU: the query heads that
     share a key/value head are stacked into one matrix ([N * Hkv, groups * T, d]) instead of
     repeating the keys, and the mask is added inside the score matmul (baddbmm). The softmax runs
     in the activations' dtype; for bf16 and fp16 torch's kernels accumulate it in fp32, which gives
@@ -165,13 +306,15 @@ def _eager(q, k, v, mask: torch.Tensor, scale: float, dropout: float, softcap: f
     n, heads, width, dim = q.shape
     kv_heads = k.shape[1]
     groups = heads // kv_heads
-    mask = mask.repeat(groups, 1).expand(n * kv_heads, groups * width, width)
     stacked = (q * scale).reshape(n * kv_heads, groups * width, dim)  # heads h*groups .. h*groups+groups-1 share kv head h
     keys_t = k.reshape(n * kv_heads, width, dim).transpose(1, 2)
-    if softcap:
-        scores = torch.bmm(stacked, keys_t)
-        scores = torch.tanh(scores / softcap) * softcap + mask
+    if softcap or mask.dim() == 3:
+        scores = torch.bmm(stacked, keys_t).view(n, kv_heads, groups, width, width)
+        if softcap:
+            scores = torch.tanh(scores / softcap) * softcap
+        scores = (scores + mask.view(-1, 1, 1, width, width)).view(n * kv_heads, groups * width, width)
     else:
+        mask = mask.repeat(groups, 1).expand(n * kv_heads, groups * width, width)  # row g * T + i: query i
         scores = torch.baddbmm(mask, stacked, keys_t)
     weights = F.dropout(torch.softmax(scores, dim=-1), p=dropout, training=dropout > 0)
     return torch.bmm(weights, v.reshape(n * kv_heads, width, dim)).view(n, heads, width, dim)

@@ -19,22 +19,26 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from upo.data.collate import collate_fn, sequence_lengths
+from upo.data.collate import collate_fn, sequence_lengths, stack_sequences
 from upo.logps import sequence_logps
 
 ReferenceFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def make_reference_fn(accelerator, policy, ref_model, lora: bool, padding_free: bool = True) -> ReferenceFn:
+def make_reference_fn(accelerator, policy, ref_model, lora: bool) -> ReferenceFn:
     """(input_ids, attention_mask, loss_mask) -> reference summed log-probs [N], no grad, under the
     policy's autocast: from `ref_model`, else from the policy itself (with `lora`, adapters disabled;
-    without, only while it has not been updated: for precomputing them before training)."""
+    without, only while it has not been updated: for precomputing them before training). `ref_model`
+    runs with the policy's settings (`CompletionLogps`: padding-free, shared prompts, logits chunks)."""
+    settings = accelerator.unwrap_model(policy)
+    options = {"padding_free": settings.padding_free, "shared_prompt": settings.shared_prompt,
+               "logits_chunk_tokens": settings.logits_chunk_tokens}
 
     @torch.no_grad()
     def reference_logps(input_ids, attention_mask, loss_mask) -> torch.Tensor:
         with accelerator.autocast():
             if ref_model is not None:
-                return sequence_logps(ref_model, input_ids, attention_mask, loss_mask, padding_free=padding_free).sum
+                return sequence_logps(ref_model, input_ids, attention_mask, loss_mask, **options).sum
             if not lora:  # full fine-tuning before any update: the policy is the reference
                 return policy(input_ids, attention_mask, loss_mask)["sum"]
             trainable = [p for p in policy.parameters() if p.requires_grad]
@@ -68,17 +72,19 @@ def item_logps(items: list[dict], fmt: str, collate, logps_fn: ReferenceFn, *, b
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         batch = {k: v.to(device) for k, v in collate([items[i] for i in rows]).items()}
-        logps = logps_fn(batch["input_ids"], batch["attention_mask"], batch["loss_mask"]).float().cpu().tolist()
+        sequences = [batch[key] for key in ("input_ids", "attention_mask", "loss_mask")]
+        if fmt != "paired" and with_kl:  # one forward of both: rows i and n + i share prompt i
+            sequences = stack_sequences(sequences, [batch[f"kl_{key}"] for key in ("input_ids", "attention_mask", "loss_mask")])
+        logps = logps_fn(*sequences).float().cpu().tolist()
+        n = len(rows)
         if fmt == "paired":  # rows [0, n) chosen, [n, 2n) rejected
-            n = len(rows)
             for i, chosen, rejected in zip(rows, logps[:n], logps[n:], strict=True):
                 out[i] = {"chosen_logps": chosen, "rejected_logps": rejected}
         else:
-            for i, value in zip(rows, logps, strict=True):
+            for i, value in zip(rows, logps[:n], strict=True):
                 out[i]["logps"] = value
-            if with_kl:
-                kl = logps_fn(batch["kl_input_ids"], batch["kl_attention_mask"], batch["kl_loss_mask"]).float().cpu()
-                for i, value in zip(rows, kl.tolist(), strict=True):
+            if with_kl:  # the mismatched sequences
+                for i, value in zip(rows, logps[n:], strict=True):
                     out[i]["kl_logps"] = value
         bar.update(len(rows))
     bar.close()

@@ -136,7 +136,8 @@ def train(cfg: UPOConfig) -> Path:
         ref_model = prepare_reference(accelerator, ref_model.eval().requires_grad_(False))
     # One trained module: the LM and, for the methods that have one, the value head V_psi(x).
     value_head = ValueHead(lm.config.hidden_size, cfg.value_head_hidden) if method.uses_value_head else None
-    policy = CompletionLogps(lm, value_head, padding_free=cfg.padding_free)
+    policy = CompletionLogps(lm, value_head, padding_free=cfg.padding_free, shared_prompt=cfg.shared_prompt,
+                             logits_chunk_tokens=cfg.logits_chunk_tokens)
 
     # ---- batches, optimizer --------------------------------------------------------------------
     pad = tokenizer.pad_token_id
@@ -173,7 +174,7 @@ def train(cfg: UPOConfig) -> Path:
     policy, optimizer, train_loader, scheduler = accelerator.prepare(policy, optimizer, train_loader, scheduler)
     if eval_loader is not None:
         eval_loader = accelerator.prepare(eval_loader)
-    reference_fn = make_reference_fn(accelerator, policy, ref_model, cfg.lora, cfg.padding_free)
+    reference_fn = make_reference_fn(accelerator, policy, ref_model, cfg.lora)
 
     # ---- reference log-probs once, then free the reference model ---------------------------------
     if method.uses_reference and cfg.precompute_ref_logps:

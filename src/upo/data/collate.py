@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Sampler
 
@@ -105,6 +106,15 @@ def collate_unpaired(items: list[dict], pad_token_id: int) -> dict[str, Tensor]:
         if values is not None:
             batch[name] = values
     return batch
+
+
+def stack_sequences(first: list[Tensor], second: list[Tensor]) -> list[Tensor]:
+    """Two right-padded batches of the same tensors (say input_ids, attention_mask, loss_mask: each
+    [N, T] in `first`, [N', T'] in `second`) as one: [N + N', max(T, T')] each, the rows of `first`
+    then those of `second`, padded with zeros (attention_mask 0: padding whatever the token)."""
+    width = max(first[0].shape[1], second[0].shape[1])
+    return [torch.cat([F.pad(a, (0, width - a.shape[1])), F.pad(b, (0, width - b.shape[1]))])
+            for a, b in zip(first, second, strict=True)]
 
 
 def collate_fn(fmt: str, pad_token_id: int):

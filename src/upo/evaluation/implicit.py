@@ -43,7 +43,7 @@ def pair_logps(model, tokenizer, pairs: list[PreferencePair], *, max_length: int
 
     def logps_fn(input_ids, attention_mask, loss_mask):  # [2n] rows [0, n) chosen, [n, 2n) rejected
         with autocast(model, precision):
-            return sequence_logps(model, input_ids, attention_mask, loss_mask).sum
+            return sequence_logps(model, input_ids, attention_mask, loss_mask, shared_prompt=True).sum
 
     with eval_mode(model):
         logps = item_logps(items, "paired", collate_fn("paired", tokenizer.pad_token_id), logps_fn,
