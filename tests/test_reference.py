@@ -5,15 +5,16 @@ scores training's own micro-batches and keeps the values of their real examples 
 from __future__ import annotations
 
 import pytest
-import torch
 
 from upo.data.collate import collate_fn, first_items
 from upo.reference import first_epoch_reference_logps, item_logps, precompute_reference_logps
 
 
-def completion_token_sum(input_ids, attention_mask, loss_mask) -> torch.Tensor:
-    """[N] a stand-in for summed log-probs that identifies each sequence: the sum of its completion ids."""
-    return (input_ids * loss_mask).sum(-1).float()
+def completion_token_sum(input_ids, attention_mask, loss_mask, kl=None):
+    """[N] a stand-in for summed log-probs that identifies each sequence: the sum of its completion ids
+    (and with `kl`, as `make_reference_fn`'s, the mismatched sequences' too)."""
+    sums = (input_ids * loss_mask).sum(-1).float()
+    return sums if kl is None else (sums, completion_token_sum(*kl))
 
 
 def pair_items() -> list[dict]:

@@ -111,9 +111,8 @@ def test_pack_pairs_layout():
 @pytest.mark.parametrize("shared", [True, False])
 def test_training_shares_prompts_by_default(shared, tiny_model_dir, pairs_file, tmp_path):
     """A dpo run's forwards (policy and reference precompute) pack pairs with one prompt; a kto run's
-    mismatched forwards reuse the prompts' keys and values, and its reference forwards (precomputed
-    or each step; no held-out pairs here) run each example with its mismatched sequence, their prompt
-    once; `shared_prompt: false` turns all of it off."""
+    mismatched forwards, the policy's and the reference's (precomputed or each step; no held-out
+    pairs here), reuse the prompts' keys and values; `shared_prompt: false` turns all of it off."""
     from helpers import run_config
 
     from upo.trainer import train
@@ -125,8 +124,10 @@ def test_training_shares_prompts_by_default(shared, tiny_model_dir, pairs_file, 
         with recorded_packings() as seen:
             train(run_config(tiny_model_dir, pairs_file, tmp_path / f"kto-{precompute}", method="kto",
                              shared_prompt=shared, precompute_ref_logps=precompute, eval_fraction=0.0))
-        assert any(p.prefix is not None for p in seen) == shared
-        assert any(p.shared for p in seen) == shared
+        mismatched = sum(p.prefix is not None for p in seen)
+        # the policy's 4 (2 steps of 2 micro-batches), then the reference's: each step's, or each
+        # first-epoch batch's when precomputed
+        assert mismatched > 4 if shared else mismatched == 0, (precompute, mismatched)
 
 
 def _unpaired_batch():

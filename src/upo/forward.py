@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import torch
 
 from upo import losses
-from upo.data.collate import stack_sequences
 from upo.methods import Method, needs_kto_reference_point
 
 
@@ -60,11 +59,9 @@ def step_inputs(batch, policy, reference_fn, method: Method, cfg, accelerator) -
         sequences = [batch[key] for key in ("input_ids", "attention_mask", "loss_mask")]
         if reference is None and method.uses_reference:
             if kto and kl_reference is None:
-                # One reference forward of both: rows i and B + i share prompt i, which runs once.
+                # Both as the policy runs them: the mismatched sequences from the batch's prompts' keys and values.
                 kl_sequences = [batch[f"kl_{key}"] for key in ("input_ids", "attention_mask", "loss_mask")]
-                both = reference_fn(*stack_sequences(sequences, kl_sequences))
-                # a short batch's kl rows stay whole (`first_items`), so the halves may differ in size
-                reference, kl_reference = both[: len(sequences[0])], both[len(sequences[0]) :]
+                reference, kl_reference = reference_fn(*sequences, kl=kl_sequences)
             else:
                 reference = reference_fn(*sequences)
         z0 = None

@@ -22,28 +22,47 @@ from tqdm.auto import tqdm
 from upo.data.collate import collate_fn, sequence_lengths, stack_sequences
 from upo.logps import sequence_logps
 
-ReferenceFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+# (input_ids, attention_mask, loss_mask) -> [N]; `make_reference_fn`'s also takes kl=[...] -> ([N], [B])
+ReferenceFn = Callable[..., torch.Tensor]
 
 
 def make_reference_fn(accelerator, policy, ref_model, lora: bool) -> ReferenceFn:
     """(input_ids, attention_mask, loss_mask) -> reference summed log-probs [N], no grad, under the
     policy's autocast: from `ref_model`, else from the policy itself (with `lora`, adapters disabled;
     without, only while it has not been updated: for precomputing them before training). `ref_model`
-    runs with the policy's settings (`CompletionLogps`: padding-free, shared prompts, logits chunks)."""
+    runs with the policy's settings (`CompletionLogps`: padding-free, shared prompts, logits chunks).
+
+    With `kl` (KTO's mismatched sequences: input_ids, attention_mask, loss_mask, their prompts the
+    batch's) it returns ([N], [B]): theirs too, computed as the policy computes its own in a step
+    (`upo.forward`): from the keys and values of the batch's prompts. Same operations on the same
+    inputs, so before the first update the policy's z0 equals the reference's bit for bit, in bf16 too.
+    """
     settings = accelerator.unwrap_model(policy)
     options = {"padding_free": settings.padding_free, "shared_prompt": settings.shared_prompt,
                "logits_chunk_tokens": settings.logits_chunk_tokens}
 
+    def run(sequences, keep_prompts=False, prompt_cache=None) -> dict:
+        if ref_model is not None:
+            out = sequence_logps(ref_model, *sequences, keep_prompts=keep_prompts and settings.shared_prompt,
+                                 prompt_cache=prompt_cache, **options)
+            return {"sum": out.sum, "prompt_cache": out.prompt_cache}
+        return policy(*sequences, keep_prompts=keep_prompts, prompt_cache=prompt_cache)
+
+    def run_with_kl(sequences, kl):
+        out = run(sequences, keep_prompts=kl is not None)
+        if kl is None:
+            return out["sum"]
+        return out["sum"], run(kl, prompt_cache=out.get("prompt_cache"))["sum"]
+
     @torch.no_grad()
-    def reference_logps(input_ids, attention_mask, loss_mask) -> torch.Tensor:
+    def reference_logps(input_ids, attention_mask, loss_mask, kl=None):
+        sequences = (input_ids, attention_mask, loss_mask)
         with accelerator.autocast():
-            if ref_model is not None:
-                return sequence_logps(ref_model, input_ids, attention_mask, loss_mask, **options).sum
-            if not lora:  # full fine-tuning before any update: the policy is the reference
-                return policy(input_ids, attention_mask, loss_mask)["sum"]
+            if ref_model is not None or not lora:  # a frozen copy, or the policy before any update
+                return run_with_kl(sequences, kl)
             trainable = [p for p in policy.parameters() if p.requires_grad]
             with accelerator.unwrap_model(policy).lm.disable_adapter():  # LoRA: the base model
-                logps = policy(input_ids, attention_mask, loss_mask)["sum"]
+                logps = run_with_kl(sequences, kl)
             # peft re-enables the adapters by setting requires_grad on the parameters the module holds
             # at exit; under FSDP2 those are the gathered copies, not the shards the optimizer steps.
             for p in trainable:
@@ -135,7 +154,14 @@ def first_epoch_reference_logps(batches: Iterable[tuple[dict, int]], reference_f
     out = []
     for batch, real in tqdm(batches, total=total, desc="reference log-probs (train)", disable=not progress,
                             leave=False):
-        logps = reference_fn(batch["input_ids"], batch["attention_mask"], batch["loss_mask"]).float().cpu()  # [N]
+        sequences = [batch[key] for key in ("input_ids", "attention_mask", "loss_mask")]
+        kl = None
+        if fmt != "paired" and with_kl:  # KTO's mismatched sequences: the whole kl batch, as the step runs it
+            logps, kl = reference_fn(*sequences, kl=[batch[f"kl_{key}"] for key in ("input_ids", "attention_mask", "loss_mask")])
+            kl = kl.float().cpu()
+        else:
+            logps = reference_fn(*sequences)
+        logps = logps.float().cpu()  # [N]
         index = batch["index"].tolist()[:real]
         if fmt == "paired":  # rows [0, b) chosen, [b, 2b) rejected
             b = len(logps) // 2
@@ -143,9 +169,8 @@ def first_epoch_reference_logps(batches: Iterable[tuple[dict, int]], reference_f
                       for c, r in zip(logps[:b].tolist(), logps[b:].tolist(), strict=True)]
         else:
             values = [{"reference_logps": v} for v in logps.tolist()]
-            if with_kl:  # KTO's mismatched sequences: the whole kl batch, as the step runs it
-                kl = reference_fn(batch["kl_input_ids"], batch["kl_attention_mask"], batch["kl_loss_mask"])
-                for v, k in zip(values, kl.float().cpu().tolist(), strict=False):
+            if kl is not None:
+                for v, k in zip(values, kl.tolist(), strict=False):
                     v["reference_kl_logps"] = k
         out.extend(zip(index, values[:real], strict=True))
     return out
