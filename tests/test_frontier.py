@@ -178,6 +178,36 @@ def test_a_point_leaves_out_the_base_keys_its_method_does_not_read(tmp_path):
         point_config(points["dpo-aux"], sweep)
 
 
+def test_a_steered_point_leaves_out_the_base_aux_coef(tmp_path):
+    """A steered point draws every example's aux_coef from its steer_aux_coefs: the base's aux_coef
+    (for the grid's UPO points) is not its own, so it builds instead of being refused."""
+    from upo.frontier.run import point_config
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({"base": {"aux_coef": 0.5, "rewards": {"length": 1.0}}, "methods": ["upo"],
+                                    "points": [{"name": "steered", "method": "upo", "steer_aux_coefs": [0, 1]}]}))
+    sweep = load_sweep(path)
+    steered = point_config(next(p for p in sweep.points if p.trained), sweep)
+    assert steered.steer_aux_coefs == [0.0, 1.0]
+
+
+def test_a_run_folder_of_an_older_upo_is_the_same_run(tmp_path):
+    """A run's config.yaml written before keys were added (they count as their defaults), or holding a
+    base key its method never read, is still that run; a key that changes training is not."""
+    from upo.config import UPOConfig
+    from upo.frontier.run import _check_same_run
+
+    cfg = UPOConfig(method="dpo", model="tiny", dataset="pairs.jsonl", rewards={})
+    old = cfg.to_dict()
+    del old["logits_chunk_tokens"]
+    old["aux_coef"] = 0.5  # a sweep base's aux_coef, recorded in a DPO point's config before it was left out
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    _check_same_run(cfg, tmp_path)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({**old, "beta": 0.3}))
+    with pytest.raises(ConfigError, match=r"different config \(beta\)"):
+        _check_same_run(cfg, tmp_path)
+
+
 def test_sweep_errors_are_clear(tmp_path):
     with pytest.raises(ConfigError, match="two points are named 'dpo'"):
         expand_points({"methods": ["dpo"], "points": [{"name": "dpo", "method": "dpo"}]}, {})

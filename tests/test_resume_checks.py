@@ -12,6 +12,7 @@ import shutil
 
 import pytest
 import torch
+import yaml
 from helpers import run_config
 from safetensors.torch import load_file
 
@@ -69,6 +70,18 @@ def test_a_resume_with_a_changed_training_config_is_refused(changes, named, fini
     with pytest.raises(ConfigError, match="keys that change what is trained: " + named.replace("(", r"\(")):
         _resume(tiny_model_dir, pairs_file, tmp_path, **changes)
     assert (out / "config.yaml").read_text() == config_before  # the record of the run is untouched
+
+
+def test_a_checkpoint_of_an_older_upo_resumes(finished_run, tiny_model_dir, pairs_file, tmp_path):
+    """Its config.yaml lacks keys added since (their defaults count) and records a key its method never
+    read (a sweep base's aux_coef in a DPO point): neither changes what is trained."""
+    out = _copy(finished_run, tmp_path)
+    for saved in out.glob("**/config.yaml"):
+        old = yaml.safe_load(saved.read_text())
+        del old["logits_chunk_tokens"]
+        saved.write_text(yaml.safe_dump({**old, "aux_coef": 0.5}))
+    final = _resume(tiny_model_dir, pairs_file, tmp_path)
+    assert _same_weights(final, finished_run[1] / "final")
 
 
 def test_a_resume_on_changed_data_is_refused(finished_run, tiny_model_dir, pairs_file, tmp_path):

@@ -117,6 +117,29 @@ def test_generation_picks_a_trained_condition_or_says_which_exist(tiny_tokenizer
     assert readme == _prompt_ids(steered_tokenizer, PROMPT, 0.3)
 
 
+def test_held_out_log_probs_of_a_steered_model_keep_the_references_tokens(tiny_tokenizer, steered_tokenizer,
+                                                                          monkeypatch):
+    """`upo eval`'s implicit rewards: a steered model's pair is the reference's (truncated at the same
+    lengths, token for token) with the condition token after the prompt."""
+    from upo.data.records import PreferencePair
+    from upo.evaluation import implicit
+
+    seen = []
+    monkeypatch.setattr(implicit, "item_logps", lambda items, *a, **k: seen.append(items) or
+                        [{"chosen_logps": 0.0, "rejected_logps": 0.0} for _ in items])
+    pair = PreferencePair(prompt=PROMPT, chosen="Green tea is mild. " * 20, rejected="No.", source="t")
+    model = torch.nn.Module()  # item_logps, which would run it, is replaced
+    model.device = torch.device("cpu")
+    for tokenizer, aux_coef in ((tiny_tokenizer, None), (steered_tokenizer, 0.3)):  # the reference's, the policy's
+        implicit.pair_logps(model, tokenizer, [pair], max_length=40, max_prompt_length=20, aux_coef=aux_coef,
+                            progress=False)
+    reference, steered = seen[0][0], seen[1][0]
+    assert len(reference["prompt_ids"]) + len(reference["chosen_ids"]) == 40  # truncated
+    token = steering_token_ids(steered_tokenizer)[0.3]
+    assert steered["prompt_ids"] == reference["prompt_ids"] + [token]
+    assert (steered["chosen_ids"], steered["rejected_ids"]) == (reference["chosen_ids"], reference["rejected_ids"])
+
+
 def test_condition_draw_is_balanced_seeded_and_rotates_each_epoch():
     items = [{"index": i, "prompt_ids": [7, i], "completion_ids": [1]} for i in range(10)]
     token_ids = {0.0: 100, 0.3: 101, 1.0: 102, 3.0: 103}

@@ -29,6 +29,7 @@ from safetensors.torch import load_file
 
 from upo.atomic import commit_folder
 from upo.config import ConfigError, UPOConfig
+from upo.methods import unread_method_keys
 
 # How long a run goes on and what it writes, never what it trains: a resume may change these.
 # (With lr_scheduler linear or cosine, max_steps / num_epochs also stretch the decay from the resume on.)
@@ -135,7 +136,8 @@ def check_resume(path: Path, cfg: UPOConfig, num_processes: int) -> dict[str, tu
     except (OSError, yaml.YAMLError) as e:
         raise ConfigError(f"--resume true: {path / 'config.yaml'} is unreadable ({e})") from None
     before = {**dataclasses.asdict(UPOConfig()), **saved}  # keys added since the checkpoint: their defaults
-    changes = {k: (before.get(k), v) for k, v in cfg.to_dict().items() if before.get(k) != v}
+    unread = unread_method_keys(cfg.method, cfg.pref_loss)  # e.g. a base aux_coef a DPO run never read
+    changes = {k: (before.get(k), v) for k, v in cfg.to_dict().items() if before.get(k) != v and k not in unread}
     refused = {k: change for k, change in changes.items() if k not in RESUMABLE_CHANGES}
     if refused:
         listed = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in refused.items())

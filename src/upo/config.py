@@ -42,7 +42,7 @@ class UPOConfig:
     precompute_ref_logps: bool = True  # compute reference log-probs once before training (by the policy itself unless ref_model is set); false = a frozen fp32 copy computes them every step
     attn_implementation: str | None = None  # eager | sdpa | flash_attention_2; null = eager without CUDA (faster on CPU), else the transformers default
     padding_free: bool = True  # run the model on real tokens only (a batch's sequences packed into one row, attention kept within each); false = pad to the batch's longest
-    shared_prompt: bool = True  # padding-free pairs run their prompt once: [prompt, chosen, rejected] packed, the rejected tokens blind to the chosen (exact; off where CUDA's varlen kernel runs)
+    shared_prompt: bool = True  # padding-free pairs run their prompt once: [prompt, chosen, rejected] packed, the rejected tokens blind to the chosen (exact; off on CUDA with torch >= 2.10, whose varlen kernel cannot mask it)
     logits_chunk_tokens: Positive[int] | None = 1024  # the LM head and log-softmax run on this many completion tokens at a time, recomputed in backward (exact); null = all at once
 
     # ---- data --------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from upo.frontier.report import format_report, write_csv
 from upo.frontier.summary import default_aux_metrics, preference_metric, summarize
 from upo.frontier.sweep import Point, Sweep, config_keys, load_sweep, uses_aux
 from upo.frontier.uncertainty import add_uncertainty, stack_units
+from upo.methods import unread_method_keys
 from upo.rewards.cache import ScoreCache, default_cache_dir
 
 RUN_ONLY_KEYS = ("resume", "progress")  # may differ between a run and its rerun
@@ -111,9 +112,11 @@ def _check_same_run(cfg: UPOConfig, out: Path) -> None:
     saved = out / "config.yaml"
     if not saved.exists():
         return
-    old = yaml.safe_load(saved.read_text()) or {}
+    # keys added since the run was written count as their defaults; keys its method never reads, not at all
+    old = {**dataclasses.asdict(UPOConfig()), **(yaml.safe_load(saved.read_text()) or {})}
     new = cfg.to_dict()
-    differ = sorted(k for k in set(old) | set(new) if k not in RUN_ONLY_KEYS and old.get(k) != new.get(k))
+    skip = set(RUN_ONLY_KEYS) | set(unread_method_keys(cfg.method, cfg.pref_loss))
+    differ = sorted(k for k in set(old) | set(new) if k not in skip and old.get(k) != new.get(k))
     if differ:
         raise ConfigError(f"{out} holds a run with a different config ({', '.join(differ)}); delete the folder "
                           "or rename the point")
@@ -146,8 +149,10 @@ def run_point(point: Point, sweep: Sweep, template: EvalConfig, judge, memo: dic
     else:
         cfg = point_config(point, sweep, seed)
         _check_same_run(cfg, out)
+        # the implicit rewards' beta: the point's own, or (SFT, CSFT: none) the base's, as every other point's
+        beta = sweep.base_config().beta if "beta" in unread_method_keys(cfg.method, cfg.pref_loss) else cfg.beta
         eval_cfg = dataclasses.replace(template, model=str(out / "final"), ref_model=cfg.ref_model or cfg.model,
-                                       beta=cfg.beta, output=str(evaluated),
+                                       beta=beta, output=str(evaluated),
                                        aux_coef=point.aux_coef if point.trained else None)
     eval_path = evaluated / "eval.json"
     if _finished_eval(eval_path, eval_cfg.settings()):

@@ -102,7 +102,9 @@ def config_keys(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, An
     from upo.methods import unread_method_keys  # imports torch: only when configs are built
 
     keys = {**base, **overrides}
-    unread = unread_method_keys(keys.get("method", UPOConfig.method), keys.get("pref_loss", UPOConfig.pref_loss))
+    unread = set(unread_method_keys(keys.get("method", UPOConfig.method), keys.get("pref_loss", UPOConfig.pref_loss)))
+    if keys.get("steer_aux_coefs"):  # a steered point draws each example's aux_coef: the base's is not its own
+        unread.add("aux_coef")
     return {**{k: v for k, v in base.items() if k not in unread}, **overrides}
 
 
