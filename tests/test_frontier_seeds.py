@@ -235,3 +235,21 @@ def test_decisive_hh_sweep_is_valid():
         from upo.evaluation.heldout import heldout_records
 
         assert len(heldout_records(str(HH_FILE), eval_fraction=0.25, seed=42)) >= template.prompts
+
+
+def test_sft_points_score_implicit_rewards_at_the_base_beta(tmp_path, monkeypatch):
+    """SFT and CSFT read no beta, so their configs hold the default; their held-out implicit rewards
+    use the base's beta, as every other point's do, so margins share one scale."""
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({
+        "output_dir": str(tmp_path / "frontier"),
+        "base": {"model": "tiny", "dataset": "pairs.jsonl", "beta": 0.3, "rewards": {"length": 1.0}, "progress": False},
+        "eval": {"prompts": 4, "scorers": ["safety"]}, "methods": ["dpo", "csft"]}))
+    sweep = load_sweep(path)
+    monkeypatch.setattr("upo.trainer.train", fake_train)
+    betas = {}
+    monkeypatch.setattr(frontier_run, "run_eval", lambda cfg, **_: betas.update({Path(cfg.output).name: cfg.beta}) or {})
+    template = frontier_run.eval_template(sweep, sweep.base_config())
+    for point in sweep.points:
+        frontier_run.run_point(point, sweep, template, None, {})
+    assert betas == {"dpo": 0.3, "csft": 0.3}

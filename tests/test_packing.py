@@ -57,20 +57,20 @@ def _grads(model, loss) -> dict[str, torch.Tensor]:
 
 
 @contextlib.contextmanager
-def counting_packed_attention():
-    """Within the block every call of packed_attention is counted; yields the list of calls."""
-    calls = []
+def recorded_packings():
+    """Within the block, the Packing of every packed_attention call is recorded; yields the list."""
+    seen = []
     original = packing.packed_attention
 
-    def counting(*args, **kwargs):
-        calls.append(1)
+    def recording(*args, **kwargs):
+        seen.append(kwargs["upo_packing"])
         return original(*args, **kwargs)
 
     packing._register()
     mapping = transformers.AttentionInterface._global_mapping
-    mapping[packing.ATTENTION_NAME] = counting
+    mapping[packing.ATTENTION_NAME] = recording
     try:
-        yield calls
+        yield seen
     finally:
         mapping[packing.ATTENTION_NAME] = original
 
@@ -83,7 +83,7 @@ def test_packed_logps_and_gradients_match_the_padded_forward(name, attention):
     model = _model(name, attention).train()
     batch = _batch()
     weights = torch.linspace(0.5, 2.0, batch["input_ids"].shape[0])  # a loss that weighs rows differently
-    with counting_packed_attention() as calls:
+    with recorded_packings() as calls:
         packed = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"],
                                 batch["prompt_last_index"], padding_free=True)
         packed_grads = _grads(model, (packed.sum * weights).sum())
@@ -159,7 +159,7 @@ def test_training_follows_the_padding_free_setting(padding_free, tiny_model_dir,
 
     from upo.trainer import train
 
-    with counting_packed_attention() as calls:
+    with recorded_packings() as calls:
         train(run_config(tiny_model_dir, pairs_file, tmp_path, method="dpo", padding_free=padding_free))
     assert bool(calls) == padding_free
 

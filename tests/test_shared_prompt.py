@@ -2,35 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
-import transformers
-from test_packing import _batch, _grads, _model, _textbook_logps
+from test_packing import _batch, _grads, _model, _textbook_logps, recorded_packings
 
 from upo import packing
 from upo.data.collate import collate_pairs
 from upo.logps import sequence_logps, shared_prompt_lengths
-
-
-@contextlib.contextmanager
-def recorded_packings():
-    """Within the block, the Packing of every packed_attention call is recorded; yields the list."""
-    seen = []
-    original = packing.packed_attention
-
-    def recording(*args, **kwargs):
-        seen.append(kwargs["upo_packing"])
-        return original(*args, **kwargs)
-
-    packing._register()
-    mapping = transformers.AttentionInterface._global_mapping
-    mapping[packing.ATTENTION_NAME] = recording
-    try:
-        yield seen
-    finally:
-        mapping[packing.ATTENTION_NAME] = original
 
 
 @pytest.mark.parametrize(("name", "attention"), [
