@@ -253,3 +253,21 @@ def test_sft_points_score_implicit_rewards_at_the_base_beta(tmp_path, monkeypatc
     for point in sweep.points:
         frontier_run.run_point(point, sweep, template, None, {})
     assert betas == {"dpo": 0.3, "csft": 0.3}
+
+
+def test_seeds_in_parallel_processes_then_one_report(tmp_path, monkeypatch, capsys):
+    """`--seeds 2` runs only seed 2's runs and writes no report; a run without --seeds then trains
+    only the seeds left and reports all three; a seed the sweep lacks is an error."""
+    calls = []
+    monkeypatch.setattr("upo.trainer.train", lambda cfg: calls.append(cfg.seed) or fake_train(cfg))
+    monkeypatch.setattr(frontier_run, "run_eval", fake_eval)
+    sweep = str(sweep_file(tmp_path, [1, 2, 3]))
+    assert main(["frontier", "--config", sweep, "--seeds", "2"]) == 0
+    assert calls == [2] * 5 and not (tmp_path / "frontier" / "frontier.json").exists()
+    assert "rerun without --seeds" in capsys.readouterr().out
+    calls.clear()
+    assert main(["frontier", "--config", sweep]) == 0
+    assert calls == [1] * 5 + [3] * 5
+    assert json.loads((tmp_path / "frontier" / "frontier.json").read_text())["seeds"] == [1, 2, 3]
+    assert main(["frontier", "--config", sweep, "--seeds", "4"]) == 2
+    assert "the sweep's seeds are [1, 2, 3]" in capsys.readouterr().err

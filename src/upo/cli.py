@@ -85,7 +85,9 @@ example:
 Trains every point of the sweep into OUTPUT_DIR/points/NAME/, evaluates it (and the base model) and
 writes frontier.json, frontier.csv, one PNG per auxiliary metric and report.md, with 95% intervals
 (over prompts, and over seeds when the sweep lists `seeds:`). Finished runs are skipped on rerun,
-so an interrupted sweep continues where it stopped.
+so an interrupted sweep continues where it stopped. Seeds are independent runs: on a machine with
+several cores or GPUs, one process per seed (`--seeds 1`, `--seeds 2`, ... each pinned to its own
+core or GPU), then one run without --seeds to write the report.
 """
 
 
@@ -171,6 +173,10 @@ def _add_eval_parsers(sub) -> None:
     frontier.add_argument("--config", required=True, metavar="SWEEP.yaml", help="the sweep (see README, upo frontier)")
     frontier.add_argument("--quick", action="store_true", help="apply the sweep's quick: overrides (a smoke run)")
     frontier.add_argument("--output_dir", help="override the sweep's output_dir")
+    frontier.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], metavar="S[,S...]",
+                          help="train and evaluate only these of the sweep's seeds, writing no report: e.g. "
+                               "one process per core or GPU, each with its own seeds; a run without --seeds "
+                               "then skips the finished runs and writes the report")
 
 
 RM_EPILOG = """\
@@ -323,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "frontier":
             from upo.frontier.run import run_frontier
 
-            return run_frontier(args.config, quick=args.quick, output_dir=args.output_dir)
+            return run_frontier(args.config, quick=args.quick, output_dir=args.output_dir, only_seeds=args.seeds)
         elif args.command == "rm":
             from upo.rm.config import load_rm_config
             from upo.rm.train import format_rm_metrics, train_reward_model

@@ -184,9 +184,14 @@ def _row(point: Point, results: list[dict], seeds: list[int] | None, computes: l
     return row
 
 
-def run_frontier(config: str, quick: bool = False, output_dir: str | None = None) -> int:
-    """`upo frontier`: returns 0, or 1 when some point failed (the others are still reported)."""
+def run_frontier(config: str, quick: bool = False, output_dir: str | None = None,
+                 only_seeds: list[int] | None = None) -> int:
+    """`upo frontier`: returns 0, or 1 when some point failed (the others are still reported). With
+    `only_seeds`, runs just those of the sweep's seeds and writes no report (parallel processes)."""
     sweep = load_sweep(config, quick=quick, output_dir=output_dir)
+    if only_seeds is not None and not set(only_seeds) <= set(sweep.seeds or []):
+        raise ConfigError(f"--seeds {','.join(map(str, only_seeds))}: the sweep's seeds are "
+                          f"{sweep.seeds or 'not set (add seeds: to the sweep)'}; choose among them")
     base = sweep.base_config()
     template = eval_template(sweep, base)
     aux_metrics = default_aux_metrics(template.scorers) if sweep.aux_metrics == "auto" else list(sweep.aux_metrics)
@@ -206,7 +211,7 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
     log(f"{len(points)} points ({runs} to train and the base model) -> {out}")
     memo: dict = {}  # reference log-probs of the held-out pairs, shared by the points
     rows, failed, units = [], [], {}
-    seeds = sweep.seeds or [None]
+    seeds = only_seeds or sweep.seeds or [None]
     with ScoreCache(template.cache_dir or default_cache_dir()) as cache:
         judge = make_judge(template, cache) if template.judge else None  # loaded once for every point
         # Seeds run in rounds: every point's first seed before any point's second, so a sweep stopped
@@ -223,6 +228,10 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
                     (out / "points" / point.name).mkdir(parents=True, exist_ok=True)
                     (out / "points" / point.name / "error.txt").write_text(traceback.format_exc())
                     log(f"{point.name}: FAILED: {type(e).__name__}: {e}")
+        if only_seeds is not None:
+            log(f"seeds {', '.join(map(str, only_seeds))} done{' but for failed points' if failed else ''}; no report "
+                "(it needs every seed): rerun without --seeds to write it")
+            return 1 if failed else 0
         for point in points:
             if not any(f["name"] == point.name for f in failed):
                 computes = [None if point.group == "base" else run_compute(run_folder(sweep, point, seed))
