@@ -198,6 +198,7 @@ def test_upo_eval_end_to_end(tiny_model_dir, tiny_tokenizer, pairs_file, tmp_pat
     assert result["counts"] == {"prompts": 2, "generations": 4}
     assert result["directions"]["readability/fk_grade"] == "min" and result["settings"]["beta"] == 0.1
     rows = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+    assert not (out / "generations.partial.jsonl").exists()  # kept only while generating
     heldout = heldout_records(str(pairs_file), eval_fraction=0.25, seed=42)[:2]
     assert [r["reference"] for r in rows] == [p.chosen for p in heldout for _ in range(2)]
     assert rows[0]["prompt"] == heldout[0].prompt  # messages, as the data loader gives them

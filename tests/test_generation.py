@@ -101,3 +101,24 @@ def test_tokenizer_without_pad_token_pads_with_eos(tiny_model, tiny_tokenizer):
     assert generate(tiny_model, no_pad, PROMPTS, **kwargs) == generate(
         tiny_model, tiny_tokenizer, PROMPTS, **kwargs
     )
+
+
+def test_a_generation_killed_part_way_resumes_from_its_partial_file(tiny_model, tiny_tokenizer, tmp_path,
+                                                                      monkeypatch):
+    """Finished batches are kept in `partial` as they end; a rerun (after a kill that cut the last
+    line short) generates only the missing batches and returns what an uninterrupted call returns;
+    another partial_key reuses nothing."""
+    kwargs = dict(max_new_tokens=6, temperature=1.0, top_p=1.0, batch_size=2, seed=7, progress=False)
+    partial = tmp_path / "generations.partial.jsonl"
+    whole = generate(tiny_model, tiny_tokenizer, PROMPTS, partial=partial, partial_key="run a", **kwargs)
+    lines = partial.read_text().splitlines()
+    assert len(lines) == 3  # 5 prompts in batches of 2
+    partial.write_text(lines[0] + "\n" + lines[1][:20])  # killed while writing the second batch
+    calls = []
+    original = tiny_model.generate
+    monkeypatch.setattr(tiny_model, "generate", lambda **kw: calls.append(1) or original(**kw))
+    assert generate(tiny_model, tiny_tokenizer, PROMPTS, partial=partial, partial_key="run a", **kwargs) == whole
+    assert len(calls) == 2
+    calls.clear()
+    assert generate(tiny_model, tiny_tokenizer, PROMPTS, partial=partial, partial_key="run b", **kwargs) == whole
+    assert len(calls) == 3

@@ -9,6 +9,10 @@ the caller set it) and tokenizers without a pad token work too. Each batch is se
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+
 import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -50,6 +54,8 @@ def generate(
     seed: int = 0,
     progress: bool = True,
     aux_coef: float | None = None,
+    partial: Path | None = None,
+    partial_key: str = "",
 ) -> list[list[str]]:
     """Sample completions for each prompt.
 
@@ -68,6 +74,10 @@ def generate(
         progress: show a tqdm bar over batches.
         aux_coef: for a model trained steered (`steer_aux_coefs`), the auxiliary strength to generate
             with, one of the trained values (else a SteeringError lists them); None for other models.
+        partial: a JSON-lines file that keeps each finished batch's completions, so a generation
+            killed part-way resumes with the batches it lacks. Each batch is seeded on its own, so
+            the result is the one an uninterrupted call gives. A batch is reused only under the same
+            `partial_key` (the caller's digest of the model and settings) and the same prompt ids.
 
     Returns:
         `len(prompts)` lists, in the input order, each of `num_return_sequences` decoded
@@ -91,22 +101,48 @@ def generate(
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # stable: ties keep input order
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     completions: list[list[str]] = [[] for _ in prompts]
+    done = _finished_batches(partial)
 
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
             for batch_index, batch in enumerate(tqdm(batches, desc="generate", disable=not progress)):
-                input_ids, attention_mask = _left_pad([ids[i] for i in batch], pad_token_id)
-                torch.manual_seed(seed + batch_index)
-                out = model.generate(
-                    input_ids=input_ids.to(model.device),
-                    attention_mask=attention_mask.to(model.device),
-                    **gen_kwargs,
-                )  # (len(batch) * num_return_sequences, prompt_len + new_len), rows grouped by prompt
-                texts = tokenizer.batch_decode(out[:, input_ids.shape[1] :], skip_special_tokens=True)
+                key = _batch_key(partial_key, seed + batch_index, [ids[i] for i in batch], gen_kwargs)
+                texts = done.get(key)
+                if texts is None:
+                    input_ids, attention_mask = _left_pad([ids[i] for i in batch], pad_token_id)
+                    torch.manual_seed(seed + batch_index)
+                    out = model.generate(
+                        input_ids=input_ids.to(model.device),
+                        attention_mask=attention_mask.to(model.device),
+                        **gen_kwargs,
+                    )  # (len(batch) * num_return_sequences, prompt_len + new_len), rows grouped by prompt
+                    texts = tokenizer.batch_decode(out[:, input_ids.shape[1] :], skip_special_tokens=True)
+                    if partial is not None:
+                        with partial.open("a", encoding="utf-8") as f:
+                            f.write(json.dumps({"key": key, "texts": texts}) + "\n")
                 for row, text in enumerate(texts):
                     completions[batch[row // num_return_sequences]].append(text.strip())
     finally:
         model.train(was_training)
     return completions
+
+
+def _batch_key(partial_key: str, seed: int, batch_ids: list[list[int]], gen_kwargs: dict) -> str:
+    """What a batch's completions depend on, hashed: the caller's key, the batch's seed, its prompts' ids."""
+    text = json.dumps([partial_key, seed, batch_ids, sorted(gen_kwargs.items())])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _finished_batches(partial: Path | None) -> dict[str, list[str]]:
+    """{batch key: completions} of a `partial` file; a line cut short by a kill is skipped."""
+    done = {}
+    if partial is not None and partial.exists():
+        for line in partial.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            done[record["key"]] = record["texts"]
+    return done

@@ -172,10 +172,14 @@ def run_eval(cfg: EvalConfig, *, judge=None, reference_memo: dict | None = None)
 
     tokenizer, model = _load(model_path)
     prompts = [fit_prompt(p, tokenizer, cfg.max_prompt_length, cfg.aux_coef) for p, _ in refs]
+    json_path, md_path, gen_path = output_paths(cfg.output)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = gen_path.with_suffix(".partial.jsonl")  # finished generation batches: a killed evaluation resumes
     with autocast(model, cfg.precision):
         outputs = generate(model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens, do_sample=cfg.do_sample,
                            temperature=cfg.temperature, top_p=cfg.top_p, num_return_sequences=cfg.samples,
-                           batch_size=cfg.gen_batch_size, seed=cfg.seed, progress=cfg.progress, aux_coef=cfg.aux_coef)
+                           batch_size=cfg.gen_batch_size, seed=cfg.seed, progress=cfg.progress, aux_coef=cfg.aux_coef,
+                           partial=partial, partial_key=_generation_key(cfg, model_path))
     rows = [{"prompt": p, "response": o, "reference": ref} for (p, ref), outs in zip(refs, outputs, strict=True)
             for o in outs]
 
@@ -226,10 +230,18 @@ def run_eval(cfg: EvalConfig, *, judge=None, reference_memo: dict | None = None)
         "per_prompt": unit_section(*prompt_units),
         "per_pair": unit_section(*pair_units),
     }
-    json_path, md_path, gen_path = output_paths(cfg.output)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
     with gen_path.open("w", encoding="utf-8") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
     md_path.write_text(format_eval(result) + "\n")
     json_path.write_text(compact_json(result) + "\n")  # last: its presence means the evaluation finished
+    partial.unlink(missing_ok=True)
     return result
+
+
+def _generation_key(cfg: EvalConfig, model_path: str) -> str:
+    """What a generation batch kept in the partial file depends on besides its prompts: the settings
+    and the model's files (names, sizes, modification times: a retrained model in the same folder misses)."""
+    folder = Path(model_path)
+    files = sorted(folder.glob("*.json")) + sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    stats = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    return json.dumps([cfg.settings(), str(model_path), stats], sort_keys=True, default=str)
