@@ -271,3 +271,21 @@ def test_seeds_in_parallel_processes_then_one_report(tmp_path, monkeypatch, caps
     assert json.loads((tmp_path / "frontier" / "frontier.json").read_text())["seeds"] == [1, 2, 3]
     assert main(["frontier", "--config", sweep, "--seeds", "4"]) == 2
     assert "the sweep's seeds are [1, 2, 3]" in capsys.readouterr().err
+
+
+def test_a_run_in_use_by_another_process_is_refused(tmp_path, monkeypatch, capsys):
+    """Two processes on one seed's run (the same --seeds twice, or the report run started early): the
+    second is refused that run, naming why, instead of deleting the first one's checkpoints."""
+    import fcntl
+
+    monkeypatch.setattr("upo.trainer.train", fake_train)
+    monkeypatch.setattr(frontier_run, "run_eval", fake_eval)
+    sweep = str(sweep_file(tmp_path, [1, 2]))
+    held = tmp_path / "frontier" / "points" / "dpo" / "seed-2"
+    held.mkdir(parents=True)
+    with (held / ".lock").open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the other process holds it
+        assert main(["frontier", "--config", sweep, "--seeds", "2"]) == 1
+    assert "seed-2 is in use by another upo frontier process" in capsys.readouterr().out
+    assert not (held / "final").exists() and (tmp_path / "frontier" / "points" / "kto" / "seed-2" / "final").exists()
+    assert main(["frontier", "--config", sweep]) == 0  # released: the report run trains it

@@ -106,8 +106,8 @@ def test_tokenizer_without_pad_token_pads_with_eos(tiny_model, tiny_tokenizer):
 def test_a_generation_killed_part_way_resumes_from_its_partial_file(tiny_model, tiny_tokenizer, tmp_path,
                                                                       monkeypatch):
     """Finished batches are kept in `partial` as they end; a rerun (after a kill that cut the last
-    line short) generates only the missing batches and returns what an uninterrupted call returns;
-    another partial_key reuses nothing."""
+    line short) generates only the missing batches and returns what an uninterrupted call returns,
+    and a third finds every batch; another partial_key reuses nothing."""
     kwargs = dict(max_new_tokens=6, temperature=1.0, top_p=1.0, batch_size=2, seed=7, progress=False)
     partial = tmp_path / "generations.partial.jsonl"
     whole = generate(tiny_model, tiny_tokenizer, PROMPTS, partial=partial, partial_key="run a", **kwargs)
@@ -120,5 +120,7 @@ def test_a_generation_killed_part_way_resumes_from_its_partial_file(tiny_model, 
     assert generate(tiny_model, tiny_tokenizer, PROMPTS, partial=partial, partial_key="run a", **kwargs) == whole
     assert len(calls) == 2
     calls.clear()
+    assert generate(tiny_model, tiny_tokenizer, PROMPTS, partial=partial, partial_key="run a", **kwargs) == whole
+    assert calls == []  # the batches written after the cut line are whole lines, found again
     assert generate(tiny_model, tiny_tokenizer, PROMPTS, partial=partial, partial_key="run b", **kwargs) == whole
     assert len(calls) == 3

@@ -136,10 +136,15 @@ def _batch_key(partial_key: str, seed: int, batch_ids: list[list[int]], gen_kwar
 
 
 def _finished_batches(partial: Path | None) -> dict[str, list[str]]:
-    """{batch key: completions} of a `partial` file; a line cut short by a kill is skipped."""
+    """{batch key: completions} of a `partial` file; a line cut short by a kill is dropped from the
+    file, so the next batch's line starts on a line of its own."""
     done = {}
     if partial is not None and partial.exists():
-        for line in partial.read_text(encoding="utf-8").splitlines():
+        text = partial.read_text(encoding="utf-8")
+        if not text.endswith("\n"):
+            text = text[: text.rfind("\n") + 1]
+            partial.write_text(text, encoding="utf-8")
+        for line in text.splitlines():
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:

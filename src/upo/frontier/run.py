@@ -12,7 +12,9 @@ point that fails (a bad config, a diverging loss) is reported and the others sti
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import traceback
 from pathlib import Path
@@ -135,9 +137,28 @@ def _finished_eval(path: Path, settings: dict) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _run_lock(out: Path):
+    """Hold `out/.lock` for the block: a second process (two `upo frontier` runs given the same seed)
+    would delete the first one's checkpoint being written and its final/ being read."""
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / ".lock").open("w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"{out} is in use by another upo frontier process (the same seed in two "
+                              "processes, or the report run started before the --seeds ones ended)") from None
+        yield
+
+
 def run_point(point: Point, sweep: Sweep, template: EvalConfig, judge, memo: dict, seed: int | None = None) -> dict:
     """Train (unless done) and evaluate (unless done) one run of a point, generating with `seed`
-    when given; returns its eval.json dict."""
+    when given; returns its eval.json dict. The run's folder is locked meanwhile (`_run_lock`)."""
+    with _run_lock(run_folder(sweep, point, seed)):
+        return _run_point(point, sweep, template, judge, memo, seed)
+
+
+def _run_point(point: Point, sweep: Sweep, template: EvalConfig, judge, memo: dict, seed: int | None) -> dict:
     out = run_folder(sweep, point, seed)
     evaluated = eval_folder(sweep, point, seed)
     label = point.name if seed is None else f"{point.name} seed {seed}"
