@@ -5,6 +5,7 @@ group read back from metrics.jsonl."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -141,9 +142,16 @@ def test_upo_frontier_with_a_steered_point_end_to_end(tiny_model_dir, tiny_token
     assert "steered-aux2: done earlier, skipping" in log and "training" not in log
 
 
+# One epoch of the KTO term on the HH sweeps' 1343 training pairs: 2686 unpaired examples in batches of 4
+HH_EPOCH_STEPS = 672
+
+
 def test_example_steered_sweep_is_valid_and_within_its_compute_budget():
     """examples/frontier_hh_steered.yaml: every point's config builds; the steered run's optimizer
-    steps are at most 40% of the grid UPO points' (same batch size, so the same share of sequences)."""
+    steps are at most 40% of the grid UPO points' (one epoch each, the same batch size, so the same
+    share of sequences)."""
+    from conftest import HH_FILE
+
     from upo.frontier.run import point_config
 
     path = Path(__file__).resolve().parents[1] / "examples" / "frontier_hh_steered.yaml"
@@ -152,10 +160,15 @@ def test_example_steered_sweep_is_valid_and_within_its_compute_budget():
         configs = {p.name: point_config(p, sweep) for p in sweep.points}
         grid = [p for p in sweep.points if p.group == "upo"]
         steered = [p for p in sweep.points if p.group == "steered"]
-        assert sorted(p.aux_coef for p in grid) == sorted(p.aux_coef for p in steered)
+        assert sorted(p.aux_coef for p in grid) == sorted(p.aux_coef for p in steered) == [0.0, 0.3, 1.0, 3.0]
         assert len({p.trained for p in steered}) == 1
         if not quick:
-            steps = {name: c.max_steps for name, c in configs.items()}
-            assert all(steps[p.name] is not None for p in grid + steered)
-            assert steps[steered[0].name] <= 0.4 * sum(steps[p.name] for p in grid)
-            assert {c.batch_size for c in configs.values()} == {sweep.base["batch_size"]}
+            assert all(configs[p.name].max_steps is None and configs[p.name].num_epochs == 1 for p in grid)
+            assert configs[steered[0].name].max_steps <= 0.4 * len(grid) * HH_EPOCH_STEPS
+            assert {c.batch_size for c in configs.values()} == {sweep.base["batch_size"]} == {4}
+    if HH_FILE.exists():  # 1791 usable pairs, 448 held out: 1343 train, as 2686 unpaired examples
+        from upo.data.readers import load_records
+        from upo.evaluation.heldout import heldout_records
+
+        pairs = len(load_records(str(HH_FILE)).records) - len(heldout_records(str(HH_FILE), eval_fraction=0.25, seed=42))
+        assert math.ceil(2 * pairs / 4) == HH_EPOCH_STEPS

@@ -82,8 +82,9 @@ FRONTIER_EPILOG = """\
 example:
   upo frontier --config examples/frontier_hh.yaml --quick
 
-Trains every point of the sweep into OUTPUT_DIR/points/NAME/, evaluates it (and the base model) and
-writes frontier.json, frontier.csv, one PNG per auxiliary metric and report.md, with 95% intervals
+Trains every point of the sweep into OUTPUT_DIR/points/NAME/ (or the sweep's points_dir: sweeps
+sharing one share their common runs), evaluates it (and the base model) and writes into OUTPUT_DIR
+frontier.json, frontier.csv, one PNG per auxiliary metric and report.md, with 95% intervals
 (over prompts, and over seeds when the sweep lists `seeds:`). Finished runs are skipped on rerun,
 so an interrupted sweep continues where it stopped. Seeds are independent runs: on a machine with
 several cores or GPUs, one process per seed (`--seeds 1`, `--seeds 2`, ... each pinned to its own
@@ -172,7 +173,8 @@ def _add_eval_parsers(sub) -> None:
     )
     frontier.add_argument("--config", required=True, metavar="SWEEP.yaml", help="the sweep (see README, upo frontier)")
     frontier.add_argument("--quick", action="store_true", help="apply the sweep's quick: overrides (a smoke run)")
-    frontier.add_argument("--output_dir", help="override the sweep's output_dir")
+    frontier.add_argument("--output_dir",
+                          help="override the sweep's output_dir (and points_dir, unless the sweep sets it)")
     frontier.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], metavar="S[,S...]",
                           help="train and evaluate only these of the sweep's seeds, writing no report: e.g. "
                                "one process per core or GPU, each with its own seeds; a run without --seeds "

@@ -133,6 +133,13 @@ def _value(row: dict, metric: str) -> str:
     return _cell(row["metrics"].get(metric)) + (f" {_interval(interval)}" if interval else "")
 
 
+def _failure_line(failure: dict) -> str:
+    """- NAME[ (seed S)]: the error[ (its traceback's file)]."""
+    seed = "" if failure.get("seed") is None else f" (seed {failure['seed']})"
+    where = f" (traceback: {failure['traceback']})" if failure.get("traceback") else ""
+    return f"- {failure['name']}{seed}: {failure['error']}{where}"
+
+
 def format_report(result: dict, plots: dict[str, str]) -> str:
     """report.md from frontier.json's dict and {aux metric: PNG file name}."""
     pref, aux = result["preference_metric"], result["aux_metrics"]
@@ -147,7 +154,8 @@ def format_report(result: dict, plots: dict[str, str]) -> str:
         f"{len(result['points'])} points evaluated on the first {s['prompts']} held-out rows of `{s['data']}` "
         f"({s['max_new_tokens']} new tokens at most, judge: {s['judge'] or 'none'}). Preference metric: "
         f"`{pref}`; auxiliary metrics: {', '.join(f'`{m}`' for m in aux)}; {runs}; 95% intervals in brackets. "
-        "All metrics of every point are in frontier.csv and frontier.json, each run's in its eval.json.",
+        "All metrics of every point are in frontier.csv and frontier.json, each run's in its eval.json"
+        + (f" in its folder under `{result['points_dir']}`." if result.get("points_dir") else "."),
         "",
         *(f"**Warning**: {w}\n" for w in result["warnings"]),
         "## Points",
@@ -173,5 +181,5 @@ def format_report(result: dict, plots: dict[str, str]) -> str:
     lines += [DEFINITIONS.format(confidence=settings["confidence"], resamples=settings["bootstrap_resamples"],
                                  seed=settings["bootstrap_seed"])]
     if result["failed"]:
-        lines += ["## Points that failed", "", *(f"- {f['name']}: {f['error']}" for f in result["failed"]), ""]
+        lines += ["## Points that failed", "", *map(_failure_line, result["failed"]), ""]
     return "\n".join(lines)

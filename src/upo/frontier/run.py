@@ -4,6 +4,9 @@ With `seeds:` every point (the base model too) is one run per seed, and its metr
 over the seeds; every metric gets a 95% bootstrap interval over the prompts (and seeds), and the
 summary says how sure UPO's gain is (`uncertainty.py`).
 
+Every run's folder is in the sweep's points_dir (by default output_dir/points): sweeps that share
+one share the runs they have in common, and each writes its own report into its own output_dir.
+
 Resumable: a run whose eval.json exists with the same evaluation settings is skipped; a trained
 run (final/ exists) is only evaluated; a run with checkpoints resumes training. A folder that
 holds a run with a different training config is an error for that point (never overwritten). A
@@ -45,9 +48,9 @@ def log(message: str) -> None:
 
 
 def run_folder(sweep: Sweep, point: Point, seed: int | None = None) -> Path:
-    """output_dir/points/<name>/, or its seed-<S>/ for one seed of a sweep with seeds; a steered
-    point's is its training run's, which all its conditions share."""
-    out = sweep.output_dir / "points" / (point.trained or point.name)
+    """points_dir/<name>/ (by default output_dir/points/<name>/), or its seed-<S>/ for one seed of a
+    sweep with seeds; a steered point's is its training run's, which all its conditions share."""
+    out = sweep.points_dir / (point.trained or point.name)
     return out if seed is None else out / f"seed-{seed}"
 
 
@@ -55,6 +58,17 @@ def eval_folder(sweep: Sweep, point: Point, seed: int | None = None) -> Path:
     """Where a run's evaluation goes: its run folder, or for a steered point aux-<C>/ in it."""
     out = run_folder(sweep, point, seed)
     return out / f"aux-{point.aux_coef:g}" if point.trained else out
+
+
+def error_file(sweep: Sweep, point: Point, seed: int | None = None) -> Path:
+    """Where a failed run's traceback goes: error.txt in its evaluation folder (`eval_folder`), so
+    each seed of a point, and each condition of a steered run, keeps its own."""
+    return eval_folder(sweep, point, seed) / "error.txt"
+
+
+def run_label(point: Point, seed: int | None = None) -> str:
+    """How the log names one run of a point: NAME, or NAME seed S."""
+    return point.name if seed is None else f"{point.name} seed {seed}"
 
 
 def point_config(point: Point, sweep: Sweep, seed: int | None = None) -> UPOConfig:
@@ -151,6 +165,25 @@ def _run_lock(out: Path):
         yield
 
 
+def run_eval_config(point: Point, sweep: Sweep, template: EvalConfig, seed: int | None = None) -> EvalConfig:
+    """The evaluation of one run of a point: the sweep's `template` with the run's model (the base
+    model, or its run's final/), reference, beta, output folder (`eval_folder`), generation seed and,
+    for a steered condition, its aux_coef. Its settings decide whether an eval.json is reused."""
+    if seed is not None:
+        template = dataclasses.replace(template, seed=seed)
+    base = sweep.base_config()
+    if point.group == "base":
+        return dataclasses.replace(template, model=base.model, ref_model=None, beta=base.beta,
+                                   output=str(run_folder(sweep, point, seed)))
+    cfg = point_config(point, sweep, seed)
+    # the implicit rewards' beta: the point's own, or (SFT, CSFT: none) the base's, as every other point's
+    beta = base.beta if "beta" in unread_method_keys(cfg.method, cfg.pref_loss) else cfg.beta
+    return dataclasses.replace(template, model=str(run_folder(sweep, point, seed) / "final"),
+                               ref_model=cfg.ref_model or cfg.model, beta=beta,
+                               output=str(eval_folder(sweep, point, seed)),
+                               aux_coef=point.aux_coef if point.trained else None)
+
+
 def run_point(point: Point, sweep: Sweep, template: EvalConfig, judge, memo: dict, seed: int | None = None) -> dict:
     """Train (unless done) and evaluate (unless done) one run of a point, generating with `seed`
     when given; returns its eval.json dict. The run's folder is locked meanwhile (`_run_lock`)."""
@@ -160,22 +193,12 @@ def run_point(point: Point, sweep: Sweep, template: EvalConfig, judge, memo: dic
 
 def _run_point(point: Point, sweep: Sweep, template: EvalConfig, judge, memo: dict, seed: int | None) -> dict:
     out = run_folder(sweep, point, seed)
-    evaluated = eval_folder(sweep, point, seed)
-    label = point.name if seed is None else f"{point.name} seed {seed}"
-    if seed is not None:
-        template = dataclasses.replace(template, seed=seed)
-    if point.group == "base":
-        cfg = sweep.base_config()
-        eval_cfg = dataclasses.replace(template, model=cfg.model, ref_model=None, beta=cfg.beta, output=str(out))
-    else:
+    label = run_label(point, seed)
+    if point.group != "base":
         cfg = point_config(point, sweep, seed)
         _check_same_run(cfg, out)
-        # the implicit rewards' beta: the point's own, or (SFT, CSFT: none) the base's, as every other point's
-        beta = sweep.base_config().beta if "beta" in unread_method_keys(cfg.method, cfg.pref_loss) else cfg.beta
-        eval_cfg = dataclasses.replace(template, model=str(out / "final"), ref_model=cfg.ref_model or cfg.model,
-                                       beta=beta, output=str(evaluated),
-                                       aux_coef=point.aux_coef if point.trained else None)
-    eval_path = evaluated / "eval.json"
+    eval_cfg = run_eval_config(point, sweep, template, seed)
+    eval_path = eval_folder(sweep, point, seed) / "eval.json"
     if _finished_eval(eval_path, eval_cfg.settings()):
         log(f"{label}: done earlier, skipping ({eval_path})")
         return json.loads(eval_path.read_text())
@@ -205,6 +228,23 @@ def _row(point: Point, results: list[dict], seeds: list[int] | None, computes: l
     return row
 
 
+def _record_failure(sweep: Sweep, point: Point, seed: int | None, error: Exception) -> dict:
+    """Log a run's failure and keep its traceback in its `error_file`; returns its `failed` entry."""
+    path = error_file(sweep, point, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(traceback.format_exc())
+    message = f"{type(error).__name__}: {error}"
+    log(f"{run_label(point, seed)}: FAILED: {message} (traceback in {path})")
+    return {"name": point.name, "seed": seed, "error": message, "traceback": str(path)}
+
+
+def _clear_failures(sweep: Sweep, point: Point, seeds: list[int | None]) -> None:
+    """Delete the error files of a point whose every run succeeded: each seed's (`error_file`), and
+    the one an older upo kept for the whole point in points_dir/<name>/."""
+    for path in {*(error_file(sweep, point, seed) for seed in seeds), sweep.points_dir / point.name / "error.txt"}:
+        path.unlink(missing_ok=True)
+
+
 def run_frontier(config: str, quick: bool = False, output_dir: str | None = None,
                  only_seeds: list[int] | None = None) -> int:
     """`upo frontier`: returns 0, or 1 when some point failed (the others are still reported). With
@@ -229,7 +269,7 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
         log(f"WARNING: {warning}")
     points = [Point("base", "base"), *sweep.points]
     runs = len({p.trained or p.name for p in sweep.points})  # a steered run's conditions share one training
-    log(f"{len(points)} points ({runs} to train and the base model) -> {out}")
+    log(f"{len(points)} points ({runs} to train and the base model) in {sweep.points_dir} -> {out}")
     memo: dict = {}  # reference log-probs of the held-out pairs, shared by the points
     rows, failed, units = [], [], {}
     seeds = only_seeds or sweep.seeds or [None]
@@ -245,10 +285,7 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
                 try:
                     results[point.name].append(run_point(point, sweep, template, judge, memo, seed))
                 except Exception as e:  # one point's failure must not lose the others' hours of training
-                    failed.append({"name": point.name, "error": f"{type(e).__name__}: {e}"})
-                    (out / "points" / point.name).mkdir(parents=True, exist_ok=True)
-                    (out / "points" / point.name / "error.txt").write_text(traceback.format_exc())
-                    log(f"{point.name}: FAILED: {type(e).__name__}: {e}")
+                    failed.append(_record_failure(sweep, point, seed, e))
         if only_seeds is not None:
             log(f"seeds {', '.join(map(str, only_seeds))} done{' but for failed points' if failed else ''}; no report "
                 "(it needs every seed): rerun without --seeds to write it")
@@ -259,7 +296,7 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
                             for seed in seeds]
                 rows.append(_row(point, results[point.name], sweep.seeds, computes))
                 units[point.name] = stack_units(results[point.name])
-                (out / "points" / point.name / "error.txt").unlink(missing_ok=True)  # from an earlier failure
+                _clear_failures(sweep, point, seeds)
 
     pref = preference_metric(rows, sweep.preference_metric)
     summary = summarize(rows, pref, aux_metrics)
@@ -273,6 +310,7 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
         "sweep": sweep.source,
         "quick": sweep.quick,
         "seeds": sweep.seeds,
+        "points_dir": str(sweep.points_dir),
         "preference_metric": pref,
         "aux_metrics": aux_metrics,
         "directions": {m: direction(m) for r in rows for m in r["metrics"]},
@@ -291,7 +329,7 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
     (out / "report.md").write_text(format_report(result, plots) + "\n")
     log(f"wrote {out / 'frontier.json'}, frontier.csv, {', '.join(plots.values())} and report.md")
     if failed:
-        log(f"{len(failed)} point(s) failed: {', '.join(f['name'] for f in failed)} (see points/NAME/error.txt); "
-            "fix and rerun: finished points are skipped")
+        log(f"{len(failed)} point(s) failed: {', '.join(f['name'] for f in failed)} (tracebacks: "
+            f"{', '.join(f['traceback'] for f in failed)}); fix and rerun: finished points are skipped")
         return 1
     return 0

@@ -1,6 +1,7 @@
 """SWEEP.yaml -> the list of points to train and evaluate.
 
-    output_dir: runs/frontier              # points/<name>/, frontier.json/.csv, PNGs, report.md
+    output_dir: runs/frontier              # frontier.json/.csv, PNGs, report.md (and points/ by default)
+    points_dir: runs/frontier/points       # optional: where the run folders <name>/ live; default output_dir/points
     base: {...}                            # UPOConfig keys shared by every point (that its method reads)
     eval: {...}                            # EvalConfig keys (data: default = the base's held-out split)
     methods: [dpo, kto, upo, modpo]        # one point per method ...
@@ -25,6 +26,13 @@ With `seeds:`, point NAME trains into points/NAME/seed-S/ with `seed: S` (data o
 initialization, sampling) and generates its evaluation with seed S; every seed shares the held-out
 split of the base's seed (`split_seed`). Without it each point is one run in points/NAME/.
 
+`points_dir` (default output_dir/points; a relative path is relative to the working directory, as
+output_dir is) holds the run folders. Sweeps given the same points_dir share every run they have in
+common: a point of the same name whose config is the same (its run folder is refused otherwise) is
+trained once, and its evaluation with the same settings is reused; each sweep writes its own report
+into its own output_dir. With --quick, points_dir is quick's own, or else the quick output_dir's
+points/ (never the full sweep's); --output_dir moves the reports, not a points_dir the file sets.
+
 Keys and types are checked when the file is read; method names only when a point's UPOConfig is
 built (`point_config`), so a point with a method this version lacks fails alone and the rest run.
 
@@ -43,8 +51,8 @@ from typing import Any
 from upo.config import ConfigError, UPOConfig, coerce, read_yaml_mapping
 from upo.evaluation.config import coerce_eval
 
-TOP_KEYS = ("output_dir", "base", "eval", "methods", "aux_coef", "method_overrides", "reward_variants", "points",
-            "preference_metric", "aux_metrics", "seeds", "quick")
+TOP_KEYS = ("output_dir", "points_dir", "base", "eval", "methods", "aux_coef", "method_overrides", "reward_variants",
+            "points", "preference_metric", "aux_metrics", "seeds", "quick")
 # Every point must share the held-out split (it is the evaluation set) and get its own run folder.
 SHARED_KEYS = ("dataset", "dataset_split", "eval_dataset", "eval_fraction", "seed", "split_seed", "output_dir")
 # Set per point by the sweep, not in eval:
@@ -69,6 +77,7 @@ class Sweep:
     base: dict[str, Any]  # coerced UPOConfig values
     eval: dict[str, Any]  # coerced EvalConfig values
     points: list[Point]
+    points_dir: Path  # the run folders points_dir/<name>[/seed-S]/, which sweeps with the same one share
     preference_metric: str = "auto"
     aux_metrics: list[str] | str = "auto"
     source: str = ""
@@ -219,6 +228,18 @@ def _seeds(value: Any, where: str) -> list[int] | None:
     return list(value)
 
 
+def _points_dir(spec: dict[str, Any], quick_spec: dict[str, Any], output_dir: Path, quick: bool,
+                where: str) -> Path:
+    """The sweep's points_dir: its own, or output_dir/points; with --quick, only one that quick:
+    sets (`quick_spec`), so a smoke run never writes into the full sweep's run folders."""
+    value = quick_spec.get("points_dir") if quick else spec.get("points_dir")
+    if value is None:
+        return output_dir / "points"
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: points_dir: expected a folder path, got {value!r}")
+    return Path(value)
+
+
 def load_sweep(path: str | Path, quick: bool = False, output_dir: str | None = None) -> Sweep:
     """Read SWEEP.yaml (with its quick: overrides when `quick`) and expand its points."""
     path = Path(path)
@@ -226,11 +247,12 @@ def load_sweep(path: str | Path, quick: bool = False, output_dir: str | None = N
     unknown = sorted(set(spec) - set(TOP_KEYS))
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; expected {', '.join(TOP_KEYS)}")
+    quick_spec = spec.get("quick") or {}
     if quick:
-        spec = deep_merge(spec, spec.get("quick") or {})
+        spec = deep_merge(spec, quick_spec)
     spec.pop("quick", None)
     base = _coerce_upo(spec.get("base") or {}, f"{path}: base", allow_shared=True)
-    base.pop("output_dir", None)  # each point's run folder is output_dir/points/<name>
+    base.pop("output_dir", None)  # each point's run folder is points_dir/<name>
     eval_values = spec.get("eval") or {}
     if not isinstance(eval_values, dict):
         raise ConfigError(f"{path}: eval: expected a mapping of eval keys")
@@ -240,11 +262,13 @@ def load_sweep(path: str | Path, quick: bool = False, output_dir: str | None = N
     aux_metrics = spec.get("aux_metrics", "auto")
     if aux_metrics != "auto" and not (isinstance(aux_metrics, list) and aux_metrics):
         raise ConfigError(f"{path}: aux_metrics: expected auto or a list of metric names, got {aux_metrics!r}")
+    out = Path(output_dir or spec.get("output_dir") or "runs/frontier")
     return Sweep(
-        output_dir=Path(output_dir or spec.get("output_dir") or "runs/frontier"),
+        output_dir=out,
         base=base,
         eval=coerce_eval(eval_values, f"{path}: eval"),
         points=expand_points(spec, base),
+        points_dir=_points_dir(spec, quick_spec, out, quick, str(path)),
         preference_metric=str(spec.get("preference_metric", "auto")),
         aux_metrics=aux_metrics,
         source=str(path),
