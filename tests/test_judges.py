@@ -369,3 +369,12 @@ def test_upo_eval_paper_preset_without_any_verdict(tiny_model_dir, pairs_file, t
     assert (m["judge/questions"], m["judge/unparseable"], m["judge/comparisons"]) == (2, 2, 0)
     assert result["per_prompt"]["values"]["judge/win_rate"] == [None, None]
     assert server.requests == 2
+
+
+def test_reward_model_judge_shows_a_bar_over_the_texts_it_scores(tiny_tokenizer, tmp_path, capsys):
+    save_tiny_reward_model(tiny_tokenizer, tmp_path / "rm")
+    capsys.readouterr()
+    RewardModelJudge(str(tmp_path / "rm"), batch_size=2, progress=True).compare(PROMPTS, RESPONSES, REFERENCES)
+    assert "judge:   0%|          | 0/5" in capsys.readouterr().err  # 6 texts, one of them twice
+    RewardModelJudge(str(tmp_path / "rm"), batch_size=2).compare(PROMPTS, RESPONSES, REFERENCES)
+    assert capsys.readouterr().err == ""  # off unless asked

@@ -4,6 +4,7 @@ metrics on the held-out batches (`eval/...` in metrics.jsonl). `upo eval` is `up
 from __future__ import annotations
 
 import torch
+from tqdm.auto import tqdm
 
 from upo.forward import step_inputs
 from upo.methods import Method, needs_kto_reference_point
@@ -13,18 +14,19 @@ from upo.steps import pair_metrics, split_pairs, unpaired_metrics
 
 
 @torch.no_grad()
-def heldout_metrics(loader, policy, reference_fn, method: Method, cfg, accelerator, eval_format: str) -> dict[str, float]:
+def heldout_metrics(loader, policy, reference_fn, method: Method, cfg, accelerator, eval_format: str,
+                    progress: bool = False) -> dict[str, float]:
     """Mean metrics over the held-out batches, averaged over processes, keys prefixed `eval/`.
 
     Implicit rewards are beta * (policy - reference) log-probs. On held-out *pairs* this gives
     `rewards/accuracies` for every method, KTO and UPO included. The method's own loss is reported
     whenever it can be computed on the held-out batches; for KTO-based methods on held-out pairs
     (no mismatched sequences for the reference point) the table's `partial_eval` metrics are (UPO:
-    its aux and value losses).
+    its aux and value losses). `progress`: a tqdm bar over the batches.
     """
     averager = MetricsAverager()
     with eval_mode(policy):
-        for batch in loader:
+        for batch in tqdm(loader, desc="held-out eval", disable=not progress, leave=False):
             x = step_inputs(batch, policy, reference_fn, method, cfg, accelerator)
             metrics = {}
             if x.reference_logps is not None:

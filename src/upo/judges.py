@@ -60,10 +60,12 @@ class RewardModelJudge:
 
     name = "rm"
 
-    def __init__(self, path: str, batch_size: int = 16, max_length: int = 512, cache: ScoreCache | None = None):
+    def __init__(self, path: str, batch_size: int = 16, max_length: int = 512, cache: ScoreCache | None = None,
+                 progress: bool = False):
         self.path = path
         self.cache = cache
-        self._score = reward_model_scorer(path, batch_size=batch_size, max_length=max_length)
+        self._score = reward_model_scorer(path, batch_size=batch_size, max_length=max_length, progress=progress,
+                                          desc="judge")
         # the cache key of `rm:PATH` scores; another max_length can give other scores, so another key
         self._cache_name = PREFIX + path
         self._version = reward_model_version(path)

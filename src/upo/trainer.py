@@ -260,7 +260,7 @@ def train(cfg: UPOConfig) -> Path:
                 bar.set_postfix(loss=f"{row.get('train/loss', float('nan')):.4f}")
             if eval_loader is not None and ((cfg.eval_steps and global_step % cfg.eval_steps == 0) or last):
                 row.update(heldout_metrics(eval_loader, policy, reference_fn, method, cfg, accelerator,
-                                           data.eval_format))
+                                           data.eval_format, progress=show))
             if row:
                 writer.write(global_step, row)
                 accelerator.log(row, step=global_step)

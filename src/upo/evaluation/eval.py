@@ -66,7 +66,8 @@ def make_judge(cfg: EvalConfig, cache=None):
 
     if cfg.judge.startswith("rm:"):
         return judges.RewardModelJudge(cfg.judge[3:], batch_size=cfg.judge_batch_size,
-                                       max_length=cfg.judge_max_length, cache=cache)
+                                       max_length=cfg.judge_max_length, cache=cache,
+                                       progress=cfg.progress)
     return judges.LLMJudge(cfg.judge_base_url, cfg.judge_model, api_key_env=cfg.judge_api_key_env,
                            preset=cfg.judge_preset, both_orders=cfg.judge_both_orders, seed=cfg.judge_seed)
 

@@ -14,6 +14,7 @@ import hashlib
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 PREFIX = "rm:"
 
@@ -49,8 +50,10 @@ def adds_special_tokens(tokenizer) -> bool:
     return not getattr(tokenizer, "chat_template", None)
 
 
-def reward_model_scorer(path: str, batch_size: int = 16, max_length: int = 512):
-    """A RewardFn backed by the sequence-classification model at `path`."""
+def reward_model_scorer(path: str, batch_size: int = 16, max_length: int = 512, progress: bool = False,
+                        desc: str = "reward model"):
+    """A RewardFn backed by the sequence-classification model at `path`; `progress` shows a tqdm
+    bar (`desc`) over the texts scored."""
     if path.startswith((".", "/", "~")) and not Path(path).expanduser().exists():
         raise ValueError(f"reward model path does not exist: {path}")
 
@@ -58,6 +61,7 @@ def reward_model_scorer(path: str, batch_size: int = 16, max_length: int = 512):
     def score(prompts: list[str], completions: list[str]) -> list[float]:
         tokenizer, model = _load(path)
         out: list[float] = []
+        bar = tqdm(total=len(prompts), desc=desc, unit="text", disable=not (progress and prompts), leave=False)
         for start in range(0, len(prompts), batch_size):
             texts = [render(tokenizer, p, c) for p, c in
                      zip(prompts[start : start + batch_size], completions[start : start + batch_size], strict=True)]
@@ -66,6 +70,8 @@ def reward_model_scorer(path: str, batch_size: int = 16, max_length: int = 512):
             logits = model(**enc).logits.float()  # [b, num_labels]
             values = logits[:, 0] if logits.shape[1] == 1 else logits[:, -1] - logits[:, 0]
             out += values.cpu().tolist()
+            bar.update(len(texts))
+        bar.close()
         return out
 
     return score

@@ -129,11 +129,11 @@ def load_reward_model(path: str, tokenizer, cfg: RMConfig):
     return model
 
 
-def evaluate_saved(final: Path, pairs: list[PreferencePair], max_length: int) -> dict[str, float]:
+def evaluate_saved(final: Path, pairs: list[PreferencePair], max_length: int, progress: bool = False) -> dict[str, float]:
     """Held-out metrics of the saved model, through the `rm:` scorer that will read it."""
     if not pairs:
         return {}
-    score = reward_model_scorer(str(final), max_length=max_length)
+    score = reward_model_scorer(str(final), max_length=max_length, progress=progress, desc="held-out eval")
     prompts = [prompt_text(p.prompt) for p in pairs]
     chosen = torch.tensor(score(prompts, [p.chosen for p in pairs]))  # [n]
     rejected = torch.tensor(score(prompts, [p.rejected for p in pairs]))  # [n]
@@ -219,7 +219,7 @@ def train_reward_model(cfg: RMConfig) -> tuple[Path, dict[str, float]]:
     final = _save(model, tokenizer, cfg, out)
     del model, optimizer, trainable  # the scorer loads its own copy from final/
     metrics = {
-        **evaluate_saved(final, data.eval_pairs, cfg.max_length),
+        **evaluate_saved(final, data.eval_pairs, cfg.max_length, progress=cfg.progress),
         **last_logged,
         "train/pairs": len(data.train_items),
         "train/steps": step,
