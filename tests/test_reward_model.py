@@ -45,3 +45,21 @@ def test_reward_model_is_cached_and_versioned(tiny_tokenizer, tmp_path):
 def test_missing_reward_model_path(tmp_path):
     with pytest.raises(ValueError, match="reward model path does not exist"):
         resolve_reward(f"rm:{tmp_path / 'nope'}")
+
+
+def test_scores_are_batched_by_length_and_returned_in_input_order(tiny_tokenizer, tmp_path, monkeypatch):
+    """Texts are scored shortest first in batches of similar lengths; each score is its text's alone."""
+    from upo.rewards import reward_model
+
+    save_tiny_reward_model(tiny_tokenizer, tmp_path / "rm")
+    texts = ["a b c d e f g h i j k l", "a", "a b c d e f", "a b", "a b c d e f g h i j k l m n o p q", "a b c"]
+    score = reward_model.reward_model_scorer(str(tmp_path / "rm"), batch_size=2)
+    alone = [score(["Hi?"], [t])[0] for t in texts]
+    widths = []
+    tokenizer, model = reward_model._load(str(tmp_path / "rm"))
+    original = model.forward
+    monkeypatch.setattr(model, "forward", lambda **kw: widths.append(kw["input_ids"].shape[1]) or original(**kw))
+    assert score(["Hi?"] * len(texts), texts) == pytest.approx(alone, abs=1e-5)
+    assert widths == sorted(widths) and len(widths) == 3  # 3 batches of 2, narrowest first
+    lengths = sorted(len(tokenizer(reward_model.render(tokenizer, "Hi?", t))["input_ids"]) for t in texts)
+    assert widths == [max(lengths[i : i + 2]) for i in range(0, 6, 2)]  # each batch pads to its own longest

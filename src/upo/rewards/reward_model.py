@@ -2,7 +2,8 @@
 name when online).
 
 Each (prompt, response) is rendered as a user/assistant exchange with the model's chat template
-when it has one (else `prompt + "\\n\\n" + response`), scored in batches, on GPU when there is one.
+when it has one (else `prompt + "\\n\\n" + response`), scored in batches of similar lengths (right-padded,
+so a text's score does not depend on its batch beyond float rounding), on GPU when there is one.
 The reward is the single logit of a 1-label model (Bradley-Terry reward models), or the logit of the
 last label minus the first for classifiers with several labels (e.g. positive vs negative).
 """
@@ -60,17 +61,21 @@ def reward_model_scorer(path: str, batch_size: int = 16, max_length: int = 512, 
     @torch.inference_mode()
     def score(prompts: list[str], completions: list[str]) -> list[float]:
         tokenizer, model = _load(path)
-        out: list[float] = []
-        bar = tqdm(total=len(prompts), desc=desc, unit="text", disable=not (progress and prompts), leave=False)
-        for start in range(0, len(prompts), batch_size):
-            texts = [render(tokenizer, p, c) for p, c in
-                     zip(prompts[start : start + batch_size], completions[start : start + batch_size], strict=True)]
-            enc = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_length,
-                            add_special_tokens=adds_special_tokens(tokenizer)).to(model.device)
+        texts = [render(tokenizer, p, c) for p, c in zip(prompts, completions, strict=True)]
+        ids = tokenizer(texts, truncation=True, max_length=max_length,
+                        add_special_tokens=adds_special_tokens(tokenizer))["input_ids"]
+        # Batches of similar lengths pad little: scored shortest first, returned in the input order.
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        out = [0.0] * len(ids)
+        bar = tqdm(total=len(ids), desc=desc, unit="text", disable=not (progress and ids), leave=False)
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            enc = tokenizer.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt").to(model.device)
             logits = model(**enc).logits.float()  # [b, num_labels]
             values = logits[:, 0] if logits.shape[1] == 1 else logits[:, -1] - logits[:, 0]
-            out += values.cpu().tolist()
-            bar.update(len(texts))
+            for i, v in zip(batch, values.cpu().tolist(), strict=True):
+                out[i] = v
+            bar.update(len(batch))
         bar.close()
         return out
 
