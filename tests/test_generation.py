@@ -124,3 +124,36 @@ def test_a_generation_killed_part_way_resumes_from_its_partial_file(tiny_model, 
     assert calls == []  # the batches written after the cut line are whole lines, found again
     assert generate(tiny_model, tiny_tokenizer, PROMPTS, partial=partial, partial_key="run b", **kwargs) == whole
     assert len(calls) == 3
+
+
+def test_inference_autocast_gives_autocasts_numbers_without_a_cast_per_call(wide_model_dir, tiny_tokenizer):
+    """`inference_autocast` holds the linear weights in bf16 for the block: the same tokens and
+    log-probs as plain autocast, bitwise; the tied LM head / embedding stays fp32; everything is
+    restored after. The width-256 model is wide enough for bf16 to show (a bf16 model differs)."""
+    from transformers import AutoModelForCausalLM
+
+    from upo.logps import sequence_logps
+    from upo.modeling import inference_autocast
+
+    model = AutoModelForCausalLM.from_pretrained(wide_model_dir).eval()
+    before = {name: (p, p.detach().clone()) for name, p in model.named_parameters()}
+    ids = torch.randint(3, len(tiny_tokenizer), (4, 24), generator=torch.Generator().manual_seed(0))
+    mask, loss_mask = torch.ones_like(ids), torch.arange(24).expand(4, 24) >= 8
+    kwargs = dict(max_new_tokens=8, batch_size=2, seed=3, progress=False)
+
+    def run():
+        with torch.no_grad():
+            return sequence_logps(model, ids, mask, loss_mask).sum, generate(model, tiny_tokenizer, PROMPTS, **kwargs)
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = run()
+    with inference_autocast(model, "bf16"):
+        assert model.model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
+        assert model.lm_head.weight.dtype == model.model.embed_tokens.weight.dtype == torch.float32  # tied
+        held = run()
+    assert torch.equal(held[0], plain[0]) and held[1] == plain[1]
+    for name, p in model.named_parameters():  # the same parameters, dtype and values
+        assert p is before[name][0] and torch.equal(p, before[name][1]), name
+    with torch.no_grad():
+        bf16_model = sequence_logps(model.to(torch.bfloat16), ids, mask, loss_mask).sum
+    assert not torch.equal(bf16_model.float(), plain[0].float())  # the check above could fail

@@ -18,8 +18,6 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
 from upo.config import EMBEDDED_MODEL, UPOConfig
 from upo.data.readers import load_records
 from upo.demo.dataset import build_demo_pairs, write_jsonl
@@ -28,7 +26,7 @@ from upo.demo.simulated_user import user_score
 from upo.embedded import embedded_model_dir
 from upo.generation import generate
 from upo.metrics import read_metrics
-from upo.modeling import load_causal_lm, load_tokenizer
+from upo.modeling import inference_autocast, load_causal_lm, load_tokenizer
 from upo.rewards.builtin import BUILTIN_REWARDS
 
 AUX_REWARDS = {"readability": 1.0}
@@ -46,7 +44,7 @@ def _make_data(model_dir: Path, data_dir: Path, n_train: int, n_eval: int, seed:
     tokenizer = load_tokenizer(str(model_dir))
     model = load_causal_lm(str(model_dir))
     data_dir.mkdir(parents=True, exist_ok=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with inference_autocast(model, "bf16"):
         # Four samples a prompt, best vs worst by the simulated user: two samples tie too often.
         eval_rows = build_demo_pairs(model, tokenizer, EVAL_PROMPTS[:n_eval], samples_per_prompt=4, seed=seed + 1)
         train_rows = build_demo_pairs(model, tokenizer, TRAIN_PROMPTS[:n_train], samples_per_prompt=4, seed=seed)
@@ -85,7 +83,7 @@ def _evaluate_generations(model_dir: Path, prompts: list[str], seed: int) -> dic
     tokenizer = load_tokenizer(str(model_dir))
     model = load_causal_lm(str(model_dir))
     messages = [[{"role": "user", "content": p}] for p in prompts]
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with inference_autocast(model, "bf16"):
         outputs = generate(model, tokenizer, messages, max_new_tokens=64, num_return_sequences=2, seed=seed)
     flat_prompts = [p for p, outs in zip(prompts, outputs, strict=True) for _ in outs]
     flat = [o for outs in outputs for o in outs]

@@ -33,7 +33,7 @@ import yaml
 from upo.data.records import PreferencePair, Prompt, prompt_text
 from upo.evaluation.config import EvalConfig
 from upo.evaluation.heldout import fit_prompt, heldout_records, references
-from upo.evaluation.implicit import autocast, implicit_reward_values, pair_logps
+from upo.evaluation.implicit import implicit_reward_values, pair_logps
 from upo.evaluation.intervals import (
     INTERVAL_SETTINGS,
     compact_json,
@@ -45,7 +45,7 @@ from upo.evaluation.intervals import (
 from upo.evaluation.metrics import direction, length_values, scorer_values, violation_values
 from upo.evaluation.report import format_eval
 from upo.generation import generate
-from upo.modeling import load_causal_lm, load_tokenizer, resolve_model_path
+from upo.modeling import inference_autocast, load_causal_lm, load_tokenizer, resolve_model_path
 
 DEFAULT_BETA = 0.1
 
@@ -176,7 +176,7 @@ def run_eval(cfg: EvalConfig, *, judge=None, reference_memo: dict | None = None)
     json_path, md_path, gen_path = output_paths(cfg.output)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     partial = gen_path.with_suffix(".partial.jsonl")  # finished generation batches: a killed evaluation resumes
-    with autocast(model, cfg.precision):
+    with inference_autocast(model, cfg.precision):
         outputs = generate(model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens, do_sample=cfg.do_sample,
                            temperature=cfg.temperature, top_p=cfg.top_p, num_return_sequences=cfg.samples,
                            batch_size=cfg.gen_batch_size, seed=cfg.seed, progress=cfg.progress, aux_coef=cfg.aux_coef,

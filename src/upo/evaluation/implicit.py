@@ -17,16 +17,8 @@ from upo.data.records import PreferencePair
 from upo.data.steering import steering_suffix
 from upo.data.tokenize import tokenize_pairs
 from upo.logps import sequence_logps
-from upo.modeling import eval_mode
+from upo.modeling import eval_mode, inference_autocast
 from upo.reference import item_logps
-
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def autocast(model, precision: str):
-    """Autocast on the model's device in `precision` (bf16 | fp16), or a no-op context for fp32."""
-    return torch.autocast(model.device.type, dtype=AUTOCAST_DTYPES.get(precision, torch.float32),
-                          enabled=precision in AUTOCAST_DTYPES)
 
 
 @torch.no_grad()
@@ -44,10 +36,9 @@ def pair_logps(model, tokenizer, pairs: list[PreferencePair], *, max_length: int
         item["prompt_ids"] = item["prompt_ids"] + steer
 
     def logps_fn(input_ids, attention_mask, loss_mask):  # [2n] rows [0, n) chosen, [n, 2n) rejected
-        with autocast(model, precision):
-            return sequence_logps(model, input_ids, attention_mask, loss_mask, shared_prompt=True).sum
+        return sequence_logps(model, input_ids, attention_mask, loss_mask, shared_prompt=True).sum
 
-    with eval_mode(model):
+    with eval_mode(model), inference_autocast(model, precision):
         logps = item_logps(items, "paired", collate_fn("paired", tokenizer.pad_token_id), logps_fn,
                            batch_size=batch_size, device=model.device, progress=progress, desc=desc)
     return {item["index"]: (lp["chosen_logps"], lp["rejected_logps"]) for item, lp in zip(items, logps, strict=True)}
