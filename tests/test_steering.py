@@ -25,6 +25,7 @@ from upo.data.steering import (
     condition_offsets,
     condition_token,
     read_steering,
+    steering_conditions,
     steering_suffix,
     steering_token_ids,
 )
@@ -142,11 +143,11 @@ def test_held_out_log_probs_of_a_steered_model_keep_the_references_tokens(tiny_t
 
 def test_condition_draw_is_balanced_seeded_and_rotates_each_epoch():
     items = [{"index": i, "prompt_ids": [7, i], "completion_ids": [1]} for i in range(10)]
-    token_ids = {0.0: 100, 0.3: 101, 1.0: 102, 3.0: 103}
-    data = ConditionedItems(items, token_ids, seed=3)
+    conditions = steering_conditions({0.0: 100, 0.3: 101, 1.0: 102, 3.0: 103}, None)
+    data = ConditionedItems(items, conditions, seed=3)
     first = [data.condition(k) for k in range(10)]
     assert sorted(Counter(first).values()) == [2, 2, 3, 3]  # every condition, shares within one example
-    assert first == ConditionedItems(items, token_ids, seed=3).offsets.tolist()  # the seed fixes it
+    assert first == ConditionedItems(items, conditions, seed=3).offsets.tolist()  # the seed fixes it
     assert first != condition_offsets(10, 4, seed=4).tolist()
     seen = [set() for _ in items]
     for epoch in range(4):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import re
 import types
 import typing
@@ -64,6 +65,7 @@ class UPOConfig:
     undesirable_weight: Positive[float] = 1.0  # KTO lambda_U
     aux_coef: NonNegative[float] = 1.0  # lambda: weight of UPO's advantage-weighted likelihood
     steer_aux_coefs: list[float] | None = None  # steered UPO: one policy for all these lambdas, each example drawn one and told it by a control token (README, Steered UPO); null = off
+    steer_reward_mixes: dict[str, dict[str, float]] | None = None  # steered UPO over reward mixes: name -> rewards mapping, each example drawn one (with steer_aux_coefs, one pair) and told it by a control token; replaces rewards (README, Steered UPO); null = off
     eta: Positive[float] = 1.0  # AWR temperature, on standardized rewards
     max_weight: Positive[float] = 20.0  # clip of exp(A / eta)
     tau: Annotated[float, Interval("(0, 1)")] = 0.7  # expectile of the value regression
@@ -150,20 +152,31 @@ class UPOConfig:
             )
 
     def _check_steering(self, methods: dict) -> None:
-        """steer_aux_coefs: distinct values >= 0, a method that can be steered, reference log-probs
-        computed once (they do not depend on the condition: upo.data.steering)."""
-        coefs = self.steer_aux_coefs
-        if coefs is None:
+        """steer_aux_coefs: distinct values >= 0; steer_reward_mixes: named reward mappings, in place
+        of `rewards`; either: a method that can be steered, reference log-probs computed once (they do
+        not depend on the condition: upo.data.steering)."""
+        steered = [key for key in ("steer_aux_coefs", "steer_reward_mixes") if getattr(self, key) is not None]
+        if not steered:
             return
+        keys = " and ".join(steered)
         steerable = [name for name, m in methods.items() if m.steerable]
         if self.method not in steerable:
-            raise ConfigError(f"steer_aux_coefs: method {self.method!r} cannot be steered; use {', '.join(steerable)}")
+            raise ConfigError(f"{keys}: method {self.method!r} cannot be steered; use {', '.join(steerable)}")
+        coefs = self.steer_aux_coefs
         # distinct as their control tokens write them (6 significant digits: upo.data.steering)
-        if not coefs or not all(0 <= c < float("inf") for c in coefs) or len({f"{c:g}" for c in coefs}) != len(coefs):
+        if coefs is not None and (not coefs or not all(0 <= c < float("inf") for c in coefs)
+                                  or len({f"{c:g}" for c in coefs}) != len(coefs)):
             raise ConfigError(f"steer_aux_coefs must be a non-empty list of distinct finite numbers >= 0, got {coefs}")
-        self.steer_aux_coefs = [float(c) for c in coefs]
+        if coefs is not None:
+            self.steer_aux_coefs = [float(c) for c in coefs]
+        if self.steer_reward_mixes is not None:
+            self.steer_reward_mixes = _checked_mixes(self.steer_reward_mixes)
+            if self.rewards or self.relabel:
+                raise ConfigError("steer_reward_mixes replaces rewards: each mix is a rewards mapping of its own, and "
+                                  "an example's r_a is its mix's; remove rewards (and relabel, which re-ranks pairs "
+                                  "by one reward)")
         if not self.precompute_ref_logps:
-            raise ConfigError("steer_aux_coefs needs precompute_ref_logps: true: the reference log-probs do not "
+            raise ConfigError(f"{keys} needs precompute_ref_logps: true: the reference log-probs do not "
                               "depend on the condition, so they are computed once, from the prompts without it")
 
     def _ignored_keys(self, method) -> dict[str, str]:
@@ -204,6 +217,26 @@ class UPOConfig:
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _checked_mixes(mixes: Any) -> dict[str, dict[str, float]]:
+    """steer_reward_mixes as {name: {scorer: float weight}}: a non-empty mapping of names a control
+    token can carry (letters, digits, '.', '_', '-'), each a non-empty mapping of finite weights."""
+    from upo.data.steering import MIX_NAME
+
+    if not isinstance(mixes, dict) or not mixes:
+        raise ConfigError(f"steer_reward_mixes must be a non-empty mapping of name -> rewards, got {mixes!r}")
+    out = {}
+    for name, weights in mixes.items():
+        if not isinstance(name, str) or not MIX_NAME.match(name):
+            raise ConfigError(f"steer_reward_mixes: mix name {name!r}: use letters, digits, '.', '_' and '-' only")
+        if not isinstance(weights, dict) or not weights:
+            raise ConfigError(f"steer_reward_mixes.{name} must be a non-empty mapping of reward -> weight, "
+                              f"got {weights!r}")
+        out[name] = _coerce_weights(f"steer_reward_mixes.{name}", weights, "steer_reward_mixes")
+        if not all(math.isfinite(w) for w in out[name].values()):
+            raise ConfigError(f"steer_reward_mixes.{name}: weights must be finite numbers, got {weights!r}")
+    return out
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
@@ -281,6 +314,8 @@ def _coerce_type(key: str, hint: Any, value: Any, source: str) -> Any:
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return value
         raise ConfigError(f"{source}: {key!r} must be a list of strings, got {value!r}")
+    if origin is dict and typing.get_args(hint)[1] is not float:  # steer_reward_mixes
+        return _coerce_mixes(key, value, source)
     if origin is dict:
         return _coerce_weights(key, value, source)
     raise ConfigError(f"{source}: cannot set {key!r} from {value!r}")
@@ -305,6 +340,17 @@ def _coerce_weights(key: str, value: Any, source: str) -> dict[str, float]:
         except (TypeError, ValueError):
             raise ConfigError(f"{source}: weight of {key}.{name} must be a number, got {weight!r}") from None
     return result
+
+
+def _coerce_mixes(key: str, value: Any, source: str) -> dict[str, dict[str, float]]:
+    """`{name: {reward: weight}}` from YAML, or the same as YAML text from the command line
+    (`--steer_reward_mixes '{safe: {safety: 1}, readable: {readability: 1}}'`)."""
+    if isinstance(value, str):
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{source}: {key!r} must be a YAML mapping of name -> rewards: {e}") from None
+    return _checked_mixes(value)
 
 
 def _closest(key: str) -> str | None:

@@ -22,11 +22,12 @@ from upo.data.records import Prompt
 from upo.data.tokenize import encode_prompt
 
 
-def _prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: Prompt, aux_coef: float | None = None) -> list[int]:
+def _prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: Prompt, aux_coef: float | None = None,
+                reward_mix: str | None = None) -> list[int]:
     """Token ids of one prompt as training encodes it (`upo.data.tokenize.encode_prompt`); a model
     trained with CSFT gets its desirable control token appended (`upo.data.control`), a steered one
-    the token of `aux_coef` (`upo.data.steering`)."""
-    return encode_prompt(prompt, tokenizer) + generation_suffix(tokenizer, aux_coef)
+    the tokens of `aux_coef` and `reward_mix` (`upo.data.steering`)."""
+    return encode_prompt(prompt, tokenizer) + generation_suffix(tokenizer, aux_coef, reward_mix)
 
 
 def _left_pad(seqs: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,6 +55,7 @@ def generate(
     seed: int = 0,
     progress: bool = True,
     aux_coef: float | None = None,
+    reward_mix: str | None = None,
     partial: Path | None = None,
     partial_key: str = "",
 ) -> list[list[str]]:
@@ -74,6 +76,8 @@ def generate(
         progress: show a tqdm bar over batches.
         aux_coef: for a model trained steered (`steer_aux_coefs`), the auxiliary strength to generate
             with, one of the trained values (else a SteeringError lists them); None for other models.
+        reward_mix: likewise for a model trained steered over reward mixes (`steer_reward_mixes`):
+            the name of the mix to generate with.
         partial: a JSON-lines file that keeps each finished batch's completions, so a generation
             killed part-way resumes with the batches it lacks. Each batch is seeded on its own, so
             the result is the one an uninterrupted call gives. A batch is reused only under the same
@@ -97,7 +101,7 @@ def generate(
     if model.generation_config.eos_token_id is None and tokenizer.eos_token_id is not None:
         gen_kwargs["eos_token_id"] = tokenizer.eos_token_id
 
-    ids = [_prompt_ids(tokenizer, p, aux_coef) for p in prompts]
+    ids = [_prompt_ids(tokenizer, p, aux_coef, reward_mix) for p in prompts]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # stable: ties keep input order
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     completions: list[list[str]] = [[] for _ in prompts]

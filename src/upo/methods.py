@@ -36,8 +36,9 @@ class Method:
     accepts_rewards: bool = False  # adds r_a to its reward when auxiliary rewards are configured (optional)
     needs_kto_reference_point: bool = False  # KTO's z0 from mismatched pairs (the "pref" methods: when kto)
     control_tokens: bool = False  # CSFT: prompts end with a desirable/undesirable token (upo.data.control)
-    # steer_aux_coefs may train one policy conditioned on aux_coef (upo.data.steering): its step reads
-    # each example's StepInputs.aux_coef in place of cfg.aux_coef.
+    # steer_aux_coefs / steer_reward_mixes may train one policy conditioned on aux_coef or the reward
+    # mix (upo.data.steering): its step reads each example's StepInputs.aux_coef in place of
+    # cfg.aux_coef, and its rewards (each example's mix's r_a).
     steerable: bool = False
     # Held-out metrics when the loss cannot run: with a KTO term, held-out pairs lack the mismatched
     # sequences of its reference point (upo.heldout_metrics); None = only the implicit rewards.

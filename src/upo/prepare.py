@@ -20,6 +20,7 @@ from upo.data.readers import load_records
 from upo.data.records import DataError, PreferencePair, UnpairedExample, prompt_text, to_unpaired
 from upo.data.relabel import relabel_pairs
 from upo.data.split import drop_training_rows, split_heldout
+from upo.data.steering import condition_length
 from upo.data.tokenize import TruncationStats, tokenize_pairs, tokenize_unpaired
 from upo.methods import METHODS, batch_format
 
@@ -30,7 +31,7 @@ class PreparedData:
     eval_items: list[dict]  # paired when the source is paired (for reward accuracies), else unpaired
     train_format: str  # "paired" | "unpaired"
     eval_format: str
-    standardizer: object | None = None  # upo.rewards.scoring.RewardStandardizer
+    standardizer: object | None = None  # upo.rewards.scoring.RewardStandardizer (RewardMixes with reward mixes)
     report: list[str] = field(default_factory=list)  # human lines: counts of skips, truncation, drops
 
 
@@ -55,15 +56,22 @@ def _completions(records) -> tuple[list[str], list[str], list[str]]:
     return prompts, completions, sources
 
 
-def score_records(records, cfg: UPOConfig, standardizer=None, progress: bool = True):
-    """Return (r_a per response [n_responses], standardizer fitted on these records if none given)."""
+def _raw_scores(records, names: list[str], cfg: UPOConfig, progress: bool) -> np.ndarray:
+    """Raw scores [n_responses, K] of every response, column k = reward names[k] (cached on disk)."""
     from upo.rewards.cache import ScoreCache, default_cache_dir
-    from upo.rewards.scoring import RewardStandardizer, score_texts
+    from upo.rewards.scoring import score_texts
 
-    names = list(cfg.rewards)
     prompts, completions, sources = _completions(records)
     with ScoreCache(cfg.cache_dir or default_cache_dir()) as cache:
-        raw = score_texts(prompts, completions, names, cache=cache, progress=progress, sources=sources)
+        return score_texts(prompts, completions, names, cache=cache, progress=progress, sources=sources)
+
+
+def score_records(records, cfg: UPOConfig, standardizer=None, progress: bool = True):
+    """Return (r_a per response [n_responses], standardizer fitted on these records if none given)."""
+    from upo.rewards.scoring import RewardStandardizer
+
+    names = list(cfg.rewards)
+    raw = _raw_scores(records, names, cfg, progress)
     if standardizer is None:
         standardizer = RewardStandardizer.fit(
             raw, names, [cfg.rewards[n] for n in names], standardize=cfg.standardize_rewards
@@ -71,22 +79,40 @@ def score_records(records, cfg: UPOConfig, standardizer=None, progress: bool = T
     return standardizer.combine(raw), standardizer
 
 
-def _attach_rewards(items: list[dict], records, r_a: np.ndarray) -> None:
-    """Items keep `index` into `records`; responses were scored in `_completions` order."""
+def score_mixes(records, cfg: UPOConfig, mixes=None, progress: bool = True):
+    """Return ({mix: r_a per response [n_responses]}, `RewardMixes` fitted on these records if none
+    given) for cfg.steer_reward_mixes: each scorer of their union runs once."""
+    from upo.rewards.scoring import RewardMixes
+
+    raw = _raw_scores(records, RewardMixes.union(cfg.steer_reward_mixes), cfg, progress)
+    if mixes is None:
+        mixes = RewardMixes.fit(raw, cfg.steer_reward_mixes, standardize=cfg.standardize_rewards)
+    return mixes.combine(raw), mixes
+
+
+def _item_rewards(paired: bool, i: int, r_a: np.ndarray) -> dict[str, float]:
+    """Record i's rewards as an item carries them; responses were scored in `_completions` order."""
+    if paired:
+        return {"chosen_reward": float(r_a[2 * i]), "rejected_reward": float(r_a[2 * i + 1])}
+    return {"reward": float(r_a[i])}
+
+
+def _attach_rewards(items: list[dict], records, r_a: np.ndarray | dict[str, np.ndarray]) -> None:
+    """Items keep `index` into `records`. One r_a: its rewards on each item; {mix: r_a} (reward mixes):
+    each item's `mix_rewards` = {mix: its rewards}, which its condition picks (upo.data.steering)."""
     paired = _is_paired(records)
     for item in items:
-        i = item["index"]
-        if paired:
-            item["chosen_reward"], item["rejected_reward"] = float(r_a[2 * i]), float(r_a[2 * i + 1])
+        if isinstance(r_a, dict):
+            item["mix_rewards"] = {mix: _item_rewards(paired, item["index"], r) for mix, r in r_a.items()}
         else:
-            item["reward"] = float(r_a[i])
+            item.update(_item_rewards(paired, item["index"], r_a))
 
 
 def _tokenize(records, tokenizer, cfg: UPOConfig) -> tuple[list[dict], TruncationStats]:
     # CSFT: the trainer added the control tokens to the tokenizer; prompts end with one.
     control = control_token_ids(tokenizer) if METHODS[cfg.method].control_tokens else None
-    # Steered runs: the condition token is appended per epoch (upo.data.steering); leave room for it.
-    room = 1 if cfg.steer_aux_coefs else 0
+    # Steered runs: the condition tokens are appended per epoch (upo.data.steering); leave room for them.
+    room = condition_length(cfg.steer_aux_coefs, cfg.steer_reward_mixes)
     lengths = {"max_length": cfg.max_length - room, "max_prompt_length": cfg.max_prompt_length - room,
                "control": control}
     if _is_paired(records):
@@ -144,7 +170,11 @@ def prepare_data(cfg: UPOConfig, tokenizer, progress: bool = True) -> PreparedDa
 
     standardizer = None
     train_rewards = eval_rewards = None
-    if method.uses_rewards or (method.accepts_rewards and cfg.rewards):
+    if cfg.steer_reward_mixes:  # steered over reward mixes (UPOConfig: in place of rewards)
+        train_rewards, standardizer = score_mixes(records, cfg, progress=progress)
+        if eval_records:
+            eval_rewards, _ = score_mixes(eval_records, cfg, standardizer, progress=progress)
+    elif method.uses_rewards or (method.accepts_rewards and cfg.rewards):
         if not cfg.rewards:
             raise ValueError(
                 f"method {cfg.method!r} optimizes auxiliary rewards but none are configured; "

@@ -37,7 +37,13 @@ from upo.config import UPOConfig
 from upo.curves import plot_curves
 from upo.data.collate import LengthGroupedBatchSampler, collate_fn, first_items, sequence_lengths
 from upo.data.control import add_control_tokens
-from upo.data.steering import ConditionedItems, add_steering_tokens, write_steering
+from upo.data.steering import (
+    ConditionedItems,
+    add_mix_tokens,
+    add_steering_tokens,
+    steering_conditions,
+    write_steering,
+)
 from upo.engines import configure_engine, prepare_reference
 from upo.forward import step_inputs
 from upo.heldout_metrics import heldout_metrics
@@ -104,8 +110,11 @@ def train(cfg: UPOConfig) -> Path:
     # ---- model, tokenizer, data ----------------------------------------------------------------
     tokenizer = load_tokenizer(model_path)
     control_ids = add_control_tokens(tokenizer) if method.control_tokens else None  # CSFT
-    steer_ids = add_steering_tokens(tokenizer, cfg.steer_aux_coefs) if cfg.steer_aux_coefs else None  # steered UPO
-    new_token_ids = sorted([*(control_ids or {}).values(), *(steer_ids or {}).values()])
+    # steered UPO: the conditions' tokens (aux_coef's, then the reward mixes')
+    aux_ids = add_steering_tokens(tokenizer, cfg.steer_aux_coefs) if cfg.steer_aux_coefs else None
+    mix_ids = add_mix_tokens(tokenizer, list(cfg.steer_reward_mixes)) if cfg.steer_reward_mixes else None
+    conditions = steering_conditions(aux_ids, mix_ids)  # [] when not steered
+    new_token_ids = sorted([*(control_ids or {}).values(), *(aux_ids or {}).values(), *(mix_ids or {}).values()])
     data = prepare_data(cfg, tokenizer, progress=show)
     for line in data.report:
         log(f"upo: {line}")
@@ -148,13 +157,13 @@ def train(cfg: UPOConfig) -> Path:
         sequence_lengths(data.train_items), cfg.batch_size * world, seed=cfg.seed, group_by_length=cfg.group_by_length,
         per_step=cfg.gradient_accumulation_steps,
     )
-    # Steered: every example carries its condition (token after the prompt, aux_coef), changing each
-    # epoch; the items themselves, whose reference log-probs are computed below, stay without it.
-    train_set = ConditionedItems(data.train_items, steer_ids, cfg.seed) if steer_ids else data.train_items
+    # Steered: every example carries its condition (tokens after the prompt, aux_coef, its mix's rewards),
+    # changing each epoch; the items themselves, whose reference log-probs are computed below, stay without it.
+    train_set = ConditionedItems(data.train_items, conditions, cfg.seed) if conditions else data.train_items
     train_loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate_fn(data.train_format, pad))
     eval_loader = None
     if data.eval_items:
-        eval_set = ConditionedItems(data.eval_items, steer_ids, cfg.seed) if steer_ids else data.eval_items
+        eval_set = ConditionedItems(data.eval_items, conditions, cfg.seed) if conditions else data.eval_items
         eval_loader = DataLoader(eval_set, batch_size=cfg.batch_size * world, collate_fn=collate_fn(data.eval_format, pad))
     groups = [{"params": [p for p in lm.parameters() if p.requires_grad], "lr": cfg.learning_rate}]
     if value_head is not None:
@@ -182,7 +191,7 @@ def train(cfg: UPOConfig) -> Path:
         # Each example's in the micro-batch it has in the first epoch: in bf16 a sequence's log-prob
         # depends on its batch, and so the first step's log-ratios are exactly 0.
         # Steered runs: the same batches, without the condition tokens (the reference never sees them).
-        bare = train_set.bare() if steer_ids else contextlib.nullcontext()
+        bare = train_set.bare() if conditions else contextlib.nullcontext()
         with torch.random.fork_rng(devices=[]), bare:  # iterating a loader draws from the global RNG
             precompute_run_reference_logps(
                 data, reference_fn, accelerator, out / "reference_logps.safetensors", pad,
@@ -214,7 +223,7 @@ def train(cfg: UPOConfig) -> Path:
         # Accelerate's loader re-applies its own pass counter to the sampler at every pass; a resumed
         # run starts it at 0, so set it too (else the epoch after a resume replays epoch 0's order).
         train_loader.set_epoch(epoch)
-        if steer_ids:
+        if conditions:
             train_set.set_epoch(epoch)  # each example's condition of this epoch
         loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
         seen = skip
@@ -346,7 +355,7 @@ def _save_final(accelerator, policy, tokenizer, cfg: UPOConfig, data, out: Path)
                           str(tmp / "value_head.safetensors"))
             if data.standardizer is not None:
                 (tmp / "reward_standardizer.json").write_text(json.dumps(data.standardizer.to_dict(), indent=2))
-            if cfg.steer_aux_coefs:
-                write_steering(tmp, cfg.steer_aux_coefs)
+            if cfg.steer_aux_coefs or cfg.steer_reward_mixes:
+                write_steering(tmp, cfg.steer_aux_coefs, cfg.steer_reward_mixes)
     accelerator.wait_for_everyone()
     return final

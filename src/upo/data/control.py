@@ -36,10 +36,10 @@ def control_token_ids(tokenizer) -> dict[bool, int] | None:
     return None
 
 
-def generation_suffix(tokenizer, aux_coef: float | None = None) -> list[int]:
+def generation_suffix(tokenizer, aux_coef: float | None = None, reward_mix: str | None = None) -> list[int]:
     """Token ids to append to every prompt at generation and evaluation time: the desirable control
-    token for a model trained with CSFT, the token of `aux_coef` for a steered model
-    (`upo.data.steering.steering_suffix`: a SteeringError when it is missing or not a trained value,
-    or given to a model that was not steered), nothing for any other model."""
+    token for a model trained with CSFT, the tokens of `aux_coef` and `reward_mix` for a steered model
+    (`upo.data.steering.steering_suffix`: a SteeringError when one is missing or not a trained value,
+    or given to a model that was not steered on it), nothing for any other model."""
     ids = control_token_ids(tokenizer)
-    return ([ids[True]] if ids else []) + steering_suffix(tokenizer, aux_coef)
+    return ([ids[True]] if ids else []) + steering_suffix(tokenizer, aux_coef, reward_mix)

@@ -1,4 +1,5 @@
-"""Steerable UPO: one policy conditioned on the auxiliary strength aux_coef (`steer_aux_coefs`).
+"""Steerable UPO: one policy conditioned on the auxiliary strength aux_coef (`steer_aux_coefs`), on
+the auxiliary reward's mix (`steer_reward_mixes`), or on both.
 
 In the spirit of Rewards-in-Context (Yang et al. 2024), Conditional Language Policy (Wang et al.
 2024) and Panacea (Zhong et al. 2024), but offline: each training example is given one of the
@@ -8,19 +9,26 @@ UPO's with that aux_coef (`StepInputs.aux_coef`). At generation the caller picks
 token is appended (`steering_suffix`); a value the model was not trained on is an error that lists
 the trained ones.
 
+Reward mixes are named `rewards` mappings (`{safe: {safety: 0.95, readability: 0.05}, ...}`, as a
+sweep's reward_variants): an example under mix m gets m's r_a (`upo.prepare`: every scorer runs
+once, each mix weights the same standardized scores) and the token `<|mix=m|>`. With both, the
+conditions are the pairs (aux_coef, mix), aux_coef first (`steering_conditions`), and the prompt
+ends with both tokens, aux_coef's first.
+
 Which condition an example gets: example k of the training items (k counted in the items' order)
-gets condition `(offset[k] + epoch) % K` of the K values, with `offset` a seeded permutation of the
+gets condition `(offset[k] + epoch) % K` of the K conditions, with `offset` a seeded permutation of the
 items taken modulo K. So each epoch gives every condition to a share of the examples that differs by
 at most one example, an example moves on to the next condition each epoch (K epochs show it with
 every one), and the draw depends only on (seed, k, epoch): a resumed run, which restarts the epoch it
 was in, gives every example the condition it had.
 
 The reference log-probs do not depend on the condition: the reference is the unconditioned starting
-model, pi_ref(y|x), so they are computed once per example from the prompt without the token (hence
-`precompute_ref_logps: true`), and the condition changes only the policy's input. (With LoRA and no
-`ref_model`, the reference is the policy with its adapters disabled, whose vocabulary holds the new
-tokens: their rows start near the mean embedding and take a little of every softmax.) Prompts are
-tokenized one token shorter (`upo.prepare`), so that prompt + condition still fits max_prompt_length.
+model, pi_ref(y|x), so they are computed once per example from the prompt without the tokens (hence
+`precompute_ref_logps: true`), and the condition changes only the policy's input (and, with mixes,
+its reward). (With LoRA and no `ref_model`, the reference is the policy with its adapters disabled,
+whose vocabulary holds the new tokens: their rows start near the mean embedding and take a little of
+every softmax.) Prompts are tokenized one token shorter per condition token (`upo.prepare`), so that
+prompt + condition still fits max_prompt_length.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +44,8 @@ from torch.utils.data import Dataset
 
 STEERING_FILE = "steering.json"  # in final/: the conditions the model was trained on
 _TOKEN = re.compile(r"^<\|aux_coef=([0-9.e+-]+)\|>$")
+MIX_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # a reward mix's name: in its token, point names, folders
+_MIX_TOKEN = re.compile(r"^<\|mix=([A-Za-z0-9][A-Za-z0-9._-]*)\|>$")
 
 
 class SteeringError(ValueError):
@@ -46,15 +57,67 @@ def condition_token(aux_coef: float) -> str:
     return f"<|aux_coef={aux_coef:g}|>"
 
 
+def mix_token(name: str) -> str:
+    """The control token of one reward mix: 'safe' -> '<|mix=safe|>'."""
+    return f"<|mix={name}|>"
+
+
+def condition_length(aux_coefs: list[float] | None, reward_mixes: dict | None) -> int:
+    """Tokens a condition appends to the prompt: one per steered quantity (aux_coef, reward mix)."""
+    return int(bool(aux_coefs)) + int(bool(reward_mixes))
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One steering condition: what an example is trained under, and the tokens that tell the model."""
+
+    aux_coef: float | None  # UPO's aux_coef for the example; None: the config's (aux_coef not steered)
+    reward_mix: str | None  # the mix whose r_a the example gets; None: the one `rewards` (mixes not steered)
+    token_ids: tuple[int, ...]  # appended after the prompt: aux_coef's token, then the mix's
+
+
+def steering_conditions(aux_ids: dict[float, int] | None, mix_ids: dict[str, int] | None) -> list[Condition]:
+    """The K conditions of a steered run, aux_coef-major: every (aux_coef, mix) pair when both are
+    steered, else every value of the one that is; [] when neither is.
+
+    aux_ids: {aux_coef: token id} (`add_steering_tokens`); mix_ids: {mix: token id} (`add_mix_tokens`).
+    """
+    coefs = list((aux_ids or {}).items()) or [(None, None)]
+    mixes = list((mix_ids or {}).items()) or [(None, None)]
+    return [Condition(c, m, tuple(t for t in (c_id, m_id) if t is not None))
+            for c, c_id in coefs for m, m_id in mixes if c is not None or m is not None]
+
+
 def add_steering_tokens(tokenizer, aux_coefs: list[float]) -> dict[float, int]:
     """Add each value's token as a special token (a no-op for those present); returns {aux_coef: token id}.
 
     The model's embeddings must then be resized to `len(tokenizer)`.
     """
-    tokenizer.add_special_tokens({"additional_special_tokens": [condition_token(c) for c in aux_coefs]},
+    return _add_special_tokens(tokenizer, {float(c): condition_token(c) for c in aux_coefs})
+
+
+def add_mix_tokens(tokenizer, names: list[str]) -> dict[str, int]:
+    """Add each reward mix's token as a special token (a no-op for those present); returns {name: token id}.
+
+    The model's embeddings must then be resized to `len(tokenizer)`.
+    """
+    return _add_special_tokens(tokenizer, {n: mix_token(n) for n in names})
+
+
+def _add_special_tokens(tokenizer, tokens: dict) -> dict:
+    """Add `tokens` ({key: token text}) as special tokens, in order; returns {key: token id}."""
+    tokenizer.add_special_tokens({"additional_special_tokens": list(tokens.values())},
                                  replace_extra_special_tokens=False)
     vocab = tokenizer.get_added_vocab()
-    return {float(c): vocab[condition_token(c)] for c in aux_coefs}
+    return {key: vocab[token] for key, token in tokens.items()}
+
+
+def mix_token_ids(tokenizer) -> dict[str, int]:
+    """{mix: token id} of the reward mixes a tokenizer holds, in the order they were added ({} for a
+    model that was not steered over mixes)."""
+    found = [(token_id, match.group(1)) for token, token_id in tokenizer.get_added_vocab().items()
+             if (match := _MIX_TOKEN.match(token))]
+    return {name: token_id for token_id, name in sorted(found)}
 
 
 def steering_token_ids(tokenizer) -> dict[float, int]:
@@ -71,14 +134,19 @@ def _listed(values) -> str:
     return ", ".join(f"{v:g}" for v in values)
 
 
-def steering_suffix(tokenizer, aux_coef: float | None) -> list[int]:
-    """Token ids to append to a prompt at generation: the token of `aux_coef` for a steered model,
-    nothing for another model given no aux_coef; SteeringError otherwise, listing the trained values."""
+def steering_suffix(tokenizer, aux_coef: float | None, reward_mix: str | None = None) -> list[int]:
+    """Token ids to append to a prompt at generation: the token of `aux_coef` for a model steered on
+    it, then the token of `reward_mix` for one steered over reward mixes; nothing for what a model was
+    not steered on and is not given; SteeringError otherwise, listing the trained values."""
+    return _aux_suffix(tokenizer, aux_coef) + _mix_suffix(tokenizer, reward_mix)
+
+
+def _aux_suffix(tokenizer, aux_coef: float | None) -> list[int]:
     ids = steering_token_ids(tokenizer)
     if not ids:
         if aux_coef is not None:
             raise SteeringError(f"aux_coef {aux_coef:g} was given, but this model was not trained steered "
-                                "(steer_aux_coefs); it has one trade-off, set when it was trained")
+                                "(steer_aux_coefs); its auxiliary strength was set when it was trained")
         return []
     if aux_coef is None:
         raise SteeringError(f"this model was trained steered: choose its auxiliary strength with aux_coef "
@@ -90,38 +158,74 @@ def steering_suffix(tokenizer, aux_coef: float | None) -> list[int]:
     return [ids[value]]
 
 
+def _mix_suffix(tokenizer, reward_mix: str | None) -> list[int]:
+    ids = mix_token_ids(tokenizer)
+    if not ids:
+        if reward_mix is not None:
+            raise SteeringError(f"reward mix {reward_mix!r} was given, but this model was not trained steered over "
+                                "reward mixes (steer_reward_mixes); its rewards were set when it was trained")
+        return []
+    if reward_mix is None:
+        raise SteeringError(f"this model was trained steered over reward mixes: choose one with reward_mix "
+                            f"(--reward_mix), one of {', '.join(ids)}")
+    if reward_mix not in ids:
+        raise SteeringError(f"reward mix {reward_mix!r} is not one this model was trained on; trained mixes: "
+                            f"{', '.join(ids)}")
+    return [ids[reward_mix]]
+
+
 def condition_offsets(n: int, k: int, seed: int) -> np.ndarray:
     """[n] each item's condition in epoch 0: a seeded permutation of range(n), modulo k."""
     return np.random.default_rng([seed, 0x57EE]).permutation(n) % k
 
 
-def write_steering(folder: Path, aux_coefs: list[float]) -> None:
-    """final/steering.json: the trained conditions, their tokens, and how to pick one."""
-    record = {
-        "aux_coefs": [float(c) for c in aux_coefs],
-        "tokens": {f"{c:g}": condition_token(c) for c in aux_coefs},
-        "usage": "append the token of the chosen aux_coef to the prompt (after the chat template's generation "
-                 "prompt); upo eval --aux_coef VALUE does it",
-    }
+def write_steering(folder: Path, aux_coefs: list[float] | None, reward_mixes: dict | None = None) -> None:
+    """final/steering.json: the trained conditions, their tokens, and how to pick one (a run steered on
+    aux_coef alone writes only its aux_coefs and tokens, as before mixes existed)."""
+    record: dict = {}
+    how, flags = [], []
+    if aux_coefs:
+        record["aux_coefs"] = [float(c) for c in aux_coefs]
+        record["tokens"] = {f"{c:g}": condition_token(c) for c in aux_coefs}
+        how.append("the token of the chosen aux_coef")
+        flags.append("--aux_coef VALUE")
+    if reward_mixes:
+        record["reward_mixes"] = reward_mixes
+        record["mix_tokens"] = {name: mix_token(name) for name in reward_mixes}
+        how.append("the token of the chosen reward mix")
+        flags.append("--reward_mix NAME")
+    record["usage"] = (f"append {', then '.join(how)} to the prompt (after the chat template's generation "
+                       f"prompt); upo eval {' '.join(flags)} does it")
     (folder / STEERING_FILE).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _steering_record(folder: str | Path) -> dict:
+    path = Path(folder) / STEERING_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def read_steering(folder: str | Path) -> list[float] | None:
     """The aux_coef values a model folder was trained on (its steering.json), or None when it has none."""
-    path = Path(folder) / STEERING_FILE
-    return json.loads(path.read_text())["aux_coefs"] if path.is_file() else None
+    return _steering_record(folder).get("aux_coefs")
+
+
+def read_reward_mixes(folder: str | Path) -> dict[str, dict[str, float]] | None:
+    """The reward mixes (name -> reward weights) a model folder was trained on, or None when it has none."""
+    return _steering_record(folder).get("reward_mixes")
 
 
 class ConditionedItems(Dataset):
-    """Tokenized items, each with its condition: the token appended to `prompt_ids` and `aux_coef` set.
+    """Tokenized items, each with its condition: the condition's tokens appended to `prompt_ids`,
+    `aux_coef` set when aux_coef is steered, and the mix's rewards (`chosen_reward` / `rejected_reward`,
+    or `reward`, from the item's `mix_rewards[mix]`, `upo.prepare`) when reward mixes are.
 
-    The wrapped items are not changed (their reference log-probs, computed without the token, are
+    The wrapped items are not changed (their reference log-probs, computed without the tokens, are
     read from them when an item is fetched). `set_epoch` moves every example on to its next condition.
     """
 
-    def __init__(self, items: list[dict], token_ids: dict[float, int], seed: int):
+    def __init__(self, items: list[dict], conditions: list[Condition], seed: int):
         self.items = items
-        self.conditions = list(token_ids.items())  # [(aux_coef, token id)], K of them
+        self.conditions = conditions  # K of them (`steering_conditions`)
         self.offsets = condition_offsets(len(items), len(self.conditions), seed)
         self.epoch = 0
         self.conditioned = True
@@ -150,5 +254,10 @@ class ConditionedItems(Dataset):
         item = self.items[k]
         if not self.conditioned:
             return item
-        aux_coef, token_id = self.conditions[self.condition(k)]
-        return {**item, "prompt_ids": [*item["prompt_ids"], token_id], "aux_coef": aux_coef}
+        condition = self.conditions[self.condition(k)]
+        out = {**item, "prompt_ids": [*item["prompt_ids"], *condition.token_ids]}
+        if condition.aux_coef is not None:
+            out["aux_coef"] = condition.aux_coef
+        if condition.reward_mix is not None:
+            out.update(item["mix_rewards"][condition.reward_mix])
+        return out

@@ -31,6 +31,7 @@ class EvalConfig:
     prompts: Positive[int] | None = None  # evaluate the first N held-out rows (deterministic); null: 64, or 512 with judge_preset paper
     output: str = "runs/eval"  # folder for eval.json, eval.md and generations.jsonl, or a path ending in .json
     aux_coef: NonNegative[float] | None = None  # a steered model (trained with steer_aux_coefs): the auxiliary strength to generate with, one it was trained on; null for any other model
+    reward_mix: str | None = None  # a model steered over reward mixes (trained with steer_reward_mixes): the name of the mix to generate with, one it was trained on; null for any other model
 
     # ---- preference alignment ----------------------------------------------------------------
     ref_model: str | None = None  # reference for implicit rewards beta * (policy - ref) log-probs; null = skip them
@@ -88,8 +89,7 @@ class EvalConfig:
         """Everything that determines the results: what eval.json records and a rerun compares (the
         llm judge's protocol keys only with that judge, so other evaluations keep their settings)."""
         skip = {"output", "progress", "cache_dir"} | (set() if self.judge == "llm" else set(LLM_JUDGE_KEYS))
-        if self.aux_coef is None:  # evaluations of unsteered models keep their settings
-            skip.add("aux_coef")
+        skip |= {key for key in ("aux_coef", "reward_mix") if getattr(self, key) is None}  # unsteered: as before
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
 

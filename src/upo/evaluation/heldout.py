@@ -38,7 +38,7 @@ def references(records: list[PreferencePair] | list[UnpairedExample]) -> list[tu
 
 
 def fit_prompt(prompt: Prompt, tokenizer: PreTrainedTokenizerBase, max_tokens: int,
-               aux_coef: float | None = None) -> Prompt:
+               aux_coef: float | None = None, reward_mix: str | None = None) -> Prompt:
     """The prompt shortened to `max_tokens` tokens as generation will encode it.
 
     Chat messages lose their earliest turns first (so that the rest starts with a user turn); the
@@ -47,8 +47,8 @@ def fit_prompt(prompt: Prompt, tokenizer: PreTrainedTokenizerBase, max_tokens: i
     (Training keeps the last `max_prompt_length` tokens too; cutting whole turns here gives the
     model a well-formed conversation to answer.)
     """
-    # a CSFT model's control token, or a steered model's condition (aux_coef), is appended
-    budget = max_tokens - len(generation_suffix(tokenizer, aux_coef))
+    # a CSFT model's control token, or a steered model's condition (aux_coef, reward_mix), is appended
+    budget = max_tokens - len(generation_suffix(tokenizer, aux_coef, reward_mix))
     if isinstance(prompt, str):
         ids = tokenizer(prompt, add_special_tokens=False).input_ids
         specials = len(encode_prompt("", tokenizer))  # e.g. a BOS the tokenizer adds

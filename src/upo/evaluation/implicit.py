@@ -24,12 +24,13 @@ from upo.reference import item_logps
 @torch.no_grad()
 def pair_logps(model, tokenizer, pairs: list[PreferencePair], *, max_length: int, max_prompt_length: int,
                batch_size: int = 8, precision: str = "bf16", progress: bool = True,
-               desc: str = "log-probs", aux_coef: float | None = None) -> dict[int, tuple[float, float]]:
+               desc: str = "log-probs", aux_coef: float | None = None,
+               reward_mix: str | None = None) -> dict[int, tuple[float, float]]:
     """{pair index: (summed log-prob of chosen, of rejected)} for the pairs that fit max_length; a
-    steered model's prompts end with the token of `aux_coef`, appended as training appends it, after
+    steered model's prompts end with the tokens of `aux_coef` and `reward_mix`, appended as training does, after
     truncation at the full lengths: the completions stay token for token the reference's (whose
     log-ratio they make), at one token more than max_length."""
-    steer = steering_suffix(tokenizer, aux_coef)
+    steer = steering_suffix(tokenizer, aux_coef, reward_mix)
     items, _ = tokenize_pairs(pairs, tokenizer, max_length=max_length, max_prompt_length=max_prompt_length,
                               control=control_token_ids(tokenizer))
     for item in items:

@@ -35,7 +35,7 @@ from upo.frontier.compute import group_compute, mean_compute, run_compute
 from upo.frontier.plot import plot_frontier, slug
 from upo.frontier.report import format_report, write_csv
 from upo.frontier.summary import default_aux_metrics, preference_metric, summarize
-from upo.frontier.sweep import Point, Sweep, config_keys, load_sweep, uses_aux
+from upo.frontier.sweep import Point, Sweep, condition_folder, config_keys, load_sweep, uses_aux
 from upo.frontier.uncertainty import add_uncertainty, stack_units
 from upo.methods import unread_method_keys
 from upo.rewards.cache import ScoreCache, default_cache_dir
@@ -55,9 +55,10 @@ def run_folder(sweep: Sweep, point: Point, seed: int | None = None) -> Path:
 
 
 def eval_folder(sweep: Sweep, point: Point, seed: int | None = None) -> Path:
-    """Where a run's evaluation goes: its run folder, or for a steered point aux-<C>/ in it."""
+    """Where a run's evaluation goes: its run folder, or for a steered point its condition's folder
+    in it (aux-<C>/, mix-<MIX>/ or aux-<C>-mix-<MIX>/: `condition_folder`)."""
     out = run_folder(sweep, point, seed)
-    return out / f"aux-{point.aux_coef:g}" if point.trained else out
+    return out / condition_folder(point.aux_coef, point.variant) if point.trained else out
 
 
 def error_file(sweep: Sweep, point: Point, seed: int | None = None) -> Path:
@@ -168,7 +169,7 @@ def _run_lock(out: Path):
 def run_eval_config(point: Point, sweep: Sweep, template: EvalConfig, seed: int | None = None) -> EvalConfig:
     """The evaluation of one run of a point: the sweep's `template` with the run's model (the base
     model, or its run's final/), reference, beta, output folder (`eval_folder`), generation seed and,
-    for a steered condition, its aux_coef. Its settings decide whether an eval.json is reused."""
+    for a steered condition, its aux_coef and reward mix. Its settings decide whether an eval.json is reused."""
     if seed is not None:
         template = dataclasses.replace(template, seed=seed)
     base = sweep.base_config()
@@ -181,7 +182,8 @@ def run_eval_config(point: Point, sweep: Sweep, template: EvalConfig, seed: int 
     return dataclasses.replace(template, model=str(run_folder(sweep, point, seed) / "final"),
                                ref_model=cfg.ref_model or cfg.model, beta=beta,
                                output=str(eval_folder(sweep, point, seed)),
-                               aux_coef=point.aux_coef if point.trained else None)
+                               aux_coef=point.aux_coef if point.trained else None,
+                               reward_mix=point.variant if point.trained else None)
 
 
 def run_point(point: Point, sweep: Sweep, template: EvalConfig, judge, memo: dict, seed: int | None = None) -> dict:

@@ -10,6 +10,7 @@
     reward_variants: {safety: {safety: 1.0}, mix: {safety: 0.95, readability: 0.05}}   # optional
     points: [{name: dpo-relabel, method: dpo, relabel: true}]                        # explicit extras
     points: [{name: upo-steered, method: upo, steer_aux_coefs: [0.3, 1, 3]}]        # one steered run
+    points: [{name: upo-mixes, method: upo, steer_reward_mixes: {safe: {...}, readable: {...}}}]  # over mixes
     seeds: [1, 2, 3]                       # optional: train and generate every point once per seed
     preference_metric: auto                # or judge/win_rate, rewards/accuracies
     aux_metrics: auto                      # or a list of eval.json metric names
@@ -39,6 +40,9 @@ built (`point_config`), so a point with a method this version lacks fails alone 
 An explicit point with `steer_aux_coefs` (steered UPO, `upo.data.steering`) trains once and is
 evaluated at each of its conditions: it becomes one point per value, NAME-auxC in group "steered"
 ("UPO steered"), all sharing the run folder points/NAME/ and evaluated into points/NAME/aux-C/.
+With `steer_reward_mixes` (in place of the base's rewards) its conditions are the mixes, NAME-MIX
+evaluated into mix-MIX/, or with both keys every pair, NAME-auxC-MIX into aux-C-mix-MIX/; a point's
+`variant` is then its mix.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ TOP_KEYS = ("output_dir", "points_dir", "base", "eval", "methods", "aux_coef", "
 # Every point must share the held-out split (it is the evaluation set) and get its own run folder.
 SHARED_KEYS = ("dataset", "dataset_split", "eval_dataset", "eval_fraction", "seed", "split_seed", "output_dir")
 # Set per point by the sweep, not in eval:
-EVAL_PER_POINT = ("model", "ref_model", "output", "beta", "aux_coef")
+EVAL_PER_POINT = ("model", "ref_model", "output", "beta", "aux_coef", "reward_mix")
 GROUPS = ("base", "preference", "upo", "auxiliary", "steered")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -67,7 +71,7 @@ class Point:
     group: str  # base | preference | upo | auxiliary | steered (README, upo frontier)
     overrides: dict[str, Any] = field(default_factory=dict)  # UPOConfig keys on top of the base
     aux_coef: float | None = None  # the swept auxiliary strength, if this point is on the grid (steered: its condition)
-    variant: str | None = None  # the reward_variants entry, if any
+    variant: str | None = None  # the reward_variants entry, if any (steered over reward mixes: its mix)
     trained: str | None = None  # steered: the name of the one training run its conditions share
 
 
@@ -114,6 +118,8 @@ def config_keys(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, An
     unread = set(unread_method_keys(keys.get("method", UPOConfig.method), keys.get("pref_loss", UPOConfig.pref_loss)))
     if keys.get("steer_aux_coefs"):  # a steered point draws each example's aux_coef: the base's is not its own
         unread.add("aux_coef")
+    if keys.get("steer_reward_mixes"):  # ... and its reward mix, in place of the base's rewards
+        unread.add("rewards")
     return {**{k: v for k, v in base.items() if k not in unread}, **overrides}
 
 
@@ -200,9 +206,8 @@ def expand_points(spec: dict[str, Any], base: dict[str, Any]) -> list[Point]:
         rewards, relabel = keys.get("rewards", base.get("rewards", {})), keys.get("relabel", base.get("relabel", False))
         if group is not None and group not in GROUPS[1:]:
             raise ConfigError(f"points[{i}] ({name}): group must be one of {', '.join(GROUPS[1:])}, got {group!r}")
-        if keys.get("steer_aux_coefs"):  # one training run, evaluated at each of its conditions
-            points += [Point(f"{name}-aux{c:g}", group or "steered", keys, float(c), trained=name)
-                       for c in keys["steer_aux_coefs"]]
+        if keys.get("steer_aux_coefs") or keys.get("steer_reward_mixes"):  # one run, evaluated at each condition
+            points += steered_points(name, group or "steered", keys)
             continue
         points.append(Point(name, group or point_group(method, relabel, rewards), keys, keys.get("aux_coef")))
 
@@ -217,6 +222,21 @@ def expand_points(spec: dict[str, Any], base: dict[str, Any]) -> list[Point]:
     if clash:
         raise ConfigError(f"steered point {clash[0]!r} trains in points/{clash[0]}/: another point has that name")
     return points
+
+
+def steered_points(name: str, group: str, keys: dict[str, Any]) -> list[Point]:
+    """A steered point's conditions, each a point of the one training run `name`: NAME-auxC (aux_coef
+    steered), NAME-MIX (reward mixes, the mix as its variant) or NAME-auxC-MIX (both), aux_coef-major."""
+    coefs = [float(c) for c in keys.get("steer_aux_coefs") or []] or [None]
+    mixes = list(keys.get("steer_reward_mixes") or {}) or [None]
+    return [Point(name + (f"-aux{c:g}" if c is not None else "") + (f"-{m}" if m is not None else ""), group, keys,
+                  c, m, trained=name) for c in coefs for m in mixes]
+
+
+def condition_folder(aux_coef: float | None, reward_mix: str | None) -> str:
+    """The evaluation folder of one condition of a steered run: aux-C, mix-MIX or aux-C-mix-MIX."""
+    return "-".join(part for part in (aux_coef is not None and f"aux-{aux_coef:g}",
+                                      reward_mix is not None and f"mix-{reward_mix}") if part)
 
 
 def _seeds(value: Any, where: str) -> list[int] | None:

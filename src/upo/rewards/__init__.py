@@ -22,7 +22,7 @@ from upo.rewards.builtin import (
 from upo.rewards.cache import ScoreCache, default_cache_dir
 from upo.rewards.minilm import length_tokens, relevance
 from upo.rewards.resolve import resolve_reward, reward_version
-from upo.rewards.scoring import RewardStandardizer, score_texts
+from upo.rewards.scoring import RewardMixes, RewardStandardizer, score_texts
 from upo.rewards.toxicity import TOXICITY_LABELS, safety, toxicity_scores, violation_rate
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "BUILTIN_VERSIONS",
     "TOXICITY_LABELS",
     "RewardFn",
+    "RewardMixes",
     "RewardStandardizer",
     "ScoreCache",
     "default_cache_dir",

@@ -7,6 +7,10 @@ Rewards depend on the text only, so they are computed once before training (and 
     r_a  [n]     = sum_k w_k * z[:, k]                            (UPO-METHOD.md, "reward scaling")
 
 Standardizing first makes the weights w_k comparable across rewards of different scales.
+
+Several named mixes of rewards (steered UPO's `steer_reward_mixes`) share one scoring and one
+standardization of their scorers' union; each mix is then the weighted sum of its own columns
+(`RewardMixes`), exactly as a run with that mix as its `rewards` forms its r_a.
 """
 
 from __future__ import annotations
@@ -213,3 +217,39 @@ class RewardStandardizer:
         if set(d) - fields or {"names", "weights", "means", "stds"} - set(d):
             raise ValueError(f"RewardStandardizer.from_dict: expected keys {sorted(fields)}, got {sorted(d)}")
         return cls(**d)
+
+
+@dataclass
+class RewardMixes:
+    """The r_a of several named reward mixes from one scoring and one standardization of their
+    scorers' union.
+
+    `standardizer` standardizes the union's columns (`union(mixes)`, weights unused); each mix's r_a
+    is the weighted sum of its own standardized columns. A column's statistics do not depend on the
+    other columns, so a mix's r_a is, bit for bit, that of a RewardStandardizer fitted with the mix
+    as its rewards.
+    """
+
+    standardizer: RewardStandardizer
+    mixes: dict[str, dict[str, float]]  # name -> {reward: weight}
+
+    @staticmethod
+    def union(mixes: dict[str, dict[str, float]]) -> list[str]:
+        """Every reward of the mixes once, in the order they first appear."""
+        return list(dict.fromkeys(name for weights in mixes.values() for name in weights))
+
+    @classmethod
+    def fit(cls, raw: np.ndarray, mixes: dict[str, dict[str, float]], standardize: bool = True) -> RewardMixes:
+        """Fit on the training scores raw [n, K], column k = reward `union(mixes)[k]`."""
+        names = cls.union(mixes)
+        return cls(RewardStandardizer.fit(raw, names, [1.0] * len(names), standardize=standardize), mixes)
+
+    def combine(self, raw: np.ndarray) -> dict[str, np.ndarray]:
+        """{mix: r_a [n] = sum_k w_k * z[:, k] over the mix's rewards k}, z = the standardized raw [n, K]."""
+        z = self.standardizer.transform(raw)  # [n, K], once for every mix
+        column = {name: k for k, name in enumerate(self.standardizer.names)}
+        return {mix: z[:, [column[n] for n in weights]] @ np.asarray(list(weights.values()), dtype=np.float64)
+                for mix, weights in self.mixes.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"standardizer": self.standardizer.to_dict(), "mixes": self.mixes}
