@@ -15,6 +15,19 @@ SHARED_DATA = Path(os.environ.get("UPO_SHARED_DATA", Path(__file__).resolve().pa
 HH_FILE = SHARED_DATA / "hh-rlhf" / "harmless-base-dev.jsonl.gz"
 
 
+@pytest.fixture(autouse=True)
+def own_cache(monkeypatch, tmp_path_factory) -> Path:
+    """Every test gets its own $UPO_CACHE, so no test reads what another (or a real run) cached in
+    ~/.cache/upo: reference log-probs, reward scores. The converted embedded model is shared (a link
+    to the user's models folder, when there is one): converting it again would cost the slow tier ~20 s."""
+    user = Path(os.environ.get("UPO_CACHE", Path.home() / ".cache" / "upo"))
+    path = tmp_path_factory.mktemp("upo-cache")
+    if (user / "models").is_dir():
+        (path / "models").symlink_to(user / "models")
+    monkeypatch.setenv("UPO_CACHE", str(path))
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
     return build_tiny_tokenizer()

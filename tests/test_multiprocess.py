@@ -87,11 +87,18 @@ def test_two_processes_match_one_process_with_twice_the_batch(tiny_model_dir, wi
     # each process precomputes the reference log-probs of its share of each batch as it trains on it
     # (the last: process 0 keeps its one real pair, process 1 holds copies only), and every process
     # gets them all. Batched otherwise, or with the copies left in, a log-ratio is off by ~4e-7.
-    step0 = {name: run_config(wide_model_dir, tail_data, tmp_path / f"two-step0-{name}", method=name, batch_size=2,
-                              gradient_accumulation_steps=4 if name == "dpo" else 7, precision="bf16", max_steps=1,
-                              eval_fraction=0.0, rewards={}) for name in ("dpo", "kto")}  # fmt: skip
-    result = _launch([*two.values(), full, part, resumed, tail, *step0.values()], tmp_path)
+    # Their reference log-probs come from the cache shared by runs, filled by a UPO run with the same
+    # preference term first: every process's share, loaded by both processes.
+    shared = dict(batch_size=2, precision="bf16", max_steps=1, eval_fraction=0.0, cache_dir=str(tmp_path / "shared"))
+    accumulation = {"dpo": 4, "kto": 7}
+    warm = [run_config(wide_model_dir, tail_data, tmp_path / f"two-warm-{name}", method="upo", pref_loss=name,
+                       gradient_accumulation_steps=steps, **shared) for name, steps in accumulation.items()]
+    step0 = {name: run_config(wide_model_dir, tail_data, tmp_path / f"two-step0-{name}", method=name,
+                              gradient_accumulation_steps=steps, rewards={}, **shared)
+             for name, steps in accumulation.items()}  # fmt: skip
+    result = _launch([*two.values(), full, part, resumed, tail, *warm, *step0.values()], tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    assert (result.stdout + result.stderr).count("reference log-probs reused from the cache") == 2
     assert f"resumed from {Path(part.output_dir) / 'checkpoints' / 'step-2'}" in result.stdout + result.stderr
 
     start = load_file(str(tiny_model_dir / "model.safetensors"))

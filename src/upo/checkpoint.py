@@ -35,7 +35,8 @@ from upo.methods import unread_method_keys
 # (With lr_scheduler linear or cosine, max_steps / num_epochs also stretch the decay from the resume on.)
 RESUMABLE_CHANGES = (
     "max_steps", "num_epochs", "save_steps", "save_total_limit", "logging_steps", "eval_steps", "progress",
-    "resume", "output_dir", "cache_dir", "precompute_ref_logps", "report_to", "plot_curves",
+    "resume", "output_dir", "cache_dir", "precompute_ref_logps", "cache_reference_logps", "report_to",
+    "plot_curves",
 )  # fmt: skip
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")

@@ -41,6 +41,7 @@ class UPOConfig:
     model: str = EMBEDDED_MODEL  # local folder, Hub name (online), or the embedded SmolLM2-135M-Instruct
     ref_model: str | None = None  # reference model; null = the starting point of `model` (with LoRA: adapters disabled)
     precompute_ref_logps: bool = True  # compute reference log-probs once before training (by the policy itself unless ref_model is set); false = a frozen fp32 copy computes them every step
+    cache_reference_logps: bool = True  # reuse the precomputed reference log-probs of an earlier run whose reference forward saw exactly the same inputs, model and settings (README, Training); kept in cache_dir/reference_logps
     attn_implementation: str | None = None  # eager | sdpa | flash_attention_2; null = eager without CUDA (faster on CPU), else the transformers default
     padding_free: bool = True  # run the model on real tokens only (a batch's sequences packed into one row, attention kept within each); false = pad to the batch's longest
     shared_prompt: bool = True  # padding-free pairs run their prompt once: [prompt, chosen, rejected] packed, the rejected tokens blind to the chosen (exact; off on CUDA with torch >= 2.10, whose varlen kernel cannot mask it)

@@ -4,7 +4,8 @@ The reference model is a separate frozen copy, or the policy itself: with LoRA, 
 disabled; without, before training, when the reference log-probs are computed once
 (`precompute_run_reference_logps`: the training examples' in training's own first-epoch micro-batches,
 the held-out ones' in batches of their own), after which the batches carry them and no reference
-forward runs; they are saved with the run (`reference_table`) so a resume reuses them.
+forward runs; they are saved with the run (`reference_table`) so a resume reuses them, and in the
+cache shared by runs (`upo.reference_cache`) so a run whose reference forward sees the same inputs does.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tqdm.auto import tqdm
 
 from upo.data.collate import collate_fn, sequence_lengths, stack_sequences
 from upo.logps import sequence_logps
+from upo.reference_cache import InputDigest, ReferenceCache, cache_key, read_table, write_table
 
 # (input_ids, attention_mask, loss_mask) -> [N]; `make_reference_fn`'s also takes kl=[...] -> ([N], [B])
 ReferenceFn = Callable[..., torch.Tensor]
@@ -177,32 +179,83 @@ def first_epoch_reference_logps(batches: Iterable[tuple[dict, int]], reference_f
 
 
 def precompute_run_reference_logps(data, reference_fn: ReferenceFn, accelerator, cache: Path, pad_token_id: int, *,
-                                   train_batches: Iterable[tuple[dict, int]], num_train_batches: int,
-                                   batch_size: int, with_kl: bool, reuse: bool, progress: bool) -> None:
+                                   train_batches: Callable[[], Iterable[tuple[dict, int]]], num_train_batches: int,
+                                   batch_size: int, with_kl: bool, reuse: bool, progress: bool,
+                                   shared: ReferenceCache | None = None) -> None:
     """Reference log-probs of a run's train and eval items (`upo.prepare.PreparedData`), shared by
     every process and saved to `cache`; with `reuse`, read back from `cache` when it fits the items.
-    The training items' come from `train_batches`, this process's micro-batches of the first epoch
+    The training items' come from `train_batches()`, this process's micro-batches of the first epoch
     (`first_epoch_reference_logps`); the held-out items' from batches of `batch_size`.
-    `with_kl`: also KTO's mismatched sequences (only methods with a KTO reference point read them)."""
-    table = None
+    `with_kl`: also KTO's mismatched sequences (only methods with a KTO reference point read them).
+    With `shared`, they are looked up in the cache shared by runs (`upo.reference_cache`), keyed on
+    every input of every reference forward (from a dry run of this precompute) and on the reference
+    forward itself, and stored there when computed."""
+    log = tqdm.write if accelerator.is_main_process else (lambda *_: None)
     if reuse and cache.exists():
         try:
             table = load_file(str(cache))
         except (SafetensorError, OSError) as e:  # e.g. truncated by a full disk: it can be recomputed
-            if accelerator.is_main_process:
-                tqdm.write(f"upo: {cache} is unreadable ({e}); computing the reference log-probs again")
-    if table is not None:
-        train_ok = attach_reference_table(data.train_items, {k[6:]: v for k, v in table.items() if k.startswith("train.")})
-        eval_ok = not data.eval_items or attach_reference_table(
-            data.eval_items, {k[5:]: v for k, v in table.items() if k.startswith("eval.")}
-        )
-        if train_ok and eval_ok:
+            log(f"upo: {cache} is unreadable ({e}); computing the reference log-probs again")
+        else:
+            if _attach_table(data, table):  # a resumed run: its own values
+                return
+    key = None
+    if shared is not None:
+        with torch.random.fork_rng(devices=[]):  # the dry run iterates the loader: leave the RNG as it was
+            key = _shared_key(data, shared, accelerator, pad_token_id, train_batches, batch_size, with_kl)
+        table = read_table(shared.path(key), key, log)
+        hit = table is not None and _attach_table(data, table)
+        if accelerator.num_processes > 1:  # all processes load, or all compute (the forward may be collective)
+            hit = all(gather_object([hit]))
+        if hit:
+            log(f"upo: reference log-probs reused from the cache ({shared.path(key)})")
+            _save_table(data, cache, accelerator)
             return
-    # Every process runs as many forward calls (its share of each batch; the reference may be the
-    # prepared policy, whose forward is collective under FSDP), then receives every process's values.
-    mine = first_epoch_reference_logps(train_batches, reference_fn, data.train_format, with_kl=with_kl,
-                                       total=num_train_batches, progress=progress)
-    shared = gather_object(mine) if accelerator.num_processes > 1 else mine
+    train, heldout = _this_process_logps(data, data.eval_items, reference_fn, accelerator, pad_token_id,
+                                         train_batches(), num_train_batches, batch_size, with_kl, progress)
+    _share_logps(data, train, heldout, accelerator)
+    table = _save_table(data, cache, accelerator)
+    if key is not None and accelerator.is_main_process:
+        try:
+            write_table(shared.path(key), key, table)
+        except OSError as e:  # e.g. a read-only or full cache folder: the run has its values
+            log(f"upo: could not cache the reference log-probs in {shared.path(key)} ({e})")
+
+
+def _attach_table(data, table: dict[str, torch.Tensor]) -> bool:
+    """Attach a saved table (`train.*`, `eval.*` keys) to the run's items; False if it does not fit them."""
+    train_ok = attach_reference_table(data.train_items, {k[6:]: v for k, v in table.items() if k.startswith("train.")})
+    eval_ok = not data.eval_items or attach_reference_table(
+        data.eval_items, {k[5:]: v for k, v in table.items() if k.startswith("eval.")}
+    )
+    return train_ok and eval_ok
+
+
+def _this_process_logps(data, eval_items: list[dict], reference_fn: ReferenceFn, accelerator, pad_token_id: int,
+                        train_batches: Iterable[tuple[dict, int]], num_train_batches: int | None, batch_size: int,
+                        with_kl: bool, progress: bool) -> tuple[list[tuple[int, dict]], list[dict]]:
+    """This process's share of the reference log-probs: (dataset index, values) of its training
+    examples, and the values of its contiguous share of `eval_items` (which get them too).
+
+    Every process runs as many forward calls (its share of each batch; the reference may be the
+    prepared policy, whose forward is collective under FSDP): the held-out share is padded to one
+    size with the last item."""
+    train = first_epoch_reference_logps(train_batches, reference_fn, data.train_format, with_kl=with_kl,
+                                        total=num_train_batches, progress=progress)
+    if not eval_items:
+        return train, []
+    with accelerator.split_between_processes(eval_items, apply_padding=True) as share:
+        precompute_reference_logps(share, data.eval_format, collate_fn(data.eval_format, pad_token_id),
+                                   reference_fn, batch_size, accelerator.device, progress=progress,
+                                   desc="reference log-probs (eval)", with_kl=with_kl)
+    n, p = len(eval_items), accelerator.num_processes
+    real = n // p + (accelerator.process_index < n % p)
+    return train, [{k: item[k] for k in REFERENCE_KEYS if k in item} for item in share[:real]]
+
+
+def _share_logps(data, train: list[tuple[int, dict]], heldout: list[dict], accelerator) -> None:
+    """Give every process's values (`_this_process_logps`) to the items of every process."""
+    shared = gather_object(train) if accelerator.num_processes > 1 else train
     position = {item["index"]: i for i, item in enumerate(data.train_items)}
     if len(position) != len(data.train_items):
         raise RuntimeError("training items share a dataset index: their reference log-probs cannot be told apart")
@@ -211,21 +264,30 @@ def precompute_run_reference_logps(data, reference_fn: ReferenceFn, accelerator,
     missing = [item["index"] for item in data.train_items if not any(k in item for k in REFERENCE_KEYS)]
     if missing:
         raise RuntimeError(f"no reference log-probs for training rows {missing[:10]}: the first epoch missed them")
-    if data.eval_items:
-        # Each process computes a contiguous share, padded to one size (with the last item) so every
-        # process makes as many forward calls, then every process receives all the values.
-        items = data.eval_items
-        with accelerator.split_between_processes(items, apply_padding=True) as share:
-            precompute_reference_logps(share, data.eval_format, collate_fn(data.eval_format, pad_token_id),
-                                       reference_fn, batch_size, accelerator.device, progress=progress,
-                                       desc="reference log-probs (eval)", with_kl=with_kl)
-        if accelerator.num_processes > 1:
-            real = len(items) // accelerator.num_processes + (accelerator.process_index < len(items) % accelerator.num_processes)
-            shared = gather_object([{k: item[k] for k in REFERENCE_KEYS if k in item} for item in share[:real]])
-            for item, values in zip(items, shared, strict=True):
-                item.update(values)
+    if data.eval_items and accelerator.num_processes > 1:
+        for item, values in zip(data.eval_items, gather_object(heldout), strict=True):
+            item.update(values)
+
+
+def _save_table(data, cache: Path, accelerator) -> dict[str, torch.Tensor]:
+    """The run's table of reference log-probs, written to the run folder's `cache` by the main process."""
+    table = {f"train.{k}": v for k, v in reference_table(data.train_items).items()}
+    table.update({f"eval.{k}": v for k, v in reference_table(data.eval_items).items()})
     if accelerator.is_main_process:
-        table = {f"train.{k}": v for k, v in reference_table(data.train_items).items()}
-        table.update({f"eval.{k}": v for k, v in reference_table(data.eval_items).items()})
         save_file(table, str(cache.with_suffix(".tmp")))
         os.replace(cache.with_suffix(".tmp"), cache)  # a run killed mid-write leaves no truncated cache
+    return table
+
+
+def _shared_key(data, shared: ReferenceCache, accelerator, pad_token_id: int, train_batches, batch_size: int,
+                with_kl: bool) -> str:
+    """The shared cache's key of this precompute (`upo.reference_cache`): a dry run of it, whose
+    stand-in reference function hashes every input and numbers every output row, so the key also
+    holds which row each item's value comes from; then every process's part, in rank order."""
+    digest = InputDigest()
+    train, heldout = _this_process_logps(data, [dict(it) for it in data.eval_items], digest, accelerator,
+                                         pad_token_id, train_batches(), None, batch_size, with_kl, progress=False)
+    part = {"identity": shared.identity, "inputs": digest.hash.hexdigest(), "train_rows": train, "eval_rows": heldout}
+    parts = gather_object([part]) if accelerator.num_processes > 1 else [part]
+    table_order = {"train": [item["index"] for item in data.train_items], "eval": len(data.eval_items)}
+    return cache_key([table_order, *parts])

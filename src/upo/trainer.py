@@ -44,6 +44,7 @@ from upo.data.steering import (
     steering_conditions,
     write_steering,
 )
+from upo.embedded import cache_root
 from upo.engines import configure_engine, prepare_reference
 from upo.forward import step_inputs
 from upo.heldout_metrics import heldout_metrics
@@ -62,6 +63,7 @@ from upo.modeling import (
 )
 from upo.prepare import prepare_data
 from upo.reference import make_reference_fn, precompute_run_reference_logps
+from upo.reference_cache import reference_cache
 from upo.tracking import accelerator_kwargs, finish_tracking, start_tracking
 
 MIXED_PRECISION = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}
@@ -191,13 +193,17 @@ def train(cfg: UPOConfig) -> Path:
         # Each example's in the micro-batch it has in the first epoch: in bf16 a sequence's log-prob
         # depends on its batch, and so the first step's log-ratios are exactly 0.
         # Steered runs: the same batches, without the condition tokens (the reference never sees them).
+        # Runs whose reference forward sees the same inputs share them through the cache (upo.reference_cache).
         bare = train_set.bare() if conditions else contextlib.nullcontext()
+        shared = None
+        if cfg.cache_reference_logps:
+            shared = reference_cache(accelerator, policy, ref_model, cfg.lora, cache_root(cfg.cache_dir), log)
         with torch.random.fork_rng(devices=[]), bare:  # iterating a loader draws from the global RNG
             precompute_run_reference_logps(
                 data, reference_fn, accelerator, out / "reference_logps.safetensors", pad,
-                train_batches=_first_epoch_batches(train_loader, sampler, cfg.batch_size, accelerator),
+                train_batches=lambda: _first_epoch_batches(train_loader, sampler, cfg.batch_size, accelerator),
                 num_train_batches=len(train_loader), batch_size=cfg.batch_size * 2, reuse=cfg.resume, progress=show,
-                with_kl=needs_kto_reference_point(method, cfg.pref_loss),
+                with_kl=needs_kto_reference_point(method, cfg.pref_loss), shared=shared,
             )
         # From here on the batches carry them. The closure held the reference model too: drop both.
         ref_model = reference_fn = None
