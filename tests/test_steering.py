@@ -188,15 +188,27 @@ def test_steering_config_is_checked():
 # ---- training and evaluation end to end ---------------------------------------------------------
 
 
+STARTED_EMBEDDINGS = {}  # a steered run's final/ -> its embeddings when LoRA was added
+
+
 @pytest.fixture(scope="module")
 def steered_run(tiny_model_dir, pairs_file, tmp_path_factory):
     """A tiny steered UPO run (KTO term, LoRA) and the same run unsteered, 3 steps each; the
     reference is the tiny model itself (its vocabulary without the condition tokens)."""
+    from upo import trainer
+
     tmp = tmp_path_factory.mktemp("steered")
     keys = dict(lora=True, lora_r=4, max_steps=3, ref_model=str(tiny_model_dir),
                 max_length=128, max_prompt_length=64)  # nothing truncated: both runs tokenize alike
-    steered = train(run_config(tiny_model_dir, pairs_file, tmp / "steered", steer_aux_coefs=[0.3, 1.0, 3.0], **keys))
+    started = []  # the embeddings as LoRA receives them: resized, the new rows initialized
+    add_lora = trainer.add_lora
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer, "add_lora", lambda lm, *a, **k: started.append(
+            lm.get_input_embeddings().weight.detach().clone()) or add_lora(lm, *a, **k))
+        steered = train(run_config(tiny_model_dir, pairs_file, tmp / "steered", steer_aux_coefs=[0.3, 1.0, 3.0],
+                                   **keys))
     plain = train(run_config(tiny_model_dir, pairs_file, tmp / "plain", **keys))
+    STARTED_EMBEDDINGS[steered] = started[0]
     return steered, plain
 
 
@@ -209,8 +221,8 @@ def test_steered_training_records_its_conditions_and_trains_their_embeddings(ste
     assert list(ids) == [0.3, 1.0, 3.0], "the saved tokenizer lost the condition tokens"
     embeddings = AutoModelForCausalLM.from_pretrained(final).get_input_embeddings().weight  # LoRA merged
     old = load_file(str(tiny_model_dir / "model.safetensors"))["model.embed_tokens.weight"]
-    for token_id in ids.values():  # new rows start at the mean embedding; LoRA trains just these rows
-        assert not torch.allclose(embeddings[token_id], old.mean(dim=0), atol=1e-4), "condition token did not train"
+    for token_id in ids.values():  # LoRA trains just the new rows
+        assert not torch.allclose(embeddings[token_id], STARTED_EMBEDDINGS[final][token_id]), "condition token did not train"
     assert torch.equal(embeddings[: old.shape[0]], old)
     rows = read_metrics(final.parent / "metrics.jsonl")
     assert all(0.3 <= r["train/upo/aux_coef_mean"] <= 3.0 for r in rows if "train/loss" in r)
