@@ -35,7 +35,7 @@ from bench_trl import measured, parse_args, run_trl, run_upo
 from upo.logps import CompletionLogps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import build_tiny_tokenizer  # noqa: E402  (the tests' tokenizer, built in-process)
+from helpers import build_tiny_tokenizer  # noqa: E402  (the tests' tokenizer, built in-process; no pytest needed)
 
 MODELS = {  # Qwen2-0.5B and Qwen2-1.5B shapes; "tiny" for a CPU plumbing check
     "qwen2-0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
