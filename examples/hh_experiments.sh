@@ -5,9 +5,12 @@
 # per aux_coef), which share their common runs (points_dir). One process per core, one thread each
 # (two processes of 2 threads slow each other 10-30x; one thread per core gives ~2x the throughput
 # of one 2-thread process). Rerun the same command to continue: finished runs are skipped, a killed
-# training resumes from its last checkpoint, a killed generation from its last batch.
+# training resumes from its last checkpoint, a killed generation from its last batch. The workers
+# import a frozen copy of the committed src/ (runs/hh-code-COMMIT/src), so commits and merges made
+# while they run cannot mix two versions of upo in one process; a worker started again takes HEAD's.
 #
 #   bash examples/hh_experiments.sh            # starts both workers in the background, logs in runs/
+#   bash examples/hh_experiments.sh 0          # (re)starts worker 0 alone (1: worker 1)
 #   bash examples/hh_experiments.sh report     # once both are done: writes both report.md
 #
 # Each worker takes its seeds through both sweeps, the first seed of each sweep first (so a first
@@ -17,7 +20,7 @@
 # (PGID in runs/hh-worker-N.pgid) while timing anything; `kill -CONT -- -PGID` resumes.
 set -u
 cd "$(dirname "$0")/.."
-UPO=${UPO:-.venv/bin/upo}
+PYTHON=${PYTHON:-.venv/bin/python}
 SEEDS=examples/frontier_hh_seeds.yaml
 STEERED=examples/frontier_hh_steered.yaml
 
@@ -26,22 +29,38 @@ worker() {  # worker CORE "SWEEP:SEED ..."
   for pass in 1 2 3; do
     failed=0
     for job in $jobs; do
-      OMP_NUM_THREADS=1 taskset -c "$core" "$UPO" frontier --config "${job%%:*}" --seeds "${job##*:}" || failed=1
+      OMP_NUM_THREADS=1 PYTHONPATH="$CODE/src" taskset -c "$core" "$PYTHON" -m upo.cli frontier \
+        --config "${job%%:*}" --seeds "${job##*:}" || failed=1
     done
     [ "$failed" = 0 ] && break
   done
 }
 
-if [ "${1:-}" = report ]; then
-  "$UPO" frontier --config "$SEEDS" && "$UPO" frontier --config "$STEERED"
-  exit
-fi
+code_snapshot() {  # a frozen copy of the committed src/ (runs/hh-code-COMMIT), which the workers import
+  local dir="runs/hh-code-$(git rev-parse --short HEAD)"
+  if [ ! -d "$dir" ]; then
+    mkdir -p "$dir.tmp" && git archive HEAD src | tar -x -C "$dir.tmp" && mv "$dir.tmp" "$dir"
+  fi
+  echo "$PWD/$dir"
+}
+
+start() {  # start WORKER CORE "SWEEP:SEED ...": in the background, its own process group, log appended
+  local pgid
+  pgid=$(cat "runs/hh-worker-$1.pgid" 2>/dev/null) && kill -0 -- "-$pgid" 2>/dev/null && {
+    echo "worker $1 is running (process group $pgid); stop it first: kill -- -$pgid" >&2; return 1; }
+  local code; code=$(code_snapshot)
+  setsid bash -c "$(declare -f worker); PYTHON='$PYTHON' CODE='$code' worker $2 '$3'" \
+    >> "runs/hh-worker-$1.log" 2>&1 < /dev/null &
+  echo $! > "runs/hh-worker-$1.pgid"
+  echo "worker $1 started on core $2 with the code of $code: log runs/hh-worker-$1.log, process group $!"
+}
+
 mkdir -p runs
 # worker 0: seed 1 of both sweeps, then seed 3; worker 1: seed 2 of both, then helps with seed 3
-setsid bash -c "$(declare -f worker); UPO=$UPO worker 0 '$SEEDS:1 $STEERED:1 $SEEDS:3 $STEERED:3'" \
-  > runs/hh-worker-0.log 2>&1 < /dev/null &
-echo $! > runs/hh-worker-0.pgid
-setsid bash -c "$(declare -f worker); UPO=$UPO worker 1 '$SEEDS:2 $STEERED:2 $STEERED:3 $SEEDS:3'" \
-  > runs/hh-worker-1.log 2>&1 < /dev/null &
-echo $! > runs/hh-worker-1.pgid
-echo "workers started: logs runs/hh-worker-0.log, runs/hh-worker-1.log"
+case "${1:-both}" in
+  report) "$PYTHON" -m upo.cli frontier --config "$SEEDS"; "$PYTHON" -m upo.cli frontier --config "$STEERED" ;;
+  0) start 0 0 "$SEEDS:1 $STEERED:1 $SEEDS:3 $STEERED:3" ;;
+  1) start 1 1 "$SEEDS:2 $STEERED:2 $STEERED:3 $SEEDS:3" ;;
+  both) "$0" 0 && "$0" 1 ;;
+  *) echo "usage: bash examples/hh_experiments.sh [both|0|1|report]" >&2; exit 2 ;;
+esac
