@@ -113,7 +113,7 @@ def test_reward_mixes_hand_worked():
     1.6037)."""
     raw = np.array([[1.0, 10.0], [2.0, 10.0], [3.0, 40.0]])
     mixes = RewardMixes.fit(raw, {"x": {"a": 1.0}, "y": {"b": 2.0, "a": -1.0}})
-    assert mixes.standardizer.names == ["a", "b"] == RewardMixes.union({"x": {"a": 1}, "y": {"b": 2, "a": -1}})
+    assert mixes.names == ["a", "b"] == RewardMixes.union({"x": {"a": 1}, "y": {"b": 2, "a": -1}})
     r = mixes.combine(raw)
     za, zb = np.sqrt(1.5) * np.array([-1.0, 0.0, 1.0]), np.array([-1.0, -1.0, 2.0]) / np.sqrt(2)
     assert r["x"] == pytest.approx(za) and r["x"] == pytest.approx([-1.2247, 0.0, 1.2247], abs=1e-4)
@@ -121,6 +121,11 @@ def test_reward_mixes_hand_worked():
     # bit for bit a standardizer fitted with the mix as its rewards (its columns in its order)
     alone = RewardStandardizer.fit(raw[:, [1, 0]], ["b", "a"], [2.0, -1.0])
     assert np.array_equal(r["y"], alone.combine(raw[:, [1, 0]]))
+    # a one-reward mix too: numpy sums a lone column (pairwise) and a column of a wider array (in order)
+    # differently in the last bits, so each mix is fitted on its own columns
+    wide = np.random.default_rng(0).normal(size=(1000, 3)) * 7 + 3
+    one = RewardMixes.fit(wide, {"x": {"a": 1.0}, "y": {"b": 1.0, "c": 0.5}}).combine(wide)["x"]
+    assert np.array_equal(one, RewardStandardizer.fit(wide[:, [0]], ["a"], [1.0]).combine(wide[:, [0]]))
     # held-out scores: the training statistics
     assert mixes.combine(np.array([[2.0, 20.0]]))["y"] == pytest.approx([0.0])
     swapped = raw[:, [1, 0]]  # a mix's union is its own rewards' order: (b, a)

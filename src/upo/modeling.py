@@ -169,17 +169,17 @@ def low_precision_frozen_linears(model: nn.Module, dtype: torch.dtype | None):
         return
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     saved = []
-    for module in model.modules():
-        if not isinstance(module, nn.Linear) or id(module.weight) in embeddings:
-            continue
-        for name in ("weight", "bias"):
-            param = getattr(module, name)
-            if (param is None or param.dtype == dtype or not param.is_floating_point()
-                    or type(param) is not nn.Parameter or hasattr(param, "ds_id")):
+    try:  # restores what was swapped even if a copy fails part-way (out of memory)
+        for module in model.modules():
+            if not isinstance(module, nn.Linear) or id(module.weight) in embeddings:
                 continue
-            saved.append((module, name, param))
-            setattr(module, name, nn.Parameter(param.detach().to(dtype), requires_grad=False))
-    try:
+            for name in ("weight", "bias"):
+                param = getattr(module, name)
+                if (param is None or param.dtype == dtype or not param.is_floating_point()
+                        or type(param) is not nn.Parameter or hasattr(param, "ds_id")):
+                    continue
+                setattr(module, name, nn.Parameter(param.detach().to(dtype), requires_grad=False))
+                saved.append((module, name, param))
         yield
     finally:
         for module, name, param in saved:

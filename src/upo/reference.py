@@ -218,7 +218,7 @@ def precompute_run_reference_logps(data, reference_fn: ReferenceFn, accelerator,
     if key is not None and accelerator.is_main_process:
         try:
             write_table(shared.path(key), key, table)
-        except OSError as e:  # e.g. a read-only or full cache folder: the run has its values
+        except (SafetensorError, OSError) as e:  # a read-only or full cache folder: the run has its values
             log(f"upo: could not cache the reference log-probs in {shared.path(key)} ({e})")
 
 

@@ -129,7 +129,7 @@ def train(cfg: UPOConfig) -> Path:
     lm = load_causal_lm(model_path, attn_implementation=cfg.attn_implementation)
     disable_dropout(lm)
     if new_token_ids and len(tokenizer) > lm.get_input_embeddings().num_embeddings:
-        lm.resize_token_embeddings(len(tokenizer))  # new rows start at the mean embedding
+        lm.resize_token_embeddings(len(tokenizer))  # new rows: sampled around the mean embedding (transformers)
     if cfg.lora:
         # The control tokens' embeddings (CSFT's, steering's) must learn too: peft trains just those rows.
         lm = add_lora(lm, cfg, trainable_token_ids=new_token_ids or None)

@@ -29,7 +29,7 @@ def pair_logps(model, tokenizer, pairs: list[PreferencePair], *, max_length: int
     """{pair index: (summed log-prob of chosen, of rejected)} for the pairs that fit max_length; a
     steered model's prompts end with the tokens of `aux_coef` and `reward_mix`, appended as training does, after
     truncation at the full lengths: the completions stay token for token the reference's (whose
-    log-ratio they make), at one token more than max_length."""
+    log-ratio they make), at one token per condition more than max_length."""
     steer = steering_suffix(tokenizer, aux_coef, reward_mix)
     items, _ = tokenize_pairs(pairs, tokenizer, max_length=max_length, max_prompt_length=max_prompt_length,
                               control=control_token_ids(tokenizer))

@@ -221,35 +221,44 @@ class RewardStandardizer:
 
 @dataclass
 class RewardMixes:
-    """The r_a of several named reward mixes from one scoring and one standardization of their
-    scorers' union.
+    """The r_a of several named reward mixes from one scoring of their scorers' union.
 
-    `standardizer` standardizes the union's columns (`union(mixes)`, weights unused); each mix's r_a
-    is the weighted sum of its own standardized columns. A column's statistics do not depend on the
-    other columns, so a mix's r_a is, bit for bit, that of a RewardStandardizer fitted with the mix
-    as its rewards.
+    Each mix has its own RewardStandardizer, fitted on its own columns in its own order
+    (`raw[:, columns]`, a contiguous copy like the scores of an unsteered run with the mix as its
+    rewards): a column's mean depends on the array's layout in its last bits (numpy sums a lone
+    column pairwise, a column of a wider array in order), so only this makes a mix's r_a, bit for
+    bit, that of an unsteered run with `rewards` = the mix.
     """
 
-    standardizer: RewardStandardizer
+    names: list[str]  # union(mixes): the columns of the raw scores
     mixes: dict[str, dict[str, float]]  # name -> {reward: weight}
+    standardizers: dict[str, RewardStandardizer]  # name -> fitted on the mix's columns
 
     @staticmethod
     def union(mixes: dict[str, dict[str, float]]) -> list[str]:
         """Every reward of the mixes once, in the order they first appear."""
         return list(dict.fromkeys(name for weights in mixes.values() for name in weights))
 
+    def _columns(self, raw: np.ndarray, mix: str) -> np.ndarray:
+        """The raw scores of a mix's rewards [n, K_mix], in its order."""
+        raw = np.asarray(raw, dtype=np.float64)
+        if raw.ndim != 2 or raw.shape[1] != len(self.names):
+            raise ValueError(f"expected raw scores [n, {len(self.names)}] for {self.names}, got shape {raw.shape}")
+        return raw[:, [self.names.index(n) for n in self.mixes[mix]]]
+
     @classmethod
     def fit(cls, raw: np.ndarray, mixes: dict[str, dict[str, float]], standardize: bool = True) -> RewardMixes:
         """Fit on the training scores raw [n, K], column k = reward `union(mixes)[k]`."""
-        names = cls.union(mixes)
-        return cls(RewardStandardizer.fit(raw, names, [1.0] * len(names), standardize=standardize), mixes)
+        out = cls(cls.union(mixes), mixes, {})
+        for mix, weights in mixes.items():
+            out.standardizers[mix] = RewardStandardizer.fit(out._columns(raw, mix), list(weights),
+                                                            list(weights.values()), standardize=standardize)
+        return out
 
     def combine(self, raw: np.ndarray) -> dict[str, np.ndarray]:
-        """{mix: r_a [n] = sum_k w_k * z[:, k] over the mix's rewards k}, z = the standardized raw [n, K]."""
-        z = self.standardizer.transform(raw)  # [n, K], once for every mix
-        column = {name: k for k, name in enumerate(self.standardizer.names)}
-        return {mix: z[:, [column[n] for n in weights]] @ np.asarray(list(weights.values()), dtype=np.float64)
-                for mix, weights in self.mixes.items()}
+        """{mix: r_a [n] = sum_k w_k * z_k over the mix's rewards k}, z standardized by the mix's statistics."""
+        return {mix: self.standardizers[mix].combine(self._columns(raw, mix)) for mix in self.mixes}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"standardizer": self.standardizer.to_dict(), "mixes": self.mixes}
+        return {"names": self.names, "mixes": self.mixes,
+                "standardizers": {mix: sd.to_dict() for mix, sd in self.standardizers.items()}}
