@@ -19,6 +19,7 @@
 # its jobs until a pass fails nothing (at most 3 passes). Pause both with `kill -STOP -- -PGID`
 # (PGID in runs/hh-worker-N.pgid) while timing anything; `kill -CONT -- -PGID` resumes.
 set -u
+SCRIPT="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 SEEDS=examples/frontier_hh_seeds.yaml
@@ -61,6 +62,6 @@ case "${1:-both}" in
   report) "$PYTHON" -m upo.cli frontier --config "$SEEDS"; "$PYTHON" -m upo.cli frontier --config "$STEERED" ;;
   0) start 0 0 "$SEEDS:1 $STEERED:1 $SEEDS:3 $STEERED:3" ;;
   1) start 1 1 "$SEEDS:2 $STEERED:2 $STEERED:3 $SEEDS:3" ;;
-  both) "$0" 0 && "$0" 1 ;;
+  both) bash "$SCRIPT" 0 && bash "$SCRIPT" 1 ;;
   *) echo "usage: bash examples/hh_experiments.sh [both|0|1|report]" >&2; exit 2 ;;
 esac
