@@ -152,7 +152,7 @@ def eval_mode(*modules):
 
 
 @contextlib.contextmanager
-def low_precision_frozen_linears(model: nn.Module, dtype: torch.dtype | None):
+def low_precision_linears(model: nn.Module, dtype: torch.dtype | None):
     """For an inference block under autocast to `dtype` (bf16, fp16; None: a no-op): hold each
     nn.Linear's weight and bias in `dtype` for the block, then restore the originals. No weight may
     be updated inside the block (the copies take no gradient).
@@ -192,11 +192,11 @@ AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 @contextlib.contextmanager
 def inference_autocast(model: nn.Module, precision: str):
     """For inference with `model`: autocast on its device in `precision` (bf16 | fp16), with its
-    linear weights held in that dtype meanwhile (`low_precision_frozen_linears`: the same numbers,
+    linear weights held in that dtype meanwhile (`low_precision_linears`: the same numbers,
     without a cast per call); a no-op context for fp32."""
     dtype = AUTOCAST_DTYPES.get(precision)
     device = model.device.type if hasattr(model, "device") else next(model.parameters()).device.type
     with (torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None),
-          low_precision_frozen_linears(model, dtype)):
+          low_precision_linears(model, dtype)):
         yield
 

@@ -24,10 +24,12 @@ Sharded engines (FSDP, DeepSpeed) are not cached: a process holds only a shard o
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from itertools import chain
@@ -45,10 +47,15 @@ SHARDED = (DistributedType.FSDP, DistributedType.DEEPSPEED)
 @dataclass(frozen=True)
 class ReferenceCache:
     """Where the shared reference log-probs live (`<cache root>/reference_logps`) and this process's
-    reference forward (`reference_identity`), the part of the key that is not the inputs."""
+    reference forward (`reference_identity`), the part of the key that is not the inputs: computed
+    on first use, so a resumed run that reads its own table never hashes the weights."""
 
     folder: Path
-    identity: dict
+    identify: Callable[[], dict]
+
+    @functools.cached_property
+    def identity(self) -> dict:
+        return self.identify()
 
     def path(self, key: str) -> Path:
         return self.folder / f"{key}.safetensors"
@@ -154,7 +161,8 @@ def reference_cache(accelerator, policy, ref_model, lora: bool, root: Path, log)
     if accelerator.distributed_type in SHARDED:
         log(f"upo: reference log-probs are not cached across runs under {accelerator.distributed_type}")
         return None
-    return ReferenceCache(root / "reference_logps", reference_identity(accelerator, policy, ref_model, lora))
+    return ReferenceCache(root / "reference_logps",
+                          functools.partial(reference_identity, accelerator, policy, ref_model, lora))
 
 
 def cache_key(parts: list[dict]) -> str:

@@ -143,35 +143,31 @@ def steering_suffix(tokenizer, aux_coef: float | None, reward_mix: str | None = 
 
 def _aux_suffix(tokenizer, aux_coef: float | None) -> list[int]:
     ids = steering_token_ids(tokenizer)
-    if not ids:
-        if aux_coef is not None:
-            raise SteeringError(f"aux_coef {aux_coef:g} was given, but this model was not trained steered "
-                                "(steer_aux_coefs); its auxiliary strength was set when it was trained")
-        return []
-    if aux_coef is None:
-        raise SteeringError(f"this model was trained steered: choose its auxiliary strength with aux_coef "
-                            f"(--aux_coef), one of {_listed(ids)}")
-    value = float(f"{aux_coef:g}")  # as its token writes it
-    if value not in ids:
-        raise SteeringError(f"aux_coef {aux_coef:g} is not one this model was trained on; trained values: "
-                            f"{_listed(ids)}")
-    return [ids[value]]
+    value = None if aux_coef is None else float(f"{aux_coef:g}")  # as its token writes it
+    return _suffix(ids, value, _listed(ids), given="" if aux_coef is None else f"aux_coef {aux_coef:g}",
+                   steered="steered (steer_aux_coefs); its auxiliary strength was set",
+                   choose="steered: choose its auxiliary strength with aux_coef (--aux_coef)", trained="values")
 
 
 def _mix_suffix(tokenizer, reward_mix: str | None) -> list[int]:
     ids = mix_token_ids(tokenizer)
+    return _suffix(ids, reward_mix, ", ".join(ids), given=f"reward mix {reward_mix!r}",
+                   steered="steered over reward mixes (steer_reward_mixes); its rewards were set",
+                   choose="steered over reward mixes: choose one with reward_mix (--reward_mix)", trained="mixes")
+
+
+def _suffix(ids: dict, value, listed: str, *, given: str, steered: str, choose: str, trained: str) -> list[int]:
+    """The token of `value` among a model's trained conditions `ids` ({} for a model not steered on
+    them, which takes none); a SteeringError for a value it lacks or a missing one, `listed` the trained."""
     if not ids:
-        if reward_mix is not None:
-            raise SteeringError(f"reward mix {reward_mix!r} was given, but this model was not trained steered over "
-                                "reward mixes (steer_reward_mixes); its rewards were set when it was trained")
+        if value is not None:
+            raise SteeringError(f"{given} was given, but this model was not trained {steered} when it was trained")
         return []
-    if reward_mix is None:
-        raise SteeringError(f"this model was trained steered over reward mixes: choose one with reward_mix "
-                            f"(--reward_mix), one of {', '.join(ids)}")
-    if reward_mix not in ids:
-        raise SteeringError(f"reward mix {reward_mix!r} is not one this model was trained on; trained mixes: "
-                            f"{', '.join(ids)}")
-    return [ids[reward_mix]]
+    if value is None:
+        raise SteeringError(f"this model was trained {choose}, one of {listed}")
+    if value not in ids:
+        raise SteeringError(f"{given} is not one this model was trained on; trained {trained}: {listed}")
+    return [ids[value]]
 
 
 def condition_offsets(n: int, k: int, seed: int) -> np.ndarray:
