@@ -25,13 +25,15 @@ PYTHON=${PYTHON:-.venv/bin/python}
 SEEDS=examples/frontier_hh_seeds.yaml
 STEERED=examples/frontier_hh_steered.yaml
 
-worker() {  # worker CORE "SWEEP:SEED ..."
-  local core=$1 jobs=$2 pass job failed
+worker() {  # worker CORE "SWEEP:SEED[:POINT,...] ..."
+  local core=$1 jobs=$2 pass job failed rest points
   for pass in 1 2 3; do
     failed=0
     for job in $jobs; do
+      rest=${job#*:} points=()
+      [ "${rest#*:}" != "$rest" ] && points=(--points "${rest#*:}")
       OMP_NUM_THREADS=1 PYTHONPATH="$CODE/src" taskset -c "$core" "$PYTHON" -m upo.cli frontier \
-        --config "${job%%:*}" --seeds "${job##*:}" || failed=1
+        --config "${job%%:*}" --seeds "${rest%%:*}" "${points[@]}" || failed=1
     done
     [ "$failed" = 0 ] && break
   done
@@ -57,11 +59,14 @@ start() {  # start WORKER CORE "SWEEP:SEED ...": in the background, its own proc
 }
 
 mkdir -p runs
-# worker 0: seed 1 of both sweeps, then seed 3; worker 1: seed 2 of both, then helps with seed 3
+# worker 0: seed 1 of both sweeps, then seed 3; worker 1: seed 2 of both, then helps with seed 3. Each
+# seed takes the DPO family first (UPO with its DPO term against DPO is the comparison that matters
+# most, and these runs are the cheap ones), then the KTO family.
+DPO_FAMILY=base,dpo,upo-dpo-aux1,dpo-relabel,modpo
 case "${1:-both}" in
   report) "$PYTHON" -m upo.cli frontier --config "$SEEDS"; "$PYTHON" -m upo.cli frontier --config "$STEERED" ;;
-  0) start 0 0 "$SEEDS:1 $STEERED:1 $SEEDS:3 $STEERED:3" ;;
-  1) start 1 1 "$SEEDS:2 $STEERED:2 $STEERED:3 $SEEDS:3" ;;
+  0) start 0 0 "$SEEDS:1:$DPO_FAMILY $SEEDS:1 $STEERED:1 $SEEDS:3:$DPO_FAMILY $SEEDS:3 $STEERED:3" ;;
+  1) start 1 1 "$SEEDS:2:$DPO_FAMILY $SEEDS:2 $STEERED:2 $STEERED:3 $SEEDS:3" ;;
   both) bash "$SCRIPT" 0 && bash "$SCRIPT" 1 ;;
   *) echo "usage: bash examples/hh_experiments.sh [both|0|1|report]" >&2; exit 2 ;;
 esac

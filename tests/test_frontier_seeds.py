@@ -289,3 +289,24 @@ def test_a_run_in_use_by_another_process_is_refused(tmp_path, monkeypatch, capsy
     assert "seed-2 is in use by another upo frontier process" in capsys.readouterr().out
     assert not (held / "final").exists() and (tmp_path / "frontier" / "points" / "kto" / "seed-2" / "final").exists()
     assert main(["frontier", "--config", sweep]) == 0  # released: the report run trains it
+
+
+def test_points_option_runs_only_the_named_points(tmp_path, monkeypatch, capsys):
+    """`--points kto` (with or without --seeds) trains only kto's runs, in the sweep's order, and
+    writes no report; an unknown name is an error listing the sweep's points."""
+    calls = []
+    monkeypatch.setattr("upo.trainer.train", lambda cfg: calls.append((cfg.method, cfg.seed)) or fake_train(cfg))
+    monkeypatch.setattr(frontier_run, "run_eval", fake_eval)
+    sweep = str(sweep_file(tmp_path, [1, 2]))
+    assert main(["frontier", "--config", sweep, "--points", "kto", "--seeds", "2"]) == 0
+    assert calls == [("kto", 2)] and not (tmp_path / "frontier" / "frontier.json").exists()
+    assert "rerun without --seeds and --points" in capsys.readouterr().out
+    calls.clear()
+    assert main(["frontier", "--config", sweep, "--points", "kto,base"]) == 0
+    assert calls == [("kto", 1)] and not (tmp_path / "frontier" / "frontier.json").exists()
+    assert main(["frontier", "--config", sweep, "--points", "kto,nope"]) == 2
+    assert "--points nope: not a point of the sweep" in capsys.readouterr().err
+    calls.clear()
+    assert main(["frontier", "--config", sweep]) == 0
+    assert ("kto", 1) not in calls and ("kto", 2) not in calls and len(calls) == 8
+    assert (tmp_path / "frontier" / "frontier.json").exists()

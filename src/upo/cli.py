@@ -179,6 +179,10 @@ def _add_eval_parsers(sub) -> None:
                           help="train and evaluate only these of the sweep's seeds, writing no report: e.g. "
                                "one process per core or GPU, each with its own seeds; a run without --seeds "
                                "then skips the finished runs and writes the report")
+    frontier.add_argument("--points", type=lambda v: v.split(","), metavar="NAME[,NAME...]",
+                          help="train and evaluate only these of the sweep's points (base: the base model), "
+                               "writing no report: e.g. the comparison wanted first; with --seeds, only "
+                               "those seeds of them")
 
 
 RM_EPILOG = """\
@@ -331,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "frontier":
             from upo.frontier.run import run_frontier
 
-            return run_frontier(args.config, quick=args.quick, output_dir=args.output_dir, only_seeds=args.seeds)
+            return run_frontier(args.config, quick=args.quick, output_dir=args.output_dir, only_seeds=args.seeds,
+                                only_points=args.points)
         elif args.command == "rm":
             from upo.rm.config import load_rm_config
             from upo.rm.train import format_rm_metrics, train_reward_model

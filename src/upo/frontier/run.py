@@ -248,13 +248,20 @@ def _clear_failures(sweep: Sweep, point: Point, seeds: list[int | None]) -> None
 
 
 def run_frontier(config: str, quick: bool = False, output_dir: str | None = None,
-                 only_seeds: list[int] | None = None) -> int:
+                 only_seeds: list[int] | None = None, only_points: list[str] | None = None) -> int:
     """`upo frontier`: returns 0, or 1 when some point failed (the others are still reported). With
-    `only_seeds`, runs just those of the sweep's seeds and writes no report (parallel processes)."""
+    `only_seeds` and/or `only_points`, runs just those of the sweep's seeds and points, in the sweep's
+    order, and writes no report (parallel processes, or the points wanted first)."""
     sweep = load_sweep(config, quick=quick, output_dir=output_dir)
     if only_seeds is not None and not set(only_seeds) <= set(sweep.seeds or []):
         raise ConfigError(f"--seeds {','.join(map(str, only_seeds))}: the sweep's seeds are "
                           f"{sweep.seeds or 'not set (add seeds: to the sweep)'}; choose among them")
+    points = [Point("base", "base"), *sweep.points]
+    names = {p.name for p in points} | {p.trained for p in points if p.trained}  # a steered run: all its conditions
+    unknown = sorted(set(only_points or []) - names)
+    if unknown:
+        raise ConfigError(f"--points {','.join(unknown)}: not a point of the sweep; its points are "
+                          f"{', '.join(sorted(names))}")
     base = sweep.base_config()
     template = eval_template(sweep, base)
     aux_metrics = default_aux_metrics(template.scorers) if sweep.aux_metrics == "auto" else list(sweep.aux_metrics)
@@ -269,9 +276,11 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
     warnings = [w for w in (judge_split_warning(template),) if w]
     for warning in warnings:
         log(f"WARNING: {warning}")
-    points = [Point("base", "base"), *sweep.points]
-    runs = len({p.trained or p.name for p in sweep.points})  # a steered run's conditions share one training
-    log(f"{len(points)} points ({runs} to train and the base model) in {sweep.points_dir} -> {out}")
+    if only_points is not None:
+        points = [p for p in points if p.name in only_points or p.trained in only_points]
+    runs = len({p.trained or p.name for p in points if p.group != "base"})  # a steered run's conditions share one training
+    base_model = " and the base model" if any(p.group == "base" for p in points) else ""
+    log(f"{len(points)} points ({runs} to train{base_model}) in {sweep.points_dir} -> {out}")
     memo: dict = {}  # reference log-probs of the held-out pairs, shared by the points
     rows, failed, units = [], [], {}
     seeds = only_seeds or sweep.seeds or [None]
@@ -288,9 +297,11 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
                     results[point.name].append(run_point(point, sweep, template, judge, memo, seed))
                 except Exception as e:  # one point's failure must not lose the others' hours of training
                     failed.append(_record_failure(sweep, point, seed, e))
-        if only_seeds is not None:
-            log(f"seeds {', '.join(map(str, only_seeds))} done{' but for failed points' if failed else ''}; no report "
-                "(it needs every seed): rerun without --seeds to write it")
+        if only_seeds is not None or only_points is not None:
+            chosen = " and ".join(f"{what} {', '.join(map(str, values))}" for what, values in
+                                  (("seeds", only_seeds), ("points", only_points)) if values is not None)
+            log(f"{chosen} done{' but for failed points' if failed else ''}; no report (it needs every seed "
+                "and point): rerun without --seeds and --points to write it")
             return 1 if failed else 0
         for point in points:
             if not any(f["name"] == point.name for f in failed):
