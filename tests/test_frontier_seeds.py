@@ -292,8 +292,8 @@ def test_a_run_in_use_by_another_process_is_refused(tmp_path, monkeypatch, capsy
 
 
 def test_points_option_runs_only_the_named_points(tmp_path, monkeypatch, capsys):
-    """`--points kto` (with or without --seeds) trains only kto's runs, in the sweep's order, and
-    writes no report; an unknown name is an error listing the sweep's points."""
+    """`--points kto` (with or without --seeds) trains only kto's runs, and `--points upo-aux1,dpo`
+    those two in that order; no report; an unknown name is an error listing the sweep's points."""
     calls = []
     monkeypatch.setattr("upo.trainer.train", lambda cfg: calls.append((cfg.method, cfg.seed)) or fake_train(cfg))
     monkeypatch.setattr(frontier_run, "run_eval", fake_eval)
@@ -304,9 +304,12 @@ def test_points_option_runs_only_the_named_points(tmp_path, monkeypatch, capsys)
     calls.clear()
     assert main(["frontier", "--config", sweep, "--points", "kto,base"]) == 0
     assert calls == [("kto", 1)] and not (tmp_path / "frontier" / "frontier.json").exists()
+    calls.clear()
+    assert main(["frontier", "--config", sweep, "--points", "upo-aux1,dpo", "--seeds", "1"]) == 0
+    assert [c[0] for c in calls] == ["upo", "dpo"]
     assert main(["frontier", "--config", sweep, "--points", "kto,nope"]) == 2
     assert "--points nope: not a point of the sweep" in capsys.readouterr().err
     calls.clear()
     assert main(["frontier", "--config", sweep]) == 0
-    assert ("kto", 1) not in calls and ("kto", 2) not in calls and len(calls) == 8
+    assert ("kto", 1) not in calls and ("kto", 2) not in calls and len(calls) == 6
     assert (tmp_path / "frontier" / "frontier.json").exists()

@@ -180,7 +180,7 @@ def _add_eval_parsers(sub) -> None:
                                "one process per core or GPU, each with its own seeds; a run without --seeds "
                                "then skips the finished runs and writes the report")
     frontier.add_argument("--points", type=lambda v: v.split(","), metavar="NAME[,NAME...]",
-                          help="train and evaluate only these of the sweep's points (base: the base model), "
+                          help="train and evaluate only these of the sweep's points, in this order (base: the base model), "
                                "writing no report: e.g. the comparison wanted first; with --seeds, only "
                                "those seeds of them")
 

@@ -250,8 +250,8 @@ def _clear_failures(sweep: Sweep, point: Point, seeds: list[int | None]) -> None
 def run_frontier(config: str, quick: bool = False, output_dir: str | None = None,
                  only_seeds: list[int] | None = None, only_points: list[str] | None = None) -> int:
     """`upo frontier`: returns 0, or 1 when some point failed (the others are still reported). With
-    `only_seeds` and/or `only_points`, runs just those of the sweep's seeds and points, in the sweep's
-    order, and writes no report (parallel processes, or the points wanted first)."""
+    `only_seeds` and/or `only_points`, runs just those of the sweep's seeds and points (in the order named)
+    and writes no report (parallel processes, or the points wanted first)."""
     sweep = load_sweep(config, quick=quick, output_dir=output_dir)
     if only_seeds is not None and not set(only_seeds) <= set(sweep.seeds or []):
         raise ConfigError(f"--seeds {','.join(map(str, only_seeds))}: the sweep's seeds are "
@@ -277,7 +277,9 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
     for warning in warnings:
         log(f"WARNING: {warning}")
     if only_points is not None:
-        points = [p for p in points if p.name in only_points or p.trained in only_points]
+        order = {name: i for i, name in enumerate(only_points)}  # in the order named; a steered run's conditions together
+        points = sorted((p for p in points if p.name in order or p.trained in order),
+                        key=lambda p: order.get(p.name, order.get(p.trained)))
     runs = len({p.trained or p.name for p in points if p.group != "base"})  # a steered run's conditions share one training
     base_model = " and the base model" if any(p.group == "base" for p in points) else ""
     log(f"{len(points)} points ({runs} to train{base_model}) in {sweep.points_dir} -> {out}")
