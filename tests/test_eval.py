@@ -229,3 +229,19 @@ def test_upo_eval_end_to_end(tiny_model_dir, tiny_tokenizer, pairs_file, tmp_pat
     assert main(["score", "--data", str(out / "generations.jsonl"), "--scorers", "length_words",
                  "--cache_dir", cache]) == 0
     assert "| generation | 4 |" in capsys.readouterr().out
+
+
+def test_generation_key_follows_the_hub_commit_and_the_local_files(tmp_path):
+    """A killed evaluation's finished batches are reused only for the same model: a hub name at
+    another commit misses, and so does a local folder whose weights were rewritten."""
+    from upo.evaluation.eval import _generation_key
+
+    cfg = EvalConfig(model="owner/model", data="d.jsonl")
+    assert _generation_key(cfg, "owner/model", "abc") != _generation_key(cfg, "owner/model", "def")
+    assert _generation_key(cfg, "owner/model", "abc") == _generation_key(cfg, "owner/model", "abc")
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"1")
+    before = _generation_key(cfg, str(folder))
+    (folder / "model.safetensors").write_bytes(b"22")
+    assert _generation_key(cfg, str(folder)) != before

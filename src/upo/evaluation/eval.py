@@ -180,7 +180,8 @@ def run_eval(cfg: EvalConfig, *, judge=None, reference_memo: dict | None = None)
         outputs = generate(model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens, do_sample=cfg.do_sample,
                            temperature=cfg.temperature, top_p=cfg.top_p, num_return_sequences=cfg.samples,
                            batch_size=cfg.gen_batch_size, seed=cfg.seed, progress=cfg.progress, aux_coef=cfg.aux_coef,
-                           reward_mix=cfg.reward_mix, partial=partial, partial_key=_generation_key(cfg, model_path))
+                           reward_mix=cfg.reward_mix, partial=partial,
+                           partial_key=_generation_key(cfg, model_path, getattr(model.config, "_commit_hash", None)))
     rows = [{"prompt": p, "response": o, "reference": ref} for (p, ref), outs in zip(refs, outputs, strict=True)
             for o in outs]
 
@@ -239,10 +240,13 @@ def run_eval(cfg: EvalConfig, *, judge=None, reference_memo: dict | None = None)
     return result
 
 
-def _generation_key(cfg: EvalConfig, model_path: str) -> str:
+def _generation_key(cfg: EvalConfig, model_path: str, revision: str | None = None) -> str:
     """What a generation batch kept in the partial file depends on besides its prompts: the settings
-    and the model's files (names, sizes, modification times: a retrained model in the same folder misses)."""
+    and the model's files (names, sizes, modification times: a retrained model in the same folder misses);
+    for a hub name, the commit it was loaded at (`revision`: transformers' `config._commit_hash`), so a
+    model updated on the hub between two attempts misses too."""
     folder = Path(model_path)
     files = sorted(folder.glob("*.json")) + sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
     stats = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-    return json.dumps([cfg.settings(), str(model_path), stats], sort_keys=True, default=str)
+    key = [cfg.settings(), str(model_path), stats] + ([revision] if revision and not folder.is_dir() else [])
+    return json.dumps(key, sort_keys=True, default=str)
