@@ -117,7 +117,10 @@ def train(cfg: UPOConfig) -> Path:
     mix_ids = add_mix_tokens(tokenizer, list(cfg.steer_reward_mixes)) if cfg.steer_reward_mixes else None
     conditions = steering_conditions(aux_ids, mix_ids)  # [] when not steered
     new_token_ids = sorted([*(control_ids or {}).values(), *(aux_ids or {}).values(), *(mix_ids or {}).values()])
-    data = prepare_data(cfg, tokenizer, progress=show)
+    # Scoring the rewards may draw from torch's RNG (a scorer's model being built) or not (scores read
+    # from the cache): the model's random initialization (LoRA, value head) must not depend on which.
+    with torch.random.fork_rng(devices=[]):
+        data = prepare_data(cfg, tokenizer, progress=show)
     for line in data.report:
         log(f"upo: {line}")
     fingerprint = data_fingerprint(data.train_items)
