@@ -116,9 +116,14 @@ def test_upo_frontier_with_a_steered_point_end_to_end(tiny_model_dir, tiny_token
     }
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(yaml.safe_dump(spec))
+    # --points with the steered run's name: its one training and its evaluation at each condition
+    assert main(["frontier", "--config", str(sweep), "--points", "steered"]) == 0, capsys.readouterr()
+    log = capsys.readouterr().out
+    assert log.count("training (upo) into") == 1 and "steered-aux2: evaluating" in log
+    assert not (out / "frontier.json").exists()
     assert main(["frontier", "--config", str(sweep)]) == 0, capsys.readouterr()
     log = capsys.readouterr().out
-    assert log.count("training (upo) into") == 3  # two grid points and the steered run, once
+    assert log.count("training (upo) into") == 2  # the two grid points; the steered run was trained above
     result = json.loads((out / "frontier.json").read_text())
     assert [(r["name"], r["group"], r["aux_coef"]) for r in result["points"]] == [
         ("base", "base", None), ("upo-aux0.5", "upo", 0.5), ("upo-aux2", "upo", 2.0),
