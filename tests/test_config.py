@@ -192,6 +192,7 @@ def test_methods_that_use_rewards_take_them(method):
         (dict(lora_alpha=8, merge_lora=False), "lora_alpha (lora is false); merge_lora (lora is false)"),
         (dict(relabel_margin=2.0), "relabel_margin (relabel is false)"),
         (dict(eval_steps=10, eval_fraction=0.0), "eval_steps (no held-out data"),
+        (dict(eval_steps=10, heldout_eval=False), "eval_steps (heldout_eval is false"),
         (dict(save_total_limit=5), "save_total_limit (save_steps is null"),
         (dict(method="dpo", pref_loss="dpo"), "pref_loss (method 'dpo' does not read it; read by upo)"),
         (dict(method="kto", label_smoothing=0.1), "label_smoothing (method 'kto' does not read it; read by dpo, "

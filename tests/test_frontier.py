@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
@@ -192,8 +193,9 @@ def test_a_steered_point_leaves_out_the_base_aux_coef(tmp_path):
 
 
 def test_a_run_folder_of_an_older_upo_is_the_same_run(tmp_path):
-    """A run's config.yaml written before keys were added (they count as their defaults), or holding a
-    base key its method never read, is still that run; a key that changes training is not."""
+    """A run's config.yaml written before keys were added (they count as their defaults), holding a
+    base key its method never read, or evaluated during training where its rerun is not, is still
+    that run; a key that changes training is not."""
     from upo.config import UPOConfig
     from upo.frontier.run import _check_same_run
 
@@ -203,6 +205,7 @@ def test_a_run_folder_of_an_older_upo_is_the_same_run(tmp_path):
     old["aux_coef"] = 0.5  # a sweep base's aux_coef, recorded in a DPO point's config before it was left out
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
     _check_same_run(cfg, tmp_path)
+    _check_same_run(dataclasses.replace(cfg, heldout_eval=False), tmp_path)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({**old, "beta": 0.3}))
     with pytest.raises(ConfigError, match=r"different config \(beta\)"):
         _check_same_run(cfg, tmp_path)

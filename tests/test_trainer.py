@@ -215,6 +215,23 @@ def test_held_out_metrics_belong_to_the_method(method, absent, tiny_model_dir, p
         assert "eval/upo/aux_loss" in last
 
 
+def test_heldout_eval_false_holds_the_split_out_without_evaluating_it(tiny_model_dir, pairs_file, tmp_path):
+    """heldout_eval: false (what `upo frontier` sweeps set, since `upo eval` measures the held-out
+    prompts afterwards): no eval/ metrics and no held-out reference log-probs, while training is
+    the very same, held-out rows still excluded."""
+    runs = {}
+    for heldout_eval in (True, False):
+        out = tmp_path / str(heldout_eval)
+        cfg = _cfg(tiny_model_dir, pairs_file, out, method="upo", max_steps=2, heldout_eval=heldout_eval)
+        runs[heldout_eval] = (_weights(train(cfg)), read_metrics(out / "run" / "metrics.jsonl"),
+                              load_file(str(out / "run" / "reference_logps.safetensors")))
+    (evaluated, rows, table), (held, held_rows, held_table) = runs[True], runs[False]
+    assert any(k.startswith("eval/") for k in rows[-1]) and any(k.startswith("eval.") for k in table)
+    assert not any(k.startswith("eval/") for row in held_rows for k in row)
+    assert not any(k.startswith("eval.") for k in held_table)
+    assert evaluated.keys() == held.keys() and all(torch.equal(evaluated[k], held[k]) for k in held)
+
+
 @pytest.mark.parametrize(("method", "has_kl"), [("kto", True), ("oppo", False)])
 def test_reference_for_mismatched_sequences_only_when_kto_needs_it(method, has_kl, tiny_model_dir, pairs_file, tmp_path):
     train(_cfg(tiny_model_dir, pairs_file, tmp_path, method=method, max_steps=1))

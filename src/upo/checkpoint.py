@@ -34,7 +34,7 @@ from upo.methods import unread_method_keys
 # How long a run goes on and what it writes, never what it trains: a resume may change these.
 # (With lr_scheduler linear or cosine, max_steps / num_epochs also stretch the decay from the resume on.)
 RESUMABLE_CHANGES = (
-    "max_steps", "num_epochs", "save_steps", "save_total_limit", "logging_steps", "eval_steps", "progress",
+    "max_steps", "num_epochs", "save_steps", "save_total_limit", "logging_steps", "heldout_eval", "eval_steps", "progress",
     "resume", "output_dir", "cache_dir", "precompute_ref_logps", "cache_reference_logps", "report_to",
     "plot_curves",
 )  # fmt: skip

@@ -113,6 +113,7 @@ class UPOConfig:
     logging_steps: Positive[int] = 1  # write train metrics every N optimizer steps
     report_to: list[str] = field(default_factory=list)  # also log metrics and config to: tensorboard, trackio, wandb, mlflow (README, Tracking and curves); [] = metrics.jsonl only
     plot_curves: bool = True  # at the end, draw the training curves into plots/*.png (as `upo plot OUTPUT_DIR` does)
+    heldout_eval: bool = True  # held-out metrics during training (every eval_steps, and at the end); false: the split is only held out, e.g. for `upo eval` afterwards (`upo frontier` sweeps)
     eval_steps: Positive[int] | None = None  # None: evaluate at the end only
     save_steps: Positive[int] | None = None  # None: no intermediate checkpoints
     save_total_limit: Positive[int] = 2  # keep only the N newest checkpoints
@@ -190,6 +191,8 @@ class UPOConfig:
             unread["relabel_margin"] = "relabel is false"
         if not (self.eval_dataset or self.eval_fraction > 0):
             unread["eval_steps"] = "no held-out data: eval_fraction is 0 and no eval_dataset"
+        if not self.heldout_eval:
+            unread["eval_steps"] = "heldout_eval is false: no held-out metrics during training"
         if self.save_steps is None:
             unread["save_total_limit"] = "save_steps is null: no checkpoints"
         if not method.uses_value_head:

@@ -158,6 +158,9 @@ def prepare_data(cfg: UPOConfig, tokenizer, progress: bool = True) -> PreparedDa
         if problem is not None:
             raise DataError(f"{record.source}: field '{problem[0]}': {problem[1]}")
 
+    if eval_records and not cfg.heldout_eval:  # held out, never trained on, but not evaluated here
+        report.append(f"held out: {len(eval_records)} examples, not evaluated during training (heldout_eval: false)")
+        eval_records = []
     if cfg.relabel:
         records = _relabel(records, cfg, report, progress)
 

@@ -40,7 +40,8 @@ from upo.frontier.uncertainty import add_uncertainty, stack_units
 from upo.methods import unread_method_keys
 from upo.rewards.cache import ScoreCache, default_cache_dir
 
-RUN_ONLY_KEYS = ("resume", "progress", "cache_reference_logps")  # may differ between a run and its rerun
+# may differ between a run and its rerun: none changes what is trained
+RUN_ONLY_KEYS = ("resume", "progress", "cache_reference_logps", "heldout_eval")
 
 
 def log(message: str) -> None:
