@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from upo.cli import main
-from upo.evaluation.compare import align, compare_results, load_eval
+from upo.evaluation.compare import align, compare_results, equal_length_rows, load_eval
 from upo.stats import bootstrap_interval, paired_difference_draws, percentile_interval
 
 PROMPTS = ["p1", "p2", "p3", "p4"]
@@ -58,6 +58,27 @@ def test_compare_hand_worked():
     assert (acc["units"], acc["n"], acc["a"], acc["b"]) == ("pairs", 2, 0.5, 1.0)
     # swapping the sides swaps the verdict
     assert {r["metric"]: r["better"] for r in compare_results(B, A)}["judge/win_rate"] == "A"
+
+
+def test_compare_at_equal_length(tmp_path, capsys):
+    """B's grade is 1.75 lower, but B answers shorter: within lengths (3 and 10 words) it is 9/14
+    lower (test_length_matched.py works the same numbers)."""
+    a = evaluation({"readability/fk_grade": [1.0, 1.0, 5.0, 5.0], "length/words": [3.0, 3.0, 10.0, 10.0],
+                    "length/words_ratio": [1.0, 1.0, 2.0, 2.0]})
+    b = evaluation({"readability/fk_grade": [0.0, 0.0, 0.0, 5.0], "length/words": [3.0, 3.0, 3.0, 10.0],
+                    "length/words_ratio": [1.0, 1.0, 1.0, 2.0]})
+    assert {r["metric"]: r for r in compare_results(a, b)}["readability/fk_grade"]["difference"] == -1.75
+    [grade] = equal_length_rows(a, b)  # lengths themselves are not compared at equal length
+    assert grade["metric"] == "readability/fk_grade" and grade["difference"] == pytest.approx(-9 / 14)
+    assert grade["overlap_a"] == grade["overlap_b"] == 1.0
+    assert equal_length_rows(A, B) == []  # no per-prompt lengths: nothing to match on
+    for name, result in (("a", a), ("b", b)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "eval.json").write_text(json.dumps(result))
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--output", str(tmp_path / "c.json")]) == 0
+    assert "## At equal length" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "c.json").read_text())["at_equal_length"]
+    assert saved[0]["difference"] == pytest.approx(-9 / 14) and saved[0]["better"] in ("B", "neither")
 
 
 def test_compare_refuses_different_prompts():

@@ -103,6 +103,7 @@ def fake_eval(cfg, judge=None, reference_memo=None):
     values = {"judge/win_rate": rng.choice([0.0, 0.5, 1.0], size=N_PROMPTS, p=[(1 - win) * 0.9, 0.1, win * 0.9]),
               "safety/violation_rate": (rng.random(N_PROMPTS) < violation).astype(float),
               "length/words_ratio": rng.uniform(0.5, 1.5, N_PROMPTS)}
+    values["length/words"] = rng.integers(3, 40, N_PROMPTS).astype(float)  # the same lengths at every point
     metrics, intervals = summarize(values)
     result = {"model": cfg.model, "metrics": metrics, "intervals": intervals, "settings": cfg.settings(),
               "per_prompt": unit_section([f"p{i}" for i in range(N_PROMPTS)], values),
@@ -162,7 +163,15 @@ def test_frontier_with_seeds_on_synthetic_results(tmp_path, monkeypatch, capsys)
     assert compared[("upo-aux3", "dpo", "judge/win_rate")] == "dpo"
     assert compared[("upo-aux0.3", "dpo", "judge/win_rate")] == "neither"
 
+    # at equal length (lengths drawn alike at every point): the same verdicts; lengths not compared
+    matched = {(c["upo"], c["preference"], c["metric"]): c for c in result["comparisons_at_equal_length"]}
+    assert {m for _, _, m in matched} == {"judge/win_rate", "safety/violation_rate"}
+    assert matched[("upo-aux1", "dpo", "judge/win_rate")]["better"] == "upo-aux1"
+    assert matched[("upo-aux3", "dpo", "judge/win_rate")]["better"] == "dpo"
+    assert matched[("upo-aux1", "kto", "safety/violation_rate")]["overlap_upo"] == 1.0
+
     report = (out / "report.md").read_text()
+    assert "### At equal length: UPO - preference-only" in report
     assert "seeds 1, 2, 3" in report and "| upo-aux1 | 1.000 | 0.000 | **beyond** |" in report
     assert "| upo-aux1 | dpo | judge/win_rate ↑ |" in report and "| upo-aux1 | dpo | length/words_ratio |" in report
     assert (out / "frontier_safety_violation_rate.png").read_bytes()[:4] == b"\x89PNG"

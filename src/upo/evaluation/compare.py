@@ -8,6 +8,10 @@ about training seeds (a frontier with `seeds:` resamples those too).
 
 The prompts must be the same rows in the same order (the same data, split and `prompts`), else it
 is an error; held-out pairs are compared on the pairs both evaluations scored.
+
+When both hold response lengths, each per-prompt metric (lengths aside) is also compared at equal
+length (`upo.evaluation.length_matched`): a lower reading grade or a higher win rate can come from
+answering shorter, and this difference cannot.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from upo.evaluation.intervals import INTERVAL_SETTINGS, UNIT_KINDS, compact_json, units_of
+from upo.evaluation.length_matched import length_matched_difference
 from upo.evaluation.metrics import direction
 from upo.evaluation.report import ARROWS, format_value, metric_order
 from upo.stats import CONFIDENCE, paired_difference_draws, percentile_interval
 
 UNIT_NAMES = {"per_prompt": "prompts", "per_pair": "pairs"}
+LENGTH = "length/words"  # the per-prompt response length that comparisons at equal length bin by
 
 
 def load_eval(path: str | Path) -> dict:
@@ -71,6 +77,41 @@ def difference_row(metric: str, units: str, a, b, confidence: float = CONFIDENCE
             "better": verdict(metric, low, high)}
 
 
+def equal_length_row(metric: str, a, a_words, b, b_words) -> dict:
+    """The length-matched comparison of one metric: the difference B - A at equal length, its interval,
+    the side it favours, and the shares of A's and B's generations at lengths both have."""
+    matched = length_matched_difference(a, a_words, b, b_words)
+    side = "no shared length" if matched["difference"] is None else verdict(metric, matched["low"], matched["high"])
+    return {"metric": metric, **matched, "better": side}
+
+
+def equal_length_rows(a: dict, b: dict) -> list[dict]:
+    """One row per per-prompt metric both eval.json dicts hold (lengths aside), at equal length; none
+    without per-prompt lengths on both sides."""
+    units_a, units_b = units_of(a), units_of(b)
+    if "per_prompt" not in units_a or "per_prompt" not in units_b:
+        return []
+    (ids_a, values_a), (ids_b, values_b) = units_a["per_prompt"], units_b["per_prompt"]
+    if LENGTH not in values_a or LENGTH not in values_b:
+        return []
+    pos_a, pos_b = align("per_prompt", ids_a, ids_b)
+    return [equal_length_row(m, values_a[m][pos_a], values_a[LENGTH][pos_a], values_b[m][pos_b], values_b[LENGTH][pos_b])
+            for m in sorted(values_a.keys() & values_b.keys(), key=metric_order) if not m.startswith("length/")]
+
+
+def format_equal_length(rows: list[dict], a: str = "A", b: str = "B") -> list[str]:
+    """The Markdown table of `equal_length_rows` (or the frontier's, naming the sides a and b)."""
+    lines = [f"| metric | {b} - {a} at equal length | 95% interval | better | {b}'s generations at shared lengths "
+             f"| {a}'s |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        arrow = ARROWS[direction(r["metric"])].split(" ")[0]
+        cells = ["", ""] if r["difference"] is None else \
+            [format_value(r["difference"]), f"[{format_value(r['low'])}, {format_value(r['high'])}]"]
+        lines.append(f"| {r['metric']} {arrow}".rstrip() + f" | {cells[0]} | {cells[1]} | {r['better']} "
+                     f"| {r['overlap_b']:.0%} | {r['overlap_a']:.0%} |")
+    return lines
+
+
 def compare_results(a: dict, b: dict) -> list[dict]:
     """One row per metric that both eval.json dicts hold per-unit values of (see the module docstring)."""
     units_a, units_b = units_of(a), units_of(b)
@@ -107,13 +148,20 @@ def format_comparison(name_a: str, name_b: str, rows: list[dict]) -> str:
 
 
 def run_compare(a: str, b: str, output: str | None = None) -> str:
-    """`upo compare`: the Markdown table (returned); with `output` (a .json path) also the JSON, and
+    """`upo compare`: the Markdown tables (returned); with `output` (a .json path) also the JSON, and
     the Markdown beside it (.md)."""
-    rows = compare_results(load_eval(a), load_eval(b))
+    result_a, result_b = load_eval(a), load_eval(b)
+    rows, matched = compare_results(result_a, result_b), equal_length_rows(result_a, result_b)
     text = format_comparison(a, b, rows)
+    if matched:
+        text += ("\n\n## At equal length\n\nEach metric compared within bins of response length (word counts a "
+                 "factor √2 apart), B - A averaged over the bins both have generations in, weighted by B's counts; "
+                 "the last two columns say how much of each side those bins hold (little: not comparable at equal "
+                 "length).\n\n" + "\n".join(format_equal_length(matched)))
     if output:
         path = Path(output)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.with_suffix(".md").write_text(text + "\n")
-        path.write_text(compact_json({"a": a, "b": b, **INTERVAL_SETTINGS, "metrics": rows}) + "\n")
+        path.write_text(compact_json({"a": a, "b": b, **INTERVAL_SETTINGS, "metrics": rows,
+                                      "at_equal_length": matched}) + "\n")
     return text

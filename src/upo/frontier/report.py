@@ -47,6 +47,16 @@ names the point the interval favours, `neither` when it holds 0.
 """
 
 
+EQUAL_LENGTH = """\
+A shorter answer reads at a lower grade, and a judge may prefer one length to another: here each
+metric is compared within bins of response length (word counts a factor √2 apart; seeds pooled),
+the per-bin differences averaged over the bins both points have generations in, each weighted by
+the inverse variance of its difference, n_pref n_UPO / (n_pref + n_UPO) (`upo.evaluation.length_matched`;
+bootstrap over the same prompts and seeds).
+The last two columns say how much of each point those bins hold: where little, the two are not
+comparable at equal length, whatever the interval says."""
+
+
 def _cell(value) -> str:
     if value is None:
         return ""
@@ -127,6 +137,17 @@ def _comparison_table(comparisons: list[dict]) -> list[str]:
     return lines
 
 
+def _equal_length_table(comparisons: list[dict]) -> list[str]:
+    lines = ["| UPO point | preference-only point | metric | UPO - pref at equal length | 95% interval | better "
+             "| UPO's generations at shared lengths | pref's |", "|---|---|---|---|---|---|---|---|"]
+    for c in comparisons:
+        cells = ("", "") if c["difference"] is None else (format_value(c["difference"]), _interval((c["low"], c["high"])))
+        lines.append(f"| {c['upo']} | {c['preference']} | {c['metric']} {ARROWS[direction(c['metric'])].split(' ')[0]}"
+                     .rstrip() + f" | {cells[0]} | {cells[1]} | {c['better']} | {c['overlap_upo']:.0%} "
+                     f"| {c['overlap_preference']:.0%} |")
+    return lines
+
+
 def _value(row: dict, metric: str) -> str:
     """The point's value with its interval, when it has one."""
     interval = row.get("intervals", {}).get(metric)
@@ -174,6 +195,9 @@ def format_report(result: dict, plots: dict[str, str]) -> str:
         lines += ["### Each UPO point against the preference-only front", "", *_verdict_table(result["summary"]), ""]
     if result.get("comparisons"):
         lines += ["### Paired differences: UPO - preference-only", "", *_comparison_table(result["comparisons"]), ""]
+    if result.get("comparisons_at_equal_length"):
+        lines += ["### At equal length: UPO - preference-only", "", EQUAL_LENGTH,
+                  "", *_equal_length_table(result["comparisons_at_equal_length"]), ""]
     if any(e.get("hv_steered") is not None for e in result["summary"]):
         lines += ["## UPO steered (one run) against UPO trained at each aux_coef", "", *_steered_table(result["summary"]),
                   "", "Training compute per seed:", "", *_compute_table(result.get("compute", {})), ""]

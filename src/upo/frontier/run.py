@@ -36,7 +36,7 @@ from upo.frontier.plot import plot_frontier, slug
 from upo.frontier.report import format_report, write_csv
 from upo.frontier.summary import default_aux_metrics, preference_metric, summarize
 from upo.frontier.sweep import Point, Sweep, condition_folder, config_keys, load_sweep, uses_aux
-from upo.frontier.uncertainty import add_uncertainty, stack_units
+from upo.frontier.uncertainty import add_uncertainty, equal_length_comparisons, stack_units
 from upo.methods import unread_method_keys
 from upo.rewards.cache import ScoreCache, default_cache_dir
 
@@ -317,6 +317,7 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
     pref = preference_metric(rows, sweep.preference_metric)
     summary = summarize(rows, pref, aux_metrics)
     comparisons = add_uncertainty(rows, units, summary, [pref, *aux_metrics, "length/words_ratio"])
+    at_equal_length = equal_length_comparisons(rows, units, [pref, *aux_metrics])
     plots = {}
     for entry in summary[: len(aux_metrics)]:  # the 2-D ones
         png = f"frontier_{slug(entry['axes'][1])}.png"
@@ -334,6 +335,7 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
         "points": rows,
         "summary": summary,
         "comparisons": comparisons,
+        "comparisons_at_equal_length": at_equal_length,
         "compute": group_compute(rows),  # per seed: the training runs of each group
         "interval_settings": INTERVAL_SETTINGS,
         "plots": plots,

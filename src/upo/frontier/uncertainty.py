@@ -14,13 +14,16 @@ point's training seeds on its own (separate runs; `upo.stats.bootstrap_means`). 
 - paired differences of every UPO point with every preference-only point, metric by metric;
 - with a steered UPO run (group "steered"), the 95% interval of HV(steered) / HV(UPO). The points of
   one steered run (its conditions) share their seeds' resampling: each seed is one run for all.
+
+`equal_length_comparisons` gives the same pairs' differences at equal response length
+(`upo.evaluation.length_matched`, a bootstrap of its own over the same prompts and seeds).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from upo.evaluation.compare import verdict
+from upo.evaluation.compare import LENGTH, equal_length_row, verdict
 from upo.evaluation.intervals import UNIT_KINDS, units_of
 from upo.frontier.pareto import hypervolume, normalize, oriented
 from upo.stats import CONFIDENCE, RESAMPLES, SEED, bootstrap_means, percentile_interval, resample_counts
@@ -148,6 +151,31 @@ def paired_comparisons(rows: list[dict], draws: dict[str, dict], metrics: list[s
                 out.append({"upo": u["name"], "preference": p["name"], "metric": metric,
                             "difference": u["metrics"][metric] - p["metrics"][metric], "low": low, "high": high,
                             "better": {"A": p["name"], "B": u["name"]}.get(side, side.replace("in B", f"for {u['name']}"))})
+    return out
+
+
+def equal_length_comparisons(rows: list[dict], units: dict[str, Units], metrics: list[str]) -> list[dict]:
+    """Every UPO point (B) against every preference-only point (A) on each per-prompt metric of
+    `metrics` (lengths aside) at equal length: the difference B - A within length bins, its interval,
+    the point it favours, and the shares of each point's generations at lengths both have."""
+    out = []
+    pref = [r for r in rows if r["group"] == "preference"]
+    for u in (r for r in rows if r["group"] == "upo"):
+        for p in pref:
+            if "per_prompt" not in units.get(u["name"], {}) or "per_prompt" not in units.get(p["name"], {}):
+                continue
+            (ids_u, values_u), (ids_p, values_p) = units[u["name"]]["per_prompt"], units[p["name"]]["per_prompt"]
+            shared = common_ids([ids_p, ids_u])
+            pos_u, pos_p = positions(ids_u, shared), positions(ids_p, shared)
+            for metric in metrics:
+                if metric.startswith("length/") or not {metric, LENGTH} <= values_u.keys() & values_p.keys():
+                    continue
+                row = equal_length_row(metric, values_p[metric][:, pos_p], values_p[LENGTH][:, pos_p],
+                                       values_u[metric][:, pos_u], values_u[LENGTH][:, pos_u])
+                out.append({"upo": u["name"], "preference": p["name"], "metric": metric,
+                            "difference": row["difference"], "low": row["low"], "high": row["high"],
+                            "better": {"A": p["name"], "B": u["name"]}.get(row["better"], row["better"]),
+                            "overlap_upo": row["overlap_b"], "overlap_preference": row["overlap_a"]})
     return out
 
 
