@@ -104,6 +104,7 @@ def fake_eval(cfg, judge=None, reference_memo=None):
               "safety/violation_rate": (rng.random(N_PROMPTS) < violation).astype(float),
               "length/words_ratio": rng.uniform(0.5, 1.5, N_PROMPTS)}
     values["length/words"] = rng.integers(3, 40, N_PROMPTS).astype(float)  # the same lengths at every point
+    values["safety/max_toxicity"] = violation + rng.uniform(0, 0.01, N_PROMPTS)
     metrics, intervals = summarize(values)
     result = {"model": cfg.model, "metrics": metrics, "intervals": intervals, "settings": cfg.settings(),
               "per_prompt": unit_section([f"p{i}" for i in range(N_PROMPTS)], values),
@@ -118,7 +119,8 @@ def sweep_file(tmp_path, seeds) -> Path:
             "base": {"model": "tiny", "dataset": "pairs.jsonl", "eval_fraction": 0.25, "seed": 42,
                      "rewards": {"length": 1.0}, "progress": False},
             "eval": {"prompts": N_PROMPTS, "scorers": ["safety"]},
-            "methods": ["dpo", "kto", "upo"], "aux_coef": [0.3, 1.0, 3.0], "preference_metric": "judge/win_rate"}
+            "methods": ["dpo", "kto", "upo"], "aux_coef": [0.3, 1.0, 3.0], "preference_metric": "judge/win_rate",
+            "compare_metrics": ["safety/max_toxicity", "no/such_metric"]}
     if seeds is not None:
         spec["seeds"] = seeds
     path = tmp_path / "sweep.yaml"
@@ -165,10 +167,14 @@ def test_frontier_with_seeds_on_synthetic_results(tmp_path, monkeypatch, capsys)
 
     # at equal length (lengths drawn alike at every point): the same verdicts; lengths not compared
     matched = {(c["upo"], c["preference"], c["metric"]): c for c in result["comparisons_at_equal_length"]}
-    assert {m for _, _, m in matched} == {"judge/win_rate", "safety/violation_rate"}
+    assert {m for _, _, m in matched} == {"judge/win_rate", "safety/violation_rate", "safety/max_toxicity"}
     assert matched[("upo-aux1", "dpo", "judge/win_rate")]["better"] == "upo-aux1"
     assert matched[("upo-aux3", "dpo", "judge/win_rate")]["better"] == "dpo"
     assert matched[("upo-aux1", "kto", "safety/violation_rate")]["overlap_upo"] == 1.0
+    # compare_metrics: compared besides the axes (a metric no point has: a warning)
+    assert compared[("upo-aux1", "kto", "safety/max_toxicity")] == "upo-aux1"
+    assert ("upo-aux1", "kto", "safety/max_toxicity") in matched
+    assert "compare_metrics: no point has 'no/such_metric'" in " ".join(result["warnings"])
 
     report = (out / "report.md").read_text()
     assert "### At equal length: UPO - preference-only" in report

@@ -316,8 +316,12 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
 
     pref = preference_metric(rows, sweep.preference_metric)
     summary = summarize(rows, pref, aux_metrics)
-    comparisons = add_uncertainty(rows, units, summary, [pref, *aux_metrics, "length/words_ratio"])
-    at_equal_length = equal_length_comparisons(rows, units, [pref, *aux_metrics])
+    compared = list(dict.fromkeys([pref, *aux_metrics, *sweep.compare_metrics]))
+    for metric in sweep.compare_metrics:
+        if not any(metric in r["metrics"] for r in rows):
+            warnings.append(f"compare_metrics: no point has {metric!r}; not compared")
+    comparisons = add_uncertainty(rows, units, summary, [*compared, "length/words_ratio"])
+    at_equal_length = equal_length_comparisons(rows, units, compared)
     plots = {}
     for entry in summary[: len(aux_metrics)]:  # the 2-D ones
         png = f"frontier_{slug(entry['axes'][1])}.png"

@@ -14,6 +14,7 @@
     seeds: [1, 2, 3]                       # optional: train and generate every point once per seed
     preference_metric: auto                # or judge/win_rate, rewards/accuracies
     aux_metrics: auto                      # or a list of eval.json metric names
+    compare_metrics: [safety/max_toxicity] # optional: more metrics compared UPO vs preference-only (not axes)
     quick: {...}                           # deep-merged over this file with --quick
 
 `aux_coef` is the strength of the auxiliary objective: the config key the method table names for it
@@ -56,7 +57,7 @@ from upo.config import ConfigError, UPOConfig, coerce, read_yaml_mapping
 from upo.evaluation.config import coerce_eval
 
 TOP_KEYS = ("output_dir", "points_dir", "base", "eval", "methods", "aux_coef", "method_overrides", "reward_variants",
-            "points", "preference_metric", "aux_metrics", "seeds", "quick")
+            "points", "preference_metric", "aux_metrics", "compare_metrics", "seeds", "quick")
 # Every point must share the held-out split (it is the evaluation set) and get its own run folder.
 SHARED_KEYS = ("dataset", "dataset_split", "eval_dataset", "eval_fraction", "seed", "split_seed", "output_dir")
 # Set per point by the sweep, not in eval:
@@ -84,6 +85,7 @@ class Sweep:
     points_dir: Path  # the run folders points_dir/<name>[/seed-S]/, which sweeps with the same one share
     preference_metric: str = "auto"
     aux_metrics: list[str] | str = "auto"
+    compare_metrics: list[str] = field(default_factory=list)  # compared UPO vs preference-only besides the axes
     source: str = ""
     quick: bool = False
     seeds: list[int] | None = None  # training (and generation) seeds of every point; None = one run, the base's seed
@@ -282,6 +284,9 @@ def load_sweep(path: str | Path, quick: bool = False, output_dir: str | None = N
     aux_metrics = spec.get("aux_metrics", "auto")
     if aux_metrics != "auto" and not (isinstance(aux_metrics, list) and aux_metrics):
         raise ConfigError(f"{path}: aux_metrics: expected auto or a list of metric names, got {aux_metrics!r}")
+    compare_metrics = spec.get("compare_metrics", [])
+    if not (isinstance(compare_metrics, list) and all(isinstance(m, str) for m in compare_metrics)):
+        raise ConfigError(f"{path}: compare_metrics: expected a list of metric names, got {compare_metrics!r}")
     out = Path(output_dir or spec.get("output_dir") or "runs/frontier")
     return Sweep(
         output_dir=out,
@@ -291,6 +296,7 @@ def load_sweep(path: str | Path, quick: bool = False, output_dir: str | None = N
         points_dir=_points_dir(spec, quick_spec, out, quick, str(path)),
         preference_metric=str(spec.get("preference_metric", "auto")),
         aux_metrics=aux_metrics,
+        compare_metrics=compare_metrics,
         source=str(path),
         quick=quick,
         seeds=_seeds(spec.get("seeds"), str(path)),
