@@ -5,9 +5,10 @@
 # per aux_coef), which share their common runs (points_dir). One process per core, one thread each
 # (two processes of 2 threads slow each other 10-30x; one thread per core gives ~2x the throughput
 # of one 2-thread process). Rerun the same command to continue: finished runs are skipped, a killed
-# training resumes from its last checkpoint, a killed generation from its last batch. The workers
-# import a frozen copy of the committed src/ (runs/hh-code-COMMIT/src), so commits and merges made
-# while they run cannot mix two versions of upo in one process; a worker started again takes HEAD's.
+# training resumes from its last checkpoint, a killed generation from its last batch. Each job (one
+# `upo frontier` process) imports a frozen copy of the committed src/ as of its start
+# (runs/hh-code-COMMIT/src): commits made while it runs cannot mix two versions of upo in one
+# process, and the worker's next job takes them up.
 #
 #   bash examples/hh_experiments.sh            # starts both workers in the background, logs in runs/
 #   bash examples/hh_experiments.sh 0          # (re)starts worker 0 alone (1: worker 1)
@@ -26,36 +27,39 @@ SEEDS=examples/frontier_hh_seeds.yaml
 STEERED=examples/frontier_hh_steered.yaml
 
 worker() {  # worker CORE "SWEEP:SEED[:POINT,...] ..."
-  local core=$1 jobs=$2 pass job failed rest points
+  local core=$1 jobs=$2 pass job failed rest points code
   for pass in 1 2 3; do
     failed=0
     for job in $jobs; do
       rest=${job#*:} points=()
       [ "${rest#*:}" != "$rest" ] && points=(--points "${rest#*:}")
-      OMP_NUM_THREADS=1 PYTHONPATH="$CODE/src" taskset -c "$core" "$PYTHON" -m upo.cli frontier \
+      code=$(code_snapshot) || { failed=1; continue; }
+      echo "hh_experiments: $job with the code of $code"
+      OMP_NUM_THREADS=1 PYTHONPATH="$code/src" taskset -c "$core" "$PYTHON" -m upo.cli frontier \
         --config "${job%%:*}" --seeds "${rest%%:*}" "${points[@]}" || failed=1
     done
     [ "$failed" = 0 ] && break
   done
 }
 
-code_snapshot() {  # a frozen copy of the committed src/ (runs/hh-code-COMMIT), which the workers import
-  local dir="runs/hh-code-$(git rev-parse --short HEAD)"
-  if [ ! -d "$dir" ]; then
-    mkdir -p "$dir.tmp" && git archive HEAD src | tar -x -C "$dir.tmp" && mv "$dir.tmp" "$dir"
+code_snapshot() {  # a frozen copy of the committed src/ (runs/hh-code-COMMIT), which a job imports
+  local dir tmp
+  dir="runs/hh-code-$(git rev-parse --short HEAD)" || return 1
+  if [ ! -d "$dir" ]; then  # the two workers may make it at once: each in its own folder, the first rename wins
+    tmp=$(mktemp -d "$dir.XXXX") && git archive HEAD src | tar -x -C "$tmp" && { mv -T "$tmp" "$dir" 2>/dev/null \
+      || rm -rf "$tmp"; }
   fi
-  echo "$PWD/$dir"
+  [ -d "$dir" ] && echo "$PWD/$dir"
 }
 
 start() {  # start WORKER CORE "SWEEP:SEED ...": in the background, its own process group, log appended
   local pgid
   pgid=$(cat "runs/hh-worker-$1.pgid" 2>/dev/null) && kill -0 -- "-$pgid" 2>/dev/null && {
     echo "worker $1 is running (process group $pgid); stop it first: kill -- -$pgid" >&2; return 1; }
-  local code; code=$(code_snapshot)
-  setsid bash -c "$(declare -f worker); PYTHON='$PYTHON' CODE='$code' worker $2 '$3'" \
+  setsid bash -c "$(declare -f worker code_snapshot); PYTHON='$PYTHON' worker $2 '$3'" \
     >> "runs/hh-worker-$1.log" 2>&1 < /dev/null &
   echo $! > "runs/hh-worker-$1.pgid"
-  echo "worker $1 started on core $2 with the code of $code: log runs/hh-worker-$1.log, process group $!"
+  echo "worker $1 started on core $2 (each job with the code of HEAD at its start): log runs/hh-worker-$1.log, process group $!"
 }
 
 mkdir -p runs
