@@ -84,13 +84,13 @@ def test_runs_that_differ_outside_the_reference_forward_share_one_entry(lora, ti
     assert _equal(upo, off) and _equal(kto, off)
 
 
-@pytest.mark.parametrize("change", ["seed", "max_length", "precision", "model", "weights", "steered"])
+@pytest.mark.parametrize("change", ["seed", "max_length", "precision", "model", "weights", "steered", "cpu"])
 def test_a_change_the_reference_forward_sees_misses(change, tiny_model_dir, wide_model_dir, tiny_tokenizer, pairs_file,
-                                                    tmp_path, capsys):
+                                                    tmp_path, capsys, monkeypatch):
     """Another seed batches the examples otherwise; max_length cuts them otherwise; fp32 is another
     autocast; another model (a wider one; the same one with other weights), or a steered run's
     vocabulary resized for its condition tokens (same batches: the reference never sees the
-    condition), changes the reference."""
+    condition), changes the reference; so does another CPU model (a cache folder shared by machines)."""
     base = {"method": "upo"}
     changed = {"seed": {"seed": 7}, "max_length": {"max_length": 64}, "precision": {"precision": "fp32"},
                "steered": {"steer_aux_coefs": [0.5, 2.0]}}.get(change, {})  # fmt: skip
@@ -99,6 +99,8 @@ def test_a_change_the_reference_forward_sees_misses(change, tiny_model_dir, wide
         build_tiny_model(len(tiny_tokenizer), seed=1).save_pretrained(model)
         tiny_tokenizer.save_pretrained(model)
     _run(tiny_model_dir, pairs_file, tmp_path, "base", capsys, **base)
+    if change == "cpu":
+        monkeypatch.setattr("upo.reference_cache.cpu_model", lambda: "Another CPU")
     _, hit = _run(model, pairs_file, tmp_path, "changed", capsys, **base, **changed)
     assert not hit
     assert len(_entries(tmp_path)) == 2

@@ -14,7 +14,8 @@ decides the values bit for bit:
   path runs it (a frozen copy, the policy, the policy without its adapters), attn_implementation,
   padding_free, shared_prompt, logits_chunk_tokens and train/eval mode;
 - the numerics: the autocast precision, the torch / transformers / peft / accelerate versions,
-  the device (its name on CUDA; on CPU the kernels' instruction set), torch's thread count and
+  the device (its name on CUDA; on CPU its model name and the kernels' instruction set: kernels
+  block their loops by the cache sizes of the CPU they run on), torch's thread count and
   matmul settings, and the process's rank and the number of processes (each computes its share).
 
 A hit loads the table the run folder would have saved; files are written to a temporary name and
@@ -28,6 +29,7 @@ import functools
 import hashlib
 import json
 import os
+import platform
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -109,6 +111,18 @@ def _version(package: str) -> str | None:
         return None
 
 
+@functools.cache
+def cpu_model() -> str:
+    """The CPU's model name: /proc/cpuinfo's `model name` on Linux, else platform.processor()."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def numerics(accelerator) -> dict:
     """What else changes a forward's floating-point results on this process."""
     device = accelerator.device
@@ -117,6 +131,7 @@ def numerics(accelerator) -> dict:
         "versions": {p: _version(p) for p in ("torch", "transformers", "peft", "accelerate")},
         "device": device.type,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "cpu_model": cpu_model() if device.type == "cpu" else None,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "threads": torch.get_num_threads(),
         "float32_matmul_precision": torch.get_float32_matmul_precision(),
