@@ -298,6 +298,7 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
                     continue
                 try:
                     results[point.name].append(run_point(point, sweep, template, judge, memo, seed))
+                    error_file(sweep, point, seed).unlink(missing_ok=True)  # an earlier attempt's, now stale
                 except Exception as e:  # one point's failure must not lose the others' hours of training
                     failed.append(_record_failure(sweep, point, seed, e))
         if only_seeds is not None or only_points is not None:
