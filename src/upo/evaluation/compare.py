@@ -99,10 +99,10 @@ def equal_length_rows(a: dict, b: dict) -> list[dict]:
             for m in sorted(values_a.keys() & values_b.keys(), key=metric_order) if not m.startswith("length/")]
 
 
-def format_equal_length(rows: list[dict], a: str = "A", b: str = "B") -> list[str]:
-    """The Markdown table of `equal_length_rows` (or the frontier's, naming the sides a and b)."""
-    lines = [f"| metric | {b} - {a} at equal length | 95% interval | better | {b}'s generations at shared lengths "
-             f"| {a}'s |", "|---|---|---|---|---|---|"]
+def format_equal_length(rows: list[dict]) -> list[str]:
+    """The Markdown table of `equal_length_rows`."""
+    lines = ["| metric | B - A at equal length | 95% interval | better | B's generations at shared lengths | A's |",
+             "|---|---|---|---|---|---|"]
     for r in rows:
         arrow = ARROWS[direction(r["metric"])].split(" ")[0]
         cells = ["", ""] if r["difference"] is None else \
@@ -155,9 +155,9 @@ def run_compare(a: str, b: str, output: str | None = None) -> str:
     text = format_comparison(a, b, rows)
     if matched:
         text += ("\n\n## At equal length\n\nEach metric compared within bins of response length (word counts a "
-                 "factor √2 apart), B - A averaged over the bins both have generations in, weighted by B's counts; "
-                 "the last two columns say how much of each side those bins hold (little: not comparable at equal "
-                 "length).\n\n" + "\n".join(format_equal_length(matched)))
+                 "factor √2 apart), B - A averaged over the bins both have generations in, each weighted by the "
+                 "inverse variance of its difference (n_A n_B / (n_A + n_B)); the last two columns say how much of "
+                 "each side those bins hold (little: not comparable at equal length).\n\n" + "\n".join(format_equal_length(matched)))
     if output:
         path = Path(output)
         path.parent.mkdir(parents=True, exist_ok=True)
