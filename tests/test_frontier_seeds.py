@@ -328,3 +328,46 @@ def test_points_option_runs_only_the_named_points(tmp_path, monkeypatch, capsys)
     assert main(["frontier", "--config", sweep]) == 0
     assert ("kto", 1) not in calls and ("kto", 2) not in calls and len(calls) == 6
     assert (tmp_path / "frontier" / "frontier.json").exists()
+
+
+def test_finished_reports_the_runs_done_so_far_and_runs_nothing(tmp_path, monkeypatch, capsys):
+    """`--finished` while the sweep is running: trains and evaluates nothing, reports each point over
+    the seeds it finished (the others left out) and names what is not finished; a point finished at
+    no seed is left out; with --seeds only those seeds count; before any run is done, an error."""
+    trained, evaluated = [], []
+    monkeypatch.setattr("upo.trainer.train", lambda cfg: trained.append((cfg.method, cfg.seed)) or fake_train(cfg))
+    monkeypatch.setattr(frontier_run, "run_eval", lambda cfg, **kw: evaluated.append(cfg.seed) or fake_eval(cfg, **kw))
+    sweep = str(sweep_file(tmp_path, [1, 2, 3]))
+    out = tmp_path / "frontier"
+    assert main(["frontier", "--config", sweep, "--finished"]) == 2
+    assert "--finished: no run of" in capsys.readouterr().err
+    assert main(["frontier", "--config", sweep, "--points", "base,dpo,kto,upo-aux1", "--seeds", "1"]) == 0
+    assert main(["frontier", "--config", sweep, "--points", "dpo,upo-aux1", "--seeds", "2"]) == 0
+    (out / "points" / "kto" / "seed-2").mkdir(parents=True)  # kto seed 2 trains elsewhere, unfinished
+    (out / "points" / "kto" / "seed-2" / "config.yaml").write_text(yaml.safe_dump(
+        frontier_run.point_config(next(p for p in load_sweep(sweep).points if p.name == "kto"), load_sweep(sweep), 2)
+        .to_dict()))
+    trained.clear(), evaluated.clear(), capsys.readouterr()
+
+    assert main(["frontier", "--config", sweep, "--finished"]) == 0
+    assert trained == [] and evaluated == []
+    result = json.loads((out / "frontier.json").read_text())
+    runs = {r["name"]: [run["seed"] for run in r["runs"]] for r in result["points"]}
+    assert runs == {"base": [1], "dpo": [1, 2], "kto": [1], "upo-aux1": [1, 2]}
+    dpo = next(r for r in result["points"] if r["name"] == "dpo")
+    assert dpo["metrics"]["judge/win_rate"] == pytest.approx(np.mean([r["metrics"]["judge/win_rate"] for r in
+                                                                     [json.loads((out / "points" / "dpo" / f"seed-{s}" /
+                                                                                  "eval.json").read_text())
+                                                                      for s in (1, 2)]]))
+    warning = next(w for w in result["warnings"] if w.startswith("--finished"))
+    assert "base seed 2, 3; dpo seed 3; kto seed 2, 3; upo-aux0.3; upo-aux1 seed 3; upo-aux3" in warning
+    report = (out / "report.md").read_text()
+    assert "--finished: a report of the runs finished so far" in report and "| dpo (seed 1, 2) | preference |" in report
+    assert "each point the mean over its finished runs of seeds 1, 2, 3" in report
+    assert ("upo-aux1", "dpo", "judge/win_rate") in {(c["upo"], c["preference"], c["metric"])
+                                                      for c in result["comparisons"]}
+
+    assert main(["frontier", "--config", sweep, "--finished", "--seeds", "2"]) == 0
+    result = json.loads((out / "frontier.json").read_text())
+    assert {r["name"]: [run["seed"] for run in r["runs"]] for r in result["points"]} == {"dpo": [2], "upo-aux1": [2]}
+    assert trained == [] and evaluated == []

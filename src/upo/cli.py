@@ -88,7 +88,8 @@ frontier.json, frontier.csv, one PNG per auxiliary metric and report.md, with 95
 (over prompts, and over seeds when the sweep lists `seeds:`). Finished runs are skipped on rerun,
 so an interrupted sweep continues where it stopped. Seeds are independent runs: on a machine with
 several cores or GPUs, one process per seed (`--seeds 1`, `--seeds 2`, ... each pinned to its own
-core or GPU), then one run without --seeds to write the report.
+core or GPU), then one run without --seeds to write the report. `--finished` reports the runs
+finished so far, training nothing (a look while the sweep runs; --output_dir keeps it apart).
 """
 
 
@@ -183,6 +184,10 @@ def _add_eval_parsers(sub) -> None:
                           help="train and evaluate only these of the sweep's points, in this order (base: the base model), "
                                "writing no report: e.g. the comparison wanted first; with --seeds, only "
                                "those seeds of them")
+    frontier.add_argument("--finished", action="store_true",
+                          help="train and evaluate nothing: write the report of the runs finished so far (with "
+                               "--seeds / --points, of those only), each point the mean over its finished seeds; "
+                               "a look at a sweep still running")
 
 
 RM_EPILOG = """\
@@ -336,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             from upo.frontier.run import run_frontier
 
             return run_frontier(args.config, quick=args.quick, output_dir=args.output_dir, only_seeds=args.seeds,
-                                only_points=args.points)
+                                only_points=args.points, finished_only=args.finished)
         elif args.command == "rm":
             from upo.rm.config import load_rm_config
             from upo.rm.train import format_rm_metrics, train_reward_model

@@ -169,8 +169,10 @@ def format_report(result: dict, plots: dict[str, str]) -> str:
     shown = [pref, *aux, "length/words_ratio"]
     s = result["eval_settings"]
     seeds = result.get("seeds")
-    runs = f"each point trained and generated with seeds {', '.join(map(str, seeds))} (values: the mean)" if seeds \
-        else "one run per point"
+    partial = bool(seeds) and any(len(r.get("runs", [])) != len(seeds) for r in result["points"])
+    runs = ("one run per point" if not seeds else
+            f"each point the mean over its finished runs of seeds {', '.join(map(str, seeds))} (named beside it)"
+            if partial else f"each point trained and generated with seeds {', '.join(map(str, seeds))} (values: the mean)")
     lines = [
         f"# UPO frontier: `{result['sweep']}`" + (" (quick)" if result["quick"] else ""),
         "",
@@ -187,7 +189,8 @@ def format_report(result: dict, plots: dict[str, str]) -> str:
         "|---|---|---|---|" + "---|" * len(shown),
     ]
     for r in result["points"]:
-        lines.append(f"| {r['name']} | {r['group']} | {r['method']} | {_cell(r['aux_coef'])} | "
+        name = r["name"] + (f" (seed {', '.join(str(run['seed']) for run in r['runs'])})" if partial else "")
+        lines.append(f"| {name} | {r['group']} | {r['method']} | {_cell(r['aux_coef'])} | "
                      + " | ".join(_value(r, m) for m in shown) + " |")
     lines += ["", "## Fronts", ""]
     for metric, png in plots.items():

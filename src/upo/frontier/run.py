@@ -215,6 +215,19 @@ def _run_point(point: Point, sweep: Sweep, template: EvalConfig, judge, memo: di
     return run_eval(eval_cfg, judge=judge, reference_memo=memo)
 
 
+def finished_result(point: Point, sweep: Sweep, template: EvalConfig, seed: int | None) -> dict | None:
+    """A run's eval.json dict if it is finished with the sweep's evaluation settings, else None; reads
+    only (no lock, nothing trained or evaluated): what `--finished` reports while the sweep runs."""
+    path = eval_folder(sweep, point, seed) / "eval.json"
+    if point.group != "base":
+        _check_same_run(point_config(point, sweep, seed), run_folder(sweep, point, seed))
+    try:
+        finished = _finished_eval(path, run_eval_config(point, sweep, template, seed).settings())
+        return json.loads(path.read_text()) if finished else None
+    except json.JSONDecodeError:  # being written this moment by the process evaluating it
+        return None
+
+
 def _row(point: Point, results: list[dict], seeds: list[int] | None, computes: list[dict | None]) -> dict:
     """A point's row: its metrics (the mean over its seeds' evaluations), its training compute (the
     mean over its seeds' runs; None for the base model) and, with seeds, each run's metrics."""
@@ -229,6 +242,18 @@ def _row(point: Point, results: list[dict], seeds: list[int] | None, computes: l
         row["runs"] = [{"seed": s, "model": r["model"], "metrics": r["metrics"]} for s, r in zip(seeds, results,
                                                                                                   strict=True)]
     return row
+
+
+def _unfinished_warning(points: list[Point], seeds: list, done: dict[str, list]) -> str:
+    """The warning of a `--finished` report: which runs it holds, and which it lacks."""
+    missing = {p.name: [s for s in seeds if s not in done[p.name]] for p in points}
+    missing = {name: lacking for name, lacking in missing.items() if lacking}
+    if not missing:
+        return "--finished: every run of the sweep is finished and in this report"
+    lacking = "; ".join(f"{name} seed {', '.join(map(str, lacking))}" if done[name] else name
+                        for name, lacking in missing.items())
+    return (f"--finished: a report of the runs finished so far, each point the mean over its finished seeds; "
+            f"not finished, so not in it: {lacking}. The sweep's report replaces it once every run is done")
 
 
 def _record_failure(sweep: Sweep, point: Point, seed: int | None, error: Exception) -> dict:
@@ -249,10 +274,13 @@ def _clear_failures(sweep: Sweep, point: Point, seeds: list[int | None]) -> None
 
 
 def run_frontier(config: str, quick: bool = False, output_dir: str | None = None,
-                 only_seeds: list[int] | None = None, only_points: list[str] | None = None) -> int:
+                 only_seeds: list[int] | None = None, only_points: list[str] | None = None,
+                 finished_only: bool = False) -> int:
     """`upo frontier`: returns 0, or 1 when some point failed (the others are still reported). With
     `only_seeds` and/or `only_points`, runs just those of the sweep's seeds and points (in the order named)
-    and writes no report (parallel processes, or the points wanted first)."""
+    and writes no report (parallel processes, or the points wanted first). With `finished_only`, trains
+    and evaluates nothing: the report of the runs finished so far (of those seeds and points, if given),
+    each point the mean over its finished seeds, the unfinished ones named in a warning."""
     sweep = load_sweep(config, quick=quick, output_dir=output_dir)
     if only_seeds is not None and not set(only_seeds) <= set(sweep.seeds or []):
         raise ConfigError(f"--seeds {','.join(map(str, only_seeds))}: the sweep's seeds are "
@@ -283,25 +311,43 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
                         key=lambda p: order.get(p.name, order.get(p.trained)))
     runs = len({p.trained or p.name for p in points if p.group != "base"})  # a steered run's conditions share one training
     base_model = " and the base model" if any(p.group == "base" for p in points) else ""
-    log(f"{len(points)} points ({runs} to train{base_model}) in {sweep.points_dir} -> {out}")
+    if finished_only:
+        log(f"the finished runs of {len(points)} points in {sweep.points_dir} -> {out} (nothing trained or evaluated)")
+    else:
+        log(f"{len(points)} points ({runs} to train{base_model}) in {sweep.points_dir} -> {out}")
     memo: dict = {}  # reference log-probs of the held-out pairs, shared by the points
     rows, failed, units = [], [], {}
     seeds = only_seeds or sweep.seeds or [None]
+    results: dict[str, list[dict]] = {point.name: [] for point in points}
+    done: dict[str, list] = {point.name: [] for point in points}  # the seeds of each point's results
     with ScoreCache(template.cache_dir or default_cache_dir()) as cache:
-        judge = make_judge(template, cache) if template.judge else None  # loaded once for every point
+        judge = make_judge(template, cache) if template.judge and not finished_only else None  # loaded once
         # Seeds run in rounds: every point's first seed before any point's second, so a sweep stopped
         # part-way holds a whole front at the seeds it finished, not some points at every seed.
-        results: dict[str, list[dict]] = {point.name: [] for point in points}
         for seed in seeds:
             for point in points:
                 if any(f["name"] == point.name for f in failed):
                     continue
-                try:
-                    results[point.name].append(run_point(point, sweep, template, judge, memo, seed))
+                if finished_only:  # reads only: a folder of another config is an error, as always
+                    result = finished_result(point, sweep, template, seed)
+                    if result is None:
+                        continue
+                else:
+                    try:
+                        result = run_point(point, sweep, template, judge, memo, seed)
+                    except Exception as e:  # one point's failure must not lose the others' hours of training
+                        failed.append(_record_failure(sweep, point, seed, e))
+                        continue
                     error_file(sweep, point, seed).unlink(missing_ok=True)  # an earlier attempt's, now stale
-                except Exception as e:  # one point's failure must not lose the others' hours of training
-                    failed.append(_record_failure(sweep, point, seed, e))
-        if only_seeds is not None or only_points is not None:
+                results[point.name].append(result)
+                done[point.name].append(seed)
+        if finished_only:
+            if not any(done.values()):
+                raise ConfigError(f"--finished: no run of {sweep.source} is finished yet (in {sweep.points_dir})")
+            warnings.append(_unfinished_warning(points, seeds, done))
+            log(f"WARNING: {warnings[-1]}")
+            points = [p for p in points if done[p.name]]
+        elif only_seeds is not None or only_points is not None:
             chosen = " and ".join(f"{what} {', '.join(map(str, values))}" for what, values in
                                   (("seeds", only_seeds), ("points", only_points)) if values is not None)
             log(f"{chosen} done{' but for failed points' if failed else ''}; no report (it needs every seed "
@@ -310,10 +356,11 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
         for point in points:
             if not any(f["name"] == point.name for f in failed):
                 computes = [None if point.group == "base" else run_compute(run_folder(sweep, point, seed))
-                            for seed in seeds]
-                rows.append(_row(point, results[point.name], sweep.seeds, computes))
+                            for seed in done[point.name]]
+                rows.append(_row(point, results[point.name], done[point.name] if sweep.seeds else None, computes))
                 units[point.name] = stack_units(results[point.name])
-                _clear_failures(sweep, point, seeds)
+                if not finished_only:
+                    _clear_failures(sweep, point, seeds)
 
     pref = preference_metric(rows, sweep.preference_metric)
     summary = summarize(rows, pref, aux_metrics)
