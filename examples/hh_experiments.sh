@@ -13,6 +13,7 @@
 #   bash examples/hh_experiments.sh            # starts both workers in the background, logs in runs/
 #   bash examples/hh_experiments.sh 0          # (re)starts worker 0 alone (1: worker 1)
 #   bash examples/hh_experiments.sh report     # once both are done: writes both report.md
+#   bash examples/hh_experiments.sh finished   # meanwhile: both reports of the runs finished so far
 #
 # Each worker takes its seeds through both sweeps, the first seed of each sweep first (so a first
 # answer exists after one seed). A run that the other worker holds (each run folder is locked)
@@ -69,8 +70,9 @@ mkdir -p runs
 DPO_FAMILY=base,dpo,upo-dpo-aux1,dpo-relabel,modpo
 case "${1:-both}" in
   report) "$PYTHON" -m upo.cli frontier --config "$SEEDS"; "$PYTHON" -m upo.cli frontier --config "$STEERED" ;;
+  finished) for sweep in "$SEEDS" "$STEERED"; do "$PYTHON" -m upo.cli frontier --config "$sweep" --finished; done ;;
   0) start 0 0 "$SEEDS:1:$DPO_FAMILY $SEEDS:1 $STEERED:1 $SEEDS:3:$DPO_FAMILY $SEEDS:3 $STEERED:3" ;;
   1) start 1 1 "$SEEDS:2:$DPO_FAMILY $SEEDS:2 $STEERED:2 $STEERED:3 $SEEDS:3" ;;
   both) bash "$SCRIPT" 0 && bash "$SCRIPT" 1 ;;
-  *) echo "usage: bash examples/hh_experiments.sh [both|0|1|report]" >&2; exit 2 ;;
+  *) echo "usage: bash examples/hh_experiments.sh [both|0|1|report|finished]" >&2; exit 2 ;;
 esac
