@@ -35,7 +35,7 @@ worker() {  # worker CORE "SWEEP:SEED[:POINT,...] ..."
       rest=${job#*:} points=()
       [ "${rest#*:}" != "$rest" ] && points=(--points "${rest#*:}")
       code=$(code_snapshot) || { failed=1; continue; }
-      echo "hh_experiments: $job with the code of $code"
+      printf "\nhh_experiments: %s with the code of %s\n" "$job" "$code"  # after a progress bar's \\r
       OMP_NUM_THREADS=1 PYTHONPATH="$code/src" taskset -c "$core" "$PYTHON" -m upo.cli frontier \
         --config "${job%%:*}" --seeds "${rest%%:*}" "${points[@]}" || failed=1
     done
