@@ -171,6 +171,8 @@ def test_frontier_with_seeds_on_synthetic_results(tmp_path, monkeypatch, capsys)
     assert matched[("upo-aux1", "dpo", "judge/win_rate")]["better"] == "upo-aux1"
     assert matched[("upo-aux3", "dpo", "judge/win_rate")]["better"] == "dpo"
     assert matched[("upo-aux1", "kto", "safety/violation_rate")]["overlap_upo"] == 1.0
+    effective = matched[("upo-aux1", "kto", "safety/violation_rate")]["effective_n"]
+    assert 0.8 * 3 * N_PROMPTS < effective <= 3 * N_PROMPTS  # the same lengths: nearly every generation counts
     # compare_metrics: compared besides the axes (a metric no point has: a warning)
     assert compared[("upo-aux1", "kto", "safety/max_toxicity")] == "upo-aux1"
     assert ("upo-aux1", "kto", "safety/max_toxicity") in matched

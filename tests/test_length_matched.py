@@ -22,6 +22,7 @@ def test_hand_worked_difference_weights_the_bins_by_their_inverse_variance():
     result = length_matched_difference([1, 1, 5, 5], [3, 3, 10, 10], [0, 0, 0, 5], [3, 3, 3, 10], resamples=200)
     assert result["difference"] == pytest.approx(-9 / 14)
     assert result["overlap_a"] == result["overlap_b"] == 1.0
+    assert result["effective_n"] == pytest.approx(2 * 28 / 15) and (result["n_a"], result["n_b"]) == (4, 4)
     assert result["low"] <= -9 / 14 <= result["high"]
 
 
@@ -44,6 +45,9 @@ def test_seeds_are_pooled_per_bin():
     words = [[3, 3], [3, 3]]
     result = length_matched_difference(a, words, [4, 4], [3, 3], resamples=200)
     assert result["difference"] == pytest.approx(2.0)
+    assert result["effective_n"] == pytest.approx(2 * 4 * 2 / 6)  # 4 generations of A, 2 of B, one bin
+    same = length_matched_difference([1, 2, 3], [5, 5, 5], [2, 3, 4], [5, 5, 5], resamples=50)
+    assert same["effective_n"] == pytest.approx(3)  # n a side at the same lengths: n
 
 
 def test_a_pure_length_effect_is_not_a_difference_at_equal_length():
@@ -58,6 +62,7 @@ def test_a_pure_length_effect_is_not_a_difference_at_equal_length():
     b = 2 * np.log2(b_words) + rng.normal(0, 1, n)
     assert b.mean() - a.mean() < -2
     same = length_matched_difference(a, a_words, b, b_words)
+    assert 100 < same["effective_n"] < n  # the lengths overlap in 8-23 words only
     assert same["low"] < 0 < same["high"] and abs(same["difference"]) < 0.35
     shifted = length_matched_difference(a, a_words, b - 1, b_words)
     assert shifted["high"] < 0 and shifted["difference"] == pytest.approx(-1, abs=0.35)

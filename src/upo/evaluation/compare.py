@@ -101,15 +101,22 @@ def equal_length_rows(a: dict, b: dict) -> list[dict]:
 
 def format_equal_length(rows: list[dict]) -> list[str]:
     """The Markdown table of `equal_length_rows`."""
-    lines = ["| metric | B - A at equal length | 95% interval | better | B's generations at shared lengths | A's |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| metric | B - A at equal length | 95% interval | better | B's generations at shared lengths | A's "
+             "| effective generations a side |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         arrow = ARROWS[direction(r["metric"])].split(" ")[0]
         cells = ["", ""] if r["difference"] is None else \
             [format_value(r["difference"]), f"[{format_value(r['low'])}, {format_value(r['high'])}]"]
         lines.append(f"| {r['metric']} {arrow}".rstrip() + f" | {cells[0]} | {cells[1]} | {r['better']} "
-                     f"| {r['overlap_b']:.0%} | {r['overlap_a']:.0%} |")
+                     f"| {r['overlap_b']:.0%} | {r['overlap_a']:.0%} | {effective_cell(r['effective_n'], r['n_a'], r['n_b'])} |")
     return lines
+
+
+def effective_cell(effective_n: float, n_a: int, n_b: int) -> str:
+    """"E of M": the comparison's effective generations a side, of the most its sizes allow (every
+    generation at lengths both share: 2 n_a n_b / (n_a + n_b))."""
+    most = 2 * n_a * n_b / (n_a + n_b) if n_a + n_b else 0.0
+    return f"{effective_n:.0f} of {most:.0f}"
 
 
 def compare_results(a: dict, b: dict) -> list[dict]:
@@ -157,7 +164,9 @@ def run_compare(a: str, b: str, output: str | None = None) -> str:
         text += ("\n\n## At equal length\n\nEach metric compared within bins of response length (word counts a "
                  "factor √2 apart), B - A averaged over the bins both have generations in, each weighted by the "
                  "inverse variance of its difference (n_A n_B / (n_A + n_B)); the last two columns say how much of "
-                 "each side those bins hold (little: not comparable at equal length).\n\n" + "\n".join(format_equal_length(matched)))
+                 "each side those bins hold, and the last the size of two equal groups a comparison of the same variance "
+                 "would take, of the most the two sizes allow (small: the difference rests on few generations; not "
+                 "comparable at equal length).\n\n" + "\n".join(format_equal_length(matched)))
     if output:
         path = Path(output)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -13,8 +13,11 @@ difference compares like with like (stratification on coarsened length):
   when the metric spreads alike in every bin (the overlap weights of Li, Morgan and Zaslavsky 2018):
   the difference at the lengths both sides produce, not extrapolated from a bin one side rarely
   reaches;
-- `overlap_b` (`overlap_a`): the share of B's (A's) generations in those bins. With little overlap
-  the two are not comparable at equal length, whatever the interval says.
+- `overlap_b` (`overlap_a`): the share of B's (A's) generations in those bins, and `effective_n`:
+  2 sum_k n_A,k n_B,k / (n_A,k + n_B,k), the size of two equal groups that a comparison of the same
+  variance would take (n when both sides hold n generations of the same lengths; `n_a`, `n_b`: the
+  generations each side has). A small effective_n says the difference rests on few generations of
+  lengths both sides produce: the two are hardly comparable at equal length.
 
 Intervals as the paired comparisons': each bootstrap draw resamples the prompts once for both sides
 and each side's training seeds on its own; bins, weights and means are recomputed in each draw (a
@@ -54,23 +57,24 @@ def _bin_sums(values: np.ndarray, bins: np.ndarray, labels: np.ndarray, unit_cou
     return total(np.where(member, values[None], 0.0)), total(member.astype(np.float64))
 
 
-def _matched(a, a_bins, b, b_bins, labels, unit_counts, seeds_a, seeds_b) -> np.ndarray:
-    """[B] length-matched differences B - A, one per draw (NaN where no bin is shared in a draw)."""
+def _matched(a, a_bins, b, b_bins, labels, unit_counts, seeds_a, seeds_b) -> tuple[np.ndarray, np.ndarray]:
+    """([B] length-matched differences B - A, [B] sums of the bins' weights), one per draw (the
+    difference NaN where no bin is shared in a draw)."""
     sums_a, counts_a = _bin_sums(a, a_bins, labels, unit_counts, seeds_a)
     sums_b, counts_b = _bin_sums(b, b_bins, labels, unit_counts, seeds_b)
     shared = (counts_a > 0) & (counts_b > 0)
     with np.errstate(invalid="ignore", divide="ignore"):
         gaps = np.where(shared, sums_b / counts_b - sums_a / counts_a, 0.0)
         weights = np.where(shared, counts_a * counts_b / (counts_a + counts_b), 0.0)
-        return (weights * gaps).sum(axis=1) / weights.sum(axis=1)
+        return (weights * gaps).sum(axis=1) / weights.sum(axis=1), weights.sum(axis=1)
 
 
 def length_matched_difference(a, a_words, b, b_words, resamples: int = RESAMPLES, seed: int = SEED,
                               confidence: float = CONFIDENCE) -> dict:
     """The length-matched difference B - A of a metric (see the module docstring) from per-unit values
     and word counts a, a_words [k_a seeds, n] and b, b_words [k_b seeds, n] (or [n]) on the same n
-    prompts: {"difference", "low", "high", "overlap_a", "overlap_b"}; the difference and its interval
-    are None when no length bin holds generations of both sides."""
+    prompts: {"difference", "low", "high", "overlap_a", "overlap_b", "effective_n", "n_a", "n_b"}; the
+    difference and its interval are None when no length bin holds generations of both sides."""
     a, b = (np.atleast_2d(np.asarray(x, dtype=np.float64)) for x in (a, b))
     a_bins, b_bins = (length_bins(np.atleast_2d(w)) for w in (a_words, b_words))
     if not a.shape[1] == b.shape[1] == a_bins.shape[1] == b_bins.shape[1] or a.shape != a_bins.shape \
@@ -81,14 +85,16 @@ def length_matched_difference(a, a_words, b, b_words, resamples: int = RESAMPLES
     shared = np.intersect1d(a_bins[~np.isnan(a)], b_bins[~np.isnan(b)])
     overlap = {f"overlap_{side}": float(np.isin(bins[~np.isnan(v)], shared).mean()) if (~np.isnan(v)).any() else 0.0
                for side, v, bins in (("a", a, a_bins), ("b", b, b_bins))}
+    sizes = {"n_a": int((~np.isnan(a)).sum()), "n_b": int((~np.isnan(b)).sum())}
     if len(shared) == 0:
-        return {"difference": None, "low": None, "high": None, **overlap}
+        return {"difference": None, "low": None, "high": None, **overlap, "effective_n": 0.0, **sizes}
     ones = np.ones((1, n))
-    estimate = _matched(a, a_bins, b, b_bins, shared, ones, np.ones((1, len(a))), np.ones((1, len(b))))[0]
+    estimate, weight = _matched(a, a_bins, b, b_bins, shared, ones, np.ones((1, len(a))), np.ones((1, len(b))))
     rng = np.random.default_rng(seed)
     units = resample_counts(n, resamples, rng)
     seeds_a, seeds_b = (resample_counts(len(x), resamples, rng) if len(x) > 1 else np.ones((resamples, 1))
                         for x in (a, b))
-    draws = _matched(a, a_bins, b, b_bins, shared, units, seeds_a, seeds_b)
+    draws, _ = _matched(a, a_bins, b, b_bins, shared, units, seeds_a, seeds_b)
     low, high = percentile_interval(draws[~np.isnan(draws)], confidence)
-    return {"difference": float(estimate), "low": low, "high": high, **overlap}
+    return {"difference": float(estimate[0]), "low": low, "high": high, **overlap, "effective_n": float(2 * weight[0]),
+            **sizes}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from upo.evaluation.compare import effective_cell
 from upo.evaluation.metrics import direction
 from upo.evaluation.report import ARROWS, format_value
 
@@ -55,8 +56,11 @@ metric is compared within bins of response length (word counts a factor √2 apa
 the per-bin differences averaged over the bins both points have generations in, each weighted by
 the inverse variance of its difference, n_pref n_UPO / (n_pref + n_UPO) (`upo.evaluation.length_matched`;
 bootstrap over the same prompts and seeds).
-The last two columns say how much of each point those bins hold: where little, the two are not
-comparable at equal length, whatever the interval says."""
+Two columns say how much of each point those bins hold; the last, the size of two equal groups a
+comparison of the same variance would take, 2 sum_k n_pref n_UPO / (n_pref + n_UPO) over the
+shared bins (seeds pooled), of the most the two sizes allow (every generation at shared lengths). Where these are small, the difference rests on few generations of
+lengths both produce, and the two are hardly comparable at equal length, whatever the interval
+says; with seeds, the interval also moves with each seed's lengths."""
 
 
 def _cell(value) -> str:
@@ -141,12 +145,13 @@ def _comparison_table(comparisons: list[dict]) -> list[str]:
 
 def _equal_length_table(comparisons: list[dict]) -> list[str]:
     lines = ["| UPO point | preference-only point | metric | UPO - pref at equal length | 95% interval | better "
-             "| UPO's generations at shared lengths | pref's |", "|---|---|---|---|---|---|---|---|"]
+             "| UPO's generations at shared lengths | pref's | effective generations a side |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for c in comparisons:
         cells = ("", "") if c["difference"] is None else (format_value(c["difference"]), _interval((c["low"], c["high"])))
         lines.append(f"| {c['upo']} | {c['preference']} | {c['metric']} {ARROWS[direction(c['metric'])].split(' ')[0]}"
                      .rstrip() + f" | {cells[0]} | {cells[1]} | {c['better']} | {c['overlap_upo']:.0%} "
-                     f"| {c['overlap_preference']:.0%} |")
+                     f"| {c['overlap_preference']:.0%} | {effective_cell(c['effective_n'], c['n_preference'], c['n_upo'])} |")
     return lines
 
 

@@ -175,7 +175,8 @@ def equal_length_comparisons(rows: list[dict], units: dict[str, Units], metrics:
                 out.append({"upo": u["name"], "preference": p["name"], "metric": metric,
                             "difference": row["difference"], "low": row["low"], "high": row["high"],
                             "better": {"A": p["name"], "B": u["name"]}.get(row["better"], row["better"]),
-                            "overlap_upo": row["overlap_b"], "overlap_preference": row["overlap_a"]})
+                            "overlap_upo": row["overlap_b"], "overlap_preference": row["overlap_a"],
+                            "effective_n": row["effective_n"], "n_upo": row["n_b"], "n_preference": row["n_a"]})
     return out
 
 
