@@ -3,8 +3,8 @@
     python scripts/truncation.py runs/frontier-hh-seeds/points/*/seed-*
 
 For each `upo eval` folder (eval.json and generations.jsonl): the share of responses that reach
-max_new_tokens (re-tokenized with the evaluated model's tokenizer, a response of at least
-max_new_tokens - 1 tokens counts as cut: decoding and re-encoding can merge one pair of tokens),
+max_new_tokens (`upo.generation.reached_limit`: re-tokenized with the evaluated model's tokenizer,
+at least max_new_tokens - 1 tokens; `upo eval` warns when a fifth or more are cut),
 with its 95% Wilson interval, and the share that does not end in sentence punctuation. A judge that
 compares a cut-off response with a complete reference, and a reading grade computed on a cut-off
 last sentence, measure the cut as well as the policy: compare points on these before reading their
@@ -18,6 +18,7 @@ import json
 import sys
 from pathlib import Path
 
+from upo.generation import reached_limit
 from upo.modeling import load_tokenizer, resolve_model_path
 from upo.stats import wilson_interval
 
@@ -30,8 +31,7 @@ def truncation(folder: Path) -> dict:
     rows = [json.loads(line) for line in (folder / "generations.jsonl").read_text().splitlines() if line.strip()]
     tokenizer = load_tokenizer(resolve_model_path(settings["model"], None))
     limit = settings["max_new_tokens"]
-    lengths = [len(tokenizer(r["response"], add_special_tokens=False)["input_ids"]) for r in rows]
-    cut = sum(n >= limit - 1 for n in lengths)
+    cut = sum(reached_limit(tokenizer, [r["response"] for r in rows], limit))
     return {"folder": str(folder), "n": len(rows), "cut": cut / len(rows), "cut_interval": wilson_interval(cut, len(rows)),
             "unended": sum(not r["response"].rstrip().endswith(ENDINGS) for r in rows) / len(rows),
             "max_new_tokens": limit}

@@ -228,7 +228,20 @@ def test_upo_eval_end_to_end(tiny_model_dir, tiny_tokenizer, pairs_file, tmp_pat
     # the generations file is what `upo score` reads
     assert main(["score", "--data", str(out / "generations.jsonl"), "--scorers", "length_words",
                  "--cache_dir", cache]) == 0
-    assert "| generation | 4 |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| generation | 4 |" in out
+    # the tiny random model never ends an answer within 8 tokens: every response is cut, and said so
+    assert "responses (100%) reached max_new_tokens=8 and were cut mid-answer" in out
+
+
+def test_reached_limit_counts_completions_cut_by_max_new_tokens(tiny_tokenizer):
+    from upo.generation import reached_limit
+
+    texts = ["hello world again and again", "hi", ""]
+    lengths = [len(tiny_tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    assert reached_limit(tiny_tokenizer, texts, lengths[0] + 1) == [True, lengths[1] >= lengths[0], False]
+    assert reached_limit(tiny_tokenizer, texts, lengths[0] + 2) == [False, False, False]
+    assert reached_limit(tiny_tokenizer, [], 8) == []
 
 
 def test_generation_key_follows_the_hub_commit_and_the_local_files(tmp_path):

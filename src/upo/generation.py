@@ -133,6 +133,14 @@ def generate(
     return completions
 
 
+def reached_limit(tokenizer: PreTrainedTokenizerBase, completions: list[str], max_new_tokens: int) -> list[bool]:
+    """Whether each decoded completion was cut by max_new_tokens: its re-tokenized length is at least
+    max_new_tokens - 1 (decoding and re-encoding can merge one pair of tokens; a completion that ended
+    with EOS just short of the limit counts too)."""
+    lengths = [len(ids) for ids in tokenizer(completions, add_special_tokens=False)["input_ids"]] if completions else []
+    return [n >= max_new_tokens - 1 for n in lengths]
+
+
 def _batch_key(partial_key: str, seed: int, batch_ids: list[list[int]], gen_kwargs: dict) -> str:
     """What a batch's completions depend on, hashed: the caller's key, the batch's seed, its prompts' ids."""
     text = json.dumps([partial_key, seed, batch_ids, sorted(gen_kwargs.items())])

@@ -44,7 +44,7 @@ from upo.evaluation.intervals import (
 )
 from upo.evaluation.metrics import direction, length_values, scorer_values, violation_values
 from upo.evaluation.report import format_eval
-from upo.generation import generate
+from upo.generation import generate, reached_limit
 from upo.modeling import inference_autocast, load_causal_lm, load_tokenizer, resolve_model_path
 
 DEFAULT_BETA = 0.1
@@ -157,6 +157,9 @@ def _reference_logps(cfg: EvalConfig, pairs: list[PreferencePair], memo: dict | 
     return logps
 
 
+CUT_WARNING = 0.2  # share of responses cut by max_new_tokens from which `upo eval` warns
+
+
 def run_eval(cfg: EvalConfig, *, judge=None, reference_memo: dict | None = None) -> dict:
     """Evaluate cfg.model; returns what eval.json holds. `judge` (an object with .compare) overrides
     cfg.judge, so a sweep loads its judge once; `reference_memo` (a dict) shares reference log-probs."""
@@ -184,6 +187,11 @@ def run_eval(cfg: EvalConfig, *, judge=None, reference_memo: dict | None = None)
                            partial_key=_generation_key(cfg, model_path, getattr(model.config, "_commit_hash", None)))
     rows = [{"prompt": p, "response": o, "reference": ref} for (p, ref), outs in zip(refs, outputs, strict=True)
             for o in outs]
+    cut = sum(reached_limit(tokenizer, [r["response"] for r in rows], cfg.max_new_tokens))
+    if cut >= CUT_WARNING * len(rows):
+        print(f"upo eval: WARNING: {cut} of {len(rows)} responses ({cut / len(rows):.0%}) reached max_new_tokens="
+              f"{cfg.max_new_tokens} and were cut mid-answer: the judge and the scorers see cut text. Raise "
+              "--max_new_tokens to compare whole answers", flush=True)
 
     pairs = [r for r in records if isinstance(r, PreferencePair)]
     policy = None
