@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The two long HH-RLHF experiments (README, "upo frontier" and "Steered UPO"), as they are run on
-# this repository's 2-core CPU: examples/frontier_hh_seeds.yaml (issue 15: 3 seeds, paired
-# intervals) and examples/frontier_hh_steered.yaml (issue 17: one steered run against UPO trained
-# per aux_coef), which share their common runs (points_dir). One process per core, one thread each
+# The long HH-RLHF experiments (README, "upo frontier" and "Steered UPO"), as they are run on this
+# repository's 2-core CPU: examples/frontier_hh_seeds.yaml (issue 15: 3 seeds, paired intervals),
+# examples/frontier_hh_steered.yaml (issue 17: one steered run against UPO trained per aux_coef) and,
+# last, examples/frontier_hh_long.yaml (the seeds sweep's DPO, KTO and UPO runs evaluated again at
+# 192 new tokens, where 64 cut most long answers), which share their common runs (points_dir). One
+# process per core, one thread each
 # (two processes of 2 threads slow each other 10-30x; one thread per core gives ~2x the throughput
 # of one 2-thread process). Rerun the same command to continue: finished runs are skipped, a killed
 # training resumes from its last checkpoint, a killed generation from its last batch. Each job (one
@@ -12,8 +14,8 @@
 #
 #   bash examples/hh_experiments.sh            # starts both workers in the background, logs in runs/
 #   bash examples/hh_experiments.sh 0          # (re)starts worker 0 alone (1: worker 1)
-#   bash examples/hh_experiments.sh report     # once both are done: writes both report.md
-#   bash examples/hh_experiments.sh finished   # meanwhile: both reports of the runs finished so far
+#   bash examples/hh_experiments.sh report     # once all are done: writes the three report.md
+#   bash examples/hh_experiments.sh finished   # meanwhile: the reports of the runs finished so far
 #
 # Each worker takes its seeds through both sweeps, the first seed of each sweep first (so a first
 # answer exists after one seed). A run that the other worker holds (each run folder is locked)
@@ -26,6 +28,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 SEEDS=examples/frontier_hh_seeds.yaml
 STEERED=examples/frontier_hh_steered.yaml
+LONG=examples/frontier_hh_long.yaml  # the DPO/KTO/UPO runs evaluated again at 192 new tokens, last
 
 worker() {  # worker CORE "SWEEP:SEED[:POINT,...] ..."
   local core=$1 jobs=$2 pass job failed rest points code
@@ -69,10 +72,10 @@ mkdir -p runs
 # most, and these runs are the cheap ones), then the KTO family.
 DPO_FAMILY=base,dpo,upo-dpo-aux1,dpo-relabel,modpo
 case "${1:-both}" in
-  report) "$PYTHON" -m upo.cli frontier --config "$SEEDS"; "$PYTHON" -m upo.cli frontier --config "$STEERED" ;;
-  finished) for sweep in "$SEEDS" "$STEERED"; do "$PYTHON" -m upo.cli frontier --config "$sweep" --finished; done ;;
-  0) start 0 0 "$SEEDS:1:$DPO_FAMILY $SEEDS:1 $STEERED:1 $SEEDS:3:$DPO_FAMILY $SEEDS:3 $STEERED:3" ;;
-  1) start 1 1 "$SEEDS:2:$DPO_FAMILY $SEEDS:2 $STEERED:2 $STEERED:3 $SEEDS:3" ;;
+  report) for sweep in "$SEEDS" "$STEERED" "$LONG"; do "$PYTHON" -m upo.cli frontier --config "$sweep"; done ;;
+  finished) for sweep in "$SEEDS" "$STEERED" "$LONG"; do "$PYTHON" -m upo.cli frontier --config "$sweep" --finished; done ;;
+  0) start 0 0 "$SEEDS:1:$DPO_FAMILY $SEEDS:1 $STEERED:1 $SEEDS:3:$DPO_FAMILY $SEEDS:3 $STEERED:3 $LONG:1 $LONG:3" ;;
+  1) start 1 1 "$SEEDS:2:$DPO_FAMILY $SEEDS:2 $STEERED:2 $STEERED:3 $SEEDS:3 $LONG:2" ;;
   both) bash "$SCRIPT" 0 && bash "$SCRIPT" 1 ;;
   *) echo "usage: bash examples/hh_experiments.sh [both|0|1|report|finished]" >&2; exit 2 ;;
 esac

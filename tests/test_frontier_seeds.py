@@ -97,7 +97,8 @@ def fake_train(cfg):
 def fake_eval(cfg, judge=None, reference_memo=None):
     """What run_eval writes, with per-prompt values drawn from TRUTH (seeded by point and seed)."""
     out = Path(cfg.output)
-    name = out.name if out.parent.name == "points" else out.parent.name  # points/NAME[/seed-S]
+    parts = out.parts  # .../points/NAME[/seed-S][/eval_subdir]
+    name = parts[len(parts) - parts[::-1].index("points")]
     win, violation = TRUTH[name]
     rng = np.random.default_rng([sorted(TRUTH).index(name), cfg.seed])
     values = {"judge/win_rate": rng.choice([0.0, 0.5, 1.0], size=N_PROMPTS, p=[(1 - win) * 0.9, 0.1, win * 0.9]),

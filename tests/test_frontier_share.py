@@ -152,3 +152,51 @@ def test_a_failed_run_keeps_its_traceback_in_its_own_seed_folder(tmp_path, monke
     (points / "dpo" / "error.txt").write_text("an older upo's error file for the whole point\n")
     assert main(["frontier", "--config", sweep]) == 0
     assert not (points / "dpo" / "error.txt").exists()
+
+
+def test_eval_subdir_evaluates_the_same_runs_again_and_keeps_both(tmp_path, monkeypatch, capsys):
+    """A second sweep over the same points_dir with `eval_subdir` and another max_new_tokens trains
+    nothing, evaluates every run into <run folder>/<eval_subdir>/ and leaves the first sweep's
+    evaluations as they were; rerunning the first evaluates nothing."""
+    trained, evaluated = [], []
+    monkeypatch.setattr("upo.trainer.train", lambda cfg: trained.append(cfg.output_dir) or fake_train(cfg))
+    monkeypatch.setattr(frontier_run, "run_eval", lambda cfg, **kw: evaluated.append(cfg.output) or fake_eval(cfg, **kw))
+    first = sweep_file(tmp_path, [1])
+    assert main(["frontier", "--config", str(first)]) == 0
+    points = tmp_path / "frontier" / "points"
+    before = (points / "dpo" / "seed-1" / "eval.json").read_text()
+    spec = yaml.safe_load(first.read_text())
+    spec.update(output_dir=str(tmp_path / "long"), points_dir=str(points), eval_subdir="tokens-128")
+    spec["eval"]["max_new_tokens"] = 128
+    second = tmp_path / "long.yaml"
+    second.write_text(yaml.safe_dump(spec))
+    trained.clear(), evaluated.clear()
+    assert main(["frontier", "--config", str(second)]) == 0
+    assert trained == [] and len(evaluated) == 6  # 5 trained points and the base model, evaluated again
+    assert all(Path(out).name == "tokens-128" for out in evaluated), evaluated
+    long = json.loads((points / "dpo" / "seed-1" / "tokens-128" / "eval.json").read_text())
+    assert long["settings"]["max_new_tokens"] == 128 and (points / "base" / "seed-1" / "tokens-128" / "eval.json").exists()
+    assert (points / "dpo" / "seed-1" / "eval.json").read_text() == before
+    evaluated.clear()
+    assert main(["frontier", "--config", str(first)]) == 0 and evaluated == []
+    spec["eval_subdir"] = "../up"
+    second.write_text(yaml.safe_dump(spec))
+    with pytest.raises(ConfigError, match="eval_subdir: expected a folder name"):
+        load_sweep(second)
+
+
+def test_the_long_example_evaluates_the_seeds_examples_runs_again():
+    """frontier_hh_long.yaml: the seeds sweep's points_dir, every one of its runs configured exactly as
+    there at every seed (so nothing is trained again), evaluated into eval_subdir with the same
+    settings but max_new_tokens."""
+    seeds, long = load_sweep(EXAMPLES / "frontier_hh_seeds.yaml"), load_sweep(EXAMPLES / "frontier_hh_long.yaml")
+    assert long.points_dir == seeds.points_dir and long.eval_subdir and not seeds.eval_subdir
+    assert long.output_dir != seeds.output_dir and long.seeds == seeds.seeds and long.base == seeds.base
+    assert runs(long).keys() == {"base", "dpo", "kto", "upo-kto-aux1", "upo-dpo-aux1"} <= runs(seeds).keys()
+    template, long_template = eval_template(seeds, seeds.base_config()), eval_template(long, long.base_config())
+    assert long_template.max_new_tokens > template.max_new_tokens
+    assert {**long_template.settings(), "max_new_tokens": template.max_new_tokens} == template.settings()
+    for seed in seeds.seeds:
+        for name, point in runs(long).items():
+            if name != "base":
+                assert point_config(point, long, seed).to_dict() == point_config(runs(seeds)[name], seeds, seed).to_dict()

@@ -57,9 +57,11 @@ def run_folder(sweep: Sweep, point: Point, seed: int | None = None) -> Path:
 
 def eval_folder(sweep: Sweep, point: Point, seed: int | None = None) -> Path:
     """Where a run's evaluation goes: its run folder, or for a steered point its condition's folder
-    in it (aux-<C>/, mix-<MIX>/ or aux-<C>-mix-<MIX>/: `condition_folder`)."""
+    in it (aux-<C>/, mix-<MIX>/ or aux-<C>-mix-<MIX>/: `condition_folder`); with the sweep's
+    `eval_subdir`, that folder in it."""
     out = run_folder(sweep, point, seed)
-    return out / condition_folder(point.aux_coef, point.variant) if point.trained else out
+    out = out / condition_folder(point.aux_coef, point.variant) if point.trained else out
+    return out / sweep.eval_subdir if sweep.eval_subdir else out
 
 
 def error_file(sweep: Sweep, point: Point, seed: int | None = None) -> Path:
@@ -176,7 +178,7 @@ def run_eval_config(point: Point, sweep: Sweep, template: EvalConfig, seed: int 
     base = sweep.base_config()
     if point.group == "base":
         return dataclasses.replace(template, model=base.model, ref_model=None, beta=base.beta,
-                                   output=str(run_folder(sweep, point, seed)))
+                                   output=str(eval_folder(sweep, point, seed)))
     cfg = point_config(point, sweep, seed)
     # the implicit rewards' beta: the point's own, or (SFT, CSFT: none) the base's, as every other point's
     beta = base.beta if "beta" in unread_method_keys(cfg.method, cfg.pref_loss) else cfg.beta

@@ -15,6 +15,7 @@
     preference_metric: auto                # or judge/win_rate, rewards/accuracies
     aux_metrics: auto                      # or a list of eval.json metric names
     compare_metrics: [safety/max_toxicity] # optional: more metrics compared UPO vs preference-only (not axes)
+    eval_subdir: tokens-256                # optional: evaluations in this folder of each run folder
     quick: {...}                           # deep-merged over this file with --quick
 
 `aux_coef` is the strength of the auxiliary objective: the config key the method table names for it
@@ -32,7 +33,9 @@ split of the base's seed (`split_seed`). Without it each point is one run in poi
 output_dir is) holds the run folders. Sweeps given the same points_dir share every run they have in
 common: a point of the same name whose config is the same (its run folder is refused otherwise) is
 trained once, and its evaluation with the same settings is reused; each sweep writes its own report
-into its own output_dir. With --quick, points_dir is quick's own, or else the quick output_dir's
+into its own output_dir. `eval_subdir` puts each evaluation in that folder of its run folder, so
+sweeps that evaluate the same trained runs otherwise (a larger max_new_tokens, another judge) keep
+every evaluation: such a sweep trains nothing the other has trained. With --quick, points_dir is quick's own, or else the quick output_dir's
 points/ (never the full sweep's); --output_dir moves the reports, not a points_dir the file sets.
 
 Keys and types are checked when the file is read; method names only when a point's UPOConfig is
@@ -57,7 +60,7 @@ from upo.config import ConfigError, UPOConfig, coerce, read_yaml_mapping
 from upo.evaluation.config import coerce_eval
 
 TOP_KEYS = ("output_dir", "points_dir", "base", "eval", "methods", "aux_coef", "method_overrides", "reward_variants",
-            "points", "preference_metric", "aux_metrics", "compare_metrics", "seeds", "quick")
+            "points", "preference_metric", "aux_metrics", "compare_metrics", "eval_subdir", "seeds", "quick")
 # Every point must share the held-out split (it is the evaluation set) and get its own run folder.
 SHARED_KEYS = ("dataset", "dataset_split", "eval_dataset", "eval_fraction", "seed", "split_seed", "output_dir")
 # Set per point by the sweep, not in eval:
@@ -86,6 +89,7 @@ class Sweep:
     preference_metric: str = "auto"
     aux_metrics: list[str] | str = "auto"
     compare_metrics: list[str] = field(default_factory=list)  # compared UPO vs preference-only besides the axes
+    eval_subdir: str | None = None  # each evaluation in this folder of its run folder; None: the run folder itself
     source: str = ""
     quick: bool = False
     seeds: list[int] | None = None  # training (and generation) seeds of every point; None = one run, the base's seed
@@ -287,6 +291,10 @@ def load_sweep(path: str | Path, quick: bool = False, output_dir: str | None = N
     compare_metrics = spec.get("compare_metrics", [])
     if not (isinstance(compare_metrics, list) and all(isinstance(m, str) for m in compare_metrics)):
         raise ConfigError(f"{path}: compare_metrics: expected a list of metric names, got {compare_metrics!r}")
+    eval_subdir = spec.get("eval_subdir")
+    if eval_subdir is not None and not (isinstance(eval_subdir, str) and _NAME.match(eval_subdir)):
+        raise ConfigError(f"{path}: eval_subdir: expected a folder name (letters, digits, '.', '_', '-'), "
+                          f"got {eval_subdir!r}")
     out = Path(output_dir or spec.get("output_dir") or "runs/frontier")
     return Sweep(
         output_dir=out,
@@ -297,6 +305,7 @@ def load_sweep(path: str | Path, quick: bool = False, output_dir: str | None = N
         preference_metric=str(spec.get("preference_metric", "auto")),
         aux_metrics=aux_metrics,
         compare_metrics=compare_metrics,
+        eval_subdir=eval_subdir,
         source=str(path),
         quick=quick,
         seeds=_seeds(spec.get("seeds"), str(path)),
