@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The long HH-RLHF experiments (README, "upo frontier" and "Steered UPO"), as they are run on this
 # repository's 2-core CPU: examples/frontier_hh_seeds.yaml (issue 15: 3 seeds, paired intervals),
-# examples/frontier_hh_steered.yaml (issue 17: one steered run against UPO trained per aux_coef) and,
-# last, examples/frontier_hh_long.yaml (the seeds sweep's DPO, KTO and UPO runs evaluated again at
-# 192 new tokens, where 64 cut most long answers), which share their common runs (points_dir). One
+# examples/frontier_hh_steered.yaml (issue 17: one steered run against UPO trained per aux_coef) and
+# examples/frontier_hh_long.yaml (the seeds sweep's DPO, KTO and UPO runs evaluated again at 192 new
+# tokens, where 64 cut most long answers), which share their common runs (points_dir). One
 # process per core, one thread each
 # (two processes of 2 threads slow each other 10-30x; one thread per core gives ~2x the throughput
 # of one 2-thread process). Rerun the same command to continue: finished runs are skipped, a killed
@@ -17,8 +17,9 @@
 #   bash examples/hh_experiments.sh report     # once all are done: writes the three report.md
 #   bash examples/hh_experiments.sh finished   # meanwhile: the reports of the runs finished so far
 #
-# Each worker takes its seeds through both sweeps, the first seed of each sweep first (so a first
-# answer exists after one seed). A run that the other worker holds (each run folder is locked)
+# Each worker takes its seeds through the sweeps (a seed's seeds-sweep runs, their 192-token
+# evaluations, then its steered-sweep runs), the first seed of each sweep first (so a first answer
+# exists after one seed). A run that the other worker holds (each run folder is locked)
 # fails in this worker with a lock message and is retried by its next pass: each worker passes over
 # its jobs until a pass fails nothing (at most 3 passes). Pause both with `kill -STOP -- -PGID`
 # (PGID in runs/hh-worker-N.pgid) while timing anything; `kill -CONT -- -PGID` resumes.
@@ -28,7 +29,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 SEEDS=examples/frontier_hh_seeds.yaml
 STEERED=examples/frontier_hh_steered.yaml
-LONG=examples/frontier_hh_long.yaml  # the DPO/KTO/UPO runs evaluated again at 192 new tokens, last
+LONG=examples/frontier_hh_long.yaml  # a seed's DPO/KTO/UPO runs evaluated again at 192 new tokens
 
 worker() {  # worker CORE "SWEEP:SEED[:POINT,...] ..."
   local core=$1 jobs=$2 pass job failed rest points code
@@ -74,8 +75,8 @@ DPO_FAMILY=base,dpo,upo-dpo-aux1,dpo-relabel,modpo
 case "${1:-both}" in
   report) for sweep in "$SEEDS" "$STEERED" "$LONG"; do "$PYTHON" -m upo.cli frontier --config "$sweep"; done ;;
   finished) for sweep in "$SEEDS" "$STEERED" "$LONG"; do "$PYTHON" -m upo.cli frontier --config "$sweep" --finished; done ;;
-  0) start 0 0 "$SEEDS:1:$DPO_FAMILY $SEEDS:1 $STEERED:1 $SEEDS:3:$DPO_FAMILY $SEEDS:3 $STEERED:3 $LONG:1 $LONG:3" ;;
-  1) start 1 1 "$SEEDS:2:$DPO_FAMILY $SEEDS:2 $STEERED:2 $STEERED:3 $SEEDS:3 $LONG:2" ;;
+  0) start 0 0 "$SEEDS:1:$DPO_FAMILY $SEEDS:1 $LONG:1 $STEERED:1 $SEEDS:3:$DPO_FAMILY $SEEDS:3 $LONG:3 $STEERED:3" ;;
+  1) start 1 1 "$SEEDS:2:$DPO_FAMILY $SEEDS:2 $LONG:2 $STEERED:2 $STEERED:3 $SEEDS:3" ;;
   both) bash "$SCRIPT" 0 && bash "$SCRIPT" 1 ;;
   *) echo "usage: bash examples/hh_experiments.sh [both|0|1|report|finished]" >&2; exit 2 ;;
 esac
