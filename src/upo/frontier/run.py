@@ -32,10 +32,11 @@ from upo.evaluation.eval import make_judge, run_eval
 from upo.evaluation.intervals import INTERVAL_SETTINGS, units_of
 from upo.evaluation.metrics import direction
 from upo.frontier.compute import group_compute, mean_compute, run_compute
+from upo.frontier.folders import error_file, eval_folder, run_folder, run_label
 from upo.frontier.plot import plot_frontier, slug
 from upo.frontier.report import format_report, write_csv
 from upo.frontier.summary import default_aux_metrics, preference_metric, summarize
-from upo.frontier.sweep import Point, Sweep, condition_folder, config_keys, load_sweep, uses_aux
+from upo.frontier.sweep import Point, Sweep, config_keys, load_sweep, uses_aux
 from upo.frontier.uncertainty import add_uncertainty, equal_length_comparisons, stack_units
 from upo.methods import unread_method_keys
 from upo.rewards.cache import ScoreCache, default_cache_dir
@@ -46,33 +47,6 @@ RUN_ONLY_KEYS = ("resume", "progress", "cache_reference_logps", "heldout_eval")
 
 def log(message: str) -> None:
     print(f"upo frontier: {message}", flush=True)
-
-
-def run_folder(sweep: Sweep, point: Point, seed: int | None = None) -> Path:
-    """points_dir/<name>/ (by default output_dir/points/<name>/), or its seed-<S>/ for one seed of a
-    sweep with seeds; a steered point's is its training run's, which all its conditions share."""
-    out = sweep.points_dir / (point.trained or point.name)
-    return out if seed is None else out / f"seed-{seed}"
-
-
-def eval_folder(sweep: Sweep, point: Point, seed: int | None = None) -> Path:
-    """Where a run's evaluation goes: its run folder, or for a steered point its condition's folder
-    in it (aux-<C>/, mix-<MIX>/ or aux-<C>-mix-<MIX>/: `condition_folder`); with the sweep's
-    `eval_subdir`, that folder in it."""
-    out = run_folder(sweep, point, seed)
-    out = out / condition_folder(point.aux_coef, point.variant) if point.trained else out
-    return out / sweep.eval_subdir if sweep.eval_subdir else out
-
-
-def error_file(sweep: Sweep, point: Point, seed: int | None = None) -> Path:
-    """Where a failed run's traceback goes: error.txt in its evaluation folder (`eval_folder`), so
-    each seed of a point, and each condition of a steered run, keeps its own."""
-    return eval_folder(sweep, point, seed) / "error.txt"
-
-
-def run_label(point: Point, seed: int | None = None) -> str:
-    """How the log names one run of a point: NAME, or NAME seed S."""
-    return point.name if seed is None else f"{point.name} seed {seed}"
 
 
 def point_config(point: Point, sweep: Sweep, seed: int | None = None) -> UPOConfig:
