@@ -374,3 +374,25 @@ def test_finished_reports_the_runs_done_so_far_and_runs_nothing(tmp_path, monkey
     result = json.loads((out / "frontier.json").read_text())
     assert {r["name"]: [run["seed"] for run in r["runs"]] for r in result["points"]} == {"dpo": [2], "upo-aux1": [2]}
     assert trained == [] and evaluated == []
+
+
+def test_finished_keeps_a_steered_runs_conditions_at_the_same_seeds(tmp_path, monkeypatch, capsys):
+    """A steered run evaluated at every condition for seeds 1-2 but one condition short at seed 3:
+    `--finished` reports both conditions at seeds 1 and 2 (its conditions resample their seeds alike)."""
+    monkeypatch.setattr("upo.trainer.train", fake_train)
+    monkeypatch.setattr(frontier_run, "run_eval", fake_eval)
+    monkeypatch.setitem(TRUTH, "upo-steered", (0.7, 0.1))
+    spec = yaml.safe_load(sweep_file(tmp_path, [1, 2, 3]).read_text())
+    spec.update(methods=["dpo", "kto"], points=[{"name": "upo-steered", "method": "upo", "steer_aux_coefs": [0, 1]}])
+    sweep = tmp_path / "steered.yaml"
+    sweep.write_text(yaml.safe_dump(spec))
+    assert main(["frontier", "--config", str(sweep), "--seeds", "1,2,3"]) == 0
+    conditions = sorted((tmp_path / "frontier" / "points" / "upo-steered" / "seed-3").glob("aux-*"))
+    assert len(conditions) == 2
+    (conditions[1] / "eval.json").unlink()
+    capsys.readouterr()
+    assert main(["frontier", "--config", str(sweep), "--finished"]) == 0
+    result = json.loads((tmp_path / "frontier" / "frontier.json").read_text())
+    runs = {r["name"]: [run["seed"] for run in r["runs"]] for r in result["points"]}
+    assert runs["upo-steered-aux0"] == runs["upo-steered-aux1"] == [1, 2] and runs["dpo"] == [1, 2, 3]
+    assert "upo-steered-aux0 seed 3; upo-steered-aux1 seed 3" in capsys.readouterr().out

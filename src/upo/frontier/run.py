@@ -220,6 +220,18 @@ def _row(point: Point, results: list[dict], seeds: list[int] | None, computes: l
     return row
 
 
+def _same_seeds_per_run(points: list[Point], results: dict[str, list[dict]], done: dict[str, list]) -> None:
+    """Keep, of a steered run's conditions, only the seeds at which every condition is finished: the
+    conditions of one run resample their seeds alike (`upo.frontier.uncertainty`)."""
+    for run in {p.trained for p in points if p.trained}:
+        conditions = [p.name for p in points if p.trained == run]
+        shared = set.intersection(*(set(done[name]) for name in conditions))
+        for name in conditions:
+            kept = [i for i, seed in enumerate(done[name]) if seed in shared]
+            results[name] = [results[name][i] for i in kept]
+            done[name] = [done[name][i] for i in kept]
+
+
 def _unfinished_warning(points: list[Point], seeds: list, done: dict[str, list]) -> str:
     """The warning of a `--finished` report: which runs it holds, and which it lacks."""
     missing = {p.name: [s for s in seeds if s not in done[p.name]] for p in points}
@@ -318,6 +330,7 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
                 results[point.name].append(result)
                 done[point.name].append(seed)
         if finished_only:
+            _same_seeds_per_run(points, results, done)
             if not any(done.values()):
                 raise ConfigError(f"--finished: no run of {sweep.source} is finished yet (in {sweep.points_dir})")
             warnings.append(_unfinished_warning(points, seeds, done))
