@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from _common import HH, cpu_model, machine_info, upo_config, versions, write_record
 from accelerate import Accelerator
@@ -34,8 +35,25 @@ from upo.methods import METHODS
 from upo.modeling import ValueHead, disable_dropout, load_causal_lm, load_tokenizer, resolve_model_path
 from upo.prepare import prepare_data
 from upo.reference import make_reference_fn, precompute_reference_logps
+from upo.stats import RESAMPLES, SEED, percentile_interval
 
 RESULTS = Path(__file__).parent / "results"
+
+
+def batch_bootstrap(kto: list[float], upo: list[float], batches: int, resamples: int = RESAMPLES,
+                    seed: int = SEED) -> tuple[list[float], list[float]]:
+    """95% percentile-bootstrap intervals of the median per-pair ratio UPO / KTO and of the ratio of
+    total times, resampling the distinct batches (each with all its passes' pairs: a batch's passes
+    are not independent), as [low, high] each. Pairs are in pass-major order."""
+    kto_t, upo_t = np.asarray(kto).reshape(-1, batches), np.asarray(upo).reshape(-1, batches)  # [passes, batches]
+    rng = np.random.default_rng(seed)
+    medians, totals = [], []
+    for _ in range(resamples):
+        pick = rng.integers(0, batches, batches)
+        k, u = kto_t[:, pick], upo_t[:, pick]
+        medians.append(float(np.median(u / k)))
+        totals.append(float(u.sum() / k.sum()))
+    return list(percentile_interval(medians)), list(percentile_interval(totals))
 
 
 def main(argv=None) -> int:
@@ -102,10 +120,13 @@ def main(argv=None) -> int:
               f"upo {statistics.median(times['upo'][-len(batches):]):.3f} s/step", flush=True)
     ratios = [u / k for u, k in zip(times["upo"], times["kto"], strict=True)]
     quartiles = statistics.quantiles(ratios, n=4)
+    median_interval, totals_interval = batch_bootstrap(times["kto"], times["upo"], len(batches))
     summary = {
         "upo_over_kto_median": statistics.median(ratios),
+        "upo_over_kto_median_interval": median_interval,
         "upo_over_kto_quartiles": [quartiles[0], quartiles[2]],
         "upo_over_kto_of_totals": sum(times["upo"]) / sum(times["kto"]),
+        "upo_over_kto_of_totals_interval": totals_interval,
         "kto_seconds_per_step": statistics.median(times["kto"]),
         "upo_seconds_per_step": statistics.median(times["upo"]),
         "pairs": len(ratios),
@@ -113,8 +134,10 @@ def main(argv=None) -> int:
     text = (f"SmolLM2-135M-Instruct, full fine-tuning, bf16, batch {args.batch_size}, max_length {args.max_length}, "
             f"{args.passes} passes x {len(batches)} batches, {torch.get_num_threads()} threads, {cpu_model()}\n"
             f"UPO (KTO term) / KTO step time, same batch, interleaved: median {summary['upo_over_kto_median']:.3f}x "
-            f"(quartiles {quartiles[0]:.3f}-{quartiles[2]:.3f}, {len(ratios)} pairs); ratio of total times "
-            f"{summary['upo_over_kto_of_totals']:.3f}x; KTO {summary['kto_seconds_per_step']:.2f} s/step, "
+            f"[{median_interval[0]:.3f}, {median_interval[1]:.3f}] (quartiles {quartiles[0]:.3f}-{quartiles[2]:.3f}, "
+            f"{len(ratios)} pairs); ratio of total times {summary['upo_over_kto_of_totals']:.3f}x "
+            f"[{totals_interval[0]:.3f}, {totals_interval[1]:.3f}] (95%, batches resampled); "
+            f"KTO {summary['kto_seconds_per_step']:.2f} s/step, "
             f"UPO {summary['upo_seconds_per_step']:.2f} s/step")
     print(text)
     record = {"settings": {k: str(v) for k, v in vars(args).items()}, "machine": machine_info(),
