@@ -89,7 +89,7 @@ frontier.json, frontier.csv, one PNG per auxiliary metric and report.md, with 95
 so an interrupted sweep continues where it stopped. Seeds are independent runs: on a machine with
 several cores or GPUs, one process per seed (`--seeds 1`, `--seeds 2`, ... each pinned to its own
 core or GPU), then one run without --seeds to write the report. `--finished` reports the runs
-finished so far, training nothing (a look while the sweep runs; --output_dir keeps it apart).
+finished so far, training nothing: a look while the sweep runs.
 """
 
 
