@@ -188,7 +188,7 @@ def run_eval(cfg: EvalConfig, *, judge=None, reference_memo: dict | None = None)
     rows = [{"prompt": p, "response": o, "reference": ref} for (p, ref), outs in zip(refs, outputs, strict=True)
             for o in outs]
     cut = sum(reached_limit(tokenizer, [r["response"] for r in rows], cfg.max_new_tokens))
-    if cut >= CUT_WARNING * len(rows):
+    if rows and cut >= CUT_WARNING * len(rows):
         print(f"upo eval: WARNING: {cut} of {len(rows)} responses ({cut / len(rows):.0%}) reached max_new_tokens="
               f"{cfg.max_new_tokens} and were cut mid-answer: the judge and the scorers see cut text. Raise "
               "--max_new_tokens to compare whole answers", flush=True)
