@@ -8,17 +8,20 @@ wrong type are errors that name the key. The resolved config is written next to 
 from __future__ import annotations
 
 import dataclasses
-import inspect
-import math
-import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
 
+from upo.config_values import (  # noqa: F401  (ConfigError and the loaders are imported from here too)
+    ConfigError,
+    checked_mixes,
+    coerce_fields,
+    field_comments,
+    load_dataclass,
+    read_yaml_mapping,
+)
 from upo.domains import Interval, NonNegative, Positive, Seed, check_domains
 
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
@@ -29,10 +32,6 @@ PRECISIONS = ("bf16", "fp32", "fp16")
 AUX_LOGP = ("mean", "sum")
 LR_SCHEDULERS = ("constant", "linear", "cosine")
 TRACKERS = ("tensorboard", "trackio", "wandb", "mlflow")  # report_to: Accelerate's trackers, each its own pip package
-
-
-class ConfigError(ValueError):
-    """A config problem a user can fix: names the key and what was wrong."""
 
 
 @dataclass
@@ -172,7 +171,7 @@ class UPOConfig:
         if coefs is not None:
             self.steer_aux_coefs = [float(c) for c in coefs]
         if self.steer_reward_mixes is not None:
-            self.steer_reward_mixes = _checked_mixes(self.steer_reward_mixes)
+            self.steer_reward_mixes = checked_mixes(self.steer_reward_mixes)
             if self.rewards or self.relabel:
                 raise ConfigError("steer_reward_mixes replaces rewards: each mix is a rewards mapping of its own, and "
                                   "an example's r_a is its mix's; remove rewards (and relabel, which re-ranks pairs "
@@ -223,26 +222,6 @@ class UPOConfig:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
-def _checked_mixes(mixes: Any) -> dict[str, dict[str, float]]:
-    """steer_reward_mixes as {name: {scorer: float weight}}: a non-empty mapping of names a control
-    token can carry (letters, digits, '.', '_', '-'), each a non-empty mapping of finite weights."""
-    from upo.data.steering import MIX_NAME
-
-    if not isinstance(mixes, dict) or not mixes:
-        raise ConfigError(f"steer_reward_mixes must be a non-empty mapping of name -> rewards, got {mixes!r}")
-    out = {}
-    for name, weights in mixes.items():
-        if not isinstance(name, str) or not MIX_NAME.match(name):
-            raise ConfigError(f"steer_reward_mixes: mix name {name!r}: use letters, digits, '.', '_' and '-' only")
-        if not isinstance(weights, dict) or not weights:
-            raise ConfigError(f"steer_reward_mixes.{name} must be a non-empty mapping of reward -> weight, "
-                              f"got {weights!r}")
-        out[name] = _coerce_weights(f"steer_reward_mixes.{name}", weights, "steer_reward_mixes")
-        if not all(math.isfinite(w) for w in out[name].values()):
-            raise ConfigError(f"steer_reward_mixes.{name}: weights must be finite numbers, got {weights!r}")
-    return out
-
-
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
@@ -252,172 +231,13 @@ def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
 
 FIELDS = {f.name: f for f in dataclasses.fields(UPOConfig)}
 _DEFAULTS = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory() for f in FIELDS.values()}
-_HINTS = typing.get_type_hints(UPOConfig)
 
 
 def coerce(key: str, value: Any, source: str = "config") -> Any:
     """Convert `value` (from YAML, or a string from the command line) to the type of field `key`."""
-    if key not in FIELDS:
-        close = _closest(key)
-        hint = f" (did you mean {close!r}?)" if close else ""
-        raise ConfigError(f"{source}: unknown key {key!r}{hint}")
-    return _coerce_type(key, _HINTS[key], value, source)
-
-
-def _coerce_type(key: str, hint: Any, value: Any, source: str) -> Any:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(hint)
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if type(None) in args:
-                return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce_type(key, arg, value, source)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{source}: bad value for {key!r}: {value!r}")
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
-            return value.lower() in ("true", "1", "yes", "on")
-        raise ConfigError(f"{source}: {key!r} must be true or false, got {value!r}")
-    if hint is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{source}: {key!r} must be an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{source}: {key!r} must be an integer, got {value!r}")
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{source}: {key!r} must be a number, got {value!r}")
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{source}: {key!r} must be a string, got {value!r}")
-    if origin is list:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if typing.get_args(hint) == (float,) and isinstance(value, list):
-            return [_coerce_type(key, float, v, source) for v in value]
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return value
-        raise ConfigError(f"{source}: {key!r} must be a list of strings, got {value!r}")
-    if origin is dict and typing.get_args(hint)[1] is not float:  # steer_reward_mixes
-        return _coerce_mixes(key, value, source)
-    if origin is dict:
-        return _coerce_weights(key, value, source)
-    raise ConfigError(f"{source}: cannot set {key!r} from {value!r}")
-
-
-def _coerce_weights(key: str, value: Any, source: str) -> dict[str, float]:
-    """`{name: weight}` from YAML, or `name=weight,name=weight` from the command line."""
-    if isinstance(value, str):
-        out: dict[str, Any] = {}
-        for item in filter(None, (v.strip() for v in value.split(","))):
-            name, sep, weight = item.rpartition("=")
-            if not sep:
-                name, weight = item, "1.0"
-            out[name.strip()] = weight.strip()
-        value = out
-    if not isinstance(value, dict):
-        raise ConfigError(f"{source}: {key!r} must be a mapping of name -> weight, got {value!r}")
-    result = {}
-    for name, weight in value.items():
-        try:
-            result[str(name)] = float(weight)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{source}: weight of {key}.{name} must be a number, got {weight!r}") from None
-    return result
-
-
-def _coerce_mixes(key: str, value: Any, source: str) -> dict[str, dict[str, float]]:
-    """`{name: {reward: weight}}` from YAML, or the same as YAML text from the command line
-    (`--steer_reward_mixes '{safe: {safety: 1}, readable: {readability: 1}}'`)."""
-    if isinstance(value, str):
-        try:
-            value = yaml.safe_load(value)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{source}: {key!r} must be a YAML mapping of name -> rewards: {e}") from None
-    return _checked_mixes(value)
-
-
-def _closest(key: str) -> str | None:
-    import difflib
-
-    match = difflib.get_close_matches(key, FIELDS, n=1, cutoff=0.6)
-    return match[0] if match else None
+    return coerce_fields(UPOConfig, {key: value}, source)[key]
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> UPOConfig:
     """defaults < YAML file at `path` < `overrides` (already split into key -> raw value)."""
     return load_dataclass(UPOConfig, path, overrides)
-
-
-# ---- the same machinery for the other typed configs (upo eval, upo rm train) ----------------------
-
-
-def field_comments(cls: type) -> dict[str, str]:
-    """The comment after each field in a config dataclass's source: its --help text."""
-    comments = {}
-    for line in inspect.getsource(cls).splitlines():
-        match = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.+)$", line)
-        if match:
-            comments[match.group(1)] = match.group(2)
-    return comments
-
-
-def coerce_fields(cls: type, values: dict[str, Any], source: str) -> dict[str, Any]:
-    """Raw values (from YAML, or strings from the command line) -> field values of dataclass `cls`;
-    unknown keys are errors with a "did you mean"."""
-    import difflib
-
-    fields = {f.name for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    coerced = {}
-    for key, value in values.items():
-        key = str(key)
-        if key not in fields:
-            close = difflib.get_close_matches(key, fields, n=1, cutoff=0.6)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{source}: unknown key {key!r}{hint}")
-        coerced[key] = _coerce_type(key, hints[key], value, source)
-    return coerced
-
-
-def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
-    """A YAML file whose top level is a mapping; ConfigError naming the file otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of key: value")
-    return data
-
-
-def load_dataclass(cls: type, path: str | Path | None = None, overrides: dict[str, Any] | None = None):
-    """defaults < YAML file of `cls`'s keys at `path` < `overrides` (e.g. command-line flags)."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        values.update(coerce_fields(cls, read_yaml_mapping(path), str(path)))
-    values.update(coerce_fields(cls, overrides or {}, "command line"))
-    return cls(**values)
