@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from upo.cli import main
-from upo.evaluation.compare import align, compare_results, equal_length_rows, load_eval
+from upo.evaluation.compare import align, compare_results, equal_length_rows, load_eval, verdict
 from upo.stats import bootstrap_interval, paired_difference_draws, percentile_interval
 
 PROMPTS = ["p1", "p2", "p3", "p4"]
@@ -117,3 +117,9 @@ def test_compare_help(capsys):
         main(["compare", "--help"])
     assert e.value.code == 0
     assert "usage: upo compare" in capsys.readouterr().out
+
+
+def test_verdict_without_a_finite_interval_names_no_side():
+    assert verdict("judge/win_rate", float("nan"), float("nan")) == "no interval"
+    assert verdict("judge/win_rate", 0.01, 0.2) == "B" and verdict("safety/violation_rate", 0.01, 0.2) == "A"
+    assert verdict("length/words", -0.3, -0.1) == "lower in B" and verdict("judge/win_rate", -0.1, 0.1) == "neither"

@@ -88,6 +88,9 @@ def test_summary_hand_worked():
     e = summarize_axes(_rows(), ["judge/win_rate", "readability/fk_grade"])
     assert e["directions"] == WIN_GRADE and e["points"] == 6
     assert e["reference"] == pytest.approx([0.3, 10.0]) and e["best"] == pytest.approx([0.6, 6.0])
+    assert e["reference_from"] == ["base", "base"]
+    without_base = summarize_axes(_rows()[1:], ["judge/win_rate", "readability/fk_grade"])
+    assert without_base["reference"] == pytest.approx([0.35, 9.5]) and without_base["reference_from"] == ["upo2", "upo2"]
     assert e["preference_front"] == ["dpo"] and e["upo_front"] == ["upo1"]
     assert e["hv_preference"] == pytest.approx(0.5) and e["hv_upo"] == pytest.approx(2 / 3)
     assert e["hv_union"] == pytest.approx(5 / 6) and e["hv_gain"] == pytest.approx(1 / 3)

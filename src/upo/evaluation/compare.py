@@ -17,6 +17,7 @@ answering shorter, and this difference cannot.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +60,10 @@ def align(kind: str, ids_a: list[str], ids_b: list[str]) -> tuple[list[int], lis
 
 def verdict(metric: str, low: float, high: float) -> str:
     """Which side the interval of B - A favours: "A", "B", "neither" (it holds 0), or for a metric
-    without a better direction "higher in B" / "lower in B" / "neither"."""
+    without a better direction "higher in B" / "lower in B" / "neither"; "no interval" when a bound is
+    not a number (no draw had a value)."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "no interval"
     if low <= 0 <= high:
         return "neither"
     better = direction(metric)
@@ -73,7 +77,7 @@ def difference_row(metric: str, units: str, a, b, confidence: float = CONFIDENCE
     low, high = percentile_interval(paired_difference_draws(a, b), confidence)
     mean_a, mean_b = float(np.nanmean(a)), float(np.nanmean(b))  # NaN: a prompt without an llm-judge verdict
     return {"metric": metric, "units": units, "n": int(np.shape(a)[-1]), "a": mean_a, "b": mean_b,
-            "difference": mean_b - mean_a, "low": low, "high": high, "excludes_zero": not low <= 0 <= high,
+            "difference": mean_b - mean_a, "low": low, "high": high, "excludes_zero": bool(low > 0 or high < 0),
             "better": verdict(metric, low, high)}
 
 
@@ -103,13 +107,19 @@ def format_equal_length(rows: list[dict]) -> list[str]:
     """The Markdown table of `equal_length_rows`."""
     lines = ["| metric | B - A at equal length | 95% interval | better | B's generations at shared lengths | A's "
              "| effective generations a side |", "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        arrow = ARROWS[direction(r["metric"])].split(" ")[0]
-        cells = ["", ""] if r["difference"] is None else \
-            [format_value(r["difference"]), f"[{format_value(r['low'])}, {format_value(r['high'])}]"]
-        lines.append(f"| {r['metric']} {arrow}".rstrip() + f" | {cells[0]} | {cells[1]} | {r['better']} "
-                     f"| {r['overlap_b']:.0%} | {r['overlap_a']:.0%} | {effective_cell(r['effective_n'], r['n_a'], r['n_b'])} |")
-    return lines
+    return lines + [f"| {equal_length_cells(r, new='b', old='a')} |" for r in rows]
+
+
+def equal_length_cells(row: dict, new: str, old: str) -> str:
+    """A length-matched comparison's Markdown cells from its metric on (difference, interval, better,
+    both sides' overlap, effective generations), for a row of `equal_length_row` whose sides' keys end
+    in `new` (the side the difference is of: `overlap_<new>`, `n_<new>`) and `old` (subtracted)."""
+    arrow = ARROWS[direction(row["metric"])].split(" ")[0]
+    cells = ["", ""] if row["difference"] is None else \
+        [format_value(row["difference"]), f"[{format_value(row['low'])}, {format_value(row['high'])}]"]
+    return (f"{row['metric']} {arrow}".rstrip() + f" | {cells[0]} | {cells[1]} | {row['better']} "
+            f"| {row[f'overlap_{new}']:.0%} | {row[f'overlap_{old}']:.0%} "
+            f"| {effective_cell(row['effective_n'], row[f'n_{old}'], row[f'n_{new}'])}")
 
 
 def effective_cell(effective_n: float, n_a: int, n_b: int) -> str:

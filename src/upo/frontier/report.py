@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from upo.evaluation.compare import effective_cell
+from upo.evaluation.compare import equal_length_cells
 from upo.evaluation.metrics import direction
 from upo.evaluation.report import ARROWS, format_value
 
@@ -40,10 +40,16 @@ set of points of a group that no point of the same group dominates.
 resamples the evaluation prompts (and held-out pairs) once for every point, since all were evaluated
 on the same ones, and each point's training seeds on its own; a point's value in a draw is the mean
 over its resampled seeds of the mean over the resampled prompts. The HV gain is recomputed in every
-draw on the scale of the point estimates. A UPO point is **beyond** the preference-only front when
-in at least {confidence:.0%} of the draws no preference-only point is at least as good on every axis
-(it adds hypervolume), **behind** it when in at least {confidence:.0%} one dominates it, and **not
-distinguishable** otherwise. **Paired differences** are UPO minus preference-only, per draw; `better`
+draw on the scale of the point estimates; its interval is no test (the gain is never negative, so
+noise alone lifts its lower end above 0). The test is each UPO point's verdict, at level
+{alpha:.0%}: **beyond** the preference-only front when against every preference-only point there is
+an axis on which the UPO point is better in at least 1 - {alpha:.2g}/d of the draws (d axes; the
+table names that axis and share per point), **behind** it when some preference-only point is better
+on every axis in at least 1 - {alpha:.2g}/P of the draws (P preference-only points), and **not
+distinguishable** otherwise. The shares of draws in which no preference-only point is as good on
+every axis ("draws beyond the front") or one dominates it are descriptive, not the test: for a UPO
+point equal to a preference-only one, the first reaches {confidence:.0%} in ~20% of evaluations on
+2 axes and ~43% on 3. **Paired differences** are UPO minus preference-only, per draw; `better`
 names the point the interval favours, `neither` when it holds 0. With few seeds the intervals are
 optimistic: resampling k seeds puts (k - 1) / k of their variance into the draws (2/3 at 3 seeds,
 so the seed part of an interval is ~18% too narrow), and 3 seeds allow only 10 distinct resamples.
@@ -100,6 +106,17 @@ def _summary_table(summary: list[dict]) -> list[str]:
     return lines
 
 
+def _reference_lines(summary: list[dict]) -> list[str]:
+    """Which point sets each axis's reference (its worst value seen): it fixes every hypervolume's scale,
+    so a far-off point (often the base model) moves HV ratios towards 1."""
+    axes = {m: (value, name) for e in summary if e["reference"] is not None
+            for m, value, name in zip(e["axes"], e["reference"], e.get("reference_from", []), strict=False)}
+    if not axes:
+        return []
+    return ["Reference point (the worst value seen on each axis, which fixes every hypervolume's scale): "
+            + "; ".join(f"`{m}` {format_value(v)} ({name})" for m, (v, name) in axes.items()) + ".", ""]
+
+
 def _steered_table(summary: list[dict]) -> list[str]:
     lines = ["| axes | UPO front (grid) | UPO steered front | HV UPO (grid) | HV UPO steered | HV steered / grid "
              "| 95% |", "|---|---|---|---|---|---|---|"]
@@ -127,10 +144,12 @@ def _compute_table(compute: dict[str, dict]) -> list[str]:
 
 
 def _verdict_table(summary: list[dict]) -> list[str]:
-    lines = ["| axes | UPO point | draws beyond the front | draws behind it | at 95% |", "|---|---|---|---|---|"]
+    lines = ["| axes | UPO point | draws beyond the front | draws behind it | most often better than each "
+             "preference-only point on (share of draws) | at 95% |", "|---|---|---|---|---|---|"]
     for e in summary:
-        lines += [f"| {_axes(e)} | {v['name']} | {v['share_beyond']:.3f} | {v['share_behind']:.3f} | **{v['verdict']}** |"
-                  for v in e.get("upo_verdicts", [])]
+        lines += [f"| {_axes(e)} | {v['name']} | {v['share_beyond']:.3f} | {v['share_behind']:.3f} | "
+                  + "; ".join(f"{a['preference']}: {a['axis']} {a['share']:.3f}" for a in v.get("against", []))
+                  + f" | **{v['verdict']}** |" for v in e.get("upo_verdicts", [])]
     return lines
 
 
@@ -147,12 +166,8 @@ def _equal_length_table(comparisons: list[dict]) -> list[str]:
     lines = ["| UPO point | preference-only point | metric | UPO - pref at equal length | 95% interval | better "
              "| UPO's generations at shared lengths | pref's | effective generations a side |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for c in comparisons:
-        cells = ("", "") if c["difference"] is None else (format_value(c["difference"]), _interval((c["low"], c["high"])))
-        lines.append(f"| {c['upo']} | {c['preference']} | {c['metric']} {ARROWS[direction(c['metric'])].split(' ')[0]}"
-                     .rstrip() + f" | {cells[0]} | {cells[1]} | {c['better']} | {c['overlap_upo']:.0%} "
-                     f"| {c['overlap_preference']:.0%} | {effective_cell(c['effective_n'], c['n_preference'], c['n_upo'])} |")
-    return lines
+    return lines + [f"| {c['upo']} | {c['preference']} | {equal_length_cells(c, new='upo', old='preference')} |"
+                    for c in comparisons]
 
 
 def _value(row: dict, metric: str) -> str:
@@ -200,7 +215,8 @@ def format_report(result: dict, plots: dict[str, str]) -> str:
     lines += ["", "## Fronts", ""]
     for metric, png in plots.items():
         lines += [f"![{pref} vs {metric}]({png})", ""]
-    lines += ["## How far UPO lies beyond the preference-only front", "", *_summary_table(result["summary"]), ""]
+    lines += ["## How far UPO lies beyond the preference-only front", "", *_summary_table(result["summary"]), "",
+              *_reference_lines(result["summary"])]
     if any(e.get("upo_verdicts") for e in result["summary"]):
         lines += ["### Each UPO point against the preference-only front", "", *_verdict_table(result["summary"]), ""]
     if result.get("comparisons"):
@@ -213,7 +229,7 @@ def format_report(result: dict, plots: dict[str, str]) -> str:
                   "", "Training compute per seed:", "", *_compute_table(result.get("compute", {})), ""]
     settings = result["interval_settings"]
     lines += [DEFINITIONS.format(confidence=settings["confidence"], resamples=settings["bootstrap_resamples"],
-                                 seed=settings["bootstrap_seed"])]
+                                 seed=settings["bootstrap_seed"], alpha=1 - settings["confidence"])]
     if result["failed"]:
         lines += ["## Points that failed", "", *map(_failure_line, result["failed"]), ""]
     return "\n".join(lines)

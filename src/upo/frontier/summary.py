@@ -3,8 +3,8 @@
 Axes are the preference metric and one auxiliary metric (one entry each), and, with several
 auxiliary metrics, all of them at once. For one set of axes, over the points that have every metric:
 
-- reference point: the worst value seen on each axis (over all those points, base model included);
-  each axis is scaled so that the worst value is 0 and the best is 1 (`pareto.normalize`);
+- reference point: the worst value seen on each axis (over all those points, base model included;
+  `reference_from` names the point that sets it on each axis); each axis is scaled so that the worst value is 0 and the best is 1 (`pareto.normalize`);
 - hv_preference, hv_upo, hv_union: hypervolume of the preference-only points, of the UPO points and
   of both together, w.r.t. that reference, in the scaled space (a share of the box between the
   worst and best values seen: 0 to 1);
@@ -55,7 +55,7 @@ def summarize_axes(rows: list[dict], axes: list[str]) -> dict:
         raise ValueError(f"metric {axes[directions.index(None)]!r} has no better direction; it cannot be a frontier axis")
     usable = [r for r in rows if all(_has(r, m) for m in axes)]
     entry: dict = {"axes": axes, "directions": directions, "points": len(usable), "reference": None,
-                   "best": None, "hv_preference": None, "hv_upo": None, "hv_union": None, "hv_gain": None,
+                   "reference_from": [], "best": None, "hv_preference": None, "hv_upo": None, "hv_union": None, "hv_gain": None,
                    "upo_nondominated_share": None, "preference_front": [], "upo_front": [], "hv_steered": None,
                    "hv_ratio_steered": None, "steered_front": []}
     if not usable:
@@ -75,8 +75,10 @@ def summarize_axes(rows: list[dict], axes: list[str]) -> dict:
     def front(idx: list[int]) -> list[str]:
         return [usable[idx[k]]["name"] for k in pareto_front(values[idx], directions)] if idx else []
 
+    worst_at = oriented(values, directions).argmin(axis=0)  # the point that sets each axis's reference
     entry.update(
         reference=worst.tolist(),
+        reference_from=[usable[int(i)]["name"] for i in worst_at],
         best=best.tolist(),
         hv_preference=hv(pref),
         hv_upo=hv(upo),

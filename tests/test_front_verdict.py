@@ -1,0 +1,73 @@
+"""`upo.frontier.uncertainty.front_verdict`: whether a UPO point lies beyond or behind the
+preference-only points, as tests of level 5% on bootstrap draws (oriented: larger is better)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from upo.frontier.uncertainty import front_verdict
+
+AXES = ["judge/win_rate", "readability/fk_grade"]
+
+
+def draws(*columns) -> np.ndarray:
+    """[B, d] draws from one array (or constant) per axis."""
+    return np.stack([np.broadcast_to(np.asarray(c, dtype=float), (100,)) for c in columns], axis=-1)
+
+
+def better_in(k: int) -> np.ndarray:
+    """1.0 (better than 0) in the first k of 100 draws, -1.0 in the rest."""
+    return np.where(np.arange(100) < k, 1.0, -1.0)
+
+
+@pytest.mark.parametrize(("share", "expected"), [(96, "not distinguishable"), (98, "beyond")])
+def test_beyond_needs_one_axis_at_bonferroni_level(share, expected):
+    # p sits at (0, 0) in every draw; the UPO point is worse on the grade in every draw and better on the
+    # win rate in `share` of 100 draws. No p is as good on every axis in `share`% of the draws, so a 95%
+    # threshold on that share would call 96% "beyond"; with 2 axes the test needs 1 - 0.05/2 = 97.5%.
+    upo = draws(better_in(share), -1.0)
+    out = front_verdict(upo, draws(0.0, 0.0)[None], ["p"], AXES)
+    assert out["share_beyond"] == pytest.approx(share / 100)
+    assert out["verdict"] == expected
+    assert out["against"] == [{"preference": "p", "axis": "judge/win_rate", "share": pytest.approx(share / 100)}]
+
+
+def test_beyond_must_hold_against_every_preference_point():
+    # beyond p on the win rate in every draw, but q is better on both axes in half the draws and worse on
+    # both in the other half: not beyond q on either axis at 97.5%.
+    upo = draws(0.0, 0.0)
+    p = draws(-1.0, 0.0)
+    q = draws(better_in(50), better_in(50))
+    out = front_verdict(upo, np.stack([p, q]), ["p", "q"], AXES)
+    assert out["verdict"] == "not distinguishable"
+    assert [a["share"] for a in out["against"]] == [1.0, 0.5]
+    assert front_verdict(upo, p[None], ["p"], AXES)["verdict"] == "beyond"
+
+
+def test_behind_needs_one_preference_point_better_on_every_axis_at_bonferroni_level():
+    # p is better on the win rate in every draw and on the grade in 96 of 100 draws. Alone (P = 1) that
+    # is behind at 95%; beside a second preference point (P = 2, needing 97.5%) it is not.
+    upo = draws(0.0, 0.0)
+    p = draws(1.0, better_in(96))
+    far = draws(-5.0, -5.0)
+    assert front_verdict(upo, p[None], ["p"], AXES)["verdict"] == "behind"
+    assert front_verdict(upo, np.stack([p, far]), ["p", "far"], AXES)["verdict"] == "not distinguishable"
+    assert front_verdict(upo, np.stack([draws(1.0, better_in(98)), far]), ["p", "far"], AXES)["verdict"] == "behind"
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_a_point_equal_to_the_preference_point_is_called_beyond_in_at_most_about_5_percent(d):
+    """The null: the UPO point and one preference point have the same true values. Each simulated
+    evaluation observes their difference with standard normal error on each axis, and its bootstrap
+    draws scatter around that observation. Calling "beyond" whenever no preference point is as good on
+    every axis in 95% of the draws would do so in ~20% (d = 2) and ~43% (d = 3) of evaluations."""
+    rng = np.random.default_rng(0)
+    evaluations, resamples = 600, 1000
+    beyond = 0
+    for _ in range(evaluations):
+        observed = rng.standard_normal(d)
+        upo = observed + rng.standard_normal((resamples, d))
+        out = front_verdict(upo, np.zeros((1, resamples, d)), ["p"], AXES + ["safety/violation_rate"][: d - 2])
+        beyond += out["verdict"] == "beyond"
+    assert beyond / evaluations <= 0.08  # 5% expected; the 95% threshold on the joint share gives 0.20 / 0.43
