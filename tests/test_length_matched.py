@@ -71,3 +71,53 @@ def test_a_pure_length_effect_is_not_a_difference_at_equal_length():
 def test_mismatched_shapes_are_refused():
     with pytest.raises(ValueError, match="same prompts"):
         length_matched_difference([1, 2, 3], [3, 3, 3], [1, 2], [3, 3])
+
+
+def test_lengths_within_a_bin_are_adjusted_for():
+    """One bin (8-11 words), grade = 2 log2(words) exactly: A answers in 10 and 11 words, B in 8 and 9 (50 prompts each).
+    The bin's difference of means is log2(72/110) = -0.61 (B sits at the bin's low end), a pure length effect; the
+    within-bin slope on log2 words is 2 on both sides, and the adjusted difference is 0."""
+    a_words, b_words = np.tile([10, 11], 50), np.tile([8, 9], 50)
+    a, b = 2 * np.log2(a_words), 2 * np.log2(b_words)
+    assert b.mean() - a.mean() == pytest.approx(np.log2(72 / 110))  # -0.61
+    result = length_matched_difference(a, a_words, b, b_words, resamples=200)
+    assert result["difference"] == pytest.approx(0.0, abs=1e-9)
+    assert result["slope"] == pytest.approx(2.0)
+    assert result["length_gap"] == pytest.approx(np.log2(72 / 110) / 2)
+    assert result["low"] == pytest.approx(0.0, abs=1e-9) and result["high"] == pytest.approx(0.0, abs=1e-9)
+    # B better by 1 at every length: found whole, through the adjustment
+    shifted = length_matched_difference(a, a_words, b - 1, b_words, resamples=200)
+    assert shifted["difference"] == pytest.approx(-1.0) and shifted["high"] == pytest.approx(-1.0)
+
+
+def test_a_shorter_side_at_the_low_end_of_every_bin_is_no_difference():
+    """Grade = 2 log2(words) + noise; in each shared bin B's answers sit at its low end and A's at its
+    high end (8-9 vs 10-11 words, 12-13 vs 14-15, 16-18 vs 20-22). Without the adjustment the
+    difference would be about -0.55 and sure; adjusted, the interval holds 0, and a shift of -0.5 at
+    every length is found."""
+    rng = np.random.default_rng(1)
+    n = 600
+    a_words = rng.choice([10, 11, 14, 15, 20, 21, 22], n)
+    b_words = rng.choice([8, 9, 12, 13, 16, 17, 18], n)
+    a = 2 * np.log2(a_words) + rng.normal(0, 0.5, n)
+    b = 2 * np.log2(b_words) + rng.normal(0, 0.5, n)
+    same = length_matched_difference(a, a_words, b, b_words)
+    assert same["length_gap"] < -0.2
+    assert same["low"] < 0 < same["high"] and abs(same["difference"]) < 0.2
+    shifted = length_matched_difference(a, a_words, b - 0.5, b_words)
+    assert shifted["high"] < 0 and shifted["difference"] == pytest.approx(-0.5, abs=0.2)
+
+
+def test_prompts_are_paired_and_seeds_resampled():
+    """B = A + 0.3 on every prompt, at the same lengths: every draw resamples the same prompts on both
+    sides, so the interval is exactly [0.3, 0.3]. Two seeds of B that differ widen it."""
+    rng = np.random.default_rng(2)
+    words = rng.integers(5, 40, 200)
+    a = rng.normal(0, 1, 200)
+    paired = length_matched_difference(a, words, a + 0.3, words, resamples=300)
+    assert paired["difference"] == pytest.approx(0.3)
+    assert paired["low"] == pytest.approx(0.3) and paired["high"] == pytest.approx(0.3)
+    two_seeds = length_matched_difference(a, words, np.stack([a + 0.1, a + 0.5]), np.stack([words, words]),
+                                          resamples=300)
+    assert two_seeds["difference"] == pytest.approx(0.3)
+    assert two_seeds["low"] < 0.2 and two_seeds["high"] > 0.4  # the seeds' draws: 0.1, 0.3 or 0.5

@@ -11,7 +11,8 @@ is an error; held-out pairs are compared on the pairs both evaluations scored.
 
 When both hold response lengths, each per-prompt metric (lengths aside) is also compared at equal
 length (`upo.evaluation.length_matched`): a lower reading grade or a higher win rate can come from
-answering shorter, and this difference cannot.
+answering shorter, and this difference is adjusted for length (as far as bins and a within-bin
+slope on log length capture it).
 """
 
 from __future__ import annotations
@@ -106,20 +107,21 @@ def equal_length_rows(a: dict, b: dict) -> list[dict]:
 def format_equal_length(rows: list[dict]) -> list[str]:
     """The Markdown table of `equal_length_rows`."""
     lines = ["| metric | B - A at equal length | 95% interval | better | B's generations at shared lengths | A's "
-             "| effective generations a side |", "|---|---|---|---|---|---|---|"]
+             "| effective generations a side | B's words / A's within bins |", "|---|---|---|---|---|---|---|---|"]
     return lines + [f"| {equal_length_cells(r, new='b', old='a')} |" for r in rows]
 
 
 def equal_length_cells(row: dict, new: str, old: str) -> str:
     """A length-matched comparison's Markdown cells from its metric on (difference, interval, better,
-    both sides' overlap, effective generations), for a row of `equal_length_row` whose sides' keys end
+    both sides' overlap, effective generations, the words ratio within the shared bins), for a row of `equal_length_row` whose sides' keys end
     in `new` (the side the difference is of: `overlap_<new>`, `n_<new>`) and `old` (subtracted)."""
     arrow = ARROWS[direction(row["metric"])].split(" ")[0]
+    words = "" if row.get("length_gap") is None else f"{2 ** row['length_gap']:.2f}x"  # the gap adjusted for
     cells = ["", ""] if row["difference"] is None else \
         [format_value(row["difference"]), f"[{format_value(row['low'])}, {format_value(row['high'])}]"]
     return (f"{row['metric']} {arrow}".rstrip() + f" | {cells[0]} | {cells[1]} | {row['better']} "
             f"| {row[f'overlap_{new}']:.0%} | {row[f'overlap_{old}']:.0%} "
-            f"| {effective_cell(row['effective_n'], row[f'n_{old}'], row[f'n_{new}'])}")
+            f"| {effective_cell(row['effective_n'], row[f'n_{old}'], row[f'n_{new}'])} | {words}")
 
 
 def effective_cell(effective_n: float, n_a: int, n_b: int) -> str:
@@ -172,11 +174,13 @@ def run_compare(a: str, b: str, output: str | None = None) -> str:
     text = format_comparison(a, b, rows)
     if matched:
         text += ("\n\n## At equal length\n\nEach metric compared within bins of response length (word counts a "
-                 "factor √2 apart), B - A averaged over the bins both have generations in, each weighted by the "
-                 "inverse variance of its difference (n_A n_B / (n_A + n_B)); the last two columns say how much of "
-                 "each side those bins hold, and the last the size of two equal groups a comparison of the same variance "
-                 "would take, of the most the two sizes allow (small: the difference rests on few generations; not "
-                 "comparable at equal length).\n\n" + "\n".join(format_equal_length(matched)))
+                 "factor √2 apart), each bin's B - A adjusted for the two sides' gap in mean log length within it (the "
+                 "metric's within-bin slope on log2 words times the gap), then averaged over the bins both have "
+                 "generations in, each weighted by the inverse variance of its difference (n_A n_B / (n_A + n_B)). "
+                 "Two columns say how much of each side those bins hold; the next, the size of two equal groups a "
+                 "comparison of the same variance would take, of the most the two sizes allow (small: the difference "
+                 "rests on few generations; not comparable at equal length); the last, B's mean words over A's within "
+                 "the bins, the gap adjusted for.\n\n" + "\n".join(format_equal_length(matched)))
     if output:
         path = Path(output)
         path.parent.mkdir(parents=True, exist_ok=True)

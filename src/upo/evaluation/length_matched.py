@@ -8,11 +8,18 @@ difference compares like with like (stratification on coarsened length):
 - each generation falls in a bin of its word count, bins a factor sqrt(2) wide (`length_bins`:
   1, 2, 3, 4-5, 6-7, 8-11, 12-15, 16-22, 23-31, 32-45, ...; an empty response is a bin of its own);
 - on each side, the metric's mean within each bin (over prompts and seeds);
-- the difference B - A: the per-bin differences averaged over the bins where both sides have
-  generations, bin k weighted n_A,k n_B,k / (n_A,k + n_B,k), the inverse of its difference's variance
-  when the metric spreads alike in every bin (the overlap weights of Li, Morgan and Zaslavsky 2018):
-  the difference at the lengths both sides produce, not extrapolated from a bin one side rarely
-  reaches;
+- within a bin, lengths still differ by up to a factor sqrt(2), and a shorter side sits at the low end
+  of each bin it shares with a longer one: each bin's difference of means is adjusted for its gap in
+  mean log2 word count, times the slope of the metric on log2 words within the bins (pooled over
+  both sides and the shared bins, each side's bin centred on its own means: stratified analysis of
+  covariance, so a side's own shift at equal length does not enter the slope);
+  `length_gap` (B - A, log2 words, the bins' weighted mean before adjusting) and `slope` say how much
+  was adjusted;
+- the difference B - A: the adjusted per-bin differences averaged over the bins where both sides
+  have generations, bin k weighted n_A,k n_B,k / (n_A,k + n_B,k), the inverse of its difference's
+  variance when the metric spreads alike in every bin (the overlap weights of Li, Morgan and
+  Zaslavsky 2018): the difference at the lengths both sides produce, not extrapolated from a bin
+  one side rarely reaches;
 - `overlap_b` (`overlap_a`): the share of B's (A's) generations in those bins, and `effective_n`:
   2 sum_k n_A,k n_B,k / (n_A,k + n_B,k), the size of two equal groups that a comparison of the same
   variance would take (n when both sides hold n generations of the same lengths; `n_a`, `n_b`: the
@@ -21,7 +28,7 @@ difference compares like with like (stratification on coarsened length):
 
 Intervals as the paired comparisons': each bootstrap draw resamples the prompts once for both sides
 and each side's training seeds on its own; bins, weights and means are recomputed in each draw (a
-bin empty on one side in a draw drops out of that draw). A value NaN (an item the llm judge gave no
+bin empty on one side in a draw drops out of that draw; the slope is estimated in each draw). A value NaN (an item the llm judge gave no
 verdict) is a generation without a value. With several samples per prompt, a prompt's length is its
 samples' mean word count.
 """
@@ -42,31 +49,47 @@ def length_bins(words) -> np.ndarray:
         return np.where(words >= 1, np.floor(2 * np.log2(np.maximum(words, 1)) + 1e-9), EMPTY).astype(np.int64)
 
 
-def _bin_sums(values: np.ndarray, bins: np.ndarray, labels: np.ndarray, unit_counts: np.ndarray,
-              seed_counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(sums, counts), each [B, bins]: the drawn generations' sum of values and number in each bin,
-    from values and bins [k seeds, n units], unit_counts [B, n] and seed_counts [B, k]."""
+def _bin_totals(values: np.ndarray, log_words: np.ndarray, bins: np.ndarray, labels: np.ndarray,
+                unit_counts: np.ndarray, seed_counts: np.ndarray) -> dict[str, np.ndarray]:
+    """The drawn generations' totals in each bin, each [B, bins]: "n" (how many), "y", "x", "xx", "xy"
+    (sums of the value y, of x = log2 words, x^2 and x y), from values, log_words and bins [k seeds,
+    n units], unit_counts [B, n] and seed_counts [B, k]."""
     present = ~np.isnan(values)
     member = (bins[None] == labels[:, None, None]) & present[None]  # [J, k, n]
     J, k, n = member.shape
 
-    def total(x: np.ndarray) -> np.ndarray:  # [J, k, n] -> [B, J]: over drawn units, then drawn seeds
+    def total(x: np.ndarray) -> np.ndarray:  # [k, n] -> [B, J]: over the bin's drawn units, then drawn seeds
+        x = np.where(member, x[None], 0.0)
         per_seed = (unit_counts @ x.reshape(J * k, n).T).reshape(-1, J, k)
         return (per_seed * seed_counts[:, None, :]).sum(axis=2)
 
-    return total(np.where(member, values[None], 0.0)), total(member.astype(np.float64))
+    y = np.where(present, values, 0.0)
+    return {"n": total(np.ones_like(y)), "y": total(y), "x": total(log_words), "xx": total(log_words ** 2),
+            "xy": total(log_words * y)}
 
 
-def _matched(a, a_bins, b, b_bins, labels, unit_counts, seeds_a, seeds_b) -> tuple[np.ndarray, np.ndarray]:
-    """([B] length-matched differences B - A, [B] sums of the bins' weights), one per draw (the
-    difference NaN where no bin is shared in a draw)."""
-    sums_a, counts_a = _bin_sums(a, a_bins, labels, unit_counts, seeds_a)
-    sums_b, counts_b = _bin_sums(b, b_bins, labels, unit_counts, seeds_b)
-    shared = (counts_a > 0) & (counts_b > 0)
+def _matched(a, a_x, a_bins, b, b_x, b_bins, labels, unit_counts, seeds_a, seeds_b) -> dict[str, np.ndarray]:
+    """Per draw ([B] each): "difference" (B - A at equal length, NaN where no bin is shared in a draw),
+    "weight" (the sum of the bins' weights), "slope" (the pooled within-bin slope on log2 words) and
+    "length_gap" (the bins' weighted mean gap in log2 words, B - A, before adjusting)."""
+    ta = _bin_totals(a, a_x, a_bins, labels, unit_counts, seeds_a)
+    tb = _bin_totals(b, b_x, b_bins, labels, unit_counts, seeds_b)
+    shared = (ta["n"] > 0) & (tb["n"] > 0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        gaps = np.where(shared, sums_b / counts_b - sums_a / counts_a, 0.0)
-        weights = np.where(shared, counts_a * counts_b / (counts_a + counts_b), 0.0)
-        return (weights * gaps).sum(axis=1) / weights.sum(axis=1), weights.sum(axis=1)
+        def mean(t: dict, key: str) -> np.ndarray:
+            return np.where(shared, t[key] / t["n"], 0.0)
+
+        def within(t: dict, u: str, v: str) -> np.ndarray:  # sum over a side's bin of (u - mean u)(v - mean v)
+            return np.where(shared, t[u + v] - t[u] * t[v] / t["n"], 0.0).sum(axis=1)
+
+        xx = within(ta, "x", "x") + within(tb, "x", "x")
+        slope = np.where(xx > 1e-12, (within(ta, "x", "y") + within(tb, "x", "y")) / np.where(xx > 1e-12, xx, 1.0), 0.0)
+        x_gaps = mean(tb, "x") - mean(ta, "x")
+        gaps = mean(tb, "y") - mean(ta, "y") - slope[:, None] * x_gaps
+        weights = np.where(shared, ta["n"] * tb["n"] / (ta["n"] + tb["n"]), 0.0)
+        total = weights.sum(axis=1)
+        return {"difference": (weights * gaps).sum(axis=1) / total, "weight": total, "slope": slope,
+                "length_gap": (weights * x_gaps).sum(axis=1) / total}
 
 
 def length_matched_difference(a, a_words, b, b_words, resamples: int = RESAMPLES, seed: int = SEED,
@@ -88,13 +111,15 @@ def length_matched_difference(a, a_words, b, b_words, resamples: int = RESAMPLES
     sizes = {"n_a": int((~np.isnan(a)).sum()), "n_b": int((~np.isnan(b)).sum())}
     if len(shared) == 0:
         return {"difference": None, "low": None, "high": None, **overlap, "effective_n": 0.0, **sizes}
-    ones = np.ones((1, n))
-    estimate, weight = _matched(a, a_bins, b, b_bins, shared, ones, np.ones((1, len(a))), np.ones((1, len(b))))
+    a_x, b_x = (np.log2(np.maximum(np.atleast_2d(np.asarray(w, dtype=np.float64)), 1.0)) for w in (a_words, b_words))
+    sides = (a, a_x, a_bins, b, b_x, b_bins, shared)
+    estimate = _matched(*sides, np.ones((1, n)), np.ones((1, len(a))), np.ones((1, len(b))))
     rng = np.random.default_rng(seed)
     units = resample_counts(n, resamples, rng)
     seeds_a, seeds_b = (resample_counts(len(x), resamples, rng) if len(x) > 1 else np.ones((resamples, 1))
                         for x in (a, b))
-    draws, _ = _matched(a, a_bins, b, b_bins, shared, units, seeds_a, seeds_b)
+    draws = _matched(*sides, units, seeds_a, seeds_b)["difference"]
     low, high = percentile_interval(draws[~np.isnan(draws)], confidence)
-    return {"difference": float(estimate[0]), "low": low, "high": high, **overlap, "effective_n": float(2 * weight[0]),
-            **sizes}
+    return {"difference": float(estimate["difference"][0]), "low": low, "high": high, **overlap,
+            "effective_n": float(2 * estimate["weight"][0]), **sizes, "slope": float(estimate["slope"][0]),
+            "length_gap": float(estimate["length_gap"][0])}

@@ -59,13 +59,16 @@ so the seed part of an interval is ~18% too narrow), and 3 seeds allow only 10 d
 EQUAL_LENGTH = """\
 A shorter answer reads at a lower grade, and a judge may prefer one length to another: here each
 metric is compared within bins of response length (word counts a factor √2 apart; seeds pooled),
-the per-bin differences averaged over the bins both points have generations in, each weighted by
-the inverse variance of its difference, n_pref n_UPO / (n_pref + n_UPO) (`upo.evaluation.length_matched`;
-bootstrap over the same prompts and seeds).
-Two columns say how much of each point those bins hold; the last, the size of two equal groups a
-comparison of the same variance would take, 2 sum_k n_pref n_UPO / (n_pref + n_UPO) over the
-shared bins (seeds pooled), of the most the two sizes allow (every generation at shared lengths). Where these are small, the difference rests on few generations of
-lengths both produce, and the two are hardly comparable at equal length, whatever the interval
+each bin's difference adjusted for the two points' gap in mean log length within it (the metric's
+within-bin slope on log2 words, pooled, times the gap), the per-bin differences averaged over the
+bins both points have generations in, each weighted by the inverse variance of its difference,
+n_pref n_UPO / (n_pref + n_UPO) (`upo.evaluation.length_matched`; bootstrap over the same prompts
+and seeds). Two columns say how much of each point those bins hold; the next, the size of two
+equal groups a comparison of the same variance would take, 2 sum_k n_pref n_UPO / (n_pref + n_UPO)
+over the shared bins (seeds pooled), of the most the two sizes allow (every generation at shared
+lengths); the last, UPO's mean words over the preference point's within the shared bins (the gap
+adjusted for). Where the overlap is small, the difference rests on few generations of lengths both
+produce, and the two are hardly comparable at equal length, whatever the interval
 says; with seeds, the interval also moves with each seed's lengths."""
 
 
@@ -164,8 +167,8 @@ def _comparison_table(comparisons: list[dict]) -> list[str]:
 
 def _equal_length_table(comparisons: list[dict]) -> list[str]:
     lines = ["| UPO point | preference-only point | metric | UPO - pref at equal length | 95% interval | better "
-             "| UPO's generations at shared lengths | pref's | effective generations a side |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| UPO's generations at shared lengths | pref's | effective generations a side "
+             "| UPO's words / pref's within bins |", "|---|---|---|---|---|---|---|---|---|---|"]
     return lines + [f"| {c['upo']} | {c['preference']} | {equal_length_cells(c, new='upo', old='preference')} |"
                     for c in comparisons]
 
