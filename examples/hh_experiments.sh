@@ -16,6 +16,7 @@
 #   bash examples/hh_experiments.sh 0          # (re)starts worker 0 alone (1: worker 1)
 #   bash examples/hh_experiments.sh report     # once all are done: writes the three report.md
 #   bash examples/hh_experiments.sh finished   # meanwhile: the reports of the runs finished so far
+#   bash examples/hh_experiments.sh status     # where each run stands (done, training step S/T, ...)
 #
 # Each worker takes its seeds through the sweeps (a seed's seeds-sweep runs, their 192-token
 # evaluations, then its steered-sweep runs), the first seed of each sweep first (so a first answer
@@ -75,6 +76,7 @@ DPO_FAMILY=base,dpo,upo-dpo-aux1,dpo-relabel,modpo
 case "${1:-both}" in
   report) for sweep in "$SEEDS" "$STEERED" "$LONG"; do "$PYTHON" -m upo.cli frontier --config "$sweep"; done ;;
   finished) for sweep in "$SEEDS" "$STEERED" "$LONG"; do "$PYTHON" -m upo.cli frontier --config "$sweep" --finished; done ;;
+  status) for sweep in "$SEEDS" "$STEERED" "$LONG"; do "$PYTHON" -m upo.cli frontier --config "$sweep" --status; echo; done ;;
   0) start 0 0 "$SEEDS:1:$DPO_FAMILY $SEEDS:1 $LONG:1 $STEERED:1 $SEEDS:3:$DPO_FAMILY $SEEDS:3 $LONG:3 $STEERED:3" ;;
   1) start 1 1 "$SEEDS:2:$DPO_FAMILY $SEEDS:2 $LONG:2 $STEERED:2 $STEERED:3 $SEEDS:3" ;;
   both) bash "$SCRIPT" 0 && bash "$SCRIPT" 1 ;;

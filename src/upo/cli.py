@@ -188,6 +188,10 @@ def _add_eval_parsers(sub) -> None:
                           help="train and evaluate nothing: write the report of the runs finished so far (with "
                                "--seeds / --points, of those only), each point the mean over its finished seeds; "
                                "a look at a sweep still running")
+    frontier.add_argument("--status", action="store_true",
+                          help="print where each run stands (done, evaluating, training step S/T and its last "
+                               "checkpoint, failed, not started; running when a process holds it), reading its "
+                               "folders only: nothing trained, evaluated or locked")
 
 
 RM_EPILOG = """\
@@ -340,6 +344,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "frontier":
             from upo.frontier.run import run_frontier
 
+            if args.status:
+                from upo.frontier.status import sweep_status
+
+                print(sweep_status(args.config, quick=args.quick, output_dir=args.output_dir))
+                return 0
             return run_frontier(args.config, quick=args.quick, output_dir=args.output_dir, only_seeds=args.seeds,
                                 only_points=args.points, finished_only=args.finished)
         elif args.command == "rm":

@@ -1,0 +1,66 @@
+"""`upo frontier --status`: each run's state read from its folders, on a synthetic sweep."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import shutil
+
+import upo.frontier.run as frontier_run
+from test_frontier_seeds import N_PROMPTS, fake_eval, fake_train, sweep_file
+from upo.cli import main
+from upo.frontier.status import held_locks
+
+
+def test_status_of_each_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("upo.trainer.train", fake_train)
+    monkeypatch.setattr(frontier_run, "run_eval", fake_eval)
+    sweep = sweep_file(tmp_path, [1, 2])
+    assert main(["frontier", "--config", str(sweep), "--seeds", "1"]) == 0
+    points = tmp_path / "frontier" / "points"
+    # dpo seed 1: trained, not evaluated; kto seed 1: training, step 3 of 6 (epoch 0.5 of 1), checkpoint 2;
+    # upo-aux1 seed 1: its last attempt failed; upo-aux3 seed 1: generating, 1 batch of 2 done, while a
+    # process holds its lock
+    (points / "dpo" / "seed-1" / "eval.json").unlink()
+    kto = points / "kto" / "seed-1"
+    shutil.rmtree(kto / "final")
+    (kto / "eval.json").unlink()
+    (kto / "checkpoints" / "step-2").mkdir(parents=True)
+    (kto / "checkpoints" / "step-2" / "trainer_state.json").write_text("{}")  # a complete checkpoint
+    (kto / "checkpoints" / "step-3").mkdir()  # one being written: not resumable
+    (kto / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "train/loss": 1.0, "train/epoch": s / 6}) + "\n"
+                                               for s in (1, 2, 3)) + '{"step": 4, "train/lo')  # a line being written
+    upo1 = points / "upo-aux1" / "seed-1"
+    (upo1 / "eval.json").unlink()
+    (upo1 / "error.txt").write_text("Traceback ...")
+    upo3 = points / "upo-aux3" / "seed-1"
+    (upo3 / "eval.json").unlink()
+    (upo3 / "generations.partial.jsonl").write_text('{"key": "k", "completions": ["a"]}\n')
+    capsys.readouterr()
+    with (upo3 / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert main(["frontier", "--config", str(sweep), "--status"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split(" | ")[0].strip("| "): line.strip("| ").split(" | ")[1:] for line in out.splitlines()
+            if line.startswith("| ") and not line.startswith("| point")}
+    batches = -(-N_PROMPTS // 32)
+    assert rows == {
+        "base": ["done", "not started"],
+        "dpo": ["trained", "not started"],
+        "kto": ["training 3/6 (checkpoint 2)", "not started"],
+        "upo-aux0.3": ["done", "not started"],
+        "upo-aux1": ["last attempt failed (error.txt)", "not started"],
+        "upo-aux3": [f"evaluating (1/{batches} batches generated), running", "not started"],
+    }
+    assert "2 of 12 runs done." in out
+    # --status trains and evaluates nothing
+    assert not (points / "dpo" / "seed-1" / "eval.json").exists() and not (points / "dpo" / "seed-2").exists()
+
+
+def test_held_locks_reads_proc_locks(tmp_path):
+    locks = tmp_path / "locks"
+    locks.write_text("1: FLOCK  ADVISORY  WRITE 12184 fe:00:6072196 0 EOF\n"
+                     "2: POSIX  ADVISORY  READ 12184 fe:00:16040846 128 128\n"
+                     "3: -> FLOCK  ADVISORY  WRITE 12190 fe:00:77 0 EOF\n")
+    assert held_locks(locks) == {6072196, 16040846, 77}
+    assert held_locks(tmp_path / "missing") == set()
