@@ -6,8 +6,9 @@ import fcntl
 import json
 import shutil
 
-import upo.frontier.run as frontier_run
 from test_frontier_seeds import N_PROMPTS, fake_eval, fake_train, sweep_file
+
+import upo.frontier.run as frontier_run
 from upo.cli import main
 from upo.frontier.status import held_locks
 
