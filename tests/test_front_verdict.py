@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from upo.frontier.uncertainty import front_verdict
+from upo.frontier.uncertainty import equal_length_comparisons, front_verdict
 
 AXES = ["judge/win_rate", "readability/fk_grade"]
 
@@ -61,7 +61,7 @@ def test_a_point_equal_to_the_preference_point_is_called_beyond_in_at_most_about
     """The null: the UPO point and one preference point have the same true values. Each simulated
     evaluation observes their difference with standard normal error on each axis, and its bootstrap
     draws scatter around that observation. Calling "beyond" whenever no preference point is as good on
-    every axis in 95% of the draws would do so in ~20% (d = 2) and ~43% (d = 3) of evaluations."""
+    every axis in 95% of the draws would do so in ~20% (d = 2) and ~42% (d = 3) of evaluations."""
     rng = np.random.default_rng(0)
     evaluations, resamples = 600, 1000
     beyond = 0
@@ -71,3 +71,15 @@ def test_a_point_equal_to_the_preference_point_is_called_beyond_in_at_most_about
         out = front_verdict(upo, np.zeros((1, resamples, d)), ["p"], AXES + ["safety/violation_rate"][: d - 2])
         beyond += out["verdict"] == "beyond"
     assert beyond / evaluations <= 0.08  # 5% expected; the 95% threshold on the joint share gives 0.20 / 0.43
+
+
+def test_equal_length_comparisons_skip_what_one_side_has_no_value_of():
+    """An llm judge that gave one point no verdict: its win rates are all NaN, so no length bin holds
+    both points' values; the comparison says so instead of failing the report."""
+    ids = [f"p{i}" for i in range(6)]
+    words = np.array([[5.0, 8, 12, 5, 8, 12]])
+    units = {"kto": {"per_prompt": (ids, {"judge/win_rate": np.array([[1.0, 0, 1, 0, 1, 0]]), "length/words": words})},
+             "upo": {"per_prompt": (ids, {"judge/win_rate": np.full((1, 6), np.nan), "length/words": words})}}
+    rows = [{"name": "kto", "group": "preference", "metrics": {}}, {"name": "upo", "group": "upo", "metrics": {}}]
+    (row,) = equal_length_comparisons(rows, units, ["judge/win_rate"])
+    assert row["difference"] is None and row["better"] == "no shared length" and row["length_gap"] is None

@@ -181,8 +181,7 @@ def test_frontier_with_seeds_on_synthetic_results(tmp_path, monkeypatch, capsys)
 
     report = (out / "report.md").read_text()
     assert "### At equal length: UPO - preference-only" in report
-    assert "Reference point (the worst value seen on each axis, which fixes every hypervolume's scale): " \
-        "`judge/win_rate` " in report
+    assert "fixes every hypervolume's scale): `judge/win_rate` " in report
     assert "seeds 1, 2, 3" in report and "| upo-aux1 | 1.000 | 0.000 | dpo: judge/win_rate 1.000; kto: judge/win_rate 1.000 | **beyond** |" in report
     assert "| upo-aux1 | dpo | judge/win_rate ↑ |" in report and "| upo-aux1 | dpo | length/words_ratio |" in report
     assert (out / "frontier_safety_violation_rate.png").read_bytes()[:4] == b"\x89PNG"

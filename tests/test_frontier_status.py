@@ -5,7 +5,9 @@ from __future__ import annotations
 import fcntl
 import json
 import shutil
+from pathlib import Path
 
+import pytest
 from test_frontier_seeds import N_PROMPTS, fake_eval, fake_train, sweep_file
 
 import upo.frontier.run as frontier_run
@@ -13,6 +15,7 @@ from upo.cli import main
 from upo.frontier.status import held_locks
 
 
+@pytest.mark.skipif(not Path("/proc/locks").is_file(), reason="no /proc/locks to read held locks from")
 def test_status_of_each_run(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("upo.trainer.train", fake_train)
     monkeypatch.setattr(frontier_run, "run_eval", fake_eval)
@@ -37,6 +40,16 @@ def test_status_of_each_run(tmp_path, monkeypatch, capsys):
     upo3 = points / "upo-aux3" / "seed-1"
     (upo3 / "eval.json").unlink()
     (upo3 / "generations.partial.jsonl").write_text('{"key": "k", "completions": ["a"]}\n')
+    # upo-aux0.3 seed 1: its evaluation failed after generating a batch; dpo seed 2: a folder holding a run
+    # of another config; base seed 1: an eval.json of other settings (evaluated again by a rerun, said quietly)
+    upo03 = points / "upo-aux0.3" / "seed-1"
+    (upo03 / "eval.json").unlink()
+    (upo03 / "generations.partial.jsonl").write_text('{"key": "k", "completions": ["a"]}\n')
+    (upo03 / "error.txt").write_text("Traceback ...")
+    (points / "dpo" / "seed-2").mkdir()
+    (points / "dpo" / "seed-2" / "config.yaml").write_text("method: kto\n")
+    base = points / "base" / "seed-1" / "eval.json"
+    base.write_text(json.dumps({**json.loads(base.read_text()), "settings": {"max_new_tokens": 1}}))
     capsys.readouterr()
     with (upo3 / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -45,17 +58,19 @@ def test_status_of_each_run(tmp_path, monkeypatch, capsys):
     rows = {line.split(" | ")[0].strip("| "): line.strip("| ").split(" | ")[1:] for line in out.splitlines()
             if line.startswith("| ") and not line.startswith("| point")}
     batches = -(-N_PROMPTS // 32)
+    assert rows["dpo"][1].startswith("refused: ") and "holds a run with a different config" in rows["dpo"][1]
+    rows["dpo"][1] = "refused"
     assert rows == {
-        "base": ["done", "not started"],
-        "dpo": ["trained", "not started"],
+        "base": ["not started", "not started"],
+        "dpo": ["trained", "refused"],
         "kto": ["training 3/6 (checkpoint 2)", "not started"],
-        "upo-aux0.3": ["done", "not started"],
+        "upo-aux0.3": ["last attempt failed (error.txt)", "not started"],
         "upo-aux1": ["last attempt failed (error.txt)", "not started"],
-        "upo-aux3": [f"evaluating (1/{batches} batches generated), running", "not started"],
+        "upo-aux3": [f"evaluating (1 of at most {batches} batches generated), running", "not started"],
     }
-    assert "2 of 12 runs done." in out
+    assert "0 of 12 runs done." in out and "evaluating again" not in out
     # --status trains and evaluates nothing
-    assert not (points / "dpo" / "seed-1" / "eval.json").exists() and not (points / "dpo" / "seed-2").exists()
+    assert not (points / "dpo" / "seed-1" / "eval.json").exists() and not (points / "kto" / "seed-2").exists()
 
 
 def test_held_locks_reads_proc_locks(tmp_path):
@@ -63,5 +78,5 @@ def test_held_locks_reads_proc_locks(tmp_path):
     locks.write_text("1: FLOCK  ADVISORY  WRITE 12184 fe:00:6072196 0 EOF\n"
                      "2: POSIX  ADVISORY  READ 12184 fe:00:16040846 128 128\n"
                      "3: -> FLOCK  ADVISORY  WRITE 12190 fe:00:77 0 EOF\n")
-    assert held_locks(locks) == {6072196, 16040846, 77}
+    assert held_locks(locks) == {6072196, 16040846}  # not 77: a process waiting for it
     assert held_locks(tmp_path / "missing") == set()

@@ -24,6 +24,7 @@ def test_hand_worked_difference_weights_the_bins_by_their_inverse_variance():
     assert result["overlap_a"] == result["overlap_b"] == 1.0
     assert result["effective_n"] == pytest.approx(2 * 28 / 15) and (result["n_a"], result["n_b"]) == (4, 4)
     assert result["low"] <= -9 / 14 <= result["high"]
+    assert result["slope"] == 0.0 and result["length_gap"] == 0.0  # one length per bin and side: nothing to adjust
 
 
 def test_bins_one_side_lacks_are_left_out_and_counted_in_the_overlap():
@@ -37,6 +38,7 @@ def test_bins_one_side_lacks_are_left_out_and_counted_in_the_overlap():
 def test_no_shared_length_gives_no_difference():
     result = length_matched_difference([1, 2], [3, 3], [4, 5], [40, 40], resamples=50)
     assert result["difference"] is None and result["low"] is None and result["overlap_b"] == 0.0
+    assert result["slope"] is None and result["length_gap"] is None
 
 
 def test_seeds_are_pooled_per_bin():

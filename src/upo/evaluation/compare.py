@@ -179,8 +179,8 @@ def run_compare(a: str, b: str, output: str | None = None) -> str:
                  "generations in, each weighted by the inverse variance of its difference (n_A n_B / (n_A + n_B)). "
                  "Two columns say how much of each side those bins hold; the next, the size of two equal groups a "
                  "comparison of the same variance would take, of the most the two sizes allow (small: the difference "
-                 "rests on few generations; not comparable at equal length); the last, B's mean words over A's within "
-                 "the bins, the gap adjusted for.\n\n" + "\n".join(format_equal_length(matched)))
+                 "rests on few generations; not comparable at equal length); the last, B's words over A's within "
+                 "the bins (geometric means), the gap adjusted for.\n\n" + "\n".join(format_equal_length(matched)))
     if output:
         path = Path(output)
         path.parent.mkdir(parents=True, exist_ok=True)

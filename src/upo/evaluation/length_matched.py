@@ -83,7 +83,8 @@ def _matched(a, a_x, a_bins, b, b_x, b_bins, labels, unit_counts, seeds_a, seeds
             return np.where(shared, t[u + v] - t[u] * t[v] / t["n"], 0.0).sum(axis=1)
 
         xx = within(ta, "x", "x") + within(tb, "x", "x")
-        slope = np.where(xx > 1e-12, (within(ta, "x", "y") + within(tb, "x", "y")) / np.where(xx > 1e-12, xx, 1.0), 0.0)
+        spread = xx > 1e-9 * np.where(shared, ta["xx"] + tb["xx"], 0.0).sum(axis=1)  # not rounding: lengths vary in a bin
+        slope = np.where(spread, (within(ta, "x", "y") + within(tb, "x", "y")) / np.where(spread, xx, 1.0), 0.0)
         x_gaps = mean(tb, "x") - mean(ta, "x")
         gaps = mean(tb, "y") - mean(ta, "y") - slope[:, None] * x_gaps
         weights = np.where(shared, ta["n"] * tb["n"] / (ta["n"] + tb["n"]), 0.0)
@@ -110,7 +111,8 @@ def length_matched_difference(a, a_words, b, b_words, resamples: int = RESAMPLES
                for side, v, bins in (("a", a, a_bins), ("b", b, b_bins))}
     sizes = {"n_a": int((~np.isnan(a)).sum()), "n_b": int((~np.isnan(b)).sum())}
     if len(shared) == 0:
-        return {"difference": None, "low": None, "high": None, **overlap, "effective_n": 0.0, **sizes}
+        return {"difference": None, "low": None, "high": None, **overlap, "effective_n": 0.0, **sizes, "slope": None,
+                "length_gap": None}
     a_x, b_x = (np.log2(np.maximum(np.atleast_2d(np.asarray(w, dtype=np.float64)), 1.0)) for w in (a_words, b_words))
     sides = (a, a_x, a_bins, b, b_x, b_bins, shared)
     estimate = _matched(*sides, np.ones((1, n)), np.ones((1, len(a))), np.ones((1, len(b))))

@@ -41,15 +41,15 @@ resamples the evaluation prompts (and held-out pairs) once for every point, sinc
 on the same ones, and each point's training seeds on its own; a point's value in a draw is the mean
 over its resampled seeds of the mean over the resampled prompts. The HV gain is recomputed in every
 draw on the scale of the point estimates; its interval is no test (the gain is never negative, so
-noise alone lifts its lower end above 0). The test is each UPO point's verdict, at level
+noise alone can lift its lower end above 0). The test is each UPO point's verdict, at level
 {alpha:.0%}: **beyond** the preference-only front when against every preference-only point there is
 an axis on which the UPO point is better in at least 1 - {alpha:.2g}/d of the draws (d axes; the
 table names that axis and share per point), **behind** it when some preference-only point is better
-on every axis in at least 1 - {alpha:.2g}/P of the draws (P preference-only points), and **not
+on each axis in at least 1 - {alpha:.2g}/P of the draws (P preference-only points), and **not
 distinguishable** otherwise. The shares of draws in which no preference-only point is as good on
 every axis ("draws beyond the front") or one dominates it are descriptive, not the test: for a UPO
 point equal to a preference-only one, the first reaches {confidence:.0%} in ~20% of evaluations on
-2 axes and ~43% on 3. **Paired differences** are UPO minus preference-only, per draw; `better`
+2 axes and ~42% on 3. **Paired differences** are UPO minus preference-only, per draw; `better`
 names the point the interval favours, `neither` when it holds 0. With few seeds the intervals are
 optimistic: resampling k seeds puts (k - 1) / k of their variance into the draws (2/3 at 3 seeds,
 so the seed part of an interval is ~18% too narrow), and 3 seeds allow only 10 distinct resamples.
@@ -66,7 +66,7 @@ n_pref n_UPO / (n_pref + n_UPO) (`upo.evaluation.length_matched`; bootstrap over
 and seeds). Two columns say how much of each point those bins hold; the next, the size of two
 equal groups a comparison of the same variance would take, 2 sum_k n_pref n_UPO / (n_pref + n_UPO)
 over the shared bins (seeds pooled), of the most the two sizes allow (every generation at shared
-lengths); the last, UPO's mean words over the preference point's within the shared bins (the gap
+lengths); the last, UPO's words over the preference point's within the shared bins (geometric means; the gap
 adjusted for). Where the overlap is small, the difference rests on few generations of lengths both
 produce, and the two are hardly comparable at equal length, whatever the interval
 says; with seeds, the interval also moves with each seed's lengths."""
@@ -116,7 +116,8 @@ def _reference_lines(summary: list[dict]) -> list[str]:
             for m, value, name in zip(e["axes"], e["reference"], e.get("reference_from", []), strict=False)}
     if not axes:
         return []
-    return ["Reference point (the worst value seen on each axis, which fixes every hypervolume's scale): "
+    return ["Reference point (the worst value seen on each axis over the points that have every axis, which fixes "
+            "every hypervolume's scale): "
             + "; ".join(f"`{m}` {format_value(v)} ({name})" for m, (v, name) in axes.items()) + ".", ""]
 
 

@@ -116,17 +116,15 @@ def _check_same_run(cfg: UPOConfig, out: Path) -> None:
                           "or rename the point")
 
 
-def _finished_eval(path: Path, settings: dict) -> bool:
+def _finished_eval(path: Path, settings: dict, quiet: bool = False) -> bool:
     if not path.exists():
         return False
     old = json.loads(path.read_text())
-    if old.get("settings") != settings:
-        log(f"{path.parent}: evaluation settings changed; evaluating again")
-        return False
-    if not units_of(old):
-        log(f"{path.parent}: evaluated by an older upo without per-prompt values; evaluating again")
-        return False
-    return True
+    why = ("evaluation settings changed" if old.get("settings") != settings else
+           "evaluated by an older upo without per-prompt values" if not units_of(old) else None)
+    if why and not quiet:
+        log(f"{path.parent}: {why}; evaluating again")
+    return why is None
 
 
 @contextlib.contextmanager
@@ -191,14 +189,16 @@ def _run_point(point: Point, sweep: Sweep, template: EvalConfig, judge, memo: di
     return run_eval(eval_cfg, judge=judge, reference_memo=memo)
 
 
-def finished_result(point: Point, sweep: Sweep, template: EvalConfig, seed: int | None) -> dict | None:
+def finished_result(point: Point, sweep: Sweep, template: EvalConfig, seed: int | None,
+                    quiet: bool = False) -> dict | None:
     """A run's eval.json dict if it is finished with the sweep's evaluation settings, else None; reads
-    only (no lock, nothing trained or evaluated): what `--finished` reports while the sweep runs."""
+    only (no lock, nothing trained or evaluated): what `--finished` reports while the sweep runs
+    (`quiet`: without logging why an eval.json does not count)."""
     path = eval_folder(sweep, point, seed) / "eval.json"
     if point.group != "base":
         _check_same_run(point_config(point, sweep, seed), run_folder(sweep, point, seed))
     try:
-        finished = _finished_eval(path, run_eval_config(point, sweep, template, seed).settings())
+        finished = _finished_eval(path, run_eval_config(point, sweep, template, seed).settings(), quiet)
         return json.loads(path.read_text()) if finished else None
     except json.JSONDecodeError:  # being written this moment by the process evaluating it
         return None

@@ -4,16 +4,18 @@ Nothing is trained, evaluated or locked: a sweep's processes keep running undist
 seed, one of
 
 - `done`: its eval.json holds the sweep's evaluation settings;
-- `last attempt failed (error.txt)`: the traceback of its last attempt, beside its eval.json's
-  place (a rerun tries again);
-- `evaluating (N/M batches generated)`: its generation batches finished so far;
+- `last attempt failed (error.txt)`: the traceback of its last attempt, in its evaluation folder (a
+  rerun tries again);
+- `evaluating (N of at most M batches generated)`: its generation batches finished so far (the file
+  stays until the evaluation succeeds, so it also covers the judge and scorers that follow);
 - `trained`: final/ saved, not evaluated (yet);
 - `training S/T (checkpoint C)`: the last optimizer step logged in metrics.jsonl, of T steps, and the
-  last checkpoint a restart resumes from;
-- `not started`;
+  last complete checkpoint a restart resumes from;
+- `not started`; `refused: ...` for a folder holding a run of another config;
 
 with `, running` when a process holds the run folder's lock (Linux: read from /proc/locks, never
-taken).
+taken; by inode, which a lock on another file system could share). The conditions of a steered run
+share its folder and lock: while one is evaluated, the others show `trained, running`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from upo.checkpoint import latest_checkpoint
+from upo.config import ConfigError
 from upo.evaluation.eval import output_paths
 from upo.frontier.folders import error_file, eval_folder, run_folder
 from upo.frontier.run import eval_template, finished_result
@@ -41,6 +44,8 @@ def held_locks(proc_locks: Path = Path("/proc/locks")) -> set[int]:
     inodes = set()
     for line in lines:
         fields = line.split()
+        if "->" in fields:  # a process waiting for a lock, not holding one
+            continue
         if len(fields) > 5 and fields[-3].count(":") == 2:  # N: FLOCK ADVISORY WRITE PID MAJ:MIN:INODE START END
             inodes.add(int(fields[-3].rsplit(":", 1)[1]))
     return inodes
@@ -70,23 +75,26 @@ def training_progress(folder: Path) -> str | None:
 
 def run_state(point: Point, sweep, template, seed: int | None, locks: set[int]) -> str:
     """One run's state (see the module docstring)."""
-    if finished_result(point, sweep, template, seed) is not None:
-        return "done"
-    folder, evaluation = run_folder(sweep, point, seed), eval_folder(sweep, point, seed)
+    try:
+        if finished_result(point, sweep, template, seed, quiet=True) is not None:
+            return "done"
+    except ConfigError as e:  # a folder holding a run of another config: what a rerun would refuse
+        return f"refused: {e}".replace("|", "/")
+    folder = run_folder(sweep, point, seed)
     lock = folder / ".lock"
-    running = ", running" if lock.exists() and os.stat(lock).st_ino in locks else ""
-    generations = output_paths(str(evaluation))[2]
-    partial = generations.with_suffix(".partial.jsonl")
-    if partial.exists():  # a line per finished generation batch
-        batches = math.ceil(template.prompts / template.gen_batch_size) if template.prompts else "?"
-        return f"evaluating ({sum(1 for _ in partial.open())}/{batches} batches generated){running}"
+    running = lock.exists() and os.stat(lock).st_ino in locks
     if error_file(sweep, point, seed).exists() and not running:
         return "last attempt failed (error.txt)"
-    if point.group == "base" or (folder / "final").is_dir():
-        return ("evaluating" if running else "trained") if point.group != "base" else \
-            ("evaluating" if running else "not started")
-    progress = training_progress(folder)
-    return (progress or ("starting" if running else "not started")) + running
+    partial = output_paths(str(eval_folder(sweep, point, seed)))[2].with_suffix(".partial.jsonl")
+    suffix = ", running" if running else ""
+    if partial.exists():  # a line per finished generation batch (kept until the evaluation succeeds)
+        most = f" of at most {math.ceil(template.prompts / template.gen_batch_size)}" if template.prompts else ""
+        return f"evaluating ({sum(1 for _ in partial.open())}{most} batches generated){suffix}"
+    if point.group == "base":
+        return "starting, running" if running else "not started"
+    if (folder / "final").is_dir():
+        return "trained" + suffix  # running: its evaluation starting, or (steered) another condition's
+    return (training_progress(folder) or ("starting" if running else "not started")) + suffix
 
 
 def sweep_status(config: str, quick: bool = False, output_dir: str | None = None) -> str:

@@ -13,11 +13,11 @@ point's training seeds on its own (separate runs; `upo.stats.bootstrap_means`). 
   when against *every* preference-only point there is an axis on which the UPO point is better in
   at least 1 - 0.05/d of the draws (d axes: Bonferroni over the axes it may be better on; an
   intersection-union test over the points), "behind" when *some* preference-only point is better on
-  every axis in at least 1 - 0.05/P of the draws (P points), otherwise "not distinguishable". (The
+  each axis in at least 1 - 0.05/P of the draws (P points), otherwise "not distinguishable". (The
   share beyond alone is no test: for a UPO point equal to one preference-only point, "no point as
-  good on every axis in 95% of draws" comes out in ~20% of evaluations on 2 axes and ~43% on 3.)
+  good on every axis in 95% of draws" comes out in ~20% of evaluations on 2 axes and ~42% on 3.)
   The HV gain's interval is no test either: the gain is a maximum over points and never negative,
-  so noise alone lifts its lower end above 0 (`front_verdict` is the test);
+  so noise alone can lift its lower end above 0 (`front_verdict` is the test);
 - paired differences of every UPO point with every preference-only point, metric by metric;
 - with a steered UPO run (group "steered"), the 95% interval of HV(steered) / HV(UPO). The points of
   one steered run (its conditions) share their seeds' resampling: each seed is one run for all.
