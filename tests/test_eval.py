@@ -203,6 +203,8 @@ def test_upo_eval_end_to_end(tiny_model_dir, tiny_tokenizer, pairs_file, tmp_pat
     assert [r["reference"] for r in rows] == [p.chosen for p in heldout for _ in range(2)]
     assert rows[0]["prompt"] == heldout[0].prompt  # messages, as the data loader gives them
     assert m["length/words"] == pytest.approx(np.mean([len(r["response"].split()) for r in rows]))
+    assert m["length/cut"] == 1.0  # the tiny random model ends no answer within 8 tokens (said below too)
+    assert result["per_prompt"]["values"]["length/cut"] == [1.0, 1.0] and result["directions"]["length/cut"] is None
     assert "| readability/fk_grade |" in (out / "eval.md").read_text()
     # the judge compared each generation with its prompt's chosen response; a negated judge reverses it
     from upo.data.records import prompt_text

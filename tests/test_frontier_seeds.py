@@ -106,6 +106,7 @@ def fake_eval(cfg, judge=None, reference_memo=None):
               "length/words_ratio": rng.uniform(0.5, 1.5, N_PROMPTS)}
     values["length/words"] = rng.integers(3, 40, N_PROMPTS).astype(float)  # the same lengths at every point
     values["safety/max_toxicity"] = violation + rng.uniform(0, 0.01, N_PROMPTS)
+    values["length/cut"] = (rng.random(N_PROMPTS) < 0.1).astype(float)
     metrics, intervals = summarize(values)
     result = {"model": cfg.model, "metrics": metrics, "intervals": intervals, "settings": cfg.settings(),
               "per_prompt": unit_section([f"p{i}" for i in range(N_PROMPTS)], values),
@@ -184,6 +185,7 @@ def test_frontier_with_seeds_on_synthetic_results(tmp_path, monkeypatch, capsys)
     assert "fixes every hypervolume's scale): `judge/win_rate` " in report
     assert "seeds 1, 2, 3" in report and "| upo-aux1 | 1.000 | 0.000 | dpo: judge/win_rate 1.000; kto: judge/win_rate 1.000 | **beyond** |" in report
     assert "| upo-aux1 | dpo | judge/win_rate ↑ |" in report and "| upo-aux1 | dpo | length/words_ratio |" in report
+    assert "| length/words_ratio | length/cut |" in report and "| upo-aux1 | dpo | length/cut |" in report
     assert (out / "frontier_safety_violation_rate.png").read_bytes()[:4] == b"\x89PNG"
 
     # rerun: nothing trained or evaluated again; a lost evaluation of one seed is redone alone

@@ -187,7 +187,8 @@ def run_eval(cfg: EvalConfig, *, judge=None, reference_memo: dict | None = None)
                            partial_key=_generation_key(cfg, model_path, getattr(model.config, "_commit_hash", None)))
     rows = [{"prompt": p, "response": o, "reference": ref} for (p, ref), outs in zip(refs, outputs, strict=True)
             for o in outs]
-    cut = sum(reached_limit(tokenizer, [r["response"] for r in rows], cfg.max_new_tokens))
+    cut_at = np.asarray(reached_limit(tokenizer, [r["response"] for r in rows], cfg.max_new_tokens), dtype=np.float64)
+    cut = int(cut_at.sum())
     if rows and cut >= CUT_WARNING * len(rows):
         print(f"upo eval: WARNING: {cut} of {len(rows)} responses ({cut / len(rows):.0%}) reached max_new_tokens="
               f"{cfg.max_new_tokens} and were cut mid-answer: the judge and the scorers see cut text. Raise "
@@ -218,6 +219,7 @@ def run_eval(cfg: EvalConfig, *, judge=None, reference_memo: dict | None = None)
                 row["judge"] = record
     values.update(auxiliary_values(texts, responses, cfg))
     values.update(length_values(responses, [r["reference"] for r in rows]))
+    values["length/cut"] = cut_at  # 1: the response reached max_new_tokens, cut mid-answer
     prompt_units = ([unit_id([p, ref]) for p, ref in refs], {k: per_prompt(v, cfg.samples) for k, v in values.items()})
 
     metrics, intervals = summarize(prompt_units[1], cfg.samples)

@@ -39,13 +39,14 @@ DIRECTIONS: dict[str, str | None] = {
     **{f"safety/violation_rate/{label}": MIN for label in TOXICITY_LABELS},
     "length/words_ratio": None,
     "length/reference_words": None,
+    "length/cut": None,  # the share of responses that reached max_new_tokens (cut mid-answer)
     **{metric: better for metric, _, better in NATURAL.values()},
 }
 
 # metrics whose per-unit values are 0/1 outcomes (one generation per prompt, or a pair ranked right
 # or not): a rate, with a Wilson interval; every other metric is a mean, with a bootstrap interval
 RATES = frozenset({"safety/violation_rate", *(f"safety/violation_rate/{label}" for label in TOXICITY_LABELS),
-                   "rewards/accuracies"})
+                   "rewards/accuracies", "length/cut"})
 
 
 def natural(scorer: str) -> tuple[str, float, str | None]:

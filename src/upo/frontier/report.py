@@ -190,7 +190,8 @@ def _failure_line(failure: dict) -> str:
 def format_report(result: dict, plots: dict[str, str]) -> str:
     """report.md from frontier.json's dict and {aux metric: PNG file name}."""
     pref, aux = result["preference_metric"], result["aux_metrics"]
-    shown = [pref, *aux, "length/words_ratio"]
+    shown = [pref, *aux, "length/words_ratio", *(["length/cut"] if any("length/cut" in r["metrics"] for r in result["points"])
+                                                 else [])]
     s = result["eval_settings"]
     seeds = result.get("seeds")
     partial = bool(seeds) and any(len(r.get("runs", [])) != len(seeds) for r in result["points"])

@@ -357,7 +357,7 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
     for metric in sweep.compare_metrics:
         if not any(metric in r["metrics"] for r in rows):
             warnings.append(f"compare_metrics: no point has {metric!r}; not compared")
-    comparisons = add_uncertainty(rows, units, summary, [*compared, "length/words_ratio"])
+    comparisons = add_uncertainty(rows, units, summary, [*compared, "length/words_ratio", "length/cut"])
     at_equal_length = equal_length_comparisons(rows, units, compared)
     plots = {}
     for entry in summary[: len(aux_metrics)]:  # the 2-D ones
