@@ -93,26 +93,8 @@ def coerce_value(key: str, hint: Any, value: Any, source: str) -> Any:
         if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
             return value.lower() in ("true", "1", "yes", "on")
         raise ConfigError(f"{source}: {key!r} must be true or false, got {value!r}")
-    if hint is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{source}: {key!r} must be an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{source}: {key!r} must be an integer, got {value!r}")
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{source}: {key!r} must be a number, got {value!r}")
+    if hint in (int, float):
+        return _number(key, hint, value, source)
     if hint is str:
         if isinstance(value, str):
             return value
@@ -130,6 +112,19 @@ def coerce_value(key: str, hint: Any, value: Any, source: str) -> Any:
     if origin is dict:
         return _coerce_weights(key, value, source)
     raise ConfigError(f"{source}: cannot set {key!r} from {value!r}")
+
+
+def _number(key: str, kind: type, value: Any, source: str) -> int | float:
+    """An int (from an int or its text) or a float (from an int, a float or its text); never a bool."""
+    if not isinstance(value, bool):
+        if isinstance(value, (int,) if kind is int else (int, float)):
+            return kind(value)
+        if isinstance(value, str):
+            try:
+                return kind(value)
+            except ValueError:
+                pass
+    raise ConfigError(f"{source}: {key!r} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
 
 
 def _coerce_weights(key: str, value: Any, source: str) -> dict[str, float]:
