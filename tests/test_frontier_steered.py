@@ -51,6 +51,10 @@ def test_steered_hypervolume_ratio_hand_worked():
     e = summarize_axes(_rows(), AXES)
     assert e["hv_upo"] == pytest.approx(2 / 3) and e["hv_steered"] == pytest.approx(13 / 24)
     assert e["hv_ratio_steered"] == pytest.approx(13 / 16) and e["steered_front"] == ["s1", "s2"]
+    # on the UPO and steered points' own scale: worst (0.35, 9.5) = upo2, best (0.5, 6); upo1 = (1, 1), so
+    # HV UPO = 1; s1 = (1, 5/7), s2 = (1/3, 6/7): HV = 5/7 + 1/3 * 1/7 = 16/21, the ratio
+    assert e["reference_steered"] == pytest.approx([0.35, 9.5]) and e["best_steered"] == pytest.approx([0.5, 6.0])
+    assert e["hv_ratio_steered_own"] == pytest.approx(16 / 21)
     assert e["hv_gain"] == pytest.approx(1 / 3) and e["upo_front"] == ["upo1"]
     plain = summarize_axes([r for r in _rows() if r["group"] != "steered"], AXES)
     assert plain["hv_steered"] is None and plain["hv_ratio_steered"] is None
@@ -65,8 +69,22 @@ def test_steered_ratio_interval_from_the_draws():
     draws = bootstrap_draws(units, resamples=50)
     entry = summarize_axes(rows, AXES)
     assert steered_ratio_interval(entry, rows, draws) == pytest.approx([13 / 16, 13 / 16])
+    assert steered_ratio_interval(entry, rows, draws, own=True) == pytest.approx([16 / 21, 16 / 21])
     plain = [r for r in rows if r["group"] != "steered"]
     assert steered_ratio_interval(summarize_axes(plain, AXES), plain, draws) is None
+
+
+def test_steered_ratio_draws_keep_the_scale_of_the_point_estimates():
+    """Draws made by hand: the base model's win rate (which sets the win axis's reference) moves to 0.2
+    in half the draws, s1's to 0.45 in the other half. On the fixed scale the base model changes no
+    group's hypervolume, and s1 at (1/2, 3/4) gives HV steered 3/8 + 1/3 * 1/8 = 5/12, ratio 5/8: the
+    interval is [5/8, 13/16]. Rescaling each draw to its own worst value would move it."""
+    rows = _rows()
+    draws = {r["name"]: {m: np.full(100, v) for m, v in r["metrics"].items()} for r in rows}
+    draws["base"]["judge/win_rate"] = np.where(np.arange(100) < 50, 0.2, 0.3)
+    draws["s1"]["judge/win_rate"] = np.where(np.arange(100) < 50, 0.5, 0.45)
+    low, high = steered_ratio_interval(summarize_axes(rows, AXES), rows, draws)
+    assert low == pytest.approx(5 / 8, abs=0.01) and high == pytest.approx(13 / 16, abs=0.01)
 
 
 def test_the_conditions_of_one_steered_run_resample_their_seeds_alike():

@@ -12,7 +12,10 @@ auxiliary metrics, all of them at once. For one set of axes, over the points tha
 - upo_nondominated_share: the share of UPO points that no preference-only point dominates;
 - with steered points (one steered UPO run evaluated at each of its conditions, group "steered"):
   hv_steered, their hypervolume on the same scale, and hv_ratio_steered = hv_steered / hv_upo, how
-  much of the grid-trained UPO front's hypervolume the one steered run covers (None without either).
+  much of the grid-trained UPO front's hypervolume the one steered run covers (None without either);
+  hv_ratio_steered_own, the same ratio with the reference and best values taken over the UPO and
+  steered points alone (reference_steered, best_steered): the worst of those points then adds
+  nothing, so it is the stricter figure, free of how far off the base model or other points lie.
 """
 
 from __future__ import annotations
@@ -57,7 +60,8 @@ def summarize_axes(rows: list[dict], axes: list[str]) -> dict:
     entry: dict = {"axes": axes, "directions": directions, "points": len(usable), "reference": None,
                    "reference_from": [], "best": None, "hv_preference": None, "hv_upo": None, "hv_union": None, "hv_gain": None,
                    "upo_nondominated_share": None, "preference_front": [], "upo_front": [], "hv_steered": None,
-                   "hv_ratio_steered": None, "steered_front": []}
+                   "hv_ratio_steered": None, "steered_front": [], "hv_ratio_steered_own": None,
+                   "reference_steered": None, "best_steered": None}
     if not usable:
         return entry
     values = np.asarray([[r["metrics"][m] for m in axes] for r in usable])  # [n, d]
@@ -91,6 +95,14 @@ def summarize_axes(rows: list[dict], axes: list[str]) -> dict:
     if steered:
         entry.update(hv_steered=hv(steered), steered_front=front(steered),
                      hv_ratio_steered=hv(steered) / hv(upo) if upo and hv(upo) > 0 else None)
+    if steered and upo:  # the same ratio on the scale of the UPO and steered points alone
+        own = oriented(values[upo + steered], directions)
+        low, high = own.min(axis=0) * signs, own.max(axis=0) * signs
+        rescaled = normalize(values, directions, low, high)
+        grid_hv = hypervolume(rescaled[upo], np.zeros(len(axes)))
+        entry.update(reference_steered=low.tolist(), best_steered=high.tolist(),
+                     hv_ratio_steered_own=hypervolume(rescaled[steered], np.zeros(len(axes))) / grid_hv
+                     if grid_hv > 0 else None)
     return entry
 
 

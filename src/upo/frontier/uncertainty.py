@@ -137,10 +137,10 @@ def front_verdict(upo: np.ndarray, pref: np.ndarray, pref_names: list[str], axes
             "verdict": "beyond" if beyond else "behind" if behind else "not distinguishable"}
 
 
-def steered_ratio_interval(entry: dict, rows: list[dict], draws: dict[str, dict]) -> list[float] | None:
+def steered_ratio_interval(entry: dict, rows: list[dict], draws: dict[str, dict], own: bool = False) -> list[float] | None:
     """The 95% interval of HV(steered) / HV(UPO) for one summary entry, recomputed in every draw on the
-    scale of the point estimates (draws where the grid's HV is 0 are left out); None without both groups
-    or without draws for all of their points."""
+    scale of the point estimates (`own`: the scale of the UPO and steered points alone) (draws where the
+    grid's HV is 0 are left out); None without both groups or without draws for all of their points."""
     axes, directions = entry["axes"], entry["directions"]
     usable = [r for r in rows if r["group"] in ("upo", "steered") and all(m in r["metrics"] for m in axes)]
     grid = [i for i, r in enumerate(usable) if r["group"] == "upo"]
@@ -152,7 +152,8 @@ def steered_ratio_interval(entry: dict, rows: list[dict], draws: dict[str, dict]
     zero = np.zeros(len(axes))
     ratios = []
     for b in range(values.shape[1]):
-        scaled = normalize(values[:, b], directions, entry["reference"], entry["best"])  # [points, d]
+        scaled = normalize(values[:, b], directions, *((entry["reference_steered"], entry["best_steered"]) if own
+                                                       else (entry["reference"], entry["best"])))  # [points, d]
         grid_hv = hypervolume(scaled[grid], zero)
         if grid_hv > 0:
             ratios.append(hypervolume(scaled[steered], zero) / grid_hv)
@@ -215,4 +216,6 @@ def add_uncertainty(rows: list[dict], units: dict[str, Units], summary: list[dic
         entry.update(front_uncertainty(entry, rows, draws))
         if entry.get("hv_steered") is not None:
             entry["hv_ratio_steered_interval"] = steered_ratio_interval(entry, rows, draws)
+            if entry.get("hv_ratio_steered_own") is not None:
+                entry["hv_ratio_steered_own_interval"] = steered_ratio_interval(entry, rows, draws, own=True)
     return paired_comparisons(rows, draws, compared)
