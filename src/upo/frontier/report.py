@@ -177,6 +177,27 @@ def _equal_length_table(comparisons: list[dict]) -> list[str]:
                     for c in comparisons]
 
 
+def _own_term_table(result: dict) -> list[str]:
+    """Each UPO point against the preference-only point of its own preference term (UPO with a KTO term
+    against KTO, ...): the paired difference of every compared metric beside the same at equal length."""
+    rows = {r["name"]: r for r in result["points"]}
+    own = {(c["upo"], c["preference"]) for c in result.get("comparisons", [])
+           if rows[c["upo"]].get("pref_loss") and rows[c["preference"]]["method"] == rows[c["upo"]]["pref_loss"]}
+    matched = {(c["upo"], c["preference"], c["metric"]): c for c in result.get("comparisons_at_equal_length", [])}
+    lines = ["| UPO point | its preference term | metric | UPO - term | 95% interval | better | at equal length "
+             "| 95% interval | better |", "|---|---|---|---|---|---|---|---|---|"]
+    for c in result.get("comparisons", []):
+        if (c["upo"], c["preference"]) not in own:
+            continue
+        m = matched.get((c["upo"], c["preference"], c["metric"]))
+        at_equal = ["", "", ""] if m is None or m["difference"] is None else \
+            [format_value(m["difference"]), _interval((m["low"], m["high"])), m["better"]]
+        lines.append(f"| {c['upo']} | {c['preference']} | {c['metric']} {ARROWS[direction(c['metric'])].split(' ')[0]}"
+                     .rstrip() + f" | {format_value(c['difference'])} | {_interval((c['low'], c['high']))} "
+                     f"| {c['better']} | " + " | ".join(at_equal) + " |")
+    return lines if own else []
+
+
 def _value(row: dict, metric: str) -> str:
     """The point's value with its interval, when it has one."""
     interval = row.get("intervals", {}).get(metric)
@@ -227,6 +248,9 @@ def format_report(result: dict, plots: dict[str, str]) -> str:
               *_reference_lines(result["summary"])]
     if any(e.get("upo_verdicts") for e in result["summary"]):
         lines += ["### Each UPO point against the preference-only front", "", *_verdict_table(result["summary"]), ""]
+    own_term = _own_term_table(result)
+    if own_term:
+        lines += ["### Each UPO point against its own preference term", "", *own_term, ""]
     if result.get("comparisons"):
         lines += ["### Paired differences: UPO - preference-only", "", *_comparison_table(result["comparisons"]), ""]
     if result.get("comparisons_at_equal_length"):

@@ -347,6 +347,10 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
                 computes = [None if point.group == "base" else run_compute(run_folder(sweep, point, seed))
                             for seed in done[point.name]]
                 rows.append(_row(point, results[point.name], done[point.name] if sweep.seeds else None, computes))
+                if point.group != "base":  # a UPO point's preference term: the preference-only point it extends
+                    cfg = point_config(point, sweep)
+                    rows[-1]["pref_loss"] = None if "pref_loss" in unread_method_keys(cfg.method, cfg.pref_loss) \
+                        else cfg.pref_loss
                 units[point.name] = stack_units(results[point.name])
                 if not finished_only:
                     _clear_failures(sweep, point, seeds)
