@@ -67,14 +67,15 @@ def test_stack_units_aligns_each_seed():
 
 def test_bootstrap_draws_share_prompts_and_resample_each_points_seeds():
     """x: two seeds scoring 0.2 and 1 on every prompt: prompts alone would always give 0.6; its seeds
-    resampled give 0.2, 0.6 or 1. y and z: one seed each, the same values: prompts are resampled
+    resampled give 0.6 or 0.6 -+ 0.4 sqrt(2) (`upo.stats.bootstrap_means`). y and z: one seed each, the same values: prompts are resampled
     once for all points, so their draws are equal."""
     ids = ["p1", "p2", "p3"]
     units = {"x": {"per_prompt": (ids, {"m": np.array([[0.2, 0.2, 0.2], [1.0, 1.0, 1.0]])})},
              "y": {"per_prompt": (ids, {"m": np.array([[0.0, 0.5, 1.0]])})},
              "z": {"per_prompt": (ids, {"m": np.array([[0.0, 0.5, 1.0]])})}}
     draws = bootstrap_draws(units)
-    assert set(np.round(draws["x"]["m"], 6)) == {0.2, 0.6, 1.0}
+    spread = 0.4 * np.sqrt(2)  # 0.2 or 1 drawn twice: 0.4 from their mean, scaled by sqrt(k / (k - 1))
+    assert set(np.round(draws["x"]["m"], 6)) == set(np.round([0.6 - spread, 0.6, 0.6 + spread], 6))
     assert draws["y"]["m"].std() > 0
     assert np.allclose(draws["y"]["m"], draws["z"]["m"])  # the same resampled prompts for every point
 

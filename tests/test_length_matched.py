@@ -112,7 +112,8 @@ def test_a_shorter_side_at_the_low_end_of_every_bin_is_no_difference():
 
 def test_prompts_are_paired_and_seeds_resampled():
     """B = A + 0.3 on every prompt, at the same lengths: every draw resamples the same prompts on both
-    sides, so the interval is exactly [0.3, 0.3]. Two seeds of B that differ widen it."""
+    sides, so the interval is exactly [0.3, 0.3]. Two seeds of B that differ widen it, by sqrt(k / (k - 1))
+    times their resampling's spread."""
     rng = np.random.default_rng(2)
     words = rng.integers(5, 40, 200)
     a = rng.normal(0, 1, 200)
@@ -122,4 +123,5 @@ def test_prompts_are_paired_and_seeds_resampled():
     two_seeds = length_matched_difference(a, words, np.stack([a + 0.1, a + 0.5]), np.stack([words, words]),
                                           resamples=300)
     assert two_seeds["difference"] == pytest.approx(0.3)
-    assert two_seeds["low"] < 0.2 and two_seeds["high"] > 0.4  # the seeds' draws: 0.1, 0.3 or 0.5
+    # the seeds' draws: both seeds (0.3) or one twice (0.1, 0.5), 0.2 from 0.3 scaled by sqrt(2 / 1)
+    assert two_seeds["low"] == pytest.approx(0.3 - 0.2 * np.sqrt(2)) and two_seeds["high"] == pytest.approx(0.3 + 0.2 * np.sqrt(2))

@@ -59,14 +59,26 @@ def test_resample_counts_draw_n_units_each():
 
 def test_bootstrap_means_resample_seeds_too():
     """Two seeds that evaluate to 0 and 1 on every prompt: resampling only the prompts leaves the
-    mean at 1/2; resampling the seeds too gives 0, 1/2, 1 with probabilities 1/4, 1/2, 1/4."""
+    mean at 1/2; resampling the seeds too draws both seeds once, or one of them twice (the mean 0 or
+    1, probability 1/4 each), whose departure from 1/2 is scaled by sqrt(2): 1/2 -+ sqrt(2)/2."""
     values = np.array([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])  # [seeds, prompts]
     rng = np.random.default_rng(0)
     units, seeds = resample_counts(3, 2000, rng), resample_counts(2, 2000, rng)
     assert np.allclose(bootstrap_means(values, units), 0.5)
     draws = bootstrap_means(values, units, seeds)
-    assert set(np.round(draws, 6)) == {0.0, 0.5, 1.0}
-    assert abs((draws == 0.5).mean() - 0.5) < 0.05
+    assert set(np.round(draws, 6)) == set(np.round([0.5 - np.sqrt(2) / 2, 0.5, 0.5 + np.sqrt(2) / 2], 6))
+    assert abs((np.round(draws, 6) == 0.5).mean() - 0.5) < 0.05
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_the_seed_part_of_the_draws_variance_is_unbiased(k):
+    """k seeds scoring 0, 1, ..., k-1 on every prompt: the mean of k seeds has variance s^2 / k (s^2 the
+    seeds' sample variance, k (k + 1) / 12); the draws spread by that much, not (k - 1) / k of it."""
+    values = np.repeat(np.arange(k, dtype=np.float64)[:, None], 4, axis=1)
+    rng = np.random.default_rng(1)
+    draws = bootstrap_means(values, resample_counts(4, 40000, rng), resample_counts(k, 40000, rng))
+    assert draws.mean() == pytest.approx((k - 1) / 2, abs=0.02)
+    assert draws.var() == pytest.approx(k * (k + 1) / 12 / k, rel=0.03)
     # one seed: the mean of the resampled prompts
     assert bootstrap_means([1.0, 2.0], np.array([[2.0, 0.0], [1.0, 1.0]])).tolist() == [1.0, 1.5]
 

@@ -28,7 +28,8 @@ difference compares like with like (stratification on coarsened length):
 
 Intervals as the paired comparisons': each bootstrap draw resamples the prompts once for both sides
 and each side's training seeds on its own; bins, weights and means are recomputed in each draw (a
-bin empty on one side in a draw drops out of that draw; the slope is estimated in each draw). A value NaN (an item the llm judge gave no
+bin empty on one side in a draw drops out of that draw; the slope is estimated in each draw; each
+side's seed resampling is scaled up by sqrt(k / (k - 1)) as in `upo.stats.bootstrap_means`). A value NaN (an item the llm judge gave no
 verdict) is a generation without a value. With several samples per prompt, a prompt's length is its
 samples' mean word count.
 """
@@ -93,6 +94,23 @@ def _matched(a, a_x, a_bins, b, b_x, b_bins, labels, unit_counts, seeds_a, seeds
                 "length_gap": (weights * x_gaps).sum(axis=1) / total}
 
 
+def _seed_inflated(sides: tuple, units: np.ndarray, seeds_a: np.ndarray, seeds_b: np.ndarray) -> np.ndarray:
+    """[B] draws of the difference in which each side's seed resampling departs from its draw with
+    every seed once (the same drawn prompts) by sqrt(k / (k - 1)) times as much: resampling k seeds
+    spreads their mean by only (k - 1)/k of its variance (`upo.stats.bootstrap_means`, where it is
+    exact; here, where bins and slopes are recomputed, to first order)."""
+    once_a, once_b = np.ones_like(seeds_a), np.ones_like(seeds_b)
+    if seeds_a.shape[1] < 2 and seeds_b.shape[1] < 2:
+        return _matched(*sides, units, seeds_a, seeds_b)["difference"]
+    base = _matched(*sides, units, once_a, once_b)["difference"]
+    draws = base.copy()
+    for counts, k, which in ((seeds_a, seeds_a.shape[1], 0), (seeds_b, seeds_b.shape[1], 1)):
+        if k > 1:
+            resampled = _matched(*sides, units, *((counts, once_b) if which == 0 else (once_a, counts)))["difference"]
+            draws += np.sqrt(k / (k - 1)) * (resampled - base)
+    return draws
+
+
 def length_matched_difference(a, a_words, b, b_words, resamples: int = RESAMPLES, seed: int = SEED,
                               confidence: float = CONFIDENCE) -> dict:
     """The length-matched difference B - A of a metric (see the module docstring) from per-unit values
@@ -120,7 +138,7 @@ def length_matched_difference(a, a_words, b, b_words, resamples: int = RESAMPLES
     units = resample_counts(n, resamples, rng)
     seeds_a, seeds_b = (resample_counts(len(x), resamples, rng) if len(x) > 1 else np.ones((resamples, 1))
                         for x in (a, b))
-    draws = _matched(*sides, units, seeds_a, seeds_b)["difference"]
+    draws = _seed_inflated(sides, units, seeds_a, seeds_b)
     low, high = percentile_interval(draws[~np.isnan(draws)], confidence)
     return {"difference": float(estimate["difference"][0]), "low": low, "high": high, **overlap,
             "effective_n": float(2 * estimate["weight"][0]), **sizes, "slope": float(estimate["slope"][0]),

@@ -52,9 +52,10 @@ distinguishable** otherwise. The shares of draws in which no preference-only poi
 every axis ("draws beyond the front") or one dominates it are descriptive, not the test: for a UPO
 point equal to a preference-only one, the first reaches {confidence:.0%} in ~20% of evaluations on
 2 axes and ~42% on 3. **Paired differences** are UPO minus preference-only, per draw; `better`
-names the point the interval favours, `neither` when it holds 0. With few seeds the intervals are
-optimistic: resampling k seeds puts (k - 1) / k of their variance into the draws (2/3 at 3 seeds,
-so the seed part of an interval is ~18% too narrow), and 3 seeds allow only 10 distinct resamples.
+names the point the interval favours, `neither` when it holds 0. Resampling k seeds puts only
+(k - 1) / k of their variance into the draws, so each draw's departure from the mean of all k seeds
+is scaled by sqrt(k / (k - 1)) (the seed part of the variance unbiased); 3 seeds still allow only 10
+distinct resamples, so the intervals' shape is coarse.
 """
 
 
