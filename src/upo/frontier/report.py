@@ -41,7 +41,8 @@ set of points of a group that no point of the same group dominates.
 **Intervals** ({confidence:.0%}): percentile bootstrap, {resamples} draws (seed {seed}). Each draw
 resamples the evaluation prompts (and held-out pairs) once for every point, since all were evaluated
 on the same ones, and each point's training seeds on its own; a point's value in a draw is the mean
-over its resampled seeds of the mean over the resampled prompts. The HV gain is recomputed in every
+over its resampled seeds of the mean over the resampled prompts; a point's interval is kept within the
+range of its per-prompt values. The HV gain is recomputed in every
 draw on the scale of the point estimates; its interval is no test (the gain is never negative, so
 noise alone can lift its lower end above 0). The test is each UPO point's verdict, at level
 {alpha:.0%}: **beyond** the preference-only front when against every preference-only point there is

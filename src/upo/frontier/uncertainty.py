@@ -4,7 +4,8 @@ Each draw resamples the evaluation prompts (and the held-out pairs) once for all
 every point was evaluated on the same ones (so differences between points are paired), and each
 point's training seeds on its own (separate runs; `upo.stats.bootstrap_means`). From the draws:
 
-- each point's 95% interval on each metric (percentiles of its draws);
+- each point's 95% interval on each metric (percentiles of its draws, kept within the range of its
+  per-unit values, which its mean cannot leave: a rate's never goes below 0);
 - the hypervolume gain of UPO over the preference-only front in each draw, on the scale that the
   point estimates fix (`summary.py`), and its 95% interval;
 - per UPO point, the share of draws in which it lies *beyond* the preference-only points (none of
@@ -211,7 +212,10 @@ def add_uncertainty(rows: list[dict], units: dict[str, Units], summary: list[dic
     set of draws; return the paired comparisons of the `compared` metrics."""
     draws = bootstrap_draws(units, runs={r["name"]: r.get("trained") or r["name"] for r in rows})
     for row in rows:
-        row["intervals"] = {m: list(percentile_interval(d)) for m, d in draws.get(row["name"], {}).items()}
+        bounds = {m: (np.nanmin(v), np.nanmax(v)) for _, values in units.get(row["name"], {}).values()
+                  for m, v in values.items() if np.isfinite(v).any()}
+        row["intervals"] = {m: list(np.clip(percentile_interval(d), *bounds.get(m, (-np.inf, np.inf))).tolist())
+                            for m, d in draws.get(row["name"], {}).items()}  # a mean stays within its values
     for entry in summary:
         entry.update(front_uncertainty(entry, rows, draws))
         if entry.get("hv_steered") is not None:

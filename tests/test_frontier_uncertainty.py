@@ -1,12 +1,14 @@
-"""`upo.frontier.uncertainty.front_verdict`: whether a UPO point lies beyond or behind the
-preference-only points, as tests of level 5% on bootstrap draws (oriented: larger is better)."""
+"""`upo.frontier.uncertainty`: whether a UPO point lies beyond or behind the preference-only points
+(`front_verdict`, tests of level 5% on bootstrap draws, oriented: larger is better), and the points'
+intervals and comparisons when values are missing or near a bound."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from upo.frontier.uncertainty import equal_length_comparisons, front_verdict
+from upo.frontier.summary import summarize_axes
+from upo.frontier.uncertainty import add_uncertainty, equal_length_comparisons, front_verdict
 
 AXES = ["judge/win_rate", "readability/fk_grade"]
 
@@ -83,3 +85,21 @@ def test_equal_length_comparisons_skip_what_one_side_has_no_value_of():
     rows = [{"name": "kto", "group": "preference", "metrics": {}}, {"name": "upo", "group": "upo", "metrics": {}}]
     (row,) = equal_length_comparisons(rows, units, ["judge/win_rate"])
     assert row["difference"] is None and row["better"] == "no shared length" and row["length_gap"] is None
+
+
+def test_a_points_interval_stays_within_its_values():
+    """Two seeds of a rarely violating point (1 violation in 40 generations at seed 1, none at seed 2):
+    the seed resampling, scaled up by sqrt(2), reaches below 0 in a quarter of the draws; a rate cannot,
+    so the interval stops at 0."""
+    ids = [f"p{i}" for i in range(40)]
+    violations = np.zeros((2, 40))
+    violations[0, 0] = 1.0
+    wins = np.tile(np.linspace(0, 1, 40), (2, 1))
+    units = {name: {"per_prompt": (ids, {"safety/violation_rate": violations, "judge/win_rate": wins})}
+             for name in ("kto", "upo")}
+    rows = [{"name": n, "group": g, "metrics": {"safety/violation_rate": 1 / 80, "judge/win_rate": 0.5}}
+            for n, g in (("kto", "preference"), ("upo", "upo"))]
+    summary = [summarize_axes(rows, ["judge/win_rate", "safety/violation_rate"])]
+    add_uncertainty(rows, units, summary, ["safety/violation_rate"])
+    low, high = rows[0]["intervals"]["safety/violation_rate"]
+    assert low == 0.0 and 1 / 80 < high <= 1.0
