@@ -29,9 +29,9 @@ difference compares like with like (stratification on coarsened length):
 Intervals as the paired comparisons': each bootstrap draw resamples the prompts once for both sides
 and each side's training seeds on its own; bins, weights and means are recomputed in each draw (a
 bin empty on one side in a draw drops out of that draw; the slope is estimated in each draw; each
-side's seed resampling is scaled up by sqrt(k / (k - 1)) as in `upo.stats.bootstrap_means`). A value NaN (an item the llm judge gave no
-verdict) is a generation without a value. With several samples per prompt, a prompt's length is its
-samples' mean word count.
+side's seed resampling is scaled up by sqrt(k / (k - 1)) as in `upo.stats.bootstrap_means`). A value
+NaN (an item the llm judge gave no verdict) is a generation without a value. With several samples
+per prompt, a prompt's length is its samples' mean word count.
 """
 
 from __future__ import annotations

@@ -33,7 +33,8 @@ set of points of a group that no point of the same group dominates.
   every draw, where the conditions of one steered run resample their seeds alike (each seed is one
   run for all of them). **On their own scale**: the same ratio with the reference and best values
   taken over the UPO and steered points alone, so that neither the base model nor any other point
-  sets the scale; the worst of them then adds nothing, which makes it the stricter figure. **Training compute**: per seed, the
+  sets the scale; the worst of them then adds nothing, which makes it the stricter figure.
+  **Training compute**: per seed, the
   sum over a group's training runs (a steered run once) of optimizer steps, policy tokens processed
   (non-padding, per process) and the steps' wall time (set-up, reference log-probs and evaluation
   excluded).
@@ -42,8 +43,7 @@ set of points of a group that no point of the same group dominates.
 resamples the evaluation prompts (and held-out pairs) once for every point, since all were evaluated
 on the same ones, and each point's training seeds on its own; a point's value in a draw is the mean
 over its resampled seeds of the mean over the resampled prompts; a point's interval is kept within the
-range of its per-prompt values. The HV gain is recomputed in every
-draw on the scale of the point estimates; its interval is no test (the gain is never negative, so
+range of its per-prompt values. The HV gain is recomputed in every draw on the scale of the point estimates; its interval is no test (the gain is never negative, so
 noise alone can lift its lower end above 0). The test is each UPO point's verdict, at level
 {alpha:.0%}: **beyond** the preference-only front when against every preference-only point there is
 an axis on which the UPO point is better in at least 1 - {alpha:.2g}/d of the draws (d axes; the
@@ -70,8 +70,8 @@ n_pref n_UPO / (n_pref + n_UPO) (`upo.evaluation.length_matched`; bootstrap over
 and seeds). Two columns say how much of each point those bins hold; the next, the size of two
 equal groups a comparison of the same variance would take, 2 sum_k n_pref n_UPO / (n_pref + n_UPO)
 over the shared bins (seeds pooled), of the most the two sizes allow (every generation at shared
-lengths); the last, UPO's words over the preference point's within the shared bins (geometric means; the gap
-adjusted for). Where the overlap is small, the difference rests on few generations of lengths both
+lengths); the last, UPO's words over the preference point's within the shared bins (geometric
+means; the gap adjusted for). Where the overlap is small, the difference rests on few generations of lengths both
 produce, and the two are hardly comparable at equal length, whatever the interval
 says; with seeds, the interval also moves with each seed's lengths."""
 

@@ -4,7 +4,8 @@ Axes are the preference metric and one auxiliary metric (one entry each), and, w
 auxiliary metrics, all of them at once. For one set of axes, over the points that have every metric:
 
 - reference point: the worst value seen on each axis (over all those points, base model included;
-  `reference_from` names the point that sets it on each axis); each axis is scaled so that the worst value is 0 and the best is 1 (`pareto.normalize`);
+  `reference_from` names the point that sets it on each axis); each axis is scaled so that the
+  worst value is 0 and the best is 1 (`pareto.normalize`);
 - hv_preference, hv_upo, hv_union: hypervolume of the preference-only points, of the UPO points and
   of both together, w.r.t. that reference, in the scaled space (a share of the box between the
   worst and best values seen: 0 to 1);
@@ -58,7 +59,8 @@ def summarize_axes(rows: list[dict], axes: list[str]) -> dict:
         raise ValueError(f"metric {axes[directions.index(None)]!r} has no better direction; it cannot be a frontier axis")
     usable = [r for r in rows if all(_has(r, m) for m in axes)]
     entry: dict = {"axes": axes, "directions": directions, "points": len(usable), "reference": None,
-                   "reference_from": [], "best": None, "hv_preference": None, "hv_upo": None, "hv_union": None, "hv_gain": None,
+                   "reference_from": [], "best": None, "hv_preference": None, "hv_upo": None, "hv_union": None,
+                   "hv_gain": None,
                    "upo_nondominated_share": None, "preference_front": [], "upo_front": [], "hv_steered": None,
                    "hv_ratio_steered": None, "steered_front": [], "hv_ratio_steered_own": None,
                    "reference_steered": None, "best_steered": None}
