@@ -80,5 +80,5 @@ case "${1:-both}" in
   0) start 0 0 "$SEEDS:1:$DPO_FAMILY $SEEDS:1 $LONG:1 $STEERED:1 $SEEDS:3:$DPO_FAMILY $SEEDS:3 $LONG:3 $STEERED:3" ;;
   1) start 1 1 "$SEEDS:2:$DPO_FAMILY $SEEDS:2 $LONG:2 $STEERED:2 $STEERED:3 $SEEDS:3" ;;
   both) bash "$SCRIPT" 0 && bash "$SCRIPT" 1 ;;
-  *) echo "usage: bash examples/hh_experiments.sh [both|0|1|report|finished]" >&2; exit 2 ;;
+  *) echo "usage: bash examples/hh_experiments.sh [both|0|1|report|finished|status]" >&2; exit 2 ;;
 esac
