@@ -17,6 +17,8 @@
 #   bash examples/hh_experiments.sh report     # once all are done: writes the three report.md
 #   bash examples/hh_experiments.sh finished   # meanwhile: the reports of the runs finished so far
 #   bash examples/hh_experiments.sh status     # where each run stands (done, training step S/T, ...)
+#   bash examples/hh_experiments.sh stop       # stops both: a training saves its current step first (SIGUSR1),
+#                                              # an evaluation resumes from its last generated batch
 #
 # Each worker takes its seeds through the sweeps (a seed's seeds-sweep runs, their 192-token
 # evaluations, then its steered-sweep runs), the first seed of each sweep first (so a first answer
@@ -77,8 +79,17 @@ case "${1:-both}" in
   report) for sweep in "$SEEDS" "$STEERED" "$LONG"; do "$PYTHON" -m upo.cli frontier --config "$sweep"; done ;;
   finished) for sweep in "$SEEDS" "$STEERED" "$LONG"; do "$PYTHON" -m upo.cli frontier --config "$sweep" --finished; done ;;
   status) for sweep in "$SEEDS" "$STEERED" "$LONG"; do "$PYTHON" -m upo.cli frontier --config "$sweep" --status; echo; done ;;
+  stop) for n in 0 1; do  # each worker's loop first, then its upo process: a training saves its step (upo.stop)
+          pgid=$(cat "runs/hh-worker-$n.pgid" 2>/dev/null) || continue
+          pkill -KILL -x bash -g "$pgid"; pkill -USR1 -g "$pgid" -f "upo.cli frontier"
+        done
+        for n in 0 1; do
+          pgid=$(cat "runs/hh-worker-$n.pgid" 2>/dev/null) || continue
+          for _ in $(seq 120); do pgrep -g "$pgid" > /dev/null || break; sleep 1; done
+          pkill -KILL -g "$pgid" && echo "worker $n: killed after 120 s" || echo "worker $n: stopped"
+        done ;;
   0) start 0 0 "$SEEDS:1:$DPO_FAMILY $SEEDS:1 $LONG:1 $STEERED:1 $SEEDS:3:$DPO_FAMILY $SEEDS:3 $LONG:3 $STEERED:3" ;;
   1) start 1 1 "$SEEDS:2:$DPO_FAMILY $SEEDS:2 $LONG:2 $STEERED:2 $STEERED:3 $SEEDS:3" ;;
   both) bash "$SCRIPT" 0 && bash "$SCRIPT" 1 ;;
-  *) echo "usage: bash examples/hh_experiments.sh [both|0|1|report|finished|status]" >&2; exit 2 ;;
+  *) echo "usage: bash examples/hh_experiments.sh [both|0|1|report|finished|status|stop]" >&2; exit 2 ;;
 esac

@@ -9,6 +9,7 @@ import sys
 from upo import __version__
 from upo.config import FIELDS, ConfigError, UPOConfig, field_comments, load_config
 from upo.domains import field_domains
+from upo.stop import TrainingStopped
 
 TRAIN_EPILOG = """\
 examples:
@@ -375,6 +376,10 @@ def main(argv: list[str] | None = None) -> int:
         # Errors a user can act on: one clear line, no traceback.
         print(f"upo: error: {e}", file=sys.stderr)
         return 2
+    except TrainingStopped as e:  # SIGTERM / SIGUSR1 while training (upo.stop): a checkpoint of that step
+        print(f"upo: {e}; rerun the same command{' with --resume true' if args.command == 'train' else ''} "
+              "to continue from it", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print(f"upo: interrupted{_resume_hint(args)}", file=sys.stderr)
         return 130  # 128 + SIGINT, as a shell reports it

@@ -64,6 +64,7 @@ from upo.modeling import (
 from upo.prepare import prepare_data
 from upo.reference import make_reference_fn, precompute_run_reference_logps
 from upo.reference_cache import reference_cache
+from upo.stop import TrainingStopped, agreed_stop, stop_requests
 from upo.tracking import accelerator_kwargs, finish_tracking, start_tracking
 
 MIXED_PRECISION = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}
@@ -227,69 +228,75 @@ def train(cfg: UPOConfig) -> Path:
     bar = tqdm(total=total_steps, initial=global_step, desc=f"{cfg.method} training", disable=not show, dynamic_ncols=True)
     policy_params = optimizer.param_groups[0]["params"]
     head_params = [p for g in optimizer.param_groups[1:] for p in g["params"]]
-    while global_step < total_steps:
-        sampler.set_epoch(epoch)
-        # Accelerate's loader re-applies its own pass counter to the sampler at every pass; a resumed
-        # run starts it at 0, so set it too (else the epoch after a resume replays epoch 0's order).
-        train_loader.set_epoch(epoch)
-        if conditions:
-            train_set.set_epoch(epoch)  # each example's condition of this epoch
-        loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
-        seen = skip
-        step_start, step_tokens = time.perf_counter(), 0
-        for batch in loader:
-            seen += 1
-            batch, _, loss_scale = _own_batch(batch, seen - 1, sampler, cfg.batch_size, accelerator)
-            step_tokens += int(batch["attention_mask"].sum())  # real (non-padding) policy tokens
-            with accelerator.accumulate(policy):
-                x = step_inputs(batch, policy, reference_fn, method, cfg, accelerator)
-                loss, metrics = method.loss(x, cfg)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"non-finite loss ({loss.item()}) at step {global_step + 1}, epoch {epoch}, batch {seen} "
-                        f"(dataset rows {batch['index'].tolist()}); metrics: "
-                        + ", ".join(f"{k}={float(v):.4g}" for k, v in metrics.items())
-                    )
-                accelerator.backward(loss * loss_scale)
-                if accelerator.sync_gradients and cfg.max_grad_norm:
-                    # Policy and value head are clipped apart: the head's regression on large rewards
-                    # must not shrink the policy's step (Accelerate unscales fp16 grads in the first call).
-                    metrics["grad_norm"] = accelerator.clip_grad_norm_(policy_params, cfg.max_grad_norm)
-                    if head_params:
-                        metrics["value_head/grad_norm"] = torch.nn.utils.clip_grad_norm_(head_params, cfg.max_grad_norm)
-                optimizer.step()  # a no-op until the last micro-batch of an accumulation
-                if accelerator.sync_gradients:
-                    scheduler.step()
-                optimizer.zero_grad()
-            averager.add(metrics)
-            if not accelerator.sync_gradients:
-                continue
-            elapsed = time.perf_counter() - step_start
-            # step_tokens (deterministic, unlike the timings): what `upo frontier` sums as training compute
-            averager.add({"step_seconds": elapsed, "tokens_per_second": step_tokens / elapsed, "step_tokens": step_tokens})
-            global_step += 1
-            bar.update(1)
-            last = global_step >= total_steps
-            row = {}
-            if global_step % cfg.logging_steps == 0 or last:
-                row.update(reduce_metrics(accelerator, averager.pop(), prefix="train/"))
-                row["train/lr"] = scheduler.get_last_lr()[0]
-                row["train/epoch"] = epoch + seen / len(train_loader)
-                bar.set_postfix(loss=f"{row.get('train/loss', float('nan')):.4f}")
-            if eval_loader is not None and ((cfg.eval_steps and global_step % cfg.eval_steps == 0) or last):
-                row.update(heldout_metrics(eval_loader, policy, reference_fn, method, cfg, accelerator,
-                                           data.eval_format, progress=show))
-            if row:
-                writer.write(global_step, row)
-                accelerator.log(row, step=global_step)
-            if cfg.save_steps and (global_step % cfg.save_steps == 0 or last):
-                state = {"global_step": global_step, "epoch": epoch, "batches_seen_in_epoch": seen,
-                         "num_processes": world, "data_fingerprint": fingerprint}
-                save_checkpoint(accelerator, out, global_step, state, cfg, keep=cfg.save_total_limit)
-            if last:
-                break
+    with stop_requests() as requested:  # upo.stop: a stop signal is acted on at the end of a step
+        while global_step < total_steps:
+            sampler.set_epoch(epoch)
+            # Accelerate's loader re-applies its own pass counter to the sampler at every pass; a resumed
+            # run starts it at 0, so set it too (else the epoch after a resume replays epoch 0's order).
+            train_loader.set_epoch(epoch)
+            if conditions:
+                train_set.set_epoch(epoch)  # each example's condition of this epoch
+            loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
+            seen = skip
             step_start, step_tokens = time.perf_counter(), 0
-        epoch, skip = epoch + 1, 0
+            for batch in loader:
+                seen += 1
+                batch, _, loss_scale = _own_batch(batch, seen - 1, sampler, cfg.batch_size, accelerator)
+                step_tokens += int(batch["attention_mask"].sum())  # real (non-padding) policy tokens
+                with accelerator.accumulate(policy):
+                    x = step_inputs(batch, policy, reference_fn, method, cfg, accelerator)
+                    loss, metrics = method.loss(x, cfg)
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(
+                            f"non-finite loss ({loss.item()}) at step {global_step + 1}, epoch {epoch}, batch {seen} "
+                            f"(dataset rows {batch['index'].tolist()}); metrics: "
+                            + ", ".join(f"{k}={float(v):.4g}" for k, v in metrics.items())
+                        )
+                    accelerator.backward(loss * loss_scale)
+                    if accelerator.sync_gradients and cfg.max_grad_norm:
+                        # Policy and value head are clipped apart: the head's regression on large rewards
+                        # must not shrink the policy's step (Accelerate unscales fp16 grads in the first call).
+                        metrics["grad_norm"] = accelerator.clip_grad_norm_(policy_params, cfg.max_grad_norm)
+                        if head_params:
+                            metrics["value_head/grad_norm"] = torch.nn.utils.clip_grad_norm_(head_params, cfg.max_grad_norm)
+                    optimizer.step()  # a no-op until the last micro-batch of an accumulation
+                    if accelerator.sync_gradients:
+                        scheduler.step()
+                    optimizer.zero_grad()
+                averager.add(metrics)
+                if not accelerator.sync_gradients:
+                    continue
+                elapsed = time.perf_counter() - step_start
+                # step_tokens (deterministic, unlike the timings): what `upo frontier` sums as training compute
+                averager.add({"step_seconds": elapsed, "tokens_per_second": step_tokens / elapsed, "step_tokens": step_tokens})
+                global_step += 1
+                bar.update(1)
+                last = global_step >= total_steps
+                row = {}
+                if global_step % cfg.logging_steps == 0 or last:
+                    row.update(reduce_metrics(accelerator, averager.pop(), prefix="train/"))
+                    row["train/lr"] = scheduler.get_last_lr()[0]
+                    row["train/epoch"] = epoch + seen / len(train_loader)
+                    bar.set_postfix(loss=f"{row.get('train/loss', float('nan')):.4f}")
+                if eval_loader is not None and ((cfg.eval_steps and global_step % cfg.eval_steps == 0) or last):
+                    row.update(heldout_metrics(eval_loader, policy, reference_fn, method, cfg, accelerator,
+                                               data.eval_format, progress=show))
+                if row:
+                    writer.write(global_step, row)
+                    accelerator.log(row, step=global_step)
+                stop = None if last else agreed_stop(accelerator, requested())  # SIGTERM / SIGUSR1: save, then stop
+                if (cfg.save_steps and (global_step % cfg.save_steps == 0 or last)) or stop:
+                    state = {"global_step": global_step, "epoch": epoch, "batches_seen_in_epoch": seen,
+                             "num_processes": world, "data_fingerprint": fingerprint}
+                    checkpoint = save_checkpoint(accelerator, out, global_step, state, cfg, keep=cfg.save_total_limit)
+                if stop:
+                    bar.close()
+                    finish_tracking(accelerator)
+                    raise TrainingStopped(stop, global_step, checkpoint)
+                if last:
+                    break
+                step_start, step_tokens = time.perf_counter(), 0
+            epoch, skip = epoch + 1, 0
     bar.close()
     final = _save_final(accelerator, policy, tokenizer, cfg, data, out)
     finish_tracking(accelerator)
