@@ -123,3 +123,12 @@ def test_verdict_without_a_finite_interval_names_no_side():
     assert verdict("judge/win_rate", float("nan"), float("nan")) == "no interval"
     assert verdict("judge/win_rate", 0.01, 0.2) == "B" and verdict("safety/violation_rate", 0.01, 0.2) == "A"
     assert verdict("length/words", -0.3, -0.1) == "lower in B" and verdict("judge/win_rate", -0.1, 0.1) == "neither"
+
+
+def test_an_equal_length_interval_from_fewer_draws_says_how_many():
+    from upo.evaluation.compare import equal_length_cells
+
+    row = {"metric": "readability/fk_grade", "difference": -1.0, "low": -2.0, "high": -0.5, "better": "B",
+           "overlap_a": 0.5, "overlap_b": 0.25, "effective_n": 10.0, "n_a": 40, "n_b": 40, "length_gap": 0.0}
+    assert "[-2, -0.5] (1400 of 2000 draws) | B |" in equal_length_cells({**row, "draws": 1400}, new="b", old="a")
+    assert "[-2, -0.5] | B |" in equal_length_cells({**row, "draws": 2000}, new="b", old="a")

@@ -33,6 +33,9 @@ def test_bins_one_side_lacks_are_left_out_and_counted_in_the_overlap():
     result = length_matched_difference([1, 1, 9], [3, 3, 40], [2, 7, np.nan], [3, 1, 5], resamples=200)
     assert result["difference"] == pytest.approx(1.0)
     assert result["overlap_a"] == pytest.approx(2 / 3) and result["overlap_b"] == pytest.approx(1 / 2)
+    # B's one generation at a shared length (prompt 0) is in 1 - (2/3)^3 = 70% of the draws of 3 prompts
+    # with replacement; the others hold no shared bin, and the interval comes from the 70%
+    assert 0.6 * 200 < result["draws"] < 0.85 * 200
 
 
 def test_no_shared_length_gives_no_difference():

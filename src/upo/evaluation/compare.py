@@ -27,7 +27,7 @@ from upo.evaluation.intervals import INTERVAL_SETTINGS, UNIT_KINDS, compact_json
 from upo.evaluation.length_matched import length_matched_difference
 from upo.evaluation.metrics import direction
 from upo.evaluation.report import ARROWS, format_value, metric_order
-from upo.stats import CONFIDENCE, paired_difference_draws, percentile_interval
+from upo.stats import CONFIDENCE, RESAMPLES, paired_difference_draws, percentile_interval
 
 UNIT_NAMES = {"per_prompt": "prompts", "per_pair": "pairs"}
 LENGTH = "length/words"  # the per-prompt response length that comparisons at equal length bin by
@@ -119,6 +119,8 @@ def equal_length_cells(row: dict, new: str, old: str) -> str:
     words = "" if row.get("length_gap") is None else f"{2 ** row['length_gap']:.2f}x"  # the gap adjusted for
     cells = ["", ""] if row["difference"] is None else \
         [format_value(row["difference"]), f"[{format_value(row['low'])}, {format_value(row['high'])}]"]
+    if row["difference"] is not None and row.get("draws", RESAMPLES) < RESAMPLES:  # draws without a shared bin
+        cells[1] += f" ({row['draws']} of {RESAMPLES} draws)"
     return (f"{row['metric']} {arrow}".rstrip() + f" | {cells[0]} | {cells[1]} | {row['better']} "
             f"| {row[f'overlap_{new}']:.0%} | {row[f'overlap_{old}']:.0%} "
             f"| {effective_cell(row['effective_n'], row[f'n_{old}'], row[f'n_{new}'])} | {words}")

@@ -116,7 +116,9 @@ def length_matched_difference(a, a_words, b, b_words, resamples: int = RESAMPLES
     """The length-matched difference B - A of a metric (see the module docstring) from per-unit values
     and word counts a, a_words [k_a seeds, n] and b, b_words [k_b seeds, n] (or [n]) on the same n
     prompts: {"difference", "low", "high", "overlap_a", "overlap_b", "effective_n", "n_a", "n_b"}; the
-    difference and its interval are None when no length bin holds generations of both sides."""
+    difference and its interval are None when no length bin holds generations of both sides; "draws":
+    the bootstrap draws the interval is read from (those that hold a shared bin: fewer than
+    `resamples` when few generations share lengths, and the interval then describes those draws)."""
     a, b = (np.atleast_2d(np.asarray(x, dtype=np.float64)) for x in (a, b))
     a_bins, b_bins = (length_bins(np.atleast_2d(w)) for w in (a_words, b_words))
     if not a.shape[1] == b.shape[1] == a_bins.shape[1] == b_bins.shape[1] or a.shape != a_bins.shape \
@@ -129,8 +131,8 @@ def length_matched_difference(a, a_words, b, b_words, resamples: int = RESAMPLES
                for side, v, bins in (("a", a, a_bins), ("b", b, b_bins))}
     sizes = {"n_a": int((~np.isnan(a)).sum()), "n_b": int((~np.isnan(b)).sum())}
     if len(shared) == 0:
-        return {"difference": None, "low": None, "high": None, **overlap, "effective_n": 0.0, **sizes, "slope": None,
-                "length_gap": None}
+        return {"difference": None, "low": None, "high": None, "draws": 0, **overlap, "effective_n": 0.0, **sizes,
+                "slope": None, "length_gap": None}
     a_x, b_x = (np.log2(np.maximum(np.atleast_2d(np.asarray(w, dtype=np.float64)), 1.0)) for w in (a_words, b_words))
     sides = (a, a_x, a_bins, b, b_x, b_bins, shared)
     estimate = _matched(*sides, np.ones((1, n)), np.ones((1, len(a))), np.ones((1, len(b))))
@@ -139,7 +141,8 @@ def length_matched_difference(a, a_words, b, b_words, resamples: int = RESAMPLES
     seeds_a, seeds_b = (resample_counts(len(x), resamples, rng) if len(x) > 1 else np.ones((resamples, 1))
                         for x in (a, b))
     draws = _seed_inflated(sides, units, seeds_a, seeds_b)
-    low, high = percentile_interval(draws[~np.isnan(draws)], confidence)
-    return {"difference": float(estimate["difference"][0]), "low": low, "high": high, **overlap,
+    kept = draws[~np.isnan(draws)]  # a draw that holds no shared bin has no difference
+    low, high = percentile_interval(kept, confidence)
+    return {"difference": float(estimate["difference"][0]), "low": low, "high": high, "draws": len(kept), **overlap,
             "effective_n": float(2 * estimate["weight"][0]), **sizes, "slope": float(estimate["slope"][0]),
             "length_gap": float(estimate["length_gap"][0])}

@@ -202,7 +202,7 @@ def equal_length_comparisons(rows: list[dict], units: dict[str, Units], metrics:
                             "better": {"A": p["name"], "B": u["name"]}.get(row["better"], row["better"]),
                             "overlap_upo": row["overlap_b"], "overlap_preference": row["overlap_a"],
                             "effective_n": row["effective_n"], "n_upo": row["n_b"], "n_preference": row["n_a"],
-                            "length_gap": row["length_gap"], "slope": row["slope"]})
+                            "length_gap": row["length_gap"], "slope": row["slope"], "draws": row["draws"]})
     return out
 
 
