@@ -77,6 +77,11 @@ def test_two_processes_match_one_process_with_twice_the_batch(tiny_model_dir, wi
     full = run_config(tiny_model_dir, pairs_file, tmp_path / "two-full", max_steps=4, **RESUME)
     part = run_config(tiny_model_dir, pairs_file, tmp_path / "two-part", max_steps=2, **RESUME)
     resumed = run_config(tiny_model_dir, pairs_file, tmp_path / "two-part", max_steps=4, resume=True, **RESUME)
+    # the same with LoRA, whose checkpoints hold the trained parameters only (the frozen base is the model's own)
+    lora = dict(lora=True, lora_r=4, merge_lora=False, **RESUME)
+    lora_runs = [run_config(tiny_model_dir, pairs_file, tmp_path / "two-lora-full", max_steps=4, **lora),
+                 run_config(tiny_model_dir, pairs_file, tmp_path / "two-lora-part", max_steps=2, **lora),
+                 run_config(tiny_model_dir, pairs_file, tmp_path / "two-lora-part", max_steps=4, resume=True, **lora)]
     # 13 pairs in steps of 8 (2 per process x 2 processes x 2 accumulation steps): one full step, then
     # batches of 4 and 1. Accelerate tops the batch of 1 up to 4 with copies: process 0 keeps its one
     # pair, process 1 holds copies only.
@@ -96,7 +101,7 @@ def test_two_processes_match_one_process_with_twice_the_batch(tiny_model_dir, wi
     step0 = {name: run_config(wide_model_dir, tail_data, tmp_path / f"two-step0-{name}", method=name,
                               gradient_accumulation_steps=steps, rewards={}, **shared)
              for name, steps in accumulation.items()}  # fmt: skip
-    result = _launch([*two.values(), full, part, resumed, tail, *warm, *step0.values()], tmp_path)
+    result = _launch([*two.values(), full, part, resumed, *lora_runs, tail, *warm, *step0.values()], tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     assert (result.stdout + result.stderr).count("reference log-probs reused from the cache") == 2
     assert f"resumed from {Path(part.output_dir) / 'checkpoints' / 'step-2'}" in result.stdout + result.stderr
@@ -140,6 +145,12 @@ def test_two_processes_match_one_process_with_twice_the_batch(tiny_model_dir, wi
         for c in (full, resumed)
     )
     assert rows_a == rows_b and [r["step"] for r in rows_a] == [1, 2, 3, 4]
+    lora_step = Path(lora_runs[1].output_dir) / "checkpoints" / "step-2" / "model.safetensors"
+    saved = load_file(str(lora_step))
+    assert any("lora_" in k for k in saved) and all("lora_" in k or "value_head." in k for k in saved)
+    for name in ("adapter_model.safetensors", "value_head.safetensors"):
+        a, b = (load_file(str(Path(c.output_dir) / "final" / name)) for c in (lora_runs[0], lora_runs[2]))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
 
 
 def test_a_launch_that_accelerate_did_not_set_up_is_refused(tiny_model_dir, pairs_file, tmp_path, monkeypatch):

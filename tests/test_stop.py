@@ -1,19 +1,23 @@
-"""upo.stop: SIGTERM or SIGUSR1 during training saves a checkpoint at the end of the step and stops;
-resuming from it ends where an uninterrupted run ends."""
+"""Stopping and resuming: SIGTERM or SIGUSR1 during training saves a checkpoint at the end of the step
+and stops (upo.stop); LoRA checkpoints hold the trained parameters only; resuming from either ends
+where an uninterrupted run ends."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 
 import pytest
 import torch
 from helpers import run_config
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 import upo.trainer
 from upo.checkpoint import checkpoint_dirs
 from upo.cli import main
+from upo.config import ConfigError
 from upo.stop import TrainingStopped, stop_requests
 from upo.trainer import train
 
@@ -77,3 +81,30 @@ def test_outside_the_loop_the_signals_keep_their_handlers():
         assert seen == ["own"]
     finally:
         signal.signal(signal.SIGUSR1, previous)
+
+
+def test_a_lora_checkpoint_holds_the_trained_parameters_only_and_resumes_exactly(tiny_model_dir, pairs_file,
+                                                                                  tmp_path):
+    """With LoRA the base model's weights stay as loaded: a checkpoint keeps the adapters (and the value
+    head), and a run resumed from it ends bitwise where the uninterrupted one ends."""
+    common = dict(method="upo", pref_loss="kto", lora=True, lora_r=4, merge_lora=False, save_steps=2)
+    full = train(run_config(tiny_model_dir, pairs_file, tmp_path / "full", max_steps=4, **common))
+    train(run_config(tiny_model_dir, pairs_file, tmp_path / "part", max_steps=2, **common))
+    step = tmp_path / "part" / "run" / "checkpoints" / "step-2"
+    saved = load_file(str(step / "model.safetensors"))
+    assert saved and all("lora_" in k or k.startswith("value_head.") for k in saved), sorted(saved)[:5]
+    assert any(k.startswith("value_head.") for k in saved)
+    assert json.loads((step / "trainer_state.json").read_text())["weights"] == "trainable"
+    final = train(run_config(tiny_model_dir, pairs_file, tmp_path / "part", max_steps=4, resume=True, **common))
+    for name in ("adapter_model.safetensors", "value_head.safetensors"):
+        a, b = load_file(str(full / name)), load_file(str(final / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    # a checkpoint that lost a trained parameter is refused, not loaded half
+    save_file({k: v for k, v in saved.items() if not k.startswith("value_head.")}, str(step / "model.safetensors"))
+    state = json.loads((step / "trainer_state.json").read_text())
+    state["files"]["model.safetensors"] = (step / "model.safetensors").stat().st_size
+    (step / "trainer_state.json").write_text(json.dumps(state))
+    shutil.rmtree(tmp_path / "part" / "run" / "checkpoints" / "step-4", ignore_errors=True)
+    shutil.rmtree(final)
+    with pytest.raises(ConfigError, match="lacks trained parameters: value_head"):
+        train(run_config(tiny_model_dir, pairs_file, tmp_path / "part", max_steps=4, resume=True, **common))

@@ -2,7 +2,9 @@
 
 A checkpoint is `checkpoints/step-N/`: Accelerate's state (the trained module, value head
 included, optimizer, scheduler, RNG states; tensors in safetensors) plus `trainer_state.json` and
-the resolved config. Every process writes its part under a temporary name, which is renamed when
+the resolved config. With frozen parameters (LoRA) the module's file holds the trained ones only
+(`"weights": "trainable"` in trainer_state.json): the frozen ones are the base model's, which a
+resume has loaded already. Every process writes its part under a temporary name, which is renamed when
 complete (`upo.atomic.commit_folder`), so a process killed at any moment leaves the previous
 checkpoint intact and never a half-written one under a final name. `trainer_state.json` lists
 every file with its size, so a file truncated or deleted later is found (and named) before
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from upo.atomic import commit_folder
@@ -40,6 +43,7 @@ RESUMABLE_CHANGES = (
 )  # fmt: skip
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+TRAINABLE = "trainable"  # trainer_state.json's "weights": the checkpoint holds the trained parameters only
 
 
 def checkpoint_dirs(output_dir: str | Path) -> list[Path]:
@@ -69,17 +73,48 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict,
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp), safe_serialization=True)
+    filtered = []
+    hook = accelerator.register_save_state_pre_hook(lambda models, weights, _: filtered.extend(
+        _keep_trainable(model, w) for model, w in zip(models, weights, strict=False)))
+    try:
+        accelerator.save_state(str(tmp), safe_serialization=True)
+    finally:
+        hook.remove()
     accelerator.wait_for_everyone()  # every process's RNG state is written before the files are listed
     if accelerator.is_main_process:
         files = {str(f.relative_to(tmp)): f.stat().st_size for f in sorted(tmp.rglob("*")) if f.is_file()}
         cfg.save(tmp / "config.yaml")
-        (tmp / "trainer_state.json").write_text(json.dumps({**state, "files": files}, indent=2))
+        weights = {"weights": TRAINABLE} if any(filtered) else {}
+        (tmp / "trainer_state.json").write_text(json.dumps({**state, **weights, "files": files}, indent=2))
         commit_folder(tmp, final, durable=True)
         for old in checkpoint_dirs(output_dir)[:-keep] if keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def _keep_trainable(model, weights: dict) -> bool:
+    """Leave in `weights` (the state dict Accelerate is about to save for `model`) only the trained
+    parameters and the buffers, when some parameters are frozen (LoRA: the base model's weights, which
+    a resume loads from the model itself); True when anything was left out. Sharded engines (FSDP,
+    DeepSpeed) save their own way and pass no state dict here: their checkpoints stay whole."""
+    trained = _trained_names(model)
+    if len(trained) == sum(1 for _ in model.parameters()):
+        return False
+    keep = trained | {_bare(name) for name, _ in model.named_buffers()}
+    frozen = [key for key in weights if _bare(key) not in keep]
+    for key in frozen:
+        del weights[key]
+    return bool(frozen)
+
+
+def _bare(name: str) -> str:
+    """A parameter's name without the "module." a DDP wrapper puts before it (state dicts differ in it)."""
+    return name.removeprefix("module.")
+
+
+def _trained_names(model) -> set[str]:
+    return {_bare(name) for name, p in model.named_parameters() if p.requires_grad}
 
 
 def read_state(path: Path) -> dict:
@@ -177,6 +212,12 @@ def load_checkpoint(accelerator, path: Path, model) -> dict:
         if legacy_head.exists():
             accelerator.load_state(str(path), strict=False)  # strict would ask model.safetensors for value_head.*
             accelerator.unwrap_model(model).value_head.load_state_dict(load_file(str(legacy_head)))
+        elif state.get("weights") == TRAINABLE:  # the frozen weights are the model's own, as loaded
+            with safe_open(str(path / "model.safetensors"), framework="pt") as saved:
+                missing = _trained_names(model) - {_bare(key) for key in saved.keys()}
+            if missing:
+                raise ValueError(f"model.safetensors lacks trained parameters: {', '.join(sorted(missing)[:5])}")
+            accelerator.load_state(str(path), strict=False)
         else:
             accelerator.load_state(str(path))
     except Exception as e:  # a file that kept its size but not its content; the state is half-loaded: stop
