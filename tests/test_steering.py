@@ -257,11 +257,14 @@ def test_upo_eval_generates_at_the_chosen_condition(steered_run, tiny_model_dir,
     assert "aux_coef" not in EvalConfig().settings()  # unsteered evaluations keep their settings
 
 
-def test_a_resumed_steered_run_matches_the_uninterrupted_one(tiny_model_dir, pairs_file, tmp_path):
+@pytest.mark.parametrize("lora", [False, True])
+def test_a_resumed_steered_run_matches_the_uninterrupted_one(tiny_model_dir, pairs_file, tmp_path, lora):
     """9 training pairs = 18 unpaired examples = 5 steps of 4 per epoch: 7 steps cross into epoch 1,
     where every example has moved on to its next condition; a run stopped at step 3 and resumed
-    gives every example the condition it had, so the weights and metrics are the uninterrupted run's."""
-    keys = dict(steer_aux_coefs=[0.0, 1.0, 3.0], batch_size=4, save_steps=3, eval_steps=None)
+    gives every example the condition it had, so the weights and metrics are the uninterrupted run's.
+    With LoRA (merged at the end) the checkpoint holds the trained parameters only, token rows included."""
+    keys = dict(steer_aux_coefs=[0.0, 1.0, 3.0], batch_size=4, save_steps=3, eval_steps=None,
+                **(dict(lora=True, lora_r=4) if lora else {}))
     full = train(run_config(tiny_model_dir, pairs_file, tmp_path / "full", max_steps=7, **keys))
     train(run_config(tiny_model_dir, pairs_file, tmp_path / "part", max_steps=3, **keys))
     resumed = train(run_config(tiny_model_dir, pairs_file, tmp_path / "part", max_steps=7, resume=True, **keys))
