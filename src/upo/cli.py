@@ -23,6 +23,9 @@ Booleans: --lora, --lora true, --lora false. Lists: --lora_target_modules q_proj
 Rewards: name=weight pairs; names are readability, profanity, length, or package.module:function.
 The run folder (--output_dir) gets config.yaml, metrics.jsonl, checkpoints/, final/, plots/ (the
 training curves, see `upo plot --help`) and, with --report_to tensorboard, logs/.
+SIGTERM or SIGUSR1 (a scheduler's preemption notice, kill -USR1 PID) while training: the step
+finishes, a checkpoint of it is saved, and the run exits; the same command with --resume true
+continues from it.
 """
 
 DEMO_EPILOG = """\
