@@ -1,18 +1,18 @@
 """Checkpoints: written atomically, verified, found again for `--resume`.
 
-A checkpoint is `checkpoints/step-N/`: Accelerate's state (the trained module, value head
-included, optimizer, scheduler, RNG states; tensors in safetensors) plus `trainer_state.json` and
-the resolved config. With frozen parameters (LoRA) the module's file holds the trained ones only
-(`"weights": "trainable"` in trainer_state.json): the frozen ones are the base model's, which a
-resume has loaded already. Every process writes its part under a temporary name, which is renamed when
-complete (`upo.atomic.commit_folder`), so a process killed at any moment leaves the previous
-checkpoint intact and never a half-written one under a final name. `trainer_state.json` lists
-every file with its size, so a file truncated or deleted later is found (and named) before
-anything is loaded, and the previous intact checkpoint is taken instead.
+A checkpoint is `checkpoints/step-N/`: Accelerate's state (the trained module, value head included,
+optimizer, scheduler, RNG states; tensors in safetensors) plus `trainer_state.json` and the resolved
+config. With frozen parameters (LoRA) the module's file holds the trained ones only (`"weights":
+"trainable"` in trainer_state.json): the frozen ones are the base model's, which a resume has loaded
+already. Every process writes its part under a temporary name, which is renamed when complete
+(`upo.atomic.commit_folder`), so a process killed at any moment leaves the previous checkpoint
+intact and never a half-written one under a final name. `trainer_state.json` lists every file with
+its size, so a file truncated or deleted later is found (and named) before anything is loaded, and
+the previous intact checkpoint is taken instead.
 
 A resume continues one run: it is refused when the config differs from the checkpoint's in a key
-that changes what is trained (only RESUMABLE_CHANGES may differ), when the checkpoint was written
-by a different number of processes, or when the training data differ from the checkpoint's.
+that changes what is trained (only RESUMABLE_CHANGES may differ), when the checkpoint was written by
+a different number of processes, or when the training data differ from the checkpoint's.
 """
 
 from __future__ import annotations
