@@ -7,8 +7,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from upo.evaluation.intervals import unit_section
 from upo.frontier.summary import summarize_axes
-from upo.frontier.uncertainty import add_uncertainty, equal_length_comparisons, front_verdict
+from upo.frontier.uncertainty import (
+    add_uncertainty,
+    bootstrap_draws,
+    equal_length_comparisons,
+    front_verdict,
+    stack_units,
+)
 
 AXES = ["judge/win_rate", "readability/fk_grade"]
 
@@ -103,3 +110,29 @@ def test_a_points_interval_stays_within_its_values():
     add_uncertainty(rows, units, summary, ["safety/violation_rate"])
     low, high = rows[0]["intervals"]["safety/violation_rate"]
     assert low == 0.0 and 1 / 80 < high <= 1.0
+
+
+def test_stack_units_aligns_each_seed():
+    def result(ids, values):
+        return {"per_prompt": unit_section(ids, {"judge/win_rate": values}), "per_pair": unit_section([], {})}
+
+    units = stack_units([result(["p1", "p2"], [1.0, 0.0]), result(["p1", "p2"], [0.5, 0.5])])
+    ids, values = units["per_prompt"]
+    assert ids == ["p1", "p2"] and values["judge/win_rate"].tolist() == [[1.0, 0.0], [0.5, 0.5]]
+    assert "per_pair" not in units
+    assert stack_units([{"metrics": {}}]) == {}  # an eval.json from before per-unit values
+
+
+def test_bootstrap_draws_share_prompts_and_resample_each_points_seeds():
+    """x: two seeds scoring 0.2 and 1 on every prompt: prompts alone would always give 0.6; its seeds
+    resampled give 0.6 or 0.6 -+ 0.4 sqrt(2) (`upo.stats.bootstrap_means`). y and z: one seed each, the same values: prompts are resampled
+    once for all points, so their draws are equal."""
+    ids = ["p1", "p2", "p3"]
+    units = {"x": {"per_prompt": (ids, {"m": np.array([[0.2, 0.2, 0.2], [1.0, 1.0, 1.0]])})},
+             "y": {"per_prompt": (ids, {"m": np.array([[0.0, 0.5, 1.0]])})},
+             "z": {"per_prompt": (ids, {"m": np.array([[0.0, 0.5, 1.0]])})}}
+    draws = bootstrap_draws(units)
+    spread = 0.4 * np.sqrt(2)  # 0.2 or 1 drawn twice: 0.4 from their mean, scaled by sqrt(k / (k - 1))
+    assert set(np.round(draws["x"]["m"], 6)) == set(np.round([0.6 - spread, 0.6, 0.6 + spread], 6))
+    assert draws["y"]["m"].std() > 0
+    assert np.allclose(draws["y"]["m"], draws["z"]["m"])  # the same resampled prompts for every point

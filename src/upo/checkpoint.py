@@ -117,6 +117,14 @@ def _trained_names(model) -> set[str]:
     return {_bare(name) for name, p in model.named_parameters() if p.requires_grad}
 
 
+def resume_hint(output_dir: str | Path) -> str:
+    """After Ctrl-C in `upo train`: what was kept and how to go on."""
+    latest = latest_checkpoint(output_dir)
+    if latest is None:
+        return " before the first checkpoint (set --save_steps to keep progress); nothing else was written"
+    return f"; nothing is lost up to {latest}: run the same command with --resume true to continue from it"
+
+
 def read_state(path: Path) -> dict:
     """trainer_state.json of checkpoint `path` (ConfigError naming it when unreadable)."""
     file = path / "trainer_state.json"

@@ -384,22 +384,12 @@ def main(argv: list[str] | None = None) -> int:
               "to continue from it", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print(f"upo: interrupted{_resume_hint(args)}", file=sys.stderr)
+        from upo.checkpoint import resume_hint
+
+        print(f"upo: interrupted{resume_hint(config_from_args(args).output_dir) if args.command == 'train' else ''}",
+              file=sys.stderr)
         return 130  # 128 + SIGINT, as a shell reports it
     return 0
-
-
-def _resume_hint(args: argparse.Namespace) -> str:
-    """After Ctrl-C in `upo train`: what was kept and how to go on."""
-    if args.command != "train":
-        return ""
-    from upo.checkpoint import latest_checkpoint
-
-    cfg = config_from_args(args)  # it loaded before, it loads again
-    latest = latest_checkpoint(cfg.output_dir)
-    if latest is None:
-        return " before the first checkpoint (set --save_steps to keep progress); nothing else was written"
-    return f"; nothing is lost up to {latest}: run the same command with --resume true to continue from it"
 
 
 if __name__ == "__main__":
