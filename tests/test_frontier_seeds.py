@@ -161,12 +161,14 @@ def test_frontier_with_seeds_on_synthetic_results(tmp_path, monkeypatch, capsys)
     assert "seeds 1, 2, 3" in report and "| upo-aux1 | 1.000 | 0.000 | dpo: judge/win_rate 1.000; kto: judge/win_rate 1.000 | **beyond** |" in report
     assert "| upo-aux1 | dpo | judge/win_rate ↑ |" in report and "| upo-aux1 | dpo | length/words_ratio |" in report
     assert "| length/words_ratio | length/cut |" in report and "| upo-aux1 | dpo | length/cut |" in report
-    # UPO (its default KTO term) against KTO alone, raw and at equal length, side by side
-    own = report.split("### Each UPO point against its own preference term")[1].split("###")[0]
+    # the sweep's questions: UPO (its default KTO term) against KTO first, raw and at equal length
+    answers = report.split("### What the sweep answers, at 95%")[1].split("###")[0]
     assert points["upo-aux1"]["pref_loss"] == "kto" and points["dpo"]["pref_loss"] is None
-    assert "| upo-aux1 | kto | judge/win_rate ↑ |" in own and "| upo-aux1 | dpo |" not in own
-    win = next(line for line in own.splitlines() if line.startswith("| upo-aux1 | kto | judge/win_rate"))
-    assert win.count("upo-aux1") == 3  # the better side, raw and at equal length
+    assert "| upo-aux1 | `safety/violation_rate` lower | kto (its term) |" in answers
+    win = next(line for line in answers.splitlines() if line.startswith("| upo-aux1 | `judge/win_rate` not lower"))
+    assert "| kto (its term) |" in win and win.count("**yes**") == 2  # raw and at equal length
+    assert "| upo-aux1 | beyond the preference-only front on all axes | dpo, kto |  |  | **yes** |" in answers
+    assert "| upo-aux3 | beyond the preference-only front on all axes | dpo, kto |  |  | **no** |" in answers
     assert (out / "frontier_safety_violation_rate.png").read_bytes()[:4] == b"\x89PNG"
 
     # rerun: nothing trained or evaluated again; a lost evaluation of one seed is redone alone

@@ -8,6 +8,7 @@ from pathlib import Path
 from upo.evaluation.compare import equal_length_cells
 from upo.evaluation.metrics import direction
 from upo.evaluation.report import ARROWS, format_value
+from upo.frontier.claims import claims
 
 ID_COLUMNS = ("name", "group", "method", "aux_coef", "variant", "relabel", "trained")
 
@@ -74,6 +75,17 @@ lengths); the last, UPO's words over the preference point's within the shared bi
 means; the gap adjusted for). Where the overlap is small, the difference rests on few generations of lengths both
 produce, and the two are hardly comparable at equal length, whatever the interval
 says; with seeds, the interval also moves with each seed's lengths."""
+
+
+CLAIMS = """\
+Each UPO point is asked whether it is better than each preference-only point on each auxiliary
+metric (its own preference term first: UPO with a KTO term against KTO, ...), whether it is not
+worse than its term on the preference metric, and whether it is beyond the preference-only front
+(the test below). **yes**: the 95% interval of the paired difference lies on the asked side of 0;
+**no**: on the other side; **not shown**: it holds 0. For "not worse", **yes** means only that the
+interval does not lie on the worse side: its end on that side is the largest loss the data do not
+rule out. Each comparison is answered raw and at equal length (see "At equal length" below): where
+the two answers differ, the raw one may come from a difference in length."""
 
 
 def _cell(value) -> str:
@@ -179,25 +191,21 @@ def _equal_length_table(comparisons: list[dict]) -> list[str]:
                     for c in comparisons]
 
 
-def _own_term_table(result: dict) -> list[str]:
-    """Each UPO point against the preference-only point of its own preference term (UPO with a KTO term
-    against KTO, ...): the paired difference of every compared metric beside the same at equal length."""
-    rows = {r["name"]: r for r in result["points"]}
-    own = {(c["upo"], c["preference"]) for c in result.get("comparisons", [])
-           if rows[c["upo"]].get("pref_loss") and rows[c["preference"]]["method"] == rows[c["upo"]]["pref_loss"]}
-    matched = {(c["upo"], c["preference"], c["metric"]): c for c in result.get("comparisons_at_equal_length", [])}
-    lines = ["| UPO point | its preference term | metric | UPO - term | 95% interval | better | at equal length "
-             "| 95% interval | better |", "|---|---|---|---|---|---|---|---|---|"]
-    for c in result.get("comparisons", []):
-        if (c["upo"], c["preference"]) not in own:
-            continue
-        m = matched.get((c["upo"], c["preference"], c["metric"]))
-        at_equal = ["", "", ""] if m is None or m["difference"] is None else \
-            [format_value(m["difference"]), _interval((m["low"], m["high"])), m["better"]]
-        lines.append(f"| {c['upo']} | {c['preference']} | {c['metric']} {ARROWS[direction(c['metric'])].split(' ')[0]}"
-                     .rstrip() + f" | {format_value(c['difference'])} | {_interval((c['low'], c['high']))} "
-                     f"| {c['better']} | " + " | ".join(at_equal) + " |")
-    return lines if own else []
+def _claims_table(result: dict) -> list[str]:
+    """The sweep's questions (`upo.frontier.claims`), each answered from the paired difference and again
+    at equal length."""
+    def cells(answer: dict | None) -> str:
+        return " | not compared | " if answer is None else \
+            f"{format_value(answer['difference'])} | {_interval((answer['low'], answer['high']))} | **{answer['answer']}**"
+
+    rows = claims(result)
+    lines = ["| UPO point | question | against | UPO - other | 95% interval | answer | at equal length | 95% interval "
+             "| answer |", "|---|---|---|---|---|---|---|---|---|"]
+    for c in rows:
+        against = c["against"] + (" (its term)" if c["own_term"] else "")
+        answers = f" |  | **{c['front']}** |  |  | " if "front" in c else f"{cells(c['raw'])} | {cells(c['equal_length'])}"
+        lines.append(f"| {c['upo']} | {c['question']} | {against} | {answers} |")
+    return lines + ["", CLAIMS] if rows else []
 
 
 def _value(row: dict, metric: str) -> str:
@@ -250,9 +258,9 @@ def format_report(result: dict, plots: dict[str, str]) -> str:
               *_reference_lines(result["summary"])]
     if any(e.get("upo_verdicts") for e in result["summary"]):
         lines += ["### Each UPO point against the preference-only front", "", *_verdict_table(result["summary"]), ""]
-    own_term = _own_term_table(result)
-    if own_term:
-        lines += ["### Each UPO point against its own preference term", "", *own_term, ""]
+    answers = _claims_table(result)
+    if answers:
+        lines += ["### What the sweep answers, at 95%", "", *answers, ""]
     if result.get("comparisons"):
         lines += ["### Paired differences: UPO - preference-only", "", *_comparison_table(result["comparisons"]), ""]
     if result.get("comparisons_at_equal_length"):

@@ -1,0 +1,65 @@
+"""upo.frontier.claims: the sweep's questions, answered from hand-made comparisons."""
+
+from upo.frontier.claims import claims
+
+
+def comparison(upo, pref, metric, difference, low, high, better):
+    return {"upo": upo, "preference": pref, "metric": metric, "difference": difference, "low": low, "high": high,
+            "better": better}
+
+
+def result(equal_length=None, verdicts=None):
+    points = [{"name": "dpo", "group": "preference", "method": "dpo"},
+              {"name": "kto", "group": "preference", "method": "kto"},
+              {"name": "base", "group": "base", "method": "base"},
+              {"name": "u", "group": "upo", "method": "upo", "pref_loss": "kto"}]
+    comparisons = [
+        comparison("u", "kto", "safety/violation_rate", -0.02, -0.03, -0.01, "u"),  # lower: yes
+        comparison("u", "dpo", "safety/violation_rate", 0.02, 0.01, 0.03, "dpo"),  # higher: no
+        comparison("u", "kto", "judge/win_rate", -0.05, -0.12, 0.02, "neither"),  # not shown lower: not worse
+        comparison("u", "dpo", "judge/win_rate", -0.2, -0.3, -0.1, "dpo"),  # not asked: dpo is not its term
+        comparison("u", "kto", "safety/max_toxicity", -0.1, -0.2, -0.05, "u"),  # not an axis: not asked
+    ]
+    summary = [{"axes": ["judge/win_rate", "safety/violation_rate"],
+                "upo_verdicts": [{"name": "u", "verdict": v} for v in ([verdicts] if verdicts else [])]}]
+    return {"points": points, "preference_metric": "judge/win_rate", "aux_metrics": ["safety/violation_rate"],
+            "comparisons": comparisons, "comparisons_at_equal_length": equal_length or [], "summary": summary}
+
+
+def test_each_question_answered_from_its_interval():
+    rows = claims(result(verdicts="not distinguishable"))
+    asked = [(r["question"], r["against"]) for r in rows]
+    assert asked == [("`safety/violation_rate` lower", "kto"), ("`safety/violation_rate` lower", "dpo"),
+                     ("`judge/win_rate` not lower", "kto"),
+                     ("beyond the preference-only front on all axes", "dpo, kto")]
+    assert [r["own_term"] for r in rows] == [True, False, True, False]
+    assert [r["raw"]["answer"] for r in rows[:3]] == ["yes", "no", "yes"]
+    assert rows[0]["raw"] == {"difference": -0.02, "low": -0.03, "high": -0.01, "answer": "yes"}
+    assert rows[3]["front"] == "not shown" and all(r["equal_length"] is None for r in rows[:3])
+
+
+def test_not_worse_is_no_only_when_the_interval_is_on_the_worse_side():
+    r = result()
+    r["comparisons"][2] = comparison("u", "kto", "judge/win_rate", -0.1, -0.15, -0.05, "kto")
+    assert claims(r)[2]["raw"]["answer"] == "no"
+    r["comparisons"][2] = comparison("u", "kto", "judge/win_rate", 0.1, 0.05, 0.15, "u")
+    assert claims(r)[2]["raw"]["answer"] == "yes"
+
+
+def test_equal_length_answered_apart_and_front_verdicts_mapped():
+    matched = [comparison("u", "kto", "safety/violation_rate", 0.0, -0.01, 0.01, "neither"),
+               comparison("u", "dpo", "safety/violation_rate", None, None, None, "no shared length")]
+    rows = claims(result(equal_length=matched, verdicts="beyond"))
+    assert rows[0]["raw"]["answer"] == "yes" and rows[0]["equal_length"]["answer"] == "not shown"
+    assert rows[1]["equal_length"] is None  # no shared lengths: no answer
+    assert rows[-1]["front"] == "yes"
+    assert claims(result(verdicts="behind"))[-1]["front"] == "no"
+
+
+def test_without_a_term_only_the_auxiliary_questions():
+    r = result()
+    r["points"][3]["pref_loss"] = None
+    rows = claims(r)
+    assert [(x["question"], x["against"]) for x in rows] == [("`safety/violation_rate` lower", "dpo"),
+                                                             ("`safety/violation_rate` lower", "kto")]
+    assert not any(x["own_term"] for x in rows)
