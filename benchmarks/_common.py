@@ -18,6 +18,7 @@ from upo.methods import METHODS
 
 HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf" / "harmless-base-dev.jsonl.gz"
 # The auxiliary rewards of UPO runs: both cheap to score (the scores are cached on disk anyway).
+LORA = {"r": 16, "alpha": 32}  # --lora: r and alpha, on all linear layers, both libraries
 UPO_REWARDS = {"profanity": 0.95, "readability": 0.05}
 
 

@@ -63,3 +63,14 @@ def model_counts(model, lora: bool) -> dict[str, int]:
     counts["n"] -= counts["n_lora"]
     counts["n_non_embedding"] -= counts["n_lora"]
     return counts
+
+
+def new_step(trained: dict[str, int]) -> dict[str, int]:
+    """A step's token counts from its trained batch's `token_counts`; forward-only ones are added later."""
+    return {"trained": trained["real"], "trained_needed": trained["needed"], "prompt": trained["prompt"],
+            "forward": 0, "forward_needed": 0}
+
+
+def step_columns(steps: list[dict[str, int]]) -> dict[str, list[int]]:
+    """Per-step token counts as the run record's columns: trained_tokens, forward_tokens, ..."""
+    return {f"{key}_tokens": [s[key] for s in steps] for key in steps[0]} if steps else {}

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import torch
 import transformers
-from bench_trl import measured, parse_args, run_trl, run_upo
+from _trl_runner import run_trl
+from bench_trl import measured, parse_args, run_upo
 
 from upo.logps import CompletionLogps
 
