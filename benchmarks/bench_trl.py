@@ -132,7 +132,9 @@ def run_upo(name: str, args, workdir: Path, t0: float) -> dict:
         elif steps:
             steps[-1]["forward"] += tokens["real"]
             steps[-1]["forward_needed"] += tokens["real"] - tokens["prompt"]
-        return forward(self, input_ids, attention_mask, loss_mask, *rest, **kwargs)
+        phase = "upo: forward with gradient" if torch.is_grad_enabled() else "upo: forward without gradient"
+        with torch.profiler.record_function(phase):  # the profile's phases (a no-op without --profile)
+            return forward(self, input_ids, attention_mask, loss_mask, *rest, **kwargs)
 
     CompletionLogps.forward = counting_forward
     cfg = upo_config(method, pref, data=args.data, output_dir=workdir / name, batch_size=args.batch_size,
@@ -147,7 +149,19 @@ def run_upo(name: str, args, workdir: Path, t0: float) -> dict:
     final = train(cfg)
     if profiler is not None:
         profiler.stop()
-        info["profile"] = profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=40)
+        ops = profiler.key_averages()
+
+        def total(match) -> float:  # seconds, nested ops included
+            return sum(e.cpu_time_total for e in ops if match(e.key)) / 1e6
+
+        phases = {"steps (ProfilerStep*)": total(lambda k: k.startswith("ProfilerStep")),
+                  "forward with gradient": total(lambda k: k == "upo: forward with gradient"),
+                  "forward without gradient (KTO's KL sequences)": total(lambda k: k == "upo: forward without gradient"),
+                  "backward (autograd::engine::evaluate_function*)": total(lambda k: k.startswith("autograd::engine")),
+                  "optimizer step": total(lambda k: k.startswith("Optimizer.step"))}
+        info["profile"] = ("phases over the profiled steps (CPU time, nested ops included):\n"
+                           + "".join(f"  {k:<50} {v:8.3f} s\n" for k, v in phases.items())
+                           + "\n" + ops.table(sort_by="self_cpu_time_total", row_limit=40))
     rows = read_metrics(final.parent / "metrics.jsonl")
     seconds = [r["train/step_seconds"] for r in rows]
     trained = [r["train/tokens_per_second"] * r["train/step_seconds"] for r in rows]  # upo's own count
