@@ -44,7 +44,8 @@ set of points of a group that no point of the same group dominates.
 resamples the evaluation prompts (and held-out pairs) once for every point, since all were evaluated
 on the same ones, and each point's training seeds on its own; a point's value in a draw is the mean
 over its resampled seeds of the mean over the resampled prompts; a point's interval is kept within the
-range of its per-prompt values. The HV gain is recomputed in every draw on the scale of the point estimates; its interval is no test (the gain is never negative, so
+range of its per-prompt values, and a rate's is widened to hold the Wilson interval of all its outcomes
+pooled (the draws of a rate with no events are all 0). The HV gain is recomputed in every draw on the scale of the point estimates; its interval is no test (the gain is never negative, so
 noise alone can lift its lower end above 0). The test is each UPO point's verdict, at level
 {alpha:.0%}: **beyond** the preference-only front when against every preference-only point there is
 an axis on which the UPO point is better in at least 1 - {alpha:.2g}/d of the draws (d axes; the

@@ -5,7 +5,8 @@ every point was evaluated on the same ones (so differences between points are pa
 point's training seeds on its own (separate runs; `upo.stats.bootstrap_means`). From the draws:
 
 - each point's 95% interval on each metric (percentiles of its draws, kept within the range of its
-  per-unit values, which its mean cannot leave: a rate's never goes below 0);
+  per-unit values, which its mean cannot leave: a rate's never goes below 0; a rate's widened to
+  hold the Wilson interval of its outcomes pooled, `point_interval`);
 - the hypervolume gain of UPO over the preference-only front in each draw, on the scale that the
   point estimates fix (`summary.py`), and its 95% interval;
 - per UPO point, the share of draws in which it lies *beyond* the preference-only points (none of
@@ -34,7 +35,16 @@ import numpy as np
 from upo.evaluation.compare import LENGTH, equal_length_row, verdict
 from upo.evaluation.intervals import UNIT_KINDS, units_of
 from upo.frontier.pareto import hypervolume, normalize, oriented
-from upo.stats import CONFIDENCE, RESAMPLES, SEED, bootstrap_means, percentile_interval, resample_counts
+from upo.stats import (
+    CONFIDENCE,
+    RESAMPLES,
+    SEED,
+    bootstrap_means,
+    is_binary,
+    percentile_interval,
+    resample_counts,
+    wilson_interval,
+)
 
 Units = dict[str, tuple[list[str], dict[str, np.ndarray]]]  # kind -> (ids, {metric: [seeds, n]})
 
@@ -93,6 +103,22 @@ def bootstrap_draws(units: dict[str, Units], resamples: int = RESAMPLES, seed: i
             for metric, v in values.items():
                 out[name][metric] = bootstrap_means(v[:, pos], counts[kind], seed_counts)
     return out
+
+
+def point_interval(draws: np.ndarray, values: np.ndarray | None) -> list[float]:
+    """A point's 95% interval on one metric: the percentiles of its draws, kept within the range of its
+    per-unit `values` [seeds, n] (its mean cannot leave it: a rate's never goes below 0). For a rate
+    (0/1 values) it is widened to hold the Wilson interval of all its outcomes pooled: percentiles of
+    draws say nothing of a rate with few events (none: [0, 0]), and Wilson's ignores the seeds."""
+    low, high = percentile_interval(draws)
+    if values is None or not np.isfinite(values).any():
+        return [low, high]
+    low, high = np.clip([low, high], np.nanmin(values), np.nanmax(values)).tolist()
+    outcomes = values[np.isfinite(values)]
+    if is_binary(outcomes):
+        w_low, w_high = wilson_interval(int(outcomes.sum()), outcomes.size)
+        low, high = min(low, w_low), max(high, w_high)
+    return [low, high]
 
 
 def front_uncertainty(entry: dict, rows: list[dict], draws: dict[str, dict]) -> dict:
@@ -212,10 +238,8 @@ def add_uncertainty(rows: list[dict], units: dict[str, Units], summary: list[dic
     set of draws; return the paired comparisons of the `compared` metrics."""
     draws = bootstrap_draws(units, runs={r["name"]: r.get("trained") or r["name"] for r in rows})
     for row in rows:
-        bounds = {m: (np.nanmin(v), np.nanmax(v)) for _, values in units.get(row["name"], {}).values()
-                  for m, v in values.items() if np.isfinite(v).any()}
-        row["intervals"] = {m: list(np.clip(percentile_interval(d), *bounds.get(m, (-np.inf, np.inf))).tolist())
-                            for m, d in draws.get(row["name"], {}).items()}  # a mean stays within its values
+        values = {m: v for _, point in units.get(row["name"], {}).values() for m, v in point.items()}
+        row["intervals"] = {m: point_interval(d, values.get(m)) for m, d in draws.get(row["name"], {}).items()}
     for entry in summary:
         entry.update(front_uncertainty(entry, rows, draws))
         if entry.get("hv_steered") is not None:
