@@ -107,9 +107,9 @@ def run_trl(name: str, args, workdir: Path, t0: float) -> dict:
         warmup_steps=0,
         weight_decay=0.0,
         max_grad_norm=1.0,
-        # AdamW both sides, same lr/betas/eps/no weight decay. The implementation is TRL's default and fastest
-        # on torch >= 2.8, the fused kernel; upo's trainer uses torch.optim.AdamW's default (on CPU the
-        # per-tensor loop), so this is conservative for upo. --trl_optim adamw_torch gives TRL that one too.
+        # AdamW both sides, same lr/betas/eps/no weight decay, and the same implementation by default: the
+        # fused kernel (TRL's default on torch >= 2.8; upo's trainer asks for it where torch has it).
+        # --trl_optim adamw_torch gives TRL the per-tensor loop.
         optim=args.trl_optim,
         bf16=args.precision == "bf16",
         fp16=args.precision == "fp16",

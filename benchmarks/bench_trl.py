@@ -69,6 +69,7 @@ import torch
 from _common import HH, LORA, cpu_model, machine_info, upo_config, versions, write_record
 from _flops import matmul_peak, model_counts, new_step, step_columns, step_flops, token_counts
 from _trl_runner import run_trl
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from upo.config import EMBEDDED_MODEL
 from upo.modeling import default_attention
@@ -112,11 +113,13 @@ def run_upo(name: str, args, workdir: Path, t0: float) -> dict:
     info: dict = {}
     forward = CompletionLogps.forward
 
-    # --profile: torch's profiler over the measured steps (step boundaries: the calls with gradient)
-    profiler = None
+    # --profile: torch's profiler over the measured steps; a step ends when the optimizer's step does,
+    # so the window closes with the last step, before the final save
+    profiler, hook = None, None
     if args.profile:
         profiler = torch.profiler.profile(schedule=torch.profiler.schedule(wait=args.warmup - 1, warmup=1,
                                                                            active=args.steps))
+        hook = register_optimizer_step_post_hook(lambda *_: profiler.step())
 
     def counting_forward(self, input_ids, attention_mask, loss_mask, *rest, **kwargs):
         tokens = token_counts(attention_mask, loss_mask, paired=pref in ("dpo", "ipo"))
@@ -126,8 +129,6 @@ def run_upo(name: str, args, workdir: Path, t0: float) -> dict:
                 info["params"] = model_counts(self.lm, args.lora)
                 if profiler is not None:
                     profiler.start()
-            elif profiler is not None:
-                profiler.step()
             steps.append(new_step(tokens))
         elif steps:
             steps[-1]["forward"] += tokens["real"]
@@ -146,8 +147,10 @@ def run_upo(name: str, args, workdir: Path, t0: float) -> dict:
     cfg.shared_prompt = name not in UNSHARED
     if args.logits_chunk_tokens is not None:
         cfg.logits_chunk_tokens = args.logits_chunk_tokens or None
+    cfg.plot_curves = not args.profile  # nothing after the last step that the profile could take in
     final = train(cfg)
     if profiler is not None:
+        hook.remove()
         profiler.stop()
         ops = profiler.key_averages()
 

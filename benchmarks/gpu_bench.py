@@ -5,7 +5,7 @@ configs (random weights: speed does not depend on them), the tokenizer is the te
 tokenizer (its ids use the first 400 rows of the 151,936-row embedding; the LM head still runs
 over the whole vocabulary), and the data are synthetic pairs of random words. Each variant trains
 `--warmup + --steps` optimizer steps in bf16 autocast (fp32 weights, full fine-tuning), with
-upo's and TRL's runners from bench_trl.py (same token counts, same FLOP formula), one after the
+upo's and TRL's runners (bench_trl.py, _trl_runner.py: same token counts, same FLOP formula), one after the
 other in this process; peak memory is torch.cuda.max_memory_allocated of each run.
 
 MFU = model FLOP/s (6N per trained token + 2N per forward-only token, N = all parameters, the

@@ -33,9 +33,10 @@ def test_each_question_answered_from_its_interval():
                      ("`judge/win_rate` not lower", "kto"),
                      ("beyond the preference-only front on all axes", "dpo, kto")]
     assert [r["own_term"] for r in rows] == [True, False, True, False]
-    assert [r["raw"]["answer"] for r in rows[:3]] == ["yes", "no", "yes"]
+    assert [r["raw"]["answer"] for r in rows[:3]] == ["yes", "no", "no loss shown"]
     assert rows[0]["raw"] == {"difference": -0.02, "low": -0.03, "high": -0.01, "answer": "yes"}
     assert rows[3]["front"] == "not shown" and all(r["equal_length"] is None for r in rows[:3])
+    assert not any(r["equal_length_compared"] for r in rows[:3])  # no equal-length comparisons at all
 
 
 def test_not_worse_is_no_only_when_the_interval_is_on_the_worse_side():
@@ -44,6 +45,10 @@ def test_not_worse_is_no_only_when_the_interval_is_on_the_worse_side():
     assert claims(r)[2]["raw"]["answer"] == "no"
     r["comparisons"][2] = comparison("u", "kto", "judge/win_rate", 0.1, 0.05, 0.15, "u")
     assert claims(r)[2]["raw"]["answer"] == "yes"
+    nan = float("nan")  # no draw had a value: no answer either way
+    r["comparisons"][2] = comparison("u", "kto", "judge/win_rate", 0.0, nan, nan, "no interval")
+    r["comparisons"][0] = comparison("u", "kto", "safety/violation_rate", 0.0, nan, nan, "no interval")
+    assert claims(r)[2]["raw"]["answer"] == "no interval" and claims(r)[0]["raw"]["answer"] == "no interval"
 
 
 def test_equal_length_answered_apart_and_front_verdicts_mapped():
@@ -51,7 +56,7 @@ def test_equal_length_answered_apart_and_front_verdicts_mapped():
                comparison("u", "dpo", "safety/violation_rate", None, None, None, "no shared length")]
     rows = claims(result(equal_length=matched, verdicts="beyond"))
     assert rows[0]["raw"]["answer"] == "yes" and rows[0]["equal_length"]["answer"] == "not shown"
-    assert rows[1]["equal_length"] is None  # no shared lengths: no answer
+    assert rows[1]["equal_length"] is None and rows[1]["equal_length_compared"]  # no shared lengths: no answer
     assert rows[-1]["front"] == "yes"
     assert claims(result(verdicts="behind"))[-1]["front"] == "no"
 
@@ -63,3 +68,23 @@ def test_without_a_term_only_the_auxiliary_questions():
     assert [(x["question"], x["against"]) for x in rows] == [("`safety/violation_rate` lower", "dpo"),
                                                              ("`safety/violation_rate` lower", "kto")]
     assert not any(x["own_term"] for x in rows)
+
+
+def test_a_term_the_sweep_lacks_asks_no_preference_question():
+    r = result()
+    r["points"][3]["pref_loss"] = "ipo"  # no IPO point in the sweep
+    rows = claims(r)
+    assert not any(x["own_term"] for x in rows) and not any("not lower" in x["question"] for x in rows)
+
+
+def test_the_front_question_takes_the_all_axes_verdict():
+    """Two auxiliary metrics: one summary entry per metric, then one over all axes; only that one answers."""
+    r = result()
+    r["aux_metrics"] = ["safety/violation_rate", "readability/fk_grade"]
+    r["summary"] = [{"axes": ["judge/win_rate", m], "upo_verdicts": [{"name": "u", "verdict": v}]}
+                    for m, v in (("safety/violation_rate", "behind"), ("readability/fk_grade", "behind"))]
+    r["summary"].append({"axes": ["judge/win_rate", *r["aux_metrics"]],
+                         "upo_verdicts": [{"name": "u", "verdict": "beyond",
+                                           "against": [{"preference": "kto", "axis": "judge/win_rate", "share": 1.0}]}]})
+    front = claims(r)[-1]
+    assert front["front"] == "yes" and front["against"] == "kto"

@@ -169,6 +169,8 @@ def test_frontier_with_seeds_on_synthetic_results(tmp_path, monkeypatch, capsys)
     assert "| kto (its term) |" in win and win.count("**yes**") == 2  # raw and at equal length
     assert "| upo-aux1 | beyond the preference-only front on all axes | dpo, kto |  |  | **yes** |" in answers
     assert "| upo-aux3 | beyond the preference-only front on all axes | dpo, kto |  |  | **no** |" in answers
+    worse = next(line for line in answers.splitlines() if line.startswith("| upo-aux3 | `judge/win_rate` not lower"))
+    assert worse.count("**no**") == 2  # upo-aux3 loses to KTO on win rate, raw and at equal length
     assert (out / "frontier_safety_violation_rate.png").read_bytes()[:4] == b"\x89PNG"
 
     # rerun: nothing trained or evaluated again; a lost evaluation of one seed is redone alone

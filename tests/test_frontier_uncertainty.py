@@ -116,17 +116,19 @@ def test_a_points_interval_stays_within_its_values():
 
 def test_a_rates_interval_holds_the_wilson_interval_of_its_outcomes():
     """No violation in 2 seeds x 40 generations: every draw is 0, yet 80 outcomes cannot rule out a
-    rate of a few percent; the interval is Wilson's for 0 of 80. A mean of non-0/1 values keeps the
-    bootstrap's."""
-    draws_zero = np.zeros(2000)
-    assert point_interval(draws_zero, np.zeros((2, 40))) == pytest.approx([0.0, wilson_interval(0, 80)[1]])
-    assert point_interval(draws_zero, None) == [0.0, 0.0]
+    rate of a few percent; the interval is Wilson's for 0 of 80. A mean keeps the bootstrap's, even of
+    0/1 values (a scorer's), since only a rate's values are outcomes."""
+    rate, draws_zero = "safety/violation_rate", np.zeros(2000)
+    assert point_interval(rate, draws_zero, np.zeros((2, 40))) == pytest.approx([0.0, wilson_interval(0, 80)[1]])
+    assert point_interval(rate, draws_zero, None) == [0.0, 0.0]
+    assert point_interval("scorer/flag", draws_zero, np.zeros((2, 40))) == [0.0, 0.0]
     grades = np.tile(np.linspace(2, 8, 40), (2, 1))
     spread = np.random.default_rng(0).normal(5, 0.2, 2000)
-    assert point_interval(spread, grades) == pytest.approx(list(np.quantile(spread, [0.025, 0.975])))
+    assert point_interval("readability/fk_grade", spread, grades) == pytest.approx(
+        list(np.quantile(spread, [0.025, 0.975])))
     # NaN (an item without a value) is left out of the count
     values = np.where(np.arange(40) < 10, np.nan, 0.0)[None, :]
-    assert point_interval(draws_zero, values)[1] == pytest.approx(wilson_interval(0, 30)[1])
+    assert point_interval(rate, draws_zero, values)[1] == pytest.approx(wilson_interval(0, 30)[1])
 
 
 def test_stack_units_aligns_each_seed():

@@ -8,11 +8,12 @@ For each UPO point U, with T its preference term (the preference-only point of t
 - is U beyond the preference-only front on all axes at once (the level-5% test of `uncertainty`)?
 
 Each comparison is answered from the paired difference U - Q and again from the same at equal length
-(`uncertainty.equal_length_comparisons`). "yes" when the interval lies on the claimed side of 0,
-"no" when it lies on the other, "not shown" when it holds 0. For "not worse", "no" when the interval
-lies on the worse side and "yes" otherwise: its end towards the worse side is the largest loss the
-data do not rule out, so "yes" with a wide interval is a weak answer. The front question answers
-"yes" for beyond, "no" for behind, "not shown" for not distinguishable.
+(`uncertainty.equal_length_comparisons`): "yes" when the interval lies on the asked side of 0, "no"
+when it lies on the other, "not shown" when it holds 0. "Not worse" cannot be shown without a margin:
+there "no" when the interval lies on the worse side, "yes" when on the better side, and "no loss
+shown" when it holds 0 (its end on the worse side is then the largest loss the data do not rule out).
+An interval that could not be computed answers "no interval". The front question answers "yes" for
+beyond, "no" for behind, "not shown" for not distinguishable.
 """
 
 from __future__ import annotations
@@ -26,10 +27,8 @@ def _answer(comparison: dict | None, upo: str, other: str, not_worse: bool) -> d
     """{difference, low, high, answer} of one comparison (None when there is none, or no shared lengths)."""
     if comparison is None or comparison["difference"] is None:
         return None
-    if not_worse:
-        answer = "no" if comparison["better"] == other else "yes"
-    else:
-        answer = {upo: "yes", other: "no"}.get(comparison["better"], "not shown")
+    held = "no loss shown" if not_worse else "not shown"
+    answer = {upo: "yes", other: "no", "neither": held}.get(comparison["better"], "no interval")
     return {"difference": comparison["difference"], "low": comparison["low"], "high": comparison["high"],
             "answer": answer}
 
@@ -42,29 +41,32 @@ def _question(metric: str, not_worse: bool) -> str:
 
 def claims(result: dict) -> list[dict]:
     """One row per (UPO point, question, other point) of frontier.json's dict `result` (see the
-    module docstring): {"upo", "question", "against", "own_term", "raw", "equal_length"}, the last
-    two {difference, low, high, answer} or None; the front question has "front" (the answer) instead."""
+    module docstring): {"upo", "question", "against", "own_term", "raw", "equal_length",
+    "equal_length_compared"}, raw and equal_length {difference, low, high, answer} or None (at equal
+    length: no shared lengths, or not compared); the front question has "front" (the answer) instead."""
     rows = {r["name"]: r for r in result["points"]}
     raw = {(c["upo"], c["preference"], c["metric"]): c for c in result.get("comparisons", [])}
     matched = {(c["upo"], c["preference"], c["metric"]): c for c in result.get("comparisons_at_equal_length", [])}
     preference = [r["name"] for r in result["points"] if r["group"] == "preference"]
     all_axes = next((e for e in reversed(result["summary"]) if len(e["axes"]) == 1 + len(result["aux_metrics"])), None)
-    front = {v["name"]: v["verdict"] for v in (all_axes or {}).get("upo_verdicts", [])}
+    front = {v["name"]: v for v in (all_axes or {}).get("upo_verdicts", [])}
     out: list[dict] = []
     for u in (r["name"] for r in result["points"] if r["group"] == "upo"):
-        term = next((q for q in preference if rows[u].get("pref_loss") and rows[q]["method"] == rows[u]["pref_loss"]),
-                    None)
-        others = ([term] if term else []) + [q for q in preference if q != term]
+        # its term: the preference-only points of the method in its pref_loss (none: not asked)
+        terms = [q for q in preference if rows[u].get("pref_loss") and rows[q]["method"] == rows[u]["pref_loss"]]
+        others = terms + [q for q in preference if q not in terms]
         questions = [(m, q, False) for m in result["aux_metrics"] for q in others]
-        questions += [(result["preference_metric"], term, True)] if term else []
+        questions += [(result["preference_metric"], q, True) for q in terms]
         for metric, q, not_worse in questions:
             key = (u, q, metric)
             if key not in raw:
                 continue  # a metric one of the two lacks
-            out.append({"upo": u, "question": _question(metric, not_worse), "against": q, "own_term": q == term,
+            out.append({"upo": u, "question": _question(metric, not_worse), "against": q, "own_term": q in terms,
                         "raw": _answer(raw[key], u, q, not_worse),
-                        "equal_length": _answer(matched.get(key), u, q, not_worse)})
+                        "equal_length": _answer(matched.get(key), u, q, not_worse),
+                        "equal_length_compared": key in matched})
         if u in front:
             out.append({"upo": u, "question": "beyond the preference-only front on all axes",
-                        "against": ", ".join(preference), "own_term": False, "front": ANSWER_OF_VERDICT[front[u]]})
+                        "against": ", ".join(a["preference"] for a in front[u].get("against", [])) or ", ".join(preference),
+                        "own_term": False, "front": ANSWER_OF_VERDICT[front[u]["verdict"]]})
     return out

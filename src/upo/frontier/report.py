@@ -82,11 +82,12 @@ CLAIMS = """\
 Each UPO point is asked whether it is better than each preference-only point on each auxiliary
 metric (its own preference term first: UPO with a KTO term against KTO, ...), whether it is not
 worse than its term on the preference metric, and whether it is beyond the preference-only front
-(the test below). **yes**: the 95% interval of the paired difference lies on the asked side of 0;
-**no**: on the other side; **not shown**: it holds 0. For "not worse", **yes** means only that the
-interval does not lie on the worse side: its end on that side is the largest loss the data do not
-rule out. Each comparison is answered raw and at equal length (see "At equal length" below): where
-the two answers differ, the raw one may come from a difference in length."""
+(the level-5% test of the table "Each UPO point against the preference-only front"). **yes**: the
+95% interval of the paired difference lies on the asked side of 0; **no**: on the other side; **not
+shown**: it holds 0. "Not worse" cannot be shown without a margin: **no loss shown** means the
+interval holds 0, and its end on the worse side is the largest loss the data do not rule out. Each
+comparison is answered raw and at equal length (see "At equal length" below): where the two answers
+differ, the raw one may come from a difference in length."""
 
 
 def _cell(value) -> str:
@@ -195,8 +196,8 @@ def _equal_length_table(comparisons: list[dict]) -> list[str]:
 def _claims_table(result: dict) -> list[str]:
     """The sweep's questions (`upo.frontier.claims`), each answered from the paired difference and again
     at equal length."""
-    def cells(answer: dict | None) -> str:
-        return " | not compared | " if answer is None else \
+    def cells(answer: dict | None, missing: str = "") -> str:
+        return f" | {missing} | " if answer is None else \
             f"{format_value(answer['difference'])} | {_interval((answer['low'], answer['high']))} | **{answer['answer']}**"
 
     rows = claims(result)
@@ -204,7 +205,9 @@ def _claims_table(result: dict) -> list[str]:
              "| answer |", "|---|---|---|---|---|---|---|---|---|"]
     for c in rows:
         against = c["against"] + (" (its term)" if c["own_term"] else "")
-        answers = f" |  | **{c['front']}** |  |  | " if "front" in c else f"{cells(c['raw'])} | {cells(c['equal_length'])}"
+        missing = "no shared length" if c.get("equal_length_compared") else "not compared"
+        answers = f" |  | **{c['front']}** |  |  | " if "front" in c else \
+            f"{cells(c['raw'])} | {cells(c['equal_length'], missing)}"
         lines.append(f"| {c['upo']} | {c['question']} | {against} | {answers} |")
     return lines + ["", CLAIMS] if rows else []
 

@@ -34,6 +34,7 @@ import numpy as np
 
 from upo.evaluation.compare import LENGTH, equal_length_row, verdict
 from upo.evaluation.intervals import UNIT_KINDS, units_of
+from upo.evaluation.metrics import RATES
 from upo.frontier.pareto import hypervolume, normalize, oriented
 from upo.stats import (
     CONFIDENCE,
@@ -105,17 +106,18 @@ def bootstrap_draws(units: dict[str, Units], resamples: int = RESAMPLES, seed: i
     return out
 
 
-def point_interval(draws: np.ndarray, values: np.ndarray | None) -> list[float]:
+def point_interval(metric: str, draws: np.ndarray, values: np.ndarray | None) -> list[float]:
     """A point's 95% interval on one metric: the percentiles of its draws, kept within the range of its
     per-unit `values` [seeds, n] (its mean cannot leave it: a rate's never goes below 0). For a rate
-    (0/1 values) it is widened to hold the Wilson interval of all its outcomes pooled: percentiles of
-    draws say nothing of a rate with few events (none: [0, 0]), and Wilson's ignores the seeds."""
+    (`RATES`, 0/1 values) it is widened to hold the Wilson interval of all its outcomes pooled:
+    percentiles of draws say nothing of a rate with few events (none: [0, 0]), and Wilson's ignores the
+    seeds."""
     low, high = percentile_interval(draws)
     if values is None or not np.isfinite(values).any():
         return [low, high]
     low, high = np.clip([low, high], np.nanmin(values), np.nanmax(values)).tolist()
     outcomes = values[np.isfinite(values)]
-    if is_binary(outcomes):
+    if metric in RATES and is_binary(outcomes):
         w_low, w_high = wilson_interval(int(outcomes.sum()), outcomes.size)
         low, high = min(low, w_low), max(high, w_high)
     return [low, high]
@@ -239,7 +241,7 @@ def add_uncertainty(rows: list[dict], units: dict[str, Units], summary: list[dic
     draws = bootstrap_draws(units, runs={r["name"]: r.get("trained") or r["name"] for r in rows})
     for row in rows:
         values = {m: v for _, point in units.get(row["name"], {}).values() for m, v in point.items()}
-        row["intervals"] = {m: point_interval(d, values.get(m)) for m, d in draws.get(row["name"], {}).items()}
+        row["intervals"] = {m: point_interval(m, d, values.get(m)) for m, d in draws.get(row["name"], {}).items()}
     for entry in summary:
         entry.update(front_uncertainty(entry, rows, draws))
         if entry.get("hv_steered") is not None:
