@@ -32,7 +32,8 @@ def test_status_of_each_run(tmp_path, monkeypatch, capsys):
     (kto / "checkpoints" / "step-2").mkdir(parents=True)
     (kto / "checkpoints" / "step-2" / "trainer_state.json").write_text("{}")  # a complete checkpoint
     (kto / "checkpoints" / "step-3").mkdir()  # one being written: not resumable
-    (kto / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "train/loss": 1.0, "train/epoch": s / 6}) + "\n"
+    (kto / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "train/loss": 1.0, "train/epoch": s / 6,
+                                                           "train/step_seconds": {1: 60.0, 2: 120.0, 3: 600.0}[s]}) + "\n"
                                                for s in (1, 2, 3)) + '{"step": 4, "train/lo')  # a line being written
     upo1 = points / "upo-aux1" / "seed-1"
     (upo1 / "eval.json").unlink()
@@ -63,7 +64,7 @@ def test_status_of_each_run(tmp_path, monkeypatch, capsys):
     assert rows == {
         "base": ["not started", "not started"],
         "dpo": ["trained", "refused"],
-        "kto": ["training 3/6 (checkpoint 2)", "not started"],
+        "kto": ["training 3/6 (checkpoint 2), ~6 min left", "not started"],  # 3 steps at the median 2 min (a slow one aside)
         "upo-aux0.3": ["last attempt failed (error.txt)", "not started"],
         "upo-aux1": ["last attempt failed (error.txt)", "not started"],
         "upo-aux3": [f"evaluating (1 of at most {batches} batches generated), running", "not started"],

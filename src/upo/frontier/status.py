@@ -9,8 +9,9 @@ seed, one of
 - `evaluating (N of at most M batches generated)`: its generation batches finished so far (the file
   stays until the evaluation succeeds, so it also covers the judge and scorers that follow);
 - `trained`: final/ saved, not evaluated (yet);
-- `training S/T (checkpoint C)`: the last optimizer step logged in metrics.jsonl, of T steps, and the
-  last complete checkpoint a restart resumes from;
+- `training S/T (checkpoint C), ~M min left`: the last optimizer step logged in metrics.jsonl, of T
+  steps, the last complete checkpoint a restart resumes from, and the time the other steps take at
+  the median pace of the last 20 logged;
 - `not started`; `refused: ...` for a folder holding a run of another config;
 
 with `, running` when a process holds the run folder's lock (Linux: read from /proc/locks, never
@@ -23,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 from pathlib import Path
 
 import yaml
@@ -52,9 +54,10 @@ def held_locks(proc_locks: Path = Path("/proc/locks")) -> set[int]:
 
 
 def training_progress(folder: Path) -> str | None:
-    """"training S/T (checkpoint C)" from a run folder's metrics.jsonl and checkpoints; None before step 1."""
+    """"training S/T (checkpoint C), ~M min left" from a run folder's metrics.jsonl and checkpoints; None
+    before step 1."""
     metrics = folder / "metrics.jsonl"
-    last = None
+    last, seconds = None, []
     if metrics.exists():
         for line in metrics.read_text().splitlines():
             try:
@@ -63,14 +66,18 @@ def training_progress(folder: Path) -> str | None:
                 continue
             if "train/epoch" in row and "step" in row:
                 last = row
+                seconds += [row["train/step_seconds"]] if "train/step_seconds" in row else []
     if last is None:
         return None
     config = yaml.safe_load((folder / "config.yaml").read_text()) if (folder / "config.yaml").exists() else {}
     step, epoch = int(last["step"]), float(last["train/epoch"])
     total = config.get("max_steps") or (round(step / epoch * config.get("num_epochs", 1)) if epoch > 0 else None)
     checkpoint = latest_checkpoint(folder)
+    left = ""
+    if total and seconds:  # at the pace of its last (up to) 20 logged steps
+        left = f", ~{max(1, round((total - step) * statistics.median(seconds[-20:]) / 60))} min left"
     return (f"training {step}/{total if total else '?'}"
-            + (f" (checkpoint {checkpoint.name.removeprefix('step-')})" if checkpoint else " (no checkpoint yet)"))
+            + (f" (checkpoint {checkpoint.name.removeprefix('step-')})" if checkpoint else " (no checkpoint yet)") + left)
 
 
 def run_state(point: Point, sweep, template, seed: int | None, locks: set[int]) -> str:
