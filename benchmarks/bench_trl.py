@@ -147,10 +147,13 @@ def run_upo(name: str, args, workdir: Path, t0: float) -> dict:
     cfg.shared_prompt = name not in UNSHARED
     if args.logits_chunk_tokens is not None:
         cfg.logits_chunk_tokens = args.logits_chunk_tokens or None
-    cfg.plot_curves = not args.profile  # nothing after the last step that the profile could take in
-    final = train(cfg)
+    try:
+        final = train(cfg)
+    finally:
+        CompletionLogps.forward = forward
+        if hook is not None:
+            hook.remove()
     if profiler is not None:
-        hook.remove()
         profiler.stop()
         ops = profiler.key_averages()
 

@@ -81,3 +81,17 @@ def test_held_locks_reads_proc_locks(tmp_path):
                      "3: -> FLOCK  ADVISORY  WRITE 12190 fe:00:77 0 EOF\n")
     assert held_locks(locks) == {6072196, 16040846}  # not 77: a process waiting for it
     assert held_locks(tmp_path / "missing") == set()
+
+
+def test_time_left_only_while_steps_are_left_and_from_finite_paces(tmp_path):
+    from upo.frontier.status import training_progress
+
+    (tmp_path / "config.yaml").write_text("max_steps: 4\n")
+    rows = [{"step": 1, "train/epoch": 0.25, "train/step_seconds": float("nan")},
+            {"step": 2, "train/epoch": 0.5, "train/step_seconds": 120.0},
+            {"step": 3, "train/epoch": 0.75, "train/step_seconds": None}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert training_progress(tmp_path) == "training 3/4 (no checkpoint yet), ~2 min left"  # 1 step at 120 s
+    rows.append({"step": 4, "train/epoch": 1.0, "train/step_seconds": 120.0})
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert training_progress(tmp_path) == "training 4/4 (no checkpoint yet)"  # the final save: no time left shown

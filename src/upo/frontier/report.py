@@ -87,7 +87,10 @@ worse than its term on the preference metric, and whether it is beyond the prefe
 shown**: it holds 0. "Not worse" cannot be shown without a margin: **no loss shown** means the
 interval holds 0, and its end on the worse side is the largest loss the data do not rule out. Each
 comparison is answered raw and at equal length (see "At equal length" below): where the two answers
-differ, the raw one may come from a difference in length."""
+differ, the raw one may come from a difference in length. **no interval**: no draw had a value;
+"no shared length": the two points have no response length in common; "not compared": the
+evaluations kept no lengths. For the front, yes / no / not shown mean beyond / behind / not
+distinguishable."""
 
 
 def _cell(value) -> str:
@@ -197,8 +200,10 @@ def _claims_table(result: dict) -> list[str]:
     """The sweep's questions (`upo.frontier.claims`), each answered from the paired difference and again
     at equal length."""
     def cells(answer: dict | None, missing: str = "") -> str:
-        return f" | {missing} | " if answer is None else \
-            f"{format_value(answer['difference'])} | {_interval((answer['low'], answer['high']))} | **{answer['answer']}**"
+        if answer is None:
+            return f" | {missing} | "
+        bounds = "" if answer["answer"] == "no interval" else _interval((answer["low"], answer["high"]))
+        return f"{format_value(answer['difference'])} | {bounds} | **{answer['answer']}**"
 
     rows = claims(result)
     lines = ["| UPO point | question | against | UPO - other | 95% interval | answer | at equal length | 95% interval "

@@ -11,7 +11,7 @@ seed, one of
 - `trained`: final/ saved, not evaluated (yet);
 - `training S/T (checkpoint C), ~M min left`: the last optimizer step logged in metrics.jsonl, of T
   steps, the last complete checkpoint a restart resumes from, and the time the other steps take at
-  the median pace of the last 20 logged;
+  the median pace of the last 20 logged (held-out evaluations and checkpoint saves not counted);
 - `not started`; `refused: ...` for a folder holding a run of another config;
 
 with `, running` when a process holds the run folder's lock (Linux: read from /proc/locks, never
@@ -66,7 +66,8 @@ def training_progress(folder: Path) -> str | None:
                 continue
             if "train/epoch" in row and "step" in row:
                 last = row
-                seconds += [row["train/step_seconds"]] if "train/step_seconds" in row else []
+                pace = row.get("train/step_seconds")
+                seconds += [pace] if isinstance(pace, int | float) and math.isfinite(pace) else []
     if last is None:
         return None
     config = yaml.safe_load((folder / "config.yaml").read_text()) if (folder / "config.yaml").exists() else {}
@@ -74,7 +75,7 @@ def training_progress(folder: Path) -> str | None:
     total = config.get("max_steps") or (round(step / epoch * config.get("num_epochs", 1)) if epoch > 0 else None)
     checkpoint = latest_checkpoint(folder)
     left = ""
-    if total and seconds:  # at the pace of its last (up to) 20 logged steps
+    if total and total > step and seconds:  # at the pace of its last (up to) 20 logged steps
         left = f", ~{max(1, round((total - step) * statistics.median(seconds[-20:]) / 60))} min left"
     return (f"training {step}/{total if total else '?'}"
             + (f" (checkpoint {checkpoint.name.removeprefix('step-')})" if checkpoint else " (no checkpoint yet)") + left)
