@@ -5,10 +5,11 @@
 
 Each simulated comparison is two points evaluated on the same n prompts with k training seeds each,
 whose true means are equal. It is bootstrapped as `upo frontier` and `upo compare` do
-(`upo.stats.bootstrap_means`: prompts resampled once for both points, each point's seeds on their
-own, the seed part scaled by sqrt(k / (k - 1))), and, for contrast, with the prompts alone
-resampled. Reported per case: the share of the 95% intervals that exclude 0 (a false "better"; 0.05
-is nominal) and their mean width. The cases:
+(`upo.stats.paired_difference_draws`: prompts resampled once for both points, each point's seeds on
+their own, the seed part scaled by sqrt(k / (k - 1)) and by t(nu) / z, nu the Welch-Satterthwaite
+degrees of freedom of the two points' seed variances: `seed_t_scale`), and, for contrast, without
+the t correction, and with the prompts alone resampled. Reported per case: the share of the 95%
+intervals that exclude 0 (a false "better"; 0.05 is nominal) and their mean width. The cases:
 
 - a rare rate (violations, ~1%), prompts differing in how much they provoke, no seed effect;
 - a continuous metric (a grade) with a prompt effect, no seed effect;
@@ -16,8 +17,8 @@ is nominal) and their mean width. The cases:
   seeds do (on HH one point's win rate was 0.64 and 0.77 at two seeds).
 
 Without a seed effect, resampling seeds counts the generation noise more than once and the intervals
-are conservative; with one, resampling the prompts alone is far too narrow, and with a large one
-the frontier's intervals fall short of 95% too (2 or 3 seeds cannot give a t distribution's tails).
+are conservative; with one, resampling the prompts alone is far too narrow, and with a large one so
+is resampling 2 or 3 seeds without the t correction (it cannot give a t distribution's tails).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import argparse
 
 import numpy as np
 
-from upo.stats import bootstrap_means, percentile_interval, resample_counts
+from upo.stats import bootstrap_means, paired_difference_draws, percentile_interval, resample_counts
 
 
 def rare_rate(rng, k: int, n: int, rate: float = 0.01, seed_sd: float = 0.0):
@@ -40,21 +41,29 @@ def continuous(rng, k: int, n: int, seed_sd: float = 0.0):
     return [prompt + rng.normal(0, seed_sd, size=(k, 1)) + rng.normal(0, 1, size=(k, n)) for _ in range(2)]
 
 
+METHODS = ("upo", "without the t correction", "prompts only")
+
+
 def calibration(case, reps: int, k: int, n: int, resamples: int, seed_sd: float = 0.0, seed: int = 0) -> dict:
-    """{"seeds and prompts" | "prompts only": (share of intervals excluding 0, mean width)}."""
+    """{method: (share of intervals excluding 0, mean width)} for METHODS: upo's paired bootstrap
+    (`upo.stats.paired_difference_draws`: prompts and seeds resampled, the seed part t-corrected), the
+    same without the t correction, and the prompts alone resampled."""
     rng = np.random.default_rng(seed)
-    excluded = {"seeds and prompts": 0, "prompts only": 0}
-    widths: dict[str, list[float]] = {name: [] for name in excluded}
+    excluded = dict.fromkeys(METHODS, 0)
+    widths: dict[str, list[float]] = {name: [] for name in METHODS}
     for r in range(reps):
         a, b = case(rng, k, n, seed_sd=seed_sd)
         draw = np.random.default_rng(r)
         units = resample_counts(n, resamples, draw)
         seeds_a, seeds_b = resample_counts(k, resamples, draw), resample_counts(k, resamples, draw)
-        for name, (sa, sb) in {"seeds and prompts": (seeds_a, seeds_b), "prompts only": (None, None)}.items():
-            low, high = percentile_interval(bootstrap_means(b, units, sb) - bootstrap_means(a, units, sa))
+        draws = {"upo": paired_difference_draws(a, b, resamples, seed=r),
+                 "without the t correction": bootstrap_means(b, units, seeds_b) - bootstrap_means(a, units, seeds_a),
+                 "prompts only": bootstrap_means(b, units) - bootstrap_means(a, units)}
+        for name, d in draws.items():
+            low, high = percentile_interval(d)
             excluded[name] += bool(low > 0 or high < 0)
             widths[name].append(high - low)
-    return {name: (excluded[name] / reps, float(np.mean(widths[name]))) for name in excluded}
+    return {name: (excluded[name] / reps, float(np.mean(widths[name]))) for name in METHODS}
 
 
 def main(argv=None) -> int:
@@ -71,12 +80,13 @@ def main(argv=None) -> int:
              (f"continuous, seed effect sd {args.seed_sd:g}", continuous, args.seed_sd)]
     print(f"{args.reps} simulated comparisons per case, {args.seeds} seeds x {args.prompts} prompts per point, "
           f"no true difference; 95% intervals\n")
-    print("| case | excluding 0: seeds and prompts | prompts only | mean width: seeds and prompts | prompts only |")
-    print("|---|---|---|---|---|")
+    print("| case | " + " | ".join(f"excluding 0: {m}" for m in METHODS) + " | "
+          + " | ".join(f"width: {m}" for m in METHODS) + " |")
+    print("|---|" + "---|" * 2 * len(METHODS))
     for label, case, seed_sd in cases:
         out = calibration(case, args.reps, args.seeds, args.prompts, args.resamples, seed_sd)
-        both, alone = out["seeds and prompts"], out["prompts only"]
-        print(f"| {label} | {both[0]:.3f} | {alone[0]:.3f} | {both[1]:.4g} | {alone[1]:.4g} |")
+        print(f"| {label} | " + " | ".join(f"{out[m][0]:.3f}" for m in METHODS) + " | "
+              + " | ".join(f"{out[m][1]:.4g}" for m in METHODS) + " |")
     return 0
 
 

@@ -56,7 +56,7 @@ def test_verdicts_against_the_preference_front_hand_worked():
 
 # ---- a sweep with seeds, on synthetic results ----------------------------------------------------
 
-N_PROMPTS = 40
+N_PROMPTS = 100
 # point -> (win probability, violation probability) of its generations
 TRUTH = {"base": (0.3, 0.3), "dpo": (0.6, 0.3), "kto": (0.4, 0.2), "upo-aux0.3": (0.6, 0.3), "upo-aux1": (0.85, 0.05),
          "upo-aux3": (0.2, 0.6)}
@@ -158,7 +158,8 @@ def test_frontier_with_seeds_on_synthetic_results(tmp_path, monkeypatch, capsys)
     report = (out / "report.md").read_text()
     assert "### At equal length: UPO - preference-only" in report
     assert "fixes every hypervolume's scale): `judge/win_rate` " in report
-    assert "seeds 1, 2, 3" in report and "| upo-aux1 | 1.000 | 0.000 | dpo: judge/win_rate 1.000; kto: judge/win_rate 1.000 | **beyond** |" in report
+    verdict = next(line for line in report.splitlines() if line.startswith("| judge/win_rate ↑ × safety/violation_rate ↓ | upo-aux1 |"))
+    assert "seeds 1, 2, 3" in report and "| upo-aux1 | 1.000 | 0.000 | dpo: " in verdict and verdict.endswith("| **beyond** |")
     assert "| upo-aux1 | dpo | judge/win_rate ↑ |" in report and "| upo-aux1 | dpo | length/words_ratio |" in report
     assert "| length/words_ratio | length/cut |" in report and "| upo-aux1 | dpo | length/cut |" in report
     # the sweep's questions: UPO (its default KTO term) against KTO first, raw and at equal length

@@ -6,18 +6,22 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.stats import norm
+from scipy.stats import t as student_t
 
 from upo.evaluation.intervals import unit_section
 from upo.frontier.summary import summarize_axes
 from upo.frontier.uncertainty import (
     add_uncertainty,
     bootstrap_draws,
+    bootstrap_parts,
     equal_length_comparisons,
     front_verdict,
+    paired_comparisons,
     point_interval,
     stack_units,
 )
-from upo.stats import wilson_interval
+from upo.stats import seed_t_scale, wilson_interval
 
 AXES = ["judge/win_rate", "readability/fk_grade"]
 
@@ -144,14 +148,40 @@ def test_stack_units_aligns_each_seed():
 
 def test_bootstrap_draws_share_prompts_and_resample_each_points_seeds():
     """x: two seeds scoring 0.2 and 1 on every prompt: prompts alone would always give 0.6; its seeds
-    resampled give 0.6 or 0.6 -+ 0.4 sqrt(2) (`upo.stats.bootstrap_means`). y and z: one seed each, the same values: prompts are resampled
-    once for all points, so their draws are equal."""
+    resampled give 0.6 or 0.6 -+ 0.4 sqrt(2) (`upo.stats.bootstrap_means`), times t(1) / z for a seed
+    variance estimated from 2 seeds (`upo.stats.seed_t_scale`). y and z: one seed each, the same
+    values: prompts are resampled once for all points, so their draws are equal."""
     ids = ["p1", "p2", "p3"]
     units = {"x": {"per_prompt": (ids, {"m": np.array([[0.2, 0.2, 0.2], [1.0, 1.0, 1.0]])})},
              "y": {"per_prompt": (ids, {"m": np.array([[0.0, 0.5, 1.0]])})},
              "z": {"per_prompt": (ids, {"m": np.array([[0.0, 0.5, 1.0]])})}}
     draws = bootstrap_draws(units)
-    spread = 0.4 * np.sqrt(2)  # 0.2 or 1 drawn twice: 0.4 from their mean, scaled by sqrt(k / (k - 1))
+    # 0.2 or 1 drawn twice: 0.4 from their mean, scaled by sqrt(k / (k - 1)) and t(1) / z = 12.706 / 1.960
+    spread = 0.4 * np.sqrt(2) * student_t.ppf(0.975, 1) / norm.ppf(0.975)
     assert set(np.round(draws["x"]["m"], 6)) == set(np.round([0.6 - spread, 0.6, 0.6 + spread], 6))
     assert draws["y"]["m"].std() > 0
     assert np.allclose(draws["y"]["m"], draws["z"]["m"])  # the same resampled prompts for every point
+
+
+def test_a_comparison_takes_the_t_correction_of_its_pair():
+    """Two points of 3 seeds whose seeds spread alike: alone, each point's seed part is scaled by t(2) / z;
+    compared, their difference's seed variance has ~4 degrees of freedom (Welch-Satterthwaite), so the
+    comparison's interval is narrower than one read off the points' own draws, and wider than one with
+    no t correction."""
+    ids = [f"p{i}" for i in range(30)]
+    base = np.linspace(0, 1, 30)
+    units = {name: {"per_prompt": (ids, {"judge/win_rate": np.stack([base + s for s in shift])})}
+             for name, shift in (("kto", (0.0, 0.1, 0.2)), ("upo", (0.05, 0.15, 0.25)))}
+    rows = [{"name": "kto", "group": "preference", "metrics": {"judge/win_rate": 0.6}},
+            {"name": "upo", "group": "upo", "metrics": {"judge/win_rate": 0.65}}]
+    parts = bootstrap_parts(units)
+    own = bootstrap_draws(units)
+    width = {}
+    for label, kwargs in (("pair", {"parts": parts}), ("own", {})):
+        (c,) = paired_comparisons(rows, own, ["judge/win_rate"], **kwargs)
+        width[label] = c["high"] - c["low"]
+    (every_u, departure_u, _), (every_k, departure_k, _) = parts["upo"]["judge/win_rate"], parts["kto"]["judge/win_rate"]
+    plain = np.subtract(*np.quantile((every_u + departure_u) - (every_k + departure_k), [0.975, 0.025]))
+    assert plain < width["pair"] < width["own"]
+    assert seed_t_scale(units["kto"]["per_prompt"][1]["judge/win_rate"], units["upo"]["per_prompt"][1]["judge/win_rate"]) \
+        == pytest.approx(student_t.ppf(0.975, 4) / norm.ppf(0.975))

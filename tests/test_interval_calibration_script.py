@@ -11,11 +11,11 @@ from interval_calibration import calibration, continuous, main  # noqa: E402
 
 def test_a_seed_effect_fools_the_prompts_only_bootstrap_and_not_the_frontiers():
     """Each seed shifts its point's mean (sd 0.5, against per-prompt noise sd 1 over 50 prompts): the
-    prompts-only intervals exclude 0 most of the time, the frontier's (seeds resampled too) seldom."""
+    prompts-only intervals exclude 0 most of the time, upo's (seeds resampled too, t-corrected) seldom."""
     out = calibration(continuous, reps=40, k=3, n=50, resamples=200, seed_sd=0.5)
     assert out["prompts only"][0] > 0.5
-    assert out["seeds and prompts"][0] < 0.2
-    assert out["seeds and prompts"][1] > out["prompts only"][1]  # wider
+    assert out["upo"][0] < 0.1
+    assert out["upo"][1] > out["without the t correction"][1] > out["prompts only"][1]  # wider, then wider still
 
 
 def test_prints_a_table(capsys):

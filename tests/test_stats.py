@@ -11,7 +11,9 @@ from upo.stats import (
     bootstrap_interval,
     bootstrap_means,
     mean_interval,
+    paired_difference_draws,
     resample_counts,
+    seed_t_scale,
     wilson_interval,
 )
 
@@ -89,3 +91,29 @@ def test_mean_interval_picks_wilson_for_0_1_rates_only():
     assert mean_interval(rate, rate=False)[1] == BOOTSTRAP  # a mean: bootstrap
     # several generations per prompt: per-prompt shares are not 0/1 outcomes, so the prompts are resampled
     assert mean_interval([0.5, 1.0, 0.0], rate=True)[1] == BOOTSTRAP
+
+
+def test_seed_t_scale_hand_worked():
+    """t(nu) / z with Welch-Satterthwaite's nu: one side of 3 seeds (means 0, 1, 2: v = 1/3, 2 degrees
+    of freedom) gives t(2) / z = 4.303 / 1.960; two such sides, v equal, 4; one seed adds nothing."""
+    three = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]])  # [3 seeds, 2 units]
+    assert seed_t_scale(three) == pytest.approx(4.302653 / 1.959964, rel=1e-5)
+    assert seed_t_scale(three, three + 5.0) == pytest.approx(2.776445 / 1.959964, rel=1e-5)
+    assert seed_t_scale(three, np.zeros((1, 2))) == pytest.approx(4.302653 / 1.959964, rel=1e-5)
+    # unequal variances: nu = (1/3 + 4/3)^2 / ((1/3)^2 / 2 + (4/3)^2 / 2) = 50/17 ~ 2.94
+    from scipy.stats import t as student_t
+
+    assert seed_t_scale(three, 2 * three) == pytest.approx(student_t.ppf(0.975, 50 / 17) / 1.959964, rel=1e-5)
+    assert seed_t_scale(np.ones((3, 2))) == 1.0 and seed_t_scale(np.zeros((1, 4))) == 1.0  # no seed spread
+    nan_seed = np.vstack([three, np.full((1, 2), np.nan)])  # a seed without any value is left out
+    assert seed_t_scale(nan_seed) == pytest.approx(seed_t_scale(three))
+
+
+def test_paired_difference_draws_widen_the_seed_part_by_the_t_correction():
+    """Two points of 2 seeds each, seeds far apart: the draws' spread is the seed part's, scaled by
+    t(nu) / z (nu = 2 here), against prompts that add nothing (every prompt scores the same)."""
+    a = np.array([[0.0] * 5, [1.0] * 5])
+    b = np.array([[0.0] * 5, [1.0] * 5])
+    draws = paired_difference_draws(a, b, resamples=4000)
+    plain = 0.5 * np.sqrt(2)  # one side's largest departure (0.5), scaled by sqrt(k / (k - 1))
+    assert np.abs(draws).max() == pytest.approx(2 * plain * seed_t_scale(a, b))

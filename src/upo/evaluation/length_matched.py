@@ -29,7 +29,8 @@ difference compares like with like (stratification on coarsened length):
 Intervals as the paired comparisons': each bootstrap draw resamples the prompts once for both sides
 and each side's training seeds on its own; bins, weights and means are recomputed in each draw (a
 bin empty on one side in a draw drops out of that draw; the slope is estimated in each draw; each
-side's seed resampling is scaled up by sqrt(k / (k - 1)) as in `upo.stats.bootstrap_means`). A value
+side's seed resampling is scaled up by sqrt(k / (k - 1)) as in `upo.stats.bootstrap_means`, and by
+the t correction of few seeds, `upo.stats.seed_t_scale`). A value
 NaN (an item the llm judge gave no verdict) is a generation without a value. With several samples
 per prompt, a prompt's length is its samples' mean word count.
 """
@@ -38,7 +39,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from upo.stats import CONFIDENCE, RESAMPLES, SEED, percentile_interval, resample_counts
+from upo.stats import CONFIDENCE, RESAMPLES, SEED, percentile_interval, resample_counts, seed_t_scale
 
 EMPTY = -1  # the bin of responses without words
 
@@ -94,11 +95,13 @@ def _matched(a, a_x, a_bins, b, b_x, b_bins, labels, unit_counts, seeds_a, seeds
                 "length_gap": (weights * x_gaps).sum(axis=1) / total}
 
 
-def _seed_inflated(sides: tuple, units: np.ndarray, seeds_a: np.ndarray, seeds_b: np.ndarray) -> np.ndarray:
+def _seed_inflated(sides: tuple, units: np.ndarray, seeds_a: np.ndarray, seeds_b: np.ndarray,
+                   scale: float = 1.0) -> np.ndarray:
     """[B] draws of the difference in which each side's seed resampling departs from its draw with
     every seed once (the same drawn prompts) by sqrt(k / (k - 1)) times as much: resampling k seeds
     spreads their mean by only (k - 1)/k of its variance (`upo.stats.bootstrap_means`, where it is
-    exact; here, where bins and slopes are recomputed, to first order)."""
+    exact; here, where bins and slopes are recomputed, to first order), and by `scale` more (the t
+    correction of few seeds, `upo.stats.seed_t_scale`)."""
     once_a, once_b = np.ones_like(seeds_a), np.ones_like(seeds_b)
     if seeds_a.shape[1] < 2 and seeds_b.shape[1] < 2:
         return _matched(*sides, units, seeds_a, seeds_b)["difference"]
@@ -107,7 +110,7 @@ def _seed_inflated(sides: tuple, units: np.ndarray, seeds_a: np.ndarray, seeds_b
     for counts, k, which in ((seeds_a, seeds_a.shape[1], 0), (seeds_b, seeds_b.shape[1], 1)):
         if k > 1:
             resampled = _matched(*sides, units, *((counts, once_b) if which == 0 else (once_a, counts)))["difference"]
-            draws += np.sqrt(k / (k - 1)) * (resampled - base)
+            draws += scale * np.sqrt(k / (k - 1)) * (resampled - base)
     return draws
 
 
@@ -140,7 +143,7 @@ def length_matched_difference(a, a_words, b, b_words, resamples: int = RESAMPLES
     units = resample_counts(n, resamples, rng)
     seeds_a, seeds_b = (resample_counts(len(x), resamples, rng) if len(x) > 1 else np.ones((resamples, 1))
                         for x in (a, b))
-    draws = _seed_inflated(sides, units, seeds_a, seeds_b)
+    draws = _seed_inflated(sides, units, seeds_a, seeds_b, seed_t_scale(a, b))
     kept = draws[~np.isnan(draws)]  # a draw that holds no shared bin has no difference
     low, high = percentile_interval(kept, confidence)
     return {"difference": float(estimate["difference"][0]), "low": low, "high": high, "draws": len(kept), **overlap,

@@ -2,7 +2,10 @@
 
 Each draw resamples the evaluation prompts (and the held-out pairs) once for all points, since
 every point was evaluated on the same ones (so differences between points are paired), and each
-point's training seeds on its own (separate runs; `upo.stats.bootstrap_means`). From the draws:
+point's training seeds on its own (separate runs; `upo.stats.bootstrap_means`), the seed part scaled
+by the t correction of few seeds (`upo.stats.seed_t_scale`): for a point's own interval and the
+hypervolumes, with its k - 1 degrees of freedom; for a comparison of two points (paired differences,
+the front test), with those of their difference (`pair_draws`). From the draws:
 
 - each point's 95% interval on each metric (percentiles of its draws, kept within the range of its
   per-unit values, which its mean cannot leave: a rate's never goes below 0; a rate's widened to
@@ -30,6 +33,8 @@ point's training seeds on its own (separate runs; `upo.stats.bootstrap_means`). 
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from upo.evaluation.compare import LENGTH, equal_length_row, verdict
@@ -44,6 +49,7 @@ from upo.stats import (
     is_binary,
     percentile_interval,
     resample_counts,
+    seed_t_scale,
     wilson_interval,
 )
 
@@ -80,15 +86,21 @@ def stack_units(results: list[dict]) -> Units:
     return out
 
 
-def bootstrap_draws(units: dict[str, Units], resamples: int = RESAMPLES, seed: int = SEED,
-                    runs: dict[str, str] | None = None) -> dict[str, dict]:
-    """{point: {metric: [resamples] draws of its mean}} (see the module docstring). `runs` names each
-    point's training run: points of one run (a steered run's conditions) resample their seeds alike."""
+Parts = dict[str, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]  # point -> metric -> (every, departure, seed means)
+
+
+def bootstrap_parts(units: dict[str, Units], resamples: int = RESAMPLES, seed: int = SEED,
+                    runs: dict[str, str] | None = None) -> Parts:
+    """{point: {metric: (every [B], departure [B], seed means [k, 1])}}: each draw's mean over every seed
+    of the resampled prompts, the seed resampling's departure from it (`bootstrap_means`' seed part,
+    scaled by sqrt(k / (k - 1)); 0 with one seed), and the point's per-seed means (for `seed_t_scale`).
+    A draw is every + scale * departure (see the module docstring). `runs` names each point's training
+    run: points of one run (a steered run's conditions) resample their seeds alike."""
     rng = np.random.default_rng(seed)
     shared = {kind: common_ids([u[kind][0] for u in units.values() if kind in u])
               for kind in UNIT_KINDS if any(kind in u for u in units.values())}
     counts = {kind: resample_counts(len(ids), resamples, rng) for kind, ids in shared.items()}
-    out: dict[str, dict] = {}
+    out: Parts = {}
     run_seed_counts: dict[str, np.ndarray] = {}  # drawn at a run's first point, in the points' order
     for name, point in units.items():
         n_seeds = next((len(v) for _, values in point.values() for v in values.values()), 1)
@@ -102,8 +114,32 @@ def bootstrap_draws(units: dict[str, Units], resamples: int = RESAMPLES, seed: i
                 continue
             pos = positions(ids, shared[kind])
             for metric, v in values.items():
-                out[name][metric] = bootstrap_means(v[:, pos], counts[kind], seed_counts)
+                every = bootstrap_means(v[:, pos], counts[kind])
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)  # a seed without any value: NaN
+                    seed_means = np.nanmean(v[:, pos], axis=1, keepdims=True)
+                out[name][metric] = (every, bootstrap_means(v[:, pos], counts[kind], seed_counts) - every, seed_means)
     return out
+
+
+def scaled_draws(part: tuple[np.ndarray, np.ndarray, np.ndarray], scale: float) -> np.ndarray:
+    every, departure, _ = part
+    return every + scale * departure
+
+
+def bootstrap_draws(units: dict[str, Units], resamples: int = RESAMPLES, seed: int = SEED,
+                    runs: dict[str, str] | None = None) -> dict[str, dict]:
+    """{point: {metric: [resamples] draws of its mean}} (see the module docstring): each point's seed part
+    scaled by its own `seed_t_scale` (k - 1 degrees of freedom)."""
+    return {name: {m: scaled_draws(part, seed_t_scale(part[2])) for m, part in metrics.items()}
+            for name, metrics in bootstrap_parts(units, resamples, seed, runs).items()}
+
+
+def pair_draws(parts: Parts, a: str, b: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """The draws of points a and b on `metric` for comparing them: both seed parts scaled by the t
+    correction of their difference (`seed_t_scale` of both, Welch-Satterthwaite degrees of freedom)."""
+    scale = seed_t_scale(parts[a][metric][2], parts[b][metric][2])
+    return scaled_draws(parts[a][metric], scale), scaled_draws(parts[b][metric], scale)
 
 
 def point_interval(metric: str, draws: np.ndarray, values: np.ndarray | None) -> list[float]:
@@ -123,8 +159,10 @@ def point_interval(metric: str, draws: np.ndarray, values: np.ndarray | None) ->
     return [low, high]
 
 
-def front_uncertainty(entry: dict, rows: list[dict], draws: dict[str, dict]) -> dict:
-    """hv_gain_interval and upo_verdicts for one summary entry (its axes, reference and best)."""
+def front_uncertainty(entry: dict, rows: list[dict], draws: dict[str, dict], parts: Parts | None = None) -> dict:
+    """hv_gain_interval and upo_verdicts for one summary entry (its axes, reference and best). With
+    `parts`, each UPO point is tested against each preference-only point on that pair's draws
+    (`pair_draws`); else on `draws`."""
     axes, directions = entry["axes"], entry["directions"]
     empty = {"hv_gain_interval": None, "upo_verdicts": []}
     usable = [r for r in rows if r["group"] in ("preference", "upo") and all(m in r["metrics"] for m in axes)]
@@ -138,16 +176,26 @@ def front_uncertainty(entry: dict, rows: list[dict], draws: dict[str, dict]) -> 
     for b in range(values.shape[1]):
         scaled = normalize(values[:, b], directions, entry["reference"], entry["best"])  # [points, d]
         gains.append(hypervolume(scaled[pref + upo], zero) - (hypervolume(scaled[pref], zero) if pref else 0.0))
-    o = oriented(values.reshape(-1, len(axes)), directions).reshape(values.shape)  # larger is better
-    verdicts = [front_verdict(o[i], o[pref], [usable[k]["name"] for k in pref], axes) | {"name": usable[i]["name"]}
-                for i in upo]
+    def orient(v: np.ndarray) -> np.ndarray:  # larger is better
+        return oriented(v.reshape(-1, len(axes)), directions).reshape(v.shape)
+
+    o = orient(values)
+    verdicts = []
+    for i in upo:
+        u, against = o[i], o[pref]
+        if parts is not None and pref:  # [P, B, d] each: the pair's draws of the UPO point and of each p
+            pairs = [[pair_draws(parts, usable[i]["name"], usable[k]["name"], m) for m in axes] for k in pref]
+            u = orient(np.stack([np.stack([d[0] for d in p], axis=-1) for p in pairs]))
+            against = orient(np.stack([np.stack([d[1] for d in p], axis=-1) for p in pairs]))
+        verdicts.append(front_verdict(u, against, [usable[k]["name"] for k in pref], axes) | {"name": usable[i]["name"]})
     return {"hv_gain_interval": list(percentile_interval(gains)), "upo_verdicts": verdicts}
 
 
 def front_verdict(upo: np.ndarray, pref: np.ndarray, pref_names: list[str], axes: list[str],
                   confidence: float = CONFIDENCE) -> dict:
     """Where one UPO point lies against the preference-only points, from draws oriented so that larger
-    is better: upo [B, d], pref [P, B, d] (see the module docstring). Returns share_beyond and
+    is better: upo [B, d] (or [P, B, d]: its draws for the comparison with each p), pref [P, B, d] (see
+    the module docstring). Returns share_beyond and
     share_behind (descriptive: the share of draws in which no preference point is as good on every
     axis / one dominates it), the verdict at `confidence`, and per preference point the axis on which
     the UPO point is most often better (`against`: [{"preference", "axis", "share"}])."""
@@ -189,9 +237,10 @@ def steered_ratio_interval(entry: dict, rows: list[dict], draws: dict[str, dict]
     return list(percentile_interval(ratios)) if ratios else None
 
 
-def paired_comparisons(rows: list[dict], draws: dict[str, dict], metrics: list[str]) -> list[dict]:
+def paired_comparisons(rows: list[dict], draws: dict[str, dict], metrics: list[str], parts: Parts | None = None) -> list[dict]:
     """Every UPO point (B) against every preference-only point (A) on each metric both have draws of:
-    the difference B - A, its interval, and the point the interval favours (or "neither")."""
+    the difference B - A, its interval, and the point the interval favours (or "neither"). With
+    `parts`, each pair's draws are `pair_draws`' (the t correction of their difference)."""
     out = []
     pref = [r for r in rows if r["group"] == "preference"]
     for u in (r for r in rows if r["group"] == "upo"):
@@ -199,7 +248,9 @@ def paired_comparisons(rows: list[dict], draws: dict[str, dict], metrics: list[s
             for metric in metrics:
                 if not all(metric in draws.get(r["name"], {}) and metric in r["metrics"] for r in (u, p)):
                     continue  # a metric one point lacks (or has no value of: an llm judge without verdicts)
-                low, high = percentile_interval(draws[u["name"]][metric] - draws[p["name"]][metric])
+                a, b = (pair_draws(parts, p["name"], u["name"], metric) if parts is not None
+                        else (draws[p["name"]][metric], draws[u["name"]][metric]))
+                low, high = percentile_interval(b - a)
                 side = verdict(metric, low, high)
                 out.append({"upo": u["name"], "preference": p["name"], "metric": metric,
                             "difference": u["metrics"][metric] - p["metrics"][metric], "low": low, "high": high,
@@ -238,14 +289,16 @@ def add_uncertainty(rows: list[dict], units: dict[str, Units], summary: list[dic
     """Give each row its "intervals" ({metric: [low, high]}) and each summary entry its
     hv_gain_interval and upo_verdicts (and with steered points its hv_ratio_steered_interval), from one
     set of draws; return the paired comparisons of the `compared` metrics."""
-    draws = bootstrap_draws(units, runs={r["name"]: r.get("trained") or r["name"] for r in rows})
+    parts = bootstrap_parts(units, runs={r["name"]: r.get("trained") or r["name"] for r in rows})
+    draws = {name: {m: scaled_draws(part, seed_t_scale(part[2])) for m, part in metrics.items()}
+             for name, metrics in parts.items()}
     for row in rows:
         values = {m: v for _, point in units.get(row["name"], {}).values() for m, v in point.items()}
         row["intervals"] = {m: point_interval(m, d, values.get(m)) for m, d in draws.get(row["name"], {}).items()}
     for entry in summary:
-        entry.update(front_uncertainty(entry, rows, draws))
+        entry.update(front_uncertainty(entry, rows, draws, parts))
         if entry.get("hv_steered") is not None:
             entry["hv_ratio_steered_interval"] = steered_ratio_interval(entry, rows, draws)
             if entry.get("hv_ratio_steered_own") is not None:
                 entry["hv_ratio_steered_own_interval"] = steered_ratio_interval(entry, rows, draws, own=True)
-    return paired_comparisons(rows, draws, compared)
+    return paired_comparisons(rows, draws, compared, parts)
