@@ -15,11 +15,13 @@ from upo.frontier.uncertainty import (
     add_uncertainty,
     bootstrap_draws,
     bootstrap_parts,
+    clip_difference,
     equal_length_comparisons,
     front_verdict,
     paired_comparisons,
     point_interval,
     stack_units,
+    value_range,
 )
 from upo.stats import seed_t_scale, wilson_interval
 
@@ -185,3 +187,9 @@ def test_a_comparison_takes_the_t_correction_of_its_pair():
     assert plain < width["pair"] < width["own"]
     assert seed_t_scale(units["kto"]["per_prompt"][1]["judge/win_rate"], units["upo"]["per_prompt"][1]["judge/win_rate"]) \
         == pytest.approx(student_t.ppf(0.975, 4) / norm.ppf(0.975))
+
+
+def test_a_difference_interval_stays_within_what_the_values_allow():
+    assert clip_difference(-1.3, 0.7, (0.0, 1.0), (0.0, 1.0)) == (-1.0, 0.7)  # win rates: within [-1, 1]
+    assert clip_difference(-0.2, 0.4, (0.0, 0.1), (0.3, 0.5)) == pytest.approx((0.2, 0.4))  # every B above every A
+    assert value_range(np.array([[np.nan, 0.2], [0.7, np.nan]])) == (0.2, 0.7)

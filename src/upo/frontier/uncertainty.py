@@ -188,7 +188,7 @@ def front_uncertainty(entry: dict, rows: list[dict], draws: dict[str, dict], par
             u = orient(np.stack([np.stack([d[0] for d in p], axis=-1) for p in pairs]))
             against = orient(np.stack([np.stack([d[1] for d in p], axis=-1) for p in pairs]))
         verdicts.append(front_verdict(u, against, [usable[k]["name"] for k in pref], axes) | {"name": usable[i]["name"]})
-    return {"hv_gain_interval": list(percentile_interval(gains)), "upo_verdicts": verdicts}
+    return {"hv_gain_interval": np.clip(percentile_interval(gains), 0.0, 1.0).tolist(), "upo_verdicts": verdicts}
 
 
 def front_verdict(upo: np.ndarray, pref: np.ndarray, pref_names: list[str], axes: list[str],
@@ -237,10 +237,23 @@ def steered_ratio_interval(entry: dict, rows: list[dict], draws: dict[str, dict]
     return list(percentile_interval(ratios)) if ratios else None
 
 
-def paired_comparisons(rows: list[dict], draws: dict[str, dict], metrics: list[str], parts: Parts | None = None) -> list[dict]:
+def value_range(values: np.ndarray) -> tuple[float, float]:
+    """The smallest and largest of a point's per-unit values (NaN left out; (-inf, inf) when none)."""
+    finite = values[np.isfinite(values)]
+    return (float(finite.min()), float(finite.max())) if finite.size else (-np.inf, np.inf)
+
+
+def clip_difference(low: float, high: float, a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+    """An interval of mean(B) - mean(A) kept within what the values allow: [min B - max A, max B - min A]."""
+    return float(np.clip(low, b[0] - a[1], b[1] - a[0])), float(np.clip(high, b[0] - a[1], b[1] - a[0]))
+
+
+def paired_comparisons(rows: list[dict], draws: dict[str, dict], metrics: list[str], parts: Parts | None = None,
+                       ranges: dict[str, dict] | None = None) -> list[dict]:
     """Every UPO point (B) against every preference-only point (A) on each metric both have draws of:
     the difference B - A, its interval, and the point the interval favours (or "neither"). With
-    `parts`, each pair's draws are `pair_draws`' (the t correction of their difference)."""
+    `parts`, each pair's draws are `pair_draws`' (the t correction of their difference); with `ranges`
+    ({point: {metric: (min, max)}} of per-unit values), the interval stays within what they allow."""
     out = []
     pref = [r for r in rows if r["group"] == "preference"]
     for u in (r for r in rows if r["group"] == "upo"):
@@ -251,6 +264,8 @@ def paired_comparisons(rows: list[dict], draws: dict[str, dict], metrics: list[s
                 a, b = (pair_draws(parts, p["name"], u["name"], metric) if parts is not None
                         else (draws[p["name"]][metric], draws[u["name"]][metric]))
                 low, high = percentile_interval(b - a)
+                if ranges is not None and metric in ranges.get(u["name"], {}) and metric in ranges.get(p["name"], {}):
+                    low, high = clip_difference(low, high, ranges[p["name"]][metric], ranges[u["name"]][metric])
                 side = verdict(metric, low, high)
                 out.append({"upo": u["name"], "preference": p["name"], "metric": metric,
                             "difference": u["metrics"][metric] - p["metrics"][metric], "low": low, "high": high,
@@ -276,6 +291,10 @@ def equal_length_comparisons(rows: list[dict], units: dict[str, Units], metrics:
                     continue
                 row = equal_length_row(metric, values_p[metric][:, pos_p], values_p[LENGTH][:, pos_p],
                                        values_u[metric][:, pos_u], values_u[LENGTH][:, pos_u])
+                if row["low"] is not None:
+                    row["low"], row["high"] = clip_difference(row["low"], row["high"], value_range(values_p[metric]),
+                                                              value_range(values_u[metric]))
+                    row["better"] = verdict(metric, row["low"], row["high"])
                 out.append({"upo": u["name"], "preference": p["name"], "metric": metric,
                             "difference": row["difference"], "low": row["low"], "high": row["high"],
                             "better": {"A": p["name"], "B": u["name"]}.get(row["better"], row["better"]),
@@ -292,13 +311,15 @@ def add_uncertainty(rows: list[dict], units: dict[str, Units], summary: list[dic
     parts = bootstrap_parts(units, runs={r["name"]: r.get("trained") or r["name"] for r in rows})
     draws = {name: {m: scaled_draws(part, seed_t_scale(part[2])) for m, part in metrics.items()}
              for name, metrics in parts.items()}
+    ranges = {}
     for row in rows:
         values = {m: v for _, point in units.get(row["name"], {}).values() for m, v in point.items()}
         row["intervals"] = {m: point_interval(m, d, values.get(m)) for m, d in draws.get(row["name"], {}).items()}
+        ranges[row["name"]] = {m: value_range(v) for m, v in values.items()}
     for entry in summary:
         entry.update(front_uncertainty(entry, rows, draws, parts))
         if entry.get("hv_steered") is not None:
             entry["hv_ratio_steered_interval"] = steered_ratio_interval(entry, rows, draws)
             if entry.get("hv_ratio_steered_own") is not None:
                 entry["hv_ratio_steered_own_interval"] = steered_ratio_interval(entry, rows, draws, own=True)
-    return paired_comparisons(rows, draws, compared, parts)
+    return paired_comparisons(rows, draws, compared, parts, ranges)
