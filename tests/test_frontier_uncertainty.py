@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.stats import norm
 from scipy.stats import t as student_t
 
 from upo.evaluation.intervals import unit_section
@@ -23,7 +22,7 @@ from upo.frontier.uncertainty import (
     stack_units,
     value_range,
 )
-from upo.stats import seed_t_scale, wilson_interval
+from upo.stats import seed_degrees_of_freedom, wilson_interval
 
 AXES = ["judge/win_rate", "readability/fk_grade"]
 
@@ -150,17 +149,20 @@ def test_stack_units_aligns_each_seed():
 
 def test_bootstrap_draws_share_prompts_and_resample_each_points_seeds():
     """x: two seeds scoring 0.2 and 1 on every prompt: prompts alone would always give 0.6; its seeds
-    resampled give 0.6 or 0.6 -+ 0.4 sqrt(2) (`upo.stats.bootstrap_means`), times t(1) / z for a seed
-    variance estimated from 2 seeds (`upo.stats.seed_t_scale`). y and z: one seed each, the same
+    resampled give 0.6 or 0.6 -+ 0.4 sqrt(2) (`upo.stats.bootstrap_means`), widened so that this
+    reach is t(1) standard deviations (a seed variance from 2 seeds: `upo.stats.seed_t_scale`). y and z: one seed each, the same
     values: prompts are resampled once for all points, so their draws are equal."""
     ids = ["p1", "p2", "p3"]
     units = {"x": {"per_prompt": (ids, {"m": np.array([[0.2, 0.2, 0.2], [1.0, 1.0, 1.0]])})},
              "y": {"per_prompt": (ids, {"m": np.array([[0.0, 0.5, 1.0]])})},
              "z": {"per_prompt": (ids, {"m": np.array([[0.0, 0.5, 1.0]])})}}
     draws = bootstrap_draws(units)
-    # 0.2 or 1 drawn twice: 0.4 from their mean, scaled by sqrt(k / (k - 1)) and t(1) / z = 12.706 / 1.960
-    spread = 0.4 * np.sqrt(2) * student_t.ppf(0.975, 1) / norm.ppf(0.975)
-    assert set(np.round(draws["x"]["m"], 6)) == set(np.round([0.6 - spread, 0.6, 0.6 + spread], 6))
+    # 0.2 or 1 drawn twice: 0.4 from their mean, scaled by sqrt(k / (k - 1)); a seed part of -c, 0, c
+    # (1/4, 1/2, 1/4) has sd c / sqrt(2), and the t correction makes c t(1) = 12.706 of those
+    spread = 0.4 * student_t.ppf(0.975, 1)
+    values = sorted(set(np.round(draws["x"]["m"], 6)))
+    assert len(values) == 3 and values[1] == pytest.approx(0.6)  # (the draws' sd is near, not at, c / sqrt(2))
+    assert values[2] - 0.6 == pytest.approx(spread, rel=0.03) and 0.6 - values[0] == pytest.approx(spread, rel=0.03)
     assert draws["y"]["m"].std() > 0
     assert np.allclose(draws["y"]["m"], draws["z"]["m"])  # the same resampled prompts for every point
 
@@ -185,8 +187,8 @@ def test_a_comparison_takes_the_t_correction_of_its_pair():
     (every_u, departure_u, _), (every_k, departure_k, _) = parts["upo"]["judge/win_rate"], parts["kto"]["judge/win_rate"]
     plain = np.subtract(*np.quantile((every_u + departure_u) - (every_k + departure_k), [0.975, 0.025]))
     assert plain < width["pair"] < width["own"]
-    assert seed_t_scale(units["kto"]["per_prompt"][1]["judge/win_rate"], units["upo"]["per_prompt"][1]["judge/win_rate"]) \
-        == pytest.approx(student_t.ppf(0.975, 4) / norm.ppf(0.975))
+    assert seed_degrees_of_freedom(units["kto"]["per_prompt"][1]["judge/win_rate"],
+                                   units["upo"]["per_prompt"][1]["judge/win_rate"]) == pytest.approx(4.0)
 
 
 def test_a_difference_interval_stays_within_what_the_values_allow():

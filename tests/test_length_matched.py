@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from upo.evaluation.length_matched import EMPTY, length_bins, length_matched_difference
-from upo.stats import seed_t_scale
 
 
 def test_bins_are_a_factor_sqrt2_wide():
@@ -127,7 +126,7 @@ def test_prompts_are_paired_and_seeds_resampled():
     two_seeds = length_matched_difference(a, words, np.stack([a + 0.1, a + 0.5]), np.stack([words, words]),
                                           resamples=300)
     assert two_seeds["difference"] == pytest.approx(0.3)
-    # the seeds' draws: both seeds (0.3) or one twice (0.1, 0.5), 0.2 from 0.3 scaled by sqrt(2 / 1) and by
-    # t(1) / z for a seed variance estimated from 2 seeds (`upo.stats.seed_t_scale`)
-    spread = 0.2 * np.sqrt(2) * seed_t_scale(np.stack([a + 0.1, a + 0.5]))
-    assert two_seeds["low"] == pytest.approx(0.3 - spread) and two_seeds["high"] == pytest.approx(0.3 + spread)
+    # the seeds' draws: both seeds (0.3) or one twice (0.1, 0.5), 0.2 from 0.3 scaled by sqrt(2 / 1); a
+    # seed part of -c, 0, c (1/4, 1/2, 1/4) is then made t(1) = 12.706 standard deviations (c / sqrt(2)) wide
+    spread = 0.2 * 12.706205
+    assert two_seeds["low"] == pytest.approx(0.3 - spread, rel=0.03) and two_seeds["high"] == pytest.approx(0.3 + spread, rel=0.03)

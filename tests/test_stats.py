@@ -13,6 +13,7 @@ from upo.stats import (
     mean_interval,
     paired_difference_draws,
     resample_counts,
+    seed_degrees_of_freedom,
     seed_t_scale,
     wilson_interval,
 )
@@ -93,27 +94,40 @@ def test_mean_interval_picks_wilson_for_0_1_rates_only():
     assert mean_interval([0.5, 1.0, 0.0], rate=True)[1] == BOOTSTRAP
 
 
-def test_seed_t_scale_hand_worked():
-    """t(nu) / z with Welch-Satterthwaite's nu: one side of 3 seeds (means 0, 1, 2: v = 1/3, 2 degrees
-    of freedom) gives t(2) / z = 4.303 / 1.960; two such sides, v equal, 4; one seed adds nothing."""
+def test_seed_degrees_of_freedom_hand_worked():
+    """Welch-Satterthwaite: one side of 3 seeds (means 0, 1, 2) has 2; two such sides of equal v, 4;
+    v = 1/3 and 4/3, (5/3)^2 / ((1/3)^2 / 2 + (4/3)^2 / 2) = 50/17; one seed adds nothing."""
     three = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]])  # [3 seeds, 2 units]
-    assert seed_t_scale(three) == pytest.approx(4.302653 / 1.959964, rel=1e-5)
-    assert seed_t_scale(three, three + 5.0) == pytest.approx(2.776445 / 1.959964, rel=1e-5)
-    assert seed_t_scale(three, np.zeros((1, 2))) == pytest.approx(4.302653 / 1.959964, rel=1e-5)
-    # unequal variances: nu = (1/3 + 4/3)^2 / ((1/3)^2 / 2 + (4/3)^2 / 2) = 50/17 ~ 2.94
-    from scipy.stats import t as student_t
-
-    assert seed_t_scale(three, 2 * three) == pytest.approx(student_t.ppf(0.975, 50 / 17) / 1.959964, rel=1e-5)
-    assert seed_t_scale(np.ones((3, 2))) == 1.0 and seed_t_scale(np.zeros((1, 4))) == 1.0  # no seed spread
+    assert seed_degrees_of_freedom(three) == pytest.approx(2.0)
+    assert seed_degrees_of_freedom(three, three + 5.0) == pytest.approx(4.0)
+    assert seed_degrees_of_freedom(three, np.zeros((1, 2))) == pytest.approx(2.0)
+    assert seed_degrees_of_freedom(three, 2 * three) == pytest.approx(50 / 17)
+    assert seed_degrees_of_freedom(np.zeros((1, 4))) is None  # one seed: no seed part
+    # seed means that agree (two seeds of 3 and of 2 whose means tie): the fewest degrees of freedom
+    assert seed_degrees_of_freedom(np.ones((3, 2)), np.array([[0.0, 1.0], [1.0, 0.0]])) == 1.0
     nan_seed = np.vstack([three, np.full((1, 2), np.nan)])  # a seed without any value is left out
-    assert seed_t_scale(nan_seed) == pytest.approx(seed_t_scale(three))
+    assert seed_degrees_of_freedom(nan_seed) == pytest.approx(2.0)
 
 
-def test_paired_difference_draws_widen_the_seed_part_by_the_t_correction():
-    """Two points of 2 seeds each, seeds far apart: the draws' spread is the seed part's, scaled by
-    t(nu) / z (nu = 2 here), against prompts that add nothing (every prompt scores the same)."""
+def test_seed_t_scale_makes_the_seed_parts_range_t_standard_deviations():
+    """2 seeds: the seed part is -c, 0 or c (1/4, 1/2, 1/4), sd c / sqrt(2), its 95% reach c; scaled, its
+    reach is t(1) = 12.706 standard deviations."""
+    two = np.array([[0.0, 0.0], [1.0, 1.0]])
+    departure = np.array([-1.0] * 250 + [0.0] * 500 + [1.0] * 250)
+    scale = seed_t_scale(departure, two)
+    assert scale == pytest.approx(12.706205 / np.sqrt(2), rel=1e-5)
+    assert np.quantile(np.abs(scale * departure), 0.95) == pytest.approx(12.706205 * departure.std())
+    assert seed_t_scale(departure, np.zeros((1, 2))) == 1.0  # one seed: nothing to correct
+    assert seed_t_scale(np.zeros(10), two) == 1.0  # no departure
+
+
+def test_paired_difference_draws_widen_the_seed_part_to_t_standard_deviations():
+    """Two points of 2 seeds each whose seeds differ, on prompts that all score alike: the draws are the
+    seed part alone, and their 95% reach is t(2) (4.303) standard deviations (nu = 2: equal v)."""
     a = np.array([[0.0] * 5, [1.0] * 5])
-    b = np.array([[0.0] * 5, [1.0] * 5])
-    draws = paired_difference_draws(a, b, resamples=4000)
-    plain = 0.5 * np.sqrt(2)  # one side's largest departure (0.5), scaled by sqrt(k / (k - 1))
-    assert np.abs(draws).max() == pytest.approx(2 * plain * seed_t_scale(a, b))
+    draws = paired_difference_draws(a, a.copy(), resamples=4000, seed=3)
+    rng = np.random.default_rng(3)  # the same draws as paired_difference_draws, without the correction
+    units = resample_counts(5, 4000, rng)
+    seeds_a, seeds_b = resample_counts(2, 4000, rng), resample_counts(2, 4000, rng)
+    plain = bootstrap_means(a, units, seeds_b) - bootstrap_means(a, units, seeds_a)
+    assert np.quantile(np.abs(draws), 0.95) == pytest.approx(4.302653 * plain.std(), rel=1e-6)

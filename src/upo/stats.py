@@ -5,7 +5,8 @@
   resample, and read the interval off the quantiles of those means. With several generations per
   prompt the units are the prompts (their per-prompt means), never the generations, which are not
   independent. With several training seeds, `bootstrap_means` resamples the seeds as well, and
-  `seed_t_scale` widens the seed part by t(nu) / z, since few seeds estimate its variance poorly.
+  `seed_t_scale` widens the seed part to t(nu) standard deviations, since few seeds estimate its
+  variance poorly.
 - Paired comparison of two evaluations on the same units: the bootstrap of the difference of
   their means, with the same resampled units for both (`paired_difference_draws`).
 
@@ -55,32 +56,49 @@ def resample_counts(n: int, resamples: int, rng: np.random.Generator) -> np.ndar
     return rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(np.float64)
 
 
-def seed_t_scale(*sides, confidence: float = CONFIDENCE) -> float:
-    """t(nu) / z: how much wider than a normal's the seed part of an interval must be when the seed
-    variance is estimated from few seeds. `sides`: the per-unit values [k, n] of a mean (one side) or
-    of a difference of independent points' means (two sides). A side's seed variance of its mean is
-    v = s^2 / k, s^2 the variance (ddof 1) of its k per-seed means; nu is Welch-Satterthwaite's
-    (sum v)^2 / sum(v^2 / (k - 1)) over the sides with k >= 2 (t(nu) the Student-t quantile of
-    (1 + confidence) / 2, z the normal's). 1 when no side has 2 seeds or their seed means agree."""
-    from scipy.stats import t as student_t
-
+def seed_degrees_of_freedom(*sides) -> float | None:
+    """The degrees of freedom of the seed variance of a mean (one side) or of a difference of
+    independent points' means (two sides), each side's per-unit values [k, n]. A side's seed variance
+    of its mean is v = s^2 / k, s^2 the variance (ddof 1) of its k per-seed means (a seed without any
+    value left out); nu is Welch-Satterthwaite's 1 / sum((v / sum v)^2 / (k - 1)) over the sides with
+    k >= 2 (k - 1 for one side), the fewest of their k - 1 when every side's seed means agree. None
+    when no side has 2 seeds."""
     parts = []
     for values in sides:
         values = np.atleast_2d(np.asarray(values, dtype=np.float64))
-        k = values.shape[0]
-        if k >= 2:
+        if values.shape[0] >= 2:
             with np.errstate(invalid="ignore"), warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # a seed without any value: NaN, skipped
                 means = np.nanmean(values, axis=1)
             means = means[np.isfinite(means)]
             if len(means) >= 2:
                 parts.append((float(np.var(means, ddof=1)) / len(means), len(means) - 1))
+    if not parts:
+        return None
     total = sum(v for v, _ in parts)
     if total <= 0:
+        return float(min(df for _, df in parts))
+    return 1.0 / sum((v / total) ** 2 / df for v, df in parts)
+
+
+def seed_t_scale(departure, *sides, confidence: float = CONFIDENCE) -> float:
+    """The factor for the seed part of bootstrap draws, `departure` [B] (each draw's departure from its
+    draw with every seed once; `bootstrap_means`), that makes its central `confidence` range
+    t(nu) times its standard deviation, nu = `seed_degrees_of_freedom(*sides)`: the tails a variance
+    estimated from few seeds calls for, which the few distinct resamples of 2 or 3 seeds cannot give
+    (at 2 seeds the seed part takes 3 values, and its 95% range is 1.41 standard deviations, not
+    t(1) = 12.7). 1 without 2 seeds on some side, or without departures."""
+    from scipy.stats import t as student_t
+
+    nu = seed_degrees_of_freedom(*sides)
+    departure = np.asarray(departure, dtype=np.float64)
+    departure = departure[np.isfinite(departure)]
+    if nu is None or departure.size == 0:
         return 1.0
-    nu = total**2 / sum(v**2 / df for v, df in parts if v > 0)
-    quantile = (1 + confidence) / 2
-    return float(student_t.ppf(quantile, nu) / NormalDist().inv_cdf(quantile))
+    reach = float(np.quantile(np.abs(departure), confidence))
+    if reach <= 0:
+        return 1.0
+    return float(student_t.ppf((1 + confidence) / 2, nu) * departure.std() / reach)
 
 
 def bootstrap_means(values, unit_counts: np.ndarray, seed_counts: np.ndarray | None = None,
@@ -95,7 +113,7 @@ def bootstrap_means(values, unit_counts: np.ndarray, seed_counts: np.ndarray | N
     2 seeds, 2/3 at 3), so each draw's departure from the mean of all k seeds (over the same drawn
     units) is scaled by sqrt(k / (k - 1)), which makes the seed part of the variance unbiased (as
     residuals are inflated in a regression bootstrap). The draws' shape stays that of k seeds'
-    resamples: few distinct values when k is small, whose quantiles are a normal's, not the t
+    resamples: few distinct values when k is small, whose range is neither a normal's nor the t
     distribution's that k - 1 degrees of freedom call for: `seed_scale` (`seed_t_scale`) multiplies
     the seed part further to make up for it.
     """
@@ -131,15 +149,17 @@ def paired_difference_draws(a, b, resamples: int = RESAMPLES, seed: int = SEED) 
     """[resamples] bootstrap draws of mean(b) - mean(a), for values a [k_a seeds, n] and b [k_b seeds, n]
     (or [n]) on the same n units: each draw resamples the units once for both (paired), and each
     side's seeds on their own (separate training runs). With one seed each, this is the bootstrap of
-    the per-unit differences b - a. The seed parts are scaled by `seed_t_scale(a, b)`."""
+    the per-unit differences b - a. The seed part is scaled by `seed_t_scale` (degrees of freedom
+    from both sides)."""
     a, b = np.atleast_2d(np.asarray(a, dtype=np.float64)), np.atleast_2d(np.asarray(b, dtype=np.float64))
     if a.shape[1] != b.shape[1] or a.shape[1] == 0:
         raise ValueError(f"paired_difference_draws: need the same units on both sides, got {a.shape[1]} and {b.shape[1]}")
     rng = np.random.default_rng(seed)
     units = resample_counts(a.shape[1], resamples, rng)
     seeds_a, seeds_b = (resample_counts(len(x), resamples, rng) if len(x) > 1 else None for x in (a, b))
-    scale = seed_t_scale(a, b)  # the seed part's t correction, its degrees of freedom from both sides
-    return bootstrap_means(b, units, seeds_b, scale) - bootstrap_means(a, units, seeds_a, scale)
+    every = bootstrap_means(b, units) - bootstrap_means(a, units)
+    departure = bootstrap_means(b, units, seeds_b) - bootstrap_means(a, units, seeds_a) - every
+    return every + seed_t_scale(departure, a, b) * departure  # the seed part's t correction
 
 
 def is_binary(values) -> bool:

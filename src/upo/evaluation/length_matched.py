@@ -95,23 +95,23 @@ def _matched(a, a_x, a_bins, b, b_x, b_bins, labels, unit_counts, seeds_a, seeds
                 "length_gap": (weights * x_gaps).sum(axis=1) / total}
 
 
-def _seed_inflated(sides: tuple, units: np.ndarray, seeds_a: np.ndarray, seeds_b: np.ndarray,
-                   scale: float = 1.0) -> np.ndarray:
+def _seed_inflated(sides: tuple, units: np.ndarray, seeds_a: np.ndarray, seeds_b: np.ndarray, a, b) -> np.ndarray:
     """[B] draws of the difference in which each side's seed resampling departs from its draw with
     every seed once (the same drawn prompts) by sqrt(k / (k - 1)) times as much: resampling k seeds
     spreads their mean by only (k - 1)/k of its variance (`upo.stats.bootstrap_means`, where it is
-    exact; here, where bins and slopes are recomputed, to first order), and by `scale` more (the t
-    correction of few seeds, `upo.stats.seed_t_scale`)."""
+    exact; here, where bins and slopes are recomputed, to first order); the sum of the departures is
+    then scaled by `upo.stats.seed_t_scale` (the t correction of few seeds; its degrees of freedom
+    from the per-seed means of a and b, not of their length-matched difference: an approximation)."""
     once_a, once_b = np.ones_like(seeds_a), np.ones_like(seeds_b)
     if seeds_a.shape[1] < 2 and seeds_b.shape[1] < 2:
         return _matched(*sides, units, seeds_a, seeds_b)["difference"]
     base = _matched(*sides, units, once_a, once_b)["difference"]
-    draws = base.copy()
+    departure = np.zeros_like(base)
     for counts, k, which in ((seeds_a, seeds_a.shape[1], 0), (seeds_b, seeds_b.shape[1], 1)):
         if k > 1:
             resampled = _matched(*sides, units, *((counts, once_b) if which == 0 else (once_a, counts)))["difference"]
-            draws += scale * np.sqrt(k / (k - 1)) * (resampled - base)
-    return draws
+            departure += np.sqrt(k / (k - 1)) * (resampled - base)
+    return base + seed_t_scale(departure, a, b) * departure
 
 
 def length_matched_difference(a, a_words, b, b_words, resamples: int = RESAMPLES, seed: int = SEED,
@@ -143,7 +143,7 @@ def length_matched_difference(a, a_words, b, b_words, resamples: int = RESAMPLES
     units = resample_counts(n, resamples, rng)
     seeds_a, seeds_b = (resample_counts(len(x), resamples, rng) if len(x) > 1 else np.ones((resamples, 1))
                         for x in (a, b))
-    draws = _seed_inflated(sides, units, seeds_a, seeds_b, seed_t_scale(a, b))
+    draws = _seed_inflated(sides, units, seeds_a, seeds_b, a, b)
     kept = draws[~np.isnan(draws)]  # a draw that holds no shared bin has no difference
     low, high = percentile_interval(kept, confidence)
     return {"difference": float(estimate["difference"][0]), "low": low, "high": high, "draws": len(kept), **overlap,

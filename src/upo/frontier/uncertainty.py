@@ -3,9 +3,11 @@
 Each draw resamples the evaluation prompts (and the held-out pairs) once for all points, since
 every point was evaluated on the same ones (so differences between points are paired), and each
 point's training seeds on its own (separate runs; `upo.stats.bootstrap_means`), the seed part scaled
-by the t correction of few seeds (`upo.stats.seed_t_scale`): for a point's own interval and the
-hypervolumes, with its k - 1 degrees of freedom; for a comparison of two points (paired differences,
-the front test), with those of their difference (`pair_draws`). From the draws:
+by the t correction of few seeds (`upo.stats.seed_t_scale`: the seed part's 95% range made t(nu)
+standard deviations): for a point's own interval and the hypervolumes, with its k - 1 degrees of
+freedom; for a comparison of two points (paired differences, the front test), with those of their
+difference (`pair_draws`). A difference's interval is kept within what the per-unit values allow
+(`clip_difference`). From the draws:
 
 - each point's 95% interval on each metric (percentiles of its draws, kept within the range of its
   per-unit values, which its mean cannot leave: a rate's never goes below 0; a rate's widened to
@@ -131,14 +133,14 @@ def bootstrap_draws(units: dict[str, Units], resamples: int = RESAMPLES, seed: i
                     runs: dict[str, str] | None = None) -> dict[str, dict]:
     """{point: {metric: [resamples] draws of its mean}} (see the module docstring): each point's seed part
     scaled by its own `seed_t_scale` (k - 1 degrees of freedom)."""
-    return {name: {m: scaled_draws(part, seed_t_scale(part[2])) for m, part in metrics.items()}
+    return {name: {m: scaled_draws(part, seed_t_scale(part[1], part[2])) for m, part in metrics.items()}
             for name, metrics in bootstrap_parts(units, resamples, seed, runs).items()}
 
 
 def pair_draws(parts: Parts, a: str, b: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
     """The draws of points a and b on `metric` for comparing them: both seed parts scaled by the t
     correction of their difference (`seed_t_scale` of both, Welch-Satterthwaite degrees of freedom)."""
-    scale = seed_t_scale(parts[a][metric][2], parts[b][metric][2])
+    scale = seed_t_scale(parts[b][metric][1] - parts[a][metric][1], parts[a][metric][2], parts[b][metric][2])
     return scaled_draws(parts[a][metric], scale), scaled_draws(parts[b][metric], scale)
 
 
@@ -188,7 +190,7 @@ def front_uncertainty(entry: dict, rows: list[dict], draws: dict[str, dict], par
             u = orient(np.stack([np.stack([d[0] for d in p], axis=-1) for p in pairs]))
             against = orient(np.stack([np.stack([d[1] for d in p], axis=-1) for p in pairs]))
         verdicts.append(front_verdict(u, against, [usable[k]["name"] for k in pref], axes) | {"name": usable[i]["name"]})
-    return {"hv_gain_interval": np.clip(percentile_interval(gains), 0.0, 1.0).tolist(), "upo_verdicts": verdicts}
+    return {"hv_gain_interval": list(percentile_interval(gains)), "upo_verdicts": verdicts}
 
 
 def front_verdict(upo: np.ndarray, pref: np.ndarray, pref_names: list[str], axes: list[str],
@@ -292,8 +294,9 @@ def equal_length_comparisons(rows: list[dict], units: dict[str, Units], metrics:
                 row = equal_length_row(metric, values_p[metric][:, pos_p], values_p[LENGTH][:, pos_p],
                                        values_u[metric][:, pos_u], values_u[LENGTH][:, pos_u])
                 if row["low"] is not None:
-                    row["low"], row["high"] = clip_difference(row["low"], row["high"], value_range(values_p[metric]),
-                                                              value_range(values_u[metric]))
+                    bounds = value_range(values_p[metric]), value_range(values_u[metric])
+                    row["low"], row["high"] = clip_difference(row["low"], row["high"], *bounds)
+                    row["difference"] = clip_difference(row["difference"], row["difference"], *bounds)[0]
                     row["better"] = verdict(metric, row["low"], row["high"])
                 out.append({"upo": u["name"], "preference": p["name"], "metric": metric,
                             "difference": row["difference"], "low": row["low"], "high": row["high"],
@@ -309,7 +312,7 @@ def add_uncertainty(rows: list[dict], units: dict[str, Units], summary: list[dic
     hv_gain_interval and upo_verdicts (and with steered points its hv_ratio_steered_interval), from one
     set of draws; return the paired comparisons of the `compared` metrics."""
     parts = bootstrap_parts(units, runs={r["name"]: r.get("trained") or r["name"] for r in rows})
-    draws = {name: {m: scaled_draws(part, seed_t_scale(part[2])) for m, part in metrics.items()}
+    draws = {name: {m: scaled_draws(part, seed_t_scale(part[1], part[2])) for m, part in metrics.items()}
              for name, metrics in parts.items()}
     ranges = {}
     for row in rows:
