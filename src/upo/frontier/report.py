@@ -57,11 +57,12 @@ point equal to a preference-only one, the first reaches {confidence:.0%} in ~20%
 2 axes and ~42% on 3. **Paired differences** are UPO minus preference-only, per draw; `better`
 names the point the interval favours, `neither` when it holds 0. Resampling k seeds puts only
 (k - 1) / k of their variance into the draws, so each draw's departure from the mean of all k seeds
-is scaled by sqrt(k / (k - 1)) (the seed part of the variance unbiased), and by t(nu) / z, since a
-variance estimated from few seeds calls for a t distribution's tails (nu = k - 1 for a point's own
-interval; for a comparison, the Welch-Satterthwaite degrees of freedom of the two points' seed
-variances; `upo.stats.seed_t_scale`): at 2 seeds a point's seed part is 6.5 times as wide, at 3
-seeds 2.2 times. 3 seeds still allow only 10 distinct resamples, so the intervals' shape is coarse.
+is scaled by sqrt(k / (k - 1)) (the seed part of the variance unbiased), and then so that its 95%
+range is t(nu) of its standard deviations, since a variance estimated from few seeds calls for a t
+distribution's tails (nu = k - 1 for a point's own interval: t = 12.7 at 2 seeds, 4.3 at 3; for a
+comparison, the Welch-Satterthwaite degrees of freedom of the two points' seed variances;
+`upo.stats.seed_t_scale`). A difference's interval is kept within what the per-unit values allow.
+3 seeds still allow only 10 distinct resamples, so the intervals' shape is coarse.
 """
 
 
