@@ -17,6 +17,7 @@ from upo.frontier.uncertainty import (
     clip_difference,
     equal_length_comparisons,
     front_verdict,
+    pair_draws,
     paired_comparisons,
     point_interval,
     stack_units,
@@ -195,3 +196,28 @@ def test_a_difference_interval_stays_within_what_the_values_allow():
     assert clip_difference(-1.3, 0.7, (0.0, 1.0), (0.0, 1.0)) == (-1.0, 0.7)  # win rates: within [-1, 1]
     assert clip_difference(-0.2, 0.4, (0.0, 0.1), (0.3, 0.5)) == pytest.approx((0.2, 0.4))  # every B above every A
     assert value_range(np.array([[np.nan, 0.2], [0.7, np.nan]])) == (0.2, 0.7)
+
+
+def test_the_front_test_reads_each_pairs_draws():
+    """add_uncertainty's front test compares the UPO point with each preference-only point on that pair's
+    draws (`pair_draws`), not on the points' own (each t-corrected for its seeds alone)."""
+    rng = np.random.default_rng(5)
+    ids = [f"p{i}" for i in range(40)]
+    units = {name: {"per_prompt": (ids, {"judge/win_rate": rng.random((3, 40)) + shift,
+                                         "readability/fk_grade": rng.random((3, 40)) * 4 + grade})}
+             for name, shift, grade in (("kto", 0.0, 3.0), ("upo", 0.1, 2.9))}
+    rows = [{"name": n, "group": g, "metrics": {m: float(np.mean(units[n]["per_prompt"][1][m])) for m in AXES}}
+            for n, g in (("kto", "preference"), ("upo", "upo"))]
+    summary = [summarize_axes(rows, AXES)]
+    add_uncertainty(rows, units, summary, AXES)
+    (against,) = summary[0]["upo_verdicts"][0]["against"]
+    parts = bootstrap_parts(units)
+    shares = {}
+    for metric, sign in (("judge/win_rate", 1), ("readability/fk_grade", -1)):
+        kto, upo = pair_draws(parts, "kto", "upo", metric)
+        shares[metric] = float((sign * upo > sign * kto).mean())
+    best = max(shares, key=shares.get)
+    assert against == {"preference": "kto", "axis": best, "share": shares[best]}
+    own = bootstrap_draws(units)
+    assert shares[best] != float(((own["upo"][best] > own["kto"][best]) if best == "judge/win_rate"
+                                  else (own["upo"][best] < own["kto"][best])).mean())
