@@ -196,8 +196,9 @@ def front_uncertainty(entry: dict, rows: list[dict], draws: dict[str, dict], par
 def front_verdict(upo: np.ndarray, pref: np.ndarray, pref_names: list[str], axes: list[str],
                   confidence: float = CONFIDENCE) -> dict:
     """Where one UPO point lies against the preference-only points, from draws oriented so that larger
-    is better: upo [B, d] (or [P, B, d]: its draws for the comparison with each p), pref [P, B, d] (see
-    the module docstring). Returns share_beyond and
+    is better: upo [B, d] (or [P, B, d]: its draws for the comparison with each p, each pair at its own
+    t correction, so that share_beyond and share_behind, which look at all p in one draw, mix scales:
+    they stay descriptive), pref [P, B, d] (see the module docstring). Returns share_beyond and
     share_behind (descriptive: the share of draws in which no preference point is as good on every
     axis / one dominates it), the verdict at `confidence`, and per preference point the axis on which
     the UPO point is most often better (`against`: [{"preference", "axis", "share"}])."""
