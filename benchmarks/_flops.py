@@ -1,4 +1,4 @@
-"""Model FLOPs and this machine's matmul peak, for the benchmarks' model-FLOPs utilization (MFU).
+"""Model FLOPs, this machine's matmul peak (for the benchmarks' model-FLOPs utilization, MFU), and profile summaries.
 
 Model FLOPs per step: 6N per trained token (full fine-tuning; with LoRA 4N + 6 N_lora, since the
 frozen weights get no weight gradient) plus 2N per token of forward passes without gradient,
@@ -74,3 +74,19 @@ def new_step(trained: dict[str, int]) -> dict[str, int]:
 def step_columns(steps: list[dict[str, int]]) -> dict[str, list[int]]:
     """Per-step token counts as the run record's columns: trained_tokens, forward_tokens, ..."""
     return {f"{key}_tokens": [s[key] for s in steps] for key in steps[0]} if steps else {}
+
+
+def profile_text(ops) -> str:
+    """A profile's phases (the forward passes bench_trl.py labels, backward, the optimizer: total CPU
+    seconds, nested ops included), then the op table by self CPU time (torch.profiler's key_averages)."""
+    def total(match) -> float:
+        return sum(e.cpu_time_total for e in ops if match(e.key)) / 1e6
+
+    phases = {"steps (ProfilerStep*)": total(lambda k: k.startswith("ProfilerStep")),
+              "forward with gradient": total(lambda k: k == "upo: forward with gradient"),
+              "forward without gradient (KTO's KL sequences)": total(lambda k: k == "upo: forward without gradient"),
+              "backward (autograd::engine::evaluate_function*)": total(lambda k: k.startswith("autograd::engine")),
+              "optimizer step": total(lambda k: k.startswith("Optimizer.step"))}
+    return ("phases over the profiled steps (CPU time, nested ops included):\n"
+            + "".join(f"  {k:<50} {v:8.3f} s\n" for k, v in phases.items())
+            + "\n" + ops.table(sort_by="self_cpu_time_total", row_limit=40))

@@ -67,7 +67,7 @@ from pathlib import Path
 
 import torch
 from _common import HH, LORA, cpu_model, machine_info, upo_config, versions, write_record
-from _flops import matmul_peak, model_counts, new_step, step_columns, step_flops, token_counts
+from _flops import matmul_peak, model_counts, new_step, profile_text, step_columns, step_flops, token_counts
 from _trl_runner import run_trl
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
@@ -155,19 +155,8 @@ def run_upo(name: str, args, workdir: Path, t0: float) -> dict:
             hook.remove()
     if profiler is not None:
         profiler.stop()
-        ops = profiler.key_averages()
+        info["profile"] = profile_text(profiler.key_averages())
 
-        def total(match) -> float:  # seconds, nested ops included
-            return sum(e.cpu_time_total for e in ops if match(e.key)) / 1e6
-
-        phases = {"steps (ProfilerStep*)": total(lambda k: k.startswith("ProfilerStep")),
-                  "forward with gradient": total(lambda k: k == "upo: forward with gradient"),
-                  "forward without gradient (KTO's KL sequences)": total(lambda k: k == "upo: forward without gradient"),
-                  "backward (autograd::engine::evaluate_function*)": total(lambda k: k.startswith("autograd::engine")),
-                  "optimizer step": total(lambda k: k.startswith("Optimizer.step"))}
-        info["profile"] = ("phases over the profiled steps (CPU time, nested ops included):\n"
-                           + "".join(f"  {k:<50} {v:8.3f} s\n" for k, v in phases.items())
-                           + "\n" + ops.table(sort_by="self_cpu_time_total", row_limit=40))
     rows = read_metrics(final.parent / "metrics.jsonl")
     seconds = [r["train/step_seconds"] for r in rows]
     trained = [r["train/tokens_per_second"] * r["train/step_seconds"] for r in rows]  # upo's own count
