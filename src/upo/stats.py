@@ -101,8 +101,24 @@ def seed_t_scale(departure, *sides, confidence: float = CONFIDENCE) -> float:
     return float(student_t.ppf((1 + confidence) / 2, nu) * departure.std() / reach)
 
 
-def bootstrap_means(values, unit_counts: np.ndarray, seed_counts: np.ndarray | None = None,
-                    seed_scale: float = 1.0) -> np.ndarray:
+def bootstrap_mean_parts(values, unit_counts: np.ndarray,
+                         seed_counts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(every [B], departure [B]): the two parts of `bootstrap_means`' draws, each draw's mean over
+    every seed of the resampled units, and its seed resampling's departure from it (zeros without
+    seed_counts or with one seed), so that a caller can widen the seed part (`seed_t_scale`)."""
+    values = np.atleast_2d(np.asarray(values, dtype=np.float64))  # [k, n]
+    k = values.shape[0]
+    present = ~np.isnan(values)  # NaN: a unit without a value (an item the llm judge gave no verdict)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a resample of valueless units only: NaN
+        # [B, k]: each seed's mean over the resampled units that have a value (all n of them: sum / n)
+        per_seed = unit_counts @ np.where(present, values, 0.0).T / (unit_counts @ present.T)
+    every = per_seed.mean(axis=1)
+    if seed_counts is None or k < 2:
+        return every, np.zeros_like(every)
+    return every, np.sqrt(k / (k - 1)) * ((per_seed * seed_counts).sum(axis=1) / k - every)
+
+
+def bootstrap_means(values, unit_counts: np.ndarray, seed_counts: np.ndarray | None = None) -> np.ndarray:
     """[B] bootstrap means of values [k seeds, n units] (or [n] for one seed).
 
     unit_counts [B, n] resamples the units (the same units for every seed: the seeds were evaluated
@@ -114,19 +130,11 @@ def bootstrap_means(values, unit_counts: np.ndarray, seed_counts: np.ndarray | N
     units) is scaled by sqrt(k / (k - 1)), which makes the seed part of the variance unbiased (as
     residuals are inflated in a regression bootstrap). The draws' shape stays that of k seeds'
     resamples: few distinct values when k is small, whose range is neither a normal's nor the t
-    distribution's that k - 1 degrees of freedom call for: `seed_scale` (`seed_t_scale`) multiplies
-    the seed part further to make up for it.
+    distribution's that k - 1 degrees of freedom call for: callers that need intervals widen the seed
+    part (`bootstrap_mean_parts`, `seed_t_scale`).
     """
-    values = np.atleast_2d(np.asarray(values, dtype=np.float64))  # [k, n]
-    k = values.shape[0]
-    present = ~np.isnan(values)  # NaN: a unit without a value (an item the llm judge gave no verdict)
-    with np.errstate(invalid="ignore", divide="ignore"):  # a resample of valueless units only: NaN
-        # [B, k]: each seed's mean over the resampled units that have a value (all n of them: sum / n)
-        per_seed = unit_counts @ np.where(present, values, 0.0).T / (unit_counts @ present.T)
-    every = per_seed.mean(axis=1)
-    if seed_counts is None or k < 2:
-        return every
-    return every + seed_scale * np.sqrt(k / (k - 1)) * ((per_seed * seed_counts).sum(axis=1) / k - every)
+    every, departure = bootstrap_mean_parts(values, unit_counts, seed_counts)
+    return every + departure
 
 
 def percentile_interval(draws, confidence: float = CONFIDENCE) -> tuple[float, float]:
@@ -157,9 +165,10 @@ def paired_difference_draws(a, b, resamples: int = RESAMPLES, seed: int = SEED) 
     rng = np.random.default_rng(seed)
     units = resample_counts(a.shape[1], resamples, rng)
     seeds_a, seeds_b = (resample_counts(len(x), resamples, rng) if len(x) > 1 else None for x in (a, b))
-    every = bootstrap_means(b, units) - bootstrap_means(a, units)
-    departure = bootstrap_means(b, units, seeds_b) - bootstrap_means(a, units, seeds_a) - every
-    return every + seed_t_scale(departure, a, b) * departure  # the seed part's t correction
+    (every_a, departure_a), (every_b, departure_b) = (bootstrap_mean_parts(x, units, c)
+                                                      for x, c in ((a, seeds_a), (b, seeds_b)))
+    departure = departure_b - departure_a
+    return every_b - every_a + seed_t_scale(departure, a, b) * departure  # the seed part's t correction
 
 
 def is_binary(values) -> bool:

@@ -47,7 +47,7 @@ from upo.stats import (
     CONFIDENCE,
     RESAMPLES,
     SEED,
-    bootstrap_means,
+    bootstrap_mean_parts,
     is_binary,
     percentile_interval,
     resample_counts,
@@ -116,11 +116,10 @@ def bootstrap_parts(units: dict[str, Units], resamples: int = RESAMPLES, seed: i
                 continue
             pos = positions(ids, shared[kind])
             for metric, v in values.items():
-                every = bootstrap_means(v[:, pos], counts[kind])
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)  # a seed without any value: NaN
                     seed_means = np.nanmean(v[:, pos], axis=1, keepdims=True)
-                out[name][metric] = (every, bootstrap_means(v[:, pos], counts[kind], seed_counts) - every, seed_means)
+                out[name][metric] = (*bootstrap_mean_parts(v[:, pos], counts[kind], seed_counts), seed_means)
     return out
 
 
@@ -129,12 +128,17 @@ def scaled_draws(part: tuple[np.ndarray, np.ndarray, np.ndarray], scale: float) 
     return every + scale * departure
 
 
+def own_draws(parts: Parts) -> dict[str, dict]:
+    """{point: {metric: [resamples] draws of its mean}}: each point's seed part scaled by its own
+    `seed_t_scale` (k - 1 degrees of freedom)."""
+    return {name: {m: scaled_draws(part, seed_t_scale(part[1], part[2])) for m, part in metrics.items()}
+            for name, metrics in parts.items()}
+
+
 def bootstrap_draws(units: dict[str, Units], resamples: int = RESAMPLES, seed: int = SEED,
                     runs: dict[str, str] | None = None) -> dict[str, dict]:
-    """{point: {metric: [resamples] draws of its mean}} (see the module docstring): each point's seed part
-    scaled by its own `seed_t_scale` (k - 1 degrees of freedom)."""
-    return {name: {m: scaled_draws(part, seed_t_scale(part[1], part[2])) for m, part in metrics.items()}
-            for name, metrics in bootstrap_parts(units, resamples, seed, runs).items()}
+    """{point: {metric: [resamples] draws of its mean}} (see the module docstring, `own_draws`)."""
+    return own_draws(bootstrap_parts(units, resamples, seed, runs))
 
 
 def pair_draws(parts: Parts, a: str, b: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
@@ -153,7 +157,7 @@ def point_interval(metric: str, draws: np.ndarray, values: np.ndarray | None) ->
     low, high = percentile_interval(draws)
     if values is None or not np.isfinite(values).any():
         return [low, high]
-    low, high = np.clip([low, high], np.nanmin(values), np.nanmax(values)).tolist()
+    low, high = np.clip([low, high], *value_range(values)).tolist()
     outcomes = values[np.isfinite(values)]
     if metric in RATES and is_binary(outcomes):
         w_low, w_high = wilson_interval(int(outcomes.sum()), outcomes.size)
@@ -313,8 +317,7 @@ def add_uncertainty(rows: list[dict], units: dict[str, Units], summary: list[dic
     hv_gain_interval and upo_verdicts (and with steered points its hv_ratio_steered_interval), from one
     set of draws; return the paired comparisons of the `compared` metrics."""
     parts = bootstrap_parts(units, runs={r["name"]: r.get("trained") or r["name"] for r in rows})
-    draws = {name: {m: scaled_draws(part, seed_t_scale(part[1], part[2])) for m, part in metrics.items()}
-             for name, metrics in parts.items()}
+    draws = own_draws(parts)
     ranges = {}
     for row in rows:
         values = {m: v for _, point in units.get(row["name"], {}).values() for m, v in point.items()}
