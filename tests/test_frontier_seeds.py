@@ -4,6 +4,7 @@ training and evaluation are replaced by synthetic results (no model is trained o
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -160,6 +161,8 @@ def test_frontier_with_seeds_on_synthetic_results(tmp_path, monkeypatch, capsys)
     assert "fixes every hypervolume's scale): `judge/win_rate` " in report
     verdict = next(line for line in report.splitlines() if line.startswith("| judge/win_rate ↑ × safety/violation_rate ↓ | upo-aux1 |"))
     assert "seeds 1, 2, 3" in report and "| upo-aux1 | 1.000 | 0.000 | dpo: " in verdict and verdict.endswith("| **beyond** |")
+    against = dict(re.findall(r"(dpo|kto): (?:judge/win_rate|safety/violation_rate) (\d\.\d{3})", verdict))
+    assert set(against) == {"dpo", "kto"} and all(float(s) >= 0.975 for s in against.values())  # each beaten on an axis
     assert "| upo-aux1 | dpo | judge/win_rate ↑ |" in report and "| upo-aux1 | dpo | length/words_ratio |" in report
     assert "| length/words_ratio | length/cut |" in report and "| upo-aux1 | dpo | length/cut |" in report
     # the sweep's questions: UPO (its default KTO term) against KTO first, raw and at equal length
