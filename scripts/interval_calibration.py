@@ -6,19 +6,25 @@
 Each simulated comparison is two points evaluated on the same n prompts with k training seeds each,
 whose true means are equal. It is bootstrapped as `upo frontier` and `upo compare` do
 (`upo.stats.paired_difference_draws`: prompts resampled once for both points, each point's seeds on
-their own, the seed part scaled by sqrt(k / (k - 1)) and by t(nu) / z, nu the Welch-Satterthwaite
-degrees of freedom of the two points' seed variances: `seed_t_scale`), and, for contrast, without
-the t correction, and with the prompts alone resampled. Reported per case: the share of the 95%
-intervals that exclude 0 (a false "better"; 0.05 is nominal) and their mean width. The cases:
+their own, the seed part scaled by sqrt(k / (k - 1)) and then set by `seed_t_scale`: the seed
+variance net of the generation noise that the prompts' resampling already counts, and an interval
+t(nu) standard deviations wide on each side, nu Satterthwaite's), and, for contrast, three older or
+simpler ways: the t correction on the seed part's whole spread (what upo did until 2026-11-30 14:00 UTC:
+t(nu) of the seed part's own standard deviation, nu Welch-Satterthwaite's of the seed means, the
+generation noise counted twice), the seed part not corrected at all, and the prompts alone
+resampled. Reported per case: the share of the 95% intervals that exclude 0 (a false "better"; 0.05
+is nominal) and their mean width. The cases:
 
 - a rare rate (violations, ~1%), prompts differing in how much they provoke, no seed effect;
 - a continuous metric (a grade) with a prompt effect, no seed effect;
-- the same with a seed effect: each training seed shifts its point's mean (sd --seed_sd), as training
-  seeds do (on HH one point's win rate was 0.64 and 0.77 at two seeds).
+- the same with a seed effect: each training seed shifts its point's mean (sd --seed_sd, one case
+  per value), as training seeds do (on HH one point's win rate was 0.64 and 0.77 at two seeds). At
+  384 prompts a seed's mean carries generation noise of sd 1 / sqrt(384) = 0.05 in these units.
 
-Without a seed effect, resampling seeds counts the generation noise more than once and the intervals
-are conservative; with one, resampling the prompts alone is far too narrow, and with a large one so
-is resampling 2 or 3 seeds without the t correction (it cannot give a t distribution's tails).
+Without a seed effect, resampling seeds counts the generation noise a second time, and the t
+correction on their whole spread made that worse; with one, resampling the prompts alone is far too
+narrow, and with a large one so is resampling 2 or 3 seeds without the t correction (it cannot give
+a t distribution's tails).
 """
 
 from __future__ import annotations
@@ -26,8 +32,9 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from scipy.stats import t as student_t
 
-from upo.stats import bootstrap_means, paired_difference_draws, percentile_interval, resample_counts
+from upo.stats import bootstrap_mean_parts, paired_difference_draws, percentile_interval, resample_counts
 
 
 def rare_rate(rng, k: int, n: int, rate: float = 0.01, seed_sd: float = 0.0):
@@ -41,13 +48,22 @@ def continuous(rng, k: int, n: int, seed_sd: float = 0.0):
     return [prompt + rng.normal(0, seed_sd, size=(k, 1)) + rng.normal(0, 1, size=(k, n)) for _ in range(2)]
 
 
-METHODS = ("upo", "without the t correction", "prompts only")
+METHODS = ("upo", "t on the whole seed spread", "without the t correction", "prompts only")
+
+
+def whole_spread_scale(departure: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """upo's seed correction until 2026-11-30 14:00 UTC: the seed part's 95% reach made t(nu) of its own standard
+    deviation, nu Welch-Satterthwaite's of the two points' seed-mean variances (noise included)."""
+    v = [np.var(x.mean(axis=1), ddof=1) / len(x) for x in (a, b)]
+    nu = sum(v) ** 2 / sum(x ** 2 / (len(a) - 1) for x in v) if sum(v) > 0 else len(a) - 1
+    reach = np.quantile(np.abs(departure), 0.95)
+    return float(student_t.ppf(0.975, nu) * departure.std() / reach) if reach > 0 else 1.0
 
 
 def calibration(case, reps: int, k: int, n: int, resamples: int, seed_sd: float = 0.0, seed: int = 0) -> dict:
     """{method: (share of intervals excluding 0, mean width)} for METHODS: upo's paired bootstrap
-    (`upo.stats.paired_difference_draws`: prompts and seeds resampled, the seed part t-corrected), the
-    same without the t correction, and the prompts alone resampled."""
+    (`upo.stats.paired_difference_draws`), its seed part set as until 2026-11-30 14:00 UTC, not corrected, and
+    the prompts alone resampled."""
     rng = np.random.default_rng(seed)
     excluded = dict.fromkeys(METHODS, 0)
     widths: dict[str, list[float]] = {name: [] for name in METHODS}
@@ -56,9 +72,13 @@ def calibration(case, reps: int, k: int, n: int, resamples: int, seed_sd: float 
         draw = np.random.default_rng(r)
         units = resample_counts(n, resamples, draw)
         seeds_a, seeds_b = resample_counts(k, resamples, draw), resample_counts(k, resamples, draw)
+        (every_a, departure_a), (every_b, departure_b) = (bootstrap_mean_parts(x, units, c)
+                                                          for x, c in ((a, seeds_a), (b, seeds_b)))
+        every, departure = every_b - every_a, departure_b - departure_a
         draws = {"upo": paired_difference_draws(a, b, resamples, seed=r),
-                 "without the t correction": bootstrap_means(b, units, seeds_b) - bootstrap_means(a, units, seeds_a),
-                 "prompts only": bootstrap_means(b, units) - bootstrap_means(a, units)}
+                 "t on the whole seed spread": every + whole_spread_scale(departure, a, b) * departure,
+                 "without the t correction": every + departure,
+                 "prompts only": every}
         for name, d in draws.items():
             low, high = percentile_interval(d)
             excluded[name] += bool(low > 0 or high < 0)
@@ -72,12 +92,11 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=2, help="training seeds per point (k >= 2)")
     parser.add_argument("--prompts", type=int, default=384)
     parser.add_argument("--resamples", type=int, default=1000)
-    parser.add_argument("--seed_sd", type=float, default=0.1,
-                        help="the seed effect's sd in the last case (the per-prompt noise has sd 1)")
+    parser.add_argument("--seed_sd", type=float, nargs="+", default=[0.05, 0.2],
+                        help="the seed effect's sd in the last cases, one case each (the per-prompt noise has sd 1)")
     args = parser.parse_args(argv)
-    cases = [("rare rate (~1%), no seed effect", rare_rate, 0.0),
-             ("continuous, no seed effect", continuous, 0.0),
-             (f"continuous, seed effect sd {args.seed_sd:g}", continuous, args.seed_sd)]
+    cases = [("rare rate (~1%), no seed effect", rare_rate, 0.0), ("continuous, no seed effect", continuous, 0.0)]
+    cases += [(f"continuous, seed effect sd {sd:g}", continuous, sd) for sd in args.seed_sd]
     print(f"{args.reps} simulated comparisons per case, {args.seeds} seeds x {args.prompts} prompts per point, "
           f"no true difference; 95% intervals\n")
     print("| case | " + " | ".join(f"excluding 0: {m}" for m in METHODS) + " | "

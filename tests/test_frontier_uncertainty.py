@@ -169,10 +169,11 @@ def test_bootstrap_draws_share_prompts_and_resample_each_points_seeds():
 
 
 def test_a_comparison_takes_the_t_correction_of_its_pair():
-    """Two points of 3 seeds whose seeds spread alike: alone, each point's seed part is scaled by t(2) / z;
-    compared, their difference's seed variance has ~4 degrees of freedom (Welch-Satterthwaite), so the
-    comparison's interval is narrower than one read off the points' own draws, and wider than one with
-    no t correction."""
+    """Two points of 3 seeds whose seeds spread alike (seed means 0, 0.1, 0.2 on top of the same
+    prompts: net seed variance 0.01/3 each, no noise) and whose prompts cancel in their difference:
+    compared, the interval is 2 t(4) sqrt(2 x 0.01/3) wide (Satterthwaite: nu = 4), not what the
+    points' own draws give (each set for its own interval, whose units' part cancels in the
+    difference)."""
     ids = [f"p{i}" for i in range(30)]
     base = np.linspace(0, 1, 30)
     units = {name: {"per_prompt": (ids, {"judge/win_rate": np.stack([base + s for s in shift])})}
@@ -185,10 +186,9 @@ def test_a_comparison_takes_the_t_correction_of_its_pair():
     for label, kwargs in (("pair", {"parts": parts}), ("own", {})):
         (c,) = paired_comparisons(rows, own, ["judge/win_rate"], **kwargs)
         width[label] = c["high"] - c["low"]
-    (every_u, departure_u, _), (every_k, departure_k, _) = parts["upo"]["judge/win_rate"], parts["kto"]["judge/win_rate"]
-    plain = np.subtract(*np.quantile((every_u + departure_u) - (every_k + departure_k), [0.975, 0.025]))
-    assert plain < width["pair"] < width["own"]
-    assert seed_degrees_of_freedom(units["kto"]["per_prompt"][1]["judge/win_rate"],
+    assert width["pair"] == pytest.approx(2 * student_t.ppf(0.975, 4) * np.sqrt(2 * 0.01 / 3), rel=1e-6)
+    assert width["own"] != pytest.approx(width["pair"], rel=1e-3)
+    assert seed_degrees_of_freedom(0.0, units["kto"]["per_prompt"][1]["judge/win_rate"],
                                    units["upo"]["per_prompt"][1]["judge/win_rate"]) == pytest.approx(4.0)
 
 

@@ -18,7 +18,16 @@ def test_a_seed_effect_fools_the_prompts_only_bootstrap_and_not_the_frontiers():
     assert out["upo"][1] > out["without the t correction"][1] > out["prompts only"][1]  # wider, then wider still
 
 
+def test_without_a_seed_effect_upo_is_far_narrower_than_before_and_calibrated():
+    """Seeds that differ only by generation noise: upo's intervals (seed part net of that noise, t of
+    the whole variance's degrees of freedom) are far narrower than those of the t correction on the seed
+    part's whole spread (upo until 2026-11-30 14:00 UTC), and still seldom exclude 0."""
+    out = calibration(continuous, reps=30, k=2, n=100, resamples=200, seed_sd=0.0)
+    assert out["upo"][1] < 0.6 * out["t on the whole seed spread"][1]
+    assert out["upo"][0] <= 0.1
+
+
 def test_prints_a_table(capsys):
     assert main(["--reps", "3", "--prompts", "20", "--resamples", "50"]) == 0
     out = capsys.readouterr().out
-    assert out.count("\n| ") == 4 and "| rare rate (~1%), no seed effect |" in out
+    assert out.count("\n| ") == 5 and "| rare rate (~1%), no seed effect |" in out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.stats import t as student_t
 
 from upo.stats import (
     BOOTSTRAP,
@@ -15,6 +16,7 @@ from upo.stats import (
     resample_counts,
     seed_degrees_of_freedom,
     seed_t_scale,
+    seed_variance,
     wilson_interval,
 )
 
@@ -94,40 +96,60 @@ def test_mean_interval_picks_wilson_for_0_1_rates_only():
     assert mean_interval([0.5, 1.0, 0.0], rate=True)[1] == BOOTSTRAP
 
 
-def test_seed_degrees_of_freedom_hand_worked():
-    """Welch-Satterthwaite: one side of 3 seeds (means 0, 1, 2) has 2; two such sides of equal v, 4;
-    v = 1/3 and 4/3, (5/3)^2 / ((1/3)^2 / 2 + (4/3)^2 / 2) = 50/17; one seed adds nothing."""
+def test_seed_variance_hand_worked():
+    """(net, gross, k - 1). three: seed means 0, 1, 2 (s^2 = 1), no noise within a seed (every unit of a
+    seed alike): net = gross = 1/3. noisy: seed means 1 and 3 (s^2 = 2), residuals -+1 on 4 units:
+    MS_e = 8 / (1 * 3), a seed mean's noise 8/3 / 4 = 2/3, net (2 - 2/3) / 2 = 2/3, gross 1. tied:
+    both seeds' means 1, all residual: net 0."""
     three = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]])  # [3 seeds, 2 units]
-    assert seed_degrees_of_freedom(three) == pytest.approx(2.0)
-    assert seed_degrees_of_freedom(three, three + 5.0) == pytest.approx(4.0)
-    assert seed_degrees_of_freedom(three, np.zeros((1, 2))) == pytest.approx(2.0)
-    assert seed_degrees_of_freedom(three, 2 * three) == pytest.approx(50 / 17)
-    assert seed_degrees_of_freedom(np.zeros((1, 4))) is None  # one seed: no seed part
-    # seed means that agree (two seeds of 3 and of 2 whose means tie): the fewest degrees of freedom
-    assert seed_degrees_of_freedom(np.ones((3, 2)), np.array([[0.0, 1.0], [1.0, 0.0]])) == 1.0
-    nan_seed = np.vstack([three, np.full((1, 2), np.nan)])  # a seed without any value is left out
-    assert seed_degrees_of_freedom(nan_seed) == pytest.approx(2.0)
+    assert seed_variance(three) == pytest.approx((1 / 3, 1 / 3, 2))
+    noisy = np.array([[0.0, 2.0, 0.0, 2.0], [4.0, 2.0, 4.0, 2.0]])
+    assert seed_variance(noisy) == pytest.approx((2 / 3, 1.0, 1))
+    assert seed_variance(np.array([[0.0, 2.0], [2.0, 0.0]])) == (0.0, 0.0, 1)
+    assert seed_variance(np.vstack([three, np.full((1, 2), np.nan)])) == pytest.approx((1 / 3, 1 / 3, 2))  # a seed without values: left out
+    assert seed_variance(np.zeros((1, 4))) is None  # one seed: no seed part
 
 
-def test_seed_t_scale_makes_the_seed_parts_range_t_standard_deviations():
-    """2 seeds: the seed part is -c, 0 or c (1/4, 1/2, 1/4), sd c / sqrt(2), its 95% reach c; scaled, its
-    reach is t(1) = 12.706 standard deviations."""
-    two = np.array([[0.0, 0.0], [1.0, 1.0]])
+def test_seed_degrees_of_freedom_hand_worked():
+    """Satterthwaite: V^2 / sum(gross^2 / (k - 1)). three alone: (1/3)^2 / ((1/3)^2 / 2) = 2; two such
+    sides, 4; with a units' part of 1/3, (2/3)^2 / ((1/3)^2 / 2) = 8; three and 2 x three (v = 1/3 and
+    4/3): (5/3)^2 / ((1/3)^2 / 2 + (4/3)^2 / 2) = 50/17; noisy: (2/3)^2 / 1^2 = 4/9 (the noise is in the
+    seed means' spread, not in V); seed means that agree: inf; one seed adds nothing."""
+    three = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]])
+    assert seed_degrees_of_freedom(0.0, three) == pytest.approx(2.0)
+    assert seed_degrees_of_freedom(0.0, three, three + 5.0) == pytest.approx(4.0)
+    assert seed_degrees_of_freedom(1 / 3, three) == pytest.approx(8.0)
+    assert seed_degrees_of_freedom(0.0, three, np.zeros((1, 2))) == pytest.approx(2.0)
+    assert seed_degrees_of_freedom(0.0, three, 2 * three) == pytest.approx(50 / 17)
+    assert seed_degrees_of_freedom(0.0, np.array([[0.0, 2.0, 0.0, 2.0], [4.0, 2.0, 4.0, 2.0]])) == pytest.approx(4 / 9)
+    assert seed_degrees_of_freedom(0.0, np.array([[0.0, 2.0], [2.0, 0.0]])) == float("inf")
+    assert seed_degrees_of_freedom(0.1, np.zeros((1, 4))) is None
+
+
+def test_seed_t_scale_sets_the_interval_to_t_standard_deviations_of_the_net_seed_variance():
+    """Units that all score alike (every part 0) and a seed part of -1, 0, 1 (1/4, 1/2, 1/4; central 95%
+    width 2): three seeds (net 1/3, nu 2) call for a width of 2 t(2) sqrt(1/3), so f = t(2) sqrt(1/3).
+    Seeds that differ no more than their noise: no seed part (f = 0). With a units' part the width is
+    2 t(nu) sqrt(var(every) + 1/3), nu from both."""
+    three = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]])
     departure = np.array([-1.0] * 250 + [0.0] * 500 + [1.0] * 250)
-    scale = seed_t_scale(departure, two)
-    assert scale == pytest.approx(12.706205 / np.sqrt(2), rel=1e-5)
-    assert np.quantile(np.abs(scale * departure), 0.95) == pytest.approx(12.706205 * departure.std())
-    assert seed_t_scale(departure, np.zeros((1, 2))) == 1.0  # one seed: nothing to correct
-    assert seed_t_scale(np.zeros(10), two) == 1.0  # no departure
+    assert seed_t_scale(np.zeros(1000), departure, three) == pytest.approx(student_t.ppf(0.975, 2) * np.sqrt(1 / 3), rel=1e-9)
+    assert seed_t_scale(np.zeros(1000), departure, np.array([[0.0, 2.0], [2.0, 0.0]])) == 0.0
+    every = np.random.default_rng(0).normal(0, 0.5, size=1000)
+    variance = every.var() + 1 / 3
+    nu = variance ** 2 / ((1 / 3) ** 2 / 2)
+    f = seed_t_scale(every, departure, three)
+    assert np.subtract(*np.quantile(every + f * departure, [0.975, 0.025])) == pytest.approx(
+        2 * student_t.ppf(0.975, nu) * np.sqrt(variance), rel=1e-6)
+    assert seed_t_scale(np.zeros(1000), departure, np.zeros((1, 2))) == 1.0  # one seed: nothing to correct
+    assert seed_t_scale(np.zeros(10), np.zeros(10), three) == 1.0  # no departure
+    assert seed_t_scale(np.zeros(1000), np.r_[np.ones(10), np.zeros(990)], three) == 1.0  # in 1% of draws: no effect
 
 
-def test_paired_difference_draws_widen_the_seed_part_to_t_standard_deviations():
-    """Two points of 2 seeds each whose seeds differ, on prompts that all score alike: the draws are the
-    seed part alone, and their 95% reach is t(2) (4.303) standard deviations (nu = 2: equal v)."""
+def test_paired_difference_draws_set_the_seed_part_to_t_standard_deviations():
+    """Two points of 2 seeds each whose seeds differ (seed means 0 and 1: net seed variance 1/4 each),
+    on prompts that all score alike: the draws are the seed part alone, and their central 95% width is
+    2 t(2) sqrt(1/2) (nu = (1/2)^2 / (2 (1/4)^2) = 2)."""
     a = np.array([[0.0] * 5, [1.0] * 5])
     draws = paired_difference_draws(a, a.copy(), resamples=4000, seed=3)
-    rng = np.random.default_rng(3)  # the same draws as paired_difference_draws, without the correction
-    units = resample_counts(5, 4000, rng)
-    seeds_a, seeds_b = resample_counts(2, 4000, rng), resample_counts(2, 4000, rng)
-    plain = bootstrap_means(a, units, seeds_b) - bootstrap_means(a, units, seeds_a)
-    assert np.quantile(np.abs(draws), 0.95) == pytest.approx(4.302653 * plain.std(), rel=1e-6)
+    assert np.subtract(*np.quantile(draws, [0.975, 0.025])) == pytest.approx(2 * 4.302653 * np.sqrt(0.5), rel=1e-6)

@@ -5,8 +5,9 @@
   resample, and read the interval off the quantiles of those means. With several generations per
   prompt the units are the prompts (their per-prompt means), never the generations, which are not
   independent. With several training seeds, `bootstrap_means` resamples the seeds as well, and
-  `seed_t_scale` widens the seed part to t(nu) standard deviations, since few seeds estimate its
-  variance poorly.
+  `seed_t_scale` sets the seed part so that the interval reaches t(nu) standard deviations on each
+  side: the seed variance net of the generation noise that the units' resampling already counts,
+  nu its Satterthwaite degrees of freedom (few seeds estimate a seed variance poorly).
 - Paired comparison of two evaluations on the same units: the bootstrap of the difference of
   their means, with the same resampled units for both (`paired_difference_draws`).
 
@@ -56,49 +57,97 @@ def resample_counts(n: int, resamples: int, rng: np.random.Generator) -> np.ndar
     return rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(np.float64)
 
 
-def seed_degrees_of_freedom(*sides) -> float | None:
-    """The degrees of freedom of the seed variance of a mean (one side) or of a difference of
-    independent points' means (two sides), each side's per-unit values [k, n]. A side's seed variance
-    of its mean is v = s^2 / k, s^2 the variance (ddof 1) of its k per-seed means (a seed without any
-    value left out); nu is Welch-Satterthwaite's 1 / sum((v / sum v)^2 / (k - 1)) over the sides with
-    k >= 2 (k - 1 for one side), the fewest of their k - 1 when every side's seed means agree. None
-    when no side has 2 seeds."""
-    parts = []
-    for values in sides:
-        values = np.atleast_2d(np.asarray(values, dtype=np.float64))
-        if values.shape[0] >= 2:
-            with np.errstate(invalid="ignore"), warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # a seed without any value: NaN, skipped
-                means = np.nanmean(values, axis=1)
-            means = means[np.isfinite(means)]
-            if len(means) >= 2:
-                parts.append((float(np.var(means, ddof=1)) / len(means), len(means) - 1))
-    if not parts:
+def seed_variance(values) -> tuple[float, float, int] | None:
+    """(net, gross, k - 1): the seed variance of one point's mean, from its per-unit values [k seeds, n
+    units]; None with fewer than 2 seeds that have a value.
+
+    gross = s^2 / k, s^2 the variance (ddof 1) of the k per-seed means (a seed without any value left
+    out). Each seed's mean also carries its own generation noise, MS_e / n, MS_e the seeds x units
+    residual mean square (the two-way layout's interaction, over the units every seed has a value
+    for), and resampling the units already counts that noise: net = max(0, s^2 - MS_e / n) / k is the
+    seed variance beyond it (the random-effects ANOVA estimate of a seed effect's share)."""
+    values = np.atleast_2d(np.asarray(values, dtype=np.float64))
+    values = values[~np.isnan(values).all(axis=1)]
+    k = values.shape[0]
+    if k < 2:
         return None
-    total = sum(v for v, _ in parts)
-    if total <= 0:
-        return float(min(df for _, df in parts))
-    return 1.0 / sum((v / total) ** 2 / df for v, df in parts)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        spread = float(np.var(np.nanmean(values, axis=1), ddof=1))
+    complete = values[:, ~np.isnan(values).any(axis=0)]
+    n = complete.shape[1]
+    noise = 0.0
+    if n >= 2:
+        residual = complete - complete.mean(axis=1, keepdims=True) - complete.mean(axis=0) + complete.mean()
+        noise = float((residual ** 2).sum() / ((k - 1) * (n - 1))) / n
+    return max(0.0, spread - noise) / k, spread / k, k - 1
 
 
-def seed_t_scale(departure, *sides, confidence: float = CONFIDENCE) -> float:
-    """The factor for the seed part of bootstrap draws, `departure` [B] (each draw's departure from its
-    draw with every seed once; `bootstrap_means`), that makes its central `confidence` range
-    t(nu) times its standard deviation, nu = `seed_degrees_of_freedom(*sides)`: the tails a variance
-    estimated from few seeds calls for, which the few distinct resamples of 2 or 3 seeds cannot give
-    (at 2 seeds the seed part takes 3 values, and its 95% range is 1.41 standard deviations, not
-    t(1) = 12.7). 1 without 2 seeds on some side, or without departures."""
+def seed_degrees_of_freedom(units_variance: float, *sides) -> float | None:
+    """Satterthwaite's degrees of freedom of the variance of a mean (one side) or of a difference of
+    independent points' means (two sides), each side's per-unit values [k, n]:
+    V = units_variance (the part the units' resampling measures) + the sides' net seed variances
+    (`seed_variance`), nu = V^2 / sum(gross^2 / (k - 1)) over the sides with 2 seeds or more. The
+    units' part and the generation noise subtracted rest on hundreds of units and count as known;
+    each seed variance is estimated from k - 1 degrees of freedom. With no seed effect nu is large
+    (t near z); with one that dwarfs the rest it nears k - 1 (Welch-Satterthwaite for two sides).
+    inf when every side's seed means agree; None when no side has 2 seeds."""
+    variance_and_nu = _variance_and_degrees_of_freedom(units_variance, sides)
+    return None if variance_and_nu is None else variance_and_nu[1]
+
+
+def _variance_and_degrees_of_freedom(units_variance: float, sides) -> tuple[float, float] | None:
+    """(V, nu) of `seed_degrees_of_freedom`; None when no side has 2 seeds."""
+    terms = [term for term in map(seed_variance, sides) if term is not None]
+    if not terms:
+        return None
+    total = units_variance + sum(net for net, _, _ in terms)
+    spread = sum(gross ** 2 / df for _, gross, df in terms)
+    return total, (total ** 2 / spread if spread > 0 else float("inf"))
+
+
+def seed_t_scale(every, departure, *sides, confidence: float = CONFIDENCE) -> float:
+    """The factor f for the seed part of bootstrap draws `every + f * departure` (`bootstrap_mean_parts`:
+    `every` [B] each draw's mean over every seed of the resampled units, `departure` [B] its seed
+    resampling's departure from it) that makes their central `confidence` range 2 t(nu) sqrt(V):
+    V = var(every) + the net seed variances of `sides` (each side's per-unit values [k, n];
+    `seed_variance`), nu their Satterthwaite degrees of freedom (`seed_degrees_of_freedom`).
+
+    Two things are corrected at once. Resampling seeds counts the generation noise a second time (it
+    is in each seed's mean, and the units' resampling already has it): the seed part is shrunk to the
+    seed variance beyond that noise, to nothing when there is none. And few seeds estimate that
+    variance poorly, which the few distinct resamples of 2 or 3 seeds cannot show (at 2 seeds the
+    seed part takes 3 values, and its 95% range is 1.41 standard deviations, not t(1) = 12.7): the
+    range is widened to t(nu). f is found by bisection on the draws themselves. 1 without 2 seeds on
+    some side, without departures, or with departures in too few draws to move the central range; 0
+    when `every` alone is already that wide."""
     from scipy.stats import t as student_t
 
-    nu = seed_degrees_of_freedom(*sides)
-    departure = np.asarray(departure, dtype=np.float64)
-    departure = departure[np.isfinite(departure)]
-    if nu is None or departure.size == 0:
+    every, departure = np.asarray(every, dtype=np.float64), np.asarray(departure, dtype=np.float64)
+    finite = np.isfinite(every) & np.isfinite(departure)
+    every, departure = every[finite], departure[finite]
+    variance_and_nu = _variance_and_degrees_of_freedom(float(every.var()) if every.size else 0.0, sides)
+    if variance_and_nu is None or not departure.any():
         return 1.0
-    reach = float(np.quantile(np.abs(departure), confidence))
-    if reach <= 0:
-        return 1.0
-    return float(student_t.ppf((1 + confidence) / 2, nu) * departure.std() / reach)
+    variance, nu = variance_and_nu
+    quantile = (1 + confidence) / 2
+    target = 2 * float(student_t.ppf(quantile, nu) if np.isfinite(nu) else NormalDist().inv_cdf(quantile)) * np.sqrt(variance)
+
+    def width(f: float) -> float:
+        low, high = np.quantile(every + f * departure, [1 - quantile, quantile])
+        return float(high - low)
+
+    if width(0.0) >= target:
+        return 0.0
+    low, high = 0.0, 1.0
+    while width(high) < target:
+        if high > 1e12:  # departures in too few draws to move the central range: they cannot widen it
+            return 1.0
+        low, high = high, 2 * high
+    for _ in range(50):  # the width grows with f
+        middle = (low + high) / 2
+        low, high = (middle, high) if width(middle) < target else (low, middle)
+    return high
 
 
 def bootstrap_mean_parts(values, unit_counts: np.ndarray,
@@ -157,8 +206,8 @@ def paired_difference_draws(a, b, resamples: int = RESAMPLES, seed: int = SEED) 
     """[resamples] bootstrap draws of mean(b) - mean(a), for values a [k_a seeds, n] and b [k_b seeds, n]
     (or [n]) on the same n units: each draw resamples the units once for both (paired), and each
     side's seeds on their own (separate training runs). With one seed each, this is the bootstrap of
-    the per-unit differences b - a. The seed part is scaled by `seed_t_scale` (degrees of freedom
-    from both sides)."""
+    the per-unit differences b - a. The seed part is scaled by `seed_t_scale` (both sides' seed
+    variances and degrees of freedom)."""
     a, b = np.atleast_2d(np.asarray(a, dtype=np.float64)), np.atleast_2d(np.asarray(b, dtype=np.float64))
     if a.shape[1] != b.shape[1] or a.shape[1] == 0:
         raise ValueError(f"paired_difference_draws: need the same units on both sides, got {a.shape[1]} and {b.shape[1]}")
@@ -168,7 +217,8 @@ def paired_difference_draws(a, b, resamples: int = RESAMPLES, seed: int = SEED) 
     (every_a, departure_a), (every_b, departure_b) = (bootstrap_mean_parts(x, units, c)
                                                       for x, c in ((a, seeds_a), (b, seeds_b)))
     departure = departure_b - departure_a
-    return every_b - every_a + seed_t_scale(departure, a, b) * departure  # the seed part's t correction
+    every = every_b - every_a
+    return every + seed_t_scale(every, departure, a, b) * departure  # the seed part: net of noise, t(nu)
 
 
 def is_binary(values) -> bool:

@@ -100,8 +100,9 @@ def _seed_inflated(sides: tuple, units: np.ndarray, seeds_a: np.ndarray, seeds_b
     every seed once (the same drawn prompts) by sqrt(k / (k - 1)) times as much: resampling k seeds
     spreads their mean by only (k - 1)/k of its variance (`upo.stats.bootstrap_means`, where it is
     exact; here, where bins and slopes are recomputed, to first order); the sum of the departures is
-    then scaled by `upo.stats.seed_t_scale` (the t correction of few seeds; its degrees of freedom
-    from the per-seed means of a and b, not of their length-matched difference: an approximation)."""
+    then scaled by `upo.stats.seed_t_scale` (the seed variance net of generation noise, t(nu) for few
+    seeds; both from a's and b's raw per-unit values, not from their length-matched difference: an
+    approximation)."""
     once_a, once_b = np.ones_like(seeds_a), np.ones_like(seeds_b)
     if seeds_a.shape[1] < 2 and seeds_b.shape[1] < 2:
         return _matched(*sides, units, seeds_a, seeds_b)["difference"]
@@ -111,7 +112,7 @@ def _seed_inflated(sides: tuple, units: np.ndarray, seeds_a: np.ndarray, seeds_b
         if k > 1:
             resampled = _matched(*sides, units, *((counts, once_b) if which == 0 else (once_a, counts)))["difference"]
             departure += np.sqrt(k / (k - 1)) * (resampled - base)
-    return base + seed_t_scale(departure, a, b) * departure
+    return base + seed_t_scale(base, departure, a, b) * departure
 
 
 def length_matched_difference(a, a_words, b, b_words, resamples: int = RESAMPLES, seed: int = SEED,

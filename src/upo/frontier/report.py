@@ -57,11 +57,13 @@ point equal to a preference-only one, the first reaches {confidence:.0%} in ~20%
 2 axes and ~42% on 3. **Paired differences** are UPO minus preference-only, per draw; `better`
 names the point the interval favours, `neither` when it holds 0. Resampling k seeds puts only
 (k - 1) / k of their variance into the draws, so each draw's departure from the mean of all k seeds
-is scaled by sqrt(k / (k - 1)) (the seed part of the variance unbiased), and then so that its 95%
-range is t(nu) of its standard deviations, since a variance estimated from few seeds calls for a t
-distribution's tails (nu = k - 1 for a point's own interval: t = 12.7 at 2 seeds, 4.3 at 3; for a
-comparison, the Welch-Satterthwaite degrees of freedom of the two points' seed variances;
-`upo.stats.seed_t_scale`). A difference's interval is kept within what the per-unit values allow.
+is scaled by sqrt(k / (k - 1)) (the seed part of the variance unbiased). Then the seed part is set
+so that the interval reaches t(nu) standard deviations on each side (`upo.stats.seed_t_scale`): its
+variance is the seed variance net of the generation noise each seed's mean carries (resampling the
+prompts already counts that noise; none left: no seed part), and nu is the Satterthwaite degrees of
+freedom of the whole variance, each seed variance estimated from k - 1 (near k - 1 when the seeds
+differ much more than their noise: t = 12.7 at 2 seeds, 4.3 at 3; large when they do not). A
+difference's interval is kept within what the per-unit values allow.
 3 seeds still allow only 10 distinct resamples, so the intervals' shape is coarse.
 """
 
@@ -94,7 +96,9 @@ comparison is answered raw and at equal length (see "At equal length" below): wh
 differ, the raw one may come from a difference in length. **no interval**: no draw had a value;
 "no shared length": the two points have no response length in common; "not compared": the
 evaluations kept no lengths. For the front, yes / no / not shown mean beyond / behind / not
-distinguishable."""
+distinguishable. Each answer is its own test at 5%, with no correction for their number: where
+nothing differs, about one question in twenty may still answer yes or no by chance, so a lone yes
+among many not shown is weak evidence."""
 
 
 def _cell(value) -> str:

@@ -2,11 +2,11 @@
 
 Each draw resamples the evaluation prompts (and the held-out pairs) once for all points, since
 every point was evaluated on the same ones (so differences between points are paired), and each
-point's training seeds on its own (separate runs; `upo.stats.bootstrap_means`), the seed part scaled
-by the t correction of few seeds (`upo.stats.seed_t_scale`: the seed part's 95% range made t(nu)
-standard deviations): for a point's own interval and the hypervolumes, with its k - 1 degrees of
-freedom; for a comparison of two points (paired differences, the front test), with those of their
-difference (`pair_draws`). A difference's interval is kept within what the per-unit values allow
+point's training seeds on its own (separate runs; `upo.stats.bootstrap_means`), the seed part set by
+`upo.stats.seed_t_scale` (the seed variance net of the generation noise the prompts' resampling
+already counts, and an interval t(nu) standard deviations wide on each side, nu Satterthwaite's):
+for a point's own interval and the hypervolumes, from its own values; for a comparison of two points
+(paired differences, the front test), from both (`pair_draws`). A difference's interval is kept within what the per-unit values allow
 (`clip_difference`). From the draws:
 
 - each point's 95% interval on each metric (percentiles of its draws, kept within the range of its
@@ -34,8 +34,6 @@ difference (`pair_draws`). A difference's interval is kept within what the per-u
 """
 
 from __future__ import annotations
-
-import warnings
 
 import numpy as np
 
@@ -88,14 +86,15 @@ def stack_units(results: list[dict]) -> Units:
     return out
 
 
-Parts = dict[str, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]  # point -> metric -> (every, departure, seed means)
+Parts = dict[str, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]  # point -> metric -> (every, departure, values)
 
 
 def bootstrap_parts(units: dict[str, Units], resamples: int = RESAMPLES, seed: int = SEED,
                     runs: dict[str, str] | None = None) -> Parts:
-    """{point: {metric: (every [B], departure [B], seed means [k, 1])}}: each draw's mean over every seed
+    """{point: {metric: (every [B], departure [B], values [k, n])}}: each draw's mean over every seed
     of the resampled prompts, the seed resampling's departure from it (`bootstrap_means`' seed part,
-    scaled by sqrt(k / (k - 1)); 0 with one seed), and the point's per-seed means (for `seed_t_scale`).
+    scaled by sqrt(k / (k - 1)); 0 with one seed), and the point's per-unit values on the shared units
+    (for `seed_t_scale`).
     A draw is every + scale * departure (see the module docstring). `runs` names each point's training
     run: points of one run (a steered run's conditions) resample their seeds alike."""
     rng = np.random.default_rng(seed)
@@ -116,10 +115,7 @@ def bootstrap_parts(units: dict[str, Units], resamples: int = RESAMPLES, seed: i
                 continue
             pos = positions(ids, shared[kind])
             for metric, v in values.items():
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)  # a seed without any value: NaN
-                    seed_means = np.nanmean(v[:, pos], axis=1, keepdims=True)
-                out[name][metric] = (*bootstrap_mean_parts(v[:, pos], counts[kind], seed_counts), seed_means)
+                out[name][metric] = (*bootstrap_mean_parts(v[:, pos], counts[kind], seed_counts), v[:, pos])
     return out
 
 
@@ -130,8 +126,8 @@ def scaled_draws(part: tuple[np.ndarray, np.ndarray, np.ndarray], scale: float) 
 
 def own_draws(parts: Parts) -> dict[str, dict]:
     """{point: {metric: [resamples] draws of its mean}}: each point's seed part scaled by its own
-    `seed_t_scale` (k - 1 degrees of freedom)."""
-    return {name: {m: scaled_draws(part, seed_t_scale(part[1], part[2])) for m, part in metrics.items()}
+    `seed_t_scale`."""
+    return {name: {m: scaled_draws(part, seed_t_scale(*part)) for m, part in metrics.items()}
             for name, metrics in parts.items()}
 
 
@@ -143,8 +139,9 @@ def bootstrap_draws(units: dict[str, Units], resamples: int = RESAMPLES, seed: i
 
 def pair_draws(parts: Parts, a: str, b: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
     """The draws of points a and b on `metric` for comparing them: both seed parts scaled by the t
-    correction of their difference (`seed_t_scale` of both, Welch-Satterthwaite degrees of freedom)."""
-    scale = seed_t_scale(parts[b][metric][1] - parts[a][metric][1], parts[a][metric][2], parts[b][metric][2])
+    correction of their difference (`seed_t_scale` of both sides)."""
+    (every_a, departure_a, values_a), (every_b, departure_b, values_b) = parts[a][metric], parts[b][metric]
+    scale = seed_t_scale(every_b - every_a, departure_b - departure_a, values_a, values_b)
     return scaled_draws(parts[a][metric], scale), scaled_draws(parts[b][metric], scale)
 
 
