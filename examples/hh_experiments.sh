@@ -71,7 +71,8 @@ start() {  # start WORKER CORE "SWEEP:SEED ...": in the background, its own proc
 }
 
 mkdir -p runs
-# worker 0: seed 1 of both sweeps, then seed 3; worker 1: seed 2 of both, then helps with seed 3. Each
+# worker 0: seed 1 of both sweeps, then seed 3 (its 192-token evaluations last: no issue needs them, and
+# seeds 1 and 2 already show what they measure); worker 1: seed 2 of both, then helps with seed 3. Each
 # seed takes the DPO family first (UPO with its DPO term against DPO is the comparison that matters
 # most, and these runs are the cheap ones), then the KTO family.
 DPO_FAMILY=base,dpo,upo-dpo-aux1,dpo-relabel,modpo
@@ -88,7 +89,7 @@ case "${1:-both}" in
           for _ in $(seq 120); do pgrep -g "$pgid" > /dev/null || break; sleep 1; done
           pkill -KILL -g "$pgid" && echo "worker $n: killed after 120 s" || echo "worker $n: stopped"
         done ;;
-  0) start 0 0 "$SEEDS:1:$DPO_FAMILY $SEEDS:1 $LONG:1 $STEERED:1 $SEEDS:3:$DPO_FAMILY $SEEDS:3 $LONG:3 $STEERED:3" ;;
+  0) start 0 0 "$SEEDS:1:$DPO_FAMILY $SEEDS:1 $LONG:1 $STEERED:1 $SEEDS:3:$DPO_FAMILY $SEEDS:3 $STEERED:3 $LONG:3" ;;
   1) start 1 1 "$SEEDS:2:$DPO_FAMILY $SEEDS:2 $LONG:2 $STEERED:2 $STEERED:3 $SEEDS:3" ;;
   both) bash "$SCRIPT" 0 && bash "$SCRIPT" 1 ;;
   *) echo "usage: bash examples/hh_experiments.sh [both|0|1|report|finished|status|stop]" >&2; exit 2 ;;
