@@ -2,6 +2,7 @@
 
     python scripts/interval_calibration.py               # 300 simulated sweeps per case, ~2 min
     python scripts/interval_calibration.py --reps 1000 --seeds 3
+    python scripts/interval_calibration.py --equal_length --reps 150   # the equal-length comparisons, ~5 min
 
 Each simulated comparison is two points evaluated on the same n prompts with k training seeds each,
 whose true means are equal. It is bootstrapped as `upo frontier` and `upo compare` do
@@ -86,6 +87,32 @@ def calibration(case, reps: int, k: int, n: int, resamples: int, seed_sd: float 
     return {name: (excluded[name] / reps, float(np.mean(widths[name]))) for name in METHODS}
 
 
+def equal_length_calibration(reps: int, k: int, n: int, resamples: int, seed_sd: float = 0.0,
+                             rate: bool = False, shift: float = 0.0, seed: int = 0) -> tuple[float, float]:
+    """(share of intervals excluding 0, mean width) of upo's equal-length comparison
+    (`upo.evaluation.length_matched.length_matched_difference`) of two points with equal true means
+    whose values grow with log2 length (slope 0.5) and whose lengths are lognormal (B's `shift` longer
+    in log: less overlap): a prompt effect, a seed effect (`seed_sd`), noise of sd 1; `rate`: a 0/1
+    outcome of that value (a logistic link, ~10% events)."""
+    from upo.evaluation.length_matched import length_matched_difference
+
+    rng = np.random.default_rng(seed)
+    excluded, widths = 0, []
+    for r in range(reps):
+        prompt = rng.normal(0, 1, n)
+        sides = []
+        for side in range(2):
+            words = np.maximum(1, np.round(np.exp(rng.normal(3 + side * shift, 0.7, (k, n)))))
+            value = prompt + rng.normal(0, seed_sd, (k, 1)) + 0.5 * np.log2(words) + rng.normal(0, 1, (k, n))
+            if rate:
+                value = (rng.random((k, n)) < 1 / (1 + np.exp(-(value - 6)))).astype(float)
+            sides += [value, words]
+        out = length_matched_difference(*sides, resamples=resamples, seed=r)
+        excluded += bool(out["low"] > 0 or out["high"] < 0)
+        widths.append(out["high"] - out["low"])
+    return excluded / reps, float(np.mean(widths))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=300, help="simulated comparisons per case")
@@ -94,7 +121,22 @@ def main(argv=None) -> int:
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--seed_sd", type=float, nargs="+", default=[0.05, 0.2],
                         help="the seed effect's sd in the last cases, one case each (the per-prompt noise has sd 1)")
+    parser.add_argument("--equal_length", action="store_true",
+                        help="the equal-length comparisons instead (upo's alone: lengths that overlap, or "
+                             "B's twice as long in log, values growing with length)")
     args = parser.parse_args(argv)
+    if args.equal_length:
+        print(f"{args.reps} simulated equal-length comparisons per case, {args.seeds} seeds x {args.prompts} "
+              f"prompts per point, no true difference; 95% intervals\n")
+        print("| case | excluding 0 | width |\n|---|---|---|")
+        cases = [("continuous, no seed effect", {}), ("a 0/1 rate (~10%), no seed effect", {"rate": True})]
+        cases += [(f"continuous, seed effect sd {sd:g}", {"seed_sd": sd}) for sd in args.seed_sd]
+        cases += [(f"continuous, seed effect sd {args.seed_sd[0]:g}, B longer (little overlap)",
+                   {"seed_sd": args.seed_sd[0], "shift": 2.0})]
+        for label, kwargs in cases:
+            share, width = equal_length_calibration(args.reps, args.seeds, args.prompts, args.resamples, **kwargs)
+            print(f"| {label} | {share:.3f} | {width:.4g} |")
+        return 0
     cases = [("rare rate (~1%), no seed effect", rare_rate, 0.0), ("continuous, no seed effect", continuous, 0.0)]
     cases += [(f"continuous, seed effect sd {sd:g}", continuous, sd) for sd in args.seed_sd]
     print(f"{args.reps} simulated comparisons per case, {args.seeds} seeds x {args.prompts} prompts per point, "

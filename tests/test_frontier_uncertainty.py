@@ -150,16 +150,17 @@ def test_stack_units_aligns_each_seed():
 
 def test_bootstrap_draws_share_prompts_and_resample_each_points_seeds():
     """x: two seeds scoring 0.2 and 1 on every prompt: prompts alone would always give 0.6; its seeds
-    resampled give 0.6 or 0.6 -+ 0.4 sqrt(2) (`upo.stats.bootstrap_means`), widened so that this
-    reach is t(1) standard deviations (a seed variance from 2 seeds: `upo.stats.seed_t_scale`). y and z: one seed each, the same
-    values: prompts are resampled once for all points, so their draws are equal."""
+    resampled give 0.6 or 0.6 -+ 0.4 sqrt(2) (`upo.stats.bootstrap_means`), set so that the interval
+    reaches t(1) standard deviations of the seed variance (`upo.stats.seed_t_scale`: seed means 0.2 and 1,
+    no noise, no prompts' part: variance 0.32 / 2, sd 0.4, 1 degree of freedom). y and z: one seed
+    each, the same values: prompts are resampled once for all points, so their draws are equal."""
     ids = ["p1", "p2", "p3"]
     units = {"x": {"per_prompt": (ids, {"m": np.array([[0.2, 0.2, 0.2], [1.0, 1.0, 1.0]])})},
              "y": {"per_prompt": (ids, {"m": np.array([[0.0, 0.5, 1.0]])})},
              "z": {"per_prompt": (ids, {"m": np.array([[0.0, 0.5, 1.0]])})}}
     draws = bootstrap_draws(units)
-    # 0.2 or 1 drawn twice: 0.4 from their mean, scaled by sqrt(k / (k - 1)); a seed part of -c, 0, c
-    # (1/4, 1/2, 1/4) has sd c / sqrt(2), and the t correction makes c t(1) = 12.706 of those
+    # 0.2 or 1 drawn twice: -c, 0, c (1/4, 1/2, 1/4) about 0.6; the 95% range of the draws is 2c, set to
+    # 2 t(1) 0.4
     spread = 0.4 * student_t.ppf(0.975, 1)
     values = sorted(set(np.round(draws["x"]["m"], 6)))
     assert len(values) == 3 and values[1] == pytest.approx(0.6)  # (the draws' sd is near, not at, c / sqrt(2))
@@ -221,3 +222,27 @@ def test_the_front_test_reads_each_pairs_draws():
     own = bootstrap_draws(units)
     assert shares[best] != float(((own["upo"][best] > own["kto"][best]) if best == "judge/win_rate"
                                   else (own["upo"][best] < own["kto"][best])).mean())
+
+
+def test_the_front_test_reads_each_tail_at_its_own_confidence(monkeypatch):
+    """With 3 axes and 2 preference-only points, "beyond" reads each pair's draws one-sided at 0.05 / 3
+    (a central 1 - 0.1/3) and "behind" at 0.05 / 2 (a central 0.95): t's tails grow faster than few
+    seeds' draws, so each is set at its own tail (`pair_draws`' confidence)."""
+    import upo.frontier.uncertainty as uncertainty
+
+    axes = [*AXES, "safety/violation_rate"]
+    rng = np.random.default_rng(6)
+    ids = [f"p{i}" for i in range(30)]
+    units = {name: {"per_prompt": (ids, {m: rng.random((3, 30)) + shift for m in axes})}
+             for name, shift in (("dpo", 0.0), ("kto", 0.1), ("upo", 0.2))}
+    rows = [{"name": n, "group": g, "metrics": {m: float(np.mean(units[n]["per_prompt"][1][m])) for m in axes}}
+            for n, g in (("dpo", "preference"), ("kto", "preference"), ("upo", "upo"))]
+    seen = []
+    real = uncertainty.pair_draws
+    monkeypatch.setattr(uncertainty, "pair_draws", lambda *a, **k: seen.append(a[4] if len(a) > 4 else k.get(
+        "confidence", 0.95)) or real(*a, **k))
+    summary = [summarize_axes(rows, axes)]
+    add_uncertainty(rows, units, summary, axes)
+    front = [c for c in seen if c != 0.95]
+    assert front and set(np.round(front, 9)) == {round(1 - 0.1 / 3, 9)}  # the beyond test: 2 points x 3 axes
+    assert len(front) == 2 * 3 and seen.count(0.95) >= 2 * 3  # the behind test (and the paired differences)

@@ -31,3 +31,9 @@ def test_prints_a_table(capsys):
     assert main(["--reps", "3", "--prompts", "20", "--resamples", "50"]) == 0
     out = capsys.readouterr().out
     assert out.count("\n| ") == 5 and "| rare rate (~1%), no seed effect |" in out
+
+
+def test_the_equal_length_table(capsys):
+    assert main(["--equal_length", "--reps", "2", "--prompts", "30", "--resamples", "40", "--seed_sd", "0.2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n| ") == 5 and "| continuous, seed effect sd 0.2, B longer (little overlap) |" in out

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from upo.evaluation.length_matched import EMPTY, length_bins, length_matched_difference
+from upo.evaluation.length_matched import EMPTY, _seed_terms, length_bins, length_matched_difference
+from upo.stats import resample_counts, seed_variance
 
 
 def test_bins_are_a_factor_sqrt2_wide():
@@ -126,7 +127,35 @@ def test_prompts_are_paired_and_seeds_resampled():
     two_seeds = length_matched_difference(a, words, np.stack([a + 0.1, a + 0.5]), np.stack([words, words]),
                                           resamples=300)
     assert two_seeds["difference"] == pytest.approx(0.3)
-    # the seeds' draws: both seeds (0.3) or one twice (0.1, 0.5), 0.2 from 0.3 scaled by sqrt(2 / 1); a
-    # seed part of -c, 0, c (1/4, 1/2, 1/4) is then made t(1) = 12.706 standard deviations (c / sqrt(2)) wide
+    # each seed's own matched difference, 0.1 and 0.5: a seed variance of 0.08 / 2 (sd 0.2), no noise
+    # (every prompt shifted alike), 1 degree of freedom and no prompts' part: the interval is -+ t(1) 0.2
     spread = 0.2 * 12.706205
     assert two_seeds["low"] == pytest.approx(0.3 - spread, rel=0.03) and two_seeds["high"] == pytest.approx(0.3 + spread, rel=0.03)
+
+
+def test_each_sides_seed_variance_at_equal_length():
+    """`_seed_terms`: one bin (every response 10 words), so each seed's matched difference is b's mean
+    minus that seed's: seeds shifted by 0 and 1 without noise give estimates 0 and -1, s^2 = 1/2,
+    (net, gross, df) = (1/4, 1/4, 1). Seeds that differ by noise alone: their gross is the raw means'
+    (`upo.stats.seed_variance`), and the noise read off the drawn prompts is near the raw means' MS_e / n,
+    so the net is near theirs too."""
+    rng = np.random.default_rng(4)
+    n = 300
+    words = np.full((2, n), 10)
+    b = rng.normal(0, 1, (1, n))
+    shifted = np.stack([np.zeros(n), np.ones(n)])
+    units = resample_counts(n, 2000, np.random.default_rng(0))
+
+    def terms(a):
+        a_x, b_x = np.log2(words), np.log2(words[:1])
+        sides = (a, a_x, length_bins(words), b, b_x, length_bins(words[:1]), np.array([6]))
+        return _seed_terms(sides, units, 2, 1, 0), _seed_terms(sides, units, 2, 1, 1)
+
+    assert terms(shifted)[0] == pytest.approx((0.25, 0.25, 1)) and terms(shifted)[1] is None
+    noisy = rng.normal(0, 1, (2, n))
+    (net, gross, df), _ = terms(noisy)
+    raw_net, raw_gross, _ = seed_variance(noisy)
+    assert df == 1 and gross == pytest.approx(raw_gross)
+    assert net == pytest.approx(raw_net, abs=0.15 * gross + 1e-4)
+    # noise not subtracted (gross as net) would fail this whenever the seeds' means differ by noise only
+    assert net < gross

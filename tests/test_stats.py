@@ -16,6 +16,8 @@ from upo.stats import (
     resample_counts,
     seed_degrees_of_freedom,
     seed_t_scale,
+    seed_t_scale_of_terms,
+    seed_terms,
     seed_variance,
     wilson_interval,
 )
@@ -108,6 +110,18 @@ def test_seed_variance_hand_worked():
     assert seed_variance(np.array([[0.0, 2.0], [2.0, 0.0]])) == (0.0, 0.0, 1)
     assert seed_variance(np.vstack([three, np.full((1, 2), np.nan)])) == pytest.approx((1 / 3, 1 / 3, 2))  # a seed without values: left out
     assert seed_variance(np.zeros((1, 4))) is None  # one seed: no seed part
+    # seed 1 without a value on the 5th unit: means 1 (5 units) and 3 (4); MS_e 8/3 from the 4 complete
+    # units; each mean's noise MS_e / n_i, on average 8/3 (1/5 + 1/4) / 2 = 0.6: net (2 - 0.6) / 2 = 0.7
+    partial = np.array([[0.0, 2.0, 0.0, 2.0, 1.0], [4.0, 2.0, 4.0, 2.0, np.nan]])
+    assert seed_variance(partial) == pytest.approx((0.7, 1.0, 1))
+
+
+def test_seed_terms_hand_worked():
+    """Estimates 1, 2, 3 (s^2 = 1): (max(0, 1 - noise) / 3, 1/3, 2); a NaN estimate is left out."""
+    assert seed_terms([1.0, 2.0, 3.0], 0.25) == pytest.approx((0.25, 1 / 3, 2))
+    assert seed_terms([1.0, 2.0, 3.0], 4.0) == pytest.approx((0.0, 1 / 3, 2))
+    assert seed_terms([1.0, np.nan, 3.0], 0.0) == pytest.approx((1.0, 1.0, 1))
+    assert seed_terms([1.0, np.nan], 0.0) is None
 
 
 def test_seed_degrees_of_freedom_hand_worked():
@@ -142,6 +156,10 @@ def test_seed_t_scale_sets_the_interval_to_t_standard_deviations_of_the_net_seed
     assert np.subtract(*np.quantile(every + f * departure, [0.975, 0.025])) == pytest.approx(
         2 * student_t.ppf(0.975, nu) * np.sqrt(variance), rel=1e-6)
     assert seed_t_scale(np.zeros(1000), departure, np.zeros((1, 2))) == 1.0  # one seed: nothing to correct
+    # a test reading a farther tail: the 99% range, 2 t_0.995(2) sqrt(1/3), on a seed part whose 99% range is 2
+    assert seed_t_scale(np.zeros(1000), departure, three, confidence=0.99) == pytest.approx(
+        student_t.ppf(0.995, 2) * np.sqrt(1 / 3), rel=1e-9)
+    assert seed_t_scale_of_terms(np.zeros(1000), departure, [(0.0, 0.5, 1)]) == 0.0  # nothing varies
     assert seed_t_scale(np.zeros(10), np.zeros(10), three) == 1.0  # no departure
     assert seed_t_scale(np.zeros(1000), np.r_[np.ones(10), np.zeros(990)], three) == 1.0  # in 1% of draws: no effect
 

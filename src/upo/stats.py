@@ -17,7 +17,6 @@ resampled means are one matrix product; a fixed seed makes every interval reprod
 
 from __future__ import annotations
 
-import warnings
 from statistics import NormalDist
 
 import numpy as np
@@ -57,48 +56,64 @@ def resample_counts(n: int, resamples: int, rng: np.random.Generator) -> np.ndar
     return rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(np.float64)
 
 
-def seed_variance(values) -> tuple[float, float, int] | None:
-    """(net, gross, k - 1): the seed variance of one point's mean, from its per-unit values [k seeds, n
-    units]; None with fewer than 2 seeds that have a value.
+def seed_terms(estimates, noise: float) -> tuple[float, float, int] | None:
+    """(net, gross, k - 1) of the seed variance of a mean over k seeds, from the k per-seed estimates
+    (NaN: a seed without an estimate, left out) and `noise`, the variance each estimate carries from
+    its own generations alone: gross = s^2 / k, s^2 their variance (ddof 1), and net =
+    max(0, s^2 - noise) / k, the seed variance beyond that noise (the random-effects ANOVA estimate).
+    None with fewer than 2 estimates."""
+    estimates = np.asarray(estimates, dtype=np.float64)
+    estimates = estimates[np.isfinite(estimates)]
+    k = len(estimates)
+    if k < 2:
+        return None
+    spread = float(np.var(estimates, ddof=1))
+    return max(0.0, spread - noise) / k, spread / k, k - 1
 
-    gross = s^2 / k, s^2 the variance (ddof 1) of the k per-seed means (a seed without any value left
-    out). Each seed's mean also carries its own generation noise, MS_e / n, MS_e the seeds x units
-    residual mean square (the two-way layout's interaction, over the units every seed has a value
-    for), and resampling the units already counts that noise: net = max(0, s^2 - MS_e / n) / k is the
-    seed variance beyond it (the random-effects ANOVA estimate of a seed effect's share)."""
+
+def seed_variance(values) -> tuple[float, float, int] | None:
+    """`seed_terms` of one point's mean, from its per-unit values [k seeds, n units] (a seed without
+    any value left out; None with fewer than 2 seeds that have one).
+
+    The estimates are the per-seed means. Each carries its own generation noise, MS_e / n_i, MS_e the
+    seeds x units residual mean square (the two-way layout's interaction, over the units every seed
+    has a value for) and n_i the units seed i has a value for: noise = MS_e mean(1 / n_i). Resampling
+    the units already counts that noise, and the seed part should not count it again."""
     values = np.atleast_2d(np.asarray(values, dtype=np.float64))
     values = values[~np.isnan(values).all(axis=1)]
     k = values.shape[0]
     if k < 2:
         return None
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        spread = float(np.var(np.nanmean(values, axis=1), ddof=1))
+    present = (~np.isnan(values)).sum(axis=1)
     complete = values[:, ~np.isnan(values).any(axis=0)]
     n = complete.shape[1]
-    noise = 0.0
+    noise = 0.0  # fewer than 2 units that every seed has: no estimate of the noise, none subtracted
     if n >= 2:
         residual = complete - complete.mean(axis=1, keepdims=True) - complete.mean(axis=0) + complete.mean()
-        noise = float((residual ** 2).sum() / ((k - 1) * (n - 1))) / n
-    return max(0.0, spread - noise) / k, spread / k, k - 1
+        noise = float((residual ** 2).sum() / ((k - 1) * (n - 1)) * np.mean(1.0 / present))
+    return seed_terms(np.nanmean(values, axis=1), noise)
 
 
 def seed_degrees_of_freedom(units_variance: float, *sides) -> float | None:
     """Satterthwaite's degrees of freedom of the variance of a mean (one side) or of a difference of
     independent points' means (two sides), each side's per-unit values [k, n]:
     V = units_variance (the part the units' resampling measures) + the sides' net seed variances
-    (`seed_variance`), nu = V^2 / sum(gross^2 / (k - 1)) over the sides with 2 seeds or more. The
-    units' part and the generation noise subtracted rest on hundreds of units and count as known;
-    each seed variance is estimated from k - 1 degrees of freedom. With no seed effect nu is large
-    (t near z); with one that dwarfs the rest it nears k - 1 (Welch-Satterthwaite for two sides).
-    inf when every side's seed means agree; None when no side has 2 seeds."""
-    variance_and_nu = _variance_and_degrees_of_freedom(units_variance, sides)
+    (`seed_variance`), nu = V^2 / sum(gross^2 / (k - 1)) over the sides with 2 seeds or more (a side
+    with one seed adds no seed variance: none can be estimated from it). The units' part and the
+    generation noise subtracted rest on hundreds of units and count as known; each seed variance is
+    estimated from k - 1 degrees of freedom. nu nears the seeds' own (k - 1; Welch-Satterthwaite's
+    for two sides) when their spread dwarfs the rest, and grows with the units' part and as the
+    seeds' spread shrinks to their noise; a difference whose units' part cancels (the same prompts
+    scored alike) keeps it near the seeds' own even then. inf when every side's seed estimates
+    agree; None when no side has 2 seeds."""
+    variance_and_nu = _variance_and_degrees_of_freedom(units_variance, [seed_variance(s) for s in sides])
     return None if variance_and_nu is None else variance_and_nu[1]
 
 
-def _variance_and_degrees_of_freedom(units_variance: float, sides) -> tuple[float, float] | None:
-    """(V, nu) of `seed_degrees_of_freedom`; None when no side has 2 seeds."""
-    terms = [term for term in map(seed_variance, sides) if term is not None]
+def _variance_and_degrees_of_freedom(units_variance: float, terms: list) -> tuple[float, float] | None:
+    """(V, nu) of `seed_degrees_of_freedom` from each side's `seed_terms` (None: a side without 2 seeds);
+    None when no side has them."""
+    terms = [term for term in terms if term is not None]
     if not terms:
         return None
     total = units_variance + sum(net for net, _, _ in terms)
@@ -107,29 +122,37 @@ def _variance_and_degrees_of_freedom(units_variance: float, sides) -> tuple[floa
 
 
 def seed_t_scale(every, departure, *sides, confidence: float = CONFIDENCE) -> float:
+    """`seed_t_scale_of_terms` with each side's `seed_variance` from its per-unit values [k, n]."""
+    return seed_t_scale_of_terms(every, departure, [seed_variance(s) for s in sides], confidence)
+
+
+def seed_t_scale_of_terms(every, departure, terms: list, confidence: float = CONFIDENCE) -> float:
     """The factor f for the seed part of bootstrap draws `every + f * departure` (`bootstrap_mean_parts`:
-    `every` [B] each draw's mean over every seed of the resampled units, `departure` [B] its seed
+    `every` [B] each draw's value with every seed once on the resampled units, `departure` [B] its seed
     resampling's departure from it) that makes their central `confidence` range 2 t(nu) sqrt(V):
-    V = var(every) + the net seed variances of `sides` (each side's per-unit values [k, n];
-    `seed_variance`), nu their Satterthwaite degrees of freedom (`seed_degrees_of_freedom`).
+    V = var(every) + the sides' net seed variances (`terms`: each side's `seed_terms`, None for a
+    side without 2 seeds), nu their Satterthwaite degrees of freedom (`seed_degrees_of_freedom`).
 
     Two things are corrected at once. Resampling seeds counts the generation noise a second time (it
-    is in each seed's mean, and the units' resampling already has it): the seed part is shrunk to the
-    seed variance beyond that noise, to nothing when there is none. And few seeds estimate that
-    variance poorly, which the few distinct resamples of 2 or 3 seeds cannot show (at 2 seeds the
-    seed part takes 3 values, and its 95% range is 1.41 standard deviations, not t(1) = 12.7): the
-    range is widened to t(nu). f is found by bisection on the draws themselves. 1 without 2 seeds on
-    some side, without departures, or with departures in too few draws to move the central range; 0
-    when `every` alone is already that wide."""
+    is in each seed's mean, and the units' resampling already has it): V holds the seed variance
+    beyond that noise only. And few seeds estimate that variance poorly, which the few distinct
+    resamples of 2 or 3 seeds cannot show (at 2 seeds the seed part takes 3 values, and its 95%
+    range is 1.41 standard deviations, not t(1) = 12.7): the range is t(nu) standard deviations. The
+    seed part carries both (it can shrink or grow): f is found by bisection on the draws themselves.
+    A test that reads a tail beyond 95% takes the matching `confidence` (t's tails grow faster than
+    the draws'). 1 without 2 seeds on some side, without departures, or with departures in too few
+    draws to move the central range; 0 when `every` alone is already that wide, or nothing varies."""
     from scipy.stats import t as student_t
 
     every, departure = np.asarray(every, dtype=np.float64), np.asarray(departure, dtype=np.float64)
     finite = np.isfinite(every) & np.isfinite(departure)
     every, departure = every[finite], departure[finite]
-    variance_and_nu = _variance_and_degrees_of_freedom(float(every.var()) if every.size else 0.0, sides)
+    variance_and_nu = _variance_and_degrees_of_freedom(float(every.var()) if every.size else 0.0, terms)
     if variance_and_nu is None or not departure.any():
         return 1.0
     variance, nu = variance_and_nu
+    if variance <= 0:
+        return 0.0
     quantile = (1 + confidence) / 2
     target = 2 * float(student_t.ppf(quantile, nu) if np.isfinite(nu) else NormalDist().inv_cdf(quantile)) * np.sqrt(variance)
 
@@ -154,7 +177,7 @@ def bootstrap_mean_parts(values, unit_counts: np.ndarray,
                          seed_counts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(every [B], departure [B]): the two parts of `bootstrap_means`' draws, each draw's mean over
     every seed of the resampled units, and its seed resampling's departure from it (zeros without
-    seed_counts or with one seed), so that a caller can widen the seed part (`seed_t_scale`)."""
+    seed_counts or with one seed), so that a caller can set the seed part (`seed_t_scale`)."""
     values = np.atleast_2d(np.asarray(values, dtype=np.float64))  # [k, n]
     k = values.shape[0]
     present = ~np.isnan(values)  # NaN: a unit without a value (an item the llm judge gave no verdict)
@@ -179,8 +202,9 @@ def bootstrap_means(values, unit_counts: np.ndarray, seed_counts: np.ndarray | N
     units) is scaled by sqrt(k / (k - 1)), which makes the seed part of the variance unbiased (as
     residuals are inflated in a regression bootstrap). The draws' shape stays that of k seeds'
     resamples: few distinct values when k is small, whose range is neither a normal's nor the t
-    distribution's that k - 1 degrees of freedom call for: callers that need intervals widen the seed
-    part (`bootstrap_mean_parts`, `seed_t_scale`).
+    distribution's that k - 1 degrees of freedom call for, and the generation noise in each seed's
+    mean is counted a second time: callers that need intervals set the seed part
+    (`bootstrap_mean_parts`, `seed_t_scale`).
     """
     every, departure = bootstrap_mean_parts(values, unit_counts, seed_counts)
     return every + departure

@@ -29,17 +29,28 @@ difference compares like with like (stratification on coarsened length):
 Intervals as the paired comparisons': each bootstrap draw resamples the prompts once for both sides
 and each side's training seeds on its own; bins, weights and means are recomputed in each draw (a
 bin empty on one side in a draw drops out of that draw; the slope is estimated in each draw; each
-side's seed resampling is scaled up by sqrt(k / (k - 1)) as in `upo.stats.bootstrap_means`, and by
-the t correction of few seeds, `upo.stats.seed_t_scale`). A value
+side's seed resampling is scaled up by sqrt(k / (k - 1)) as in `upo.stats.bootstrap_means`, and
+then set by `upo.stats.seed_t_scale_of_terms`: each side's seed variance at equal length, net of
+generation noise, and t(nu) for few seeds; `_seed_terms`). A value
 NaN (an item the llm judge gave no verdict) is a generation without a value. With several samples
 per prompt, a prompt's length is its samples' mean word count.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
-from upo.stats import CONFIDENCE, RESAMPLES, SEED, percentile_interval, resample_counts, seed_t_scale
+from upo.stats import (
+    CONFIDENCE,
+    RESAMPLES,
+    SEED,
+    percentile_interval,
+    resample_counts,
+    seed_t_scale_of_terms,
+    seed_terms,
+)
 
 EMPTY = -1  # the bin of responses without words
 
@@ -95,14 +106,13 @@ def _matched(a, a_x, a_bins, b, b_x, b_bins, labels, unit_counts, seeds_a, seeds
                 "length_gap": (weights * x_gaps).sum(axis=1) / total}
 
 
-def _seed_inflated(sides: tuple, units: np.ndarray, seeds_a: np.ndarray, seeds_b: np.ndarray, a, b) -> np.ndarray:
+def _seed_inflated(sides: tuple, units: np.ndarray, seeds_a: np.ndarray, seeds_b: np.ndarray) -> np.ndarray:
     """[B] draws of the difference in which each side's seed resampling departs from its draw with
     every seed once (the same drawn prompts) by sqrt(k / (k - 1)) times as much: resampling k seeds
     spreads their mean by only (k - 1)/k of its variance (`upo.stats.bootstrap_means`, where it is
     exact; here, where bins and slopes are recomputed, to first order); the sum of the departures is
-    then scaled by `upo.stats.seed_t_scale` (the seed variance net of generation noise, t(nu) for few
-    seeds; both from a's and b's raw per-unit values, not from their length-matched difference: an
-    approximation)."""
+    then set by `upo.stats.seed_t_scale_of_terms` (the seed variance net of generation noise, t(nu)
+    for few seeds), from each side's seed variance at equal length (`_seed_terms`)."""
     once_a, once_b = np.ones_like(seeds_a), np.ones_like(seeds_b)
     if seeds_a.shape[1] < 2 and seeds_b.shape[1] < 2:
         return _matched(*sides, units, seeds_a, seeds_b)["difference"]
@@ -112,7 +122,32 @@ def _seed_inflated(sides: tuple, units: np.ndarray, seeds_a: np.ndarray, seeds_b
         if k > 1:
             resampled = _matched(*sides, units, *((counts, once_b) if which == 0 else (once_a, counts)))["difference"]
             departure += np.sqrt(k / (k - 1)) * (resampled - base)
-    return base + seed_t_scale(base, departure, a, b) * departure
+    terms = [_seed_terms(sides, units, seeds_a.shape[1], seeds_b.shape[1], which) for which in (0, 1)]
+    return base + seed_t_scale_of_terms(base, departure, terms) * departure
+
+
+def _seed_terms(sides: tuple, units: np.ndarray, k_a: int, k_b: int, which: int) -> tuple | None:
+    """`upo.stats.seed_terms` of side `which` (0: a, 1: b) at equal length: each of its seeds' own
+    length-matched difference (that seed alone against every seed of the other side) is an estimate;
+    the noise each carries is read off the drawn prompts: the variance of its departure from the
+    seeds' mean in each draw (the prompts' common part cancels there), times k / (k - 1). None with
+    fewer than 2 seeds."""
+    k = (k_a, k_b)[which]
+    if k < 2:
+        return None
+    n = units.shape[1]
+    estimates, drawn = [], []
+    for i in range(k):
+        alone = np.eye(k)[i][None]
+        for rows, out in ((np.ones((1, n)), estimates), (units, drawn)):
+            own, other = np.repeat(alone, len(rows), axis=0), np.ones((len(rows), (k_b, k_a)[which]))
+            out.append(_matched(*sides, rows, *((own, other) if which == 0 else (other, own)))["difference"])
+    estimates, drawn = np.concatenate(estimates), np.stack(drawn)  # [k], [k, B]
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a seed or a draw without a shared bin: NaN
+        departures = drawn - np.nanmean(drawn, axis=0)
+        noise = float(np.nanmean(np.nanvar(departures, axis=1))) * k / (k - 1)
+    return seed_terms(estimates, noise if np.isfinite(noise) else 0.0)
 
 
 def length_matched_difference(a, a_words, b, b_words, resamples: int = RESAMPLES, seed: int = SEED,
@@ -144,7 +179,7 @@ def length_matched_difference(a, a_words, b, b_words, resamples: int = RESAMPLES
     units = resample_counts(n, resamples, rng)
     seeds_a, seeds_b = (resample_counts(len(x), resamples, rng) if len(x) > 1 else np.ones((resamples, 1))
                         for x in (a, b))
-    draws = _seed_inflated(sides, units, seeds_a, seeds_b, a, b)
+    draws = _seed_inflated(sides, units, seeds_a, seeds_b)
     kept = draws[~np.isnan(draws)]  # a draw that holds no shared bin has no difference
     low, high = percentile_interval(kept, confidence)
     return {"difference": float(estimate["difference"][0]), "low": low, "high": high, "draws": len(kept), **overlap,

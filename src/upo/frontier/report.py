@@ -58,12 +58,13 @@ point equal to a preference-only one, the first reaches {confidence:.0%} in ~20%
 names the point the interval favours, `neither` when it holds 0. Resampling k seeds puts only
 (k - 1) / k of their variance into the draws, so each draw's departure from the mean of all k seeds
 is scaled by sqrt(k / (k - 1)) (the seed part of the variance unbiased). Then the seed part is set
-so that the interval reaches t(nu) standard deviations on each side (`upo.stats.seed_t_scale`): its
-variance is the seed variance net of the generation noise each seed's mean carries (resampling the
-prompts already counts that noise; none left: no seed part), and nu is the Satterthwaite degrees of
-freedom of the whole variance, each seed variance estimated from k - 1 (near k - 1 when the seeds
-differ much more than their noise: t = 12.7 at 2 seeds, 4.3 at 3; large when they do not). A
-difference's interval is kept within what the per-unit values allow.
+so that the interval reaches t(nu) standard deviations on each side (`upo.stats.seed_t_scale`): the
+variance it adds is the seed variance net of the generation noise each seed's mean carries
+(resampling the prompts already counts that noise), and nu is the Satterthwaite degrees of freedom
+of the whole variance, each seed variance estimated from k - 1 (near k - 1 when the seeds differ
+much more than their noise: t = 12.7 at 2 seeds, 4.3 at 3; larger when they do not, unless the
+prompts' part cancels in a difference). The front test sets each pair's draws at the tail it reads.
+A difference's interval is kept within what the per-unit values allow.
 3 seeds still allow only 10 distinct resamples, so the intervals' shape is coarse.
 """
 

@@ -6,8 +6,10 @@ point's training seeds on its own (separate runs; `upo.stats.bootstrap_means`), 
 `upo.stats.seed_t_scale` (the seed variance net of the generation noise the prompts' resampling
 already counts, and an interval t(nu) standard deviations wide on each side, nu Satterthwaite's):
 for a point's own interval and the hypervolumes, from its own values; for a comparison of two points
-(paired differences, the front test), from both (`pair_draws`). A difference's interval is kept within what the per-unit values allow
-(`clip_difference`). From the draws:
+(paired differences, the front test), from both (`pair_draws`), each test at the tail it reads (the
+front test's one-sided 1 - 0.05/d and 1 - 0.05/P: t's tails grow faster than few seeds' draws). A
+difference's interval is kept within what the per-unit values allow (`clip_difference`). From the
+draws:
 
 - each point's 95% interval on each metric (percentiles of its draws, kept within the range of its
   per-unit values, which its mean cannot leave: a rate's never goes below 0; a rate's widened to
@@ -137,11 +139,13 @@ def bootstrap_draws(units: dict[str, Units], resamples: int = RESAMPLES, seed: i
     return own_draws(bootstrap_parts(units, resamples, seed, runs))
 
 
-def pair_draws(parts: Parts, a: str, b: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
+def pair_draws(parts: Parts, a: str, b: str, metric: str,
+               confidence: float = CONFIDENCE) -> tuple[np.ndarray, np.ndarray]:
     """The draws of points a and b on `metric` for comparing them: both seed parts scaled by the t
-    correction of their difference (`seed_t_scale` of both sides)."""
+    correction of their difference (`seed_t_scale` of both sides), at the central `confidence` the
+    comparison reads (1 - 2 alpha for a one-sided test at level alpha)."""
     (every_a, departure_a, values_a), (every_b, departure_b, values_b) = parts[a][metric], parts[b][metric]
-    scale = seed_t_scale(every_b - every_a, departure_b - departure_a, values_a, values_b)
+    scale = seed_t_scale(every_b - every_a, departure_b - departure_a, values_a, values_b, confidence=confidence)
     return scaled_draws(parts[a][metric], scale), scaled_draws(parts[b][metric], scale)
 
 
@@ -182,34 +186,44 @@ def front_uncertainty(entry: dict, rows: list[dict], draws: dict[str, dict], par
     def orient(v: np.ndarray) -> np.ndarray:  # larger is better
         return oriented(v.reshape(-1, len(axes)), directions).reshape(v.shape)
 
+    def stacked(name: str, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+        """[P, B, d] each, oriented: the draws of UPO point `name` and of each p for their comparison."""
+        pairs = [[pair_draws(parts, name, usable[k]["name"], m, confidence) for m in axes] for k in pref]
+        return (orient(np.stack([np.stack([d[0] for d in p], axis=-1) for p in pairs])),
+                orient(np.stack([np.stack([d[1] for d in p], axis=-1) for p in pairs])))
+
     o = orient(values)
+    alpha = 1 - CONFIDENCE
     verdicts = []
     for i in upo:
-        u, against = o[i], o[pref]
-        if parts is not None and pref:  # [P, B, d] each: the pair's draws of the UPO point and of each p
-            pairs = [[pair_draws(parts, usable[i]["name"], usable[k]["name"], m) for m in axes] for k in pref]
-            u = orient(np.stack([np.stack([d[0] for d in p], axis=-1) for p in pairs]))
-            against = orient(np.stack([np.stack([d[1] for d in p], axis=-1) for p in pairs]))
-        verdicts.append(front_verdict(u, against, [usable[k]["name"] for k in pref], axes) | {"name": usable[i]["name"]})
+        u, against, behind = o[i], o[pref], None
+        if parts is not None and pref:  # each test reads its own tail: one-sided at alpha / d, and at alpha / P
+            u, against = stacked(usable[i]["name"], 1 - 2 * alpha / len(axes))
+            behind = stacked(usable[i]["name"], 1 - 2 * alpha / len(pref))
+        verdicts.append(front_verdict(u, against, [usable[k]["name"] for k in pref], axes, behind=behind)
+                        | {"name": usable[i]["name"]})
     return {"hv_gain_interval": list(percentile_interval(gains)), "upo_verdicts": verdicts}
 
 
 def front_verdict(upo: np.ndarray, pref: np.ndarray, pref_names: list[str], axes: list[str],
-                  confidence: float = CONFIDENCE) -> dict:
+                  confidence: float = CONFIDENCE, behind: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """Where one UPO point lies against the preference-only points, from draws oriented so that larger
     is better: upo [B, d] (or [P, B, d]: its draws for the comparison with each p, each pair at its own
     t correction, so that share_beyond and share_behind, which look at all p in one draw, mix scales:
     they stay descriptive), pref [P, B, d] (see the module docstring). Returns share_beyond and
     share_behind (descriptive: the share of draws in which no preference point is as good on every
     axis / one dominates it), the verdict at `confidence`, and per preference point the axis on which
-    the UPO point is most often better (`against`: [{"preference", "axis", "share"}])."""
+    the UPO point is most often better (`against`: [{"preference", "axis", "share"}]). `behind`: the
+    (upo, pref) draws for the behind test, when its tail (1 - alpha / P) calls for draws set apart from
+    the beyond test's (1 - alpha / d; `pair_draws`' confidence)."""
     alpha, d = 1 - confidence, upo.shape[-1]
     at_least = (pref >= upo).all(axis=-1)  # [P, B]: a preference point as good on every axis
     better = (pref > upo).any(axis=-1)
     share_beyond = float((~at_least.any(axis=0)).mean()) if len(pref) else 1.0
     share_behind = float((at_least & better).any(axis=0).mean()) if len(pref) else 0.0
     upo_better = (upo > pref).mean(axis=1)  # [P, d]: the share of draws with the UPO point strictly better
-    pref_better = (pref > upo).mean(axis=1)
+    upo_b, pref_b = behind if behind is not None else (upo, pref)
+    pref_better = (pref_b > upo_b).mean(axis=1)
     beyond = bool((upo_better.max(axis=1) >= 1 - alpha / d).all())  # each p beaten on some axis, Bonferroni over axes
     behind = bool(len(pref) and (pref_better.min(axis=1) >= 1 - alpha / len(pref)).any())  # Bonferroni over p
     against = [{"preference": name, "axis": axes[int(np.argmax(b))], "share": float(b.max())}
