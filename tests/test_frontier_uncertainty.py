@@ -246,3 +246,34 @@ def test_the_front_test_reads_each_tail_at_its_own_confidence(monkeypatch):
     front = [c for c in seen if c != 0.95]
     assert front and set(np.round(front, 9)) == {round(1 - 0.1 / 3, 9)}  # the beyond test: 2 points x 3 axes
     assert len(front) == 2 * 3 and seen.count(0.95) >= 2 * 3  # the behind test (and the paired differences)
+
+
+def test_the_behind_test_reads_its_own_draws(monkeypatch):
+    """3 preference-only points and 2 axes: "behind" reads each pair's draws one-sided at 0.05 / 3 (a
+    central 1 - 0.1/3); "beyond" at 0.05 / 2 (0.95, as the paired differences). And `front_verdict`
+    takes the behind test from the draws given for it, the shares and `against` from the others."""
+    import upo.frontier.uncertainty as uncertainty
+
+    rng = np.random.default_rng(7)
+    ids = [f"p{i}" for i in range(30)]
+    names = ("dpo", "kto", "csft", "upo")
+    units = {name: {"per_prompt": (ids, {m: rng.random((3, 30)) + 0.1 * j for m in AXES})}
+             for j, name in enumerate(names)}
+    rows = [{"name": n, "group": "upo" if n == "upo" else "preference",
+             "metrics": {m: float(np.mean(units[n]["per_prompt"][1][m])) for m in AXES}} for n in names]
+    seen = []
+    real = uncertainty.pair_draws
+    monkeypatch.setattr(uncertainty, "pair_draws", lambda *a, **k: seen.append(a[4] if len(a) > 4 else k.get(
+        "confidence", 0.95)) or real(*a, **k))
+    add_uncertainty(rows, units, [summarize_axes(rows, AXES)], AXES)
+    confidences = np.round(seen, 9).tolist()
+    assert confidences.count(round(1 - 0.1 / 3, 9)) == 3 * 2  # the behind test: 3 points x 2 axes
+    assert set(confidences) == {0.95, round(1 - 0.1 / 3, 9)}
+
+    upo = np.zeros((1, 100, 2))
+    even, ahead = np.zeros((1, 100, 2)), np.ones((1, 100, 2))
+    alone = front_verdict(upo, even, ["p"], AXES)
+    split = front_verdict(upo, even, ["p"], AXES, behind=(upo, ahead))
+    assert alone["verdict"] == "not distinguishable" and split["verdict"] == "behind"
+    assert {k: split[k] for k in ("share_beyond", "share_behind", "against")} == {
+        k: alone[k] for k in ("share_beyond", "share_behind", "against")}

@@ -136,26 +136,28 @@ def test_prompts_are_paired_and_seeds_resampled():
 def test_each_sides_seed_variance_at_equal_length():
     """`_seed_terms`: one bin (every response 10 words), so each seed's matched difference is b's mean
     minus that seed's: seeds shifted by 0 and 1 without noise give estimates 0 and -1, s^2 = 1/2,
-    (net, gross, df) = (1/4, 1/4, 1). Seeds that differ by noise alone: their gross is the raw means'
-    (`upo.stats.seed_variance`), and the noise read off the drawn prompts is near the raw means' MS_e / n,
-    so the net is near theirs too."""
+    (net, gross, df) = (1/4, 1/4, 1). Four seeds shifted by 0, 1, 2, 3 with noise of sd 1: the estimates
+    are b's mean minus the raw seed means (gross as `upo.stats.seed_variance`'s), and the noise read off
+    the drawn prompts, k (gross - net), is the raw means' MS_e / n within the bootstrap's error."""
     rng = np.random.default_rng(4)
-    n = 300
-    words = np.full((2, n), 10)
+    n, k = 300, 4
     b = rng.normal(0, 1, (1, n))
-    shifted = np.stack([np.zeros(n), np.ones(n)])
     units = resample_counts(n, 2000, np.random.default_rng(0))
 
     def terms(a):
-        a_x, b_x = np.log2(words), np.log2(words[:1])
-        sides = (a, a_x, length_bins(words), b, b_x, length_bins(words[:1]), np.array([6]))
-        return _seed_terms(sides, units, 2, 1, 0), _seed_terms(sides, units, 2, 1, 1)
+        words = np.full(a.shape, 10)
+        sides = (a, np.log2(words), length_bins(words), b, np.log2(words[:1]), length_bins(words[:1]), np.array([6]))
+        return _seed_terms(sides, units, len(a), 1, 0), _seed_terms(sides, units, len(a), 1, 1)
 
+    shifted = np.stack([np.zeros(n), np.ones(n)])
     assert terms(shifted)[0] == pytest.approx((0.25, 0.25, 1)) and terms(shifted)[1] is None
-    noisy = rng.normal(0, 1, (2, n))
+    noisy = np.arange(k)[:, None] + rng.normal(0, 1, (k, n))
     (net, gross, df), _ = terms(noisy)
     raw_net, raw_gross, _ = seed_variance(noisy)
-    assert df == 1 and gross == pytest.approx(raw_gross)
-    assert net == pytest.approx(raw_net, abs=0.15 * gross + 1e-4)
-    # noise not subtracted (gross as net) would fail this whenever the seeds' means differ by noise only
-    assert net < gross
+    assert df == k - 1 and gross == pytest.approx(raw_gross)
+    assert k * (gross - net) == pytest.approx(k * (raw_gross - raw_net), rel=0.1)  # the noise subtracted
+    # a seed without any generation in the shared bin: left out, the noise from the other three
+    missing = noisy.copy()
+    missing[1] = np.nan
+    (net3, gross3, df3), _ = terms(missing)
+    assert df3 == 2 and 3 * (gross3 - net3) == pytest.approx(k * (raw_gross - raw_net), rel=0.15)

@@ -140,7 +140,7 @@ def seed_t_scale_of_terms(every, departure, terms: list, confidence: float = CON
     range is 1.41 standard deviations, not t(1) = 12.7): the range is t(nu) standard deviations. The
     seed part carries both (it can shrink or grow): f is found by bisection on the draws themselves.
     A test that reads a tail beyond 95% takes the matching `confidence` (t's tails grow faster than
-    the draws'). 1 without 2 seeds on some side, without departures, or with departures in too few
+    the draws'). 1 without 2 seeds on any side, without departures, or with departures in too few
     draws to move the central range; 0 when `every` alone is already that wide, or nothing varies."""
     from scipy.stats import t as student_t
 

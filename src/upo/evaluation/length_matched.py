@@ -38,8 +38,6 @@ per prompt, a prompt's length is its samples' mean word count.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 from upo.stats import (
@@ -128,10 +126,11 @@ def _seed_inflated(sides: tuple, units: np.ndarray, seeds_a: np.ndarray, seeds_b
 
 def _seed_terms(sides: tuple, units: np.ndarray, k_a: int, k_b: int, which: int) -> tuple | None:
     """`upo.stats.seed_terms` of side `which` (0: a, 1: b) at equal length: each of its seeds' own
-    length-matched difference (that seed alone against every seed of the other side) is an estimate;
-    the noise each carries is read off the drawn prompts: the variance of its departure from the
-    seeds' mean in each draw (the prompts' common part cancels there), times k / (k - 1). None with
-    fewer than 2 seeds."""
+    length-matched difference (that seed alone against every seed of the other side) is an estimate
+    (each on its own shared bins and weights, so their spread also holds differences in those); the
+    noise each carries is read off the drawn prompts: the variance of its departure from the seeds'
+    mean in each draw (the prompts' common part cancels there), times k / (k - 1), over the seeds
+    with an estimate and the draws in which each of them has one. None with fewer than 2 seeds."""
     k = (k_a, k_b)[which]
     if k < 2:
         return None
@@ -143,11 +142,13 @@ def _seed_terms(sides: tuple, units: np.ndarray, k_a: int, k_b: int, which: int)
             own, other = np.repeat(alone, len(rows), axis=0), np.ones((len(rows), (k_b, k_a)[which]))
             out.append(_matched(*sides, rows, *((own, other) if which == 0 else (other, own)))["difference"])
     estimates, drawn = np.concatenate(estimates), np.stack(drawn)  # [k], [k, B]
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a seed or a draw without a shared bin: NaN
-        departures = drawn - np.nanmean(drawn, axis=0)
-        noise = float(np.nanmean(np.nanvar(departures, axis=1))) * k / (k - 1)
-    return seed_terms(estimates, noise if np.isfinite(noise) else 0.0)
+    kept = np.isfinite(estimates)  # a seed without a shared bin has no estimate
+    drawn = drawn[kept][:, np.isfinite(drawn[kept]).all(axis=0)]  # the draws in which every kept seed has one
+    k = int(kept.sum())
+    noise = 0.0
+    if k >= 2 and drawn.shape[1] >= 2:
+        noise = float((drawn - drawn.mean(axis=0)).var(axis=1).mean()) * k / (k - 1)
+    return seed_terms(estimates, noise)
 
 
 def length_matched_difference(a, a_words, b, b_words, resamples: int = RESAMPLES, seed: int = SEED,

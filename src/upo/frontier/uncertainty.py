@@ -199,7 +199,7 @@ def front_uncertainty(entry: dict, rows: list[dict], draws: dict[str, dict], par
         u, against, behind = o[i], o[pref], None
         if parts is not None and pref:  # each test reads its own tail: one-sided at alpha / d, and at alpha / P
             u, against = stacked(usable[i]["name"], 1 - 2 * alpha / len(axes))
-            behind = stacked(usable[i]["name"], 1 - 2 * alpha / len(pref))
+            behind = (u, against) if len(pref) == len(axes) else stacked(usable[i]["name"], 1 - 2 * alpha / len(pref))
         verdicts.append(front_verdict(u, against, [usable[k]["name"] for k in pref], axes, behind=behind)
                         | {"name": usable[i]["name"]})
     return {"hv_gain_interval": list(percentile_interval(gains)), "upo_verdicts": verdicts}
@@ -225,11 +225,11 @@ def front_verdict(upo: np.ndarray, pref: np.ndarray, pref_names: list[str], axes
     upo_b, pref_b = behind if behind is not None else (upo, pref)
     pref_better = (pref_b > upo_b).mean(axis=1)
     beyond = bool((upo_better.max(axis=1) >= 1 - alpha / d).all())  # each p beaten on some axis, Bonferroni over axes
-    behind = bool(len(pref) and (pref_better.min(axis=1) >= 1 - alpha / len(pref)).any())  # Bonferroni over p
+    is_behind = bool(len(pref) and (pref_better.min(axis=1) >= 1 - alpha / len(pref)).any())  # Bonferroni over p
     against = [{"preference": name, "axis": axes[int(np.argmax(b))], "share": float(b.max())}
                for name, b in zip(pref_names, upo_better, strict=True)]
     return {"share_beyond": share_beyond, "share_behind": share_behind, "against": against,
-            "verdict": "beyond" if beyond else "behind" if behind else "not distinguishable"}
+            "verdict": "beyond" if beyond else "behind" if is_behind else "not distinguishable"}
 
 
 def steered_ratio_interval(entry: dict, rows: list[dict], draws: dict[str, dict], own: bool = False) -> list[float] | None:
