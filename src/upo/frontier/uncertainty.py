@@ -182,7 +182,8 @@ def front_uncertainty(entry: dict, rows: list[dict], draws: dict[str, dict], par
     gains = []
     for b in range(values.shape[1]):
         scaled = normalize(values[:, b], directions, entry["reference"], entry["best"])  # [points, d]
-        gains.append(hypervolume(scaled[pref + upo], zero) - (hypervolume(scaled[pref], zero) if pref else 0.0))
+        gain = hypervolume(scaled[pref + upo], zero) - (hypervolume(scaled[pref], zero) if pref else 0.0)
+        gains.append(max(0.0, gain))  # never negative: below 0 only by rounding
     def orient(v: np.ndarray) -> np.ndarray:  # larger is better
         return oriented(v.reshape(-1, len(axes)), directions).reshape(v.shape)
 
