@@ -100,14 +100,16 @@ def test_the_conditions_of_one_steered_run_resample_their_seeds_alike():
 
 
 def test_training_compute_from_metrics_hand_worked(tmp_path):
-    """Rows at steps 2 and 5 average 2 and 3 steps: tokens 2 * 100 + 3 * 120 = 560, seconds
-    2 * 1.5 + 3 * 2 = 9; the evaluation-only row at step 3 counts nothing."""
+    """Rows at steps 2, 5 and 6 average 2, 3 and 1 steps: tokens 2 * 100 + 3 * 120 + 1 * 100 = 660;
+    the steps' seconds 1.5, 1.5, 2, 2, 2 and 400 (a paused step) have median 2, so 6 steps take 12 s,
+    not the 409 a sum would give; the evaluation-only row at step 3 counts nothing."""
     run = tmp_path / "run"
     run.mkdir()
     write_lines(run / "metrics.jsonl", [{"step": 2, "train/step_seconds": 1.5, "train/step_tokens": 100},
                                         {"step": 3, "eval/loss": 1.0},
-                                        {"step": 5, "train/step_seconds": 2.0, "train/step_tokens": 120}])
-    assert run_compute(run) == {"steps": 5, "tokens": 560.0, "seconds": 9.0}
+                                        {"step": 5, "train/step_seconds": 2.0, "train/step_tokens": 120},
+                                        {"step": 6, "train/step_seconds": 400.0, "train/step_tokens": 100}])
+    assert run_compute(run) == {"steps": 6, "tokens": 660.0, "seconds": 12.0}
     assert run_compute(tmp_path / "missing") is None
     one = {"steps": 5, "tokens": 560.0, "seconds": 9.0}
     rows = [{"name": "upo-a", "group": "upo", "compute": one}, {"name": "upo-b", "group": "upo", "compute": one},

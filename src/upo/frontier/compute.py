@@ -2,8 +2,10 @@
 
 A run's compute: its optimizer steps, the policy tokens those steps processed (`train/step_tokens`,
 real tokens, no padding; per process) and the steps' wall time (`train/step_seconds`: set-up,
-reference log-probs and held-out evaluation excluded). A metrics row averages the steps since the
-previous row, so each row counts (its step - the previous row's step) times.
+reference log-probs and held-out evaluation excluded) at their median pace: steps x the median
+seconds of a step, so that a stretch in which the process was paused or starved (a stopped worker,
+a test run beside it) does not count. A metrics row averages the steps since the previous row, so
+each row counts (its step - the previous row's step) times.
 
 A group's compute is the sum over its training runs, per seed: a steered run, evaluated at each of
 its conditions, counts once.
@@ -13,6 +15,8 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+
+import numpy as np
 
 from upo.metrics import read_metrics
 
@@ -25,17 +29,19 @@ def run_compute(run_dir: Path) -> dict[str, float] | None:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         return None
-    steps, tokens, seconds = 0, 0.0, 0.0
+    steps, tokens, paces, windows = 0, 0.0, [], []
     for row in read_metrics(path):
         if "train/step_seconds" not in row:  # an evaluation-only row
             continue
         window = row["step"] - steps
         steps = row["step"]
         tokens += row.get("train/step_tokens", math.nan) * window
-        seconds += row["train/step_seconds"] * window
+        paces.append(row["train/step_seconds"])
+        windows.append(window)
     if steps == 0:
         return None
-    return {"steps": steps, "tokens": None if math.isnan(tokens) else tokens, "seconds": seconds}
+    pace = float(np.median(np.repeat(paces, windows)))  # the median step's seconds
+    return {"steps": steps, "tokens": None if math.isnan(tokens) else tokens, "seconds": steps * pace}
 
 
 def mean_compute(computes: list[dict | None]) -> dict[str, float] | None:

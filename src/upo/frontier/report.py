@@ -37,8 +37,9 @@ set of points of a group that no point of the same group dominates.
   sets the scale; the worst of them then adds nothing, which makes it the stricter figure.
   **Training compute**: per seed, the
   sum over a group's training runs (a steered run once) of optimizer steps, policy tokens processed
-  (non-padding, per process) and the steps' wall time (set-up, reference log-probs and evaluation
-  excluded).
+  (non-padding, per process) and the steps' wall time at their median pace (steps x the median
+  step's seconds, so that a paused stretch does not count; set-up, reference log-probs and
+  evaluation excluded).
 
 **Intervals** ({confidence:.0%}): percentile bootstrap, {resamples} draws (seed {seed}). Each draw
 resamples the evaluation prompts (and held-out pairs) once for every point, since all were evaluated
