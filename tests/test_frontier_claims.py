@@ -35,6 +35,7 @@ def test_each_question_answered_from_its_interval():
     assert [r["own_term"] for r in rows] == [True, False, True, False]
     assert [r["raw"]["answer"] for r in rows[:3]] == ["yes", "no", "no loss shown"]
     assert rows[0]["raw"] == {"difference": -0.02, "low": -0.03, "high": -0.01, "answer": "yes"}
+    assert rows[2]["raw"]["worst"] == -0.12  # win rate: a higher-is-better metric's worse end is its low end
     assert rows[3]["front"] == "not shown" and all(r["equal_length"] is None for r in rows[:3])
     assert not any(r["equal_length_compared"] for r in rows[:3])  # no equal-length comparisons at all
 
@@ -65,16 +66,38 @@ def test_without_a_term_only_the_auxiliary_questions():
     r = result()
     r["points"][3]["pref_loss"] = None
     rows = claims(r)
-    assert [(x["question"], x["against"]) for x in rows] == [("`safety/violation_rate` lower", "dpo"),
-                                                             ("`safety/violation_rate` lower", "kto")]
+    assert [(x["question"], x["against"]) for x in rows] == [
+        ("`safety/violation_rate` lower", "dpo"), ("`safety/violation_rate` lower", "kto"),
+        ("beyond the preference-only front on all axes", "dpo, kto")]
     assert not any(x["own_term"] for x in rows)
+    assert rows[-1]["front"] == "not computed"  # no verdict in the result: said, not left out
 
 
-def test_a_term_the_sweep_lacks_asks_no_preference_question():
+def test_a_term_the_sweep_lacks_asks_no_preference_question_and_says_so():
     r = result()
-    r["points"][3]["pref_loss"] = "ipo"  # no IPO point in the sweep
+    r["points"][3]["pref_loss"] = "ipo"  # no IPO point in the sweep (or not finished)
     rows = claims(r)
-    assert not any(x["own_term"] for x in rows) and not any("not lower" in x["question"] for x in rows)
+    assert rows[0] == {"upo": "u", "question": "against its preference term", "against": "ipo", "own_term": True,
+                       "term_missing": "ipo"}
+    assert not any(x["own_term"] for x in rows[1:]) and not any("not lower" in x["question"] for x in rows)
+
+
+def test_a_comparison_the_result_lacks_is_a_row_not_computed():
+    r = result(verdicts="beyond")
+    del r["comparisons"][1]  # u against dpo on the violation rate: no draws
+    rows = claims(r)
+    assert (rows[1]["against"], rows[1]["raw"], rows[1]["computed"]) == ("dpo", None, False)
+    assert rows[0]["computed"] and len(rows) == 4
+
+
+def test_the_report_gives_the_loss_not_ruled_out_and_the_missing_rows():
+    from upo.frontier.report import _claims_table
+    r = result()
+    del r["comparisons"][1]
+    table = "\n".join(_claims_table(r))
+    assert "| u | `judge/win_rate` not lower | kto (its term) | -0.05 | [-0.12, 0.02] | **no loss shown** (-0.12 not ruled out) |" in table
+    assert "| u | `safety/violation_rate` lower | dpo |  | not computed |  |" in table
+    assert "| **not computed** |" in table
 
 
 def test_the_front_question_takes_the_all_axes_verdict():

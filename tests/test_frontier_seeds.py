@@ -356,6 +356,7 @@ def test_finished_reports_the_runs_done_so_far_and_runs_nothing(tmp_path, monkey
                                                                       for s in (1, 2)]]))
     warning = next(w for w in result["warnings"] if w.startswith("--finished"))
     assert "base seed 2, 3; dpo seed 3; kto seed 2, 3; upo-aux0.3; upo-aux1 seed 3; upo-aux3" in warning
+    assert "Points with one finished seed (base, kto) carry no seed variance" in warning
     report = (out / "report.md").read_text()
     assert "--finished: a report of the runs finished so far" in report and "| dpo (seed 1, 2) | preference |" in report
     assert "each point the mean over its finished runs of seeds 1, 2, 3" in report

@@ -87,6 +87,23 @@ def test_steered_ratio_draws_keep_the_scale_of_the_point_estimates():
     assert low == pytest.approx(5 / 8, abs=0.01) and high == pytest.approx(13 / 16, abs=0.01)
 
 
+def test_steered_ratio_draws_where_the_grid_has_no_hypervolume_count_as_infinite():
+    """In 60 of 100 draws both grid points fall to the base model's win rate (the reference): the grid's
+    HV is 0 there and the steered points' is not, so the ratio is infinite in 60% of the draws and the
+    upper end is inf; the lower end is the estimate's 13/16 (the other 40%). Where the steered points
+    fall to it as well, those draws have no ratio and are left out: the interval is 13/16 at both ends."""
+    rows = _rows()
+    draws = {r["name"]: {m: np.full(100, v) for m, v in r["metrics"].items()} for r in rows}
+    for name in ("upo1", "upo2"):
+        draws[name]["judge/win_rate"] = np.where(np.arange(100) < 60, 0.3, draws[name]["judge/win_rate"])
+    entry = summarize_axes(rows, AXES)
+    low, high = steered_ratio_interval(entry, rows, draws)
+    assert low == pytest.approx(13 / 16) and high == math.inf
+    for name in ("s1", "s2"):
+        draws[name]["judge/win_rate"] = np.where(np.arange(100) < 60, 0.3, draws[name]["judge/win_rate"])
+    assert steered_ratio_interval(entry, rows, draws) == pytest.approx([13 / 16, 13 / 16])
+
+
 def test_the_conditions_of_one_steered_run_resample_their_seeds_alike():
     """Two conditions of one run, two seeds each (0.2 and 1 on every prompt): with runs naming their
     run, every draw picks the same seeds for both, so their draws are equal; apart, they differ."""

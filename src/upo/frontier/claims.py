@@ -11,9 +11,15 @@ Each comparison is answered from the paired difference U - Q and again from the 
 (`uncertainty.equal_length_comparisons`): "yes" when the interval lies on the asked side of 0, "no"
 when it lies on the other, "not shown" when it holds 0. "Not worse" cannot be shown without a margin:
 there "no" when the interval lies on the worse side, "yes" when on the better side, and "no loss
-shown" when it holds 0 (its end on the worse side is then the largest loss the data do not rule out).
-An interval that could not be computed answers "no interval". The front question answers "yes" for
-beyond, "no" for behind, "not shown" for not distinguishable.
+shown" when it holds 0, with its end on the worse side ("worst": the largest loss the data do not
+rule out). An interval that could not be computed answers "no interval". The front question answers
+"yes" for beyond, "no" for behind, "not shown" for not distinguishable.
+
+No question disappears: a comparison the result lacks (a metric without draws, a point without
+per-prompt values) is a row whose raw answer is None ("computed": False), a front test that did not
+run is the front answer "not computed", and a UPO point whose preference term is not among the points
+(not in the sweep, or not finished yet) has a row saying so ("term_missing") in place of its
+term's questions.
 """
 
 from __future__ import annotations
@@ -29,8 +35,11 @@ def _answer(comparison: dict | None, upo: str, other: str, not_worse: bool) -> d
         return None
     held = "no loss shown" if not_worse else "not shown"
     answer = {upo: "yes", other: "no", "neither": held}.get(comparison["better"], "no interval")
-    return {"difference": comparison["difference"], "low": comparison["low"], "high": comparison["high"],
-            "answer": answer}
+    out = {"difference": comparison["difference"], "low": comparison["low"], "high": comparison["high"],
+           "answer": answer}
+    if answer == "no loss shown":  # the worse side's end: a loss this large is not ruled out
+        out["worst"] = comparison["low"] if direction(comparison["metric"]) == "max" else comparison["high"]
+    return out
 
 
 def _question(metric: str, not_worse: bool) -> str:
@@ -42,8 +51,9 @@ def _question(metric: str, not_worse: bool) -> str:
 def claims(result: dict) -> list[dict]:
     """One row per (UPO point, question, other point) of frontier.json's dict `result` (see the
     module docstring): {"upo", "question", "against", "own_term", "raw", "equal_length",
-    "equal_length_compared"}, raw and equal_length {difference, low, high, answer} or None (at equal
-    length: no shared lengths, or not compared); the front question has "front" (the answer) instead."""
+    "equal_length_compared", "computed"}, raw and equal_length {difference, low, high, answer[, worst]}
+    or None (raw: not computed; at equal length: no shared lengths, or not compared); the front question
+    has "front" (the answer) instead, and a missing term "term_missing" (its method)."""
     rows = {r["name"]: r for r in result["points"]}
     raw = {(c["upo"], c["preference"], c["metric"]): c for c in result.get("comparisons", [])}
     matched = {(c["upo"], c["preference"], c["metric"]): c for c in result.get("comparisons_at_equal_length", [])}
@@ -57,16 +67,17 @@ def claims(result: dict) -> list[dict]:
         others = terms + [q for q in preference if q not in terms]
         questions = [(m, q, False) for m in result["aux_metrics"] for q in others]
         questions += [(result["preference_metric"], q, True) for q in terms]
+        if rows[u].get("pref_loss") and not terms:
+            out.append({"upo": u, "question": "against its preference term", "against": rows[u]["pref_loss"],
+                        "own_term": True, "term_missing": rows[u]["pref_loss"]})
         for metric, q, not_worse in questions:
             key = (u, q, metric)
-            if key not in raw:
-                continue  # a metric one of the two lacks
             out.append({"upo": u, "question": _question(metric, not_worse), "against": q, "own_term": q in terms,
-                        "raw": _answer(raw[key], u, q, not_worse),
+                        "raw": _answer(raw.get(key), u, q, not_worse),
                         "equal_length": _answer(matched.get(key), u, q, not_worse),
-                        "equal_length_compared": key in matched})
-        if u in front:
-            out.append({"upo": u, "question": "beyond the preference-only front on all axes",
-                        "against": ", ".join(a["preference"] for a in front[u].get("against", [])) or ", ".join(preference),
-                        "own_term": False, "front": ANSWER_OF_VERDICT[front[u]["verdict"]]})
+                        "equal_length_compared": key in matched, "computed": key in raw})
+        verdict = front.get(u)
+        out.append({"upo": u, "question": "beyond the preference-only front on all axes",
+                    "against": ", ".join(a["preference"] for a in (verdict or {}).get("against", [])) or ", ".join(preference),
+                    "own_term": False, "front": ANSWER_OF_VERDICT[verdict["verdict"]] if verdict else "not computed"})
     return out

@@ -34,7 +34,9 @@ set of points of a group that no point of the same group dominates.
   every draw, where the conditions of one steered run resample their seeds alike (each seed is one
   run for all of them). **On their own scale**: the same ratio with the reference and best values
   taken over the UPO and steered points alone, so that neither the base model nor any other point
-  sets the scale; the worst of them then adds nothing, which makes it the stricter figure.
+  sets the scale (the worst of them then adds nothing). A second view, not a bound: moving the
+  reference can lower or raise the ratio. An interval's upper end is inf when, in enough draws, the
+  grid's points have no hypervolume while the steered ones have some.
   **Training compute**: per seed, the
   sum over a group's training runs (a steered run once) of optimizer steps, policy tokens processed
   (non-padding, per process) and the steps' wall time at their median pace (steps x the median
@@ -93,12 +95,15 @@ worse than its term on the preference metric, and whether it is beyond the prefe
 (the level-5% test of the table "Each UPO point against the preference-only front"). **yes**: the
 95% interval of the paired difference lies on the asked side of 0; **no**: on the other side; **not
 shown**: it holds 0. "Not worse" cannot be shown without a margin: **no loss shown** means the
-interval holds 0, and its end on the worse side is the largest loss the data do not rule out. Each
+interval holds 0, and its end on the worse side, given beside it, is the largest loss the data do
+not rule out (the honest answer to "not worse" is then: not shown either way). Each
 comparison is answered raw and at equal length (see "At equal length" below): where the two answers
 differ, the raw one may come from a difference in length. **no interval**: no draw had a value;
-"no shared length": the two points have no response length in common; "not compared": the
-evaluations kept no lengths. For the front, yes / no / not shown mean beyond / behind / not
-distinguishable. Each answer is its own test at 5%, with no correction for their number: where
+"not computed": the comparison or the front test could not be made (a metric without draws, or
+without per-prompt values); "no shared length": the two points have no response length in common;
+"not compared": the evaluations kept no lengths (or no per-prompt values); "not among the points":
+the UPO point's preference term is not in the sweep or not finished, so its term's questions are not
+asked. For the front, yes / no / not shown mean beyond / behind / not distinguishable. Each answer is its own test at 5%, with no correction for their number: where
 nothing differs, about one question in twenty may still answer yes or no by chance, so a lone yes
 among many not shown is weak evidence."""
 
@@ -213,7 +218,8 @@ def _claims_table(result: dict) -> list[str]:
         if answer is None:
             return f" | {missing} | "
         bounds = "" if answer["answer"] == "no interval" else _interval((answer["low"], answer["high"]))
-        return f"{format_value(answer['difference'])} | {bounds} | **{answer['answer']}**"
+        worst = f" ({format_value(answer['worst'])} not ruled out)" if "worst" in answer else ""
+        return f"{format_value(answer['difference'])} | {bounds} | **{answer['answer']}**{worst}"
 
     rows = claims(result)
     lines = ["| UPO point | question | against | UPO - other | 95% interval | answer | at equal length | 95% interval "
@@ -221,8 +227,12 @@ def _claims_table(result: dict) -> list[str]:
     for c in rows:
         against = c["against"] + (" (its term)" if c["own_term"] else "")
         missing = "no shared length" if c.get("equal_length_compared") else "not compared"
-        answers = f" |  | **{c['front']}** |  |  | " if "front" in c else \
-            f"{cells(c['raw'])} | {cells(c['equal_length'], missing)}"
+        if "term_missing" in c:
+            answers = " | not among the points | not asked |  |  | "
+        elif "front" in c:
+            answers = f" |  | **{c['front']}** |  |  | "
+        else:
+            answers = f"{cells(c['raw'], 'not computed')} | {cells(c['equal_length'], missing)}"
         lines.append(f"| {c['upo']} | {c['question']} | {against} | {answers} |")
     return lines + ["", CLAIMS] if rows else []
 

@@ -240,8 +240,11 @@ def _unfinished_warning(points: list[Point], seeds: list, done: dict[str, list])
         return "--finished: every run of the sweep is finished and in this report"
     lacking = "; ".join(f"{name} seed {', '.join(map(str, lacking))}" if done[name] else name
                         for name, lacking in missing.items())
+    single = [name for name, done_seeds in done.items() if len(done_seeds) == 1] if len(seeds) > 1 else []
+    narrow = (f" Points with one finished seed ({', '.join(single)}) carry no seed variance: their intervals and "
+              f"comparisons count the prompts only, narrower than they will be with more seeds." if single else "")
     return (f"--finished: a report of the runs finished so far, each point the mean over its finished seeds; "
-            f"not finished, so not in it: {lacking}. The sweep's report replaces it once every run is done")
+            f"not finished, so not in it: {lacking}. The sweep's report replaces it once every run is done.{narrow}")
 
 
 def _record_failure(sweep: Sweep, point: Point, seed: int | None, error: Exception) -> dict:

@@ -16,7 +16,8 @@ auxiliary metrics, all of them at once. For one set of axes, over the points tha
   much of the grid-trained UPO front's hypervolume the one steered run covers (None without either);
   hv_ratio_steered_own, the same ratio with the reference and best values taken over the UPO and
   steered points alone (reference_steered, best_steered): the worst of those points then adds
-  nothing, so it is the stricter figure, free of how far off the base model or other points lie.
+  nothing, and neither the base model nor another far-off point sets the scale. It is a second
+  view, not a bound on the first: a higher reference can lower or raise the ratio.
 """
 
 from __future__ import annotations

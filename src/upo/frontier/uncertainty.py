@@ -37,6 +37,8 @@ draws:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from upo.evaluation.compare import LENGTH, equal_length_row, verdict
@@ -235,8 +237,11 @@ def front_verdict(upo: np.ndarray, pref: np.ndarray, pref_names: list[str], axes
 
 def steered_ratio_interval(entry: dict, rows: list[dict], draws: dict[str, dict], own: bool = False) -> list[float] | None:
     """The 95% interval of HV(steered) / HV(UPO) for one summary entry, recomputed in every draw on the
-    scale of the point estimates (`own`: the scale of the UPO and steered points alone) (draws where the
-    grid's HV is 0 are left out); None without both groups or without draws for all of their points."""
+    scale of the point estimates (`own`: the scale of the UPO and steered points alone). A draw where
+    the grid's HV is 0 and the steered points' is not counts as an infinite ratio (so the upper end can
+    be inf); a draw where both are 0 has no ratio and is left out. Quantiles are of the draws
+    themselves (no interpolation, which an infinite draw would turn into NaN). None without both
+    groups or without draws for all of their points."""
     axes, directions = entry["axes"], entry["directions"]
     usable = [r for r in rows if r["group"] in ("upo", "steered") and all(m in r["metrics"] for m in axes)]
     grid = [i for i, r in enumerate(usable) if r["group"] == "upo"]
@@ -250,10 +255,15 @@ def steered_ratio_interval(entry: dict, rows: list[dict], draws: dict[str, dict]
     for b in range(values.shape[1]):
         scaled = normalize(values[:, b], directions, *((entry["reference_steered"], entry["best_steered"]) if own
                                                        else (entry["reference"], entry["best"])))  # [points, d]
-        grid_hv = hypervolume(scaled[grid], zero)
+        grid_hv, steered_hv = hypervolume(scaled[grid], zero), hypervolume(scaled[steered], zero)
         if grid_hv > 0:
-            ratios.append(hypervolume(scaled[steered], zero) / grid_hv)
-    return list(percentile_interval(ratios)) if ratios else None
+            ratios.append(steered_hv / grid_hv)
+        elif steered_hv > 0:
+            ratios.append(math.inf)
+    if not ratios:
+        return None
+    tails = [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2]
+    return [float(q) for q in np.quantile(np.asarray(ratios), tails, method="inverted_cdf")]
 
 
 def value_range(values: np.ndarray) -> tuple[float, float]:
@@ -337,8 +347,9 @@ def add_uncertainty(rows: list[dict], units: dict[str, Units], summary: list[dic
         ranges[row["name"]] = {m: value_range(v) for m, v in values.items()}
     for entry in summary:
         entry.update(front_uncertainty(entry, rows, draws, parts))
-        if entry.get("hv_steered") is not None:
-            entry["hv_ratio_steered_interval"] = steered_ratio_interval(entry, rows, draws)
+        if entry.get("hv_steered") is not None:  # no interval where the estimate has no ratio (grid HV 0)
+            entry["hv_ratio_steered_interval"] = (steered_ratio_interval(entry, rows, draws)
+                                                  if entry.get("hv_ratio_steered") is not None else None)
             if entry.get("hv_ratio_steered_own") is not None:
                 entry["hv_ratio_steered_own_interval"] = steered_ratio_interval(entry, rows, draws, own=True)
     return paired_comparisons(rows, draws, compared, parts, ranges)
