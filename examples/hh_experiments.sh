@@ -20,9 +20,9 @@
 #   bash examples/hh_experiments.sh stop       # stops both: a training saves its current step first (SIGUSR1),
 #                                              # an evaluation resumes from its last generated batch
 #
-# Each worker takes its seeds through the sweeps (a seed's seeds-sweep runs, their 192-token
-# evaluations, then its steered-sweep runs), the first seed of each sweep first (so a first answer
-# exists after one seed). A run that the other worker holds (each run folder is locked)
+# Each worker takes its seeds through the sweeps (seeds 1 and 2: a seed's seeds-sweep runs, their
+# 192-token evaluations, then its steered-sweep runs; seed 3, shared: see the queues below), the first
+# seed of each sweep first (so a first answer exists after one seed). A run that the other worker holds (each run folder is locked)
 # fails in this worker with a lock message and is retried by its next pass: each worker passes over
 # its jobs until a pass fails nothing (at most 3 passes). Pause both with `kill -STOP -- -PGID`
 # (PGID in runs/hh-worker-N.pgid) while timing anything; `kill -CONT -- -PGID` resumes.
