@@ -183,6 +183,8 @@ def test_steering_config_is_checked():
         UPOConfig(steer_aux_coefs=[1.0], aux_coef=2.0)
     with pytest.raises(ConfigError, match="precompute_ref_logps: true"):
         UPOConfig(steer_aux_coefs=[1.0], precompute_ref_logps=False)
+    with pytest.raises(ConfigError, match="control_token_init"):
+        UPOConfig(steer_aux_coefs=[1.0], control_token_init="random")
 
 
 # ---- training and evaluation end to end ---------------------------------------------------------
@@ -227,6 +229,35 @@ def test_steered_training_records_its_conditions_and_trains_their_embeddings(ste
     rows = read_metrics(final.parent / "metrics.jsonl")
     assert all(0.3 <= r["train/upo/aux_coef_mean"] <= 3.0 for r in rows if "train/loss" in r)
     assert all(r["train/step_tokens"] > 0 for r in rows if "train/loss" in r)
+
+
+def test_condition_tokens_start_from_the_embedding_of_their_text(steered_run, tiny_model_dir):
+    """control_token_init "text" (the default): each new row starts as the mean embedding of its value's
+    text ("0.3" -> its tokens), so the conditions start apart; transformers' resize alone puts them all
+    at (nearly) the vocabulary's mean."""
+    final, _ = steered_run
+    tokenizer = AutoTokenizer.from_pretrained(final)
+    old = load_file(str(tiny_model_dir / "model.safetensors"))["model.embed_tokens.weight"].float()
+    started = STARTED_EMBEDDINGS[final]
+    ids = steering_token_ids(tokenizer)
+    for coef, token_id in ids.items():
+        text_ids = tokenizer(f"{coef:g}", add_special_tokens=False)["input_ids"]
+        assert torch.allclose(started[token_id], old[text_ids].mean(dim=0))
+    rows = started[list(ids.values())]
+    apart = torch.cdist(rows, rows)[~torch.eye(len(ids), dtype=torch.bool)]
+    assert apart.min() > 0.1 * old.norm(dim=1).mean()  # mean-resized rows: ~0 apart
+
+
+def test_init_token_embeddings_refuses_a_text_without_vocabulary_tokens(tiny_model_dir, steered_tokenizer):
+    from upo.modeling import init_token_embeddings
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model.resize_token_embeddings(len(steered_tokenizer))
+    token = steering_token_ids(steered_tokenizer)[0.3]
+    with pytest.raises(ValueError, match="has no tokens of the vocabulary"):
+        init_token_embeddings(model, steered_tokenizer, {token: ""})
+    with pytest.raises(ValueError, match="has no tokens of the vocabulary"):  # its own token is no text
+        init_token_embeddings(model, steered_tokenizer, {token: condition_token(0.3)})
 
 
 def test_reference_log_probs_do_not_see_the_condition(steered_run):

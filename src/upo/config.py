@@ -30,6 +30,7 @@ PREFERENCE_TERMS = ("kto", "dpo", "ipo")
 OPTIMIZERS = ("adamw", "rmsprop")
 PRECISIONS = ("bf16", "fp32", "fp16")
 AUX_LOGP = ("mean", "sum")
+TOKEN_INITS = ("text", "mean")
 LR_SCHEDULERS = ("constant", "linear", "cosine")
 TRACKERS = ("tensorboard", "trackio", "wandb", "mlflow")  # report_to: Accelerate's trackers, each its own pip package
 
@@ -66,6 +67,7 @@ class UPOConfig:
     aux_coef: NonNegative[float] = 1.0  # lambda: weight of UPO's advantage-weighted likelihood
     steer_aux_coefs: list[float] | None = None  # steered UPO: one policy for all these lambdas, each example drawn one and told it by a control token (README, Steered UPO); null = off
     steer_reward_mixes: dict[str, dict[str, float]] | None = None  # steered UPO over reward mixes: name -> rewards mapping, each example drawn one (with steer_aux_coefs, one pair) and told it by a control token; replaces rewards (README, Steered UPO); null = off
+    control_token_init: str = "text"  # embeddings of new control tokens (steering's, CSFT's): "text" = the mean embedding of the text each stands for ("0.3", a mix's name, "desirable"), distinct from the start; "mean" = transformers' resize default, every new row near the vocabulary's mean, all nearly alike
     eta: Positive[float] = 1.0  # AWR temperature, on standardized rewards
     max_weight: Positive[float] = 20.0  # clip of exp(A / eta)
     tau: Annotated[float, Interval("(0, 1)")] = 0.7  # expectile of the value regression
@@ -125,6 +127,7 @@ class UPOConfig:
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("aux_logp", self.aux_logp, AUX_LOGP)
+        _check_choice("control_token_init", self.control_token_init, TOKEN_INITS)
         _check_choice("lr_scheduler", self.lr_scheduler, LR_SCHEDULERS)
         for tracker in self.report_to:
             _check_choice("report_to", tracker, TRACKERS)

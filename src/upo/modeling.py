@@ -65,6 +65,22 @@ def disable_dropout(model: nn.Module) -> None:
             module.p = 0.0
 
 
+@torch.no_grad()
+def init_token_embeddings(model, tokenizer, texts: dict[int, str]) -> None:
+    """Set the input embedding of each new token id to the mean embedding of the tokens of its text
+    ({id: text}, e.g. an aux_coef token's "0.3"), so that new control tokens start apart, each where
+    the text it stands for lies. transformers' resize gives every new row (nearly) the vocabulary's
+    mean: four steering tokens trained from there stayed at cosine 0.996 from one another after 800
+    steps, and the policy could barely tell its conditions apart (README, Steered UPO). With tied
+    input and output embeddings the output rows follow."""
+    embeddings = model.get_input_embeddings().weight
+    for token_id, text in texts.items():
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if not ids or any(i in texts for i in ids):
+            raise ValueError(f"control token {token_id}: its text {text!r} has no tokens of the vocabulary")
+        embeddings[token_id] = embeddings[ids].mean(dim=0)
+
+
 def add_lora(model, cfg: UPOConfig, trainable_token_ids: list[int] | None = None):
     """Wrap `model` with LoRA adapters; `trainable_token_ids` are embedding rows trained in full
     (new tokens such as CSFT's control tokens, which LoRA alone could not give a meaning)."""

@@ -57,6 +57,7 @@ from upo.modeling import (
     add_lora,
     disable_dropout,
     full_copy,
+    init_token_embeddings,
     load_causal_lm,
     load_tokenizer,
     resolve_model_path,
@@ -132,8 +133,12 @@ def train(cfg: UPOConfig) -> Path:
 
     lm = load_causal_lm(model_path, attn_implementation=cfg.attn_implementation)
     disable_dropout(lm)
-    if new_token_ids and len(tokenizer) > lm.get_input_embeddings().num_embeddings:
+    if new_token_ids and len(tokenizer) > (known := lm.get_input_embeddings().num_embeddings):
         lm.resize_token_embeddings(len(tokenizer))  # new rows: sampled around the mean embedding (transformers)
+        if cfg.control_token_init == "text":  # each from the text it stands for: apart from the start
+            texts = {**{i: "desirable" if label else "undesirable" for label, i in (control_ids or {}).items()},
+                     **{i: f"{c:g}" for c, i in (aux_ids or {}).items()}, **{i: n for n, i in (mix_ids or {}).items()}}
+            init_token_embeddings(lm, tokenizer, {i: t for i, t in texts.items() if i >= known})
     if cfg.lora:
         # The control tokens' embeddings (CSFT's, steering's) must learn too: peft trains just those rows.
         lm = add_lora(lm, cfg, trainable_token_ids=new_token_ids or None)
