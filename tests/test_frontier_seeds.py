@@ -367,6 +367,7 @@ def test_finished_reports_the_runs_done_so_far_and_runs_nothing(tmp_path, monkey
     result = json.loads((out / "frontier.json").read_text())
     assert {r["name"]: [run["seed"] for run in r["runs"]] for r in result["points"]} == {"dpo": [2], "upo-aux1": [2]}
     assert trained == [] and evaluated == []
+    assert result["seeds"] == [2] and "each point trained and generated with seeds 2 " in (out / "report.md").read_text()
 
 
 def test_finished_keeps_a_steered_runs_conditions_at_the_same_seeds(tmp_path, monkeypatch, capsys):

@@ -237,7 +237,8 @@ def _unfinished_warning(points: list[Point], seeds: list, done: dict[str, list])
     missing = {p.name: [s for s in seeds if s not in done[p.name]] for p in points}
     missing = {name: lacking for name, lacking in missing.items() if lacking}
     if not missing:
-        return "--finished: every run of the sweep is finished and in this report"
+        return "--finished: every run of the sweep" + (f" at seeds {', '.join(map(str, seeds))}" if seeds != [None] else "") \
+            + " is finished and in this report"
     lacking = "; ".join(f"{name} seed {', '.join(map(str, lacking))}" if done[name] else name
                         for name, lacking in missing.items())
     single = [name for name, done_seeds in done.items() if len(done_seeds) == 1] if len(seeds) > 1 else []
@@ -374,7 +375,7 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
     result = {
         "sweep": sweep.source,
         "quick": sweep.quick,
-        "seeds": sweep.seeds,
+        "seeds": (only_seeds or sweep.seeds) if sweep.seeds else None,  # --finished --seeds: those reported
         "points_dir": str(sweep.points_dir),
         "preference_metric": pref,
         "aux_metrics": aux_metrics,
