@@ -1,0 +1,110 @@
+"""How far apart does a steered policy hold two of its conditions? And two grid-trained models?
+
+Scores the dataset's chosen and rejected responses to its first single-turn prompts (up to 64
+response tokens) and reports, between two conditions of one steered model (or between two models):
+the mean absolute difference of the responses' per-token log-probs, the KL divergence of the first
+response token's distribution, and each side's mean chosen - rejected margin (per-token log-probs).
+A steered model whose conditions differ far less than the models trained at those values cannot
+steer. Used for README "Steered UPO" (the first attempt).
+
+    python scripts/steering_probe.py runs/.../upo-steered/seed-1/final                  # aux_coef 0 vs 3
+    python scripts/steering_probe.py runs/.../upo-steered/seed-1/checkpoints/step-300   # a checkpoint
+    python scripts/steering_probe.py runs/.../upo-kto-aux0/seed-1/final --against runs/.../upo-kto-aux3/seed-1/final
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+from upo.config import UPOConfig
+from upo.data.steering import add_steering_tokens, condition_token
+from upo.modeling import add_lora, init_token_embeddings, load_causal_lm, load_tokenizer, resolve_model_path
+
+
+def single_turn_pairs(path: str, n: int) -> list[tuple[str, str, str]]:
+    """(prompt, chosen, rejected) of the first n HH rows with one human turn."""
+    out = []
+    with gzip.open(path, "rt") as f:
+        for line in f:
+            row = json.loads(line)
+            if row["chosen"].count("Human:") != 1:
+                continue
+            prompt, chosen = row["chosen"].rsplit("\n\nAssistant:", 1)
+            rejected = row["rejected"].rsplit("\n\nAssistant:", 1)[1]
+            out.append((prompt.replace("\n\nHuman:", "").strip(), chosen.strip(), rejected.strip()))
+            if len(out) == n:
+                break
+    return out
+
+
+def load(path: Path):
+    """A saved model (final/, LoRA merged) or a training checkpoint rebuilt as the trainer builds it."""
+    if (path / "config.json").exists():
+        return AutoModelForCausalLM.from_pretrained(path).eval(), load_tokenizer(str(path))
+    cfg = UPOConfig(**yaml.safe_load((path / "config.yaml").read_text()))
+    model_path = resolve_model_path(cfg.model, cfg.cache_dir)
+    tokenizer = load_tokenizer(model_path)
+    ids = add_steering_tokens(tokenizer, cfg.steer_aux_coefs)
+    lm = load_causal_lm(model_path)
+    known = lm.get_input_embeddings().num_embeddings
+    lm.resize_token_embeddings(len(tokenizer))
+    if cfg.control_token_init == "text":
+        init_token_embeddings(lm, tokenizer, {i: f"{c:g}" for c, i in ids.items() if i >= known})
+    lm = add_lora(lm, cfg, trainable_token_ids=sorted(ids.values()))
+    state = {k.removeprefix("lm."): v for k, v in load_file(str(path / "model.safetensors")).items() if k.startswith("lm.")}
+    unexpected = lm.load_state_dict(state, strict=False).unexpected_keys
+    if unexpected:
+        raise SystemExit(f"{path}: checkpoint keys this model lacks, e.g. {unexpected[:3]}")
+    return lm.eval(), tokenizer
+
+
+@torch.no_grad()
+def response_logps(model, tokenizer, prompt: str, response: str, suffix: str):
+    text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                         tokenize=False) + suffix
+    p = tokenizer(text, add_special_tokens=False)["input_ids"]
+    r = tokenizer(response, add_special_tokens=False)["input_ids"][:64]
+    logps = model(torch.tensor([p + r])).logits[0, len(p) - 1:-1].float().log_softmax(-1)
+    return logps.gather(-1, torch.tensor(r)[:, None]).squeeze(-1), logps[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", type=Path, help="a steered final/ or checkpoint (or any final/ with --against)")
+    parser.add_argument("--against", type=Path, help="a second model: compare the two, without condition tokens")
+    parser.add_argument("--conditions", type=float, nargs=2, default=[0.0, 3.0], help="the two aux_coef values")
+    parser.add_argument("--pairs", type=int, default=24)
+    parser.add_argument("--data", default="../shared/data/hh-rlhf/harmless-base-dev.jsonl.gz")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    a, tokenizer = load(args.model)
+    if args.against:
+        b, suffixes = load(args.against)[0], ("", "")
+    else:
+        b, suffixes = a, tuple(condition_token(c) for c in args.conditions)
+    rows = single_turn_pairs(args.data, args.pairs)
+    diff = kl = margin_a = margin_b = 0.0
+    for prompt, chosen, rejected in rows:
+        ca, first_a = response_logps(a, tokenizer, prompt, chosen, suffixes[0])
+        cb, first_b = response_logps(b, tokenizer, prompt, chosen, suffixes[1])
+        ra, _ = response_logps(a, tokenizer, prompt, rejected, suffixes[0])
+        rb, _ = response_logps(b, tokenizer, prompt, rejected, suffixes[1])
+        diff += ((ca - cb).abs().mean() + (ra - rb).abs().mean()).item() / 2 / len(rows)
+        kl += (first_a.exp() * (first_a - first_b)).sum().item() / len(rows)
+        margin_a += (ca.mean() - ra.mean()).item() / len(rows)
+        margin_b += (cb.mean() - rb.mean()).item() / len(rows)
+    sides = f"{args.model} vs {args.against}" if args.against else f"{args.model}: aux_coef {args.conditions[0]:g} vs {args.conditions[1]:g}"
+    print(f"{sides} ({len(rows)} single-turn pairs): mean |logp difference| per response token {diff:.4f}; "
+          f"KL of the first token {kl:.4f}; chosen - rejected margin {margin_a:.3f} vs {margin_b:.3f}")
+
+
+if __name__ == "__main__":
+    main()
