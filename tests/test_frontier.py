@@ -200,18 +200,41 @@ def test_a_run_folder_of_an_older_upo_is_the_same_run(tmp_path):
     base key its method never read, or evaluated during training where its rerun is not, is still
     that run; a key that changes training is not."""
     from upo.config import UPOConfig
-    from upo.frontier.run import _check_same_run
+    from upo.frontier.folders import check_same_run
 
     cfg = UPOConfig(method="dpo", model="tiny", dataset="pairs.jsonl", rewards={})
     old = cfg.to_dict()
     del old["logits_chunk_tokens"]
     old["aux_coef"] = 0.5  # a sweep base's aux_coef, recorded in a DPO point's config before it was left out
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
-    _check_same_run(cfg, tmp_path)
-    _check_same_run(dataclasses.replace(cfg, heldout_eval=False), tmp_path)
+    check_same_run(cfg, tmp_path)
+    check_same_run(dataclasses.replace(cfg, heldout_eval=False), tmp_path)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({**old, "beta": 0.3}))
     with pytest.raises(ConfigError, match=r"different config \(beta\)"):
-        _check_same_run(cfg, tmp_path)
+        check_same_run(cfg, tmp_path)
+
+
+def test_a_steered_run_written_before_control_token_init_started_its_tokens_at_the_mean(tmp_path):
+    """control_token_init did not exist before 'text' became the default: an older steered run's
+    tokens started at the vocabulary's mean (BEFORE_ADDED), so it is not the same run as a steered
+    config of today; an older DPO run, which adds no tokens, still is."""
+    from upo.config import UPOConfig
+    from upo.frontier.folders import check_same_run
+
+    steered = UPOConfig(model="tiny", dataset="pairs.jsonl", steer_aux_coefs=[0, 1], aux_coef=1.0)
+    old = steered.to_dict()
+    del old["control_token_init"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    with pytest.raises(ConfigError, match=r"different config \(control_token_init\)"):
+        check_same_run(steered, tmp_path)
+    check_same_run(dataclasses.replace(steered, control_token_init="mean"), tmp_path)
+    dpo = UPOConfig(method="dpo", model="tiny", dataset="pairs.jsonl", rewards={})
+    old = dpo.to_dict()
+    del old["control_token_init"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    check_same_run(dpo, tmp_path)
+    with pytest.raises(ConfigError, match="control_token_init \\(no new control tokens"):
+        UPOConfig(method="dpo", model="tiny", dataset="pairs.jsonl", rewards={}, control_token_init="mean")
 
 
 def test_sweep_errors_are_clear(tmp_path):

@@ -29,7 +29,7 @@ def runs(sweep) -> dict[str, Point]:
 
 def test_the_steered_example_reuses_the_seeds_examples_runs():
     """frontier_hh_steered.yaml trains in frontier_hh_seeds.yaml's points_dir: every run the two have
-    in common by name must have the same config (else `_check_same_run` refuses its folder) and the
+    in common by name must have the same config (else `check_same_run` refuses its folder) and the
     same evaluation settings (else it is evaluated again), at every seed."""
     seeds, steered = load_sweep(EXAMPLES / "frontier_hh_seeds.yaml"), load_sweep(EXAMPLES / "frontier_hh_steered.yaml")
     assert steered.points_dir == seeds.points_dir == Path("runs/frontier-hh-seeds/points")

@@ -13,7 +13,7 @@ from helpers import build_tiny_model, run_config, write_pairs
 from safetensors.torch import load_file
 
 from upo.config import UPOConfig
-from upo.frontier.run import _check_same_run
+from upo.frontier.folders import check_same_run
 from upo.methods import METHODS
 from upo.reference_cache import InputDigest
 from upo.trainer import train
@@ -151,5 +151,5 @@ def test_a_run_folder_from_before_the_cache_is_the_same_run(tmp_path):
     cfg = UPOConfig(dataset="d.jsonl", output_dir=str(tmp_path))
     old = {k: v for k, v in cfg.to_dict().items() if k != "cache_reference_logps"}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
-    _check_same_run(cfg, tmp_path)
-    _check_same_run(dataclasses.replace(cfg, cache_reference_logps=False), tmp_path)  # it changes no result
+    check_same_run(cfg, tmp_path)
+    check_same_run(dataclasses.replace(cfg, cache_reference_logps=False), tmp_path)  # it changes no result

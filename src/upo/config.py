@@ -31,6 +31,9 @@ OPTIMIZERS = ("adamw", "rmsprop")
 PRECISIONS = ("bf16", "fp32", "fp16")
 AUX_LOGP = ("mean", "sum")
 TOKEN_INITS = ("text", "mean")
+# What a run written before a key existed did, where that is not the key's default (a run folder's
+# config.yaml without the key is compared as if it held this value: upo.frontier.folders).
+BEFORE_ADDED = {"control_token_init": "mean"}
 LR_SCHEDULERS = ("constant", "linear", "cosine")
 TRACKERS = ("tensorboard", "trackio", "wandb", "mlflow")  # report_to: Accelerate's trackers, each its own pip package
 
@@ -185,7 +188,18 @@ class UPOConfig:
 
     def _ignored_keys(self, method) -> dict[str, str]:
         """Keys set away from their default that nothing in this run reads -> why not."""
+        return {k: why for k, why in self.unread_keys(method).items() if getattr(self, k) != _DEFAULTS[k]}
+
+    def unread_keys(self, method=None) -> dict[str, str]:
+        """Every key nothing in this run reads, whatever its value -> why not (`method`: its entry in
+        the method table, looked up when not given)."""
+        if method is None:
+            from upo.methods import METHODS
+
+            method = METHODS[self.method]
         unread: dict[str, str] = {}
+        if not (method.control_tokens or self.steer_aux_coefs or self.steer_reward_mixes):
+            unread["control_token_init"] = "no new control tokens: the run is neither steered nor csft"
         if not self.lora:
             unread.update(dict.fromkeys(("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "merge_lora"),
                                         "lora is false"))
@@ -210,7 +224,7 @@ class UPOConfig:
         run = f"method {self.method!r}" + (f" with pref_loss {self.pref_loss!r}" if "pref_loss" in method.reads else "")
         for key in unread_method_keys(self.method, self.pref_loss):
             unread[key] = f"{run} does not read it; read by {', '.join(method_readers(key))}"
-        return {k: why for k, why in unread.items() if getattr(self, k) != _DEFAULTS[k]}
+        return unread
 
     @property
     def heldout_seed(self) -> int:

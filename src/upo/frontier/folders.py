@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
+
+from upo.config import _DEFAULTS, BEFORE_ADDED, ConfigError, UPOConfig
 from upo.frontier.sweep import Point, Sweep, condition_folder
+
+# may differ between a run and its rerun: none changes what is trained
+RUN_ONLY_KEYS = ("resume", "progress", "cache_reference_logps", "heldout_eval")
 
 
 def run_folder(sweep: Sweep, point: Point, seed: int | None = None) -> Path:
@@ -37,3 +43,19 @@ def error_file(sweep: Sweep, point: Point, seed: int | None = None) -> Path:
 def run_label(point: Point, seed: int | None = None) -> str:
     """How the log names one run of a point: NAME, or NAME seed S."""
     return point.name if seed is None else f"{point.name} seed {seed}"
+
+
+def check_same_run(cfg: UPOConfig, out: Path) -> None:
+    """Refuse to reuse a folder that holds a run of a different config. A key added since the run was
+    written counts as what runs did before it (`BEFORE_ADDED`, else its default); a key this run does
+    not read (`UPOConfig.unread_keys`), not at all."""
+    saved = out / "config.yaml"
+    if not saved.exists():
+        return
+    old = {**_DEFAULTS, **BEFORE_ADDED, **(yaml.safe_load(saved.read_text()) or {})}
+    new = cfg.to_dict()
+    skip = set(RUN_ONLY_KEYS) | set(cfg.unread_keys())
+    differ = sorted(k for k in set(old) | set(new) if k not in skip and old.get(k) != new.get(k))
+    if differ:
+        raise ConfigError(f"{out} holds a run with a different config ({', '.join(differ)}); delete the folder "
+                          "or rename the point")

@@ -32,7 +32,7 @@ from upo.evaluation.eval import make_judge, run_eval
 from upo.evaluation.intervals import INTERVAL_SETTINGS, units_of
 from upo.evaluation.metrics import direction
 from upo.frontier.compute import group_compute, mean_compute, run_compute
-from upo.frontier.folders import error_file, eval_folder, run_folder, run_label
+from upo.frontier.folders import check_same_run, error_file, eval_folder, run_folder, run_label
 from upo.frontier.plot import plot_frontier, slug
 from upo.frontier.report import format_report, write_csv
 from upo.frontier.summary import default_aux_metrics, preference_metric, summarize
@@ -40,9 +40,6 @@ from upo.frontier.sweep import Point, Sweep, config_keys, load_sweep, uses_aux
 from upo.frontier.uncertainty import add_uncertainty, equal_length_comparisons, stack_units
 from upo.methods import unread_method_keys
 from upo.rewards.cache import ScoreCache, default_cache_dir
-
-# may differ between a run and its rerun: none changes what is trained
-RUN_ONLY_KEYS = ("resume", "progress", "cache_reference_logps", "heldout_eval")
 
 
 def log(message: str) -> None:
@@ -99,21 +96,6 @@ def judge_split_warning(template: EvalConfig) -> str | None:
                 f"{template.split_seed}, eval_fraction {template.eval_fraction}); train it with the same seed and "
                 "an eval_fraction at least as large")
     return None
-
-
-def _check_same_run(cfg: UPOConfig, out: Path) -> None:
-    """Refuse to reuse a folder that holds a run of a different config."""
-    saved = out / "config.yaml"
-    if not saved.exists():
-        return
-    # keys added since the run was written count as their defaults; keys its method never reads, not at all
-    old = {**dataclasses.asdict(UPOConfig()), **(yaml.safe_load(saved.read_text()) or {})}
-    new = cfg.to_dict()
-    skip = set(RUN_ONLY_KEYS) | set(unread_method_keys(cfg.method, cfg.pref_loss))
-    differ = sorted(k for k in set(old) | set(new) if k not in skip and old.get(k) != new.get(k))
-    if differ:
-        raise ConfigError(f"{out} holds a run with a different config ({', '.join(differ)}); delete the folder "
-                          "or rename the point")
 
 
 def _finished_eval(path: Path, settings: dict, quiet: bool = False) -> bool:
@@ -173,7 +155,7 @@ def _run_point(point: Point, sweep: Sweep, template: EvalConfig, judge, memo: di
     label = run_label(point, seed)
     if point.group != "base":
         cfg = point_config(point, sweep, seed)
-        _check_same_run(cfg, out)
+        check_same_run(cfg, out)
     eval_cfg = run_eval_config(point, sweep, template, seed)
     eval_path = eval_folder(sweep, point, seed) / "eval.json"
     if _finished_eval(eval_path, eval_cfg.settings()):
@@ -196,7 +178,7 @@ def finished_result(point: Point, sweep: Sweep, template: EvalConfig, seed: int 
     (`quiet`: without logging why an eval.json does not count)."""
     path = eval_folder(sweep, point, seed) / "eval.json"
     if point.group != "base":
-        _check_same_run(point_config(point, sweep, seed), run_folder(sweep, point, seed))
+        check_same_run(point_config(point, sweep, seed), run_folder(sweep, point, seed))
     try:
         finished = _finished_eval(path, run_eval_config(point, sweep, template, seed).settings(), quiet)
         return json.loads(path.read_text()) if finished else None
