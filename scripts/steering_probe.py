@@ -5,7 +5,8 @@ response tokens) and reports, between two conditions of one steered model (or be
 the mean absolute difference of the responses' per-token log-probs, the KL divergence of the first
 response token's distribution, and each side's mean chosen - rejected margin (per-token log-probs).
 A steered model whose conditions differ far less than the models trained at those values cannot
-steer. Used for README "Steered UPO" (the first attempt).
+steer. Used for README "Steered UPO" (the first attempt, and steering by adapter: the model's
+adapter scaled to each condition).
 
     python scripts/steering_probe.py runs/.../upo-steered/seed-1/final                  # aux_coef 0 vs 3
     python scripts/steering_probe.py runs/.../upo-steered/seed-1/checkpoints/step-300   # a checkpoint
@@ -15,6 +16,7 @@ steer. Used for README "Steered UPO" (the first attempt).
 from __future__ import annotations
 
 import argparse
+import copy
 import gzip
 import json
 from pathlib import Path
@@ -27,6 +29,13 @@ from transformers import AutoModelForCausalLM
 from upo.config import UPOConfig
 from upo.data.steering import add_steering_tokens, condition_token
 from upo.modeling import add_lora, init_token_embeddings, load_causal_lm, load_tokenizer, resolve_model_path
+from upo.steer_adapter import (
+    adapter_scale,
+    add_steer_adapter,
+    is_adapter_steered,
+    load_steered,
+    set_steer_scale,
+)
 
 
 def single_turn_pairs(path: str, n: int) -> list[tuple[str, str, str]]:
@@ -46,24 +55,41 @@ def single_turn_pairs(path: str, n: int) -> list[tuple[str, str, str]]:
 
 
 def load(path: Path):
-    """A saved model (final/, LoRA merged) or a training checkpoint rebuilt as the trainer builds it."""
+    """A saved model (final/, LoRA merged) or a training checkpoint rebuilt as the trainer builds it;
+    with the run's config when steered by adapter (the caller scales its adapter), else None."""
     if (path / "config.json").exists():
-        return AutoModelForCausalLM.from_pretrained(path).eval(), load_tokenizer(str(path))
+        by_adapter = is_adapter_steered(path)
+        cfg = UPOConfig(**yaml.safe_load((path / "upo_config.yaml").read_text())) if by_adapter else None
+        return AutoModelForCausalLM.from_pretrained(path).eval(), load_tokenizer(str(path)), cfg
     cfg = UPOConfig(**yaml.safe_load((path / "config.yaml").read_text()))
     model_path = resolve_model_path(cfg.model, cfg.cache_dir)
     tokenizer = load_tokenizer(model_path)
-    ids = add_steering_tokens(tokenizer, cfg.steer_aux_coefs)
     lm = load_causal_lm(model_path)
-    known = lm.get_input_embeddings().num_embeddings
-    lm.resize_token_embeddings(len(tokenizer))
-    if cfg.control_token_init == "text":
-        init_token_embeddings(lm, tokenizer, {i: f"{c:g}" for c, i in ids.items() if i >= known})
-    lm = add_lora(lm, cfg, trainable_token_ids=sorted(ids.values()))
+    ids = {}
+    if cfg.steer_by == "token":
+        ids = add_steering_tokens(tokenizer, cfg.steer_aux_coefs)
+        known = lm.get_input_embeddings().num_embeddings
+        lm.resize_token_embeddings(len(tokenizer))
+        if cfg.control_token_init == "text":
+            init_token_embeddings(lm, tokenizer, {i: f"{c:g}" for c, i in ids.items() if i >= known})
+    lm = add_lora(lm, cfg, trainable_token_ids=sorted(ids.values()) or None)
+    if cfg.steer_by == "adapter":
+        add_steer_adapter(lm)
     state = {k.removeprefix("lm."): v for k, v in load_file(str(path / "model.safetensors")).items() if k.startswith("lm.")}
     unexpected = lm.load_state_dict(state, strict=False).unexpected_keys
     if unexpected:
         raise SystemExit(f"{path}: checkpoint keys this model lacks, e.g. {unexpected[:3]}")
-    return lm.eval(), tokenizer
+    return lm.eval(), tokenizer, cfg if cfg.steer_by == "adapter" else None
+
+
+def at_condition(model, path: Path, cfg, aux_coef: float):
+    """A model steered by adapter at `aux_coef`: a final/'s adapter merged at its scale, or a
+    checkpoint's copy with its adapter scaled."""
+    if (path / "config.json").exists():
+        return load_steered(AutoModelForCausalLM.from_pretrained(path), path, aux_coef).eval()
+    model = copy.deepcopy(model)
+    set_steer_scale(model, adapter_scale(aux_coef, cfg.steer_aux_coefs))
+    return model
 
 
 @torch.no_grad()
@@ -85,9 +111,12 @@ def main() -> None:
     parser.add_argument("--data", default="../shared/data/hh-rlhf/harmless-base-dev.jsonl.gz")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    a, tokenizer = load(args.model)
+    a, tokenizer, by_adapter = load(args.model)
     if args.against:
         b, suffixes = load(args.against)[0], ("", "")
+    elif by_adapter:  # the condition is in the weights: two models
+        a, b = (at_condition(a, args.model, by_adapter, c) for c in args.conditions)
+        suffixes = ("", "")
     else:
         b, suffixes = a, tuple(condition_token(c) for c in args.conditions)
     rows = single_turn_pairs(args.data, args.pairs)

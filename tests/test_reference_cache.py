@@ -82,6 +82,10 @@ def test_runs_that_differ_outside_the_reference_forward_share_one_entry(lora, ti
     assert len(_entries(tmp_path)) == 1
     assert {"train.reference_kl_logps", "eval.reference_chosen_logps"} <= upo.keys()
     assert _equal(upo, off) and _equal(kto, off)
+    if lora:  # steered by adapter: a second adapter, disabled with the first, and the same batches
+        steered, steered_hit = _run(tiny_model_dir, pairs_file, tmp_path, "adapter", capsys, method="upo",
+                                    steer_aux_coefs=[0.0, 1.0], steer_by="adapter", lora=True)
+        assert steered_hit and _equal(steered, off) and len(_entries(tmp_path)) == 1
 
 
 @pytest.mark.parametrize("change", ["seed", "max_length", "precision", "model", "weights", "steered", "cpu"])

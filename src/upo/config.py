@@ -70,6 +70,7 @@ class UPOConfig:
     aux_coef: NonNegative[float] = 1.0  # lambda: weight of UPO's advantage-weighted likelihood
     steer_aux_coefs: list[float] | None = None  # steered UPO: one policy for all these lambdas, each example drawn one and told it by a control token (README, Steered UPO); null = off
     steer_reward_mixes: dict[str, dict[str, float]] | None = None  # steered UPO over reward mixes: name -> rewards mapping, each example drawn one (with steer_aux_coefs, one pair) and told it by a control token; replaces rewards (README, Steered UPO); null = off
+    steer_by: str = "token"  # how a steered policy is told its aux_coef: "token" = a control token after the prompt; "adapter" = a second LoRA adapter scaled by aux_coef / max(steer_aux_coefs), one condition per optimizer step (lora: true; aux_coef only) (README, Steered UPO)
     control_token_init: str = "text"  # embeddings of new control tokens (steering's, CSFT's): "text" = the mean embedding of the text each stands for ("0.3", a mix's name, "desirable"), distinct from the start; "mean" = transformers' resize default, every new row near the vocabulary's mean, all nearly alike
     eta: Positive[float] = 1.0  # AWR temperature, on standardized rewards
     max_weight: Positive[float] = 20.0  # clip of exp(A / eta)
@@ -182,6 +183,15 @@ class UPOConfig:
                 raise ConfigError("steer_reward_mixes replaces rewards: each mix is a rewards mapping of its own, and "
                                   "an example's r_a is its mix's; remove rewards (and relabel, which re-ranks pairs "
                                   "by one reward)")
+        if self.steer_by not in ("token", "adapter"):
+            raise ConfigError(f"steer_by must be 'token' or 'adapter', got {self.steer_by!r}")
+        if self.steer_by == "adapter":
+            if self.steer_reward_mixes is not None or not self.lora or not self.merge_lora:
+                raise ConfigError("steer_by: adapter scales a second LoRA adapter by aux_coef: it needs lora: true and "
+                                  "merge_lora: true, and steers aux_coef only (steer_aux_coefs, no steer_reward_mixes)")
+            if max(self.steer_aux_coefs) <= 0:
+                raise ConfigError("steer_by: adapter scales its adapter by aux_coef / max(steer_aux_coefs): "
+                                  "steer_aux_coefs needs a value > 0")
         if not self.precompute_ref_logps:
             raise ConfigError(f"{keys} needs precompute_ref_logps: true: the reference log-probs do not "
                               "depend on the condition, so they are computed once, from the prompts without it")
@@ -198,8 +208,11 @@ class UPOConfig:
 
             method = METHODS[self.method]
         unread: dict[str, str] = {}
-        if not (method.control_tokens or self.steer_aux_coefs or self.steer_reward_mixes):
-            unread["control_token_init"] = "no new control tokens: the run is neither steered nor csft"
+        steered = self.steer_aux_coefs is not None or self.steer_reward_mixes is not None
+        if not (method.control_tokens or (steered and self.steer_by == "token")):
+            unread["control_token_init"] = ("no new control tokens: the run is neither steered by token nor csft")
+        if not steered:
+            unread["steer_by"] = "the run is not steered (no steer_aux_coefs or steer_reward_mixes)"
         if not self.lora:
             unread.update(dict.fromkeys(("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "merge_lora"),
                                         "lora is false"))

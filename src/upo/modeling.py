@@ -120,8 +120,13 @@ def full_copy(lm, state: dict[str, torch.Tensor], merge: bool = False):
     with torch.device("meta"):
         copy = type(base)(base.config)
     copy.generation_config = base.generation_config
-    if peft:
-        copy = get_peft_model(copy, deepcopy(lm.peft_config[lm.active_adapter]))
+    if peft:  # every adapter of `lm` (a run steered by adapter has two: upo.steer_adapter), those active active
+        names = list(lm.peft_config)
+        copy = get_peft_model(copy, deepcopy(lm.peft_config[names[0]]), adapter_name=names[0])
+        for name in names[1:]:
+            copy.add_adapter(name, deepcopy(lm.peft_config[name]))
+        if len(names) > 1:
+            copy.base_model.set_adapter(list(lm.base_model.active_adapters))
     copy.load_state_dict(state, assign=True)
     return copy.merge_and_unload() if peft and merge else copy
 

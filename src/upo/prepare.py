@@ -111,8 +111,9 @@ def _attach_rewards(items: list[dict], records, r_a: np.ndarray | dict[str, np.n
 def _tokenize(records, tokenizer, cfg: UPOConfig) -> tuple[list[dict], TruncationStats]:
     # CSFT: the trainer added the control tokens to the tokenizer; prompts end with one.
     control = control_token_ids(tokenizer) if METHODS[cfg.method].control_tokens else None
-    # Steered runs: the condition tokens are appended per epoch (upo.data.steering); leave room for them.
-    room = condition_length(cfg.steer_aux_coefs, cfg.steer_reward_mixes)
+    # Runs steered by token: the condition tokens are appended per epoch (upo.data.steering); leave room
+    # for them. Steered by adapter, the prompts are left as they are (upo.steer_adapter).
+    room = condition_length(cfg.steer_aux_coefs, cfg.steer_reward_mixes) if cfg.steer_by == "token" else 0
     lengths = {"max_length": cfg.max_length - room, "max_prompt_length": cfg.max_prompt_length - room,
                "control": control}
     if _is_paired(records):

@@ -42,7 +42,7 @@ from accelerate.utils import DistributedType
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-FORMAT = 1  # bump when the key or the file changes meaning: older files then simply miss
+FORMAT = 2  # bump when the key or the file changes meaning: older files then simply miss (2: adapters left out)
 SHARDED = (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
 
@@ -94,11 +94,15 @@ class InputDigest:
         return rows
 
 
-def weights_digest(module: torch.nn.Module) -> str:
+def weights_digest(module: torch.nn.Module, skip_adapters: bool = False) -> str:
     """sha256 of every parameter and buffer of `module` (names, dtypes, shapes, bytes), in order;
-    tied weights count once. ~1 s for 135M fp32 parameters."""
+    tied weights count once. ~1 s for 135M fp32 parameters. `skip_adapters`: leave out peft's LoRA
+    weights (names with a `lora_` part), which a forward with the adapters disabled does not use: runs
+    with different adapters (a run steered by adapter has a second one) share their reference."""
     h = hashlib.sha256()
     for name, tensor in chain(module.named_parameters(), module.named_buffers()):
+        if skip_adapters and any(part.startswith("lora_") for part in name.split(".")):
+            continue
         h.update(name.encode())
         hash_tensor(h, tensor)
     return h.hexdigest()
@@ -158,7 +162,7 @@ def reference_identity(accelerator, policy, ref_model, lora: bool) -> dict:
         "attn_implementation": getattr(module.config, "_attn_implementation", None),
         "training": module.training,
         "options": [settings.padding_free, settings.shared_prompt, settings.logits_chunk_tokens],
-        "weights": weights_digest(module),
+        "weights": weights_digest(module, skip_adapters=ref_model is None and lora),
         **numerics(accelerator),
     }
 

@@ -65,6 +65,7 @@ from upo.modeling import (
 from upo.prepare import prepare_data
 from upo.reference import make_reference_fn, precompute_run_reference_logps
 from upo.reference_cache import reference_cache
+from upo.steer_adapter import ADAPTER_FOLDER, AdapterSteering, add_steer_adapter, split_steer_adapter
 from upo.stop import TrainingStopped, agreed_stop, stop_requests
 from upo.tracking import accelerator_kwargs, finish_tracking, start_tracking
 
@@ -114,9 +115,10 @@ def train(cfg: UPOConfig) -> Path:
     # ---- model, tokenizer, data ----------------------------------------------------------------
     tokenizer = load_tokenizer(model_path)
     control_ids = add_control_tokens(tokenizer) if method.control_tokens else None  # CSFT
-    # steered UPO: the conditions' tokens (aux_coef's, then the reward mixes')
-    aux_ids = add_steering_tokens(tokenizer, cfg.steer_aux_coefs) if cfg.steer_aux_coefs else None
-    mix_ids = add_mix_tokens(tokenizer, list(cfg.steer_reward_mixes)) if cfg.steer_reward_mixes else None
+    # steered UPO by token: the conditions' tokens (aux_coef's, then the reward mixes'); by adapter: none
+    by_token = cfg.steer_by == "token"
+    aux_ids = add_steering_tokens(tokenizer, cfg.steer_aux_coefs) if cfg.steer_aux_coefs and by_token else None
+    mix_ids = add_mix_tokens(tokenizer, list(cfg.steer_reward_mixes)) if cfg.steer_reward_mixes and by_token else None
     conditions = steering_conditions(aux_ids, mix_ids)  # [] when not steered
     new_token_ids = sorted([*(control_ids or {}).values(), *(aux_ids or {}).values(), *(mix_ids or {}).values()])
     # Scoring the rewards may draw from torch's RNG (a scorer's model being built) or not (scores read
@@ -142,6 +144,11 @@ def train(cfg: UPOConfig) -> Path:
     if cfg.lora:
         # The control tokens' embeddings (CSFT's, steering's) must learn too: peft trains just those rows.
         lm = add_lora(lm, cfg, trainable_token_ids=new_token_ids or None)
+    # steered UPO by adapter: a second adapter, scaled by each step's aux_coef (upo.steer_adapter)
+    steering = None
+    if cfg.steer_aux_coefs and not by_token:
+        add_steer_adapter(lm)
+        steering = AdapterSteering(lm, cfg.steer_aux_coefs, cfg.seed)
     # The reference is the policy before any update, so at step 0 every log-ratio is 0, in bf16 too
     # (a sequence's bf16 log-prob depends on its batch: the precompute runs training's first-epoch
     # batches, and a frozen copy runs each step's). The policy itself computes them with LoRA (its
@@ -247,6 +254,8 @@ def train(cfg: UPOConfig) -> Path:
             for batch in loader:
                 seen += 1
                 batch, _, loss_scale = _own_batch(batch, seen - 1, sampler, cfg.batch_size, accelerator)
+                if steering is not None:  # the step's condition: the adapter's scale, each sequence's aux_coef
+                    batch = steering.apply(batch, global_step)
                 step_tokens += int(batch["attention_mask"].sum())  # real (non-padding) policy tokens
                 with accelerator.accumulate(policy):
                     x = step_inputs(batch, policy, reference_fn, method, cfg, accelerator)
@@ -284,7 +293,8 @@ def train(cfg: UPOConfig) -> Path:
                     row["train/epoch"] = epoch + seen / len(train_loader)
                     bar.set_postfix(loss=f"{row.get('train/loss', float('nan')):.4f}")
                 if eval_loader is not None and ((cfg.eval_steps and global_step % cfg.eval_steps == 0) or last):
-                    row.update(heldout_metrics(eval_loader, policy, reference_fn, method, cfg, accelerator,
+                    held_out = steering.batches(eval_loader) if steering is not None else eval_loader
+                    row.update(heldout_metrics(held_out, policy, reference_fn, method, cfg, accelerator,
                                                data.eval_format, progress=show))
                 if row:
                     writer.write(global_step, row)
@@ -366,8 +376,11 @@ def _save_final(accelerator, policy, tokenizer, cfg: UPOConfig, data, out: Path)
         for key, tensor in state.items():
             module, name = key.split(".", 1)
             parts[module][name] = tensor
-        lm = full_copy(accelerator.unwrap_model(policy).lm, parts["lm"], merge=cfg.lora and cfg.merge_lora)
+        by_adapter = bool(cfg.steer_aux_coefs) and cfg.steer_by == "adapter"
+        lm = full_copy(accelerator.unwrap_model(policy).lm, parts["lm"], merge=cfg.lora and cfg.merge_lora and not by_adapter)
         with atomic_folder(final) as tmp:
+            if by_adapter:  # final/steer_adapter/, then final/ itself: the base with `default` merged (aux_coef 0)
+                lm = split_steer_adapter(lm, tmp / ADAPTER_FOLDER).merge_and_unload()
             lm.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
             cfg.save(tmp / "upo_config.yaml")
@@ -377,6 +390,6 @@ def _save_final(accelerator, policy, tokenizer, cfg: UPOConfig, data, out: Path)
             if data.standardizer is not None:
                 (tmp / "reward_standardizer.json").write_text(json.dumps(data.standardizer.to_dict(), indent=2))
             if cfg.steer_aux_coefs or cfg.steer_reward_mixes:
-                write_steering(tmp, cfg.steer_aux_coefs, cfg.steer_reward_mixes)
+                write_steering(tmp, cfg.steer_aux_coefs, cfg.steer_reward_mixes, by=cfg.steer_by)
     accelerator.wait_for_everyone()
     return final

@@ -130,7 +130,7 @@ def steering_token_ids(tokenizer) -> dict[float, int]:
     return dict(sorted(out.items()))
 
 
-def _listed(values) -> str:
+def listed(values) -> str:
     return ", ".join(f"{v:g}" for v in values)
 
 
@@ -144,7 +144,7 @@ def steering_suffix(tokenizer, aux_coef: float | None, reward_mix: str | None = 
 def _aux_suffix(tokenizer, aux_coef: float | None) -> list[int]:
     ids = steering_token_ids(tokenizer)
     value = None if aux_coef is None else float(f"{aux_coef:g}")  # as its token writes it
-    return _suffix(ids, value, _listed(ids), given="" if aux_coef is None else f"aux_coef {aux_coef:g}",
+    return _suffix(ids, value, listed(ids), given="" if aux_coef is None else f"aux_coef {aux_coef:g}",
                    steered="steered (steer_aux_coefs); its auxiliary strength was set",
                    choose="steered: choose its auxiliary strength with aux_coef (--aux_coef)", trained="values")
 
@@ -175,11 +175,22 @@ def condition_offsets(n: int, k: int, seed: int) -> np.ndarray:
     return np.random.default_rng([seed, 0x57EE]).permutation(n) % k
 
 
-def write_steering(folder: Path, aux_coefs: list[float] | None, reward_mixes: dict | None = None) -> None:
-    """final/steering.json: the trained conditions, their tokens, and how to pick one (a run steered on
-    aux_coef alone writes only its aux_coefs and tokens, as before mixes existed)."""
+def write_steering(folder: Path, aux_coefs: list[float] | None, reward_mixes: dict | None = None,
+                   by: str = "token") -> None:
+    """final/steering.json: the trained conditions, how the model is told one (`by`: "token", their
+    tokens; "adapter", the scaled steering adapter of `upo.steer_adapter`), and how to pick one (a run
+    steered by token on aux_coef alone writes only its aux_coefs and tokens, as before mixes existed)."""
     record: dict = {}
     how, flags = [], []
+    if by == "adapter":
+        from upo.steer_adapter import ADAPTER_FOLDER
+
+        record = {"aux_coefs": [float(c) for c in aux_coefs], "steer_by": "adapter", "adapter": ADAPTER_FOLDER,
+                  "usage": f"load this folder with transformers, then peft's PeftModel.from_pretrained(model, "
+                           f"'{ADAPTER_FOLDER}'); scale its adapter by aux_coef / {max(aux_coefs):g} on every LoRA "
+                           "layer (set_scale) and merge_and_unload(); upo eval --aux_coef VALUE does it"}
+        (folder / STEERING_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        return
     if aux_coefs:
         record["aux_coefs"] = [float(c) for c in aux_coefs]
         record["tokens"] = {f"{c:g}": condition_token(c) for c in aux_coefs}
@@ -195,19 +206,19 @@ def write_steering(folder: Path, aux_coefs: list[float] | None, reward_mixes: di
     (folder / STEERING_FILE).write_text(json.dumps(record, indent=2) + "\n")
 
 
-def _steering_record(folder: str | Path) -> dict:
+def steering_record(folder: str | Path) -> dict:
     path = Path(folder) / STEERING_FILE
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def read_steering(folder: str | Path) -> list[float] | None:
     """The aux_coef values a model folder was trained on (its steering.json), or None when it has none."""
-    return _steering_record(folder).get("aux_coefs")
+    return steering_record(folder).get("aux_coefs")
 
 
 def read_reward_mixes(folder: str | Path) -> dict[str, dict[str, float]] | None:
     """The reward mixes (name -> reward weights) a model folder was trained on, or None when it has none."""
-    return _steering_record(folder).get("reward_mixes")
+    return steering_record(folder).get("reward_mixes")
 
 
 class ConditionedItems(Dataset):

@@ -46,6 +46,7 @@ from upo.evaluation.metrics import direction, length_values, scorer_values, viol
 from upo.evaluation.report import format_eval
 from upo.generation import generate, reached_limit
 from upo.modeling import inference_autocast, load_causal_lm, load_tokenizer, resolve_model_path
+from upo.steer_adapter import is_adapter_steered, load_steered
 
 DEFAULT_BETA = 0.1
 
@@ -175,14 +176,17 @@ def run_eval(cfg: EvalConfig, *, judge=None, reference_memo: dict | None = None)
         raise ValueError(f"{cfg.data}: no held-out row with a reference response (a chosen or desirable one)")
 
     tokenizer, model = _load(model_path)
-    prompts = [fit_prompt(p, tokenizer, cfg.max_prompt_length, cfg.aux_coef, cfg.reward_mix) for p, _ in refs]
+    told = cfg.aux_coef  # the aux_coef the prompts tell a model steered by token (`upo.data.steering`)
+    if is_adapter_steered(model_path):  # steered by adapter: the condition is in the weights (`upo.steer_adapter`)
+        model, told = load_steered(model, model_path, cfg.aux_coef), None
+    prompts = [fit_prompt(p, tokenizer, cfg.max_prompt_length, told, cfg.reward_mix) for p, _ in refs]
     json_path, md_path, gen_path = output_paths(cfg.output)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     partial = gen_path.with_suffix(".partial.jsonl")  # finished generation batches: a killed evaluation resumes
     with inference_autocast(model, cfg.precision):
         outputs = generate(model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens, do_sample=cfg.do_sample,
                            temperature=cfg.temperature, top_p=cfg.top_p, num_return_sequences=cfg.samples,
-                           batch_size=cfg.gen_batch_size, seed=cfg.seed, progress=cfg.progress, aux_coef=cfg.aux_coef,
+                           batch_size=cfg.gen_batch_size, seed=cfg.seed, progress=cfg.progress, aux_coef=told,
                            reward_mix=cfg.reward_mix, partial=partial,
                            partial_key=_generation_key(cfg, model_path, getattr(model.config, "_commit_hash", None)))
     rows = [{"prompt": p, "response": o, "reference": ref} for (p, ref), outs in zip(refs, outputs, strict=True)
@@ -199,7 +203,7 @@ def run_eval(cfg: EvalConfig, *, judge=None, reference_memo: dict | None = None)
     if cfg.ref_model and pairs:
         policy = pair_logps(model, tokenizer, pairs, max_length=cfg.max_length, max_prompt_length=cfg.max_prompt_length,
                             batch_size=cfg.batch_size, precision=cfg.precision, progress=cfg.progress,
-                            desc="policy log-probs", aux_coef=cfg.aux_coef, reward_mix=cfg.reward_mix)
+                            desc="policy log-probs", aux_coef=told, reward_mix=cfg.reward_mix)
     del model  # freed before the reference model (or the judge) is loaded
     gc.collect()
     pair_units = ([], {})

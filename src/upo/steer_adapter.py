@@ -1,0 +1,128 @@
+"""Steered UPO by adapter (`steer_by: adapter`): aux_coef scales a second LoRA adapter.
+
+The policy is the base model with two LoRA adapters: `default`, at its usual scale, and `steer`,
+scaled by aux_coef / max(steer_aux_coefs) (`adapter_scale`). So at aux_coef 0 the policy is the base
+with `default` alone, and the auxiliary strength moves the weights themselves, by a learned
+direction, rather than reaching the model through one input token. This is the parameter-space
+conditioning of Conditional Language Policy (Wang et al. 2024) and, in spirit, Panacea (Zhong et al.
+2024), which found it steers where prompt conditioning barely does; upo's first steered runs, told
+their condition by a control token (`steer_by: token`, `upo.data.steering`), held their conditions
+40-50x closer together than the grid's models trained at those values (README, Steered UPO).
+
+A scale multiplies every weight of the adapter, so one forward pass runs one condition: each
+optimizer step trains one condition, drawn by `step_condition` (every block of K steps a seeded
+permutation of the K values: each value trains 1/K of the steps, and a resumed run gives every step
+the value it had), and each example of that step gets the step's aux_coef in UPO's loss. The
+reference (the adapters disabled) and so the reference log-probs do not depend on it.
+
+final/ holds the base with `default` merged (the aux_coef 0 policy: a plain save_pretrained model)
+and `steer_adapter/` (a peft adapter folder for it). `load_steered` makes the policy of one trained
+aux_coef: the adapter at its scale, merged. A plain transformers and peft user does the same (README).
+"""
+
+from __future__ import annotations
+
+from copy import deepcopy
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from upo.data.steering import SteeringError, listed, read_steering, steering_record
+
+STEER_ADAPTER = "steer"  # the peft adapter name of the steering direction
+ADAPTER_FOLDER = "steer_adapter"  # in final/: that adapter, on top of final/'s own weights
+
+
+def adapter_scale(aux_coef: float, aux_coefs: list[float]) -> float:
+    """The steering adapter's scale at `aux_coef`: aux_coef / max(aux_coefs), so 0 -> 0 and the
+    largest trained value -> 1."""
+    return float(aux_coef) / max(aux_coefs)
+
+
+def step_condition(step: int, k: int, seed: int) -> int:
+    """Which of the K conditions optimizer step `step` (0-based) trains: within each block of K steps
+    a seeded permutation of range(K), so every K steps train each condition once."""
+    block, position = divmod(step, k)
+    return int(np.random.default_rng([seed, 0x57EE, block]).permutation(k)[position])
+
+
+def add_steer_adapter(lm) -> None:
+    """Give a peft LoRA model (`upo.modeling.add_lora`) the steering adapter, a copy of its `default`
+    adapter's config (lora_B starts at 0: no effect until trained), and make both active and trained."""
+    lm.add_adapter(STEER_ADAPTER, deepcopy(lm.peft_config["default"]))
+    lm.base_model.set_adapter(["default", STEER_ADAPTER])
+
+
+def set_steer_scale(lm, scale: float) -> None:
+    """Scale the steering adapter of every LoRA layer of `lm` by `scale` (times lora_alpha / r)."""
+    from peft.tuners.lora import LoraLayer
+
+    for module in lm.modules():
+        if isinstance(module, LoraLayer):
+            module.set_scale(STEER_ADAPTER, scale)
+
+
+class AdapterSteering:
+    """The training loop's side of it: `apply` sets the scale of a batch's condition on the model
+    and gives every sequence of the batch that aux_coef (`StepInputs.aux_coef`)."""
+
+    def __init__(self, lm, aux_coefs: list[float], seed: int):
+        self.lm, self.aux_coefs, self.seed = lm, list(aux_coefs), seed
+
+    def aux_coef(self, step: int) -> float:
+        return self.aux_coefs[step_condition(step, len(self.aux_coefs), self.seed)]
+
+    def apply(self, batch: dict, step: int) -> dict:
+        """`batch` of optimizer step `step` (or held-out batch `step`), conditioned: the model's scale
+        set, and batch["aux_coef"] [N] (one per sequence, as `desirable`)."""
+        aux_coef = self.aux_coef(step)
+        set_steer_scale(self.lm, adapter_scale(aux_coef, self.aux_coefs))
+        return {**batch, "aux_coef": torch.full(batch["desirable"].shape, aux_coef, dtype=torch.float32,
+                                                device=batch["desirable"].device)}
+
+    def batches(self, loader):
+        """The held-out loader's batches, the k-th under condition `aux_coef(k)`."""
+        for k, batch in enumerate(loader):
+            yield self.apply(batch, k)
+
+
+def split_steer_adapter(lm, folder: Path):
+    """Save `lm`'s steering adapter (a peft model's) into `folder` as a peft adapter folder, remove
+    it from `lm`, and return `lm` with `default` alone active (ready to merge into the weights)."""
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = get_peft_model_state_dict(lm, adapter_name=STEER_ADAPTER)
+    save_file({k: v.detach().contiguous() for k, v in state.items()}, str(folder / "adapter_model.safetensors"))
+    config = deepcopy(lm.peft_config[STEER_ADAPTER])
+    config.base_model_name_or_path = ".."  # final/ itself, which holds `default` merged
+    config.save_pretrained(str(folder))
+    lm.base_model.set_adapter("default")
+    lm.delete_adapter(STEER_ADAPTER)
+    return lm
+
+
+def is_adapter_steered(folder: str | Path) -> bool:
+    """Whether a model folder was steered by adapter (its steering.json says so)."""
+    return steering_record(folder).get("steer_by") == "adapter"
+
+
+def load_steered(model, folder: str | Path, aux_coef: float | None):
+    """The policy of `folder` (steered by adapter; `model` loaded from it) at `aux_coef`: its steering
+    adapter at `adapter_scale`, merged into the weights. A SteeringError, listing the trained values,
+    for a value it was not trained on or for none."""
+    from peft import PeftModel
+
+    trained = read_steering(folder)
+    if aux_coef is None:
+        raise SteeringError(f"this model was trained steered: choose its auxiliary strength with aux_coef "
+                            f"(--aux_coef), one of {listed(trained)}")
+    value = float(f"{aux_coef:g}")
+    if value not in trained:
+        raise SteeringError(f"aux_coef {aux_coef:g} is not one this model was trained on; trained values: "
+                            f"{listed(trained)}")
+    model = PeftModel.from_pretrained(model, str(Path(folder) / ADAPTER_FOLDER), adapter_name=STEER_ADAPTER)
+    set_steer_scale(model, adapter_scale(value, trained))
+    return model.merge_and_unload()

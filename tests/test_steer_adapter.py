@@ -1,0 +1,121 @@
+"""Steered UPO by adapter (steer_by: adapter, upo.steer_adapter): aux_coef scales a second LoRA adapter."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+from helpers import deterministic, run_config
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+from upo.config import ConfigError, UPOConfig
+from upo.data.steering import SteeringError, read_steering
+from upo.evaluation.config import EvalConfig
+from upo.evaluation.eval import run_eval
+from upo.metrics import read_metrics
+from upo.steer_adapter import ADAPTER_FOLDER, adapter_scale, load_steered, step_condition
+from upo.trainer import train
+
+COEFS = [0.0, 1.0, 3.0]
+
+
+def test_adapter_scale_is_aux_coef_over_the_largest():
+    assert [adapter_scale(c, COEFS) for c in COEFS] == [0.0, 1 / 3, 1.0]
+    assert adapter_scale(0.3, [0.3, 0.6]) == 0.5
+
+
+def test_each_block_of_k_steps_trains_every_condition_once_seeded():
+    k = 3
+    draws = [step_condition(s, k, seed=1) for s in range(30)]
+    assert all(sorted(draws[b: b + k]) == [0, 1, 2] for b in range(0, 30, k))
+    assert draws == [step_condition(s, k, seed=1) for s in range(30)]  # a function of (step, k, seed): resumable
+    assert draws != [step_condition(s, k, seed=2) for s in range(30)]
+    assert draws != [s % k for s in range(30)]  # shuffled within blocks, not a fixed rotation
+    assert Counter(step_condition(s, 4, 0) for s in range(400)) == {c: 100 for c in range(4)}
+
+
+def test_adapter_steering_config_is_checked():
+    keys = dict(method="upo", steer_aux_coefs=COEFS, steer_by="adapter", rewards={"length": 1.0})
+    assert UPOConfig(lora=True, **keys).steer_by == "adapter"
+    with pytest.raises(ConfigError, match="needs lora: true"):
+        UPOConfig(lora=False, **keys)
+    with pytest.raises(ConfigError, match="needs lora: true and merge_lora: true"):
+        UPOConfig(lora=True, merge_lora=False, **keys)
+    with pytest.raises(ConfigError, match="a value > 0"):
+        UPOConfig(lora=True, **{**keys, "steer_aux_coefs": [0.0]})
+    with pytest.raises(ConfigError, match="'token' or 'adapter'"):
+        UPOConfig(lora=True, **{**keys, "steer_by": "prompt"})
+    with pytest.raises(ConfigError, match="steer_by .the run is not steered"):
+        UPOConfig(method="upo", lora=True, steer_by="adapter", rewards={"length": 1.0})
+
+
+@pytest.fixture(scope="module")
+def adapter_run(tiny_model_dir, pairs_file, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("adapter")
+    return train(run_config(tiny_model_dir, pairs_file, tmp, lora=True, lora_r=4, max_steps=4, batch_size=2,
+                            steer_aux_coefs=COEFS, steer_by="adapter", ref_model=str(tiny_model_dir),
+                            max_length=128, max_prompt_length=64))
+
+
+def test_final_holds_the_aux_coef_0_policy_and_the_steering_adapter(adapter_run, tiny_model_dir):
+    final = adapter_run
+    assert read_steering(final) == COEFS
+    record = json.loads((final / "steering.json").read_text())
+    assert record["steer_by"] == "adapter" and record["adapter"] == ADAPTER_FOLDER and "tokens" not in record
+    assert (final / ADAPTER_FOLDER / "adapter_config.json").is_file()
+    steer = load_file(str(final / ADAPTER_FOLDER / "adapter_model.safetensors"))
+    assert steer and any(k.endswith("lora_B.weight") and v.abs().max() > 0 for k, v in steer.items()), \
+        "the steering adapter did not train"
+    # final/ itself: a plain model (LoRA merged), no new tokens, not the base model
+    merged = load_file(str(final / "model.safetensors"))
+    base = load_file(str(tiny_model_dir / "model.safetensors"))
+    assert merged.keys() == base.keys() and any(not torch.equal(merged[k], base[k]) for k in base)
+    rows = [r for r in read_metrics(final.parent / "metrics.jsonl") if "train/loss" in r]
+    assert rows and all(r["train/upo/aux_coef_mean"] in COEFS for r in rows)  # one condition per step
+
+
+def test_the_conditions_are_different_models_and_0_is_final_itself(adapter_run):
+    final = adapter_run
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    logits = {}
+    for c in COEFS:
+        model = load_steered(AutoModelForCausalLM.from_pretrained(final), final, c)
+        logits[c] = model(ids).logits
+    plain = AutoModelForCausalLM.from_pretrained(final)(ids).logits
+    assert torch.allclose(logits[0.0], plain, atol=1e-6)
+    assert not torch.allclose(logits[1.0], logits[3.0]) and not torch.allclose(logits[0.0], logits[1.0])
+    with pytest.raises(SteeringError, match="trained values: 0, 1, 3"):
+        load_steered(AutoModelForCausalLM.from_pretrained(final), final, 0.5)
+    with pytest.raises(SteeringError, match="one of 0, 1, 3"):
+        load_steered(AutoModelForCausalLM.from_pretrained(final), final, None)
+
+
+def test_upo_eval_evaluates_each_condition(adapter_run, tiny_model_dir, pairs_file, tmp_path):
+    final = adapter_run
+    cfg = dict(model=str(final), data=str(pairs_file), eval_fraction=0.25, prompts=2, max_new_tokens=4,
+               scorers=["length_words"], ref_model=str(tiny_model_dir), precision="fp32", max_length=96,
+               max_prompt_length=32, progress=False, cache_dir=str(tmp_path / "c"))
+    with pytest.raises(SteeringError, match="trained values: 0, 1, 3"):
+        run_eval(EvalConfig(**cfg, aux_coef=0.5, output=str(tmp_path / "bad")))
+    results = {c: run_eval(EvalConfig(**cfg, aux_coef=c, output=str(tmp_path / f"aux{c}"))) for c in (0.0, 3.0)}
+    assert results[3.0]["settings"]["aux_coef"] == 3.0 and results[3.0]["counts"]["generations"] == 2
+    assert results[0.0]["metrics"]["logps/chosen"] != results[3.0]["metrics"]["logps/chosen"]
+
+
+def test_a_resumed_adapter_steered_run_matches_the_uninterrupted_one(tiny_model_dir, pairs_file, tmp_path):
+    """The step's condition is a function of the step: a run stopped at step 3 and resumed trains
+    every step under the condition it had, so it ends with the uninterrupted run's weights."""
+    keys = dict(steer_aux_coefs=COEFS, steer_by="adapter", lora=True, lora_r=4, batch_size=4, save_steps=3,
+                eval_steps=None)
+    full = train(run_config(tiny_model_dir, pairs_file, tmp_path / "full", max_steps=7, **keys))
+    train(run_config(tiny_model_dir, pairs_file, tmp_path / "part", max_steps=3, **keys))
+    resumed = train(run_config(tiny_model_dir, pairs_file, tmp_path / "part", max_steps=7, resume=True, **keys))
+    for name in ("model.safetensors", f"{ADAPTER_FOLDER}/adapter_model.safetensors"):
+        a, b = load_file(str(full / name)), load_file(str(resumed / name))
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    rows_full, rows_part = ([{k: v for k, v in r.items() if not k.startswith("eval/")} for r in
+                             deterministic(read_metrics(f.parent / "metrics.jsonl"))] for f in (full, resumed))
+    assert rows_full == rows_part
