@@ -137,8 +137,11 @@ def test_training_compute_from_metrics_hand_worked(tmp_path):
                                    "steered": {"runs": 1, "steps": 5, "tokens": 560.0, "seconds": 9.0}}
 
 
-def test_upo_frontier_with_a_steered_point_end_to_end(tiny_model_dir, tiny_tokenizer, pairs_file, tmp_path, capsys):
+@pytest.mark.parametrize("steer_by", ["token", "adapter"])
+def test_upo_frontier_with_a_steered_point_end_to_end(steer_by, tiny_model_dir, tiny_tokenizer, pairs_file, tmp_path,
+                                                      capsys):
     out = tmp_path / "frontier"
+    how = {"steer_by": "adapter", "lora": True, "lora_r": 4} if steer_by == "adapter" else {}
     spec = {
         "output_dir": str(out),
         "base": {"model": str(tiny_model_dir), "dataset": str(pairs_file), "eval_fraction": 0.25, "batch_size": 2,
@@ -149,7 +152,7 @@ def test_upo_frontier_with_a_steered_point_end_to_end(tiny_model_dir, tiny_token
                  "judge": f"rm:{save_tiny_reward_model(tiny_tokenizer, tmp_path / 'rm')}"},
         "methods": ["upo"],
         "aux_coef": [0.5, 2.0],
-        "points": [{"name": "steered", "method": "upo", "steer_aux_coefs": [0.5, 2.0], "max_steps": 1}],
+        "points": [{"name": "steered", "method": "upo", "steer_aux_coefs": [0.5, 2.0], "max_steps": 1, **how}],
     }
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(yaml.safe_dump(spec))
@@ -167,6 +170,7 @@ def test_upo_frontier_with_a_steered_point_end_to_end(tiny_model_dir, tiny_token
         ("steered-aux0.5", "steered", 0.5), ("steered-aux2", "steered", 2.0)]
     steered = out / "points" / "steered"
     assert json.loads((steered / "final" / "steering.json").read_text())["aux_coefs"] == [0.5, 2.0]
+    assert (steered / "final" / "steer_adapter").is_dir() == (steer_by == "adapter")
     for c in ("0.5", "2"):  # evaluated at each condition, with it
         assert json.loads((steered / f"aux-{c}" / "eval.json").read_text())["settings"]["aux_coef"] == float(c)
     assert result["compute"]["upo"]["runs"] == 2 and result["compute"]["upo"]["steps"] == 4

@@ -68,7 +68,7 @@ class UPOConfig:
     desirable_weight: Positive[float] = 1.0  # KTO lambda_D
     undesirable_weight: Positive[float] = 1.0  # KTO lambda_U
     aux_coef: NonNegative[float] = 1.0  # lambda: weight of UPO's advantage-weighted likelihood
-    steer_aux_coefs: list[float] | None = None  # steered UPO: one policy for all these lambdas, each example drawn one and told it by a control token (README, Steered UPO); null = off
+    steer_aux_coefs: list[float] | None = None  # steered UPO: one policy for all these lambdas, each example drawn one and told it by a control token, or each step drawn one that scales a second adapter (steer_by) (README, Steered UPO); null = off
     steer_reward_mixes: dict[str, dict[str, float]] | None = None  # steered UPO over reward mixes: name -> rewards mapping, each example drawn one (with steer_aux_coefs, one pair) and told it by a control token; replaces rewards (README, Steered UPO); null = off
     steer_by: str = "token"  # how a steered policy is told its aux_coef: "token" = a control token after the prompt; "adapter" = a second LoRA adapter scaled by aux_coef / max(steer_aux_coefs), one condition per optimizer step (lora: true; aux_coef only) (README, Steered UPO)
     control_token_init: str = "text"  # embeddings of new control tokens (steering's, CSFT's): "text" = the mean embedding of the text each stands for ("0.3", a mix's name, "desirable"), distinct from the start; "mean" = transformers' resize default, every new row near the vocabulary's mean, all nearly alike

@@ -7,7 +7,8 @@ configured aux_coef values, the model is told which by a control token appended 
 (`<|aux_coef=0.3|>`, a special token, like CSFT's in `upo.data.control`), and the example's loss is
 UPO's with that aux_coef (`StepInputs.aux_coef`). At generation the caller picks a value and its
 token is appended (`steering_suffix`); a value the model was not trained on is an error that lists
-the trained ones.
+the trained ones. (`steer_by: adapter` tells the model its aux_coef through its weights instead:
+`upo.steer_adapter`.)
 
 Reward mixes are named `rewards` mappings (`{safe: {safety: 0.95, readability: 0.05}, ...}`, as a
 sweep's reward_variants): an example under mix m gets m's r_a (`upo.prepare`: every scorer runs
