@@ -378,3 +378,23 @@ def test_reward_model_judge_shows_a_bar_over_the_texts_it_scores(tiny_tokenizer,
     assert "judge:   0%|          | 0/5" in capsys.readouterr().err  # 6 texts, one of them twice
     RewardModelJudge(str(tmp_path / "rm"), batch_size=2).compare(PROMPTS, RESPONSES, REFERENCES)
     assert capsys.readouterr().err == ""  # off unless asked
+
+
+def test_a_missing_reward_model_folder_is_named_before_anything_is_generated(tiny_model_dir, tiny_tokenizer, pairs_file,
+                                                                           tmp_path):
+    """`rm:runs/rm/final` (a relative path: transformers would read it as a malformed Hub name) that
+    does not exist: `upo eval` says so before generating; a sweep warns at its start and trains on."""
+    from upo.evaluation.config import EvalConfig
+    from upo.evaluation.eval import run_eval
+    from upo.frontier.run import missing_judge_warning
+
+    missing = "rm:runs/no-such-rm/final"
+    cfg = EvalConfig(model=str(tiny_model_dir), data=str(pairs_file), eval_fraction=0.25, prompts=2, max_new_tokens=4,
+                     judge=missing, progress=False, output=str(tmp_path / "eval"))
+    with pytest.raises(FileNotFoundError, match="reward model rm:runs/no-such-rm/final: the folder runs/no-such-rm/final "
+                                                "does not exist"):
+        run_eval(cfg)
+    assert not (tmp_path / "eval").exists()  # nothing generated
+    assert "does not exist" in missing_judge_warning(cfg) and "runs will train" in missing_judge_warning(cfg)
+    assert missing_judge_warning(EvalConfig(judge="rm:owner/name")) is None  # a Hub name: left to transformers
+    assert missing_judge_warning(EvalConfig(judge=f"rm:{save_tiny_reward_model(tiny_tokenizer, tmp_path / 'rm')}")) is None

@@ -18,11 +18,16 @@ def resolve_model_path(name: str, cache_dir: str | None = None, progress: bool =
         from upo.embedded import embedded_model_dir
 
         return str(embedded_model_dir(cache_dir, progress=progress))
-    # Hub names are "name" or "owner/name" (dots allowed, e.g. Qwen/Qwen2.5-0.5B); these are paths.
-    looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1
-    if looks_local and not Path(name).expanduser().exists():
+    if looks_local(name) and not Path(name).expanduser().exists():
         raise FileNotFoundError(f"model path does not exist: {name}")
     return name
+
+
+def looks_local(name: str) -> bool:
+    """Whether a model name is a local path rather than a Hub name: Hub names are "name" or
+    "owner/name" (dots allowed, e.g. Qwen/Qwen2.5-0.5B); these start with ".", "/" or "~", or have
+    more than one "/"."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1
 
 
 def load_tokenizer(path: str):

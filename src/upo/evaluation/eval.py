@@ -46,6 +46,7 @@ from upo.evaluation.metrics import direction, length_values, scorer_values, viol
 from upo.evaluation.report import format_eval
 from upo.generation import generate, reached_limit
 from upo.modeling import inference_autocast, load_causal_lm, load_tokenizer, resolve_model_path
+from upo.rewards.reward_model import check_exists
 from upo.steer_adapter import is_adapter_steered, load_steered
 
 DEFAULT_BETA = 0.1
@@ -167,6 +168,7 @@ def run_eval(cfg: EvalConfig, *, judge=None, reference_memo: dict | None = None)
     start = time.time()
     if not cfg.model or not cfg.data:
         raise ValueError("upo eval needs --model and --data")
+    check_exists(cfg.judge)  # a missing rm: folder fails now, not after the generation
     model_path = resolve_model_path(cfg.model, cfg.cache_dir, progress=cfg.progress)
     beta = cfg.beta if cfg.beta is not None else (training_beta(model_path) or DEFAULT_BETA)
     cfg = dataclasses.replace(cfg, beta=beta)

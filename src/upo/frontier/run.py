@@ -40,6 +40,7 @@ from upo.frontier.sweep import Point, Sweep, config_keys, load_sweep, uses_aux
 from upo.frontier.uncertainty import add_uncertainty, equal_length_comparisons, stack_units
 from upo.methods import unread_method_keys
 from upo.rewards.cache import ScoreCache, default_cache_dir
+from upo.rewards.reward_model import check_exists
 
 
 def log(message: str) -> None:
@@ -75,6 +76,16 @@ def eval_template(sweep: Sweep, base: UPOConfig) -> EvalConfig:
             raise ConfigError("the sweep has no held-out data: set eval: {data: ...}, base.eval_dataset or "
                               "base.eval_fraction > 0")
     return EvalConfig(**{**values, **sweep.eval})
+
+
+def missing_judge_warning(template: EvalConfig) -> str | None:
+    """A warning when the rm: judge's folder does not exist (yet): trainings go on, and every evaluation
+    fails until it does (the judge loads at the first one)."""
+    try:
+        check_exists(template.judge)
+    except FileNotFoundError as e:
+        return f"{e}: runs will train, but each evaluation fails until it exists; rerun the sweep then to evaluate them"
+    return None
 
 
 def judge_split_warning(template: EvalConfig) -> str | None:
@@ -276,7 +287,7 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
             raise ConfigError(f"metric {metric!r} has no better direction (see upo.evaluation.metrics)")
     out = sweep.output_dir
     out.mkdir(parents=True, exist_ok=True)
-    warnings = [w for w in (judge_split_warning(template),) if w]
+    warnings = [w for w in (judge_split_warning(template), missing_judge_warning(template)) if w]
     for warning in warnings:
         log(f"WARNING: {warning}")
     if only_points is not None:

@@ -24,6 +24,7 @@ PREFIX = "rm:"
 def _load(path: str):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    check_exists(PREFIX + path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -35,6 +36,17 @@ def _load(path: str):
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id  # needed to find each row's last token
     return tokenizer, model
+
+
+def check_exists(spec: str | None) -> None:
+    """A clear FileNotFoundError for `rm:PATH` whose PATH is a local folder that does not exist
+    (transformers would take it for a Hub name and say that name is malformed); nothing otherwise."""
+    from upo.modeling import looks_local
+
+    if spec and spec.startswith(PREFIX) and looks_local(path := spec[len(PREFIX):]) \
+            and not Path(path).expanduser().exists():
+        raise FileNotFoundError(f"reward model {spec}: the folder {path} does not exist (train one with "
+                                f"`upo rm train --output_dir ...`; its final/ is the reward model)")
 
 
 def render(tokenizer, prompt: str, response: str) -> str:
