@@ -11,6 +11,7 @@ adapter scaled to each condition).
     python scripts/steering_probe.py runs/.../upo-steered/seed-1/final                  # aux_coef 0 vs 3
     python scripts/steering_probe.py runs/.../upo-steered/seed-1/checkpoints/step-300   # a checkpoint
     python scripts/steering_probe.py runs/.../upo-kto-aux0/seed-1/final --against runs/.../upo-kto-aux3/seed-1/final
+    python scripts/steering_probe.py runs/.../upo-steered/seed-1/final --conditions 3 3 --against runs/.../upo-kto-aux3/seed-1/final
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ from upo.config import UPOConfig
 from upo.data.steering import add_steering_tokens, condition_token
 from upo.modeling import add_lora, init_token_embeddings, load_causal_lm, load_tokenizer, resolve_model_path
 from upo.steer_adapter import (
-    adapter_scale,
+    adapter_weight,
     add_steer_adapter,
     is_adapter_steered,
     load_steered,
-    set_steer_scale,
+    set_adapter_weight,
 )
 
 
@@ -84,11 +85,11 @@ def load(path: Path):
 
 def at_condition(model, path: Path, cfg, aux_coef: float):
     """A model steered by adapter at `aux_coef`: a final/'s adapter merged at its scale, or a
-    checkpoint's copy with its adapter scaled."""
+    checkpoint's copy with its two adapters mixed."""
     if (path / "config.json").exists():
         return load_steered(AutoModelForCausalLM.from_pretrained(path), path, aux_coef).eval()
     model = copy.deepcopy(model)
-    set_steer_scale(model, adapter_scale(aux_coef, cfg.steer_aux_coefs))
+    set_adapter_weight(model, adapter_weight(aux_coef, cfg.steer_aux_coefs))
     return model
 
 
@@ -105,14 +106,16 @@ def response_logps(model, tokenizer, prompt: str, response: str, suffix: str):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", type=Path, help="a steered final/ or checkpoint (or any final/ with --against)")
-    parser.add_argument("--against", type=Path, help="a second model: compare the two, without condition tokens")
+    parser.add_argument("--against", type=Path, help="a second model: compare the two, without condition tokens "
+                        "(a model steered by adapter at the first of --conditions)")
     parser.add_argument("--conditions", type=float, nargs=2, default=[0.0, 3.0], help="the two aux_coef values")
     parser.add_argument("--pairs", type=int, default=24)
     parser.add_argument("--data", default="../shared/data/hh-rlhf/harmless-base-dev.jsonl.gz")
     args = parser.parse_args()
     torch.set_num_threads(1)
     a, tokenizer, by_adapter = load(args.model)
-    if args.against:
+    if args.against:  # a model steered by adapter at the first of --conditions
+        a = at_condition(a, args.model, by_adapter, args.conditions[0]) if by_adapter else a
         b, suffixes = load(args.against)[0], ("", "")
     elif by_adapter:  # the condition is in the weights: two models
         a, b = (at_condition(a, args.model, by_adapter, c) for c in args.conditions)
@@ -130,7 +133,8 @@ def main() -> None:
         kl += (first_a.exp() * (first_a - first_b)).sum().item() / len(rows)
         margin_a += (ca.mean() - ra.mean()).item() / len(rows)
         margin_b += (cb.mean() - rb.mean()).item() / len(rows)
-    sides = f"{args.model} vs {args.against}" if args.against else f"{args.model}: aux_coef {args.conditions[0]:g} vs {args.conditions[1]:g}"
+    at = f" at aux_coef {args.conditions[0]:g}" if args.against and by_adapter else ""
+    sides = f"{args.model}{at} vs {args.against}" if args.against else f"{args.model}: aux_coef {args.conditions[0]:g} vs {args.conditions[1]:g}"
     print(f"{sides} ({len(rows)} single-turn pairs): mean |logp difference| per response token {diff:.4f}; "
           f"KL of the first token {kl:.4f}; chosen - rejected margin {margin_a:.3f} vs {margin_b:.3f}")
 

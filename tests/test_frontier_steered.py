@@ -206,7 +206,9 @@ def test_example_steered_sweep_is_valid_and_within_its_compute_budget():
         configs = {p.name: point_config(p, sweep) for p in sweep.points}
         grid = [p for p in sweep.points if p.group == "upo"]
         steered = [p for p in sweep.points if p.group == "steered"]
-        assert sorted(p.aux_coef for p in grid) == sorted(p.aux_coef for p in steered) == [0.0, 0.3, 1.0, 3.0]
+        # the grid's aux_coef 0 is KTO's run (UPO at aux_coef 0 with its KTO term trains KTO's policy)
+        assert [configs[p.name].method for p in grid if p.aux_coef is None] == ["kto"]
+        assert sorted(p.aux_coef or 0.0 for p in grid) == sorted(p.aux_coef for p in steered) == [0.0, 0.3, 1.0, 3.0]
         assert len({p.trained for p in steered}) == 1
         if not quick:
             assert all(configs[p.name].max_steps is None and configs[p.name].num_epochs == 1 for p in grid)

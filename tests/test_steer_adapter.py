@@ -12,19 +12,58 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from upo.config import ConfigError, UPOConfig
-from upo.data.steering import SteeringError, read_steering
+from upo.data.steering import SteeringError, read_steering, write_steering
 from upo.evaluation.config import EvalConfig
 from upo.evaluation.eval import run_eval
 from upo.metrics import read_metrics
-from upo.steer_adapter import ADAPTER_FOLDER, adapter_scale, load_steered, step_condition
+from upo.steer_adapter import (
+    ADAPTER_FOLDER,
+    adapter_weight,
+    add_steer_adapter,
+    load_steered,
+    set_adapter_weight,
+    split_steer_adapter,
+    step_condition,
+)
 from upo.trainer import train
 
 COEFS = [0.0, 1.0, 3.0]
 
 
-def test_adapter_scale_is_aux_coef_over_the_largest():
-    assert [adapter_scale(c, COEFS) for c in COEFS] == [0.0, 1 / 3, 1.0]
-    assert adapter_scale(0.3, [0.3, 0.6]) == 0.5
+def test_adapter_weight_is_aux_coef_over_the_largest():
+    assert [adapter_weight(c, COEFS) for c in COEFS] == [0.0, 1 / 3, 1.0]
+    assert adapter_weight(0.3, [0.3, 0.6]) == 0.5
+
+
+def test_final_and_its_steer_adapter_give_exactly_the_trained_mix_at_each_condition(tiny_model_dir, tmp_path):
+    """Training runs W0 + (1 - w) dW_default + w dW_steer; final/ (default merged) plus steer_adapter/
+    (dW_steer - dW_default, rank 2r) at scale w must give the same model at every trained aux_coef."""
+    from peft.tuners.lora import LoraLayer
+
+    from upo.modeling import add_lora
+
+    torch.manual_seed(0)
+    lm = add_lora(AutoModelForCausalLM.from_pretrained(tiny_model_dir), UPOConfig(lora=True, lora_r=4, lora_alpha=8))
+    add_steer_adapter(lm)
+    for layer in lm.modules():  # both adapters away from their zero start, and apart
+        if isinstance(layer, LoraLayer):
+            for name in ("default", "steer"):
+                torch.nn.init.normal_(layer.lora_B[name].weight, std=0.05)
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    trained = {}
+    with torch.no_grad():
+        for c in COEFS:
+            set_adapter_weight(lm, adapter_weight(c, COEFS))
+            trained[c] = lm(ids).logits
+    final = tmp_path / "final"
+    merged = split_steer_adapter(lm, final / ADAPTER_FOLDER).merge_and_unload()
+    merged.save_pretrained(final)
+    write_steering(final, COEFS, by="adapter")
+    for c in COEFS:
+        with torch.no_grad():
+            got = load_steered(AutoModelForCausalLM.from_pretrained(final), final, c)(ids).logits
+        assert torch.allclose(got, trained[c], atol=1e-5), c
+    assert not torch.allclose(trained[0.0], trained[3.0], atol=1e-3)
 
 
 def test_each_block_of_k_steps_trains_every_condition_once_seeded():

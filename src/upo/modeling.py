@@ -125,7 +125,7 @@ def full_copy(lm, state: dict[str, torch.Tensor], merge: bool = False):
     with torch.device("meta"):
         copy = type(base)(base.config)
     copy.generation_config = base.generation_config
-    if peft:  # every adapter of `lm` (a run steered by adapter has two: upo.steer_adapter), those active active
+    if peft:  # every adapter of `lm` (a run steered by adapter has two: upo.steer_adapter), the same ones active
         names = list(lm.peft_config)
         copy = get_peft_model(copy, deepcopy(lm.peft_config[names[0]]), adapter_name=names[0])
         for name in names[1:]:

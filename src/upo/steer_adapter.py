@@ -1,23 +1,27 @@
-"""Steered UPO by adapter (`steer_by: adapter`): aux_coef scales a second LoRA adapter.
+"""Steered UPO by adapter (`steer_by: adapter`): aux_coef moves the weights between two LoRA adapters.
 
-The policy is the base model with two LoRA adapters: `default`, at its usual scale, and `steer`,
-scaled by aux_coef / max(steer_aux_coefs) (`adapter_scale`). So at aux_coef 0 the policy is the base
-with `default` alone, and the auxiliary strength moves the weights themselves, by a learned
-direction, rather than reaching the model through one input token. This is the parameter-space
-conditioning of Conditional Language Policy (Wang et al. 2024) and, in spirit, Panacea (Zhong et al.
-2024), which found it steers where prompt conditioning barely does; upo's first steered runs, told
-their condition by a control token (`steer_by: token`, `upo.data.steering`), held their conditions
-40-50x closer together than the grid's models trained at those values (README, Steered UPO).
+The policy is the base model with two LoRA adapters, `default` and `steer`, mixed by
+w = aux_coef / max(steer_aux_coefs) (`adapter_weight`): `default` at scale 1 - w and `steer` at w on
+every LoRA layer, so W(aux_coef) = W0 + (1 - w) dW_default + w dW_steer. At aux_coef 0 the policy is
+the base with `default` alone, at the largest value with `steer` alone, and in between their linear
+mix: the parameter-space conditioning of Conditional Language Policy (Wang et al. 2024; Panacea,
+Zhong et al. 2024, in spirit). upo's first steered runs, told their condition by a control token
+(`steer_by: token`, `upo.data.steering`), held their conditions 40-50x closer together than the
+grid's models trained at those values (README, Steered UPO). A first version of this one kept
+`default` whole and scaled `steer` alone: `default` then took every step's auxiliary gradient, and
+all its conditions sat near the grid's aux_coef 3 model (README).
 
-A scale multiplies every weight of the adapter, so one forward pass runs one condition: each
-optimizer step trains one condition, drawn by `step_condition` (every block of K steps a seeded
-permutation of the K values: each value trains 1/K of the steps, and a resumed run gives every step
-the value it had), and each example of that step gets the step's aux_coef in UPO's loss. The
-reference (the adapters disabled) and so the reference log-probs do not depend on it.
+A scale holds for a whole forward pass, so one forward pass runs one condition: each optimizer step
+trains one condition, drawn by `step_condition` (every block of K steps a seeded permutation of the K
+values: each value trains 1/K of the steps, and a resumed run gives every step the value it had),
+and each example of that step gets the step's aux_coef in UPO's loss. The reference (the adapters
+disabled), and so the reference log-probs, do not depend on it.
 
 final/ holds the base with `default` merged (the aux_coef 0 policy: a plain save_pretrained model)
-and `steer_adapter/` (a peft adapter folder for it). `load_steered` makes the policy of one trained
-aux_coef: the adapter at its scale, merged. A plain transformers and peft user does the same (README).
+and `steer_adapter/`, a peft LoRA adapter of twice the rank holding dW_steer - dW_default (`steer`'s
+and `default`'s factors side by side): at scale w on top of final/ it gives exactly W(aux_coef).
+`load_steered` makes the policy of one trained aux_coef that way; a transformers and peft user does
+the same (README).
 """
 
 from __future__ import annotations
@@ -34,9 +38,9 @@ STEER_ADAPTER = "steer"  # the peft adapter name of the steering direction
 ADAPTER_FOLDER = "steer_adapter"  # in final/: that adapter, on top of final/'s own weights
 
 
-def adapter_scale(aux_coef: float, aux_coefs: list[float]) -> float:
-    """The steering adapter's scale at `aux_coef`: aux_coef / max(aux_coefs), so 0 -> 0 and the
-    largest trained value -> 1."""
+def adapter_weight(aux_coef: float, aux_coefs: list[float]) -> float:
+    """w at `aux_coef`: aux_coef / max(aux_coefs), so 0 -> 0 (`default` alone) and the largest
+    trained value -> 1 (`steer` alone)."""
     return float(aux_coef) / max(aux_coefs)
 
 
@@ -54,13 +58,16 @@ def add_steer_adapter(lm) -> None:
     lm.base_model.set_adapter(["default", STEER_ADAPTER])
 
 
-def set_steer_scale(lm, scale: float) -> None:
-    """Scale the steering adapter of every LoRA layer of `lm` by `scale` (times lora_alpha / r)."""
+def set_adapter_weight(lm, weight: float) -> None:
+    """Mix the two adapters of every LoRA layer of `lm` at w = `weight`: `default` at scale 1 - w,
+    `steer` at w (each times lora_alpha / r). On a model holding `steer_adapter/` alone (`load_steered`),
+    that adapter at w."""
     from peft.tuners.lora import LoraLayer
 
     for module in lm.modules():
         if isinstance(module, LoraLayer):
-            module.set_scale(STEER_ADAPTER, scale)
+            module.set_scale("default", 1.0 - weight)  # a no-op where there is no such adapter
+            module.set_scale(STEER_ADAPTER, weight)
 
 
 class AdapterSteering:
@@ -77,7 +84,7 @@ class AdapterSteering:
         """`batch` of optimizer step `step` (or held-out batch `step`), conditioned: the model's scale
         set, and batch["aux_coef"] [N] (one per sequence, as `desirable`)."""
         aux_coef = self.aux_coef(step)
-        set_steer_scale(self.lm, adapter_scale(aux_coef, self.aux_coefs))
+        set_adapter_weight(self.lm, adapter_weight(aux_coef, self.aux_coefs))
         return {**batch, "aux_coef": torch.full(batch["desirable"].shape, aux_coef, dtype=torch.float32,
                                                 device=batch["desirable"].device)}
 
@@ -88,19 +95,29 @@ class AdapterSteering:
 
 
 def split_steer_adapter(lm, folder: Path):
-    """Save `lm`'s steering adapter (a peft model's) into `folder` as a peft adapter folder, remove
-    it from `lm`, and return `lm` with `default` alone active (ready to merge into the weights)."""
+    """Save into `folder`, as a peft LoRA adapter folder, dW_steer - dW_default of `lm` (a peft model
+    with both adapters): rank 2r, A = [A_steer; A_default], B = [B_steer, -B_default], lora_alpha
+    doubled so that its scale (lora_alpha / r) is theirs. Then remove `steer` from `lm` and return it
+    with `default` alone active at scale 1 (ready to merge: the aux_coef 0 policy)."""
     from peft.utils import get_peft_model_state_dict
     from safetensors.torch import save_file
 
-    folder.mkdir(parents=True, exist_ok=True)
-    state = get_peft_model_state_dict(lm, adapter_name=STEER_ADAPTER)
-    save_file({k: v.detach().contiguous() for k, v in state.items()}, str(folder / "adapter_model.safetensors"))
+    steer = get_peft_model_state_dict(lm, adapter_name=STEER_ADAPTER)
+    default = get_peft_model_state_dict(lm, adapter_name="default")
     config = deepcopy(lm.peft_config[STEER_ADAPTER])
+    if steer.keys() != default.keys() or config.use_rslora or any(
+            ".lora_A." not in k and ".lora_B." not in k for k in steer):
+        raise ValueError("steer_by: adapter saves plain LoRA adapters of the same modules (no rslora, no other weights)")
+    combined = {k: torch.cat([steer[k], default[k]], dim=0) if ".lora_A." in k else torch.cat([steer[k], -default[k]], dim=1)
+                for k in steer}
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in combined.items()}, str(folder / "adapter_model.safetensors"))
+    config.r, config.lora_alpha = 2 * config.r, 2 * config.lora_alpha
     config.base_model_name_or_path = ".."  # final/ itself, which holds `default` merged
     config.save_pretrained(str(folder))
     lm.base_model.set_adapter("default")
     lm.delete_adapter(STEER_ADAPTER)
+    set_adapter_weight(lm, 0.0)  # `default` at scale 1
     return lm
 
 
@@ -110,8 +127,8 @@ def is_adapter_steered(folder: str | Path) -> bool:
 
 
 def load_steered(model, folder: str | Path, aux_coef: float | None):
-    """The policy of `folder` (steered by adapter; `model` loaded from it) at `aux_coef`: its steering
-    adapter at `adapter_scale`, merged into the weights. A SteeringError, listing the trained values,
+    """The policy of `folder` (steered by adapter; `model` loaded from it) at `aux_coef`: its
+    `steer_adapter/` at scale `adapter_weight`, merged into the weights. A SteeringError, listing the trained values,
     for a value it was not trained on or for none."""
     from peft import PeftModel
 
@@ -124,5 +141,5 @@ def load_steered(model, folder: str | Path, aux_coef: float | None):
         raise SteeringError(f"aux_coef {aux_coef:g} is not one this model was trained on; trained values: "
                             f"{listed(trained)}")
     model = PeftModel.from_pretrained(model, str(Path(folder) / ADAPTER_FOLDER), adapter_name=STEER_ADAPTER)
-    set_steer_scale(model, adapter_scale(value, trained))
+    set_adapter_weight(model, adapter_weight(value, trained))
     return model.merge_and_unload()
