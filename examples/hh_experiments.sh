@@ -24,8 +24,8 @@
 #
 # runs/ is not committed, and a new machine starts without it (2026-11-30: a session began on a new
 # machine and every run of the previous two days was gone). So the small files of each finished run
-# (config.yaml, metrics.jsonl, the evaluations' eval.json/eval.md/generations.jsonl; never weights or
-# checkpoints) are archived into results/hh/ with `archive` and committed; starting the workers first
+# (config.yaml, metrics.jsonl, the evaluations' eval.json/eval.md/generations.jsonl, the .jsonl gzipped;
+# never weights or checkpoints) are archived into results/hh/ with `archive` and committed; starting the workers first
 # copies them back into runs/ where missing, so finished runs are skipped there too (what the
 # reports need of a run is in those files). A training or evaluation that had not finished is
 # lost with the machine. The judge (runs/rm-hh-025) is retrained where missing, by worker 1 before
@@ -117,7 +117,10 @@ archive() {  # the small files of every run folder holding a finished evaluation
     [ -f "$r/config.yaml" ] && run=$r
     (find "$run" \( -name final -o -name checkpoints \) -prune -o -type f \( -name config.yaml -o -name metrics.jsonl \
        -o -name reward_standardizer.json -o -name eval.json -o -name eval.md -o -name generations.jsonl \) -print) |
-      while IFS= read -r f; do mkdir -p "$ARCHIVE/${f%/*}" && cp -p "$f" "$ARCHIVE/$f"; done
+      while IFS= read -r f; do  # the larger files (~0.2-0.4 MB each) gzipped
+        mkdir -p "$ARCHIVE/${f%/*}"
+        case "$f" in *.jsonl) gzip -9nc "$f" > "$ARCHIVE/$f.gz" ;; *) cp -p "$f" "$ARCHIVE/$f" ;; esac
+      done
     n=$((n + 1))
   done < <(find runs/frontier-hh-seeds/points -name eval.json -not -path "*/final/*" | sort)
   [ -f "$JUDGE/final/model.safetensors" ] && [ ! -f "$ARCHIVE/judge.sha256" ] &&
@@ -129,7 +132,10 @@ archive() {  # the small files of every run folder holding a finished evaluation
 restore() {  # the archived files back into runs/, where missing (a new machine); nothing present is overwritten
   [ -d "$ARCHIVE/runs" ] || return 0
   (cd "$ARCHIVE" && find runs -type f) | while IFS= read -r f; do
-    [ -e "$f" ] || { mkdir -p "${f%/*}" && cp -p "$ARCHIVE/$f" "$f"; }
+    case "$f" in
+      *.jsonl.gz) [ -e "${f%.gz}" ] || { mkdir -p "${f%/*}" && gunzip -c "$ARCHIVE/$f" > "${f%.gz}"; } ;;
+      *) [ -e "$f" ] || { mkdir -p "${f%/*}" && cp -p "$ARCHIVE/$f" "$f"; } ;;
+    esac
   done
 }
 

@@ -50,8 +50,8 @@ def test_archive_keeps_finished_runs_small_files_and_restore_puts_them_back(tmp_
     kept = sorted(str(p.relative_to(archive)) for p in archive.rglob("*") if p.is_file())
     prefix = "runs/frontier-hh-seeds/points/"
     assert kept == ["judge.sha256"] + sorted(
-        [prefix + f"dpo/seed-1/{n}" for n in ("config.yaml", "eval.json", "eval.md", "generations.jsonl",
-                                                 "metrics.jsonl")]
+        [prefix + f"dpo/seed-1/{n}" for n in ("config.yaml", "eval.json", "eval.md", "generations.jsonl.gz",
+                                                 "metrics.jsonl.gz")]
         + [prefix + "base/seed-1/eval.json", prefix + "upo-steered/seed-1/config.yaml",
            prefix + "upo-steered/seed-1/aux-0.3/eval.json"])
     assert (archive / "judge.sha256").read_text().strip() == hashlib.sha256(b"judge").hexdigest()
@@ -61,6 +61,7 @@ def test_archive_keeps_finished_runs_small_files_and_restore_puts_them_back(tmp_
     _write(done / "eval.md", "newer")
     _run(script, "restore")
     assert (done / "eval.json").read_text() == "eval.json" and (done / "eval.md").read_text() == "newer"
+    assert (done / "metrics.jsonl").read_text() == "metrics.jsonl"  # gunzipped back
     assert (points / "base" / "seed-1" / "eval.json").read_text() == "base"
     assert not (done / "final").exists() and not unfinished.exists()
 
