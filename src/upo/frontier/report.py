@@ -283,11 +283,17 @@ def format_report(result: dict, plots: dict[str, str]) -> str:
     lines += ["", "## Fronts", ""]
     for metric, png in plots.items():
         lines += [f"![{pref} vs {metric}]({png})", ""]
-    lines += ["## How far UPO lies beyond the preference-only front", "", *_summary_table(result["summary"]), "",
-              *_reference_lines(result["summary"])]
+    has_preference = any(r["group"] == "preference" for r in result["points"])
+    if has_preference:
+        lines += ["## How far UPO lies beyond the preference-only front", "", *_summary_table(result["summary"]), "",
+                  *_reference_lines(result["summary"])]
+    else:  # e.g. the steered sweep, whose KTO run is its grid's aux_coef 0 point
+        lines += ["## How far UPO lies beyond the preference-only front", "",
+                  "No preference-only point in this sweep: nothing to compare UPO against.", "",
+                  *_reference_lines(result["summary"])]
     if any(e.get("upo_verdicts") for e in result["summary"]):
         lines += ["### Each UPO point against the preference-only front", "", *_verdict_table(result["summary"]), ""]
-    answers = _claims_table(result)
+    answers = _claims_table(result) if has_preference else []  # every question is asked against preference-only points
     if answers:
         lines += ["### What the sweep answers, at 95%", "", *answers, ""]
     if result.get("comparisons"):

@@ -177,6 +177,8 @@ def front_uncertainty(entry: dict, rows: list[dict], draws: dict[str, dict], par
     usable = [r for r in rows if r["group"] in ("preference", "upo") and all(m in r["metrics"] for m in axes)]
     if entry["reference"] is None or not usable or not all(m in draws.get(r["name"], {}) for r in usable for m in axes):
         return empty
+    if not any(r["group"] == "preference" for r in usable):  # no front to lie beyond: every verdict would be vacuous
+        return empty
     values = np.stack([np.stack([draws[r["name"]][m] for m in axes], axis=-1) for r in usable])  # [points, B, d]
     pref = [i for i, r in enumerate(usable) if r["group"] == "preference"]
     upo = [i for i, r in enumerate(usable) if r["group"] == "upo"]
