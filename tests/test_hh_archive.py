@@ -74,3 +74,13 @@ def test_a_judge_with_other_weights_is_reported(tmp_path):
     result = _run(script, "archive")
     assert "is not the judge of the archived evaluations" in result.stderr
     assert (tmp_path / "results" / "hh" / "judge.sha256").read_text().strip() == hashlib.sha256(b"old judge").hexdigest()
+
+
+def test_git_keeps_the_archive_and_ignores_runs():
+    """The archive mirrors runs/ inside results/hh/: the .gitignore's `runs/` must not swallow it
+    (it did, and the first archive commit held only judge.sha256)."""
+    ignored = subprocess.run(["git", "check-ignore", "-q", "results/hh/runs/frontier-hh-seeds/points/dpo/seed-1/eval.json"],
+                             cwd=ROOT, capture_output=True)
+    assert ignored.returncode == 1, "results/hh/runs/ is ignored by git: the archive would not be committed"
+    assert subprocess.run(["git", "check-ignore", "-q", "runs/frontier-hh-seeds/points/dpo/seed-1/eval.json"],
+                          cwd=ROOT).returncode == 0
