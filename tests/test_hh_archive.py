@@ -7,6 +7,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -79,6 +81,8 @@ def test_a_judge_with_other_weights_is_reported(tmp_path):
 def test_git_keeps_the_archive_and_ignores_runs():
     """The archive mirrors runs/ inside results/hh/: the .gitignore's `runs/` must not swallow it
     (it did, and the first archive commit held only judge.sha256)."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
     ignored = subprocess.run(["git", "check-ignore", "-q", "results/hh/runs/frontier-hh-seeds/points/dpo/seed-1/eval.json"],
                              cwd=ROOT, capture_output=True)
     assert ignored.returncode == 1, "results/hh/runs/ is ignored by git: the archive would not be committed"
