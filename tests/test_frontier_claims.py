@@ -1,5 +1,13 @@
-"""upo.frontier.claims: the sweep's questions, answered from hand-made comparisons."""
+"""upo.frontier.claims: the sweep's questions, answered from hand-made comparisons; a sweep with no
+preference-only point asks none (and gives no front verdicts)."""
 
+import json
+
+import yaml
+from test_frontier_seeds import fake_eval, fake_train, sweep_file
+
+import upo.frontier.run as frontier_run
+from upo.cli import main
 from upo.frontier.claims import claims
 
 
@@ -111,3 +119,22 @@ def test_the_front_question_takes_the_all_axes_verdict():
                                            "against": [{"preference": "kto", "axis": "judge/win_rate", "share": 1.0}]}]})
     front = claims(r)[-1]
     assert front["front"] == "yes" and front["against"] == "kto"
+
+
+def test_a_sweep_without_preference_only_points_gives_no_front_verdicts(tmp_path, monkeypatch, capsys):
+    """With KTO put in the UPO group (the steered sweep's aux_coef 0 point) and no other preference-only
+    point, there is no front for UPO to lie beyond: no verdict (each would be a vacuous 'beyond')."""
+    monkeypatch.setattr("upo.trainer.train", fake_train)
+    monkeypatch.setattr(frontier_run, "run_eval", fake_eval)
+    path = sweep_file(tmp_path, [1, 2])
+    spec = yaml.safe_load(path.read_text())
+    spec.update(methods=["upo"], points=[{"name": "kto", "method": "kto", "group": "upo"}])
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["frontier", "--config", str(path)]) == 0, capsys.readouterr().out
+    result = json.loads((tmp_path / "frontier" / "frontier.json").read_text())
+    assert {r["group"] for r in result["points"]} == {"base", "upo"}
+    assert all(e["upo_verdicts"] == [] and e["hv_gain_interval"] is None for e in result["summary"])
+    report = (tmp_path / "frontier" / "report.md").read_text()
+    assert "No preference-only point in this sweep" in report and "| **beyond** |" not in report
+    assert "### Each UPO point against the preference-only front" not in report
+    assert "### What the sweep answers" not in report

@@ -391,21 +391,3 @@ def test_finished_keeps_a_steered_runs_conditions_at_the_same_seeds(tmp_path, mo
     assert runs["upo-steered-aux0"] == runs["upo-steered-aux1"] == [1, 2] and runs["dpo"] == [1, 2, 3]
     assert "upo-steered-aux0 seed 3; upo-steered-aux1 seed 3" in capsys.readouterr().out
 
-
-def test_a_sweep_without_preference_only_points_gives_no_front_verdicts(tmp_path, monkeypatch, capsys):
-    """With KTO put in the UPO group (the steered sweep's aux_coef 0 point) and no other preference-only
-    point, there is no front for UPO to lie beyond: no verdict (each would be a vacuous 'beyond')."""
-    monkeypatch.setattr("upo.trainer.train", fake_train)
-    monkeypatch.setattr(frontier_run, "run_eval", fake_eval)
-    path = sweep_file(tmp_path, [1, 2])
-    spec = yaml.safe_load(path.read_text())
-    spec.update(methods=["upo"], points=[{"name": "kto", "method": "kto", "group": "upo"}])
-    path.write_text(yaml.safe_dump(spec))
-    assert main(["frontier", "--config", str(path)]) == 0, capsys.readouterr().out
-    result = json.loads((tmp_path / "frontier" / "frontier.json").read_text())
-    assert {r["group"] for r in result["points"]} == {"base", "upo"}
-    assert all(e["upo_verdicts"] == [] and e["hv_gain_interval"] is None for e in result["summary"])
-    report = (tmp_path / "frontier" / "report.md").read_text()
-    assert "No preference-only point in this sweep" in report and "| **beyond** |" not in report
-    assert "### Each UPO point against the preference-only front" not in report
-    assert "### What the sweep answers" not in report
