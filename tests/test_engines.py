@@ -13,8 +13,9 @@ accelerator, gloo); their gradient clipping; sharded checkpoints (one file per p
 would not write); the gathered state dict for final/.
 
 One launch per engine runs its 2-process trainings (process start dominates the time): DPO with
-full fine-tuning and LoRA (merged; under FSDP also adapter-only), and UPO (its value head is part
-of the one trained module), at batch 2 per process, compared with one process at batch 4, and a checkpoint resumed, compared bitwise with the uninterrupted
+full fine-tuning and LoRA (merged; under FSDP also adapter-only), UPO (its value head is part
+of the one trained module) and UPO steered by adapter (two adapters, final/ split into the merged
+aux_coef 0 policy and steer_adapter/), at batch 2 per process, compared with one process at batch 4, and a checkpoint resumed, compared bitwise with the uninterrupted
 run. The LoRA run holds out 3 of the 12 examples, so the reference log-probs of the 9 training
 examples come from loader batches of 4, 4 and 1 (in the last, process 1 holds only a copy and still
 runs the collective forward) and those of the 3 held-out ones split 2/1 between the processes
@@ -74,6 +75,9 @@ RUNS = {
     "lora": dict(max_steps=2, lora=True, lora_r=4, eval_fraction=0.25),  # 2 steps: 8 of the 9 examples
     "adapter": dict(max_steps=3, lora=True, lora_r=4, merge_lora=False),
     "upo": dict(max_steps=3, method="upo"),  # the value head inside the one trained module
+    # steered by adapter: two LoRA adapters, one condition per step (each of the 3 once), saved split
+    "steered": dict(max_steps=3, method="upo", lora=True, lora_r=4, steer_aux_coefs=[0.0, 1.0, 3.0],
+                    steer_by="adapter"),
 }
 RESUME = dict(save_steps=2, **COMMON)
 
@@ -95,7 +99,7 @@ def test_two_sharded_processes_match_one_process_and_resume(engine, tiny_model_d
     env, shard_files = ENGINES[engine]
     runs = {k: v for k, v in RUNS.items() if engine == "fsdp" or k != "adapter"}
     if engine.startswith("deepspeed"):  # DeepSpeed clips policy and value head together, one process apart
-        runs["upo"] = {**runs["upo"], "max_grad_norm": None}
+        runs = {k: {**v, "max_grad_norm": None} if k in ("upo", "steered") else v for k, v in runs.items()}
     two = {name: run_config(tiny_model_dir, pairs_file, tmp_path / f"two-{name}", batch_size=2, **{**COMMON, **kw})
            for name, kw in runs.items()}  # fmt: skip
     full = run_config(tiny_model_dir, pairs_file, tmp_path / "two-uninterrupted", max_steps=4, **RESUME)
@@ -125,6 +129,12 @@ def test_two_sharded_processes_match_one_process_and_resume(engine, tiny_model_d
             for k in a:
                 torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
             assert not torch.equal(a["net.5.weight"], torch.zeros_like(a["net.5.weight"]))
+        if name == "steered":  # final/steer_adapter/: the steering direction, from the gathered adapters
+            a, b = (load_file(str(f / "steer_adapter" / "adapter_model.safetensors")) for f in (one, final_two))
+            assert a.keys() == b.keys() and len(a) > 0
+            for k in a:
+                torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=COMMON["learning_rate"] / 50, msg=k)
+            assert any(".lora_B." in k and v.abs().max() > 0 for k, v in a.items()), "the steering adapter did not train"
 
     # the checkpoint is sharded: each process wrote its own part of the weights and optimizer state
     checkpoint = Path(part.output_dir) / "checkpoints" / "step-2"
