@@ -103,26 +103,19 @@ def response_logps(model, tokenizer, prompt: str, response: str, suffix: str):
     return logps.gather(-1, torch.tensor(r)[:, None]).squeeze(-1), logps[0]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", type=Path, help="a steered final/ or checkpoint (or any final/ with --against)")
-    parser.add_argument("--against", type=Path, help="a second model: compare the two, without condition tokens "
-                        "(a model steered by adapter at the first of --conditions)")
-    parser.add_argument("--conditions", type=float, nargs=2, default=[0.0, 3.0], help="the two aux_coef values")
-    parser.add_argument("--pairs", type=int, default=24)
-    parser.add_argument("--data", default="../shared/data/hh-rlhf/harmless-base-dev.jsonl.gz")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    a, tokenizer, by_adapter = load(args.model)
-    if args.against:  # a model steered by adapter at the first of --conditions
-        a = at_condition(a, args.model, by_adapter, args.conditions[0]) if by_adapter else a
-        b, suffixes = load(args.against)[0], ("", "")
+def probe(model: Path, against: Path | None = None, conditions=(0.0, 3.0), pairs: int = 24,
+          data: str = "../shared/data/hh-rlhf/harmless-base-dev.jsonl.gz") -> dict:
+    """The figures `main` prints: {"diff", "kl", "margin_a", "margin_b", "pairs"}."""
+    a, tokenizer, by_adapter = load(model)
+    if against:  # a model steered by adapter at the first of the conditions
+        a = at_condition(a, model, by_adapter, conditions[0]) if by_adapter else a
+        b, suffixes = load(against)[0], ("", "")
     elif by_adapter:  # the condition is in the weights: two models
-        a, b = (at_condition(a, args.model, by_adapter, c) for c in args.conditions)
+        a, b = (at_condition(a, model, by_adapter, c) for c in conditions)
         suffixes = ("", "")
     else:
-        b, suffixes = a, tuple(condition_token(c) for c in args.conditions)
-    rows = single_turn_pairs(args.data, args.pairs)
+        b, suffixes = a, tuple(condition_token(c) for c in conditions)
+    rows = single_turn_pairs(data, pairs)
     diff = kl = margin_a = margin_b = 0.0
     for prompt, chosen, rejected in rows:
         ca, first_a = response_logps(a, tokenizer, prompt, chosen, suffixes[0])
@@ -133,10 +126,25 @@ def main() -> None:
         kl += (first_a.exp() * (first_a - first_b)).sum().item() / len(rows)
         margin_a += (ca.mean() - ra.mean()).item() / len(rows)
         margin_b += (cb.mean() - rb.mean()).item() / len(rows)
-    at = f" at aux_coef {args.conditions[0]:g}" if args.against and by_adapter else ""
+    return {"diff": diff, "kl": kl, "margin_a": margin_a, "margin_b": margin_b, "pairs": len(rows),
+            "by_adapter": by_adapter is not None}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", type=Path, help="a steered final/ or checkpoint (or any final/ with --against)")
+    parser.add_argument("--against", type=Path, help="a second model: compare the two, without condition tokens "
+                        "(a model steered by adapter at the first of --conditions)")
+    parser.add_argument("--conditions", type=float, nargs=2, default=[0.0, 3.0], help="the two aux_coef values")
+    parser.add_argument("--pairs", type=int, default=24)
+    parser.add_argument("--data", default="../shared/data/hh-rlhf/harmless-base-dev.jsonl.gz")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    r = probe(args.model, args.against, args.conditions, args.pairs, args.data)
+    at = f" at aux_coef {args.conditions[0]:g}" if args.against and r["by_adapter"] else ""
     sides = f"{args.model}{at} vs {args.against}" if args.against else f"{args.model}: aux_coef {args.conditions[0]:g} vs {args.conditions[1]:g}"
-    print(f"{sides} ({len(rows)} single-turn pairs): mean |logp difference| per response token {diff:.4f}; "
-          f"KL of the first token {kl:.4f}; chosen - rejected margin {margin_a:.3f} vs {margin_b:.3f}")
+    print(f"{sides} ({r['pairs']} single-turn pairs): mean |logp difference| per response token {r['diff']:.4f}; "
+          f"KL of the first token {r['kl']:.4f}; chosen - rejected margin {r['margin_a']:.3f} vs {r['margin_b']:.3f}")
 
 
 if __name__ == "__main__":
