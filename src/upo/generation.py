@@ -74,8 +74,10 @@ def generate(
             samples x 64 new tokens: 36 s vs 39 s).
         seed: batch `i` runs after `torch.manual_seed(seed + i)`.
         progress: show a tqdm bar over batches.
-        aux_coef: for a model trained steered (`steer_aux_coefs`), the auxiliary strength to generate
-            with, one of the trained values (else a SteeringError lists them); None for other models.
+        aux_coef: for a model trained steered by token (`steer_aux_coefs`), the auxiliary strength to
+            generate with, one of the trained values (else a SteeringError lists them); None for other
+            models, and for one steered by adapter, whose aux_coef is in its weights
+            (`upo.steer_adapter.load_steered`).
         reward_mix: likewise for a model trained steered over reward mixes (`steer_reward_mixes`):
             the name of the mix to generate with.
         partial: a JSON-lines file that keeps each finished batch's completions, so a generation

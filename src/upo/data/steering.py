@@ -146,7 +146,9 @@ def _aux_suffix(tokenizer, aux_coef: float | None) -> list[int]:
     ids = steering_token_ids(tokenizer)
     value = None if aux_coef is None else float(f"{aux_coef:g}")  # as its token writes it
     return _suffix(ids, value, listed(ids), given="" if aux_coef is None else f"aux_coef {aux_coef:g}",
-                   steered="steered (steer_aux_coefs); its auxiliary strength was set",
+                   steered="steered by token (steer_aux_coefs); its auxiliary strength was set",
+                   hint="; a model steered by adapter takes its aux_coef in its weights: "
+                        "upo.steer_adapter.load_steered(model, folder, aux_coef)",
                    choose="steered: choose its auxiliary strength with aux_coef (--aux_coef)", trained="values")
 
 
@@ -157,12 +159,14 @@ def _mix_suffix(tokenizer, reward_mix: str | None) -> list[int]:
                    choose="steered over reward mixes: choose one with reward_mix (--reward_mix)", trained="mixes")
 
 
-def _suffix(ids: dict, value, listed: str, *, given: str, steered: str, choose: str, trained: str) -> list[int]:
+def _suffix(ids: dict, value, listed: str, *, given: str, steered: str, choose: str, trained: str,
+            hint: str = "") -> list[int]:
     """The token of `value` among a model's trained conditions `ids` ({} for a model not steered on
     them, which takes none); a SteeringError for a value it lacks or a missing one, `listed` the trained."""
     if not ids:
         if value is not None:
-            raise SteeringError(f"{given} was given, but this model was not trained {steered} when it was trained")
+            raise SteeringError(f"{given} was given, but this model was not trained {steered} when it was "
+                                f"trained{hint}")
         return []
     if value is None:
         raise SteeringError(f"this model was trained {choose}, one of {listed}")
