@@ -105,7 +105,7 @@ def response_logps(model, tokenizer, prompt: str, response: str, suffix: str):
 
 def probe(model: Path, against: Path | None = None, conditions=(0.0, 3.0), pairs: int = 24,
           data: str = "../shared/data/hh-rlhf/harmless-base-dev.jsonl.gz") -> dict:
-    """The figures `main` prints: {"diff", "kl", "margin_a", "margin_b", "pairs"}."""
+    """The figures `main` prints: {"diff", "kl", "margin_a", "margin_b", "pairs", "by_adapter"}."""
     a, tokenizer, by_adapter = load(model)
     if against:  # a model steered by adapter at the first of the conditions
         a = at_condition(a, model, by_adapter, conditions[0]) if by_adapter else a
