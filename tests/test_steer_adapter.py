@@ -91,6 +91,19 @@ def test_adapter_steering_config_is_checked():
         UPOConfig(method="upo", lora=True, steer_by="adapter", rewards={"length": 1.0})
 
 
+def test_lora_on_an_embedding_fails_when_the_steering_adapter_is_added(tiny_model_dir):
+    """The end of training combines the two adapters into one LoRA adapter (split_steer_adapter), which
+    it cannot do for LoRA on an embedding: that fails before the first step, naming the setting."""
+    from upo.modeling import add_lora
+
+    cfg = UPOConfig(lora=True, lora_r=4, lora_alpha=8, lora_target_modules=["embed_tokens", "q_proj"])
+    lm = add_lora(AutoModelForCausalLM.from_pretrained(tiny_model_dir), cfg)
+    with pytest.raises(ConfigError, match="also trains embed_tokens .lora_target_modules naming an embedding"):
+        add_steer_adapter(lm)
+    add_steer_adapter(add_lora(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                               UPOConfig(lora=True, lora_r=4, lora_alpha=8, lora_target_modules=["q_proj"])))
+
+
 @pytest.fixture(scope="module")
 def adapter_run(tiny_model_dir, pairs_file, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("adapter")

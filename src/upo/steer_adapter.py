@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from upo.config_values import ConfigError
 from upo.data.steering import SteeringError, listed, read_steering, steering_record
 
 STEER_ADAPTER = "steer"  # the peft adapter name of the steering direction
@@ -56,6 +57,24 @@ def add_steer_adapter(lm) -> None:
     adapter's config (lora_B starts at 0: no effect until trained), and make both active and trained."""
     lm.add_adapter(STEER_ADAPTER, deepcopy(lm.peft_config["default"]))
     lm.base_model.set_adapter(["default", STEER_ADAPTER])
+    adapter_states(lm)  # what the end of training saves: a LoRA setting it cannot save fails now, not then
+
+
+def adapter_states(lm) -> tuple[dict, dict]:
+    """The `steer` and `default` adapters' weights of `lm`, as `split_steer_adapter` combines them; a
+    ConfigError when they are not two plain LoRA adapters of the same linear modules (its sum of
+    factors is a LoRA adapter only then): rslora, LoRA on embeddings, or other trained weights."""
+    from peft.utils import get_peft_model_state_dict
+
+    steer = get_peft_model_state_dict(lm, adapter_name=STEER_ADAPTER, save_embedding_layers=False)
+    default = get_peft_model_state_dict(lm, adapter_name="default", save_embedding_layers=False)
+    other = sorted({k.split(".")[-2] for k in steer if ".lora_A." not in k and ".lora_B." not in k})
+    if steer.keys() != default.keys() or lm.peft_config[STEER_ADAPTER].use_rslora or other:
+        raise ConfigError(
+            "steer_by: adapter combines two plain LoRA adapters of the same linear layers, and this one "
+            + (f"also trains {', '.join(other)} (lora_target_modules naming an embedding, or new tokens' rows): "
+               "name linear layers only, or all-linear" if other else "does not (rslora?)"))
+    return steer, default
 
 
 def set_adapter_weight(lm, weight: float) -> None:
@@ -99,15 +118,10 @@ def split_steer_adapter(lm, folder: Path):
     with both adapters): rank 2r, A = [A_steer; A_default], B = [B_steer, -B_default], lora_alpha
     doubled so that its scale (lora_alpha / r) is theirs. Then remove `steer` from `lm` and return it
     with `default` alone active at scale 1 (ready to merge: the aux_coef 0 policy)."""
-    from peft.utils import get_peft_model_state_dict
     from safetensors.torch import save_file
 
-    steer = get_peft_model_state_dict(lm, adapter_name=STEER_ADAPTER)
-    default = get_peft_model_state_dict(lm, adapter_name="default")
+    steer, default = adapter_states(lm)
     config = deepcopy(lm.peft_config[STEER_ADAPTER])
-    if steer.keys() != default.keys() or config.use_rslora or any(
-            ".lora_A." not in k and ".lora_B." not in k for k in steer):
-        raise ValueError("steer_by: adapter saves plain LoRA adapters of the same modules (no rslora, no other weights)")
     combined = {k: torch.cat([steer[k], default[k]], dim=0) if ".lora_A." in k else torch.cat([steer[k], -default[k]], dim=1)
                 for k in steer}
     folder.mkdir(parents=True, exist_ok=True)
