@@ -57,6 +57,14 @@ def test_cli_style_values_are_coerced():
     assert cfg.lora_target_modules == ["q_proj", "v_proj"]
 
 
+def test_rewards_given_as_a_json_or_yaml_mapping_on_the_command_line():
+    assert load_config(None, {"rewards": '{"safety": 0.95, "readability": 0.05}'}).rewards == {
+        "safety": 0.95, "readability": 0.05}
+    assert load_config(None, {"rewards": "{length: 2}"}).rewards == {"length": 2.0}
+    with pytest.raises(ConfigError, match="'rewards' must be name=weight,name=weight or a mapping"):
+        load_config(None, {"rewards": '{"safety": '})
+
+
 def test_user_reward_names_keep_their_colon():
     cfg = load_config(None, {"rewards": "mypkg.scorers:polite=0.5"})
     assert cfg.rewards == {"mypkg.scorers:polite": 0.5}

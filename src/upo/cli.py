@@ -20,7 +20,10 @@ examples:
 
 Every key of the config file can also be given as a flag (flags win over the file).
 Booleans: --lora, --lora true, --lora false. Lists: --lora_target_modules q_proj,v_proj.
-Rewards: name=weight pairs; names are readability, profanity, length, or package.module:function.
+Rewards: name=weight pairs (or a mapping: --rewards '{safety: 0.95, readability: 0.05}'); names
+are safety, readability, profanity, sentiment, relevance, reading_ease, length, length_words,
+length_tokens, toxicity_<category> (toxic, severe_toxic, obscene, threat, insult, identity_hate),
+rm:<reward model folder>, or package.module:function.
 The run folder (--output_dir) gets config.yaml, metrics.jsonl, checkpoints/, final/, plots/ (the
 training curves, see `upo plot --help`) and, with --report_to tensorboard, logs/.
 SIGTERM or SIGUSR1 (a scheduler's preemption notice, kill -USR1 PID) while training: the step

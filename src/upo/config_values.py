@@ -128,7 +128,13 @@ def _number(key: str, kind: type, value: Any, source: str) -> int | float:
 
 
 def _coerce_weights(key: str, value: Any, source: str) -> dict[str, float]:
-    """`{name: weight}` from YAML, or `name=weight,name=weight` from the command line."""
+    """`{name: weight}` from YAML, or `name=weight,name=weight` from the command line (or a YAML or
+    JSON mapping there: `--rewards '{"safety": 0.95}'`)."""
+    if isinstance(value, str) and value.lstrip().startswith("{"):
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{source}: {key!r} must be name=weight,name=weight or a mapping: {e}") from None
     if isinstance(value, str):
         out: dict[str, Any] = {}
         for item in filter(None, (v.strip() for v in value.split(","))):
