@@ -229,6 +229,27 @@ def test_llm_judge_retries_connection_errors(api_key):
     assert KEY not in "".join(traceback.format_exception(error.value))
 
 
+
+def test_an_llm_judge_that_nothing_answers_fails_before_any_generation(tiny_model_dir, pairs_file, tmp_path, capsys):
+    """check_reachable: any HTTP reply counts (the fake server has no GET route: 501); a closed port
+    or a URL that is not http(s) is a JudgeError, which `upo eval` reports as one line before it loads
+    the model (the output folder is never made)."""
+    with FakeJudgeServer() as server:
+        LLMJudge(server.base_url, "m").check_reachable()
+        gone = server.base_url
+    with pytest.raises(JudgeError, match="nothing answers at judge_base_url"):
+        LLMJudge(gone, "m", timeout=2).check_reachable()
+    with pytest.raises(JudgeError, match="not an http.s. URL"):
+        LLMJudge("localhost:8000/v1", "m").check_reachable()
+    from upo.cli import main
+
+    out = tmp_path / "eval"
+    assert main(["eval", "--model", str(tiny_model_dir), "--data", str(pairs_file), "--judge", "llm",
+                 "--judge_model", "m", "--judge_base_url", gone, "--output", str(out)]) == 2
+    assert "upo: error: LLM judge: nothing answers" in capsys.readouterr().err
+    assert not out.exists()
+
+
 # ---- the paper preset --------------------------------------------------------------------------
 
 ITEMS = [f"Q{i}" for i in range(8)]

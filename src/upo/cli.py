@@ -160,7 +160,7 @@ def _add_eval_parsers(sub) -> None:
     compare = sub.add_parser(
         "compare",
         help="compare two evaluations of the same prompts: each metric's difference with a paired 95%% interval",
-        description="Compare two `upo eval` outputs on the same prompts: for each metric, B - A with its 95%% "
+        description="Compare two `upo eval` outputs on the same prompts: for each metric, B - A with its 95% "
         "paired bootstrap interval over the prompts (or held-out pairs), and the side it favours.",
         epilog=COMPARE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
             from upo.demo.run import run_demo
 
             run_demo(args.output_dir, steps=args.steps, quick=args.quick, seed=args.seed)
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as e:
+    except user_errors() as e:
         # Errors a user can act on: one clear line, no traceback.
         print(f"upo: error: {e}", file=sys.stderr)
         return 2
@@ -393,6 +393,13 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130  # 128 + SIGINT, as a shell reports it
     return 0
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """The errors `main` reports as one line: bad input, and an LLM judge's endpoint failing
+    (`upo.judges.JudgeError`, where that module was imported: importing it here would load torch)."""
+    judges = sys.modules.get("upo.judges")
+    return (ConfigError, FileNotFoundError, FileExistsError, ValueError) + ((judges.JudgeError,) if judges else ())
 
 
 if __name__ == "__main__":

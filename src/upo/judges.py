@@ -22,6 +22,7 @@ import math
 import os
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -134,6 +135,22 @@ class LLMJudge:
         self.protocol = protocols.preset(preset)
         self.both_orders = both_orders
         self.seed = seed  # the random orders' seed, also sent to the endpoint
+
+    def check_reachable(self) -> None:
+        """A JudgeError now, before any generation, when nothing answers at the base URL (connection
+        refused, unknown host, not an http(s) URL): a GET of its /models, where any HTTP reply, even an
+        error status, counts as reachable."""
+        base = self.url[: -len("/chat/completions")]
+        if urllib.parse.urlparse(base).scheme not in ("http", "https"):
+            raise JudgeError(f"judge_base_url {base!r} is not an http(s) URL (e.g. http://127.0.0.1:8000/v1)")
+        try:
+            with urllib.request.urlopen(urllib.request.Request(base + "/models"), timeout=self.timeout):
+                pass
+        except urllib.error.HTTPError:
+            pass  # something answers
+        except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as e:
+            raise JudgeError(f"LLM judge: nothing answers at judge_base_url {base} ({type(e).__name__}: "
+                             f"{getattr(e, 'reason', e)}): start the server or fix the URL") from None
 
     def __repr__(self) -> str:
         return f"LLMJudge(url={self.url!r}, model={self.model!r}, preset={self.preset!r}, api_key_env={self.api_key_env!r})"

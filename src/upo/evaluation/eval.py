@@ -169,6 +169,8 @@ def run_eval(cfg: EvalConfig, *, judge=None, reference_memo: dict | None = None)
     if not cfg.model or not cfg.data:
         raise ValueError("upo eval needs --model and --data")
     check_exists(cfg.judge)  # a missing rm: folder fails now, not after the generation
+    if judge is None and cfg.judge == "llm":
+        make_judge(cfg).check_reachable()  # so does an llm judge's server that does not answer
     model_path = resolve_model_path(cfg.model, cfg.cache_dir, progress=cfg.progress)
     beta = cfg.beta if cfg.beta is not None else (training_beta(model_path) or DEFAULT_BETA)
     cfg = dataclasses.replace(cfg, beta=beta)

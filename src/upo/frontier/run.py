@@ -38,6 +38,7 @@ from upo.frontier.report import format_report, write_csv
 from upo.frontier.summary import default_aux_metrics, preference_metric, summarize
 from upo.frontier.sweep import Point, Sweep, config_keys, load_sweep, uses_aux
 from upo.frontier.uncertainty import add_uncertainty, equal_length_comparisons, stack_units
+from upo.judges import LLMJudge
 from upo.methods import unread_method_keys
 from upo.rewards.cache import ScoreCache, default_cache_dir
 from upo.rewards.reward_model import check_exists
@@ -307,6 +308,8 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
     done: dict[str, list] = {point.name: [] for point in points}  # the seeds of each point's results
     with ScoreCache(template.cache_dir or default_cache_dir()) as cache:
         judge = make_judge(template, cache) if template.judge and not finished_only else None  # loaded once
+        if isinstance(judge, LLMJudge):  # its server answers, or an error before any training
+            judge.check_reachable()
         # Seeds run in rounds: every point's first seed before any point's second, so a sweep stopped
         # part-way holds a whole front at the seeds it finished, not some points at every seed.
         for seed in seeds:
