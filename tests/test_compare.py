@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -132,3 +133,53 @@ def test_an_equal_length_interval_from_fewer_draws_says_how_many():
            "overlap_a": 0.5, "overlap_b": 0.25, "effective_n": 10.0, "n_a": 40, "n_b": 40, "length_gap": 0.0}
     assert "[-2, -0.5] (1400 of 2000 draws) | B |" in equal_length_cells({**row, "draws": 1400}, new="b", old="a")
     assert "[-2, -0.5] | B |" in equal_length_cells({**row, "draws": 2000}, new="b", old="a")
+
+
+@pytest.mark.parametrize(("content", "match"), [
+    ('{"per_prompt": {"ids": ["p1"], "values": {"judge/win_rate": [1', "not JSON"),
+    ("[1, 2]", "a JSON list, not an object"),
+    ('{"per_prompt": {"ids": ["p1", "p2"]}}', "per_prompt must hold a list `ids` and a mapping `values`"),
+    ('{"per_prompt": {"ids": ["p1", "p2"], "values": {"judge/win_rate": [1]}}}',
+     "per_prompt.values.judge/win_rate must be 2 numbers or nulls"),
+    ('{"per_prompt": {"ids": ["p1"], "values": {"judge/win_rate": ["x"]}}}', "must be 1 numbers or nulls"),
+])
+def test_a_file_that_is_not_an_eval_json_is_named_with_its_problem(tmp_path, capsys, content, match):
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "eval.json").write_text(json.dumps(A))
+    assert main(["compare", str(tmp_path / "a"), str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"upo: error: {bad}: ") and re.search(match, err), err
+
+
+def test_compare_output_never_overwrites_an_input_and_keeps_json_and_markdown_apart(tmp_path, capsys):
+    for name, result in (("a", A), ("b", B)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "eval.json").write_text(json.dumps(result))
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    kept = (tmp_path / "b" / "eval.json").read_text()
+    for output, match in ((tmp_path / "b" / "eval.json", "would overwrite an evaluation"),
+                          (tmp_path / "a" / "eval", "would overwrite an evaluation"),  # its .md: a/eval.md
+                          (tmp_path / "c.md", "give a .json path"), (tmp_path / "a", "a folder")):
+        assert main(["compare", a, b, "--output", str(output)]) == 2
+        assert match in capsys.readouterr().err, output
+    assert (tmp_path / "b" / "eval.json").read_text() == kept and not (tmp_path / "c.md").exists()
+
+
+def test_evaluations_that_measure_differently_are_compared_with_a_warning(tmp_path, capsys):
+    settings = {"judge": "rm:rm/final", "ref_model": "base", "temperature": 0.7, "seed": 1, "model": "x"}
+    other = {**settings, "seed": 2, "model": "y"}  # another model and seed: what a comparison is for
+    for name, result, s in (("a", A, settings), ("b", B, other), ("c", B, {**other, "judge": "llm", "temperature": 1.0})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "eval.json").write_text(json.dumps({**result, "settings": s}))
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--output", str(tmp_path / "ab.json")]) == 0
+    assert "WARNING" not in capsys.readouterr().err
+    assert json.loads((tmp_path / "ab.json").read_text())["setting_differences"] == []
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "c"), "--output", str(tmp_path / "ac.json")]) == 0
+    captured = capsys.readouterr()
+    assert "WARNING: the two evaluations differ in how they measure" in captured.err
+    assert "judge: 'rm:rm/final' vs 'llm'; temperature: 0.7 vs 1.0" in captured.err
+    assert "**Warning**: the two evaluations differ" in (tmp_path / "ac.md").read_text()
+    assert json.loads((tmp_path / "ac.json").read_text())["setting_differences"] == [
+        "judge: 'rm:rm/final' vs 'llm'", "temperature: 0.7 vs 1.0"]

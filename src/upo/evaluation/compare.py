@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,16 +34,58 @@ UNIT_NAMES = {"per_prompt": "prompts", "per_pair": "pairs"}
 LENGTH = "length/words"  # the per-prompt response length that comparisons at equal length bin by
 
 
-def load_eval(path: str | Path) -> dict:
-    """The eval.json dict of an eval folder or of a .json file."""
+# Settings that change what a metric measures: two evaluations that differ in one are not paired
+# measurements of the same thing (the judge, the reference of the implicit rewards, the sampling).
+# The model, the seeds and the batch sizes may differ; different data or prompts are an error (`align`).
+MEASUREMENT_SETTINGS = ("judge", "judge_model", "judge_base_url", "judge_preset", "judge_both_orders", "judge_seed",
+                        "judge_max_length", "ref_model", "beta", "violation_threshold", "max_new_tokens", "do_sample",
+                        "temperature", "top_p", "samples", "max_length", "max_prompt_length")
+
+
+def eval_file(path: str | Path) -> Path:
+    """The eval.json of an eval folder, or `path` itself."""
     path = Path(path)
-    file = path / "eval.json" if path.is_dir() else path
+    return path / "eval.json" if path.is_dir() else path
+
+
+def load_eval(path: str | Path) -> dict:
+    """The eval.json dict of an eval folder or of a .json file; a ValueError naming the file when it
+    is not one `upo eval` wrote (not JSON, or per-unit sections of another shape)."""
+    file = eval_file(path)
     if not file.is_file():
         raise FileNotFoundError(f"{path}: no eval.json (give an `upo eval` output folder or its .json file)")
-    result = json.loads(file.read_text())
+    try:
+        result = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{file}: not an eval.json of `upo eval` (not JSON: {e})") from None
+    if not isinstance(result, dict):
+        raise ValueError(f"{file}: not an eval.json of `upo eval` (a JSON {type(result).__name__}, not an object)")
+    for kind in UNIT_KINDS:
+        check_units(file, kind, result.get(kind))
     if not units_of(result):
         raise ValueError(f"{file} has no per-prompt values (written by an older upo eval): evaluate again")
     return result
+
+
+def check_units(file: Path, kind: str, section) -> None:
+    """A ValueError naming `file` and the field unless `section` is absent or {"ids": [n], "values":
+    {metric: [n numbers or nulls]}}."""
+    if section is None:
+        return
+    ids, values = (section.get("ids"), section.get("values")) if isinstance(section, dict) else (None, None)
+    if not isinstance(ids, list) or not isinstance(values, dict):
+        raise ValueError(f"{file}: {kind} must hold a list `ids` and a mapping `values`, as `upo eval` writes it")
+    for metric, v in values.items():
+        if not isinstance(v, list) or len(v) != len(ids) or not all(
+                x is None or (isinstance(x, (int, float)) and not isinstance(x, bool)) for x in v):
+            raise ValueError(f"{file}: {kind}.values.{metric} must be {len(ids)} numbers or nulls, one per id")
+
+
+def setting_differences(a: dict, b: dict) -> list[str]:
+    """"key: A's vs B's" for each of `MEASUREMENT_SETTINGS` the two eval.json dicts recorded differently."""
+    sa, sb = a.get("settings") or {}, b.get("settings") or {}
+    return [f"{k}: {sa.get(k)!r} vs {sb.get(k)!r}" for k in MEASUREMENT_SETTINGS
+            if k in sa and k in sb and sa[k] != sb[k]]
 
 
 def align(kind: str, ids_a: list[str], ids_b: list[str]) -> tuple[list[int], list[int]]:
@@ -168,12 +211,35 @@ def format_comparison(name_a: str, name_b: str, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def output_files(output: str, a: str, b: str) -> tuple[Path, Path]:
+    """(the JSON, the Markdown beside it) of `--output`; a ValueError for a folder, a .md path (the
+    two would be one file) or a file of either evaluation (it would be overwritten)."""
+    path = Path(output)
+    md = path.with_suffix(".md")
+    if path.is_dir():
+        raise ValueError(f"--output {output}: a folder; give a file path, e.g. {path / 'comparison.json'}")
+    if md == path:
+        raise ValueError(f"--output {output}: the JSON goes there and the Markdown beside it, as .md: give a .json path")
+    inputs = {f.resolve() for side in (a, b) for f in (eval_file(side), eval_file(side).with_suffix(".md"))}
+    if path.resolve() in inputs or md.resolve() in inputs:
+        raise ValueError(f"--output {output}: it would overwrite an evaluation being compared; write elsewhere")
+    return path, md
+
+
 def run_compare(a: str, b: str, output: str | None = None) -> str:
     """`upo compare`: the Markdown tables (returned); with `output` (a .json path) also the JSON, and
-    the Markdown beside it (.md)."""
+    the Markdown beside it (.md). Evaluations that differ in a setting of `MEASUREMENT_SETTINGS` are
+    compared with a warning (printed, and in both outputs)."""
+    files = output_files(output, a, b) if output else None
     result_a, result_b = load_eval(a), load_eval(b)
     rows, matched = compare_results(result_a, result_b), equal_length_rows(result_a, result_b)
     text = format_comparison(a, b, rows)
+    differences = setting_differences(result_a, result_b)
+    if differences:
+        warning = ("the two evaluations differ in how they measure, so a difference may come from that and not "
+                   "from the models: " + "; ".join(differences))
+        print(f"upo compare: WARNING: {warning}", file=sys.stderr, flush=True)
+        text = text.replace("\n\n", f"\n\n**Warning**: {warning}.\n\n", 1)
     if matched:
         text += ("\n\n## At equal length\n\nEach metric compared within bins of response length (word counts a "
                  "factor √2 apart), each bin's B - A adjusted for the two sides' gap in mean log length within it (the "
@@ -183,10 +249,10 @@ def run_compare(a: str, b: str, output: str | None = None) -> str:
                  "comparison of the same variance would take, of the most the two sizes allow (small: the difference "
                  "rests on few generations; not comparable at equal length); the last, B's words over A's within "
                  "the bins (geometric means), the gap adjusted for.\n\n" + "\n".join(format_equal_length(matched)))
-    if output:
-        path = Path(output)
+    if files:
+        path, md = files
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.with_suffix(".md").write_text(text + "\n")
-        path.write_text(compact_json({"a": a, "b": b, **INTERVAL_SETTINGS, "metrics": rows,
-                                      "at_equal_length": matched}) + "\n")
+        md.write_text(text + "\n")
+        path.write_text(compact_json({"a": a, "b": b, **INTERVAL_SETTINGS, "setting_differences": differences,
+                                      "metrics": rows, "at_equal_length": matched}) + "\n")
     return text
