@@ -65,6 +65,21 @@ def test_rewards_given_as_a_json_or_yaml_mapping_on_the_command_line():
         load_config(None, {"rewards": '{"safety": '})
 
 
+def test_a_key_given_twice_is_an_error_not_the_last_one_silently(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: x\nrewards:\n  safety: 1\n  safety: 0.5\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: not valid YAML: the key 'safety' is given twice\n.*line 4"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="'rewards' names 'length' twice"):
+        load_config(None, {"rewards": "length=1,length=2"})
+    with pytest.raises(ConfigError, match="the key 'a' is given twice"):
+        load_config(None, {"steer_reward_mixes": "{a: {length: 1}, a: {length: 2}}"})
+    path.write_text("base: &b {length: 1, safety: 2}\nrewards:\n  <<: *b\n  safety: 3\n")  # a merge key may be overridden
+    from upo.config_values import read_yaml_mapping
+
+    assert read_yaml_mapping(path)["rewards"] == {"length": 1, "safety": 3}
+
+
 def test_user_reward_names_keep_their_colon():
     cfg = load_config(None, {"rewards": "mypkg.scorers:polite=0.5"})
     assert cfg.rewards == {"mypkg.scorers:polite": 0.5}

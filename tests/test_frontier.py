@@ -289,9 +289,16 @@ def test_upo_frontier_end_to_end_and_resume(tiny_model_dir, tiny_tokenizer, pair
     }
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(yaml.safe_dump(spec))
-    assert main(["frontier", "--config", str(sweep)]) == 1  # the unknown method fails alone
+    assert main(["frontier", "--config", str(sweep)]) == 2  # a config error: before anything trains
+    assert f"{sweep}: point no_such_method: method must be one of" in capsys.readouterr().err
+    assert not out.exists()
+    # a point that fails as it runs (its model is not there) fails alone
+    spec = {**spec, "methods": ["dpo", "upo"], "points": [{"name": "no_such_method", "method": "dpo",
+                                                           "model": str(tmp_path / "no-model")}]}
+    sweep.write_text(yaml.safe_dump(spec))
+    assert main(["frontier", "--config", str(sweep)]) == 1
     log = capsys.readouterr().out
-    assert "no_such_method: FAILED: ConfigError: method must be one of" in log
+    assert "no_such_method: FAILED: FileNotFoundError:" in log
 
     result = json.loads((out / "frontier.json").read_text())
     assert [(r["name"], r["group"]) for r in result["points"]] == [("base", "base"), ("dpo", "preference"),
@@ -325,7 +332,8 @@ def test_upo_frontier_end_to_end_and_resume(tiny_model_dir, tiny_tokenizer, pair
     for p in ("base", "dpo", "upo"):
         assert f"{p}: done earlier, skipping" in log
         assert (out / "points" / p / "eval.json").stat().st_mtime_ns == stamps[p]
-    assert "training" not in log
+        assert f" {p}: training" not in log
+    assert " no_such_method: training" in log  # the failed point is tried again
 
     # a changed training config never overwrites a finished point
     spec["base"]["learning_rate"] = 5e-3

@@ -391,3 +391,36 @@ def test_finished_keeps_a_steered_runs_conditions_at_the_same_seeds(tmp_path, mo
     assert runs["upo-steered-aux0"] == runs["upo-steered-aux1"] == [1, 2] and runs["dpo"] == [1, 2, 3]
     assert "upo-steered-aux0 seed 3; upo-steered-aux1 seed 3" in capsys.readouterr().out
 
+
+
+def test_frontier_flags_that_would_do_other_than_asked_are_refused(tmp_path, monkeypatch, capsys):
+    """A seed named twice would count its run twice (narrower intervals); --quick on a sweep without
+    quick: would be the full sweep; --status lists every run whatever --seeds/--points say; a bad
+    point config fails before anything trains, naming the file and the point; --finished --points
+    says "every run of the points ..." only of those points; an unknown compare_metrics name is
+    warned of on the console too."""
+    trained = []
+    monkeypatch.setattr("upo.trainer.train", lambda cfg: trained.append(cfg.method) or fake_train(cfg))
+    monkeypatch.setattr(frontier_run, "run_eval", fake_eval)
+    sweep = sweep_file(tmp_path, [1, 2])
+    for flags, message in ((["--seeds", "1,1"], "--seeds 1,1: a seed named twice"),
+                           (["--quick"], "--quick applies the sweep's quick: overrides, and it has none"),
+                           (["--status", "--seeds", "1"], "--status lists every run of the sweep; it takes no --seeds"),
+                           (["--status", "--points", "dpo", "--finished"], "it takes no --points or --finished")):
+        assert main(["frontier", "--config", str(sweep), *flags]) == 2, flags
+        assert message in capsys.readouterr().err, flags
+    assert trained == []
+
+    spec = yaml.safe_load(sweep.read_text())
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**spec, "points": [{"name": "last", "method": "upo", "steer_aux_coefs": [-1, 1]}]}))
+    assert main(["frontier", "--config", str(bad)]) == 2
+    assert f"upo: error: {bad}: point last: steer_aux_coefs must be" in capsys.readouterr().err
+    assert trained == [] and not (tmp_path / "frontier" / "points").exists()
+
+    assert main(["frontier", "--config", str(sweep), "--points", "dpo"]) == 0
+    assert "WARNING: compare_metrics: no point has 'no/such_metric'" not in capsys.readouterr().out  # no report
+    assert main(["frontier", "--config", str(sweep), "--finished", "--points", "dpo"]) == 0
+    out = capsys.readouterr().out
+    assert "--finished: every run of the points dpo (--points) at seeds 1, 2 is finished" in out
+    assert "WARNING: compare_metrics: no point has 'no/such_metric'; not compared" in out

@@ -354,6 +354,11 @@ def main(argv: list[str] | None = None) -> int:
             if args.status:
                 from upo.frontier.status import sweep_status
 
+                ignored = [flag for flag, value in (("--seeds", args.seeds), ("--points", args.points),
+                                                    ("--finished", args.finished)) if value]
+                if ignored:
+                    raise ConfigError(f"--status lists every run of the sweep; it takes no {' or '.join(ignored)}")
+
                 print(sweep_status(args.config, quick=args.quick, output_dir=args.output_dir))
                 return 0
             return run_frontier(args.config, quick=args.quick, output_dir=args.output_dir, only_seeds=args.seeds,

@@ -48,13 +48,38 @@ def coerce_fields(cls: type, values: dict[str, Any], source: str) -> dict[str, A
     return coerced
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, but a key given twice in one mapping is an error (PyYAML keeps the
+    last silently: `rewards: {safety: 1, safety: 0.5}` would train with 0.5 alone)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: its keys may be overridden
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, typing.Hashable):  # the base class says what is wrong with it
+                continue
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    """A user's YAML text (a config file, a mapping given as a flag) as yaml.safe_load reads it, but
+    a mapping that repeats a key is a yaml.YAMLError."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+
+
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     """A YAML file whose top level is a mapping; ConfigError naming the file otherwise."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(data, dict):
@@ -132,7 +157,7 @@ def _coerce_weights(key: str, value: Any, source: str) -> dict[str, float]:
     JSON mapping there: `--rewards '{"safety": 0.95}'`)."""
     if isinstance(value, str) and value.lstrip().startswith("{"):
         try:
-            value = yaml.safe_load(value)
+            value = load_yaml(value)
         except yaml.YAMLError as e:
             raise ConfigError(f"{source}: {key!r} must be name=weight,name=weight or a mapping: {e}") from None
     if isinstance(value, str):
@@ -141,6 +166,8 @@ def _coerce_weights(key: str, value: Any, source: str) -> dict[str, float]:
             name, sep, weight = item.rpartition("=")
             if not sep:
                 name, weight = item, "1.0"
+            if name.strip() in out:
+                raise ConfigError(f"{source}: {key!r} names {name.strip()!r} twice: give each once, with its weight")
             out[name.strip()] = weight.strip()
         value = out
     if not isinstance(value, dict):
@@ -159,7 +186,7 @@ def _coerce_mixes(key: str, value: Any, source: str) -> dict[str, dict[str, floa
     (`--steer_reward_mixes '{safe: {safety: 1}, readable: {readability: 1}}'`)."""
     if isinstance(value, str):
         try:
-            value = yaml.safe_load(value)
+            value = load_yaml(value)
         except yaml.YAMLError as e:
             raise ConfigError(f"{source}: {key!r} must be a YAML mapping of name -> rewards: {e}") from None
     return checked_mixes(value)

@@ -57,7 +57,10 @@ def point_config(point: Point, sweep: Sweep, seed: int | None = None) -> UPOConf
         keys.update(seed=seed, split_seed=sweep.base_config().heldout_seed)
     if not (uses_aux(keys.get("method", "upo"), keys.get("rewards", {})) or keys.get("relabel")):
         keys.pop("rewards", None)  # the base's rewards are for the points that use them
-    return UPOConfig(**keys)
+    try:
+        return UPOConfig(**keys)
+    except ConfigError as e:
+        raise ConfigError(f"{sweep.source}: point {point.trained or point.name}: {e}") from None
 
 
 def eval_template(sweep: Sweep, base: UPOConfig) -> EvalConfig:
@@ -226,12 +229,14 @@ def _same_seeds_per_run(points: list[Point], results: dict[str, list[dict]], don
             done[name] = [done[name][i] for i in kept]
 
 
-def _unfinished_warning(points: list[Point], seeds: list, done: dict[str, list]) -> str:
-    """The warning of a `--finished` report: which runs it holds, and which it lacks."""
+def _unfinished_warning(points: list[Point], seeds: list, done: dict[str, list], chosen: bool = False) -> str:
+    """The warning of a `--finished` report: which runs it holds, and which it lacks (of the points
+    chosen with --points, when `chosen`)."""
     missing = {p.name: [s for s in seeds if s not in done[p.name]] for p in points}
     missing = {name: lacking for name, lacking in missing.items() if lacking}
     if not missing:
-        return "--finished: every run of the sweep" + (f" at seeds {', '.join(map(str, seeds))}" if seeds != [None] else "") \
+        which = f"of the points {', '.join(p.name for p in points)} (--points)" if chosen else "of the sweep"
+        return f"--finished: every run {which}" + (f" at seeds {', '.join(map(str, seeds))}" if seeds != [None] else "") \
             + " is finished and in this report"
     lacking = "; ".join(f"{name} seed {', '.join(map(str, lacking))}" if done[name] else name
                         for name, lacking in missing.items())
@@ -268,6 +273,8 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
     and evaluates nothing: the report of the runs finished so far (of those seeds and points, if given),
     each point the mean over its finished seeds, the unfinished ones named in a warning."""
     sweep = load_sweep(config, quick=quick, output_dir=output_dir)
+    if only_seeds is not None and len(set(only_seeds)) < len(only_seeds):
+        raise ConfigError(f"--seeds {','.join(map(str, only_seeds))}: a seed named twice")
     if only_seeds is not None and not set(only_seeds) <= set(sweep.seeds or []):
         raise ConfigError(f"--seeds {','.join(map(str, only_seeds))}: the sweep's seeds are "
                           f"{sweep.seeds or 'not set (add seeds: to the sweep)'}; choose among them")
@@ -286,6 +293,8 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
     for metric in aux_metrics + ([sweep.preference_metric] if sweep.preference_metric != "auto" else []):
         if direction(metric) is None:
             raise ConfigError(f"metric {metric!r} has no better direction (see upo.evaluation.metrics)")
+    for point in sweep.points:  # every point's training config checked before anything trains
+        point_config(point, sweep, (sweep.seeds or [None])[0])
     out = sweep.output_dir
     out.mkdir(parents=True, exist_ok=True)
     warnings = [w for w in (judge_split_warning(template), missing_judge_warning(template)) if w]
@@ -333,7 +342,7 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
             _same_seeds_per_run(points, results, done)
             if not any(done.values()):
                 raise ConfigError(f"--finished: no run of {sweep.source} is finished yet (in {sweep.points_dir})")
-            warnings.append(_unfinished_warning(points, seeds, done))
+            warnings.append(_unfinished_warning(points, seeds, done, chosen=only_points is not None))
             log(f"WARNING: {warnings[-1]}")
             points = [p for p in points if done[p.name]]
         elif only_seeds is not None or only_points is not None:
@@ -361,6 +370,7 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
     for metric in sweep.compare_metrics:
         if not any(metric in r["metrics"] for r in rows):
             warnings.append(f"compare_metrics: no point has {metric!r}; not compared")
+            log(f"WARNING: {warnings[-1]}")
     comparisons = add_uncertainty(rows, units, summary, [*compared, "length/words_ratio", "length/cut"])
     at_equal_length = equal_length_comparisons(rows, units, compared)
     plots = {}

@@ -274,6 +274,10 @@ def load_sweep(path: str | Path, quick: bool = False, output_dir: str | None = N
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; expected {', '.join(TOP_KEYS)}")
     quick_spec = spec.get("quick") or {}
+    if quick and not quick_spec:
+        raise ConfigError(f"{path}: --quick applies the sweep's quick: overrides, and it has none (it would be the "
+                          "full sweep): add e.g. quick: {output_dir: runs/frontier-quick, base: {max_steps: 4}, "
+                          "eval: {prompts: 8}}")
     if quick:
         spec = deep_merge(spec, quick_spec)
     spec.pop("quick", None)
