@@ -108,15 +108,21 @@ def test_upo_score_names_bad_scorer(tmp_path, capsys):
     assert "readability" in capsys.readouterr().err  # suggests the close built-in name
 
 
-def test_hub_names_pass_through_and_missing_paths_are_errors(tmp_path):
+def test_hub_names_pass_through_and_missing_paths_or_models_are_errors(tmp_path):
     from upo.modeling import resolve_model_path
 
     for hub_name in ("Qwen/Qwen2.5-0.5B", "gpt2"):  # Hub names (dots allowed), not paths
         assert resolve_model_path(hub_name) == hub_name
-    assert resolve_model_path(str(tmp_path)) == str(tmp_path)
     for missing in (str(tmp_path / "nope"), "./nope", "a/b/c"):
         with pytest.raises(FileNotFoundError, match="model path does not exist"):
             resolve_model_path(missing)
+    with pytest.raises(FileNotFoundError, match="no model in this folder .no config.json"):
+        resolve_model_path(str(tmp_path))
+    (tmp_path / "final").mkdir()
+    (tmp_path / "final" / "config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=f"is a run folder: its trained model is {tmp_path / 'final'}"):
+        resolve_model_path(str(tmp_path))  # the run folder given for its final/
+    assert resolve_model_path(str(tmp_path / "final")) == str(tmp_path / "final")
 
 
 def test_ctrl_c_in_train_is_one_line_saying_how_to_resume(tmp_path, capsys, monkeypatch):
@@ -132,3 +138,10 @@ def test_ctrl_c_in_train_is_one_line_saying_how_to_resume(tmp_path, capsys, monk
     err = capsys.readouterr().err
     assert code == 130 and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert f"nothing is lost up to {tmp_path / 'run' / 'checkpoints' / 'step-4'}" in err and "--resume true" in err
+
+
+def test_frontier_seeds_that_are_not_integers_say_what_is_expected(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["frontier", "--config", "sweep.yaml", "--seeds", "1,two"])
+    assert e.value.code == 2
+    assert "--seeds: expected seeds as integers separated by commas (1,2), got '1,two'" in capsys.readouterr().err

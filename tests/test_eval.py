@@ -260,3 +260,13 @@ def test_generation_key_follows_the_hub_commit_and_the_local_files(tmp_path):
     before = _generation_key(cfg, str(folder))
     (folder / "model.safetensors").write_bytes(b"22")
     assert _generation_key(cfg, str(folder)) != before
+
+
+def test_more_prompts_than_held_out_rows_are_warned_of(tiny_model_dir, pairs_file, tmp_path, capsys):
+    code = main(["eval", "--model", str(tiny_model_dir), "--data", str(pairs_file), "--eval_fraction", "0.25",
+                 "--prompts", "50", "--max_new_tokens", "2", "--scorers", "length_words", "--precision", "fp32",
+                 "--output", str(tmp_path / "eval"), "--cache_dir", str(tmp_path / "cache"), "--progress", "false"])
+    assert code == 0, capsys.readouterr().err
+    held = json.loads((tmp_path / "eval" / "eval.json").read_text())["counts"]["prompts"]
+    assert f"WARNING: --prompts 50, but {pairs_file} has {held} held-out rows with a reference response" in \
+        capsys.readouterr().out

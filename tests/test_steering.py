@@ -110,7 +110,7 @@ def test_generation_picks_a_trained_condition_or_says_which_exist(tiny_tokenizer
     with pytest.raises(SteeringError, match="trained steered: choose .* one of 0, 0.3, 1, 3"):
         _prompt_ids(steered_tokenizer, PROMPT)
     with pytest.raises(SteeringError, match=r"not trained steered by token .* steered by adapter "
-                                            r".*load_steered\(model, folder, aux_coef\)"):
+                                            r".*upo eval --aux_coef., or .*load_steered\(model, folder, aux_coef\)"):
         _prompt_ids(tiny_tokenizer, PROMPT, 0.3)
     assert _prompt_ids(tiny_tokenizer, PROMPT) == encode_prompt(PROMPT, tiny_tokenizer)
     # the README's recipe for plain transformers: the chat template's text + the token's text

@@ -183,7 +183,7 @@ def _add_eval_parsers(sub) -> None:
     frontier.add_argument("--quick", action="store_true", help="apply the sweep's quick: overrides (a smoke run)")
     frontier.add_argument("--output_dir",
                           help="override the sweep's output_dir (and points_dir, unless the sweep sets it)")
-    frontier.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], metavar="S[,S...]",
+    frontier.add_argument("--seeds", type=seed_list, metavar="S[,S...]",
                           help="train and evaluate only these of the sweep's seeds, writing no report: e.g. "
                                "one process per core or GPU, each with its own seeds; a run without --seeds "
                                "then skips the finished runs and writes the report")
@@ -199,6 +199,14 @@ def _add_eval_parsers(sub) -> None:
                           help="print where each run stands (done, evaluating, training step S/T and its last "
                                "checkpoint, failed, not started; running when a process holds it), reading its "
                                "folders only: nothing trained, evaluated or locked")
+
+
+def seed_list(value: str) -> list[int]:
+    """--seeds 1,2: the integers; an argparse error that says what it expects otherwise."""
+    try:
+        return [int(x) for x in value.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seeds as integers separated by commas (1,2), got {value!r}") from None
 
 
 RM_EPILOG = """\

@@ -131,7 +131,8 @@ def coerce_value(key: str, hint: Any, value: Any, source: str) -> Any:
             return [coerce_value(key, float, v, source) for v in value]
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return value
-        raise ConfigError(f"{source}: {key!r} must be a list of strings, got {value!r}")
+        kind = "numbers" if typing.get_args(hint) == (float,) else "strings"
+        raise ConfigError(f"{source}: {key!r} must be a list of {kind}, got {value!r}")
     if origin is dict and typing.get_args(hint)[1] is not float:  # steer_reward_mixes
         return _coerce_mixes(key, value, source)
     if origin is dict:

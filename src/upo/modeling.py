@@ -18,8 +18,13 @@ def resolve_model_path(name: str, cache_dir: str | None = None, progress: bool =
         from upo.embedded import embedded_model_dir
 
         return str(embedded_model_dir(cache_dir, progress=progress))
-    if looks_local(name) and not Path(name).expanduser().exists():
+    path = Path(name).expanduser()
+    if looks_local(name) and not path.exists():
         raise FileNotFoundError(f"model path does not exist: {name}")
+    if path.is_dir() and not any((path / f).is_file() for f in ("config.json", "adapter_config.json")):
+        if (path / "final" / "config.json").is_file():
+            raise FileNotFoundError(f"{name} is a run folder: its trained model is {path / 'final'}")
+        raise FileNotFoundError(f"{name}: no model in this folder (no config.json, as save_pretrained writes)")
     return name
 
 

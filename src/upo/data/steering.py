@@ -147,8 +147,8 @@ def _aux_suffix(tokenizer, aux_coef: float | None) -> list[int]:
     value = None if aux_coef is None else float(f"{aux_coef:g}")  # as its token writes it
     return _suffix(ids, value, listed(ids), given="" if aux_coef is None else f"aux_coef {aux_coef:g}",
                    steered="steered by token (steer_aux_coefs); its auxiliary strength was set",
-                   hint="; a model steered by adapter takes its aux_coef in its weights: "
-                        "upo.steer_adapter.load_steered(model, folder, aux_coef)",
+                   hint=" (a model steered by adapter takes its aux_coef in its weights, from its folder: "
+                        "`upo eval --aux_coef`, or upo.steer_adapter.load_steered(model, folder, aux_coef))",
                    choose="steered: choose its auxiliary strength with aux_coef (--aux_coef)", trained="values")
 
 

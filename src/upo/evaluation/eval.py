@@ -178,6 +178,9 @@ def run_eval(cfg: EvalConfig, *, judge=None, reference_memo: dict | None = None)
     refs = references(records)
     if not refs:
         raise ValueError(f"{cfg.data}: no held-out row with a reference response (a chosen or desirable one)")
+    if len(refs) < cfg.prompts:
+        print(f"upo eval: WARNING: --prompts {cfg.prompts}, but {cfg.data} has {len(refs)} held-out rows with a "
+              f"reference response: evaluating those {len(refs)}", flush=True)
 
     tokenizer, model = _load(model_path)
     told = cfg.aux_coef  # the aux_coef the prompts tell a model steered by token (`upo.data.steering`)

@@ -234,6 +234,9 @@ def steered_points(name: str, group: str, keys: dict[str, Any]) -> list[Point]:
     """A steered point's conditions, each a point of the one training run `name`: NAME-auxC (aux_coef
     steered), NAME-MIX (reward mixes, the mix as its variant) or NAME-auxC-MIX (both), aux_coef-major."""
     coefs = [float(c) for c in keys.get("steer_aux_coefs") or []] or [None]
+    names = [f"{c:g}" for c in coefs if c is not None]
+    if len(set(names)) < len(names):  # conditions are named, evaluated and chosen by their %g value
+        raise ConfigError(f"points: {name}: steer_aux_coefs {names}: each value once, distinct in 6 significant digits")
     mixes = list(keys.get("steer_reward_mixes") or {}) or [None]
     return [Point(name + (f"-aux{c:g}" if c is not None else "") + (f"-{m}" if m is not None else ""), group, keys,
                   c, m, trained=name) for c in coefs for m in mixes]
