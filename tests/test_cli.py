@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -39,6 +40,11 @@ def test_train_help_documents_every_config_key(capsys):
     for key in FIELDS:
         assert f"--{key}" in out
     assert "AWR temperature" in out  # field comments become help text
+    from upo.rewards.builtin import BUILTIN_REWARDS
+
+    rewards = out[out.index("Rewards: "):]
+    for name in BUILTIN_REWARDS:  # every built-in reward named (toxicity_<category>: each category)
+        assert re.search(rf"\b{name.removeprefix('toxicity_')}\b", rewards), name
 
 
 def test_unknown_flag_suggests_the_key(capsys):
@@ -119,7 +125,7 @@ def test_hub_names_pass_through_and_missing_paths_or_models_are_errors(tmp_path)
     with pytest.raises(FileNotFoundError, match="no model in this folder .no config.json"):
         resolve_model_path(str(tmp_path))
     (tmp_path / "final").mkdir()
-    (tmp_path / "final" / "config.json").write_text("{}")
+    (tmp_path / "final" / "adapter_config.json").write_text("{}")  # a LoRA run saved unmerged
     with pytest.raises(FileNotFoundError, match=f"is a run folder: its trained model is {tmp_path / 'final'}"):
         resolve_model_path(str(tmp_path))  # the run folder given for its final/
     assert resolve_model_path(str(tmp_path / "final")) == str(tmp_path / "final")

@@ -161,6 +161,7 @@ def test_compare_output_never_overwrites_an_input_and_keeps_json_and_markdown_ap
     kept = (tmp_path / "b" / "eval.json").read_text()
     for output, match in ((tmp_path / "b" / "eval.json", "would overwrite an evaluation"),
                           (tmp_path / "a" / "eval", "would overwrite an evaluation"),  # its .md: a/eval.md
+                          (tmp_path / "a" / "generations.jsonl", "would overwrite an evaluation"),
                           (tmp_path / "c.md", "give a .json path"), (tmp_path / "a", "a folder")):
         assert main(["compare", a, b, "--output", str(output)]) == 2
         assert match in capsys.readouterr().err, output
@@ -168,9 +169,10 @@ def test_compare_output_never_overwrites_an_input_and_keeps_json_and_markdown_ap
 
 
 def test_evaluations_that_measure_differently_are_compared_with_a_warning(tmp_path, capsys):
-    settings = {"judge": "rm:rm/final", "ref_model": "base", "temperature": 0.7, "seed": 1, "model": "x"}
-    other = {**settings, "seed": 2, "model": "y"}  # another model and seed: what a comparison is for
-    for name, result, s in (("a", A, settings), ("b", B, other), ("c", B, {**other, "judge": "llm", "temperature": 1.0})):
+    settings = {"judge": "rm:rm/final", "ref_model": None, "beta": 0.1, "temperature": 0.7, "seed": 1, "model": "x"}
+    other = {**settings, "seed": 2, "model": "y", "beta": 0.05}  # another model (its own beta, no reference) and seed
+    for name, result, s in (("a", A, settings), ("b", B, other), ("c", B, {**other, "judge": "llm", "temperature": 1.0,
+                                                                           "ref_model": "base"})):
         (tmp_path / name).mkdir()
         (tmp_path / name / "eval.json").write_text(json.dumps({**result, "settings": s}))
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--output", str(tmp_path / "ab.json")]) == 0

@@ -78,6 +78,9 @@ def test_a_key_given_twice_is_an_error_not_the_last_one_silently(tmp_path):
     from upo.config_values import read_yaml_mapping
 
     assert read_yaml_mapping(path)["rewards"] == {"length": 1, "safety": 3}
+    nested = "defs: {a: &a {x: 1, y: 2}, b: &b {<<: *a, x: 3}}\nc: {<<: *b, z: 1}\n"  # merges of merges
+    path.write_text(nested)
+    assert read_yaml_mapping(path) == yaml.safe_load(nested)
 
 
 def test_user_reward_names_keep_their_colon():

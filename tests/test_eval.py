@@ -11,8 +11,7 @@ from helpers import run_config, save_tiny_reward_model
 from upo.cli import main
 from upo.config import ConfigError
 from upo.data.tokenize import encode_prompt, tokenize_pairs
-from upo.evaluation.config import EvalConfig, load_eval_config
-from upo.evaluation.eval import output_paths
+from upo.evaluation.config import EvalConfig, load_eval_config, output_paths
 from upo.evaluation.heldout import fit_prompt, heldout_records, references
 from upo.evaluation.implicit import implicit_reward_values
 from upo.evaluation.intervals import compact_json, per_prompt, summarize, unit_id, units_of
@@ -268,5 +267,5 @@ def test_more_prompts_than_held_out_rows_are_warned_of(tiny_model_dir, pairs_fil
                  "--output", str(tmp_path / "eval"), "--cache_dir", str(tmp_path / "cache"), "--progress", "false"])
     assert code == 0, capsys.readouterr().err
     held = json.loads((tmp_path / "eval" / "eval.json").read_text())["counts"]["prompts"]
-    assert f"WARNING: --prompts 50, but {pairs_file} has {held} held-out rows with a reference response" in \
-        capsys.readouterr().out
+    assert f"WARNING: --prompts 50, but {pairs_file} holds out {held} rows: evaluating those ({held} with a " \
+        "reference response)" in capsys.readouterr().out

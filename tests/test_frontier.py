@@ -247,7 +247,7 @@ def test_sweep_errors_are_clear(tmp_path):
     with pytest.raises(ConfigError, match="letters, digits"):
         expand_points({"points": [{"name": "a/b", "method": "dpo"}]}, {})
     steered = {"name": "s", "method": "upo", "rewards": {"length": 1.0}}
-    with pytest.raises(ConfigError, match=r"s: steer_aux_coefs \['0', '0', '1'\]: each value once"):
+    with pytest.raises(ConfigError, match=r"points \(s\): steer_aux_coefs \['0', '0', '1'\]: each value once"):
         expand_points({"points": [{**steered, "steer_aux_coefs": [0, 0.0, 1]}]}, {})
     with pytest.raises(ConfigError, match="'steer_aux_coefs' must be a list of numbers, got 1"):
         expand_points({"points": [{**steered, "steer_aux_coefs": 1}]}, {})

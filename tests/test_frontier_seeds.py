@@ -417,10 +417,38 @@ def test_frontier_flags_that_would_do_other_than_asked_are_refused(tmp_path, mon
     assert main(["frontier", "--config", str(bad)]) == 2
     assert f"upo: error: {bad}: point last: steer_aux_coefs must be" in capsys.readouterr().err
     assert trained == [] and not (tmp_path / "frontier" / "points").exists()
+    assert main(["frontier", "--config", str(bad), "--points", "dpo"]) == 0  # the bad point is not run
+    assert trained == ["dpo"] * 2
 
     assert main(["frontier", "--config", str(sweep), "--points", "dpo"]) == 0
-    assert "WARNING: compare_metrics: no point has 'no/such_metric'" not in capsys.readouterr().out  # no report
+    capsys.readouterr()
     assert main(["frontier", "--config", str(sweep), "--finished", "--points", "dpo"]) == 0
     out = capsys.readouterr().out
     assert "--finished: every run of the points dpo (--points) at seeds 1, 2 is finished" in out
     assert "WARNING: compare_metrics: no point has 'no/such_metric'; not compared" in out
+
+
+def test_an_llm_judge_is_asked_to_answer_only_when_something_is_left_to_evaluate(tmp_path, monkeypatch, capsys):
+    """A sweep judged by an llm: its server not answering is an error before anything trains, but once
+    every run is finished, the report is written without it."""
+    import socket
+
+    from upo.judges import LLMJudge
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        gone = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    trained = []
+    monkeypatch.setattr("upo.trainer.train", lambda cfg: trained.append(cfg.method) or fake_train(cfg))
+    monkeypatch.setattr(frontier_run, "run_eval", fake_eval)
+    spec = yaml.safe_load(sweep_file(tmp_path, [1]).read_text())
+    spec["eval"].update(judge="llm", judge_model="m", judge_base_url=gone)
+    sweep = tmp_path / "llm.yaml"
+    sweep.write_text(yaml.safe_dump(spec))
+    assert main(["frontier", "--config", str(sweep)]) == 2
+    assert "upo: error: LLM judge: nothing answers at judge_base_url" in capsys.readouterr().err and trained == []
+    check = LLMJudge.check_reachable
+    monkeypatch.setattr(LLMJudge, "check_reachable", lambda self: None)  # as if it answered
+    assert main(["frontier", "--config", str(sweep), "--seeds", "1"]) == 0 and len(trained) == 5
+    monkeypatch.setattr(LLMJudge, "check_reachable", check)  # gone again: every run is finished
+    assert main(["frontier", "--config", str(sweep)]) == 0 and (tmp_path / "frontier" / "report.md").exists()

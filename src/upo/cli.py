@@ -345,8 +345,8 @@ def main(argv: list[str] | None = None) -> int:
 
             run_score(args.data, args.scorers, args.output, args.cache_dir)
         elif args.command == "eval":
-            from upo.evaluation.config import load_eval_config
-            from upo.evaluation.eval import output_paths, run_eval
+            from upo.evaluation.config import load_eval_config, output_paths
+            from upo.evaluation.eval import run_eval
             from upo.evaluation.report import format_eval
 
             cfg = load_eval_config(args.config, {k[5:]: v for k, v in vars(args).items() if k.startswith("eval.")})

@@ -50,21 +50,33 @@ def coerce_fields(cls: type, values: dict[str, Any], source: str) -> dict[str, A
 
 class _UniqueKeyLoader(yaml.SafeLoader):
     """yaml.safe_load's loader, but a key given twice in one mapping is an error (PyYAML keeps the
-    last silently: `rewards: {safety: 1, safety: 0.5}` would train with 0.5 alone)."""
+    last silently: `rewards: {safety: 1, safety: 0.5}` would train with 0.5 alone). The keys are
+    checked as written, on the composed nodes, before merge keys (`<<: *anchor`, whose keys a
+    mapping may override) copy anything in."""
 
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: its keys may be overridden
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            if not isinstance(key, typing.Hashable):  # the base class says what is wrong with it
-                continue
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
-                                                        key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+    def construct_document(self, node):
+        _check_unique_keys(node, set())
+        return super().construct_document(node)
+
+
+def _check_unique_keys(node, seen_nodes: set[int]) -> None:
+    """A ConstructorError at the second of two equal scalar keys (same tag and text) of a mapping
+    node under `node`; each node visited once (aliases share nodes)."""
+    if id(node) in seen_nodes:
+        return
+    seen_nodes.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        keys = set()
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                if (key_node.tag, key_node.value) in keys:
+                    raise yaml.constructor.ConstructorError(None, None, f"the key {key_node.value!r} is given twice",
+                                                            key_node.start_mark)
+                keys.add((key_node.tag, key_node.value))
+            _check_unique_keys(value_node, seen_nodes)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _check_unique_keys(item, seen_nodes)
 
 
 def load_yaml(text: str) -> Any:

@@ -146,8 +146,8 @@ class LLMJudge:
         try:
             with urllib.request.urlopen(urllib.request.Request(base + "/models"), timeout=self.timeout):
                 pass
-        except urllib.error.HTTPError:
-            pass  # something answers
+        except urllib.error.HTTPError as e:  # something answers
+            e.close()
         except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as e:
             raise JudgeError(f"LLM judge: nothing answers at judge_base_url {base} ({type(e).__name__}: "
                              f"{getattr(e, 'reason', e)}): start the server or fix the URL") from None

@@ -21,11 +21,17 @@ def resolve_model_path(name: str, cache_dir: str | None = None, progress: bool =
     path = Path(name).expanduser()
     if looks_local(name) and not path.exists():
         raise FileNotFoundError(f"model path does not exist: {name}")
-    if path.is_dir() and not any((path / f).is_file() for f in ("config.json", "adapter_config.json")):
-        if (path / "final" / "config.json").is_file():
+    if path.is_dir() and not holds_model(path):
+        if holds_model(path / "final"):
             raise FileNotFoundError(f"{name} is a run folder: its trained model is {path / 'final'}")
         raise FileNotFoundError(f"{name}: no model in this folder (no config.json, as save_pretrained writes)")
     return name
+
+
+def holds_model(folder: Path) -> bool:
+    """Whether a folder holds what from_pretrained loads: a model's or a peft adapter's config, or a
+    tokenizer alone (all `upo validate --model` needs)."""
+    return any((folder / f).is_file() for f in ("config.json", "adapter_config.json", "tokenizer_config.json"))
 
 
 def looks_local(name: str) -> bool:

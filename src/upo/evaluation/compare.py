@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from upo.evaluation.config import output_paths
 from upo.evaluation.intervals import INTERVAL_SETTINGS, UNIT_KINDS, compact_json, units_of
 from upo.evaluation.length_matched import length_matched_difference
 from upo.evaluation.metrics import direction
@@ -81,11 +82,20 @@ def check_units(file: Path, kind: str, section) -> None:
             raise ValueError(f"{file}: {kind}.values.{metric} must be {len(ids)} numbers or nulls, one per id")
 
 
+def evaluation_files(side: str | Path) -> set[Path]:
+    """The files `upo eval` wrote for a side given as its folder or its .json (`output_paths`)."""
+    path = Path(side)
+    return set(output_paths(str(path))) if path.is_dir() or path.suffix == ".json" else {path}
+
+
 def setting_differences(a: dict, b: dict) -> list[str]:
-    """"key: A's vs B's" for each of `MEASUREMENT_SETTINGS` the two eval.json dicts recorded differently."""
+    """"key: A's vs B's" for each of `MEASUREMENT_SETTINGS` the two eval.json dicts recorded
+    differently; the reference and beta only where both have a reference (each records its model's
+    own beta, which without one measures nothing)."""
     sa, sb = a.get("settings") or {}, b.get("settings") or {}
+    both_referenced = bool(sa.get("ref_model")) and bool(sb.get("ref_model"))
     return [f"{k}: {sa.get(k)!r} vs {sb.get(k)!r}" for k in MEASUREMENT_SETTINGS
-            if k in sa and k in sb and sa[k] != sb[k]]
+            if k in sa and k in sb and sa[k] != sb[k] and (both_referenced or k not in ("ref_model", "beta"))]
 
 
 def align(kind: str, ids_a: list[str], ids_b: list[str]) -> tuple[list[int], list[int]]:
@@ -192,10 +202,11 @@ def compare_results(a: dict, b: dict) -> list[dict]:
     return rows
 
 
-def format_comparison(name_a: str, name_b: str, rows: list[dict]) -> str:
+def format_comparison(name_a: str, name_b: str, rows: list[dict], warnings: list[str] = ()) -> str:
     lines = [
         f"# upo compare: A = `{name_a}`, B = `{name_b}`",
         "",
+        *(f"**Warning**: {w}.\n" for w in warnings),
         f"Difference B - A of each metric with its {CONFIDENCE:.0%} paired bootstrap interval (the same resampled "
         f"prompts or pairs for A and B, {INTERVAL_SETTINGS['bootstrap_resamples']} resamples, seed "
         f"{INTERVAL_SETTINGS['bootstrap_seed']}). `better`: the side the interval favours; `neither` when it holds 0.",
@@ -220,7 +231,7 @@ def output_files(output: str, a: str, b: str) -> tuple[Path, Path]:
         raise ValueError(f"--output {output}: a folder; give a file path, e.g. {path / 'comparison.json'}")
     if md == path:
         raise ValueError(f"--output {output}: the JSON goes there and the Markdown beside it, as .md: give a .json path")
-    inputs = {f.resolve() for side in (a, b) for f in (eval_file(side), eval_file(side).with_suffix(".md"))}
+    inputs = {f.resolve() for side in (a, b) for f in evaluation_files(side)}
     if path.resolve() in inputs or md.resolve() in inputs:
         raise ValueError(f"--output {output}: it would overwrite an evaluation being compared; write elsewhere")
     return path, md
@@ -233,13 +244,12 @@ def run_compare(a: str, b: str, output: str | None = None) -> str:
     files = output_files(output, a, b) if output else None
     result_a, result_b = load_eval(a), load_eval(b)
     rows, matched = compare_results(result_a, result_b), equal_length_rows(result_a, result_b)
-    text = format_comparison(a, b, rows)
     differences = setting_differences(result_a, result_b)
-    if differences:
-        warning = ("the two evaluations differ in how they measure, so a difference may come from that and not "
-                   "from the models: " + "; ".join(differences))
+    warnings = [("the two evaluations differ in how they measure, so a difference may come from that and not "
+                 "from the models: " + "; ".join(differences))] if differences else []
+    for warning in warnings:
         print(f"upo compare: WARNING: {warning}", file=sys.stderr, flush=True)
-        text = text.replace("\n\n", f"\n\n**Warning**: {warning}.\n\n", 1)
+    text = format_comparison(a, b, rows, warnings)
     if matched:
         text += ("\n\n## At equal length\n\nEach metric compared within bins of response length (word counts a "
                  "factor √2 apart), each bin's B - A adjusted for the two sides' gap in mean log length within it (the "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any
 
 from upo.config import ConfigError, coerce_fields, load_dataclass
@@ -101,3 +102,12 @@ def coerce_eval(values: dict[str, Any], source: str) -> dict[str, Any]:
 def load_eval_config(path: str | None = None, overrides: dict[str, Any] | None = None) -> EvalConfig:
     """defaults < YAML file of EvalConfig keys at `path` < `overrides` (e.g. command-line flags)."""
     return load_dataclass(EvalConfig, path, overrides)
+
+
+def output_paths(output: str) -> tuple[Path, Path, Path]:
+    """(eval.json, eval.md, generations.jsonl): in the folder `output`, or beside `output` when it
+    names a .json file (X.json, X.md, X.generations.jsonl)."""
+    path = Path(output)
+    if path.suffix == ".json":
+        return path, path.with_suffix(".md"), path.with_name(path.stem + ".generations.jsonl")
+    return path / "eval.json", path / "eval.md", path / "generations.jsonl"

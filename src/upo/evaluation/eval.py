@@ -31,7 +31,7 @@ import torch
 import yaml
 
 from upo.data.records import PreferencePair, Prompt, prompt_text
-from upo.evaluation.config import EvalConfig
+from upo.evaluation.config import EvalConfig, output_paths
 from upo.evaluation.heldout import fit_prompt, heldout_records, references
 from upo.evaluation.implicit import implicit_reward_values, pair_logps
 from upo.evaluation.intervals import (
@@ -50,15 +50,6 @@ from upo.rewards.reward_model import check_exists
 from upo.steer_adapter import is_adapter_steered, load_steered
 
 DEFAULT_BETA = 0.1
-
-
-def output_paths(output: str) -> tuple[Path, Path, Path]:
-    """(eval.json, eval.md, generations.jsonl): in the folder `output`, or beside `output` when it
-    names a .json file (X.json, X.md, X.generations.jsonl)."""
-    path = Path(output)
-    if path.suffix == ".json":
-        return path, path.with_suffix(".md"), path.with_name(path.stem + ".generations.jsonl")
-    return path / "eval.json", path / "eval.md", path / "generations.jsonl"
 
 
 def make_judge(cfg: EvalConfig, cache=None):
@@ -174,13 +165,14 @@ def run_eval(cfg: EvalConfig, *, judge=None, reference_memo: dict | None = None)
     model_path = resolve_model_path(cfg.model, cfg.cache_dir, progress=cfg.progress)
     beta = cfg.beta if cfg.beta is not None else (training_beta(model_path) or DEFAULT_BETA)
     cfg = dataclasses.replace(cfg, beta=beta)
-    records = heldout_records(cfg.data, cfg.data_split, cfg.eval_fraction, cfg.split_seed)[: cfg.prompts]
+    heldout = heldout_records(cfg.data, cfg.data_split, cfg.eval_fraction, cfg.split_seed)
+    records = heldout[: cfg.prompts]
     refs = references(records)
     if not refs:
         raise ValueError(f"{cfg.data}: no held-out row with a reference response (a chosen or desirable one)")
-    if len(refs) < cfg.prompts:
-        print(f"upo eval: WARNING: --prompts {cfg.prompts}, but {cfg.data} has {len(refs)} held-out rows with a "
-              f"reference response: evaluating those {len(refs)}", flush=True)
+    if len(heldout) < cfg.prompts:
+        print(f"upo eval: WARNING: --prompts {cfg.prompts}, but {cfg.data} holds out {len(heldout)} rows: "
+              f"evaluating those ({len(refs)} with a reference response)", flush=True)
 
     tokenizer, model = _load(model_path)
     told = cfg.aux_coef  # the aux_coef the prompts tell a model steered by token (`upo.data.steering`)

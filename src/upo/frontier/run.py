@@ -201,6 +201,15 @@ def finished_result(point: Point, sweep: Sweep, template: EvalConfig, seed: int 
         return None
 
 
+def _unfinished(point: Point, sweep: Sweep, template: EvalConfig, seed: int | None) -> bool:
+    """Whether a run is still to be trained or evaluated (a folder `finished_result` refuses counts:
+    running it reports why)."""
+    try:
+        return finished_result(point, sweep, template, seed, quiet=True) is None
+    except (ConfigError, OSError):
+        return True
+
+
 def _row(point: Point, results: list[dict], seeds: list[int] | None, computes: list[dict | None]) -> dict:
     """A point's row: its metrics (the mean over its seeds' evaluations), its training compute (the
     mean over its seeds' runs; None for the base model) and, with seeds, each run's metrics."""
@@ -293,17 +302,19 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
     for metric in aux_metrics + ([sweep.preference_metric] if sweep.preference_metric != "auto" else []):
         if direction(metric) is None:
             raise ConfigError(f"metric {metric!r} has no better direction (see upo.evaluation.metrics)")
-    for point in sweep.points:  # every point's training config checked before anything trains
-        point_config(point, sweep, (sweep.seeds or [None])[0])
+    if only_points is not None:
+        order = {name: i for i, name in enumerate(only_points)}  # in the order named; a steered run's conditions together
+        points = sorted((p for p in points if p.name in order or p.trained in order),
+                        key=lambda p: order.get(p.name, order.get(p.trained)))
+    seeds = only_seeds or sweep.seeds or [None]
+    for point in points:  # the training configs of the points to run, checked before anything trains
+        if point.group != "base":
+            point_config(point, sweep, seeds[0])
     out = sweep.output_dir
     out.mkdir(parents=True, exist_ok=True)
     warnings = [w for w in (judge_split_warning(template), missing_judge_warning(template)) if w]
     for warning in warnings:
         log(f"WARNING: {warning}")
-    if only_points is not None:
-        order = {name: i for i, name in enumerate(only_points)}  # in the order named; a steered run's conditions together
-        points = sorted((p for p in points if p.name in order or p.trained in order),
-                        key=lambda p: order.get(p.name, order.get(p.trained)))
     runs = len({p.trained or p.name for p in points if p.group != "base"})  # a steered run's conditions share one training
     base_model = " and the base model" if any(p.group == "base" for p in points) else ""
     if finished_only:
@@ -312,13 +323,12 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
         log(f"{len(points)} points ({runs} to train{base_model}) in {sweep.points_dir} -> {out}")
     memo: dict = {}  # reference log-probs of the held-out pairs, shared by the points
     rows, failed, units = [], [], {}
-    seeds = only_seeds or sweep.seeds or [None]
     results: dict[str, list[dict]] = {point.name: [] for point in points}
     done: dict[str, list] = {point.name: [] for point in points}  # the seeds of each point's results
     with ScoreCache(template.cache_dir or default_cache_dir()) as cache:
         judge = make_judge(template, cache) if template.judge and not finished_only else None  # loaded once
-        if isinstance(judge, LLMJudge):  # its server answers, or an error before any training
-            judge.check_reachable()
+        if isinstance(judge, LLMJudge) and any(_unfinished(p, sweep, template, s) for s in seeds for p in points):
+            judge.check_reachable()  # its server answers, or an error before anything trains
         # Seeds run in rounds: every point's first seed before any point's second, so a sweep stopped
         # part-way holds a whole front at the seeds it finished, not some points at every seed.
         for seed in seeds:

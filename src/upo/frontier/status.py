@@ -31,7 +31,7 @@ import yaml
 
 from upo.checkpoint import latest_checkpoint
 from upo.config import ConfigError
-from upo.evaluation.eval import output_paths
+from upo.evaluation.config import output_paths
 from upo.frontier.folders import error_file, eval_folder, run_folder
 from upo.frontier.run import eval_template, finished_result
 from upo.frontier.sweep import Point, load_sweep

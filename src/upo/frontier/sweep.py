@@ -38,8 +38,9 @@ sweeps that evaluate the same trained runs otherwise (a larger max_new_tokens, a
 every evaluation: such a sweep trains nothing the other has trained. With --quick, points_dir is quick's own, or else the quick output_dir's
 points/ (never the full sweep's); --output_dir moves the reports, not a points_dir the file sets.
 
-Keys and types are checked when the file is read; method names only when a point's UPOConfig is
-built (`point_config`), so a point with a method this version lacks fails alone and the rest run.
+Keys and types are checked when the file is read; the rest of each point's config (a method this
+version lacks, a bad steer_aux_coefs) when `upo frontier` builds the UPOConfig of every point it is
+to run (`point_config`), before anything trains.
 
 An explicit point with `steer_aux_coefs` (steered UPO, `upo.data.steering`) trains once and is
 evaluated at each of its conditions: it becomes one point per value, NAME-auxC in group "steered"
@@ -236,7 +237,7 @@ def steered_points(name: str, group: str, keys: dict[str, Any]) -> list[Point]:
     coefs = [float(c) for c in keys.get("steer_aux_coefs") or []] or [None]
     names = [f"{c:g}" for c in coefs if c is not None]
     if len(set(names)) < len(names):  # conditions are named, evaluated and chosen by their %g value
-        raise ConfigError(f"points: {name}: steer_aux_coefs {names}: each value once, distinct in 6 significant digits")
+        raise ConfigError(f"points ({name}): steer_aux_coefs {names}: each value once, distinct in 6 significant digits")
     mixes = list(keys.get("steer_reward_mixes") or {}) or [None]
     return [Point(name + (f"-aux{c:g}" if c is not None else "") + (f"-{m}" if m is not None else ""), group, keys,
                   c, m, trained=name) for c in coefs for m in mixes]
@@ -303,11 +304,15 @@ def load_sweep(path: str | Path, quick: bool = False, output_dir: str | None = N
         raise ConfigError(f"{path}: eval_subdir: expected a folder name (letters, digits, '.', '_', '-'), "
                           f"got {eval_subdir!r}")
     out = Path(output_dir or spec.get("output_dir") or "runs/frontier")
+    try:
+        points = expand_points(spec, base)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
     return Sweep(
         output_dir=out,
         base=base,
         eval=coerce_eval(eval_values, f"{path}: eval"),
-        points=expand_points(spec, base),
+        points=points,
         points_dir=_points_dir(spec, quick_spec, out, quick, str(path)),
         preference_metric=str(spec.get("preference_metric", "auto")),
         aux_metrics=aux_metrics,
