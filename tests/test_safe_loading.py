@@ -62,6 +62,9 @@ def find_violations(source: str, path: str) -> list[str]:
         elif isinstance(node, ast.ImportFrom) and node.module:
             for a in node.names:
                 aliases[a.asname or a.name] = f"{node.module}.{a.name}"
+    # classes of this file that subclass yaml.SafeLoader: yaml.load(..., Loader=<one of them>) is safe_load's
+    safe_loaders = {node.name for node in ast.walk(tree) if isinstance(node, ast.ClassDef)
+                    and any(_dotted(b, aliases) == "yaml.SafeLoader" for b in node.bases)}
     for node in ast.walk(tree):
         where = f"{path}:{getattr(node, 'lineno', 0)}"
         if isinstance(node, (ast.Import, ast.ImportFrom)):
@@ -74,7 +77,9 @@ def find_violations(source: str, path: str) -> list[str]:
         name = _dotted(node.func, aliases)
         if name == "torch.load" and _keyword(node, "weights_only") is not True:
             problems.append(f"{where}: torch.load without weights_only=True")
-        if name in ("yaml.load", "yaml.unsafe_load", "yaml.full_load", "yaml.load_all"):
+        loader = next((kw.value for kw in node.keywords if kw.arg == "Loader"), None)
+        if name in ("yaml.load", "yaml.unsafe_load", "yaml.full_load", "yaml.load_all") and not (
+                name == "yaml.load" and isinstance(loader, ast.Name) and loader.id in safe_loaders):
             problems.append(f"{where}: {name} (use yaml.safe_load)")
         if name.split(".")[-1] in ("load", "loads") and name.rsplit(".", 1)[0] in ("numpy", "np"):
             if _keyword(node, "allow_pickle") not in (None, False):
@@ -114,6 +119,9 @@ torch.load("y.pt", weights_only=False)
 torch.load("z.pt", weights_only=True)  # fine
 y.load(open("c.yaml"))
 y.safe_load(open("c.yaml"))  # fine
+class Strict(y.SafeLoader): pass
+y.load(text, Loader=Strict)  # fine: a SafeLoader
+y.load(text, Loader=y.Loader)
 npload("a.npy", allow_pickle=True)
 AutoModel.from_pretrained("m", trust_remote_code=True)
 AutoModel.from_pretrained("m")  # fine
@@ -127,12 +135,13 @@ model.eval()  # fine: a method, not the builtin
         "torch.load without weights_only=True",
         "torch.load without weights_only=True",
         "yaml.load (use yaml.safe_load)",
+        "yaml.load (use yaml.safe_load)",
         "numpy.load with allow_pickle",
         "transformers.AutoModel.from_pretrained with trust_remote_code",
         "model.save_pretrained with safe_serialization=False",
         "importlib.import_module() runs code chosen at run time",
     ]
-    assert [f.split(":")[1] for f in found] == ["2", "9", "13", "15", "17", "18", "20", "21"]
+    assert [f.split(":")[1] for f in found] == ["2", "9", "13", "15", "19", "20", "21", "23", "24"]
     # the restricted unpickler's module may import pickle; the resolver may import modules by name
     assert find_violations("import pickle\n", RESTRICTED_UNPICKLER) == []
     assert find_violations("import importlib\nimportlib.import_module(n)\n", USER_CODE_IMPORTER) == []
