@@ -220,3 +220,33 @@ def test_example_steered_sweep_is_valid_and_within_its_compute_budget():
 
         pairs = len(load_records(str(HH_FILE)).records) - len(heldout_records(str(HH_FILE), eval_fraction=0.25, seed=42))
         assert math.ceil(2 * pairs / 4) == HH_EPOCH_STEPS
+
+
+def test_a_steered_run_whose_training_fails_is_not_trained_again_for_each_condition(tmp_path, monkeypatch, capsys):
+    """The conditions of one steered run share its training: when it fails, the first condition records
+    the failure and the others are skipped, pointing to it (each used to train again, and fail again)."""
+    from test_frontier_seeds import fake_eval, fake_train, sweep_file
+
+    import upo.frontier.run as frontier_run
+
+    trained = []
+
+    def train(cfg):
+        trained.append(cfg.steer_aux_coefs)
+        if cfg.steer_aux_coefs:
+            raise RuntimeError("out of memory")
+        return fake_train(cfg)
+
+    monkeypatch.setattr("upo.trainer.train", train)
+    monkeypatch.setattr(frontier_run, "run_eval", fake_eval)
+    spec = yaml.safe_load(sweep_file(tmp_path, [1]).read_text())
+    spec.update(methods=["dpo"], aux_coef=[1.0],
+                points=[{"name": "s", "method": "upo", "steer_aux_coefs": [0.0, 1.0, 3.0]}])
+    sweep = tmp_path / "steered.yaml"
+    sweep.write_text(yaml.safe_dump(spec))
+    assert main(["frontier", "--config", str(sweep), "--points", "s"]) == 1
+    assert trained == [[0.0, 1.0, 3.0]]  # once, for its three conditions
+    log = capsys.readouterr().out
+    assert "s-aux0 seed 1: FAILED: RuntimeError: out of memory" in log
+    error = tmp_path / "frontier" / "points" / "s" / "seed-1" / "aux-0" / "error.txt"
+    assert f"s-aux1 seed 1: skipped: its run's training failed ({error})" in log and "s-aux3 seed 1: skipped" in log

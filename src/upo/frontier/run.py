@@ -323,6 +323,7 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
         log(f"{len(points)} points ({runs} to train{base_model}) in {sweep.points_dir} -> {out}")
     memo: dict = {}  # reference log-probs of the held-out pairs, shared by the points
     rows, failed, units = [], [], {}
+    untrained: dict[tuple[str, int | None], dict] = {}  # (steered run, seed) -> the failure of its training
     results: dict[str, list[dict]] = {point.name: [] for point in points}
     done: dict[str, list] = {point.name: [] for point in points}  # the seeds of each point's results
     with ScoreCache(template.cache_dir or default_cache_dir()) as cache:
@@ -339,11 +340,18 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
                     result = finished_result(point, sweep, template, seed)
                     if result is None:
                         continue
+                elif (point.trained, seed) in untrained:  # a steered run whose training failed: not again
+                    first = untrained[point.trained, seed]
+                    log(f"{run_label(point, seed)}: skipped: its run's training failed ({first['traceback']})")
+                    failed.append({**first, "name": point.name})
+                    continue
                 else:
                     try:
                         result = run_point(point, sweep, template, judge, memo, seed)
                     except Exception as e:  # one point's failure must not lose the others' hours of training
                         failed.append(_record_failure(sweep, point, seed, e))
+                        if point.trained and not (run_folder(sweep, point, seed) / "final").exists():
+                            untrained[point.trained, seed] = failed[-1]
                         continue
                     error_file(sweep, point, seed).unlink(missing_ok=True)  # an earlier attempt's, now stale
                 results[point.name].append(result)
