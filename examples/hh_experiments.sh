@@ -28,7 +28,8 @@
 # never weights or checkpoints) are archived into results/hh/ with `archive` and committed; starting the workers first
 # copies them back into runs/ where missing, so finished runs are skipped there too (what the
 # reports need of a run is in those files). A training or evaluation that had not finished is
-# lost with the machine. The judge (runs/rm-hh-025) is retrained where missing, by worker 1 before
+# lost with the machine; so is a steered run until it is evaluated at every condition (it is
+# archived only then: else a new machine would train it again and mix two trainings' conditions). The judge (runs/rm-hh-025) is retrained where missing, by worker 1 before
 # its runs, one thread, seed 42; the archive records the sha256 of the weights that judged it
 # (results/hh/judge.sha256), and a judge whose weights differ is reported, since the archived
 # evaluations and the new ones would then have been judged by two models.
@@ -115,6 +116,7 @@ archive() {  # the small files of every run folder holding a finished evaluation
     run=${eval%/*}  # the run folder: the nearest one up holding config.yaml (none for the base model's evaluation)
     r=$run; while [ "$r" != runs ] && [ ! -f "$r/config.yaml" ]; do r=${r%/*}; done
     [ -f "$r/config.yaml" ] && run=$r
+    if ! whole_steered_run "$run"; then continue; fi
     (find "$run" \( -name final -o -name checkpoints \) -prune -o -type f \( -name config.yaml -o -name metrics.jsonl \
        -o -name reward_standardizer.json -o -name eval.json -o -name eval.md -o -name generations.jsonl \) -print) |
       while IFS= read -r f; do  # the larger files (~0.2-0.4 MB each) gzipped
@@ -127,6 +129,16 @@ archive() {  # the small files of every run folder holding a finished evaluation
     sha256sum "$JUDGE/final/model.safetensors" | cut -d" " -f1 > "$ARCHIVE/judge.sha256"
   judge_check
   echo "archived $n finished evaluations into $ARCHIVE ($(du -sh "$ARCHIVE" | cut -f1)); commit it: git add $ARCHIVE"
+}
+
+whole_steered_run() {  # false for a steered run not yet evaluated at every condition: archived, its evaluations
+  # would be restored on a new machine without its weights, and the rest would come from a second training
+  local want have
+  [ -f "$1/config.yaml" ] || return 0
+  want=$("$PYTHON" -c "import sys, yaml; print(len(yaml.safe_load(open(sys.argv[1])).get('steer_aux_coefs') or []))" \
+    "$1/config.yaml") || return 0
+  have=$(find "$1" -mindepth 2 -maxdepth 2 -path "$1/aux-*/eval.json" | wc -l)
+  [ "$want" = 0 ] || [ "$have" -ge "$want" ] || { echo "not archived yet: $1 ($have of $want conditions evaluated)"; return 1; }
 }
 
 restore() {  # the archived files back into runs/, where missing (a new machine); nothing present is overwritten
