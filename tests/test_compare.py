@@ -80,6 +80,12 @@ def test_compare_at_equal_length(tmp_path, capsys):
     assert "## At equal length" in capsys.readouterr().out
     saved = json.loads((tmp_path / "c.json").read_text())["at_equal_length"]
     assert saved[0]["difference"] == pytest.approx(-9 / 14) and saved[0]["better"] in ("B", "neither")
+    assert "| effective generations a side |" in (tmp_path / "c.md").read_text()
+    for name, result in (("a", a), ("b", b)):  # several samples a prompt: prompts are what is binned
+        (tmp_path / name / "eval.json").write_text(json.dumps({**result, "settings": {"samples": 3}}))
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    table = capsys.readouterr().out
+    assert "| B's prompts at shared lengths | A's | effective prompts a side |" in table
 
 
 def test_compare_refuses_different_prompts():

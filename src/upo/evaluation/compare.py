@@ -157,10 +157,11 @@ def equal_length_rows(a: dict, b: dict) -> list[dict]:
             for m in sorted(values_a.keys() & values_b.keys(), key=metric_order) if not m.startswith("length/")]
 
 
-def format_equal_length(rows: list[dict]) -> list[str]:
-    """The Markdown table of `equal_length_rows`."""
-    lines = ["| metric | B - A at equal length | 95% interval | better | B's generations at shared lengths | A's "
-             "| effective generations a side | B's words / A's within bins |", "|---|---|---|---|---|---|---|---|"]
+def format_equal_length(rows: list[dict], units: str = "generations") -> list[str]:
+    """The Markdown table of `equal_length_rows`; `units`: what is binned by length ("prompts" when
+    an evaluation drew several samples a prompt: each prompt's mean length and value)."""
+    lines = [f"| metric | B - A at equal length | 95% interval | better | B's {units} at shared lengths | A's "
+             f"| effective {units} a side | B's words / A's within bins |", "|---|---|---|---|---|---|---|---|"]
     return lines + [f"| {equal_length_cells(r, new='b', old='a')} |" for r in rows]
 
 
@@ -251,6 +252,8 @@ def run_compare(a: str, b: str, output: str | None = None) -> str:
         print(f"upo compare: WARNING: {warning}", file=sys.stderr, flush=True)
     text = format_comparison(a, b, rows, warnings)
     if matched:
+        several = any(((r.get("settings") or {}).get("samples") or 1) > 1 for r in (result_a, result_b))
+        units = "prompts" if several else "generations"  # several samples: each prompt's means are binned
         text += ("\n\n## At equal length\n\nEach metric compared within bins of response length (word counts a "
                  "factor √2 apart), each bin's B - A adjusted for the two sides' gap in mean log length within it (the "
                  "metric's within-bin slope on log2 words times the gap), then averaged over the bins both have "
@@ -258,7 +261,9 @@ def run_compare(a: str, b: str, output: str | None = None) -> str:
                  "Two columns say how much of each side those bins hold; the next, the size of two equal groups a "
                  "comparison of the same variance would take, of the most the two sizes allow (small: the difference "
                  "rests on few generations; not comparable at equal length); the last, B's words over A's within "
-                 "the bins (geometric means), the gap adjusted for.\n\n" + "\n".join(format_equal_length(matched)))
+                 "the bins (geometric means), the gap adjusted for." + (" With several samples a prompt, the units "
+                 "binned are prompts (each its samples' mean length and value)." if several else "") + "\n\n"
+                 + "\n".join(format_equal_length(matched, units)))
     if files:
         path, md = files
         path.parent.mkdir(parents=True, exist_ok=True)
