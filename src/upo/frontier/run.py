@@ -32,6 +32,7 @@ from upo.evaluation.eval import make_judge, run_eval
 from upo.evaluation.intervals import INTERVAL_SETTINGS, units_of
 from upo.evaluation.metrics import direction
 from upo.frontier.compute import group_compute, mean_compute, run_compute
+from upo.frontier.finished import same_seeds_per_run, unfinished_warning
 from upo.frontier.folders import check_same_run, error_file, eval_folder, run_folder, run_label
 from upo.frontier.plot import plot_frontier, slug
 from upo.frontier.report import format_report, write_csv
@@ -226,36 +227,6 @@ def _row(point: Point, results: list[dict], seeds: list[int] | None, computes: l
     return row
 
 
-def _same_seeds_per_run(points: list[Point], results: dict[str, list[dict]], done: dict[str, list]) -> None:
-    """Keep, of a steered run's conditions, only the seeds at which every condition is finished: the
-    conditions of one run resample their seeds alike (`upo.frontier.uncertainty`)."""
-    for run in {p.trained for p in points if p.trained}:
-        conditions = [p.name for p in points if p.trained == run]
-        shared = set.intersection(*(set(done[name]) for name in conditions))
-        for name in conditions:
-            kept = [i for i, seed in enumerate(done[name]) if seed in shared]
-            results[name] = [results[name][i] for i in kept]
-            done[name] = [done[name][i] for i in kept]
-
-
-def _unfinished_warning(points: list[Point], seeds: list, done: dict[str, list], chosen: bool = False) -> str:
-    """The warning of a `--finished` report: which runs it holds, and which it lacks (of the points
-    chosen with --points, when `chosen`)."""
-    missing = {p.name: [s for s in seeds if s not in done[p.name]] for p in points}
-    missing = {name: lacking for name, lacking in missing.items() if lacking}
-    if not missing:
-        which = f"of the points {', '.join(p.name for p in points)} (--points)" if chosen else "of the sweep"
-        return f"--finished: every run {which}" + (f" at seeds {', '.join(map(str, seeds))}" if seeds != [None] else "") \
-            + " is finished and in this report"
-    lacking = "; ".join(f"{name} seed {', '.join(map(str, lacking))}" if done[name] else name
-                        for name, lacking in missing.items())
-    single = [name for name, done_seeds in done.items() if len(done_seeds) == 1] if len(seeds) > 1 else []
-    narrow = (f" Points with one finished seed ({', '.join(single)}) carry no seed variance: their intervals and "
-              f"comparisons count the prompts only, narrower than they will be with more seeds." if single else "")
-    return (f"--finished: a report of the runs finished so far, each point the mean over its finished seeds; "
-            f"not finished, so not in it: {lacking}. The sweep's report replaces it once every run is done.{narrow}")
-
-
 def _record_failure(sweep: Sweep, point: Point, seed: int | None, error: Exception) -> dict:
     """Log a run's failure and keep its traceback in its `error_file`; returns its `failed` entry."""
     path = error_file(sweep, point, seed)
@@ -357,10 +328,10 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
                 results[point.name].append(result)
                 done[point.name].append(seed)
         if finished_only:
-            _same_seeds_per_run(points, results, done)
+            same_seeds_per_run(points, results, done)
             if not any(done.values()):
                 raise ConfigError(f"--finished: no run of {sweep.source} is finished yet (in {sweep.points_dir})")
-            warnings.append(_unfinished_warning(points, seeds, done, chosen=only_points is not None))
+            warnings.append(unfinished_warning(points, seeds, done, chosen=only_points is not None))
             log(f"WARNING: {warnings[-1]}")
             points = [p for p in points if done[p.name]]
         elif only_seeds is not None or only_points is not None:
