@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from upo.cli import main
-from upo.evaluation.compare import align, compare_results, equal_length_rows, load_eval, verdict
+from upo.evaluation.compare import align, compare_results, equal_length_rows, load_eval, units_cell, verdict
 from upo.stats import bootstrap_interval, paired_difference_draws, percentile_interval
 
 PROMPTS = ["p1", "p2", "p3", "p4"]
@@ -191,3 +191,15 @@ def test_evaluations_that_measure_differently_are_compared_with_a_warning(tmp_pa
     assert "**Warning**: the two evaluations differ" in (tmp_path / "ac.md").read_text()
     assert json.loads((tmp_path / "ac.json").read_text())["setting_differences"] == [
         "judge: 'rm:rm/final' vs 'llm'", "temperature: 0.7 vs 1.0"]
+
+
+def test_units_without_a_value_on_one_side_are_counted_per_side():
+    """An llm judge's missing verdicts (null) on A: each side's mean is over its own verdicts, and the
+    table says how many each side has."""
+    a = evaluation({"judge/win_rate": [0.0, 0.5, 0.0, 0.5]})
+    a["per_prompt"]["values"]["judge/win_rate"] = [None, 0.5, None, 0.5]
+    b = evaluation({"judge/win_rate": [0.5, 1.0, 0.5, 1.0]})
+    (row,) = compare_results(a, b)
+    assert (row["n"], row["n_a"], row["n_b"], row["a"], row["b"]) == (4, 2, 4, 0.5, 0.75)
+    assert units_cell(row) == "4 prompts (A 2, B 4 with a value)"
+    assert units_cell({**row, "n_a": 4}) == "4 prompts"

@@ -127,10 +127,13 @@ def verdict(metric: str, low: float, high: float) -> str:
 
 
 def difference_row(metric: str, units: str, a, b, confidence: float = CONFIDENCE) -> dict:
-    """The comparison of one metric from per-unit values a [k_a, n] and b [k_b, n] (or [n])."""
+    """The comparison of one metric from per-unit values a [k_a, n] and b [k_b, n] (or [n]). "n": the
+    units; "n_a", "n_b": those with a value on each side (NaN: a prompt without an llm-judge verdict),
+    each side's mean being over its own."""
     low, high = percentile_interval(paired_difference_draws(a, b), confidence)
-    mean_a, mean_b = float(np.nanmean(a)), float(np.nanmean(b))  # NaN: a prompt without an llm-judge verdict
-    return {"metric": metric, "units": units, "n": int(np.shape(a)[-1]), "a": mean_a, "b": mean_b,
+    mean_a, mean_b = float(np.nanmean(a)), float(np.nanmean(b))
+    n_a, n_b = (int(np.any(np.isfinite(np.atleast_2d(x)), axis=0).sum()) for x in (a, b))
+    return {"metric": metric, "units": units, "n": int(np.shape(a)[-1]), "n_a": n_a, "n_b": n_b, "a": mean_a, "b": mean_b,
             "difference": mean_b - mean_a, "low": low, "high": high, "excludes_zero": bool(low > 0 or high < 0),
             "better": verdict(metric, low, high)}
 
@@ -217,10 +220,17 @@ def format_comparison(name_a: str, name_b: str, rows: list[dict], warnings: list
     ]
     for r in rows:
         arrow = ARROWS[direction(r["metric"])].split(" ")[0]
-        lines.append(f"| {r['metric']} {arrow}".rstrip() + f" | {r['n']} {r['units']} | {format_value(r['a'])} "
+        lines.append(f"| {r['metric']} {arrow}".rstrip() + f" | {units_cell(r)} | {format_value(r['a'])} "
                      f"| {format_value(r['b'])} | {format_value(r['difference'])} "
                      f"| [{format_value(r['low'])}, {format_value(r['high'])}] | {r['better']} |")
     return "\n".join(lines)
+
+
+def units_cell(row: dict) -> str:
+    """"96 prompts", or with units that lack a value on a side "96 prompts (A 90, B 96 with a value)"."""
+    cell = f"{row['n']} {row['units']}"
+    n_a, n_b = row.get("n_a", row["n"]), row.get("n_b", row["n"])
+    return cell if n_a == n_b == row["n"] else f"{cell} (A {n_a}, B {n_b} with a value)"
 
 
 def output_files(output: str, a: str, b: str) -> tuple[Path, Path]:
