@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from upo.config import EMBEDDED_MODEL, UPOConfig
+from upo.hub_names import looks_local
 
 
 def resolve_model_path(name: str, cache_dir: str | None = None, progress: bool = True) -> str:
@@ -32,13 +33,6 @@ def holds_model(folder: Path) -> bool:
     """Whether a folder holds what from_pretrained loads: a model's or a peft adapter's config, or a
     tokenizer alone (all `upo validate --model` needs)."""
     return any((folder / f).is_file() for f in ("config.json", "adapter_config.json", "tokenizer_config.json"))
-
-
-def looks_local(name: str) -> bool:
-    """Whether a model name is a local path rather than a Hub name: Hub names are "name" or
-    "owner/name" (dots allowed, e.g. Qwen/Qwen2.5-0.5B); these start with ".", "/" or "~", or have
-    more than one "/"."""
-    return name.startswith((".", "/", "~")) or name.count("/") > 1
 
 
 def load_tokenizer(path: str):

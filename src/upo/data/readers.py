@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 from upo.data.checks import row_key, row_problem
 from upo.data.records import DataError, PreferencePair, UnpairedExample, UnusableRow, field_error, parse_row
+from upo.hub_names import looks_local
 
 
 @dataclass(frozen=True)
@@ -150,8 +151,9 @@ def _json_rows(path: Path, name: str, errors: list[BadRow] | None = None) -> Ite
 
 
 def _looks_local(name: str) -> bool:
-    """Whether a name that does not exist was meant as a local path (so the Hub is not asked)."""
-    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or Path(name).suffix in _DATASETS_BUILDERS
+    """Whether a name that does not exist was meant as a local path (so the Hub is not asked): a
+    path by its form (`looks_local`) or a data file by its suffix."""
+    return looks_local(name) or Path(name).suffix in _DATASETS_BUILDERS
 
 
 def _dataset_rows(name: str, split: str) -> Iterator[tuple[Any, str]]:

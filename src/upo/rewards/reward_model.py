@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from upo.hub_names import looks_local
+
 PREFIX = "rm:"
 
 
@@ -41,8 +43,6 @@ def _load(path: str):
 def check_exists(spec: str | None) -> None:
     """A clear FileNotFoundError for `rm:PATH` whose PATH is a local folder that does not exist
     (transformers would take it for a Hub name and say that name is malformed); nothing otherwise."""
-    from upo.modeling import looks_local
-
     if spec and spec.startswith(PREFIX) and looks_local(path := spec[len(PREFIX):]) \
             and not Path(path).expanduser().exists():
         raise FileNotFoundError(f"reward model {spec}: the folder {path} does not exist (train one with "
