@@ -11,13 +11,12 @@ import re
 import sys
 from pathlib import Path
 
-from upo.cli import _field_comments
-from upo.config import FIELDS, UPOConfig
+from upo.config import FIELDS, UPOConfig, field_comments
 from upo.domains import field_domains
 
 
 def reference() -> str:
-    comments = _field_comments()
+    comments = field_comments(UPOConfig)
     domains = field_domains(UPOConfig)
     out = ["### Config reference", "", "Every key, its default, the values it may take (numbers outside the range, NaN and",
            "infinity are refused) and its meaning (the same text is in `upo train --help`)."]
