@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from fake_judge_server import KEY, KEY_ENV
 from helpers import build_tiny_model, build_tiny_tokenizer, pair_rows, write_lines
 from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -94,3 +95,9 @@ def minilm_model():
         return minilm.load_tokenizer(), minilm.load_model()
     except (ImportError, FileNotFoundError) as e:
         pytest.skip(f"MiniLM model files not available: {e}")
+
+
+@pytest.fixture
+def api_key(monkeypatch):
+    """The fake judge server's key (fake_judge_server.py) in the environment variable its judges read."""
+    monkeypatch.setenv(KEY_ENV, KEY)
