@@ -15,7 +15,8 @@
 #
 #   bash examples/hh_experiments.sh            # starts both workers in the background, logs in runs/
 #   bash examples/hh_experiments.sh 0          # (re)starts worker 0 alone (1: worker 1)
-#   bash examples/hh_experiments.sh report     # once all are done: writes the three report.md
+#   bash examples/hh_experiments.sh report     # once all are done: writes the two sweeps' report.md (and
+#                                              # the long sweep's, of its finished evaluations)
 #   bash examples/hh_experiments.sh finished   # meanwhile: the reports of the runs finished so far
 #   bash examples/hh_experiments.sh status     # where each run stands (done, training step S/T, ...)
 #   bash examples/hh_experiments.sh stop       # stops both: a training saves its current step first (SIGUSR1),
@@ -159,7 +160,9 @@ mkdir -p runs
 # most, and these runs are the cheap ones), then the KTO family.
 DPO_FAMILY=base,dpo,upo-dpo-aux1,dpo-relabel,modpo
 case "${1:-both}" in
-  report) for sweep in "$SEEDS" "$STEERED" "$LONG"; do "$PYTHON" -m upo.cli frontier --config "$sweep"; done ;;
+  report) for sweep in "$SEEDS" "$STEERED"; do "$PYTHON" -m upo.cli frontier --config "$sweep"; done
+          # the long sweep is not queued (above): its report holds the 192-token evaluations that exist, if any
+          "$PYTHON" -m upo.cli frontier --config "$LONG" --finished ;;
   finished) for sweep in "$SEEDS" "$STEERED" "$LONG"; do "$PYTHON" -m upo.cli frontier --config "$sweep" --finished; done ;;
   status) for sweep in "$SEEDS" "$STEERED" "$LONG"; do "$PYTHON" -m upo.cli frontier --config "$sweep" --status; echo; done ;;
   stop) for n in 0 1; do  # each worker's loop first, then its upo process: a training saves its step (upo.stop)
