@@ -34,12 +34,12 @@ from upo.atomic import commit_folder
 from upo.config import ConfigError, UPOConfig
 from upo.methods import unread_method_keys
 
-# How long a run goes on and what it writes, never what it trains: a resume may change these.
+# How long a run goes on, what it writes and how it computes, never what it trains: a resume may change these.
 # (With lr_scheduler linear or cosine, max_steps / num_epochs also stretch the decay from the resume on.)
 RESUMABLE_CHANGES = (
     "max_steps", "num_epochs", "save_steps", "save_total_limit", "logging_steps", "heldout_eval", "eval_steps", "progress",
     "resume", "output_dir", "cache_dir", "precompute_ref_logps", "cache_reference_logps", "report_to",
-    "plot_curves",
+    "plot_curves", "gradient_checkpointing",
 )  # fmt: skip
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")

@@ -49,6 +49,7 @@ class UPOConfig:
     padding_free: bool = True  # run the model on real tokens only (a batch's sequences packed into one row, attention kept within each); false = pad to the batch's longest
     shared_prompt: bool = True  # padding-free pairs run their prompt once: [prompt, chosen, rejected] packed, the rejected tokens blind to the chosen (exact; off on CUDA with torch >= 2.10, whose varlen kernel cannot mask it)
     logits_chunk_tokens: Positive[int] | None = 1024  # the LM head and log-softmax run on this many completion tokens at a time, recomputed in backward (exact); null = all at once
+    gradient_checkpointing: bool = False  # keep only each decoder layer's input and recompute its activations in backward (transformers' non-reentrant checkpointing): far less activation memory at long sequences and large models for about a third more compute; the same updates
 
     # ---- data --------------------------------------------------------------------------------
     dataset: str = ""  # .jsonl / .jsonl.gz / .json file, or a datasets.load_dataset name or folder

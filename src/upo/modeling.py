@@ -11,6 +11,7 @@ from torch import nn
 
 from upo.config import EMBEDDED_MODEL, UPOConfig
 from upo.hub_names import looks_local
+from upo.packing import checkpoint_packed_layers
 
 
 def resolve_model_path(name: str, cache_dir: str | None = None, progress: bool = True) -> str:
@@ -33,6 +34,20 @@ def holds_model(folder: Path) -> bool:
     """Whether a folder holds what from_pretrained loads: a model's or a peft adapter's config, or a
     tokenizer alone (all `upo validate --model` needs)."""
     return any((folder / f).is_file() for f in ("config.json", "adapter_config.json", "tokenizer_config.json"))
+
+
+def enable_gradient_checkpointing(lm) -> None:
+    """transformers' activation checkpointing on every decoder layer, non-reentrant: it needs no
+    input that requires grad, so LoRA (frozen embeddings) and the padding-free forward work as they
+    are, and it keeps the RNG state, so a step computes what it computes without it."""
+    if not getattr(lm, "supports_gradient_checkpointing", False):
+        raise ValueError(f"gradient_checkpointing: true, but {type(lm).__name__} does not support it in transformers")
+    options = {"use_reentrant": False}
+    if hasattr(lm, "activation_checkpointing_enable"):  # transformers >= 5.x's name; the old one warns
+        lm.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+    else:
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
+    checkpoint_packed_layers(lm)  # the padding-free forward's attention, rerun as it ran
 
 
 def load_tokenizer(path: str):
@@ -69,10 +84,14 @@ def load_causal_lm(path: str, dtype: torch.dtype = torch.float32, attn_implement
 
 
 def disable_dropout(model: nn.Module) -> None:
-    """Preference losses compare policy and reference log-probs; dropout would add noise to both."""
+    """Preference losses compare policy and reference log-probs; dropout would add noise to both. The
+    model's own dropout layers and attention-dropout rates are zeroed (LoRA's, added after, keep
+    `lora_dropout`: the policy trains in train mode)."""
     for module in model.modules():
         if isinstance(module, nn.Dropout):
             module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):  # transformers' attention modules
+            module.attention_dropout = 0.0
 
 
 @torch.no_grad()

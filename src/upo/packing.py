@@ -258,6 +258,34 @@ def packed_attention_for(model):
         config._attn_implementation = base
 
 
+def checkpoint_packed_layers(lm) -> None:
+    """Make transformers' activation checkpointing (enabled on `lm`) exact under packed attention.
+    Its backward reruns each layer outside `packed_attention_for`, where the model's own kernel would
+    take the packed tokens for one sequence: each layer's checkpoint function reruns it under the
+    attention implementation its forward ran with. (The rerun's attention-call count runs on, so it
+    must not read a prompt cache by layer: the forwards from one, KTO's mismatched pairs, run
+    without gradient and are never rerun.)"""
+    from torch.utils.checkpoint import checkpoint
+
+    config = lm.config
+
+    def run_checkpointed(function, *args):
+        attention = config._attn_implementation
+
+        def layer(*inputs):
+            saved, config._attn_implementation = config._attn_implementation, attention
+            try:
+                return function(*inputs)
+            finally:
+                config._attn_implementation = saved
+
+        return checkpoint(layer, *args, use_reentrant=False)
+
+    for module in lm.modules():
+        if getattr(module, "gradient_checkpointing", False) and hasattr(module, "_gradient_checkpointing_func"):
+            module._gradient_checkpointing_func = run_checkpointed
+
+
 def packed_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, *,
                      upo_packing: Packing | None = None, sliding_window=None, softcap=None, **kwargs):
     """Causal attention within each packed sequence. query [1, Hq, M, d], key/value [1, Hkv, M, d]

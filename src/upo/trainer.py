@@ -56,6 +56,7 @@ from upo.modeling import (
     ValueHead,
     add_lora,
     disable_dropout,
+    enable_gradient_checkpointing,
     full_copy,
     init_token_embeddings,
     load_causal_lm,
@@ -135,6 +136,8 @@ def train(cfg: UPOConfig) -> Path:
 
     lm = load_causal_lm(model_path, attn_implementation=cfg.attn_implementation)
     disable_dropout(lm)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(lm)
     if new_token_ids and len(tokenizer) > (known := lm.get_input_embeddings().num_embeddings):
         lm.resize_token_embeddings(len(tokenizer))  # new rows: sampled around the mean embedding (transformers)
         if cfg.control_token_init == "text":  # each from the text it stands for: apart from the start
@@ -236,6 +239,9 @@ def train(cfg: UPOConfig) -> Path:
     start_tracking(accelerator, cfg, resume_step=global_step if resume_from else None)
 
     # ---- the loop -------------------------------------------------------------------------------
+    # Train mode (from_pretrained gives eval mode), where LoRA's dropout and activation checkpointing act;
+    # the model's own dropout is off. Reference log-probs above: eval mode; held-out metrics: eval and back.
+    policy.train()
     averager = MetricsAverager()
     bar = tqdm(total=total_steps, initial=global_step, desc=f"{cfg.method} training", disable=not show, dynamic_ncols=True)
     policy_params = optimizer.param_groups[0]["params"]

@@ -15,7 +15,7 @@ from upo.config import _DEFAULTS, BEFORE_ADDED, ConfigError, UPOConfig
 from upo.frontier.sweep import Point, Sweep, condition_folder
 
 # may differ between a run and its rerun: none changes what is trained
-RUN_ONLY_KEYS = ("resume", "progress", "cache_reference_logps", "heldout_eval")
+RUN_ONLY_KEYS = ("resume", "progress", "cache_reference_logps", "heldout_eval", "gradient_checkpointing")
 
 
 def run_folder(sweep: Sweep, point: Point, seed: int | None = None) -> Path:

@@ -1,0 +1,64 @@
+"""The policy trains in train mode: gradient_checkpointing runs each decoder layer again in backward and
+makes the same updates as without it (LoRA and full fine-tuning, padding-free and padded); lora_dropout acts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import run_config
+from safetensors.torch import load_file
+
+from upo.metrics import read_metrics
+from upo.trainer import train
+
+
+def _counting_layer_calls(monkeypatch) -> list[int]:
+    """Counts the runs of every decoder layer's MLP (inside the layer, so a recompute counts too)."""
+    from transformers.models.llama.modeling_llama import LlamaMLP
+
+    calls = [0]
+    forward = LlamaMLP.forward
+
+    def counted(self, *args, **kwargs):
+        calls[0] += 1
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(LlamaMLP, "forward", counted)
+    return calls
+
+
+@pytest.mark.parametrize(("lora", "padding_free", "pref_loss", "lora_dropout"),
+                         [(True, True, "dpo", 0.0), (True, True, "kto", 0.0), (True, True, "dpo", 0.3),
+                          (False, False, "dpo", 0.0)])
+def test_checkpointing_recomputes_layers_and_changes_no_update(lora, padding_free, pref_loss, lora_dropout, tiny_model_dir,
+                                                              pairs_file, tmp_path, monkeypatch):
+    """Padding-free, packed attention runs again in backward as it ran forward (shared prompts with
+    DPO; KTO's mismatched pairs from their prompts' cached keys and values), and LoRA's dropout with
+    the masks it drew in the forward."""
+    calls = _counting_layer_calls(monkeypatch)
+    runs, counts = {}, {}
+    for name, checkpointing in (("plain", False), ("checkpointed", True)):
+        calls[0] = 0
+        final = train(run_config(tiny_model_dir, pairs_file, tmp_path / name, method="upo", pref_loss=pref_loss, lora=lora, lora_dropout=lora_dropout,
+                                 padding_free=padding_free, eval_fraction=0.0, max_steps=3,
+                                 gradient_checkpointing=checkpointing))
+        counts[name] = calls[0]
+        runs[name] = (load_file(str(final / "model.safetensors")), read_metrics(final.parent / "metrics.jsonl"))
+    # 3 steps x 2 layers more: each layer's forward runs again in backward (the reference forward is no_grad)
+    assert counts["checkpointed"] - counts["plain"] == 3 * 2
+    (w_plain, m_plain), (w_ckpt, m_ckpt) = runs["plain"], runs["checkpointed"]
+    assert all(torch.allclose(w_plain[k], w_ckpt[k], rtol=1e-5, atol=1e-7) for k in w_plain)
+    for r, s in zip(m_plain, m_ckpt, strict=True):
+        assert r["train/loss"] == pytest.approx(s["train/loss"], rel=1e-5)
+        assert r["train/grad_norm"] == pytest.approx(s["train/grad_norm"], rel=1e-5)
+
+
+def test_lora_dropout_acts_while_training(tiny_model_dir, pairs_file, tmp_path):
+    """The policy trains in train mode: `lora_dropout` changes the updates (in eval mode, which
+    from_pretrained leaves a model in, it silently did nothing), and 0 is the run without it."""
+    weights = {}
+    for name, dropout in (("none", 0.0), ("half", 0.5)):
+        final = train(run_config(tiny_model_dir, pairs_file, tmp_path / name, method="dpo", lora=True, lora_dropout=dropout,
+                                 eval_fraction=0.0, max_steps=3))
+        weights[name] = load_file(str(final / "model.safetensors"))
+    assert any(not torch.equal(weights["none"][k], weights["half"][k]) for k in weights["none"])
