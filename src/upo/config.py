@@ -35,6 +35,7 @@ TOKEN_INITS = ("text", "mean")
 # config.yaml without the key is compared as if it held this value: upo.frontier.folders).
 BEFORE_ADDED = {"control_token_init": "mean"}
 LR_SCHEDULERS = ("constant", "linear", "cosine")
+LORA_BASE_DTYPES = ("fp32", "bf16")
 TRACKERS = ("tensorboard", "trackio", "wandb", "mlflow")  # report_to: Accelerate's trackers, each its own pip package
 
 
@@ -114,6 +115,7 @@ class UPOConfig:
     lora_dropout: Annotated[float, Interval("[0, 1)")] = 0.0  # dropout on the LoRA branch
     lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"])  # module names to adapt, or all-linear
     merge_lora: bool = True  # merge adapters into the weights of final/
+    lora_base_dtype: str = "fp32"  # the frozen base weights' dtype: fp32, or bf16 for half their memory (the model's norms and residual stream then run in bf16, as a bf16 model's do; adapters and optimizer state stay fp32; needs precision: bf16)
 
     # ---- logging, evaluation, checkpoints ----------------------------------------------------
     logging_steps: Positive[int] = 1  # write train metrics every N optimizer steps
@@ -133,6 +135,9 @@ class UPOConfig:
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("aux_logp", self.aux_logp, AUX_LOGP)
         _check_choice("control_token_init", self.control_token_init, TOKEN_INITS)
+        _check_choice("lora_base_dtype", self.lora_base_dtype, LORA_BASE_DTYPES)
+        if self.lora and self.lora_base_dtype == "bf16" and self.precision != "bf16":
+            raise ConfigError(f"lora_base_dtype: bf16 computes in bf16: set precision: bf16 (got {self.precision!r})")
         _check_choice("lr_scheduler", self.lr_scheduler, LR_SCHEDULERS)
         for tracker in self.report_to:
             _check_choice("report_to", tracker, TRACKERS)
@@ -215,8 +220,8 @@ class UPOConfig:
         if not steered:
             unread["steer_by"] = "the run is not steered (no steer_aux_coefs or steer_reward_mixes)"
         if not self.lora:
-            unread.update(dict.fromkeys(("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "merge_lora"),
-                                        "lora is false"))
+            unread.update(dict.fromkeys(("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "merge_lora",
+                                         "lora_base_dtype"), "lora is false"))
         if not self.relabel:
             unread["relabel_margin"] = "relabel is false"
         if not (self.eval_dataset or self.eval_fraction > 0):

@@ -103,9 +103,7 @@ def train(cfg: UPOConfig) -> Path:
         for key, (old, new) in check_resume(resume_from, cfg, accelerator.num_processes).items():
             log(f"upo: resuming with {key} changed: {old!r} -> {new!r}")
     if not cfg.resume and (latest_checkpoint(out) or (out / "final").exists()):
-        raise FileExistsError(
-            f"{out} already holds a run; pass --resume true to continue it, or choose another --output_dir"
-        )
+        raise FileExistsError(f"{out} already holds a run; pass --resume true to continue it, or choose another --output_dir")
     if main:
         out.mkdir(parents=True, exist_ok=True)
         remove_stale_copies(out)
@@ -134,7 +132,8 @@ def train(cfg: UPOConfig) -> Path:
     if main and data.standardizer is not None:
         (out / "reward_standardizer.json").write_text(json.dumps(data.standardizer.to_dict(), indent=2))
 
-    lm = load_causal_lm(model_path, attn_implementation=cfg.attn_implementation)
+    base_dtype = torch.bfloat16 if cfg.lora and cfg.lora_base_dtype == "bf16" else torch.float32
+    lm = load_causal_lm(model_path, dtype=base_dtype, attn_implementation=cfg.attn_implementation)
     disable_dropout(lm)
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(lm)
@@ -162,7 +161,7 @@ def train(cfg: UPOConfig) -> Path:
     ref_model = None
     if method.uses_reference and (cfg.ref_model or not (cfg.lora or cfg.precompute_ref_logps)):
         ref_path = resolve_model_path(cfg.ref_model, cfg.cache_dir) if cfg.ref_model else model_path
-        ref_model = load_causal_lm(ref_path, attn_implementation=cfg.attn_implementation)
+        ref_model = load_causal_lm(ref_path, dtype=base_dtype, attn_implementation=cfg.attn_implementation)
         ref_model = prepare_reference(accelerator, ref_model.eval().requires_grad_(False))
     # One trained module: the LM and, for the methods that have one, the value head V_psi(x).
     value_head = ValueHead(lm.config.hidden_size, cfg.value_head_hidden) if method.uses_value_head else None

@@ -1,5 +1,7 @@
-"""The policy trains in train mode: gradient_checkpointing runs each decoder layer again in backward and
-makes the same updates as without it (LoRA and full fine-tuning, padding-free and padded); lora_dropout acts."""
+"""How the policy is held and run while training: in train mode, so lora_dropout acts;
+gradient_checkpointing runs each decoder layer again in backward and makes the same updates as
+without it (LoRA and full fine-tuning, padding-free and padded); lora_base_dtype: bf16 holds the
+frozen base weights in bf16, the adapters in fp32, with an exact reference at the first step."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import torch
 from helpers import run_config
 from safetensors.torch import load_file
 
+from upo.config import ConfigError
 from upo.metrics import read_metrics
 from upo.trainer import train
 
@@ -62,3 +65,35 @@ def test_lora_dropout_acts_while_training(tiny_model_dir, pairs_file, tmp_path):
                                  eval_fraction=0.0, max_steps=3))
         weights[name] = load_file(str(final / "model.safetensors"))
     assert any(not torch.equal(weights["none"][k], weights["half"][k]) for k in weights["none"])
+
+
+def test_lora_base_dtype_bf16_holds_the_base_in_bf16_and_the_adapters_in_fp32(tiny_model_dir, pairs_file, tmp_path,
+                                                                            monkeypatch):
+    import upo.trainer
+
+    held = []
+
+    class Held(upo.trainer.CompletionLogps):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            held.append(self)
+
+    monkeypatch.setattr(upo.trainer, "CompletionLogps", Held)
+    final = train(run_config(tiny_model_dir, pairs_file, tmp_path / "run", method="dpo", lora=True, lora_base_dtype="bf16",
+                             precision="bf16", eval_fraction=0.0, max_steps=2))
+    params = dict(held[0].lm.named_parameters())
+    assert {p.dtype for p in params.values() if p.requires_grad} == {torch.float32}  # adapters: fp32, as AdamW's state
+    assert {p.dtype for p in params.values() if not p.requires_grad} == {torch.bfloat16}
+    first = read_metrics(final.parent / "metrics.jsonl")[0]
+    assert first["train/rewards/chosen"] == first["train/rewards/rejected"] == 0.0  # the reference: the same bf16 base
+    assert {w.dtype for w in load_file(str(final / "model.safetensors")).values()} == {torch.bfloat16}  # merged
+    # a frozen reference copy (ref_model, computed every step) is held like the base: exact at step 1 too
+    final = train(run_config(tiny_model_dir, pairs_file, tmp_path / "copy", method="dpo", lora=True,
+                             lora_base_dtype="bf16", precision="bf16", eval_fraction=0.0, max_steps=1,
+                             ref_model=str(tiny_model_dir), precompute_ref_logps=False))
+    first = read_metrics(final.parent / "metrics.jsonl")[0]
+    assert first["train/rewards/chosen"] == first["train/rewards/rejected"] == 0.0
+    with pytest.raises(ConfigError, match="lora_base_dtype: bf16 computes in bf16: set precision: bf16"):
+        run_config(tiny_model_dir, pairs_file, tmp_path, lora=True, lora_base_dtype="bf16", precision="fp32")
+    with pytest.raises(ConfigError, match="lora_base_dtype.*lora is false"):
+        run_config(tiny_model_dir, pairs_file, tmp_path, lora_base_dtype="bf16", precision="bf16")
