@@ -116,7 +116,7 @@ def run_trl(name: str, args, workdir: Path, t0: float) -> dict:
         beta=0.1,
         precompute_ref_log_probs=True,
         # TRL's configs default to gradient checkpointing (less memory, one more forward per step);
-        # upo never checkpoints, so it is off unless --trl_gradient_checkpointing.
+        # off unless --gradient_checkpointing (both libraries) or --trl_gradient_checkpointing (TRL alone)
         gradient_checkpointing=args.trl_gradient_checkpointing,
         activation_checkpointing=args.trl_gradient_checkpointing,  # transformers 5's name for it
         use_cpu=not torch.cuda.is_available(),  # bf16 autocast on CPU needs it said

@@ -10,6 +10,7 @@ the real tokens of its largest trained batch (every sequence, both sides of the 
     make bench-env
     .venv-bench/bin/python benchmarks/bench_memory.py          # 1024 and 2048, 1 warm-up + 2 steps each
     .venv-bench/bin/python benchmarks/bench_memory.py --lengths 128 --steps 1 --model /path/to/tiny-model  # plumbing
+    .venv-bench/bin/python benchmarks/bench_memory.py --gradient_checkpointing --output benchmarks/results/memory-checkpointed.json
 
 Results: a table, and benchmarks/results/memory.json.
 """
@@ -52,6 +53,8 @@ def main(argv=None) -> int:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--logits_chunk_tokens", type=int, default=None,
                         help="upo runs: completion tokens per LM-head chunk (0: all at once; default: upo's default)")
+    parser.add_argument("--gradient_checkpointing", action="store_true",
+                        help="activation checkpointing in both libraries (upo's gradient_checkpointing, TRL's own)")
     parser.add_argument("--output", type=Path, default=RESULTS / "memory.json")
     args = parser.parse_args(argv)
     if not args.data.exists():
@@ -70,6 +73,8 @@ def main(argv=None) -> int:
                               "--precision", args.precision]
                 if args.logits_chunk_tokens is not None:
                     child_argv += ["--logits_chunk_tokens", str(args.logits_chunk_tokens)]
+                if args.gradient_checkpointing:
+                    child_argv.append("--gradient_checkpointing")
                 logdir = Path(tmp) / f"{name}-{length}"
                 logdir.mkdir()
                 run = spawn(name, child_argv, logdir)

@@ -147,6 +147,7 @@ def run_upo(name: str, args, workdir: Path, t0: float) -> dict:
     cfg.shared_prompt = name not in UNSHARED
     if args.logits_chunk_tokens is not None:
         cfg.logits_chunk_tokens = args.logits_chunk_tokens or None
+    cfg.gradient_checkpointing = args.gradient_checkpointing
     try:
         final = train(cfg)
     finally:
@@ -296,8 +297,10 @@ def parse_args(argv=None):
     parser.add_argument("--max_length", type=int, default=256)
     parser.add_argument("--precision", default="bf16", choices=("bf16", "fp32", "fp16"))
     parser.add_argument("--lora", action="store_true", help="LoRA r=16 on all linear layers instead of full fine-tuning")
+    parser.add_argument("--gradient_checkpointing", action="store_true",
+                        help="activation checkpointing in both libraries (upo's gradient_checkpointing, TRL's own)")
     parser.add_argument("--trl_gradient_checkpointing", action="store_true",
-                        help="keep TRL's default gradient checkpointing (off by default: upo does not checkpoint)")
+                        help="keep TRL's default gradient checkpointing alone (off by default, as upo's is)")
     parser.add_argument("--trl_optim", default="adamw_torch_fused", choices=("adamw_torch_fused", "adamw_torch"),
                         help="TRL's AdamW implementation (default: TRL's default, fused)")
     parser.add_argument("--trl_attn", default=default_attention() or "sdpa", choices=("eager", "sdpa"),
@@ -316,6 +319,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.warmup, args.steps = 1, 1, 2
+    args.trl_gradient_checkpointing = args.trl_gradient_checkpointing or args.gradient_checkpointing
     if args.warmup < 1:
         parser.error("--warmup must be >= 1 (the first step's time has no previous step end to start from)")
     if args.output is None:
