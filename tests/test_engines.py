@@ -13,7 +13,8 @@ accelerator, gloo); their gradient clipping; sharded checkpoints (one file per p
 would not write); the gathered state dict for final/.
 
 One launch per engine runs its 2-process trainings (process start dominates the time): DPO with
-full fine-tuning and LoRA (merged; under FSDP also adapter-only), UPO (its value head is part
+full fine-tuning and LoRA (merged; under FSDP also adapter-only), full fine-tuning with
+gradient_checkpointing (the engine's hooks outside each rerun layer), UPO (its value head is part
 of the one trained module) and UPO steered by adapter (two adapters, final/ split into the merged
 aux_coef 0 policy and steer_adapter/), at batch 2 per process, compared with one process at batch 4, and a checkpoint resumed, compared bitwise with the uninterrupted
 run. The LoRA run holds out 3 of the 12 examples, so the reference log-probs of the 9 training
@@ -75,6 +76,7 @@ RUNS = {
     "lora": dict(max_steps=2, lora=True, lora_r=4, eval_fraction=0.25),  # 2 steps: 8 of the 9 examples
     "adapter": dict(max_steps=3, lora=True, lora_r=4, merge_lora=False),
     "upo": dict(max_steps=3, method="upo"),  # the value head inside the one trained module
+    "checkpointed": dict(max_steps=3, gradient_checkpointing=True),  # layers rerun in backward inside the engine
     # steered by adapter: two LoRA adapters, one condition per step (each of the 3 once), saved split
     "steered": dict(max_steps=3, method="upo", lora=True, lora_r=4, steer_aux_coefs=[0.0, 1.0, 3.0],
                     steer_by="adapter"),
