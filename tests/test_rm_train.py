@@ -127,6 +127,26 @@ def test_tiny_run_saves_a_model_that_loads_as_an_rm_scorer(tiny_model_dir, pairs
         train_reward_model(_cfg(tiny_model_dir, pairs_file, tmp_path))
 
 
+def test_gradient_checkpointing_reruns_layers_and_changes_no_update(tiny_model_dir, pairs_file, tmp_path, monkeypatch):
+    from transformers.models.llama.modeling_llama import LlamaMLP
+
+    calls, forward = [0], LlamaMLP.forward
+
+    def counted(self, *args, **kwargs):
+        calls[0] += 1
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(LlamaMLP, "forward", counted)
+    weights, counts = {}, {}
+    for checkpointing in (False, True):
+        calls[0] = 0
+        final, _ = train_reward_model(_cfg(tiny_model_dir, pairs_file, tmp_path / str(checkpointing), eval_fraction=0.0,
+                                           gradient_checkpointing=checkpointing))
+        weights[checkpointing], counts[checkpointing] = load_file(str(final / "model.safetensors")), calls[0]
+    assert counts[True] - counts[False] == 3 * 2  # 3 steps x 2 layers run again in backward
+    assert all(torch.allclose(weights[False][k], weights[True][k], rtol=1e-5, atol=1e-7) for k in weights[False])
+
+
 def test_training_learns_kind_over_rude(tiny_model_dir, pairs_file, tmp_path):
     """A few dozen steps separate the kind (chosen) answers from the rude ones, on training pairs and
     on held-out topics; the untrained head is at chance on them."""

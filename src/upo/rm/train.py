@@ -27,7 +27,7 @@ from upo.data.readers import load_records
 from upo.data.records import PreferencePair, prompt_text
 from upo.data.split import split_heldout
 from upo.metrics import MetricsAverager, MetricsWriter
-from upo.modeling import disable_dropout, load_tokenizer, resolve_model_path
+from upo.modeling import disable_dropout, enable_gradient_checkpointing, load_tokenizer, resolve_model_path
 from upo.rewards.reward_model import adds_special_tokens, render, reward_model_scorer
 from upo.rm.config import RMConfig
 from upo.rm.loss import bradley_terry_loss, pair_metrics
@@ -119,6 +119,8 @@ def load_reward_model(path: str, tokenizer, cfg: RMConfig):
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
     model.config.pad_token_id = tokenizer.pad_token_id  # how the head finds each row's last token
     disable_dropout(model)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     if cfg.lora:
         from peft import LoraConfig, get_peft_model
 
