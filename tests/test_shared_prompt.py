@@ -211,3 +211,26 @@ def test_shared_prompts_stay_off_where_the_varlen_kernel_runs(monkeypatch):
     assert not logps._shares_exactly(cuda)
     monkeypatch.setattr(logps, "varlen_attn", None)
     assert logps._shares_exactly(cuda)  # torch < 2.10: CUDA's padded path takes the explicit mask
+
+
+def test_checkpointed_layers_rerun_the_prompt_cache_exactly():
+    """Under gradient_checkpointing, a layer rerun in backward reads the prompt cache of its own
+    layer and keeps its prompts' keys and values once: a forward with gradient from a prompt cache
+    (none in training today: KTO's mismatched pairs run without) gets a plain forward's gradients."""
+    from upo.modeling import enable_gradient_checkpointing
+
+    batch = _unpaired_batch()
+    kl = [batch[f"kl_{key}"] for key in ("input_ids", "attention_mask", "loss_mask")]
+    grads = {}
+    for checkpointed in (False, True):
+        model = _model("llama", "eager")
+        if checkpointed:
+            enable_gradient_checkpointing(model)
+        main = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"], keep_prompts=True)
+        main.sum.sum().backward()
+        assert len(main.prompt_cache.layers) == model.config.num_hidden_layers  # not again in the rerun
+        cached = sequence_logps(model, *kl, prompt_cache=main.prompt_cache)
+        grads[checkpointed] = _grads(model, cached.sum.sum())
+    assert grads[True].keys() == grads[False].keys()
+    for name in grads[False]:
+        torch.testing.assert_close(grads[True][name], grads[False][name], rtol=1e-5, atol=1e-7, msg=name)

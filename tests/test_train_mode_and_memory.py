@@ -1,7 +1,8 @@
-"""How the policy is held and run while training: in train mode, so lora_dropout acts;
-gradient_checkpointing runs each decoder layer again in backward and makes the same updates as
-without it (LoRA and full fine-tuning, padding-free and padded); lora_base_dtype: bf16 holds the
-frozen base weights in bf16, the adapters in fp32, with an exact reference at the first step."""
+"""How the policy is held and run while training: its own dropout off (nn.Dropout and float rates),
+LoRA's dropout on; modes restored after evaluation; gradient_checkpointing runs each decoder layer
+again in backward and makes the same updates as without it (LoRA and full fine-tuning, padding-free
+and padded, LoRA dropout); lora_base_dtype: bf16 holds the frozen base weights in bf16, the
+adapters in fp32, with an exact reference at the first step and an exact merge."""
 
 from __future__ import annotations
 
@@ -57,8 +58,8 @@ def test_checkpointing_recomputes_layers_and_changes_no_update(lora, padding_fre
 
 
 def test_lora_dropout_acts_while_training(tiny_model_dir, pairs_file, tmp_path):
-    """The policy trains in train mode: `lora_dropout` changes the updates (in eval mode, which
-    from_pretrained leaves a model in, it silently did nothing), and 0 is the run without it."""
+    """`lora_dropout` changes the updates (peft's LoRA layers train in train mode, while the base
+    model's own modules stay in the eval mode from_pretrained leaves them in)."""
     weights = {}
     for name, dropout in (("none", 0.0), ("half", 0.5)):
         final = train(run_config(tiny_model_dir, pairs_file, tmp_path / name, method="dpo", lora=True, lora_dropout=dropout,
@@ -67,7 +68,7 @@ def test_lora_dropout_acts_while_training(tiny_model_dir, pairs_file, tmp_path):
     assert any(not torch.equal(weights["none"][k], weights["half"][k]) for k in weights["none"])
 
 
-def test_lora_base_dtype_bf16_holds_the_base_in_bf16_and_the_adapters_in_fp32(tiny_model_dir, pairs_file, tmp_path,
+def test_lora_base_dtype_bf16_holds_the_base_in_bf16_the_adapters_in_fp32_and_merges_exactly(tiny_model_dir, pairs_file, tmp_path,
                                                                             monkeypatch):
     import upo.trainer
 
@@ -86,7 +87,18 @@ def test_lora_base_dtype_bf16_holds_the_base_in_bf16_and_the_adapters_in_fp32(ti
     assert {p.dtype for p in params.values() if not p.requires_grad} == {torch.bfloat16}
     first = read_metrics(final.parent / "metrics.jsonl")[0]
     assert first["train/rewards/chosen"] == first["train/rewards/rejected"] == 0.0  # the reference: the same bf16 base
-    assert {w.dtype for w in load_file(str(final / "model.safetensors")).values()} == {torch.bfloat16}  # merged
+    # merged in fp32, exactly the trained bf16 base plus the fp32 adapters' delta (in bf16 it would round)
+    merged = load_file(str(final / "model.safetensors"))
+    layer = held[0].lm.base_model.model.model.layers[0].self_attn.q_proj
+    delta = layer.scaling["default"] * layer.lora_B["default"].weight @ layer.lora_A["default"].weight
+    assert delta.abs().max() > 0 and merged["model.layers.0.self_attn.q_proj.weight"].dtype == torch.float32
+    torch.testing.assert_close(merged["model.layers.0.self_attn.q_proj.weight"],
+                               layer.base_layer.weight.float() + delta, rtol=0, atol=1e-6)
+    # steered by adapter: final/ is the base with `default` merged, in fp32 too
+    final = train(run_config(tiny_model_dir, pairs_file, tmp_path / "steered", method="upo", lora=True,
+                             lora_base_dtype="bf16", precision="bf16", eval_fraction=0.0, max_steps=2,
+                             steer_aux_coefs=[0.0, 1.0], steer_by="adapter"))
+    assert {w.dtype for w in load_file(str(final / "model.safetensors")).values()} == {torch.float32}
     # a frozen reference copy (ref_model, computed every step) is held like the base: exact at step 1 too
     final = train(run_config(tiny_model_dir, pairs_file, tmp_path / "copy", method="dpo", lora=True,
                              lora_base_dtype="bf16", precision="bf16", eval_fraction=0.0, max_steps=1,
@@ -97,3 +109,36 @@ def test_lora_base_dtype_bf16_holds_the_base_in_bf16_and_the_adapters_in_fp32(ti
         run_config(tiny_model_dir, pairs_file, tmp_path, lora=True, lora_base_dtype="bf16", precision="fp32")
     with pytest.raises(ConfigError, match="lora_base_dtype.*lora is false"):
         run_config(tiny_model_dir, pairs_file, tmp_path, lora_base_dtype="bf16", precision="bf16")
+
+
+def test_disable_dropout_zeroes_dropout_layers_and_float_rates():
+    """Models that keep a dropout rate as a float and apply it with F.dropout(training=self.training)
+    (Starcoder2's residual and embedding dropout, OPT's dropout and layerdrop) run deterministically in
+    train mode once disabled."""
+    from transformers import OPTConfig, OPTForCausalLM, Starcoder2Config, Starcoder2ForCausalLM
+
+    from upo.modeling import disable_dropout
+
+    small = dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2)
+    models = [Starcoder2ForCausalLM(Starcoder2Config(**small, intermediate_size=64, num_key_value_heads=2,
+                                                     residual_dropout=0.3, embedding_dropout=0.3, attention_dropout=0.3)),
+              OPTForCausalLM(OPTConfig(**small, ffn_dim=64, word_embed_proj_dim=32, max_position_embeddings=64,
+                                       dropout=0.3, attention_dropout=0.3, activation_dropout=0.3, layerdrop=0.3))]
+    ids = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(0))
+    for model in models:
+        model.train()
+        assert not torch.equal(model(ids).logits, model(ids).logits)  # dropout acts in train mode
+        disable_dropout(model)
+        assert torch.equal(model(ids).logits, model(ids).logits), type(model).__name__
+
+
+def test_eval_mode_gives_every_submodule_its_own_mode_back():
+    from upo.modeling import eval_mode
+
+    outer = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Sequential(torch.nn.Linear(2, 2)))
+    outer.eval()
+    outer[1].training = True  # a mix, as peft's LoRA layers (train) around a base left in eval mode
+    before = [m.training for m in outer.modules()]
+    with eval_mode(outer, None):
+        assert not any(m.training for m in outer.modules())
+    assert [m.training for m in outer.modules()] == before

@@ -20,6 +20,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from upo.data.control import generation_suffix
 from upo.data.records import Prompt
 from upo.data.tokenize import encode_prompt
+from upo.modeling import eval_mode
 
 
 def _prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: Prompt, aux_coef: float | None = None,
@@ -109,29 +110,24 @@ def generate(
     completions: list[list[str]] = [[] for _ in prompts]
     done = _finished_batches(partial)
 
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for batch_index, batch in enumerate(tqdm(batches, desc="generate", disable=not progress)):
-                key = _batch_key(partial_key, seed + batch_index, [ids[i] for i in batch], gen_kwargs)
-                texts = done.get(key)
-                if texts is None:
-                    input_ids, attention_mask = _left_pad([ids[i] for i in batch], pad_token_id)
-                    torch.manual_seed(seed + batch_index)
-                    out = model.generate(
-                        input_ids=input_ids.to(model.device),
-                        attention_mask=attention_mask.to(model.device),
-                        **gen_kwargs,
-                    )  # (len(batch) * num_return_sequences, prompt_len + new_len), rows grouped by prompt
-                    texts = tokenizer.batch_decode(out[:, input_ids.shape[1] :], skip_special_tokens=True)
-                    if partial is not None:
-                        with partial.open("a", encoding="utf-8") as f:
-                            f.write(json.dumps({"key": key, "texts": texts}) + "\n")
-                for row, text in enumerate(texts):
-                    completions[batch[row // num_return_sequences]].append(text.strip())
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.inference_mode():
+        for batch_index, batch in enumerate(tqdm(batches, desc="generate", disable=not progress)):
+            key = _batch_key(partial_key, seed + batch_index, [ids[i] for i in batch], gen_kwargs)
+            texts = done.get(key)
+            if texts is None:
+                input_ids, attention_mask = _left_pad([ids[i] for i in batch], pad_token_id)
+                torch.manual_seed(seed + batch_index)
+                out = model.generate(
+                    input_ids=input_ids.to(model.device),
+                    attention_mask=attention_mask.to(model.device),
+                    **gen_kwargs,
+                )  # (len(batch) * num_return_sequences, prompt_len + new_len), rows grouped by prompt
+                texts = tokenizer.batch_decode(out[:, input_ids.shape[1] :], skip_special_tokens=True)
+                if partial is not None:
+                    with partial.open("a", encoding="utf-8") as f:
+                        f.write(json.dumps({"key": key, "texts": texts}) + "\n")
+            for row, text in enumerate(texts):
+                completions[batch[row // num_return_sequences]].append(text.strip())
     return completions
 
 

@@ -37,9 +37,12 @@ def holds_model(folder: Path) -> bool:
 
 
 def enable_gradient_checkpointing(lm) -> None:
-    """transformers' activation checkpointing on every decoder layer, non-reentrant: it needs no
-    input that requires grad, so LoRA (frozen embeddings) and the padding-free forward work as they
-    are, and it keeps the RNG state, so a step computes what it computes without it."""
+    """transformers' activation checkpointing of every decoder layer, non-reentrant (it keeps the RNG
+    state, so a rerun layer draws LoRA's dropout masks again as it drew them). transformers checkpoints
+    a layer only while the layer is in train mode: each layer's own flag is set, and every module inside
+    it stays in the mode it was loaded in (eval), so nothing else that train mode switches on (an MoE
+    router's sampling, say) changes what a step computes. `upo.modeling.eval_mode` restores the flags
+    after held-out evaluation."""
     if not getattr(lm, "supports_gradient_checkpointing", False):
         raise ValueError(f"gradient_checkpointing: true, but {type(lm).__name__} does not support it in transformers")
     options = {"use_reentrant": False}
@@ -47,7 +50,9 @@ def enable_gradient_checkpointing(lm) -> None:
         lm.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
     else:
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
-    checkpoint_packed_layers(lm)  # the padding-free forward's attention, rerun as it ran
+    layers = checkpoint_packed_layers(lm)  # the padding-free forward's attention, rerun as it ran
+    for layer in layers:
+        layer.training = True  # the layer's own flag only: not layer.train(), which would recurse
 
 
 def load_tokenizer(path: str):
@@ -83,15 +88,22 @@ def load_causal_lm(path: str, dtype: torch.dtype = torch.float32, attn_implement
         raise FileNotFoundError(f"could not load a causal LM from {path!r}: {e}") from None
 
 
+# float module attributes that transformers models pass to F.dropout(..., training=self.training) or use
+# as noise scales in train mode (OPT's dropout and layerdrop, Starcoder2's residual_dropout, GPT-J's
+# resid_pdrop, Mixtral's router_jitter_noise, ...)
+DROPOUT_NAMES = ("dropout", "pdrop", "layerdrop", "jitter_noise")
+
+
 def disable_dropout(model: nn.Module) -> None:
-    """Preference losses compare policy and reference log-probs; dropout would add noise to both. The
-    model's own dropout layers and attention-dropout rates are zeroed (LoRA's, added after, keep
-    `lora_dropout`: the policy trains in train mode)."""
+    """Preference losses compare policy and reference log-probs; dropout would add noise to both.
+    Zeroes every nn.Dropout and every float attribute of a module named like a dropout rate
+    (`DROPOUT_NAMES`). LoRA's dropout, added after, keeps `lora_dropout`."""
     for module in model.modules():
         if isinstance(module, nn.Dropout):
             module.p = 0.0
-        if isinstance(getattr(module, "attention_dropout", None), float):  # transformers' attention modules
-            module.attention_dropout = 0.0
+        for name, value in list(vars(module).items()):
+            if type(value) is float and value > 0 and any(part in name for part in DROPOUT_NAMES):
+                setattr(module, name, 0.0)
 
 
 @torch.no_grad()
@@ -157,7 +169,13 @@ def full_copy(lm, state: dict[str, torch.Tensor], merge: bool = False):
         if len(names) > 1:
             copy.base_model.set_adapter(list(lm.base_model.active_adapters))
     copy.load_state_dict(state, assign=True)
-    return copy.merge_and_unload() if peft and merge else copy
+    return merged(copy) if peft and merge else copy
+
+
+def merged(lm):
+    """A peft model's active adapters merged into its weights, in fp32: into a bf16 base
+    (`lora_base_dtype: bf16`) the adapters' small deltas would largely round away."""
+    return lm.to(torch.float32).merge_and_unload()
 
 
 class ValueHead(nn.Module):
@@ -189,16 +207,18 @@ class ValueHead(nn.Module):
 
 @contextlib.contextmanager
 def eval_mode(*modules):
-    """Put the given modules (None ones skipped) in eval mode for the block, then restore each one's mode."""
-    was_training = [m.training for m in modules if m is not None]
-    for m in modules:
-        if m is not None:
-            m.eval()
+    """Put the given modules (None ones skipped) in eval mode for the block, then give every submodule
+    back its own mode: a model can mix them (peft's LoRA layers are in train mode around a base that
+    from_pretrained left in eval mode), which a recursive `train(mode)` would not restore."""
+    modes = [(m, m.training) for module in modules if module is not None for m in module.modules()]
+    for module in modules:
+        if module is not None:
+            module.eval()
     try:
         yield
     finally:
-        for m, t in zip([m for m in modules if m is not None], was_training, strict=True):
-            m.train(t)
+        for m, training in modes:
+            m.training = training
 
 
 @contextlib.contextmanager

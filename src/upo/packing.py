@@ -258,32 +258,40 @@ def packed_attention_for(model):
         config._attn_implementation = base
 
 
-def checkpoint_packed_layers(lm) -> None:
-    """Make transformers' activation checkpointing (enabled on `lm`) exact under packed attention.
-    Its backward reruns each layer outside `packed_attention_for`, where the model's own kernel would
-    take the packed tokens for one sequence: each layer's checkpoint function reruns it under the
-    attention implementation its forward ran with. (The rerun's attention-call count runs on, so it
-    must not read a prompt cache by layer: the forwards from one, KTO's mismatched pairs, run
-    without gradient and are never rerun.)"""
+def checkpoint_packed_layers(lm) -> list:
+    """Make transformers' activation checkpointing (enabled on `lm`) exact under packed attention;
+    returns the checkpointed layers. Its backward reruns each layer outside `packed_attention_for`,
+    where the model's own kernel would take the packed tokens for one sequence: each layer's checkpoint
+    function reruns it under the attention implementation its forward ran with, and from the
+    attention-call count it started at (the layer index of `Packing.kept` and of a prompt cache)."""
     from torch.utils.checkpoint import checkpoint
 
     config = lm.config
 
     def run_checkpointed(function, *args):
         attention = config._attn_implementation
+        packing = getattr(function, "keywords", {}).get("upo_packing")
+        first = packing.attention_calls if packing is not None else 0
 
         def layer(*inputs):
             saved, config._attn_implementation = config._attn_implementation, attention
+            calls = packing.attention_calls if packing is not None else 0
+            if packing is not None:
+                packing.attention_calls = first
             try:
                 return function(*inputs)
             finally:
                 config._attn_implementation = saved
+                if packing is not None:
+                    packing.attention_calls = max(calls, packing.attention_calls)
 
         return checkpoint(layer, *args, use_reentrant=False)
 
-    for module in lm.modules():
-        if getattr(module, "gradient_checkpointing", False) and hasattr(module, "_gradient_checkpointing_func"):
-            module._gradient_checkpointing_func = run_checkpointed
+    layers = [m for m in lm.modules() if getattr(m, "gradient_checkpointing", False)
+              and hasattr(m, "_gradient_checkpointing_func")]
+    for layer in layers:
+        layer._gradient_checkpointing_func = run_checkpointed
+    return layers
 
 
 def packed_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, *,
@@ -300,8 +308,9 @@ def packed_attention(module, query, key, value, attention_mask, scaling=None, dr
     heads, dim, kv_heads = query.shape[1], query.shape[3], key.shape[1]
     drop = dropout if module.training else 0.0
     scale = scaling if scaling is not None else dim**-0.5
-    if p.keep is not None:
-        p.kept.append(tuple(x[0].transpose(0, 1).index_select(0, p.keep).detach() for x in (key, value)))
+    if p.keep is not None and len(p.kept) == layer:  # once a layer, not again when a checkpointed layer reruns:
+        # detached before the select, which then saves nothing for backward (a rerun must save what the forward did)
+        p.kept.append(tuple(x[0].detach().transpose(0, 1).index_select(0, p.keep) for x in (key, value)))
     if use_varlen_kernel(query.device, query.dtype, drop, softcap) and not p.shared and p.prefix is None:
         # [1, H, M, d] -> [M, H, d]: no padding anywhere; sliding_window w lets a query see w - 1 keys back
         out = varlen_attn(*(x[0].transpose(0, 1) for x in (query, key, value)), p.cu_seqlens, p.cu_seqlens,

@@ -54,19 +54,17 @@ from upo.methods import METHODS, needs_kto_reference_point
 from upo.metrics import MetricsAverager, MetricsWriter, reduce_metrics
 from upo.modeling import (
     ValueHead,
-    add_lora,
-    disable_dropout,
-    enable_gradient_checkpointing,
     full_copy,
-    init_token_embeddings,
     load_causal_lm,
     load_tokenizer,
+    merged,
     resolve_model_path,
 )
+from upo.policy_lm import base_dtype, build_policy_lm
 from upo.prepare import prepare_data
 from upo.reference import make_reference_fn, precompute_run_reference_logps
 from upo.reference_cache import reference_cache
-from upo.steer_adapter import ADAPTER_FOLDER, AdapterSteering, add_steer_adapter, split_steer_adapter
+from upo.steer_adapter import ADAPTER_FOLDER, split_steer_adapter
 from upo.stop import TrainingStopped, agreed_stop, stop_requests
 from upo.tracking import accelerator_kwargs, finish_tracking, start_tracking
 
@@ -103,7 +101,9 @@ def train(cfg: UPOConfig) -> Path:
         for key, (old, new) in check_resume(resume_from, cfg, accelerator.num_processes).items():
             log(f"upo: resuming with {key} changed: {old!r} -> {new!r}")
     if not cfg.resume and (latest_checkpoint(out) or (out / "final").exists()):
-        raise FileExistsError(f"{out} already holds a run; pass --resume true to continue it, or choose another --output_dir")
+        raise FileExistsError(
+            f"{out} already holds a run; pass --resume true to continue it, or choose another --output_dir"
+        )
     if main:
         out.mkdir(parents=True, exist_ok=True)
         remove_stale_copies(out)
@@ -119,7 +119,6 @@ def train(cfg: UPOConfig) -> Path:
     aux_ids = add_steering_tokens(tokenizer, cfg.steer_aux_coefs) if cfg.steer_aux_coefs and by_token else None
     mix_ids = add_mix_tokens(tokenizer, list(cfg.steer_reward_mixes)) if cfg.steer_reward_mixes and by_token else None
     conditions = steering_conditions(aux_ids, mix_ids)  # [] when not steered
-    new_token_ids = sorted([*(control_ids or {}).values(), *(aux_ids or {}).values(), *(mix_ids or {}).values()])
     # Scoring the rewards may draw from torch's RNG (a scorer's model being built) or not (scores read
     # from the cache): the model's random initialization (LoRA, value head) must not depend on which.
     with torch.random.fork_rng(devices=[]):
@@ -132,36 +131,20 @@ def train(cfg: UPOConfig) -> Path:
     if main and data.standardizer is not None:
         (out / "reward_standardizer.json").write_text(json.dumps(data.standardizer.to_dict(), indent=2))
 
-    base_dtype = torch.bfloat16 if cfg.lora and cfg.lora_base_dtype == "bf16" else torch.float32
-    lm = load_causal_lm(model_path, dtype=base_dtype, attn_implementation=cfg.attn_implementation)
-    disable_dropout(lm)
-    if cfg.gradient_checkpointing:
-        enable_gradient_checkpointing(lm)
-    if new_token_ids and len(tokenizer) > (known := lm.get_input_embeddings().num_embeddings):
-        lm.resize_token_embeddings(len(tokenizer))  # new rows: sampled around the mean embedding (transformers)
-        if cfg.control_token_init == "text":  # each from the text it stands for: apart from the start
-            texts = {**{i: "desirable" if label else "undesirable" for label, i in (control_ids or {}).items()},
-                     **{i: f"{c:g}" for c, i in (aux_ids or {}).items()}, **{i: n for n, i in (mix_ids or {}).items()}}
-            init_token_embeddings(lm, tokenizer, {i: t for i, t in texts.items() if i >= known})
-    if cfg.lora:
-        # The control tokens' embeddings (CSFT's, steering's) must learn too: peft trains just those rows.
-        lm = add_lora(lm, cfg, trainable_token_ids=new_token_ids or None)
-    # steered UPO by adapter: a second adapter, scaled by each step's aux_coef (upo.steer_adapter)
-    steering = None
-    if cfg.steer_aux_coefs and not by_token:
-        add_steer_adapter(lm)
-        steering = AdapterSteering(lm, cfg.steer_aux_coefs, cfg.seed)
+    token_texts = {**{i: "desirable" if label else "undesirable" for label, i in (control_ids or {}).items()},
+                   **{i: f"{c:g}" for c, i in (aux_ids or {}).items()}, **{i: n for n, i in (mix_ids or {}).items()}}
+    lm, steering = build_policy_lm(cfg, model_path, tokenizer, token_texts)
     # The reference is the policy before any update, so at step 0 every log-ratio is 0, in bf16 too
     # (a sequence's bf16 log-prob depends on its batch: the precompute runs training's first-epoch
     # batches, and a frozen copy runs each step's). The policy itself computes them with LoRA (its
-    # adapters disabled) or when they are precomputed; otherwise a frozen copy does, in fp32 like the
-    # policy's weights and under the same autocast (a bf16 copy would not compute what the policy
-    # computes: its embeddings, norms and residual stream stay fp32 under autocast). `ref_model`
-    # names another reference, always a frozen copy.
+    # adapters disabled) or when they are precomputed; otherwise a frozen copy does, in the dtype of
+    # the policy's weights (`base_dtype`) and under the same autocast (a bf16 copy of fp32 weights would
+    # not compute what the policy computes: its embeddings, norms and residual stream stay fp32 under
+    # autocast). `ref_model` names another reference, always a frozen copy.
     ref_model = None
     if method.uses_reference and (cfg.ref_model or not (cfg.lora or cfg.precompute_ref_logps)):
         ref_path = resolve_model_path(cfg.ref_model, cfg.cache_dir) if cfg.ref_model else model_path
-        ref_model = load_causal_lm(ref_path, dtype=base_dtype, attn_implementation=cfg.attn_implementation)
+        ref_model = load_causal_lm(ref_path, dtype=base_dtype(cfg), attn_implementation=cfg.attn_implementation)
         ref_model = prepare_reference(accelerator, ref_model.eval().requires_grad_(False))
     # One trained module: the LM and, for the methods that have one, the value head V_psi(x).
     value_head = ValueHead(lm.config.hidden_size, cfg.value_head_hidden) if method.uses_value_head else None
@@ -238,9 +221,6 @@ def train(cfg: UPOConfig) -> Path:
     start_tracking(accelerator, cfg, resume_step=global_step if resume_from else None)
 
     # ---- the loop -------------------------------------------------------------------------------
-    # Train mode (from_pretrained gives eval mode), where LoRA's dropout and activation checkpointing act;
-    # the model's own dropout is off. Reference log-probs above: eval mode; held-out metrics: eval and back.
-    policy.train()
     averager = MetricsAverager()
     bar = tqdm(total=total_steps, initial=global_step, desc=f"{cfg.method} training", disable=not show, dynamic_ncols=True)
     policy_params = optimizer.param_groups[0]["params"]
@@ -385,7 +365,7 @@ def _save_final(accelerator, policy, tokenizer, cfg: UPOConfig, data, out: Path)
         lm = full_copy(accelerator.unwrap_model(policy).lm, parts["lm"], merge=cfg.lora and cfg.merge_lora and not by_adapter)
         with atomic_folder(final) as tmp:
             if by_adapter:  # final/steer_adapter/, then final/ itself: the base with `default` merged (aux_coef 0)
-                lm = split_steer_adapter(lm, tmp / ADAPTER_FOLDER).merge_and_unload()
+                lm = merged(split_steer_adapter(lm, tmp / ADAPTER_FOLDER))
             lm.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
             cfg.save(tmp / "upo_config.yaml")

@@ -1,0 +1,44 @@
+"""The trained causal LM as the trainer sets it up: loaded with its frozen base in `base_dtype`,
+its own dropout off, activation checkpointing on request, the rows of new control tokens, LoRA,
+and steered UPO's second adapter."""
+
+from __future__ import annotations
+
+import torch
+
+from upo.modeling import (
+    add_lora,
+    disable_dropout,
+    enable_gradient_checkpointing,
+    init_token_embeddings,
+    load_causal_lm,
+)
+from upo.steer_adapter import AdapterSteering, add_steer_adapter
+
+
+def base_dtype(cfg) -> torch.dtype:
+    """The dtype of the weights as loaded: bf16 for LoRA's frozen base with `lora_base_dtype: bf16`,
+    else fp32 (trained weights and optimizer state are fp32 under any `precision`)."""
+    return torch.bfloat16 if cfg.lora and cfg.lora_base_dtype == "bf16" else torch.float32
+
+
+def build_policy_lm(cfg, model_path: str, tokenizer, token_texts: dict[int, str]):
+    """(the LM to train, the AdapterSteering of a run steered by adapter or None). `token_texts`:
+    {id: the text it stands for} of the control tokens added to `tokenizer` (CSFT's, steering's);
+    their new embedding rows start from that text (`control_token_init: text`) and train, with LoRA too."""
+    lm = load_causal_lm(model_path, dtype=base_dtype(cfg), attn_implementation=cfg.attn_implementation)
+    disable_dropout(lm)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(lm)
+    if token_texts and len(tokenizer) > (known := lm.get_input_embeddings().num_embeddings):
+        lm.resize_token_embeddings(len(tokenizer))  # new rows: sampled around the mean embedding (transformers)
+        if cfg.control_token_init == "text":  # each from the text it stands for: apart from the start
+            init_token_embeddings(lm, tokenizer, {i: t for i, t in token_texts.items() if i >= known})
+    if cfg.lora:
+        # The control tokens' embeddings (CSFT's, steering's) must learn too: peft trains just those rows.
+        lm = add_lora(lm, cfg, trainable_token_ids=sorted(token_texts) or None)
+    steering = None
+    if cfg.steer_aux_coefs and cfg.steer_by == "adapter":  # a second adapter, scaled by each step's aux_coef
+        add_steer_adapter(lm)
+        steering = AdapterSteering(lm, cfg.steer_aux_coefs, cfg.seed)
+    return lm, steering
