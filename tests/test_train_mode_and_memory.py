@@ -25,6 +25,7 @@ def _counting_layer_calls(monkeypatch) -> list[int]:
 
     def counted(self, *args, **kwargs):
         calls[0] += 1
+        assert not self.training  # the model's own modules stay in eval mode (only the layers' flag is set)
         return forward(self, *args, **kwargs)
 
     monkeypatch.setattr(LlamaMLP, "forward", counted)
@@ -43,8 +44,8 @@ def test_checkpointing_recomputes_layers_and_changes_no_update(lora, padding_fre
     runs, counts = {}, {}
     for name, checkpointing in (("plain", False), ("checkpointed", True)):
         calls[0] = 0
-        final = train(run_config(tiny_model_dir, pairs_file, tmp_path / name, method="upo", pref_loss=pref_loss, lora=lora, lora_dropout=lora_dropout,
-                                 padding_free=padding_free, eval_fraction=0.0, max_steps=3,
+        final = train(run_config(tiny_model_dir, pairs_file, tmp_path / name, method="upo", pref_loss=pref_loss, lora=lora,
+                                 lora_dropout=lora_dropout, padding_free=padding_free, eval_fraction=0.25, eval_steps=1, max_steps=3,
                                  gradient_checkpointing=checkpointing))
         counts[name] = calls[0]
         runs[name] = (load_file(str(final / "model.safetensors")), read_metrics(final.parent / "metrics.jsonl"))
@@ -130,6 +131,24 @@ def test_disable_dropout_zeroes_dropout_layers_and_float_rates():
         assert not torch.equal(model(ids).logits, model(ids).logits)  # dropout acts in train mode
         disable_dropout(model)
         assert torch.equal(model(ids).logits, model(ids).logits), type(model).__name__
+
+
+def test_disable_dropout_leaves_the_eval_mode_model_as_it_was():
+    """Only dropout rates change: in eval mode a model computes what it computed before, PhiMoE's
+    router too (it reads router_jitter_noise as a threshold in eval mode)."""
+    from transformers import PhimoeConfig, PhimoeForCausalLM
+
+    from upo.modeling import disable_dropout
+
+    torch.manual_seed(0)
+    model = PhimoeForCausalLM(PhimoeConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                           num_key_value_heads=2, intermediate_size=64, num_local_experts=4,
+                                           router_jitter_noise=0.3, attention_dropout=0.3)).eval()
+    ids = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = model(ids).logits
+        disable_dropout(model)
+        assert torch.equal(model(ids).logits, before)
 
 
 def test_eval_mode_gives_every_submodule_its_own_mode_back():

@@ -88,10 +88,10 @@ def load_causal_lm(path: str, dtype: torch.dtype = torch.float32, attn_implement
         raise FileNotFoundError(f"could not load a causal LM from {path!r}: {e}") from None
 
 
-# float module attributes that transformers models pass to F.dropout(..., training=self.training) or use
-# as noise scales in train mode (OPT's dropout and layerdrop, Starcoder2's residual_dropout, GPT-J's
-# resid_pdrop, Mixtral's router_jitter_noise, ...)
-DROPOUT_NAMES = ("dropout", "pdrop", "layerdrop", "jitter_noise")
+# float module attributes that transformers models pass to F.dropout(..., training=self.training) (OPT's
+# dropout and layerdrop, Starcoder2's residual_dropout, DBRX's resid_pdrop, ...). Not "jitter_noise":
+# PhiMoE's router reads its router_jitter_noise as a masking threshold in eval mode too.
+DROPOUT_NAMES = ("dropout", "pdrop", "layerdrop")
 
 
 def disable_dropout(model: nn.Module) -> None:
