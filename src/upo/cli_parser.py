@@ -124,14 +124,19 @@ Train and eval curves of a metric share one axes (train: line, eval: dashed with
 """
 
 
+def command(sub, *args, **kwargs) -> argparse.ArgumentParser:
+    """A subcommand's parser: its help text as written (epilog examples keep their lines), no
+    abbreviated flags (`--lr` must not silently mean `--lr_scheduler`)."""
+    return sub.add_parser(*args, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False, **kwargs)
+
+
 def _add_plot_parser(sub) -> None:
-    plot = sub.add_parser(
+    plot = command(
+        sub,
         "plot",
         help="draw a run's training curves (loss, rewards, margins, accuracies, UPO terms, KL, grad norm, lr) as PNGs",
         description=PLOT_DESCRIPTION,
         epilog="examples:\n  upo plot runs/upo-hh\n  upo plot runs/upo-hh --output_dir figures/upo-hh",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,
     )
     plot.add_argument("run_dir", metavar="RUN_DIR", help="a `upo train` output_dir (it holds metrics.jsonl)")
     plot.add_argument("--output_dir", help="where the PNGs go [default: RUN_DIR/plots]")
@@ -140,38 +145,35 @@ def _add_plot_parser(sub) -> None:
 def _add_eval_parsers(sub) -> None:
     from upo.evaluation.config import EvalConfig
 
-    evaluate = sub.add_parser(
+    evaluate = command(
+        sub,
         "eval",
         help="generate on held-out prompts; judge win rate, implicit-reward accuracy, safety, reading grade, length",
         description="Evaluate a model on the first N held-out rows of a preference dataset.",
         epilog=EVAL_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,
     )
     evaluate.add_argument("--config", metavar="FILE.yaml", help="YAML file of eval keys")
     _add_dataclass_flags(evaluate, EvalConfig, "eval", "eval keys (defaults < --config file < these flags)")
 
-    compare = sub.add_parser(
+    compare = command(
+        sub,
         "compare",
         help="compare two evaluations of the same prompts: each metric's difference with a paired 95%% interval",
         description="Compare two `upo eval` outputs on the same prompts: for each metric, B - A with its 95% "
         "paired bootstrap interval over the prompts (or held-out pairs), and the side it favours.",
         epilog=COMPARE_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,
     )
     compare.add_argument("a", metavar="A", help="an eval output folder or its eval.json")
     compare.add_argument("b", metavar="B", help="another, on the same prompts")
     compare.add_argument("--output", metavar="FILE.json", help="also write the comparison as JSON (and FILE.md)")
 
-    frontier = sub.add_parser(
+    frontier = command(
+        sub,
         "frontier",
         help="sweep methods and auxiliary weights, evaluate each, and chart the preference/auxiliary Pareto fronts",
         description="Train and evaluate every point of a sweep; compare UPO's Pareto front with the "
         "preference-only methods' (hypervolume gain, share of UPO points not dominated).",
         epilog=FRONTIER_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,
     )
     frontier.add_argument("--config", required=True, metavar="SWEEP.yaml", help="the sweep (see README, upo frontier)")
     frontier.add_argument("--quick", action="store_true", help="apply the sweep's quick: overrides (a smoke run)")
@@ -219,14 +221,13 @@ def _add_rm_parsers(sub) -> None:
     rm = sub.add_parser("rm", help="reward models: `upo rm train` trains a Bradley-Terry reward model",
                         description="Reward models.", allow_abbrev=False)
     rm_sub = rm.add_subparsers(dest="rm_command", metavar="COMMAND", required=True)
-    train = rm_sub.add_parser(
+    train = command(
+        rm_sub,
         "train",
         help="train a Bradley-Terry reward model (a causal LM with a scalar head) on paired preference data",
         description="Train a reward model on (prompt, chosen, rejected) pairs with the loss "
         "-log sigmoid(r_chosen - r_rejected); report its held-out pairwise accuracy.",
         epilog=RM_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,
     )
     train.add_argument("--config", metavar="FILE.yaml", help="YAML file of rm keys")
     _add_dataclass_flags(train, RMConfig, "rm", "rm keys (defaults < --config file < these flags)")
@@ -243,27 +244,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"upo {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    train = sub.add_parser(
+    train = command(
+        sub,
         "train",
         help="train a model with UPO, DPO, IPO, KTO or a baseline (sft, csft, oppo, aoppo, modpo, alol, drov)",
         description="Train a causal LM on preference data. Writes a run folder with the resolved config, "
         "metrics.jsonl, checkpoints/ and a save_pretrained final/ folder.",
         epilog=TRAIN_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,
     )
     train.add_argument("--config", metavar="FILE.yaml", help="YAML file of config keys")
     _add_config_flags(train)
 
-    demo = sub.add_parser(
+    demo = command(
+        sub,
         "demo",
         help="run the offline end-to-end demo on the embedded SmolLM2-135M-Instruct",
         description="Offline demo: build a small preference dataset, train DPO and UPO, compare them.",
         epilog=DEMO_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,
     )
-    score = sub.add_parser(
+    score = command(
+        sub,
         "score",
         help="score every response of a dataset or generations file with auxiliary scorers",
         description="Score each response (pairs: chosen and rejected; unpaired: the completion; generations "
@@ -271,8 +271,6 @@ def build_parser() -> argparse.ArgumentParser:
         "and print the mean per response role. Scores are cached like training's.",
         epilog="example:\n  upo score --data ../shared/data/hh-rlhf/harmless-base-dev.jsonl.gz "
         "--scorers safety,readability,profanity --output scores.jsonl",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,
     )
     score.add_argument("--data", required=True, help="preference data or a generations JSONL file")
     score.add_argument("--scorers", required=True, help="comma-separated scorer names (built-ins or pkg.module:function)")
@@ -287,7 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true", help="a much smaller demo (a few minutes), for smoke tests")
     demo.add_argument("--seed", type=int, default=0)
 
-    validate = sub.add_parser(
+    validate = command(
+        sub,
         "validate",
         help="report every problem of a dataset (and, with --model, token lengths and truncation) without training",
         description="Read a dataset the way `upo train` does, but report every malformed row (file:line and "
@@ -296,8 +295,6 @@ def build_parser() -> argparse.ArgumentParser:
         "Exit status 1 when any row is malformed.",
         epilog="examples:\n  upo validate --data pairs.jsonl\n  upo validate --data "
         "../shared/data/hh-rlhf/harmless-base-dev.jsonl.gz --model embedded:smollm2-135m-instruct --max_length 256",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,
     )
     validate.add_argument("--data", required=True, help="preference data: a .jsonl/.jsonl.gz/.json file or a datasets source")
     validate.add_argument("--split", default="train", help="split of a datasets source [default: train]")
