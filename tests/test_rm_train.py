@@ -134,6 +134,7 @@ def test_gradient_checkpointing_reruns_layers_and_changes_no_update(tiny_model_d
 
     def counted(self, *args, **kwargs):
         calls[0] += 1
+        assert not self.training  # the model's own modules stay in eval mode, as upo train's
         return forward(self, *args, **kwargs)
 
     monkeypatch.setattr(LlamaMLP, "forward", counted)

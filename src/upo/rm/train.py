@@ -173,8 +173,8 @@ def train_reward_model(cfg: RMConfig) -> tuple[Path, dict[str, float]]:
     for line in data.report:
         log(f"upo rm: {line}")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # its own modules stay in eval mode, as upo train's policy (upo.modeling.enable_gradient_checkpointing)
     model = load_reward_model(model_path, tokenizer, cfg).to(device)
-    model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
                                   fused=device.type in ("cpu", "cuda"))
@@ -217,7 +217,6 @@ def train_reward_model(cfg: RMConfig) -> tuple[Path, dict[str, float]]:
     bar.close()
     train_seconds = time.perf_counter() - start
 
-    model.eval()
     final = _save(model, tokenizer, cfg, out)
     del model, optimizer, trainable  # the scorer loads its own copy from final/
     metrics = {
