@@ -198,7 +198,7 @@ STARTED_EMBEDDINGS = {}  # a steered run's final/ -> its embeddings when LoRA wa
 def steered_run(tiny_model_dir, pairs_file, tmp_path_factory):
     """A tiny steered UPO run (KTO term, LoRA) and the same run unsteered, 3 steps each; the
     reference is the tiny model itself (its vocabulary without the condition tokens)."""
-    from upo import trainer
+    from upo import policy_lm as trainer  # where the trainer sets its model up (add_lora)
 
     tmp = tmp_path_factory.mktemp("steered")
     keys = dict(lora=True, lora_r=4, max_steps=3, ref_model=str(tiny_model_dir),

@@ -278,7 +278,7 @@ def test_steered_training_and_eval_over_two_mixes(tiny_model_dir, pairs_file, tm
     """A tiny LoRA run over two mixes (KTO term): final/ records them, their tokens' embeddings train
     (they differ from the rows the resized model started with), and `upo eval --reward_mix` generates
     under the chosen one; an unknown or missing mix is refused."""
-    from upo import trainer
+    from upo import policy_lm as trainer  # where the trainer sets its model up (add_lora)
 
     started = []  # the embeddings as LoRA receives them: resized, new rows initialized
     add_lora = trainer.add_lora
