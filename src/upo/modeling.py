@@ -45,12 +45,12 @@ def enable_gradient_checkpointing(lm) -> None:
     after held-out evaluation."""
     if not getattr(lm, "supports_gradient_checkpointing", False):
         raise ValueError(f"gradient_checkpointing: true, but {type(lm).__name__} does not support it in transformers")
-    options = {"use_reentrant": False}
     if hasattr(lm, "activation_checkpointing_enable"):  # transformers >= 5.x's name; the old one warns
-        lm.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+        lm.activation_checkpointing_enable()
     else:
-        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
-    layers = checkpoint_packed_layers(lm)  # the padding-free forward's attention, rerun as it ran
+        lm.gradient_checkpointing_enable()
+    # each layer's checkpoint function replaced by upo's (non-reentrant; packed attention rerun as it ran)
+    layers = checkpoint_packed_layers(lm)
     for layer in layers:
         layer.training = True  # the layer's own flag only: not layer.train(), which would recurse
 
