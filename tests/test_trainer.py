@@ -39,7 +39,9 @@ def test_every_method_trains_two_steps(method, pref_loss, tiny_model_dir, pairs_
     assert [r["step"] for r in rows] == [1, 2]
     for key in ["loss", "logps/chosen", "step_seconds", "tokens_per_second", "grad_norm", "lr"]:
         assert f"train/{key}" in rows[-1], key
-    if METHODS[method].uses_reference:  # evaluation on held-out pairs at the end
+    # evaluation on held-out pairs at the end: implicit rewards of every method with a reference or a
+    # reward of its own (beta * the policy's log-probs: SimPO, CPO, ORPO)
+    if METHODS[method].uses_reference or "beta" in METHODS[method].reads:
         assert "eval/rewards/accuracies" in rows[-1]
     for row in rows:
         for key, value in row.items():

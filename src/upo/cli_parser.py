@@ -247,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = command(
         sub,
         "train",
-        help="train a model with UPO, DPO, IPO, KTO or a baseline (sft, csft, oppo, aoppo, modpo, alol, drov)",
+        help="train a model with UPO, DPO, IPO, KTO, SimPO, CPO, ORPO or a baseline (sft, csft, oppo, aoppo, modpo, alol, drov)",
         description="Train a causal LM on preference data. Writes a run folder with the resolved config, "
         "metrics.jsonl, checkpoints/ and a save_pretrained final/ folder.",
         epilog=TRAIN_EPILOG,

@@ -68,8 +68,8 @@ def _mean_loss(step):
 
 
 METHODS: dict[str, Method] = {
-    "dpo": Method("dpo", "paired", _mean_loss(steps.dpo_step), reads=("beta", "label_smoothing"),
-                  summary="DPO, Rafailov et al. 2023"),
+    "dpo": Method("dpo", "paired", _mean_loss(steps.dpo_step), reads=("beta", "label_smoothing", "rpo_alpha"),
+                  summary="DPO, Rafailov et al. 2023 (RPO, Pang et al. 2024, with rpo_alpha)"),
     "ipo": Method("ipo", "paired", _mean_loss(steps.ipo_step), reads=("beta",), summary="IPO, Azar et al. 2023"),
     "kto": Method("kto", "unpaired", _mean_loss(steps.kto_step), needs_kto_reference_point=True,
                   reads=("beta", "desirable_weight", "undesirable_weight"), summary="KTO, Ethayarajh et al. 2024"),
@@ -86,6 +86,15 @@ METHODS: dict[str, Method] = {
         reads=("pref_loss", "aux_coef", "eta", "max_weight", "tau", "aux_logp"),
         summary="UPO, Badrinath et al. 2024: preference term + advantage-weighted auxiliary term",
     ),
+    # ---- reference-free preference losses (upo.reference_free_losses): no reference model ----
+    "simpo": Method("simpo", "paired", _mean_loss(steps.simpo_step), uses_reference=False,
+                    reads=("beta", "simpo_gamma", "label_smoothing"),
+                    summary="SimPO, Meng et al. 2024: length-normalized reward with a target margin"),
+    "cpo": Method("cpo", "paired", _mean_loss(steps.cpo_step), uses_reference=False,
+                  reads=("beta", "cpo_alpha", "label_smoothing"),
+                  summary="CPO, Xu et al. 2024: reference-free DPO plus the chosen responses' NLL"),
+    "orpo": Method("orpo", "paired", _mean_loss(steps.orpo_step), uses_reference=False, reads=("beta",),
+                   summary="ORPO, Hong et al. 2024: NLL plus beta (ORPO's lambda) times an odds-ratio loss"),
     # ---- baselines the paper compares against (pure losses in upo.baseline_losses) ----
     "sft": Method(
         "sft",

@@ -2,11 +2,12 @@
 
 Here config becomes loss arguments and the metric names are made. Every step reports the standard
 names (`rewards/*` are beta * logratio wherever a reference exists, `logps/*` summed) plus its own
-under a method prefix. The preference steps (DPO, IPO, KTO), `sft_step`, `csft_step` and
-`modpo_step` return per-example losses (the method table averages them); the others return the
-batch loss. The pure losses are in `upo.losses` (DPO, IPO, KTO, UPO) and `upo.baseline_losses`
-(the baselines the paper compares against); which data each method needs is in the table,
-`upo.methods.METHODS`.
+under a method prefix. The preference steps (DPO, IPO, KTO), the reference-free ones (SimPO, CPO,
+ORPO), `sft_step`, `csft_step` and `modpo_step` return per-example losses (the method table averages
+them); the others return the batch loss. The pure losses are in `upo.losses` (DPO, IPO, KTO, UPO),
+`upo.reference_free_losses` (SimPO, CPO, ORPO: their `rewards/*` are beta * the policy's own
+log-probs) and `upo.baseline_losses` (the baselines the paper compares against); which data each
+method needs is in the table, `upo.methods.METHODS`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from upo import baseline_losses, losses
+from upo import baseline_losses, losses, reference_free_losses
 
 if TYPE_CHECKING:
     from upo.forward import StepInputs
@@ -67,10 +68,16 @@ def unpaired_metrics(rewards, policy_logps, desirable) -> Metrics:
 
 
 def dpo_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
+    """DPO; with `rpo_alpha` > 0, RPO (Pang et al. 2024): plus rpo_alpha times the chosen responses' per-token NLL."""
     pc, pr = split_pairs(x.policy_logps)
     rc, rr = split_pairs(x.reference_logps)
     per_pair, chosen_r, rejected_r = losses.dpo_loss(pc, pr, rc, rr, beta=cfg.beta, label_smoothing=cfg.label_smoothing)
-    return per_pair, pair_metrics(chosen_r, rejected_r, pc, pr)
+    metrics = pair_metrics(chosen_r, rejected_r, pc, pr)
+    if cfg.rpo_alpha > 0:
+        nll = baseline_losses.sft_loss(split_pairs(x.policy_mean_logps)[0])  # [B]
+        per_pair = per_pair + cfg.rpo_alpha * nll
+        metrics["nll_loss"] = nll.detach().mean()
+    return per_pair, metrics
 
 
 def ipo_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
@@ -159,6 +166,36 @@ def csft_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
     d, u = x.desirable.float(), (~x.desirable).float()
     logps = x.policy_logps.detach()
     return per_example, {"logps/chosen": masked_mean(logps, d), "logps/rejected": masked_mean(logps, u)}
+
+
+# ---- reference-free preference losses (upo.reference_free_losses) ------------------------------
+
+
+def simpo_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
+    pc, pr = split_pairs(x.policy_logps)
+    mc, mr = split_pairs(x.policy_mean_logps)
+    per_pair, chosen_r, rejected_r = reference_free_losses.simpo_loss(
+        mc, mr, beta=cfg.beta, gamma=cfg.simpo_gamma, label_smoothing=cfg.label_smoothing)
+    return per_pair, pair_metrics(chosen_r, rejected_r, pc, pr)
+
+
+def cpo_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
+    pc, pr = split_pairs(x.policy_logps)
+    mc, _ = split_pairs(x.policy_mean_logps)
+    per_pair, chosen_r, rejected_r, nll = reference_free_losses.cpo_loss(
+        pc, pr, mc, beta=cfg.beta, alpha=cfg.cpo_alpha, label_smoothing=cfg.label_smoothing)
+    metrics = pair_metrics(chosen_r, rejected_r, pc, pr)
+    metrics["nll_loss"] = nll.mean()
+    return per_pair, metrics
+
+
+def orpo_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
+    pc, pr = split_pairs(x.policy_logps)
+    out = reference_free_losses.orpo_loss(*split_pairs(x.policy_mean_logps), beta=cfg.beta)
+    metrics = pair_metrics(out.chosen_rewards, out.rejected_rewards, pc, pr)
+    metrics.update({"nll_loss": out.nll.mean(), "orpo/log_odds_ratio": out.log_odds_ratios.mean(),
+                    "orpo/odds_ratio_loss": out.odds_ratio_losses.mean()})
+    return out.losses, metrics
 
 
 def modpo_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:

@@ -1,0 +1,66 @@
+"""The reference-free losses against TRL's own (TRL 1.16's experimental CPOTrainer.cpo_loss with
+loss_type sigmoid and simpo, ORPOTrainer.odds_ratio_loss), on random log-probs.
+
+TRL is not a dependency of upo: these tests skip without it. They run in the benchmark
+environment: `make bench-env && .venv-bench/bin/python -m pytest tests/test_against_trl.py`.
+TRL's methods are called unbound, with a stand-in for the trainer holding the attributes they read.
+The NLL terms are not compared: TRL averages over the batch's chosen tokens, upo per response
+(README, "The losses").
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from upo.reference_free_losses import cpo_loss, orpo_loss, simpo_loss
+
+cpo_trainer = pytest.importorskip("trl.experimental.cpo.cpo_trainer")
+orpo_trainer = pytest.importorskip("trl.experimental.orpo.orpo_trainer")
+
+
+def trainer(**attrs) -> SimpleNamespace:
+    return SimpleNamespace(accelerator=SimpleNamespace(device=torch.device("cpu")), alpha=0.0, **attrs)
+
+
+def mean_logps(n: int, seed: int) -> torch.Tensor:
+    """[n] per-token mean log-probs in (-6, -1e-4): probabilities from near 0 to near 1."""
+    g = torch.Generator().manual_seed(seed)
+    return -torch.exp(torch.empty(n).uniform_(-9.0, 1.8, generator=g))
+
+
+@pytest.mark.parametrize(("beta", "gamma", "label_smoothing"), [(2.0, 1.0, 0.0), (2.5, 0.3, 0.1), (0.1, 0.5, 0.0)])
+def test_simpo_is_trls(beta, gamma, label_smoothing):
+    mc, mr = mean_logps(64, 1), mean_logps(64, 2)
+    ours, chosen, rejected = simpo_loss(mc, mr, beta=beta, gamma=gamma, label_smoothing=label_smoothing)
+    trl = trainer(loss_type="simpo", beta=beta, simpo_gamma=gamma, label_smoothing=label_smoothing)
+    theirs, their_chosen, their_rejected = cpo_trainer.CPOTrainer.cpo_loss(trl, mc, mr)
+    torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(chosen, their_chosen)
+    torch.testing.assert_close(rejected, their_rejected)
+
+
+@pytest.mark.parametrize(("beta", "label_smoothing"), [(0.1, 0.0), (0.5, 0.2)])
+def test_cpo_preference_term_is_trls(beta, label_smoothing):
+    pc, pr = 40 * mean_logps(64, 3), 40 * mean_logps(64, 4)  # summed log-probs of ~40 tokens
+    ours, chosen, rejected, _ = cpo_loss(pc, pr, torch.zeros(64), beta=beta, alpha=0.0, label_smoothing=label_smoothing)
+    trl = trainer(loss_type="sigmoid", beta=beta, simpo_gamma=0.5, label_smoothing=label_smoothing)
+    theirs, their_chosen, their_rejected = cpo_trainer.CPOTrainer.cpo_loss(trl, pc, pr)
+    torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(chosen, their_chosen)
+    torch.testing.assert_close(rejected, their_rejected)
+
+
+@pytest.mark.parametrize("beta", [0.1, 0.25])
+def test_orpo_odds_ratio_term_is_trls(beta):
+    """TRL returns beta * log sigmoid(log odds ratio), which its loss subtracts from the NLL."""
+    mc, mr = mean_logps(64, 5), mean_logps(64, 6)
+    ours = orpo_loss(mc, mr, beta=beta)
+    theirs, chosen, rejected, _, log_odds_ratio_mean = orpo_trainer.ORPOTrainer.odds_ratio_loss(trainer(beta=beta), mc, mr)
+    torch.testing.assert_close(beta * ours.odds_ratio_losses, -theirs)
+    torch.testing.assert_close(ours.losses - ours.nll, -theirs)
+    torch.testing.assert_close(ours.log_odds_ratios.mean(), log_odds_ratio_mean)
+    torch.testing.assert_close(ours.chosen_rewards, chosen)
+    torch.testing.assert_close(ours.rejected_rewards, rejected)
