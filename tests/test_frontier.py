@@ -371,6 +371,22 @@ def test_example_sweep_is_valid():
     assert str(quick.output_dir) != str(full.output_dir)
 
 
+def test_the_sweeps_evaluation_reads_the_base_eval_dataset_at_its_eval_split(tmp_path):
+    from upo.frontier.run import eval_template
+    from upo.frontier.sweep import load_sweep
+
+    sweep_file = tmp_path / "sweep.yaml"
+    base = {"dataset": "ds", "eval_dataset": "ds", "eval_fraction": 0.0}
+    sweep_file.write_text(yaml.safe_dump({"base": {**base, "eval_split": "test"}, "methods": ["dpo"],
+                                          "eval": {"judge": "none"}}))
+    sweep = load_sweep(sweep_file)
+    assert (eval_template(sweep, sweep.base_config()).data, eval_template(sweep, sweep.base_config()).data_split) == (
+        "ds", "test")
+    sweep_file.write_text(yaml.safe_dump({"base": base, "methods": ["dpo"], "eval": {"judge": "none"}}))
+    sweep = load_sweep(sweep_file)
+    assert eval_template(sweep, sweep.base_config()).data_split == "train"  # dataset_split
+
+
 def test_a_judge_trained_on_the_evaluated_rows_is_flagged(tmp_path):
     from upo.evaluation.config import EvalConfig
     from upo.frontier.run import judge_split_warning

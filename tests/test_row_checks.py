@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from upo.cli import main
-from upo.config import UPOConfig
+from upo.config import ConfigError, UPOConfig
 from upo.data.readers import load_records
 from upo.data.records import DataError
 from upo.prepare import prepare_data
@@ -91,6 +91,26 @@ def test_no_held_out_row_is_also_a_training_row(tiny_tokenizer, tmp_path):
     data = prepare_data(cfg, tiny_tokenizer, progress=False)
     assert len(data.eval_items) == 1
     assert f"warning: dropped 1 held-out rows that are also training rows: {held}:1" in data.report
+
+
+def test_eval_split_reads_another_split_of_a_datasets_source(tiny_tokenizer, tmp_path):
+    """A folder of train.jsonl and test.jsonl is a datasets source with two splits: eval_split picks
+    the held-out one (TRL's dataset_test_split); without it eval_dataset is read at dataset_split."""
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    _write(folder / "train.jsonl", [{**GOOD, "prompt": f"train {i}"} for i in range(6)])
+    _write(folder / "test.jsonl", [{**GOOD, "prompt": f"test {i}"} for i in range(3)])
+    cfg = UPOConfig(dataset=str(folder), eval_dataset=str(folder), eval_split="test", method="dpo")
+    data = prepare_data(cfg, tiny_tokenizer, progress=False)
+    assert (len(data.train_items), len(data.eval_items)) == (6, 3)
+    train_prompts = {tuple(i["prompt_ids"]) for i in data.train_items}
+    assert not train_prompts & {tuple(i["prompt_ids"]) for i in data.eval_items}
+    # read at dataset_split, the held-out rows would be the training rows, all dropped
+    data = prepare_data(UPOConfig(dataset=str(folder), eval_dataset=str(folder), method="dpo"), tiny_tokenizer,
+                        progress=False)
+    assert (len(data.train_items), len(data.eval_items)) == (6, 0)
+    with pytest.raises(ConfigError, match="eval_split \\(no eval_dataset\\)"):
+        UPOConfig(dataset=str(folder), eval_split="test", method="dpo")
 
 
 def test_the_tokenizers_own_control_tokens_are_refused_in_train_and_validate(tiny_tokenizer, tiny_model_dir,

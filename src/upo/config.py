@@ -56,6 +56,7 @@ class UPOConfig:
     dataset: str = ""  # .jsonl / .jsonl.gz / .json file, or a datasets.load_dataset name or folder
     dataset_split: str = "train"  # split to read from a datasets source
     eval_dataset: str | None = None  # held-out pairs from a separate source; null = split `eval_fraction` off `dataset`
+    eval_split: str | None = None  # split of eval_dataset to read from a datasets source (e.g. "test"); null = dataset_split
     eval_fraction: Annotated[float, Interval("[0, 1)")] = 0.05  # share of `dataset` held out for evaluation when no eval_dataset is given
     max_examples: Positive[int] | None = None  # keep only the first N examples (after shuffling with seed)
     max_length: Positive[int] = 512  # prompt + response tokens
@@ -227,6 +228,8 @@ class UPOConfig:
                                          "lora_base_dtype"), "lora is false"))
         if not self.relabel:
             unread["relabel_margin"] = "relabel is false"
+        if not self.eval_dataset:
+            unread["eval_split"] = "no eval_dataset"
         if not (self.eval_dataset or self.eval_fraction > 0):
             unread["eval_steps"] = "no held-out data: eval_fraction is 0 and no eval_dataset"
         if not self.heldout_eval:

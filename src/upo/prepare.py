@@ -147,7 +147,8 @@ def prepare_data(cfg: UPOConfig, tokenizer, progress: bool = True) -> PreparedDa
     records = _load(cfg.dataset, cfg.dataset_split, report)
     if cfg.eval_dataset:
         random.Random(cfg.heldout_seed).shuffle(records)
-        eval_records = drop_training_rows(_load(cfg.eval_dataset, cfg.dataset_split, report), records, report)
+        eval_split = cfg.eval_split or cfg.dataset_split
+        eval_records = drop_training_rows(_load(cfg.eval_dataset, eval_split, report), records, report)
     else:
         eval_records, records = split_heldout(records, cfg.eval_fraction, cfg.heldout_seed)
     if cfg.max_examples is not None:

@@ -74,7 +74,7 @@ def eval_template(sweep: Sweep, base: UPOConfig) -> EvalConfig:
         values["precision"] = base.precision
     if "data" not in sweep.eval:
         if base.eval_dataset:
-            values["data"] = base.eval_dataset
+            values.update(data=base.eval_dataset, data_split=base.eval_split or base.dataset_split)
         elif base.eval_fraction > 0:
             values.update(data=base.dataset, eval_fraction=base.eval_fraction)
         else:

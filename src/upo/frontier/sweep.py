@@ -63,7 +63,8 @@ from upo.evaluation.config import coerce_eval
 TOP_KEYS = ("output_dir", "points_dir", "base", "eval", "methods", "aux_coef", "method_overrides", "reward_variants",
             "points", "preference_metric", "aux_metrics", "compare_metrics", "eval_subdir", "seeds", "quick")
 # Every point must share the held-out split (it is the evaluation set) and get its own run folder.
-SHARED_KEYS = ("dataset", "dataset_split", "eval_dataset", "eval_fraction", "seed", "split_seed", "output_dir")
+SHARED_KEYS = ("dataset", "dataset_split", "eval_dataset", "eval_split", "eval_fraction", "seed", "split_seed",
+               "output_dir")
 # Set per point by the sweep, not in eval:
 EVAL_PER_POINT = ("model", "ref_model", "output", "beta", "aux_coef", "reward_mix")
 GROUPS = ("base", "preference", "upo", "auxiliary", "steered")
