@@ -64,3 +64,50 @@ def test_orpo_odds_ratio_term_is_trls(beta):
     torch.testing.assert_close(ours.log_odds_ratios.mean(), log_odds_ratio_mean)
     torch.testing.assert_close(ours.chosen_rewards, chosen)
     torch.testing.assert_close(ours.rejected_rewards, rejected)
+
+
+# ---- `upo from-trl` (upo.trl_config) against TRL's own config classes -----------------------------
+
+
+def trl_config_classes() -> dict[str, list[type]]:
+    """Per trainer, the dataclasses whose keys a `trl <trainer> --config FILE` YAML holds."""
+    import trl
+    from trl.experimental.cpo import CPOConfig
+    from trl.experimental.orpo import ORPOConfig
+
+    common = [trl.ModelConfig, trl.ScriptArguments]
+    return {"dpo": [trl.DPOConfig, *common], "kto": [trl.KTOConfig, *common], "cpo": [CPOConfig, *common],
+            "orpo": [ORPOConfig, *common]}
+
+
+def field_defaults(cls: type) -> dict:
+    import dataclasses
+
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+
+
+@pytest.mark.parametrize("trainer", ["dpo", "kto", "cpo", "orpo"])
+def test_the_trl_defaults_written_out_are_trls(trainer):
+    from upo.trl_config import LORA_DEFAULTS, TRL_DEFAULTS
+
+    trainer_config, model_config, _ = trl_config_classes()[trainer]
+    defaults = field_defaults(trainer_config)
+    assert {k: defaults[k] for k in TRL_DEFAULTS} == TRL_DEFAULTS
+    assert {k: field_defaults(model_config)[k] for k in LORA_DEFAULTS} == LORA_DEFAULTS
+
+
+@pytest.mark.parametrize("trainer", ["dpo", "kto", "cpo", "orpo"])
+def test_every_key_of_trls_configs_is_translated_listed_or_refused(trainer):
+    """No key of TRL 1.16's configs falls through to "not a key upo knows"; and a file of all of
+    TRL's defaults translates without an error."""
+    import dataclasses
+
+    from upo.trl_config import _HANDLED, _HANDLERS, NO_EFFECT, RENAMED, translate
+
+    classes = trl_config_classes()[trainer]
+    keys = {f.name for cls in classes for f in dataclasses.fields(cls)}
+    assert keys - (set(RENAMED) | NO_EFFECT | set(_HANDLERS) | _HANDLED) == set()
+    all_defaults = {k: v for cls in classes for k, v in field_defaults(cls).items()}
+    all_defaults["bf16"] = True  # None: TRL turns it on where the hardware has bf16
+    out = translate(all_defaults, trainer)
+    assert out.errors == []

@@ -81,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
 
             paths = plot_curves(args.run_dir, args.output_dir)
             print(f"upo: wrote {paths[0]} and {len(paths) - 1} panels beside it: {', '.join(p.stem for p in paths[1:])}")
+        elif args.command == "from-trl":
+            from upo.trl_config import run_from_trl
+
+            run_from_trl(args.trl_config, args.trainer, args.output)
         elif args.command == "demo":
             from upo.demo.run import run_demo
 

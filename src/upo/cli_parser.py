@@ -233,6 +233,44 @@ def _add_rm_parsers(sub) -> None:
     _add_dataclass_flags(train, RMConfig, "rm", "rm keys (defaults < --config file < these flags)")
 
 
+FROM_TRL_DESCRIPTION = """\
+Translate a TRL config file (the YAML of `trl dpo --config FILE`: TRL 1.16's DPOConfig, KTOConfig,
+CPOConfig or ORPOConfig keys, with the CLI's model and dataset keys) into an upo config that trains
+the same objective on the same data with the same optimizer settings.
+
+Each output line says which TRL key (and line) its value came from; TRL's defaults are written out
+where upo's differ and the updates depend on them (learning rate 1e-6, linear schedule, 3 epochs,
+batch 8, max_length 1024, ...). Keys that change nothing about the updates in upo (logging, Hub
+pushes, loader workers, kernels) are listed as not translated. A key upo cannot reproduce (TRL's
+per-token IPO, AlphaPO, QLoRA, WPO weighting, a fractional epoch count, ...) is an error naming its
+line, and nothing is written.
+
+  TRL                                                 upo
+  DPOTrainer, loss_type sigmoid                       method: dpo
+  DPOTrainer, loss_type [sigmoid, sft], weights [1, a] method: dpo, rpo_alpha: a (RPO)
+  KTOTrainer                                          method: kto
+  CPOTrainer, loss_type sigmoid                       method: cpo
+  CPOTrainer, loss_type simpo, cpo_alpha 0            method: simpo
+  ORPOTrainer                                         method: orpo
+"""
+
+
+def _add_from_trl_parser(sub) -> None:
+    from_trl = command(
+        sub,
+        "from-trl",
+        help="translate a TRL trainer config (DPO, KTO, CPO/SimPO, ORPO) into an upo config",
+        description=FROM_TRL_DESCRIPTION,
+        epilog="examples:\n  upo from-trl dpo.yaml --trainer dpo --output upo-dpo.yaml\n"
+        "  upo train --config upo-dpo.yaml\n  upo from-trl orpo.yaml --trainer orpo          # prints the config",
+    )
+    from_trl.add_argument("trl_config", metavar="TRL.yaml", help="the TRL config file")
+    from_trl.add_argument("--trainer", required=True, choices=["dpo", "kto", "cpo", "orpo"],
+                          help="the TRL trainer the file configures (its keys do not say)")
+    from_trl.add_argument("--output", metavar="UPO.yaml", help="write the upo config here (not over an existing "
+                          "file) [default: print it]")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="upo",
@@ -279,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_parsers(sub)
     _add_rm_parsers(sub)
     _add_plot_parser(sub)
+    _add_from_trl_parser(sub)
 
     demo.add_argument("--output_dir", default="runs/demo", help="where the demo writes its runs [default: runs/demo]")
     demo.add_argument("--steps", type=int, default=None, help="optimizer steps per method [default: one epoch]")

@@ -43,9 +43,19 @@ def coerce_fields(cls: type, values: dict[str, Any], source: str) -> dict[str, A
         if key not in fields:
             close = difflib.get_close_matches(key, fields, n=1, cutoff=0.6)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{source}: unknown key {key!r}{hint}")
+            raise ConfigError(f"{source}: unknown key {key!r}{hint}{_trl_hint(key, fields)}")
         coerced[key] = coerce_value(key, hints[key], value, source)
     return coerced
+
+
+def _trl_hint(key: str, fields: set[str]) -> str:
+    """For a TRL config key in an upo training config: its upo name, and `upo from-trl`."""
+    from upo.trl_config import RENAMED
+
+    if "model" not in fields or key not in RENAMED or RENAMED[key] == key:  # only UPOConfig's keys are TRL's
+        return ""
+    return (f"; it is TRL's name of upo's {RENAMED[key]!r}: `upo from-trl FILE --trainer dpo|kto|cpo|orpo` "
+            "translates a whole TRL config")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -1,0 +1,150 @@
+"""`upo from-trl` (upo.trl_config): TRL config files translated key by key, TRL's defaults written
+out, every untranslatable key refused with its line, and a translated file that trains."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from upo.cli import main
+from upo.config import ConfigError, load_config
+from upo.trl_config import translate, translate_file
+
+EXAMPLE = """\
+model_name_or_path: Qwen/Qwen2-0.5B-Instruct
+dataset_name: trl-lib/ultrafeedback_binarized
+learning_rate: 5.0e-7
+num_train_epochs: 1
+per_device_train_batch_size: 2
+gradient_accumulation_steps: 8
+eval_strategy: steps
+eval_steps: 50
+output_dir: Qwen2-0.5B-DPO
+logging_steps: 25
+push_to_hub: true
+bf16: true
+warmup_steps: 10
+"""
+
+
+def write(tmp_path, text: str, name: str = "trl.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_a_dpo_config_is_translated_key_by_key_with_trls_defaults(tmp_path):
+    out = translate_file(write(tmp_path, EXAMPLE), "dpo")
+    assert out.values == {
+        "method": "dpo", "model": "Qwen/Qwen2-0.5B-Instruct", "dataset": "trl-lib/ultrafeedback_binarized",
+        "learning_rate": 5e-7, "num_epochs": 1, "batch_size": 2, "gradient_accumulation_steps": 8,
+        "output_dir": "Qwen2-0.5B-DPO", "logging_steps": 25, "warmup_steps": 10, "precision": "bf16",
+        # TRL's defaults where upo's differ
+        "lr_scheduler": "linear", "max_length": 1024, "gradient_checkpointing": True, "save_steps": 500,
+        # TRL evaluates on the dataset's test split every eval_steps
+        "eval_dataset": "trl-lib/ultrafeedback_binarized", "eval_split": "test", "eval_fraction": 0.0,
+        "eval_steps": 50,
+    }
+    assert out.origins["learning_rate"] == "TRL's learning_rate (line 3)"
+    assert out.origins["lr_scheduler"] == "TRL's default lr_scheduler_type: 'linear'"
+    assert out.not_translated == [f"push_to_hub ({tmp_path / 'trl.yaml'}:11)"]
+
+
+def test_an_empty_file_trains_with_trls_defaults_on_the_whole_split():
+    """TRL 1.16's DPOConfig: lr 1e-6, linear, 3 epochs, batch 8, no evaluation (nothing held out)."""
+    out = translate({}, "dpo")
+    assert {k: out.values[k] for k in ("learning_rate", "lr_scheduler", "num_epochs", "batch_size", "eval_fraction",
+                                       "logging_steps")} == {
+        "learning_rate": 1e-6, "lr_scheduler": "linear", "num_epochs": 3, "batch_size": 8, "eval_fraction": 0.0,
+        "logging_steps": 10}
+    assert "eval_dataset" not in out.values and not out.errors
+
+
+@pytest.mark.parametrize(
+    ("trainer", "trl", "expected"),
+    [
+        ("dpo", {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 0.5]}, {"method": "dpo", "rpo_alpha": 0.5}),
+        ("kto", {"desirable_weight": 1.33}, {"method": "kto", "desirable_weight": 1.33}),
+        ("cpo", {"cpo_alpha": 0.2}, {"method": "cpo", "cpo_alpha": 0.2}),
+        ("cpo", {"loss_type": "simpo", "cpo_alpha": 0.0, "simpo_gamma": 0.8, "beta": 2.0},
+         {"method": "simpo", "simpo_gamma": 0.8, "beta": 2.0}),
+        ("orpo", {"beta": 0.25}, {"method": "orpo", "beta": 0.25}),
+        ("dpo", {"lr_scheduler_type": "constant_with_warmup", "warmup_steps": 5},
+         {"lr_scheduler": "constant", "warmup_steps": 5}),
+        ("dpo", {"optim": "adamw_torch_fused", "fp16": True, "report_to": "none"},
+         {"optimizer": "adamw", "precision": "fp16"}),
+        ("dpo", {"max_steps": 30, "num_train_epochs": 2}, {"max_steps": 30}),
+    ],
+)
+def test_each_trainer_and_setting_maps_to_its_upo_keys(trainer, trl, expected):
+    out = translate(trl, trainer)
+    assert not out.errors
+    assert {k: out.values.get(k) for k in expected} == expected
+    if trainer == "cpo" and trl.get("loss_type") == "simpo":
+        assert "cpo_alpha" not in out.values  # upo's simpo has no NLL term
+    if "max_steps" in trl:
+        assert "num_epochs" not in out.values
+    if "report_to" in trl:
+        assert "report_to" not in out.values
+
+
+def test_constant_schedule_drops_warmup_as_transformers_does():
+    out = translate({"lr_scheduler_type": "constant", "warmup_steps": 5}, "dpo")
+    assert out.values["lr_scheduler"] == "constant" and "warmup_steps" not in out.values
+    assert any("constant schedule ignores warmup" in note for note in out.notes)
+
+
+def test_every_untranslatable_key_is_refused_with_its_line(tmp_path):
+    path = write(tmp_path, "learning_rate: 1.0e-6\nloss_type: ipo\nnum_train_epochs: 1.5\nload_in_4bit: true\n"
+                           "warmup_steps: 0.1\nmy_own_key: 3\nuse_weighting: true\n")
+    with pytest.raises(ConfigError) as e:
+        translate_file(path, "dpo")
+    message = str(e.value)
+    for line, key, why in [(2, "loss_type", "divides each log-ratio by its completion length"),
+                           (3, "num_train_epochs", "upo trains whole epochs"),
+                           (4, "load_in_4bit", "not supported by upo yet"),
+                           (5, "warmup_steps", "a ratio of the total steps"),
+                           (6, "my_own_key", "not a key of TRL 1.16's DPOTrainer config"),
+                           (7, "use_weighting", "it always behaves as use_weighting: False does")]:
+        assert f"{path}:{line}: {key}: " in message and why in message, (key, message)
+
+
+def test_trls_simpo_with_its_nll_term_is_refused():
+    out = translate({"loss_type": "simpo"}, "cpo")  # TRL's cpo_alpha defaults to 1: CPO-SimPO
+    assert out.errors and "set cpo_alpha: 0 for SimPO" in out.errors[0]
+
+
+def test_lora_takes_peft_defaults_for_the_architecture(tiny_model_dir):
+    """TRL leaves lora_target_modules to peft (q_proj, v_proj for Llama); its ModelConfig's
+    lora_dropout is 0.05; TRL saves adapters. Without use_peft the lora_* keys are not translated."""
+    out = translate({"model_name_or_path": str(tiny_model_dir), "use_peft": True, "lora_r": 8}, "dpo")
+    assert {k: out.values[k] for k in ("lora", "lora_r", "lora_dropout", "lora_target_modules", "merge_lora")} == {
+        "lora": True, "lora_r": 8, "lora_dropout": 0.05, "lora_target_modules": ["q_proj", "v_proj"],
+        "merge_lora": False}
+    out = translate({"model_name_or_path": "some/hub-model", "use_peft": True}, "dpo")
+    assert any("set lora_target_modules" in error for error in out.errors)
+    out = translate({"lora_r": 8}, "dpo")
+    assert "lora_r" not in out.values and out.not_translated == ["lora_r (TRL config: use_peft is false)"]
+
+
+def test_a_translated_trl_config_trains(tiny_model_dir, pairs_file, tmp_path, capsys):
+    trl = write(tmp_path, yaml.safe_dump({
+        "model_name_or_path": str(tiny_model_dir), "dataset_name": str(pairs_file), "max_steps": 2,
+        "per_device_train_batch_size": 2, "learning_rate": 1e-3, "output_dir": str(tmp_path / "run"),
+        "max_length": 128, "logging_steps": 1, "report_to": "none", "save_strategy": "no",
+        "gradient_checkpointing": False, "push_to_hub": False}))
+    upo_yaml = tmp_path / "upo.yaml"
+    assert main(["from-trl", str(trl), "--trainer", "dpo", "--output", str(upo_yaml)]) == 0
+    assert "train with: upo train --config" in capsys.readouterr().out
+    cfg = load_config(str(upo_yaml), {})
+    assert (cfg.method, cfg.max_steps, cfg.learning_rate, cfg.eval_fraction) == ("dpo", 2, 1e-3, 0.0)
+    assert main(["train", "--config", str(upo_yaml), "--progress", "false"]) == 0
+    assert (tmp_path / "run" / "final" / "model.safetensors").exists()
+    assert main(["from-trl", str(trl), "--trainer", "dpo", "--output", str(upo_yaml)]) == 2  # no overwrite
+    assert "does not overwrite" in capsys.readouterr().err
+
+
+def test_a_trl_key_in_an_upo_config_names_upos_key(tmp_path, capsys):
+    path = write(tmp_path, "per_device_train_batch_size: 4\n", "upo.yaml")
+    assert main(["train", "--config", str(path)]) == 2
+    assert "it is TRL's name of upo's 'batch_size': `upo from-trl FILE" in capsys.readouterr().err
