@@ -41,6 +41,8 @@ def test_a_dpo_config_is_translated_key_by_key_with_trls_defaults(tmp_path):
         "output_dir": "Qwen2-0.5B-DPO", "logging_steps": 25, "warmup_steps": 10, "precision": "bf16",
         # TRL's defaults where upo's differ
         "lr_scheduler": "linear", "max_length": 1024, "gradient_checkpointing": True, "save_steps": 500,
+        "group_by_length": False,  # TRL draws batches at random
+        "max_prompt_length": 1023,  # TRL 1.16 truncates no prompt alone
         # TRL evaluates on the dataset's test split every eval_steps
         "eval_dataset": "trl-lib/ultrafeedback_binarized", "eval_split": "test", "eval_fraction": 0.0,
         "eval_steps": 50,
@@ -148,3 +150,55 @@ def test_a_trl_key_in_an_upo_config_names_upos_key(tmp_path, capsys):
     path = write(tmp_path, "per_device_train_batch_size: 4\n", "upo.yaml")
     assert main(["train", "--config", str(path)]) == 2
     assert "it is TRL's name of upo's 'batch_size': `upo from-trl FILE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("trl", "key", "why"),
+    [
+        ({"learning_rate": "abc"}, "learning_rate", "'learning_rate' must be a number, got 'abc'"),
+        ({"per_device_train_batch_size": 8.0}, "per_device_train_batch_size", "must be an integer, got 8.0"),
+        ({"num_train_epochs": None}, "num_train_epochs", "None is not a number"),
+        ({"max_steps": "abc"}, "max_steps", "'abc' is not a whole number"),
+        ({"max_steps": 2.7}, "max_steps", "2.7 is not a whole number"),
+        ({"save_steps": None}, "save_steps", "None is not a whole number"),
+        ({"loss_type": 3}, "loss_type", "3 is not a name or a list of names"),
+        ({"report_to": 3}, "report_to", "3 is not a name or a list of names"),
+        ({"lr_scheduler_type": ["linear"]}, "lr_scheduler_type", "upo has linear, cosine"),
+        ({"warmup_steps": "0.1"}, "warmup_steps", "a ratio of the total steps"),
+        ({"loss_type": ["sigmoid", "sft"], "loss_weights": [1, "abc"]}, "loss_weights", "must be numbers"),
+        ({"max_length": None}, "max_length", "upo needs a max_length"),
+        ({"model_revision": "v2"}, "model_revision", "upo loads a model's main revision"),
+        ({"load_best_model_at_end": True}, "load_best_model_at_end", "the model of the last step"),
+    ],
+)
+def test_a_value_of_the_wrong_type_or_meaning_is_an_error_naming_its_key(trl, key, why):
+    """Errors, never tracebacks, and never a config that `upo train` would then refuse."""
+    out = translate(trl, "dpo")
+    assert any(key in error and why in error for error in out.errors), out.errors
+
+
+def test_numbers_written_as_yaml_text_are_read_as_numbers():
+    """PyYAML reads 5e-7 (no dot) as text; TRL's parser takes it, and so does the translation."""
+    out = translate(yaml.safe_load("learning_rate: 5e-7\nwarmup_steps: 1e1\nbeta: 1e-1\n"), "dpo")
+    assert not out.errors
+    assert (out.values["learning_rate"], out.values["warmup_steps"], out.values["beta"]) == (5e-7, 10, 0.1)
+
+
+def test_what_trl_reads_differently_is_translated_as_trl_runs_it():
+    # TRL 1.16's sigmoid loss does not read label_smoothing: upo's dpo would (conservative DPO)
+    out = translate({"label_smoothing": 0.1}, "dpo")
+    assert "label_smoothing" not in out.values and any("does not read it" in n for n in out.notes)
+    assert translate({"label_smoothing": 0.1}, "cpo").values["label_smoothing"] == 0.1
+    # max_grad_norm <= 0: no clipping; activation_checkpointing takes over gradient_checkpointing
+    out = translate({"max_grad_norm": 0, "activation_checkpointing": False}, "dpo")
+    assert out.values["max_grad_norm"] is None and out.values["gradient_checkpointing"] is False
+    # evaluation every logging_steps when eval_steps is unset
+    out = translate({"dataset_name": "d", "eval_strategy": "steps", "logging_steps": 7}, "dpo")
+    assert out.values["eval_steps"] == 7
+    # a part of an epoch is fine when max_steps decides
+    assert translate({"num_train_epochs": 0.5, "max_steps": 10}, "dpo").values["max_steps"] == 10
+    # KTOTrainer reads rows in order; ORPO's NLL covers the prompt; norms are not decayed in transformers
+    out = translate({}, "kto")
+    assert out.values["group_by_length"] is False and any("no shuffling" in n for n in out.notes)
+    assert any("over the prompt" in n for n in translate({}, "orpo").notes)
+    assert any("exempts biases and norm weights" in n for n in translate({"weight_decay": 0.01}, "dpo").notes)

@@ -2,25 +2,28 @@
 
 The input is the YAML a TRL user runs (`trl dpo --config FILE`, or the values of a script's
 `DPOConfig(...)`): TRL 1.16's trainer config (DPOConfig, KTOConfig, CPOConfig, ORPOConfig, with
-transformers' TrainingArguments) plus the CLI's `ModelConfig` and `ScriptArguments` keys. The output
-trains the same objective on the same data with the same optimizer settings:
+transformers' TrainingArguments) plus the CLI's `ModelConfig` and `ScriptArguments` keys, and two
+keys of earlier TRL versions (`rpo_alpha`, `max_prompt_length`). The output trains the same
+objective on the same data with the same optimizer settings, except where a note says otherwise:
 
 - Keys with an upo equivalent are translated (`RENAMED` and the handlers below), each output line
-  saying which TRL key (and line) it came from.
+  saying which TRL key (and line) it came from; values are checked as upo's typed config checks them.
 - TRL's defaults are written out where upo's differ and the run's updates depend on them (TRL's
-  learning rate 1e-6, linear schedule, 3 epochs, batch 8, max_length 1024, ...): a TRL file that
-  leaves them out trained with them.
+  learning rate 1e-6, linear schedule, 3 epochs, batch 8, max_length 1024, random batches, ...): a
+  TRL file that leaves them out trained with them.
 - Keys that change nothing about the updates in upo (logging folders, Hub pushes, data-loader
-  workers, kernels) are listed as not translated.
+  workers, kernels) are listed as not translated; differences upo cannot remove (ORPO's NLL over
+  the prompt, data order, weight decay on norms) are listed as notes.
 - A key whose TRL meaning upo cannot reproduce (TRL's per-token IPO, AlphaPO, QLoRA, WPO weighting,
   a fractional epoch count, ...) is an error naming the file, the line and why; so is a key
-  neither knows. Nothing is dropped silently.
+  neither knows, and a value of the wrong type. Nothing is dropped silently.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +31,7 @@ from typing import Any
 import yaml
 
 from upo.config import UPOConfig
-from upo.config_values import ConfigError, load_yaml
+from upo.config_values import ConfigError, coerce_value, load_yaml
 
 TRAINERS = {"dpo": "DPOTrainer", "kto": "KTOTrainer", "cpo": "CPOTrainer", "orpo": "ORPOTrainer"}
 
@@ -44,14 +47,14 @@ RENAMED = {
     "model_name_or_path": "model", "attn_implementation": "attn_implementation", "output_dir": "output_dir",
     "dataset_name": "dataset", "dataset_train_split": "dataset_split",
     "per_device_train_batch_size": "batch_size", "gradient_accumulation_steps": "gradient_accumulation_steps",
-    "learning_rate": "learning_rate", "weight_decay": "weight_decay", "max_grad_norm": "max_grad_norm",
-    "seed": "seed", "max_length": "max_length", "max_prompt_length": "max_prompt_length",
-    "gradient_checkpointing": "gradient_checkpointing", "padding_free": "padding_free",
-    "precompute_ref_log_probs": "precompute_ref_logps", "logging_steps": "logging_steps",
-    "save_total_limit": "save_total_limit", "beta": "beta", "label_smoothing": "label_smoothing",
-    "desirable_weight": "desirable_weight", "undesirable_weight": "undesirable_weight", "rpo_alpha": "rpo_alpha",
-    "cpo_alpha": "cpo_alpha", "simpo_gamma": "simpo_gamma", "use_peft": "lora", "lora_r": "lora_r",
-    "lora_alpha": "lora_alpha", "lora_dropout": "lora_dropout", "lora_target_modules": "lora_target_modules",
+    "learning_rate": "learning_rate", "weight_decay": "weight_decay", "seed": "seed",
+    "max_prompt_length": "max_prompt_length", "gradient_checkpointing": "gradient_checkpointing",
+    "padding_free": "padding_free", "precompute_ref_log_probs": "precompute_ref_logps",
+    "logging_steps": "logging_steps", "save_total_limit": "save_total_limit", "beta": "beta",
+    "label_smoothing": "label_smoothing", "desirable_weight": "desirable_weight",
+    "undesirable_weight": "undesirable_weight", "rpo_alpha": "rpo_alpha", "cpo_alpha": "cpo_alpha",
+    "simpo_gamma": "simpo_gamma", "use_peft": "lora", "lora_r": "lora_r", "lora_alpha": "lora_alpha",
+    "lora_dropout": "lora_dropout", "lora_target_modules": "lora_target_modules",
 }
 
 # Keys that change nothing about the updates in upo: logging and Hub logistics, evaluation batch
@@ -61,12 +64,12 @@ NO_EFFECT = frozenset({
     "logging_dir", "logging_first_step", "logging_strategy", "logging_nan_inf_filter", "log_level",
     "log_level_replica", "log_on_each_node", "disable_tqdm", "run_name", "project", "trackio_space_id",
     "push_to_hub", "hub_model_id", "hub_strategy", "hub_token", "hub_private_repo", "hub_always_push",
-    "hub_revision", "model_revision", "per_device_eval_batch_size", "eval_accumulation_steps",
+    "hub_revision", "per_device_eval_batch_size", "eval_accumulation_steps",
     "eval_on_start", "prediction_loss_only", "bf16_full_eval", "fp16_full_eval", "tf32", "torch_compile",
     "torch_compile_backend", "torch_compile_mode", "use_liger_kernel", "dataloader_num_workers",
     "dataloader_pin_memory", "dataloader_persistent_workers", "dataloader_prefetch_factor", "dataset_num_proc",
     "remove_unused_columns", "overwrite_output_dir", "do_train", "do_eval", "do_predict", "save_only_model",
-    "save_safetensors", "load_best_model_at_end", "metric_for_best_model", "greater_is_better",
+    "save_safetensors", "metric_for_best_model", "greater_is_better",
     "ddp_find_unused_parameters", "ddp_timeout", "ddp_backend", "ddp_bucket_cap_mb", "generate_during_eval",
     "precompute_ref_batch_size", "use_logits_to_keep", "include_num_input_tokens_seen",
     "average_tokens_across_devices", "torch_empty_cache_steps", "lora_task_type", "pad_token", "padding_value",
@@ -76,9 +79,10 @@ NO_EFFECT = frozenset({
     "include_for_metrics", "label_names", "length_column_name", "liger_kernel_config", "trackio_bucket_id",
     "trackio_static_space_id", "dataloader_multiprocessing_context", "ddp_broadcast_buffers", "ddp_static_graph",
     "restore_callback_states_from_checkpoint", "ignore_data_skip", "accelerator_config", "dataloader_in_order",
-    # read only with a setting refused elsewhere (a loss_type, sync_ref_model, load_in_4bit)
+    "env",  # TrlParser: environment variables for the run
+    # read only with a setting refused elsewhere (a loss_type, sync_ref_model, load_in_4bit, eval_strategy)
     "discopop_tau", "f_alpha_divergence_coef", "ref_model_mixup_alpha", "ref_model_sync_steps",
-    "bnb_4bit_quant_type", "bnb_4bit_quant_storage", "use_bnb_nested_quant",
+    "bnb_4bit_quant_type", "bnb_4bit_quant_storage", "use_bnb_nested_quant", "dataset_test_split",
 })
 
 
@@ -88,13 +92,65 @@ class Translation:
 
     values: dict[str, Any] = field(default_factory=dict)
     origins: dict[str, str] = field(default_factory=dict)  # upo key -> "TRL's learning_rate (line 3)" / "TRL's default"
-    not_translated: list[str] = field(default_factory=list)  # "logging_dir (line 7)"
+    not_translated: list[str] = field(default_factory=list)  # "logging_dir (FILE:7)"
     notes: list[str] = field(default_factory=list)  # differences a user should know
     errors: list[str] = field(default_factory=list)
 
     def set(self, key: str, value: Any, origin: str) -> None:
         self.values[key] = value
         self.origins[key] = origin
+
+
+@dataclass
+class _Context:
+    """What the key handlers read: the file's keys, TRL's effective values, where each key is."""
+
+    given: dict[str, Any]
+    effective: dict[str, Any]
+    trainer: str
+    source: str
+    lines: dict[str, int]
+    out: Translation
+
+    def where(self, key: str) -> str:
+        return f"{self.source}:{self.lines[key]}" if key in self.lines else self.source
+
+    def origin(self, key: str) -> str:
+        if key not in self.given:
+            return f"TRL's default {key}: {self.effective[key]!r}"
+        return f"TRL's {key}" + (f" (line {self.lines[key]})" if key in self.lines else "")
+
+    def refuse(self, key: str, why: str) -> None:
+        self.out.errors.append(f"{self.where(key)}: {key}: {why}")
+
+    def number(self, key: str, kind: type = float) -> int | float | None:
+        """TRL's value of `key` as a number, or None after refusing it when it is not one (or not a
+        whole number where `kind` is int)."""
+        number = as_number(self.effective.get(key), kind)
+        if number is None:
+            self.refuse(key, f"{self.effective.get(key)!r} is not {'a whole number' if kind is int else 'a number'}")
+        return number
+
+    def words(self, key: str) -> list[str] | None:
+        """TRL's value of `key` as a list of strings (a string is a list of one), or None after refusing it."""
+        value = self.effective.get(key)
+        words = [value] if isinstance(value, str) else value if value is not None else []
+        if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+            self.refuse(key, f"{value!r} is not a name or a list of names")
+            return None
+        return words
+
+
+def as_number(value, kind: type = float) -> int | float | None:
+    """A YAML number or its text (PyYAML reads 5e-7 as text; TRL's parser takes it) as `kind`; None
+    if it is not a finite number, or not a whole one where `kind` is int."""
+    try:
+        number = math.nan if isinstance(value, bool) else float(value)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(number) or (kind is int and number != int(number)):
+        return None
+    return int(number) if kind is int else number
 
 
 def key_lines(text: str) -> dict[str, int]:
@@ -128,162 +184,205 @@ def translate_file(path: str | Path, trainer: str) -> Translation:
 
 def translate(trl: dict[str, Any], trainer: str, source: str = "TRL config",
               lines: dict[str, int] | None = None) -> Translation:
-    """TRL keys -> upo values; `lines` (key -> line in `source`) places each key in messages."""
-    out = Translation()
-    given = dict(trl)
-    effective = {**TRL_DEFAULTS, **(LORA_DEFAULTS if given.get("use_peft") else {}), **given}
-    lines = lines or {}
-
-    def where(key: str) -> str:
-        return f"{source}:{lines[key]}" if key in lines else source
-
-    def origin(key: str) -> str:
-        if key not in given:
-            return f"TRL's default {key}: {effective[key]!r}"
-        return f"TRL's {key}" + (f" (line {lines[key]})" if key in lines else "")
-
-    def refuse(key: str, why: str) -> None:
-        out.errors.append(f"{where(key)}: {key}: {why}")
-
-    _method(effective, given, trainer, out, refuse, origin)
+    """TRL keys -> upo values, typed as upo's config types them; `lines` (key -> line in `source`)
+    places each key in messages. Problems are collected in the result's `errors`."""
+    given = {str(k): v for k, v in trl.items()}
+    effective = {**TRL_DEFAULTS, **(LORA_DEFAULTS if given.get("use_peft") else {}),
+                 "train_sampling_strategy": "sequential" if trainer == "kto" else "random", **given}
+    ctx = _Context(given, effective, trainer, source, lines or {}, Translation())
+    _method(ctx)
     for key, value in effective.items():
         if key in _HANDLED:
             continue
         if key in RENAMED:
             if value is not None:
-                out.set(RENAMED[key], value, origin(key))
+                ctx.out.set(RENAMED[key], value, ctx.origin(key))
         elif key in NO_EFFECT:
-            out.not_translated.append(f"{key} ({where(key)})")
+            ctx.out.not_translated.append(f"{key} ({ctx.where(key)})")
         elif key in _HANDLERS:
-            _HANDLERS[key](key, value, effective, out, refuse, origin)
+            _HANDLERS[key](ctx, key, value)
         else:
-            refuse(key, "not a key of TRL 1.16's " + TRAINERS[trainer] + " config that upo knows; remove it, or "
-                   "set its upo equivalent by hand (`upo train --help` lists upo's keys)")
-    _schedule(effective, out, refuse, origin)
-    _evaluation_and_saving(effective, given, out, refuse, origin)
-    _precision(effective, given, out, origin)
-    _lora(effective, out, refuse, where)
-    if effective.get("max_length") is not None and "max_prompt_length" not in given:
-        max_length = int(effective["max_length"])
-        if UPOConfig.max_prompt_length >= max_length:
-            out.set("max_prompt_length", max_length // 2, "upo: half of max_length (TRL 1.16 has no max_prompt_length)")
-        out.notes.append("truncation: TRL 1.16 cuts a sequence longer than max_length at its end (truncation_mode "
-                         "keep_start); upo keeps a prompt's last max_prompt_length tokens and cuts the response to "
-                         "fit max_length. Runs whose sequences fit max_length are unaffected (`upo validate --model` "
-                         "counts what would be cut).")
-    return out
+            ctx.refuse(key, f"not a key of TRL 1.16's {TRAINERS[trainer]} config that upo knows; remove it, or set its "
+                       "upo equivalent by hand (`upo train --help` lists upo's keys)")
+    for translate_part in (_lengths, _clipping_and_checkpointing, _epochs_and_steps, _schedule,
+                           _evaluation_and_saving, _precision, _lora, _differences):
+        translate_part(ctx)
+    _typed(ctx)
+    return ctx.out
 
 
-def _method(effective, given, trainer, out, refuse, origin) -> None:
+def _method(ctx: _Context) -> None:
     """The method from the trainer and its loss_type (loss_weights: RPO)."""
-    loss_type = effective.get("loss_type")
-    types_ = [loss_type] if isinstance(loss_type, str) else list(loss_type or [])
+    out, trainer, effective = ctx.out, ctx.trainer, ctx.effective
+    types_ = ctx.words("loss_type")
     weights = effective.get("loss_weights")
-    where = origin("loss_type") if "loss_type" in given else f"TRL's {TRAINERS[trainer]}"
+    if types_ is None:
+        return
+    if weights is not None and (not isinstance(weights, list) or len(weights) != len(types_)):
+        ctx.refuse("loss_weights", f"{weights!r}: one weight per loss_type ({types_})")
+        return
+    where = ctx.origin("loss_type") if "loss_type" in ctx.given else f"TRL's {TRAINERS[trainer]}"
     if trainer == "dpo":
-        if types_ in ([], ["sigmoid"]) and weights in (None, [1], [1.0]):
+        weights = [as_number(w) for w in weights or [1.0]]
+        if None in weights:
+            ctx.refuse("loss_weights", f"{effective['loss_weights']!r}: the weights must be numbers")
+        elif types_ in ([], ["sigmoid"]) and weights == [1.0]:
             out.set("method", "dpo", where)
-        elif types_ == ["sigmoid", "sft"] and weights is not None and len(weights) == 2 and weights[0] == 1:
+        elif types_ == ["sigmoid", "sft"] and weights[0] == 1.0:
             out.set("method", "dpo", where)
-            out.set("rpo_alpha", float(weights[1]), origin("loss_weights") + " (RPO: the sft loss's weight)")
+            out.set("rpo_alpha", weights[1], ctx.origin("loss_weights") + " (RPO: the sft loss's weight)")
         elif types_ == ["ipo"]:
-            refuse("loss_type", "TRL 1.16's ipo divides each log-ratio by its completion length; upo's ipo is the "
-                   "paper's, on summed log-ratios, so the same beta would train something else. Write an upo config "
-                   "with method: ipo and a beta chosen for summed log-ratios")
+            ctx.refuse("loss_type", "TRL 1.16's ipo divides each log-ratio by its completion length; upo's ipo is "
+                       "the paper's equation on summed log-ratios, so the same beta would train something else. "
+                       "Write an upo config with method: ipo and a beta chosen for summed log-ratios")
         else:
-            refuse("loss_type", f"{loss_type!r} with loss_weights {weights!r}: upo translates sigmoid (DPO) and "
-                   "[sigmoid, sft] with loss_weights [1, alpha] (RPO)")
+            ctx.refuse("loss_type", f"{effective.get('loss_type')!r} with loss_weights {effective.get('loss_weights')!r}"
+                       ": upo translates sigmoid (DPO) and [sigmoid, sft] with loss_weights [1, alpha] (RPO)")
+        if effective.get("label_smoothing") not in (None, 0, 0.0):  # TRL 1.16's sigmoid loss does not read it
+            ctx.out.notes.append("label_smoothing not translated: TRL 1.16's sigmoid loss does not read it (upo's "
+                                 "dpo would: conservative DPO)")
+        effective.pop("label_smoothing", None)
     elif trainer == "kto":
         if types_ in ([], ["kto"]):
             out.set("method", "kto", where)
         else:
-            refuse("loss_type", f"{loss_type!r}: upo translates KTOTrainer's kto loss only")
+            ctx.refuse("loss_type", f"{effective.get('loss_type')!r}: upo translates KTOTrainer's kto loss only")
     elif trainer == "cpo":
-        if effective.get("alpha", 0.0) != 0.0:
-            refuse("alpha", "AlphaPO's reward transform is not in upo; alpha must be 0")
+        alpha = ctx.number("alpha") if "alpha" in effective else 0.0
+        if alpha not in (None, 0.0):
+            ctx.refuse("alpha", "AlphaPO's reward transform is not in upo; alpha must be 0")
+        cpo_alpha = ctx.number("cpo_alpha") if "cpo_alpha" in effective else 1.0
         if types_ in ([], ["sigmoid"]):
             out.set("method", "cpo", where)
-        elif types_ == ["simpo"] and float(effective.get("cpo_alpha", 1.0)) == 0.0:
+        elif types_ == ["simpo"] and cpo_alpha == 0.0:
             out.set("method", "simpo", where)
-        elif types_ == ["simpo"]:
-            refuse("loss_type", "TRL's simpo adds cpo_alpha (default 1) times the chosen NLL (CPO-SimPO); upo's "
-                   "simpo is the paper's, without it: set cpo_alpha: 0 for SimPO")
-        else:
-            refuse("loss_type", f"{loss_type!r}: upo translates CPOTrainer's sigmoid (CPO) and simpo")
+            effective.pop("cpo_alpha")  # 0: upo's simpo has no NLL term to weigh
+        elif types_ == ["simpo"] and cpo_alpha is not None:
+            ctx.refuse("loss_type", "TRL's simpo adds cpo_alpha (default 1) times the chosen NLL (CPO-SimPO); upo's "
+                       "simpo is the paper's, without it: set cpo_alpha: 0 for SimPO")
+        elif types_ != ["simpo"]:
+            ctx.refuse("loss_type", f"{effective.get('loss_type')!r}: upo translates CPOTrainer's sigmoid (CPO) and "
+                       "simpo")
     else:
         out.set("method", "orpo", f"TRL's {TRAINERS[trainer]}")
-    if out.values.get("method") == "simpo":
-        effective.pop("cpo_alpha")  # 0, checked above: upo's simpo has no NLL term to weigh
+        out.notes.append("ORPO's NLL: TRL computes it over the prompt and the chosen response; upo over the chosen "
+                         "response (each response's per-token mean)")
 
 
-def _epochs_and_steps(key, value, effective, out, refuse, origin) -> None:
-    if key == "num_train_epochs":
-        if float(value) != int(float(value)) or value <= 0:
-            refuse(key, f"{value}: upo trains whole epochs; use max_steps for a part of one")
-        elif int(effective.get("max_steps", -1)) <= 0:
-            out.set("num_epochs", int(float(value)), origin(key))
-    elif int(value) > 0:  # max_steps; -1 = by epochs
-        out.set("max_steps", int(value), origin(key))
+def _lengths(ctx: _Context) -> None:
+    """max_length (TRL's null: no truncation, which upo cannot do) and the prompt's share of it.
+    TRL 1.16 never truncates a prompt alone: max_prompt_length becomes max_length - 1 unless given."""
+    if ctx.effective.get("max_length") is None:
+        ctx.refuse("max_length", "null (no truncation): upo needs a max_length; set the longest prompt + response")
+        return
+    max_length = ctx.number("max_length", int)
+    if max_length is None:
+        return
+    ctx.out.set("max_length", max_length, ctx.origin("max_length"))
+    if "max_prompt_length" not in ctx.given and max_length > 1:
+        ctx.out.set("max_prompt_length", max_length - 1, "TRL 1.16 truncates no prompt alone: max_length - 1")
+    ctx.out.notes.append("truncation: TRL 1.16 cuts a sequence longer than max_length at its end; upo keeps the "
+                         "prompt's last max_prompt_length tokens and cuts the response to fit max_length. Sequences "
+                         "that fit max_length are the same (`upo validate --model` counts what would be cut)")
 
 
-def _optimizer(key, value, effective, out, refuse, origin) -> None:
+def _clipping_and_checkpointing(ctx: _Context) -> None:
+    """max_grad_norm <= 0 is no clipping in transformers (upo: null); activation_checkpointing is
+    transformers 5's name for gradient_checkpointing, which it takes over when set."""
+    if "max_grad_norm" in ctx.given:
+        grad_norm = ctx.number("max_grad_norm")
+        if grad_norm is not None:
+            ctx.out.set("max_grad_norm", grad_norm if grad_norm > 0 else None,
+                        ctx.origin("max_grad_norm") + (" (<= 0: no clipping)" if grad_norm <= 0 else ""))
+    if ctx.effective.get("activation_checkpointing") is not None:
+        ctx.out.set("gradient_checkpointing", ctx.effective["activation_checkpointing"],
+                    ctx.origin("activation_checkpointing"))
+
+
+def _epochs_and_steps(ctx: _Context) -> None:
+    """max_steps > 0 overrides num_train_epochs, as in transformers; upo trains whole epochs."""
+    max_steps = ctx.number("max_steps", int) if ctx.effective.get("max_steps") is not None else -1
+    if max_steps is not None and max_steps > 0:
+        ctx.out.set("max_steps", max_steps, ctx.origin("max_steps"))
+    elif max_steps is not None:
+        epochs = ctx.number("num_train_epochs")
+        if epochs is not None and (epochs != int(epochs) or epochs <= 0):
+            ctx.refuse("num_train_epochs", f"{epochs}: upo trains whole epochs; use max_steps for a part of one")
+        elif epochs is not None:
+            ctx.out.set("num_epochs", int(epochs), ctx.origin("num_train_epochs"))
+
+
+def _optimizer(ctx: _Context, key: str, value) -> None:
     if key == "optim":
         if value in ("adamw_torch", "adamw_torch_fused", "adamw_hf"):
-            out.set("optimizer", "adamw", origin(key))
+            ctx.out.set("optimizer", "adamw", ctx.origin(key))
         elif value == "rmsprop":
-            out.set("optimizer", "rmsprop", origin(key))
+            ctx.out.set("optimizer", "rmsprop", ctx.origin(key))
         else:
-            refuse(key, f"{value!r}: upo has adamw (torch's AdamW) and rmsprop")
-    elif value != {"adam_beta1": 0.9, "adam_beta2": 0.999, "adam_epsilon": 1e-8}[key]:
-        refuse(key, f"{value}: upo's AdamW uses torch's defaults (betas 0.9, 0.999; eps 1e-8)")
+            ctx.refuse(key, f"{value!r}: upo has adamw (torch's AdamW) and rmsprop")
+    else:
+        number = ctx.number(key)
+        if number is not None and number != {"adam_beta1": 0.9, "adam_beta2": 0.999, "adam_epsilon": 1e-8}[key]:
+            ctx.refuse(key, f"{value}: upo's AdamW uses torch's defaults (betas 0.9, 0.999; eps 1e-8)")
 
 
-def _report_to(key, value, effective, out, refuse, origin) -> None:
-    trackers = [value] if isinstance(value, str) else list(value or [])
-    trackers = [t for t in trackers if t != "none"]
+def _report_to(ctx: _Context, key: str, value) -> None:
+    trackers = [t for t in ctx.words(key) or [] if t != "none"]
     if "all" in trackers:
-        refuse(key, "'all': name the trackers (upo: tensorboard, trackio, wandb, mlflow)")
+        ctx.refuse(key, "'all': name the trackers (upo: tensorboard, trackio, wandb, mlflow)")
     elif trackers:
-        out.set("report_to", trackers, origin(key))
+        ctx.out.set("report_to", trackers, ctx.origin(key))
+
+
+def _sampling(ctx: _Context, key: str, value) -> None:
+    """TRL's DPO, CPO and ORPO draw batches at random; upo groups them by length unless told not to.
+    KTOTrainer reads its (unpaired) rows in order, without shuffling; upo shuffles them."""
+    if value == "random":
+        ctx.out.set("group_by_length", False, ctx.origin(key) + ": batches drawn at random")
+    elif value == "sequential" and ctx.trainer == "kto":
+        ctx.out.set("group_by_length", False, ctx.origin(key))
+        ctx.out.notes.append("data order: TRL's KTOTrainer reads the unpaired rows in order (no shuffling); upo "
+                             "shuffles them with its seed")
+    else:
+        ctx.refuse(key, f"{value!r}: upo draws batches at random (group_by_length: false) or of similar length")
 
 
 def _must_be(default, why: str = ""):
     """A TRL setting upo has no key for, because upo always behaves as TRL's `default` does."""
 
-    def check(key, value, effective, out, refuse, origin) -> None:
+    def check(ctx: _Context, key: str, value) -> None:
         if value != default and not (default is None and value in ("", [], {})):
-            refuse(key, f"{value!r}: " + (why or f"upo has no such setting; it always behaves as {key}: {default!r} does"))
+            ctx.refuse(key, f"{value!r}: " + (why or f"upo has no such setting; it always behaves as {key}: "
+                                                     f"{default!r} does"))
 
     return check
 
 
-def _sampling(key, value, effective, out, refuse, origin) -> None:
-    """Data order is never the same across libraries; say so where the file asked for one."""
-    if value != "random" and not origin(key).startswith("TRL's default"):
-        out.notes.append(f"train_sampling_strategy {value!r} not translated: upo shuffles the training data with "
-                         "its seed (group_by_length: batches of similar length)")
-
-
 _HANDLERS = {
-    "num_train_epochs": _epochs_and_steps, "max_steps": _epochs_and_steps,
     "optim": _optimizer, "adam_beta1": _optimizer, "adam_beta2": _optimizer, "adam_epsilon": _optimizer,
     "report_to": _report_to,
+    "train_sampling_strategy": _sampling,
     "disable_dropout": _must_be(True), "use_weighting": _must_be(False), "sync_ref_model": _must_be(False),
-    "f_divergence_type": _must_be("reverse_kl"), "ld_alpha": _must_be(None), "dataset_streaming": _must_be(False),
-    "dataset_config": _must_be(None),
+    "f_divergence_type": _must_be("reverse_kl"), "ld_alpha": _must_be(None), "dataset_config": _must_be(None),
     "use_dora": _must_be(False), "use_rslora": _must_be(False), "lora_modules_to_save": _must_be(None),
     "lora_target_parameters": _must_be(None), "trust_remote_code": _must_be(False),
     "max_completion_length": _must_be(None), "truncation_mode": _must_be("keep_start"),
     "warmup_ratio": _must_be(0.0), "gradient_checkpointing_kwargs": _must_be(None),
+    "activation_checkpointing_kwargs": _must_be(None),
     "model_init_kwargs": _must_be(None), "ref_model_init_kwargs": _must_be(None),
     "auto_find_batch_size": _must_be(False), "data_seed": _must_be(None), "full_determinism": _must_be(False),
     "label_smoothing_factor": _must_be(0.0), "neftune_noise_alpha": _must_be(None), "optim_args": _must_be(None),
-    "optim_target_modules": _must_be(None), "train_sampling_strategy": _sampling,
-    "router_aux_loss_coef": _must_be(None), "is_encoder_decoder": _must_be(None),
-    "activation_checkpointing": _must_be(None), "activation_checkpointing_kwargs": _must_be(None),
-    "enable_jit_checkpoint": _must_be(False), "resume_from_checkpoint": _must_be(None),
+    "optim_target_modules": _must_be(None), "router_aux_loss_coef": _must_be(None),
+    "is_encoder_decoder": _must_be(None), "enable_jit_checkpoint": _must_be(False),
+    "resume_from_checkpoint": _must_be(None, "upo resumes a run from its output_dir's newest checkpoint: use "
+                                             "upo train --resume true"),
     "dataloader_drop_last": _must_be(False), "lr_scheduler_kwargs": _must_be(None),
-    # multi-GPU engines: upo takes them from `accelerate launch --config_file` (README, "Multi-GPU")
+    "load_best_model_at_end": _must_be(False, "upo's final/ is the model of the last step"),
+    "model_revision": _must_be("main", "upo loads a model's main revision: download that revision to a folder "
+                                       "and give its path"),
+    "dataset_streaming": _must_be(False), "streaming": _must_be(False),
+    "datasets": _must_be(None, "dataset mixtures are not supported: give one dataset_name"),
+    "test_split_size": _must_be(None, "set upo's eval_fraction instead"),
     **dict.fromkeys(("deepspeed", "fsdp", "fsdp_config", "parallelism_config"), _must_be(
         None, "upo takes DeepSpeed and FSDP from `accelerate launch --config_file` (README, Multi-GPU): remove it "
         "and launch `upo train` with that engine's Accelerate config")),
@@ -293,94 +392,130 @@ _HANDLERS = {
 }
 # Read by the functions that translate several keys together.
 _HANDLED = frozenset({"loss_type", "loss_weights", "alpha", "lr_scheduler_type", "warmup_steps", "eval_strategy",
-                      "eval_steps", "dataset_test_split", "save_strategy", "save_steps", "bf16", "fp16", "dtype",
-                      "torch_dtype"})
+                      "eval_steps", "save_strategy", "save_steps", "bf16", "fp16", "dtype", "torch_dtype",
+                      "max_length", "max_grad_norm", "max_steps", "num_train_epochs", "activation_checkpointing"})
 
 
-def _schedule(effective, out, refuse, origin) -> None:
+def _schedule(ctx: _Context) -> None:
     """lr_scheduler_type and warmup_steps: transformers' "constant" ignores warmup, its
-    "constant_with_warmup" is upo's constant."""
-    scheduler, warmup = effective["lr_scheduler_type"], effective.get("warmup_steps", 0)
-    if isinstance(warmup, float) and 0 < warmup < 1:
-        refuse("warmup_steps", f"{warmup} is a ratio of the total steps in transformers; upo's warmup_steps counts "
-               "steps: set it to the ratio times the run's optimizer steps")
+    "constant_with_warmup" is upo's constant; a warmup below 1 is a ratio of the steps there."""
+    scheduler = ctx.effective["lr_scheduler_type"]
+    warmup = ctx.number("warmup_steps") if "warmup_steps" in ctx.effective else 0
+    if warmup is not None and 0 < warmup < 1:
+        ctx.refuse("warmup_steps", f"{warmup} is a ratio of the total steps in transformers; upo's warmup_steps "
+                   "counts steps: set it to the ratio times the run's optimizer steps")
         return
     names = {"linear": "linear", "cosine": "cosine", "constant": "constant", "constant_with_warmup": "constant"}
-    if scheduler not in names:
-        refuse("lr_scheduler_type", f"{scheduler!r}: upo has linear, cosine and constant(_with_warmup)")
+    if not isinstance(scheduler, str) or scheduler not in names:
+        ctx.refuse("lr_scheduler_type", f"{scheduler!r}: upo has linear, cosine and constant(_with_warmup)")
         return
-    out.set("lr_scheduler", names[scheduler], origin("lr_scheduler_type"))
+    ctx.out.set("lr_scheduler", names[scheduler], ctx.origin("lr_scheduler_type"))
     if warmup and scheduler == "constant":
-        out.notes.append(f"warmup_steps {warmup} not translated: transformers' constant schedule ignores warmup")
+        ctx.out.notes.append(f"warmup_steps {warmup} not translated: transformers' constant schedule ignores warmup")
     elif warmup:
-        out.set("warmup_steps", int(warmup), origin("warmup_steps"))
+        ctx.out.set("warmup_steps", int(warmup), ctx.origin("warmup_steps"))
 
 
-def _evaluation_and_saving(effective, given, out, refuse, origin) -> None:
-    """TRL evaluates on dataset_test_split only with eval_strategy steps (or epoch); without it,
-    it trains on the whole training split, so upo holds out nothing (eval_fraction 0)."""
+def _evaluation_and_saving(ctx: _Context) -> None:
+    """TRL evaluates on dataset_test_split only with eval_strategy steps; without it, it trains on
+    the whole training split, so upo holds out nothing (eval_fraction 0)."""
+    effective, out = ctx.effective, ctx.out
     strategy = effective["eval_strategy"]
     if strategy == "no":
-        out.set("eval_fraction", 0.0, origin("eval_strategy") + ": TRL holds out nothing")
+        out.set("eval_fraction", 0.0, ctx.origin("eval_strategy") + ": TRL holds out nothing")
     elif strategy == "steps" and effective.get("dataset_name"):
-        out.set("eval_dataset", effective["dataset_name"], origin("dataset_name"))
-        out.set("eval_split", effective.get("dataset_test_split", "test"), origin("dataset_test_split")
-                if "dataset_test_split" in given else "TRL's default dataset_test_split: 'test'")
+        out.set("eval_dataset", effective["dataset_name"], ctx.origin("dataset_name"))
+        split = effective.get("dataset_test_split", "test")
+        out.set("eval_split", split, ctx.origin("dataset_test_split") if "dataset_test_split" in ctx.given
+                else "TRL's default dataset_test_split: 'test'")
         out.set("eval_fraction", 0.0, "upo: held-out pairs come from eval_split")
-        if effective.get("eval_steps") is not None:
-            out.set("eval_steps", int(effective["eval_steps"]), origin("eval_steps"))
+        # transformers evaluates every logging_steps when eval_steps is unset
+        step_key = "eval_steps" if effective.get("eval_steps") is not None else "logging_steps"
+        every = ctx.number(step_key, int)
+        if every is not None:
+            out.set("eval_steps", every, ctx.origin(step_key))
     else:
-        refuse("eval_strategy", f"{strategy!r}" + (" without a dataset_name" if strategy == "steps" else "")
-               + ": upo evaluates every eval_steps steps and at the end, on a dataset's eval_split")
+        ctx.refuse("eval_strategy", f"{strategy!r}" + (" without a dataset_name" if strategy == "steps" else "")
+                   + ": upo evaluates every eval_steps steps and at the end, on a dataset's eval_split")
     if effective["save_strategy"] == "steps":
-        out.set("save_steps", int(effective["save_steps"]), origin("save_steps"))
-        if "save_total_limit" not in given:
+        every = ctx.number("save_steps", int)
+        if every is not None:
+            out.set("save_steps", every, ctx.origin("save_steps"))
+        if "save_total_limit" not in ctx.given:
             out.notes.append(f"save_total_limit: TRL keeps every checkpoint; upo keeps the newest "
                              f"{UPOConfig.save_total_limit} (set save_total_limit to keep more)")
     elif effective["save_strategy"] != "no":
-        refuse("save_strategy", f"{effective['save_strategy']!r}: upo saves every save_steps steps (or never)")
+        ctx.refuse("save_strategy", f"{effective['save_strategy']!r}: upo saves every save_steps steps (or never)")
 
 
-def _precision(effective, given, out, origin) -> None:
-    """bf16 / fp16: upo keeps fp32 weights under autocast in that dtype (TRL's mixed precision)."""
+def _precision(ctx: _Context) -> None:
+    """bf16 / fp16: upo keeps fp32 weights under autocast in that dtype (TRL's mixed precision).
+    dtype (the weights' own): bfloat16 with LoRA is upo's lora_base_dtype bf16; else a note."""
+    effective, out = ctx.effective, ctx.out
     if effective.get("fp16"):
-        out.set("precision", "fp16", origin("fp16"))
-    elif "bf16" in given and effective["bf16"] is False:
-        out.set("precision", "fp32", origin("bf16"))
+        out.set("precision", "fp16", ctx.origin("fp16"))
+    elif "bf16" in ctx.given and effective["bf16"] is False:
+        out.set("precision", "fp32", ctx.origin("bf16"))
     else:
-        out.set("precision", "bf16", origin("bf16") if "bf16" in given else "TRL's default bf16 (on where supported)")
-    dtype = effective.get("dtype", effective.get("torch_dtype"))
-    if dtype in ("bfloat16", "float16", "half") and not effective.get("use_peft"):
-        out.notes.append(f"dtype {dtype} not translated: TRL then trains {dtype} weights; upo keeps fp32 weights "
-                         "and optimizer state under bf16 autocast (more memory, no rounding of small updates)")
-    elif dtype == "bfloat16" and out.values.get("precision", UPOConfig.precision) == "bf16":
-        out.set("lora_base_dtype", "bf16", origin("dtype" if "dtype" in given else "torch_dtype"))
+        out.set("precision", "bf16", ctx.origin("bf16") if "bf16" in ctx.given else
+                "TRL's default bf16 (on where supported)")
+    dtype_key = "dtype" if "dtype" in effective else "torch_dtype"
+    dtype = effective.get(dtype_key)
+    if dtype in (None, "float32"):
+        return
+    if dtype == "bfloat16" and effective.get("use_peft") and out.values["precision"] == "bf16":
+        out.set("lora_base_dtype", "bf16", ctx.origin(dtype_key))
+    else:
+        out.notes.append(f"{dtype_key} {dtype!r} not translated: TRL then loads the weights in that dtype; upo keeps "
+                         "fp32 weights and optimizer state under autocast (with LoRA and bf16, lora_base_dtype: "
+                         "bf16 keeps the frozen base in bf16)")
 
 
-def _lora(effective, out, refuse, where) -> None:
+def _lora(ctx: _Context) -> None:
     """TRL leaves lora_target_modules to peft's default for the architecture (q_proj and v_proj for
     Llama and Qwen2); upo's default is all-linear, so the conversion writes peft's list out. Without
     use_peft, TRL ignores the lora_* keys, and so does the translation."""
-    if not effective.get("use_peft"):
+    out = ctx.out
+    if not ctx.effective.get("use_peft"):
         for key in ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules"):
             if out.values.pop(RENAMED[key], None) is not None:
                 out.origins.pop(RENAMED[key])
-                out.not_translated.append(f"{key} ({where(key)}: use_peft is false)")
+                out.not_translated.append(f"{key} ({ctx.where(key)}: use_peft is false)")
         return
     out.set("merge_lora", False, "TRL saves the adapters, not a merged model")
-    if effective.get("lora_target_modules") is None:
-        modules = peft_default_targets(effective.get("model_name_or_path"))
+    if ctx.effective.get("lora_target_modules") is None:
+        modules = peft_default_targets(ctx.effective.get("model_name_or_path"))
         if modules is None:
-            refuse("use_peft", "TRL leaves lora_target_modules to peft's default for the model's architecture, which "
-                   "this conversion could not read (the model is not a local folder with a config.json): set "
-                   "lora_target_modules")
+            ctx.refuse("use_peft", "TRL leaves lora_target_modules to peft's default for the model's architecture, "
+                       "which this conversion could not read (the model is not a local folder with a config.json): "
+                       "set lora_target_modules")
         else:
-            out.set("lora_target_modules", modules, "peft's default for this architecture (TRL's lora_target_modules: None)")
+            out.set("lora_target_modules", modules, "peft's default for this architecture (TRL's lora_target_modules: "
+                    "None)")
+
+
+def _differences(ctx: _Context) -> None:
+    """What upo does differently whatever the file says."""
+    decay = ctx.out.values.get("weight_decay")
+    if not ctx.effective.get("use_peft") and isinstance(decay, (int, float)) and decay > 0:
+        ctx.out.notes.append("weight_decay: transformers exempts biases and norm weights from it; upo decays every "
+                             "trained parameter")
+
+
+def _typed(ctx: _Context) -> None:
+    """Each value as upo's typed config reads it from YAML (5e-7 written as text becomes a float); a
+    value of the wrong type is an error naming the TRL key it came from."""
+    hints = typing.get_type_hints(UPOConfig)
+    for key, value in list(ctx.out.values.items()):
+        try:
+            ctx.out.values[key] = coerce_value(key, hints[key], value, f"{ctx.source}: {ctx.out.origins[key]}")
+        except ConfigError as e:
+            ctx.out.errors.append(str(e))
 
 
 def peft_default_targets(model: str | None) -> list[str] | None:
     """peft's default LoRA target modules for a local model folder's architecture; None if unknown."""
-    if not model or not (Path(model) / "config.json").is_file():
+    if not isinstance(model, str) or not (Path(model) / "config.json").is_file():
         return None
     import json
 
