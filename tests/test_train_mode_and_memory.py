@@ -161,3 +161,24 @@ def test_eval_mode_gives_every_submodule_its_own_mode_back():
     with eval_mode(outer, None):
         assert not any(m.training for m in outer.modules())
     assert [m.training for m in outer.modules()] == before
+
+
+@pytest.mark.parametrize("command", ["train", "rm"])
+def test_a_model_without_gradient_checkpointing_is_refused_before_the_data_is_read(command, tiny_model_dir, tmp_path,
+                                                                                   monkeypatch):
+    """The check reads the model's config only: with a dataset that does not exist, the refusal
+    comes first (before, it came after the data was read and scored)."""
+    from transformers import LlamaForCausalLM, LlamaForSequenceClassification
+
+    from upo.rm.config import RMConfig
+    from upo.rm.train import train_reward_model
+
+    cls = LlamaForCausalLM if command == "train" else LlamaForSequenceClassification
+    monkeypatch.setattr(cls, "supports_gradient_checkpointing", False)
+    missing = str(tmp_path / "missing.jsonl")
+    with pytest.raises(ValueError, match=f"gradient_checkpointing: true, but {cls.__name__} does not support it"):
+        if command == "train":
+            train(run_config(tiny_model_dir, missing, tmp_path / "run", gradient_checkpointing=True))
+        else:
+            train_reward_model(RMConfig(model=str(tiny_model_dir), dataset=missing, output_dir=str(tmp_path / "rm"),
+                                        gradient_checkpointing=True, progress=False))

@@ -36,6 +36,21 @@ def holds_model(folder: Path) -> bool:
     return any((folder / f).is_file() for f in ("config.json", "adapter_config.json", "tokenizer_config.json"))
 
 
+def check_gradient_checkpointing(model_path: str, head: str = "causal-lm") -> None:
+    """gradient_checkpointing: true for a model whose transformers class cannot do it is refused from
+    the model's config alone, before any data is read (`enable_gradient_checkpointing` checks the
+    loaded model the same way). `head`: "causal-lm" (upo train) or "sequence-classification" (upo rm train)."""
+    from transformers import AutoConfig
+    from transformers.models.auto import modeling_auto
+
+    mapping = {"causal-lm": modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING,
+               "sequence-classification": modeling_auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING}[head]
+    config = AutoConfig.from_pretrained(model_path)
+    if type(config) in mapping and not getattr(mapping[type(config)], "supports_gradient_checkpointing", False):
+        raise ValueError(f"gradient_checkpointing: true, but {mapping[type(config)].__name__} does not support it in "
+                         "transformers")
+
+
 def enable_gradient_checkpointing(lm) -> None:
     """transformers' activation checkpointing of every decoder layer, non-reentrant (it keeps the RNG
     state, so a rerun layer draws LoRA's dropout masks again as it drew them). transformers checkpoints

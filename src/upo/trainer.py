@@ -54,6 +54,7 @@ from upo.methods import METHODS, needs_kto_reference_point
 from upo.metrics import MetricsAverager, MetricsWriter, reduce_metrics
 from upo.modeling import (
     ValueHead,
+    check_gradient_checkpointing,
     full_copy,
     load_causal_lm,
     load_tokenizer,
@@ -112,6 +113,8 @@ def train(cfg: UPOConfig) -> Path:
     method = METHODS[cfg.method]
 
     # ---- model, tokenizer, data ----------------------------------------------------------------
+    if cfg.gradient_checkpointing:
+        check_gradient_checkpointing(model_path)  # before the data is read and scored
     tokenizer = load_tokenizer(model_path)
     control_ids = add_control_tokens(tokenizer) if method.control_tokens else None  # CSFT
     # steered UPO by token: the conditions' tokens (aux_coef's, then the reward mixes'); by adapter: none

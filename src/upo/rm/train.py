@@ -27,7 +27,13 @@ from upo.data.readers import load_records
 from upo.data.records import PreferencePair, prompt_text
 from upo.data.split import split_heldout
 from upo.metrics import MetricsAverager, MetricsWriter
-from upo.modeling import disable_dropout, enable_gradient_checkpointing, load_tokenizer, resolve_model_path
+from upo.modeling import (
+    check_gradient_checkpointing,
+    disable_dropout,
+    enable_gradient_checkpointing,
+    load_tokenizer,
+    resolve_model_path,
+)
 from upo.rewards.reward_model import adds_special_tokens, render, reward_model_scorer
 from upo.rm.config import RMConfig
 from upo.rm.loss import bradley_terry_loss, pair_metrics
@@ -167,6 +173,8 @@ def train_reward_model(cfg: RMConfig) -> tuple[Path, dict[str, float]]:
     cfg.save(out / "rm_config.yaml")
     log = tqdm.write
 
+    if cfg.gradient_checkpointing:
+        check_gradient_checkpointing(model_path, "sequence-classification")  # before the data is read
     tokenizer = load_tokenizer(model_path)
     tokenizer.padding_side = "right"
     data = prepare_rm_data(cfg, tokenizer)
