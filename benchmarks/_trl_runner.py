@@ -1,4 +1,5 @@
-"""bench_trl.py's TRL side: DPOTrainer / KTOTrainer on upo's own token ids, timed per step.
+"""bench_trl.py's TRL side: DPOTrainer / KTOTrainer (and CPOTrainer for CPO and SimPO, ORPOTrainer)
+on upo's own token ids, timed per step.
 
 Run in a child process of bench_trl.py (or by gpu_bench.py), in the bench environment where TRL is
 installed; TRL is not a dependency of upo.
@@ -25,7 +26,7 @@ def _trl_dataset(method: str, args, tokenizer):
                      steps=args.warmup + args.steps, max_length=args.max_length, precision=args.precision,
                      lora=args.lora, model=args.model, rewards={})
     items = prepare_data(cfg, tokenizer, progress=False).train_items
-    if method == "dpo":
+    if method != "kto":  # the paired methods
         return Dataset.from_list([{k: it[k] for k in ("prompt_ids", "chosen_ids", "rejected_ids")} for it in items])
     # KTO: TRL's own KL completions: rotate the completions by one within each batch-sized chunk of
     # the (sequential) training order, as KTOTrainer._prepare_dataset does.
@@ -40,14 +41,54 @@ def _trl_dataset(method: str, args, tokenizer):
     return Dataset.from_list(rows)
 
 
-def run_trl(name: str, args, workdir: Path, t0: float) -> dict:
-    """TRL's DPOTrainer / KTOTrainer; s/step from a callback, tokens counted in training_step."""
-    from transformers import AutoModelForCausalLM, TrainerCallback
+def _reference_free_row(feature: dict) -> dict:
+    """TRL's experimental CPO/ORPO trainers' tokenized row from upo's ids (their tokenize_row's keys:
+    prompt_*, and chosen_*/rejected_* = prompt + response with labels -100 on the prompt)."""
+    row = {"prompt_input_ids": feature["prompt_ids"], "prompt_attention_mask": [1] * len(feature["prompt_ids"])}
+    for side in ("chosen", "rejected"):
+        ids = feature["prompt_ids"] + feature[f"{side}_ids"]
+        row[f"{side}_input_ids"], row[f"{side}_attention_mask"] = ids, [1] * len(ids)
+        row[f"{side}_labels"] = [-100] * len(feature["prompt_ids"]) + feature[f"{side}_ids"]
+    return row
+
+
+def _paired_counts(inputs) -> dict[str, int]:
+    """token_counts of a CPO/ORPO batch, whose chosen and rejected sides are padded separately."""
+    counts = {"real": 0, "prompt": 0}
+    for side in ("chosen", "rejected"):
+        mask = inputs[f"{side}_attention_mask"].bool()
+        counts["real"] += int(mask.sum())
+        counts["prompt"] += int((mask & (inputs[f"{side}_labels"] == -100)).sum())
+    return {**counts, "needed": counts["real"] - counts["prompt"] // 2}
+
+
+def _trainer_and_config(method: str):
+    """TRL's trainer class, its config class and the method's own config values."""
     from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
+
+    if method in ("dpo", "kto"):
+        shared = {"beta": 0.1, "precompute_ref_log_probs": True}
+        return (DPOTrainer, DPOConfig, shared) if method == "dpo" else (KTOTrainer, KTOConfig, shared)
+    if method == "orpo":
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+        return ORPOTrainer, ORPOConfig, {"beta": 0.1}
+    from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+    # upo's defaults (UPOConfig: beta 0.1, simpo_gamma 0.5, cpo_alpha 1); upo's simpo is TRL's without its NLL term
+    if method == "simpo":
+        return CPOTrainer, CPOConfig, {"beta": 0.1, "loss_type": "simpo", "simpo_gamma": 0.5, "cpo_alpha": 0.0}
+    return CPOTrainer, CPOConfig, {"beta": 0.1, "loss_type": "sigmoid", "cpo_alpha": 1.0}
+
+
+def run_trl(name: str, args, workdir: Path, t0: float) -> dict:
+    """TRL's DPOTrainer / KTOTrainer / CPOTrainer / ORPOTrainer; s/step from a callback, tokens
+    counted in training_step."""
+    from transformers import AutoModelForCausalLM, TrainerCallback
 
     from upo.modeling import load_tokenizer, resolve_model_path
 
-    method = name.removeprefix("trl_")  # trl_dpo, trl_kto
+    method = name.removeprefix("trl_")  # trl_dpo, trl_kto, trl_simpo, trl_cpo, trl_orpo
     path = resolve_model_path(args.model)
     tokenizer = load_tokenizer(path)  # pad = eos when the tokenizer has none, as in upo
     dataset = _trl_dataset(method, args, tokenizer)
@@ -67,12 +108,18 @@ def run_trl(name: str, args, workdir: Path, t0: float) -> dict:
         only get a forward pass without gradient.
         """
 
-        def _prepare_dataset(self, dataset, *_args, **_kwargs):
+        def _prepare_dataset(self, dataset, *_args, **_kwargs):  # DPO, KTO
             return dataset
+
+        def tokenize_row(self, feature, *_args, **_kwargs):  # CPO, ORPO
+            return _reference_free_row(feature)
 
         def training_step(self, *a, **kw):
             inputs = a[1] if len(a) > 1 else kw["inputs"]
-            tokens = token_counts(inputs["attention_mask"], inputs["completion_mask"], paired=method == "dpo")
+            if "chosen_labels" in inputs:  # CPO, ORPO
+                tokens = _paired_counts(inputs)
+            else:
+                tokens = token_counts(inputs["attention_mask"], inputs["completion_mask"], paired=method == "dpo")
             for key, value in new_step(tokens).items():
                 counts[key] += value
             if "KL_attention_mask" in inputs:
@@ -95,7 +142,7 @@ def run_trl(name: str, args, workdir: Path, t0: float) -> dict:
             self.steps.append(dict(counts))
             counts.update(dict.fromkeys(counts, 0))
 
-    config_cls, trainer_cls = (DPOConfig, DPOTrainer) if method == "dpo" else (KTOConfig, KTOTrainer)
+    trainer_cls, config_cls, method_args = _trainer_and_config(method)
     trainer_cls = type(f"Bench{trainer_cls.__name__}", (Bench, trainer_cls), {})
     training_args = config_cls(
         output_dir=str(workdir / name),
@@ -113,8 +160,7 @@ def run_trl(name: str, args, workdir: Path, t0: float) -> dict:
         optim=args.trl_optim,
         bf16=args.precision == "bf16",
         fp16=args.precision == "fp16",
-        beta=0.1,
-        precompute_ref_log_probs=True,
+        **method_args,
         # TRL's configs default to gradient checkpointing (less memory, one more forward per step);
         # off unless --gradient_checkpointing (both libraries) or --trl_gradient_checkpointing (TRL alone)
         gradient_checkpointing=args.trl_gradient_checkpointing,

@@ -1,4 +1,6 @@
-"""upo's DPO, KTO and UPO against TRL's DPOTrainer and KTOTrainer at equal settings.
+"""upo's DPO, KTO and UPO against TRL's DPOTrainer and KTOTrainer at equal settings (and, with
+--variants upo_simpo,trl_simpo,upo_cpo,trl_cpo,upo_orpo,trl_orpo, the reference-free SimPO, CPO and
+ORPO against TRL's CPOTrainer and ORPOTrainer).
 
 Same model (SmolLM2-135M-Instruct), same HH-RLHF pairs and the very same token ids (both sides get
 the items upo's data pipeline makes: same prompts, truncation, eos), same max_length, batch size,
@@ -72,6 +74,7 @@ from _trl_runner import run_trl
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from upo.config import EMBEDDED_MODEL
+from upo.methods import METHODS, batch_format
 from upo.modeling import default_attention
 
 # name -> (library, method, preference term)
@@ -85,11 +88,19 @@ VARIANTS = {
     "upo_dpo_padded": ("upo", "dpo", "dpo"),  # upo DPO with padding_free: false (what packing gains)
     "upo_dpo_unshared": ("upo", "dpo", "dpo"),  # upo DPO with shared_prompt: false (what sharing gains)
     "upo_kto_unshared": ("upo", "kto", "kto"),  # upo KTO with shared_prompt: false (no prompt cache)
+    # reference-free (not run by default): TRL's CPOTrainer (sigmoid; simpo with cpo_alpha 0) and ORPOTrainer
+    "upo_simpo": ("upo", "simpo", "simpo"),
+    "trl_simpo": ("trl", "simpo", "simpo"),
+    "upo_cpo": ("upo", "cpo", "cpo"),
+    "trl_cpo": ("trl", "cpo", "cpo"),
+    "upo_orpo": ("upo", "orpo", "orpo"),
+    "trl_orpo": ("trl", "orpo", "orpo"),
 }
 DEFAULT_VARIANTS = "upo_dpo,trl_dpo,upo_kto,trl_kto,upo_upo,upo_dpo_padded"
 PADDED = {"upo_dpo_padded"}
 UNSHARED = {"upo_dpo_unshared", "upo_kto_unshared"}
-TRL_COUNTERPART = {"upo_dpo": "trl_dpo", "upo_kto": "trl_kto"}
+TRL_COUNTERPART = {"upo_dpo": "trl_dpo", "upo_kto": "trl_kto", "upo_simpo": "trl_simpo", "upo_cpo": "trl_cpo",
+                   "upo_orpo": "trl_orpo"}
 # UPO and its preference-only method see exactly the same batches (same data, seed and sampler).
 PREFERENCE_ONLY = {"upo_upo": "upo_kto", "upo_upo_dpo": "upo_dpo"}
 RESULTS = Path(__file__).parent / "results"
@@ -122,7 +133,7 @@ def run_upo(name: str, args, workdir: Path, t0: float) -> dict:
         hook = register_optimizer_step_post_hook(lambda *_: profiler.step())
 
     def counting_forward(self, input_ids, attention_mask, loss_mask, *rest, **kwargs):
-        tokens = token_counts(attention_mask, loss_mask, paired=pref in ("dpo", "ipo"))
+        tokens = token_counts(attention_mask, loss_mask, paired=batch_format(METHODS[method], pref) == "paired")
         if torch.is_grad_enabled():
             if not steps:
                 info["setup_seconds"] = time.perf_counter() - t0
