@@ -23,6 +23,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def smoothed_sigmoid_loss(logits: Tensor, label_smoothing: float) -> Tensor:
+    """[B] -(1 - ls) log sigmoid(z) - ls log sigmoid(-z): -log sigmoid(z), in expectation over a label
+    flipped with probability ls (conservative DPO, Mitchell 2023; also SimPO's and CPO's)."""
+    return -(1.0 - label_smoothing) * F.logsigmoid(logits) - label_smoothing * F.logsigmoid(-logits)
+
+
 def dpo_loss(
     policy_chosen_logps: Tensor,
     policy_rejected_logps: Tensor,
@@ -53,8 +59,7 @@ def dpo_loss(
     logits = chosen_logratios - rejected_logratios  # [B] h(x, y_w, y_l)
 
     # L_DPO = -log sigmoid(beta * h); with label smoothing, the expected loss under flipped labels.
-    scaled = beta * logits  # [B]
-    losses = -(1.0 - label_smoothing) * F.logsigmoid(scaled) - label_smoothing * F.logsigmoid(-scaled)  # [B]
+    losses = smoothed_sigmoid_loss(beta * logits, label_smoothing)  # [B]
     chosen_rewards = beta * chosen_logratios.detach()  # [B]
     rejected_rewards = beta * rejected_logratios.detach()  # [B]
     return losses, chosen_rewards, rejected_rewards

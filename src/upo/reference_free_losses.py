@@ -23,10 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-
-def _smoothed_logsigmoid_loss(logits: Tensor, label_smoothing: float) -> Tensor:
-    """[B] -(1 - ls) log sigmoid(z) - ls log sigmoid(-z): the loss when a label is flipped with probability ls."""
-    return -(1.0 - label_smoothing) * F.logsigmoid(logits) - label_smoothing * F.logsigmoid(-logits)
+from upo.losses import smoothed_sigmoid_loss
 
 
 def simpo_loss(
@@ -52,7 +49,7 @@ def simpo_loss(
     """
     chosen_rewards = beta * policy_chosen_mean_logps  # [B]
     rejected_rewards = beta * policy_rejected_mean_logps  # [B]
-    losses = _smoothed_logsigmoid_loss(chosen_rewards - rejected_rewards - gamma, label_smoothing)  # [B]
+    losses = smoothed_sigmoid_loss(chosen_rewards - rejected_rewards - gamma, label_smoothing)  # [B]
     return losses, chosen_rewards.detach(), rejected_rewards.detach()
 
 
@@ -81,7 +78,7 @@ def cpo_loss(
     """
     chosen_rewards = beta * policy_chosen_logps  # [B]
     rejected_rewards = beta * policy_rejected_logps  # [B]
-    preference = _smoothed_logsigmoid_loss(chosen_rewards - rejected_rewards, label_smoothing)  # [B]
+    preference = smoothed_sigmoid_loss(chosen_rewards - rejected_rewards, label_smoothing)  # [B]
     nll = -policy_chosen_mean_logps  # [B]
     return preference + alpha * nll, chosen_rewards.detach(), rejected_rewards.detach(), nll.detach()
 
