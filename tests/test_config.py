@@ -253,7 +253,7 @@ def test_every_method_accepts_the_keys_it_reads_and_refuses_the_other_method_key
     changed = {"beta": 0.2, "label_smoothing": 0.1, "desirable_weight": 2.0, "undesirable_weight": 2.0,
                "aux_coef": 0.5, "eta": 2.0, "max_weight": 5.0, "tau": 0.5, "aux_logp": "sum", "ppo_clip": 0.1,
                "alol_clip": 0.5, "modpo_w0": 2.0, "pref_loss": "dpo", "rpo_alpha": 0.5, "simpo_gamma": 1.0,
-               "cpo_alpha": 0.5}
+               "cpo_alpha": 0.5, "ipo_per_token": True}
     assert sorted(changed) == sorted(method_keys())
     for name, m in METHODS.items():
         for pref_loss in ("kto", "dpo", "ipo") if m.data == "pref" else ("kto",):

@@ -47,7 +47,7 @@ METRIC_NAMES = {
 # Not the defaults, so a step that passed a default instead of the config's value would be caught.
 CFG = dict(beta=0.3, label_smoothing=0.1, desirable_weight=1.5, undesirable_weight=0.7, aux_coef=0.4, eta=2.0,
            max_weight=3.0, tau=0.8, modpo_w0=2.0, ppo_clip=0.1, alol_clip=0.5, rpo_alpha=0.6, simpo_gamma=0.7,
-           cpo_alpha=0.8)
+           cpo_alpha=0.8, ipo_per_token=True)
 
 
 def config(method: str, **overrides) -> UPOConfig:
@@ -117,7 +117,9 @@ EXPECTED_LOSS = {
     "cpo": lambda x, c: rf.cpo_loss(*halves(x.policy_logps), x.policy_mean_logps[:2], beta=c.beta, alpha=c.cpo_alpha,
                                     label_smoothing=c.label_smoothing)[0].mean(),
     "orpo": lambda x, c: rf.orpo_loss(*halves(x.policy_mean_logps), beta=c.beta).losses.mean(),
-    "ipo": lambda x, c: losses.ipo_loss(*halves(x.policy_logps), *halves(x.reference_logps), beta=c.beta)[0].mean(),
+    "ipo": lambda x, c: (losses.ipo_loss(*halves(x.policy_mean_logps), *halves(x.reference_mean_logps()), beta=c.beta)
+                         if c.ipo_per_token else
+                         losses.ipo_loss(*halves(x.policy_logps), *halves(x.reference_logps), beta=c.beta))[0].mean(),
     "kto": lambda x, c: kto_losses(x, c).mean(),
     "upo": upo_expected,
     "sft": lambda x, c: bl.sft_loss(x.policy_mean_logps[:2]).mean(),
@@ -150,8 +152,8 @@ def test_step_loss_is_the_pure_loss_and_metric_names_are_pinned(method, override
         x.kto_reference_point = None  # as step_inputs builds it
     loss, metrics = m.loss(x, cfg)
     assert loss.dim() == 0 and loss.requires_grad
-    if method == "upo" and cfg.pref_loss == "ipo":
-        pref = losses.ipo_loss(*halves(x.policy_logps), *halves(x.reference_logps), beta=cfg.beta)[0]
+    if method == "upo" and cfg.pref_loss == "ipo":  # CFG's ipo_per_token: per-token mean log-ratios
+        pref = losses.ipo_loss(*halves(x.policy_mean_logps), *halves(x.reference_mean_logps()), beta=cfg.beta)[0]
         expected = losses.upo_loss(pref, x.policy_logps, x.rewards, x.values, aux_coef=cfg.aux_coef, eta=cfg.eta,
                                    max_weight=cfg.max_weight, tau=cfg.tau).loss
     else:
@@ -188,6 +190,18 @@ def test_rpo_alpha_adds_the_chosen_nll_to_dpo_hand_worked():
     assert "nll_loss" not in plain_metrics
     assert rpo.item() == pytest.approx(expected.item() + 0.5)
     assert rpo_metrics["nll_loss"].item() == pytest.approx(1.0)
+
+
+def test_ipo_per_token_hand_worked():
+    """beta 0.3 (target margin 1/0.6 = 1.666667). Per-token mean log-ratios: chosen (-3+4)/3 = 1/3 and
+    (-5+5.5)/5 = 0.1, rejected (-6+5)/4 = -0.25 and (-4+4.5)/2 = 0.25; margins 0.583333 and -0.15;
+    losses 1.173611 and 3.300278, mean 2.236944. Summed (the paper's): margins 2 and 0, mean
+    ((2 - 1.666667)^2 + 1.666667^2) / 2 = 1.444444."""
+    x = make_inputs("paired")
+    per_token, _ = METHODS["ipo"].loss(x, UPOConfig(method="ipo", beta=0.3, ipo_per_token=True))
+    summed, _ = METHODS["ipo"].loss(x, UPOConfig(method="ipo", beta=0.3))
+    assert per_token.item() == pytest.approx(2.236944, abs=1e-5)
+    assert summed.item() == pytest.approx(1.444444, abs=1e-5)
 
 
 def test_upo_partial_eval_is_its_aux_and_value_terms():

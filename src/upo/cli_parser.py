@@ -241,13 +241,14 @@ the same objective on the same data with the same optimizer settings.
 Each output line says which TRL key (and line) its value came from; TRL's defaults are written out
 where upo's differ and the updates depend on them (learning rate 1e-6, linear schedule, 3 epochs,
 batch 8, max_length 1024, ...). Keys that change nothing about the updates in upo (logging, Hub
-pushes, loader workers, kernels) are listed as not translated. A key upo cannot reproduce (TRL's
-per-token IPO, AlphaPO, QLoRA, WPO weighting, a fractional epoch count, ...) is an error naming its
-line, and nothing is written.
+pushes, loader workers, kernels) are listed as not translated. A key upo cannot reproduce (AlphaPO,
+QLoRA, WPO weighting, another loss_type, a fractional epoch count, ...) is an error naming its line,
+and nothing is written.
 
   TRL                                                 upo
   DPOTrainer, loss_type sigmoid                       method: dpo
   DPOTrainer, loss_type [sigmoid, sft], weights [1, a] method: dpo, rpo_alpha: a (RPO)
+  DPOTrainer, loss_type ipo                           method: ipo, ipo_per_token: true
   KTOTrainer                                          method: kto
   CPOTrainer, loss_type sigmoid                       method: cpo
   CPOTrainer, loss_type simpo, cpo_alpha 0            method: simpo

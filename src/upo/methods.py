@@ -70,7 +70,8 @@ def _mean_loss(step):
 METHODS: dict[str, Method] = {
     "dpo": Method("dpo", "paired", _mean_loss(steps.dpo_step), reads=("beta", "label_smoothing", "rpo_alpha"),
                   summary="DPO, Rafailov et al. 2023 (RPO, Pang et al. 2024, with rpo_alpha)"),
-    "ipo": Method("ipo", "paired", _mean_loss(steps.ipo_step), reads=("beta",), summary="IPO, Azar et al. 2023"),
+    "ipo": Method("ipo", "paired", _mean_loss(steps.ipo_step), reads=("beta", "ipo_per_token"),
+                  summary="IPO, Azar et al. 2023"),
     "kto": Method("kto", "unpaired", _mean_loss(steps.kto_step), needs_kto_reference_point=True,
                   reads=("beta", "desirable_weight", "undesirable_weight"), summary="KTO, Ethayarajh et al. 2024"),
     "upo": Method(

@@ -81,9 +81,14 @@ def dpo_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
 
 
 def ipo_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
+    """IPO on summed log-ratios (the paper's equation), or with `ipo_per_token` on per-token means
+    (each log-ratio over its response length: TRL 1.16's ipo)."""
     pc, pr = split_pairs(x.policy_logps)
     rc, rr = split_pairs(x.reference_logps)
     per_pair, chosen_r, rejected_r = losses.ipo_loss(pc, pr, rc, rr, beta=cfg.beta)
+    if cfg.ipo_per_token:  # rewards/* stay beta * the summed log-ratios, as every method's (and held-out) are
+        means = (*split_pairs(x.policy_mean_logps), *split_pairs(x.reference_mean_logps()))
+        per_pair = losses.ipo_loss(*means, beta=cfg.beta)[0]
     return per_pair, pair_metrics(chosen_r, rejected_r, pc, pr)
 
 

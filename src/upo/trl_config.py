@@ -14,7 +14,7 @@ objective on the same data with the same optimizer settings, except where a note
 - Keys that change nothing about the updates in upo (logging folders, Hub pushes, data-loader
   workers, kernels) are listed as not translated; differences upo cannot remove (ORPO's NLL over
   the prompt, data order, weight decay on norms) are listed as notes.
-- A key whose TRL meaning upo cannot reproduce (TRL's per-token IPO, AlphaPO, QLoRA, WPO weighting,
+- A key whose TRL meaning upo cannot reproduce (AlphaPO, QLoRA, WPO weighting, other loss_types,
   a fractional epoch count, ...) is an error naming the file, the line and why; so is a key
   neither knows, and a value of the wrong type. Nothing is dropped silently.
 """
@@ -231,16 +231,15 @@ def _method(ctx: _Context) -> None:
         elif types_ == ["sigmoid", "sft"] and weights[0] == 1.0:
             out.set("method", "dpo", where)
             out.set("rpo_alpha", weights[1], ctx.origin("loss_weights") + " (RPO: the sft loss's weight)")
-        elif types_ == ["ipo"]:
-            ctx.refuse("loss_type", "TRL 1.16's ipo divides each log-ratio by its completion length; upo's ipo is "
-                       "the paper's equation on summed log-ratios, so the same beta would train something else. "
-                       "Write an upo config with method: ipo and a beta chosen for summed log-ratios")
+        elif types_ == ["ipo"] and weights == [1.0]:  # TRL 1.16's ipo: per-token mean log-ratios
+            out.set("method", "ipo", where)
+            out.set("ipo_per_token", True, ctx.origin("loss_type") + ": each log-ratio over its completion length")
         else:
             ctx.refuse("loss_type", f"{effective.get('loss_type')!r} with loss_weights {effective.get('loss_weights')!r}"
-                       ": upo translates sigmoid (DPO) and [sigmoid, sft] with loss_weights [1, alpha] (RPO)")
-        if effective.get("label_smoothing") not in (None, 0, 0.0):  # TRL 1.16's sigmoid loss does not read it
-            ctx.out.notes.append("label_smoothing not translated: TRL 1.16's sigmoid loss does not read it (upo's "
-                                 "dpo would: conservative DPO)")
+                       ": upo translates sigmoid (DPO), [sigmoid, sft] with loss_weights [1, alpha] (RPO) and ipo")
+        if effective.get("label_smoothing") not in (None, 0, 0.0):  # TRL 1.16's sigmoid and ipo do not read it
+            ctx.out.notes.append("label_smoothing not translated: TRL 1.16's sigmoid and ipo losses do not read it "
+                                 "(upo's dpo would: conservative DPO)")
         effective.pop("label_smoothing", None)
     elif trainer == "kto":
         if types_ in ([], ["kto"]):
