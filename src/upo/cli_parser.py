@@ -16,7 +16,9 @@ examples:
   upo train --config examples/upo_hh.yaml --aux_coef 0.5 --output_dir runs/aux0.5
   upo train --dataset ../shared/data/hh-rlhf/harmless-base-dev.jsonl.gz --method dpo --lora true --max_steps 50
   upo train --dataset pairs.jsonl --method upo --pref_loss dpo --rewards readability=0.05,profanity=0.95
+  upo train --dataset pairs.jsonl --method simpo --beta 2.5 --simpo_gamma 1.4   # no reference model
 
+Coming from TRL: `upo from-trl dpo.yaml --trainer dpo --output upo.yaml` translates a TRL config.
 Every key of the config file can also be given as a flag (flags win over the file).
 Booleans: --lora, --lora true, --lora false. Lists: --lora_target_modules q_proj,v_proj.
 Rewards: name=weight pairs (or a mapping: --rewards '{safety: 0.95, readability: 0.05}'); names
