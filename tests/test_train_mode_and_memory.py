@@ -182,3 +182,13 @@ def test_a_model_without_gradient_checkpointing_is_refused_before_the_data_is_re
         else:
             train_reward_model(RMConfig(model=str(tiny_model_dir), dataset=missing, output_dir=str(tmp_path / "rm"),
                                         gradient_checkpointing=True, progress=False))
+
+
+def test_a_folder_of_adapters_alone_passes_the_early_check(tmp_path):
+    """A LoRA run's final/ with merge_lora false holds adapter_config.json, no config.json: AutoConfig
+    cannot read it, so the check leaves it to the loaded model (it was refused before it loaded)."""
+    from upo.modeling import check_gradient_checkpointing
+
+    (tmp_path / "adapter_config.json").write_text('{"base_model_name_or_path": "x", "peft_type": "LORA"}')
+    check_gradient_checkpointing(str(tmp_path))
+    check_gradient_checkpointing(str(tmp_path), "sequence-classification")

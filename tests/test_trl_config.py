@@ -203,3 +203,41 @@ def test_what_trl_reads_differently_is_translated_as_trl_runs_it():
     assert out.values["group_by_length"] is False and any("no shuffling" in n for n in out.notes)
     assert any("over the prompt" in n for n in translate({}, "orpo").notes)
     assert any("exempts biases and norm weights" in n for n in translate({"weight_decay": 0.01}, "dpo").notes)
+
+
+def test_booleans_written_as_text_are_read_as_trls_parser_reads_them():
+    """TRL's parser reads bf16: "false" as False (so TRL trains in fp32); so does the translation."""
+    out = translate({"bf16": "false", "fp16": "no", "use_peft": "false", "lora_r": 8, "disable_dropout": "true"}, "dpo")
+    assert not out.errors
+    assert out.values["precision"] == "fp32" and out.values["lora"] is False and "lora_r" not in out.values
+    out = translate({"bf16": "maybe"}, "dpo")
+    assert any("bf16: 'maybe' is not true or false" in error for error in out.errors)
+
+
+@pytest.mark.parametrize(
+    ("trainer", "trl", "why"),
+    [
+        ("orpo", {"loss_type": "sigmoid"}, "loss_type: not a key of TRL 1.16's ORPOTrainer config"),
+        ("dpo", {"alpha": 0.5}, "alpha: not a key of TRL 1.16's DPOTrainer config"),
+        ("dpo", {"fp16": True, "bf16": True}, "fp16 and bf16 are both true"),
+        ("dpo", {"dataset_name": "d", "eval_strategy": "steps", "dataset_test_split": None}, "name the split"),
+    ],
+)
+def test_keys_trl_would_refuse_are_refused(trainer, trl, why):
+    assert any(why in error for error in translate(trl, trainer).errors)
+
+
+def test_null_prompt_limit_and_zero_eval_steps_mean_what_they_mean_in_trl():
+    out = translate({"max_prompt_length": None, "max_length": 512}, "dpo")
+    assert out.values["max_prompt_length"] == 511  # no prompt limit, as TRL 1.16
+    out = translate({"dataset_name": "d", "eval_strategy": "steps", "eval_steps": 0, "logging_steps": 5}, "dpo")
+    assert out.values["eval_steps"] == 5
+
+
+@pytest.mark.parametrize(("name", "trainer"), [("dpo.yaml", "dpo"), ("orpo.yaml", "orpo")])
+def test_the_shipped_trl_examples_become_valid_upo_configs(name, trainer, tmp_path, capsys):
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "trl" / name
+    assert main(["from-trl", str(example), "--trainer", trainer, "--output", str(tmp_path / "upo.yaml")]) == 0
+    assert load_config(str(tmp_path / "upo.yaml"), {}).method == trainer

@@ -45,7 +45,10 @@ def check_gradient_checkpointing(model_path: str, head: str = "causal-lm") -> No
 
     mapping = {"causal-lm": modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING,
                "sequence-classification": modeling_auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING}[head]
-    config = AutoConfig.from_pretrained(model_path)
+    try:
+        config = AutoConfig.from_pretrained(model_path)
+    except (OSError, ValueError):  # e.g. a folder of LoRA adapters alone: checked once loaded
+        return
     if type(config) in mapping and not getattr(mapping[type(config)], "supports_gradient_checkpointing", False):
         raise ValueError(f"gradient_checkpointing: true, but {mapping[type(config)].__name__} does not support it in "
                          "transformers")

@@ -57,6 +57,14 @@ RENAMED = {
     "lora_dropout": "lora_dropout", "lora_target_modules": "lora_target_modules",
 }
 
+# TRL's boolean keys: TRL's parser reads "false" (a YAML string) as False, and so does the translation.
+BOOLEANS = frozenset({
+    "bf16", "fp16", "use_peft", "gradient_checkpointing", "activation_checkpointing", "padding_free",
+    "precompute_ref_log_probs", "disable_dropout", "use_weighting", "sync_ref_model", "load_in_4bit", "load_in_8bit",
+    "use_dora", "use_rslora", "trust_remote_code", "dataset_streaming", "streaming", "auto_find_batch_size",
+    "full_determinism", "enable_jit_checkpoint", "dataloader_drop_last", "load_best_model_at_end", "push_to_hub",
+})
+
 # Keys that change nothing about the updates in upo: logging and Hub logistics, evaluation batch
 # sizes, data-loading workers, kernels and compilers (upo picks its own), TRL's own switches for what
 # upo always does (padding to the batch, its chat-template handling). Listed as not translated.
@@ -187,9 +195,15 @@ def translate(trl: dict[str, Any], trainer: str, source: str = "TRL config",
     """TRL keys -> upo values, typed as upo's config types them; `lines` (key -> line in `source`)
     places each key in messages. Problems are collected in the result's `errors`."""
     given = {str(k): v for k, v in trl.items()}
+    if given.get("max_prompt_length", 0) is None:  # earlier TRL versions: no prompt limit, as TRL 1.16
+        del given["max_prompt_length"]
+    booleans = {key: _boolean(value) for key, value in given.items() if key in BOOLEANS}
+    given.update({key: value for key, value in booleans.items() if value is not None})
     effective = {**TRL_DEFAULTS, **(LORA_DEFAULTS if given.get("use_peft") else {}),
                  "train_sampling_strategy": "sequential" if trainer == "kto" else "random", **given}
     ctx = _Context(given, effective, trainer, source, lines or {}, Translation())
+    for key in (key for key, value in booleans.items() if value is None):
+        ctx.refuse(key, f"{given[key]!r} is not true or false")
     _method(ctx)
     for key, value in effective.items():
         if key in _HANDLED:
@@ -211,9 +225,21 @@ def translate(trl: dict[str, Any], trainer: str, source: str = "TRL config",
     return ctx.out
 
 
+def _boolean(value) -> bool | None:
+    """A YAML boolean or its text as TRL's parser reads it (true/false, yes/no, on/off, 1/0); None if neither."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).lower()
+    return True if text in ("true", "yes", "on", "1") else False if text in ("false", "no", "off", "0") else None
+
+
 def _method(ctx: _Context) -> None:
     """The method from the trainer and its loss_type (loss_weights: RPO)."""
     out, trainer, effective = ctx.out, ctx.trainer, ctx.effective
+    for key, trainers in (("loss_type", ("dpo", "kto", "cpo")), ("loss_weights", ("dpo",)), ("alpha", ("cpo",))):
+        if key in ctx.given and trainer not in trainers:
+            ctx.refuse(key, f"not a key of TRL 1.16's {TRAINERS[trainer]} config")
+            effective.pop(key)
     types_ = ctx.words("loss_type")
     weights = effective.get("loss_weights")
     if types_ is None:
@@ -425,11 +451,13 @@ def _evaluation_and_saving(ctx: _Context) -> None:
     elif strategy == "steps" and effective.get("dataset_name"):
         out.set("eval_dataset", effective["dataset_name"], ctx.origin("dataset_name"))
         split = effective.get("dataset_test_split", "test")
+        if not isinstance(split, str) or not split:
+            ctx.refuse("dataset_test_split", f"{split!r}: name the split evaluated on (TRL's default: test)")
         out.set("eval_split", split, ctx.origin("dataset_test_split") if "dataset_test_split" in ctx.given
                 else "TRL's default dataset_test_split: 'test'")
         out.set("eval_fraction", 0.0, "upo: held-out pairs come from eval_split")
-        # transformers evaluates every logging_steps when eval_steps is unset
-        step_key = "eval_steps" if effective.get("eval_steps") is not None else "logging_steps"
+        # transformers evaluates every logging_steps when eval_steps is unset (or 0)
+        step_key = "eval_steps" if effective.get("eval_steps") not in (None, 0) else "logging_steps"
         every = ctx.number(step_key, int)
         if every is not None:
             out.set("eval_steps", every, ctx.origin(step_key))
@@ -451,7 +479,9 @@ def _precision(ctx: _Context) -> None:
     """bf16 / fp16: upo keeps fp32 weights under autocast in that dtype (TRL's mixed precision).
     dtype (the weights' own): bfloat16 with LoRA is upo's lora_base_dtype bf16; else a note."""
     effective, out = ctx.effective, ctx.out
-    if effective.get("fp16"):
+    if effective.get("fp16") and effective.get("bf16"):
+        ctx.refuse("fp16", "fp16 and bf16 are both true (transformers refuses that too)")
+    elif effective.get("fp16"):
         out.set("precision", "fp16", ctx.origin("fp16"))
     elif "bf16" in ctx.given and effective["bf16"] is False:
         out.set("precision", "fp32", ctx.origin("bf16"))
