@@ -22,6 +22,7 @@
 #   bash examples/hh_experiments.sh stop       # stops both: a training saves its current step first (SIGUSR1),
 #                                              # an evaluation resumes from its last generated batch
 #   bash examples/hh_experiments.sh archive    # copies the finished runs' small files into results/hh/ (commit it)
+#   bash examples/hh_experiments.sh rejudge    # judges every finished evaluation again where another judge did
 #
 # runs/ is not committed, and a new machine starts without it (2026-11-30: a session began on a new
 # machine and every run of the previous two days was gone). So the small files of each finished run
@@ -33,7 +34,10 @@
 # archived only then: else a new machine would train it again and mix two trainings' conditions). The judge (runs/rm-hh-025) is retrained where missing, by worker 1 before
 # its runs, one thread, seed 42; the archive records the sha256 of the weights that judged it
 # (results/hh/judge.sha256), and a judge whose weights differ is reported, since the archived
-# evaluations and the new ones would then have been judged by two models.
+# evaluations and the new ones would then have been judged by two models: a judge retrained on another
+# machine differs (2026-12-01: same data, seed and code, other CPU, other weights). `rejudge` (and
+# `report`, first) judges again, from its generations, every evaluation another judge judged
+# (`upo rejudge --if_changed`: each eval.json records its judge's weights, judge_weights).
 #
 # Each worker takes its seeds through the sweeps (seeds 1 and 2: a seed's seeds-sweep runs, then its
 # steered-sweep runs; seed 3, shared: see the queues below), the first
@@ -86,7 +90,8 @@ judge_check() {  # the judge's weights against those that judged the archived ev
   have=$(sha256sum "$JUDGE/final/model.safetensors" | cut -d" " -f1)
   if [ -f "$ARCHIVE/judge.sha256" ] && [ "$(cat "$ARCHIVE/judge.sha256")" != "$have" ]; then
     echo "hh_experiments: WARNING: $JUDGE/final is not the judge of the archived evaluations ($ARCHIVE/judge.sha256):" \
-      "their win rates and the new ones come from two judges; compare them before mixing" >&2
+      "their win rates and the new ones come from two judges; \`bash examples/hh_experiments.sh rejudge\` judges" \
+      "every evaluation again with this one (report does it first)" >&2
   fi
   return 0
 }
@@ -134,6 +139,12 @@ archive() {  # the small files of every run folder holding a finished evaluation
   echo "archived $n finished evaluations into $ARCHIVE ($(du -sh "$ARCHIVE" | cut -f1)); commit it: git add $ARCHIVE"
 }
 
+rejudge() {  # every finished evaluation judged by the judge as it is now, where another judged it (upo rejudge)
+  [ -f "$JUDGE/final/model.safetensors" ] || { echo "no judge at $JUDGE/final: start a worker to train it" >&2; return 1; }
+  find runs/frontier-hh-seeds/points -name eval.json -not -path "*/final/*" | sort |
+    OMP_NUM_THREADS=1 xargs -r "$PYTHON" -m upo.cli rejudge --if_changed --judge "rm:$JUDGE/final"
+}
+
 whole_steered_run() {  # false for a steered run not yet evaluated at every condition: archived, its evaluations
   # would be restored on a new machine without its weights, and the rest would come from a second training
   local want have
@@ -162,7 +173,8 @@ mkdir -p runs
 # most, and these runs are the cheap ones), then the KTO family.
 DPO_FAMILY=base,dpo,upo-dpo-aux1,dpo-relabel,modpo
 case "${1:-both}" in
-  report) for sweep in "$SEEDS" "$STEERED"; do "$PYTHON" -m upo.cli frontier --config "$sweep"; done
+  report) rejudge || exit 1  # one judge for every evaluation (a new machine retrains it: other weights)
+          for sweep in "$SEEDS" "$STEERED"; do "$PYTHON" -m upo.cli frontier --config "$sweep"; done
           # the long sweep is not queued (above): its report holds the 192-token evaluations that exist, if any
           "$PYTHON" -m upo.cli frontier --config "$LONG" --finished ;;
   finished) for sweep in "$SEEDS" "$STEERED" "$LONG"; do "$PYTHON" -m upo.cli frontier --config "$sweep" --finished; done ;;
@@ -177,9 +189,11 @@ case "${1:-both}" in
           pkill -KILL -g "$pgid" && echo "worker $n: killed after 120 s" || echo "worker $n: stopped"
         done ;;
   archive) archive ;;
+  rejudge) rejudge ;;
   restore) restore ;;
   0) restore; judge_check; start 0 0 "$SEEDS:1:$DPO_FAMILY $SEEDS:1 $STEERED:1 $SEEDS:3:$DPO_FAMILY $SEEDS:3 $STEERED:3" ;;
   1) restore; start 1 1 "JUDGE $SEEDS:2:$DPO_FAMILY $SEEDS:2 $STEERED:2 $STEERED:3 $SEEDS:3" ;;
   both) bash "$SCRIPT" 0 && bash "$SCRIPT" 1 ;;
-  *) echo "usage: bash examples/hh_experiments.sh [both|0|1|report|finished|status|stop|archive|restore]" >&2; exit 2 ;;
+  *) echo "usage: bash examples/hh_experiments.sh [both|0|1|report|finished|status|stop|archive|restore|rejudge]" >&2
+     exit 2 ;;
 esac

@@ -85,6 +85,13 @@ def main(argv: list[str] | None = None) -> int:
             from upo.trl_config import run_from_trl
 
             run_from_trl(args.trl_config, args.trainer, args.output)
+        elif args.command == "rejudge":
+            from upo.evaluation.rejudge import rejudge
+
+            for evaluation in args.evaluations:
+                result = rejudge(evaluation, args.judge, only_if_changed=args.if_changed)
+                print(f"upo rejudge: {evaluation}: " + ("judged by these weights already" if result is None else
+                      f"win rate {result['metrics']['judge/win_rate']:.3f}"))
         elif args.command == "demo":
             from upo.demo.run import run_demo
 

@@ -274,6 +274,25 @@ def _add_from_trl_parser(sub) -> None:
                           "file) [default: print it]")
 
 
+def _add_rejudge_parser(sub) -> None:
+    rejudge = command(
+        sub,
+        "rejudge",
+        help="judge finished evaluations' generations again with a reward-model judge (no model loaded)",
+        description="Read each evaluation's generations.jsonl, judge every response against its reference "
+        "again with the reward-model judge (default: the one it names, as its folder's weights are now), and "
+        "rewrite the judge's metrics, intervals and per-prompt values in eval.json and eval.md; the "
+        "generations and every other metric stay. For evaluations judged by two different judges (a judge "
+        "retrained on another machine is not bitwise the same model), so that they can be compared.",
+        epilog="examples:\n  upo rejudge runs/sweep/points/*/seed-*/ --if_changed\n"
+        "  upo rejudge runs/eval-dpo --judge rm:runs/rm-hh/final",
+    )
+    rejudge.add_argument("evaluations", nargs="+", metavar="EVAL", help="an evaluation folder (or its .json file)")
+    rejudge.add_argument("--judge", metavar="rm:PATH", help="the reward-model judge [default: each evaluation's own]")
+    rejudge.add_argument("--if_changed", action="store_true",
+                         help="skip evaluations whose recorded judge weights (judge_weights) are the judge's now")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="upo",
@@ -321,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rm_parsers(sub)
     _add_plot_parser(sub)
     _add_from_trl_parser(sub)
+    _add_rejudge_parser(sub)
 
     demo.add_argument("--output_dir", default="runs/demo", help="where the demo writes its runs [default: runs/demo]")
     demo.add_argument("--steps", type=int, default=None, help="optimizer steps per method [default: one epoch]")

@@ -43,6 +43,7 @@ from upo.evaluation.intervals import (
     unit_section,
 )
 from upo.evaluation.metrics import direction, length_values, scorer_values, violation_values
+from upo.evaluation.rejudge import judge_weights
 from upo.evaluation.report import format_eval
 from upo.generation import generate, reached_limit
 from upo.modeling import inference_autocast, load_causal_lm, load_tokenizer, resolve_model_path
@@ -241,6 +242,7 @@ def run_eval(cfg: EvalConfig, *, judge=None, reference_memo: dict | None = None)
         "directions": {k: direction(k) for k in metrics},
         "counts": {"prompts": len(refs), "generations": len(rows)},
         "settings": cfg.settings(),
+        "judge_weights": judge_weights(cfg.judge),  # which reward model judged, bit for bit (upo rejudge)
         "wall_time_s": round(time.time() - start, 1),
         "per_prompt": unit_section(*prompt_units),
         "per_pair": unit_section(*pair_units),
