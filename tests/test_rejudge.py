@@ -65,3 +65,25 @@ def test_rejudging_refuses_what_it_cannot_do(evaluation, tmp_path, capsys):
     assert "no eval.json" in capsys.readouterr().err
     assert main(["rejudge", str(out), "--judge", "llm"]) == 2
     assert "rejudging takes a reward-model judge" in capsys.readouterr().err
+
+
+def test_comparisons_warn_when_two_judges_judged(evaluation, tiny_tokenizer, tmp_path, capsys):
+    """upo compare (and the frontier's report, through the same check) names evaluations judged by
+    reward models of different weights, and says nothing once one judge judged both."""
+    import shutil
+
+    from upo.evaluation.rejudge import mixed_judges_warning
+
+    out, rm = evaluation
+    other = tmp_path / "other"
+    shutil.copytree(out, other)
+    flipped = save_tiny_reward_model(tiny_tokenizer, tmp_path / "rm-flipped", sign=-1.0)
+    assert main(["rejudge", str(other), "--judge", f"rm:{flipped}"]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(out), str(other)]) == 0
+    assert "judged by reward models of different weights" in capsys.readouterr().err
+    assert main(["rejudge", str(other), "--judge", f"rm:{rm}"]) == 0
+    results = [json.loads((d / "eval.json").read_text()) for d in (out, other)]
+    assert mixed_judges_warning(results) is None
+    del results[0]["judge_weights"]  # evaluated before upo recorded them: unknown, so warned too
+    assert "no record: 1" in mixed_judges_warning(results)

@@ -28,6 +28,7 @@ from upo.evaluation.config import output_paths
 from upo.evaluation.intervals import INTERVAL_SETTINGS, UNIT_KINDS, compact_json, units_of
 from upo.evaluation.length_matched import length_matched_difference
 from upo.evaluation.metrics import direction
+from upo.evaluation.rejudge import mixed_judges_warning
 from upo.evaluation.report import ARROWS, format_value, metric_order
 from upo.stats import CONFIDENCE, RESAMPLES, paired_difference_draws, percentile_interval
 
@@ -258,6 +259,7 @@ def run_compare(a: str, b: str, output: str | None = None) -> str:
     differences = setting_differences(result_a, result_b)
     warnings = [("the two evaluations differ in how they measure, so a difference may come from that and not "
                  "from the models: " + "; ".join(differences))] if differences else []
+    warnings += [w for w in [mixed_judges_warning([result_a, result_b])] if w]
     for warning in warnings:
         print(f"upo compare: WARNING: {warning}", file=sys.stderr, flush=True)
     text = format_comparison(a, b, rows, warnings)

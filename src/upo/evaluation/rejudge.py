@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections import Counter
 from pathlib import Path
 
 from upo.config_values import ConfigError
@@ -37,6 +38,18 @@ def judge_weights(judge: str) -> str | None:
             for block in iter(lambda: f.read(1 << 24), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def mixed_judges_warning(results: list[dict]) -> str | None:
+    """A warning when eval.json dicts that a comparison puts together were judged by reward models of
+    different weights (or some record none: evaluated before upo recorded them); None when one judged all."""
+    judged = [r for r in results if (r.get("settings") or {}).get("judge", "").startswith("rm:")]
+    weights = Counter(r.get("judge_weights") for r in judged)
+    if len(weights) <= 1:
+        return None
+    parts = [f"{w[:8]}...: {n}" if w else f"no record: {n}" for w, n in weights.most_common()]
+    return (f"the evaluations were judged by reward models of different weights ({', '.join(parts)} evaluations): "
+            "their judge metrics do not compare; `upo rejudge EVAL... --if_changed` judges them again with one")
 
 
 def rejudge(evaluation: str, judge: str | None = None, only_if_changed: bool = False) -> dict | None:

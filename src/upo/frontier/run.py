@@ -31,6 +31,7 @@ from upo.evaluation.config import EVAL_PRECISIONS, EvalConfig
 from upo.evaluation.eval import make_judge, run_eval
 from upo.evaluation.intervals import INTERVAL_SETTINGS, units_of
 from upo.evaluation.metrics import direction
+from upo.evaluation.rejudge import mixed_judges_warning
 from upo.frontier.compute import group_compute, mean_compute, run_compute
 from upo.frontier.finished import same_seeds_per_run, unfinished_warning
 from upo.frontier.folders import check_same_run, error_file, eval_folder, run_folder, run_label
@@ -327,6 +328,10 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
                     error_file(sweep, point, seed).unlink(missing_ok=True)  # an earlier attempt's, now stale
                 results[point.name].append(result)
                 done[point.name].append(seed)
+        mixed = mixed_judges_warning([r for point_results in results.values() for r in point_results])
+        if mixed:
+            warnings.append(mixed)
+            log(f"WARNING: {mixed}")
         if finished_only:
             same_seeds_per_run(points, results, done)
             if not any(done.values()):
