@@ -43,7 +43,7 @@ def judge_weights(judge: str) -> str | None:
 def mixed_judges_warning(results: list[dict]) -> str | None:
     """A warning when eval.json dicts that a comparison puts together were judged by reward models of
     different weights (or some record none: evaluated before upo recorded them); None when one judged all."""
-    judged = [r for r in results if (r.get("settings") or {}).get("judge", "").startswith("rm:")]
+    judged = [r for r in results if ((r.get("settings") or {}).get("judge") or "").startswith("rm:")]
     weights = Counter(r.get("judge_weights") for r in judged)
     if len(weights) <= 1:
         return None
