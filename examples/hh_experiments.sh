@@ -141,8 +141,10 @@ archive() {  # the small files of every run folder holding a finished evaluation
 
 rejudge() {  # every finished evaluation judged by the judge as it is now, where another judged it (upo rejudge)
   [ -f "$JUDGE/final/model.safetensors" ] || { echo "no judge at $JUDGE/final: start a worker to train it" >&2; return 1; }
-  find runs/frontier-hh-seeds/points -name eval.json -not -path "*/final/*" | sort |
-    OMP_NUM_THREADS=1 xargs -r "$PYTHON" -m upo.cli rejudge --if_changed --judge "rm:$JUDGE/final"
+  find runs/frontier-hh-seeds/points -name eval.json -not -path "*/final/*" -print0 | sort -z |
+    OMP_NUM_THREADS=1 xargs -0 -r "$PYTHON" -m upo.cli rejudge --if_changed --judge "rm:$JUDGE/final" || return 1
+  # every finished evaluation is judged by this judge now (the archive's copies too, once archived)
+  sha256sum "$JUDGE/final/model.safetensors" | cut -d" " -f1 > "$ARCHIVE/judge.sha256"
 }
 
 whole_steered_run() {  # false for a steered run not yet evaluated at every condition: archived, its evaluations

@@ -61,9 +61,9 @@ def test_rejudging_with_the_negated_judge_reverses_every_verdict(evaluation, tin
 
 def test_rejudging_refuses_what_it_cannot_do(evaluation, tmp_path, capsys):
     out, _ = evaluation
-    assert main(["rejudge", str(tmp_path / "nowhere")]) == 2
+    assert main(["rejudge", str(tmp_path / "nowhere")]) == 1
     assert "no eval.json" in capsys.readouterr().err
-    assert main(["rejudge", str(out), "--judge", "llm"]) == 2
+    assert main(["rejudge", str(out), "--judge", "llm"]) == 1
     assert "rejudging takes a reward-model judge" in capsys.readouterr().err
 
 
@@ -87,3 +87,23 @@ def test_comparisons_warn_when_two_judges_judged(evaluation, tiny_tokenizer, tmp
     assert mixed_judges_warning(results) is None
     del results[0]["judge_weights"]  # evaluated before upo recorded them: unknown, so warned too
     assert "no record: 1" in mixed_judges_warning(results)
+
+
+def test_rejudging_keeps_the_recorded_judge_name_and_goes_on_past_a_failure(evaluation, tmp_path, capsys):
+    """The same folder named another way (rm:x/ for rm:x) keeps the recorded name: the frontier
+    reads a changed judge setting as another evaluation. A failing evaluation does not stop the rest."""
+    out, rm = evaluation
+    before = json.loads((out / "eval.json").read_text())
+    assert main(["rejudge", str(tmp_path / "nowhere"), str(out), "--judge", f"rm:{rm}/"]) == 1
+    captured = capsys.readouterr()
+    assert "1 of 2 evaluations failed" in captured.err and "win rate" in captured.out
+    assert json.loads((out / "eval.json").read_text())["settings"] == before["settings"]
+
+
+def test_an_llm_judged_evaluation_is_not_rejudged(evaluation, capsys):
+    out, _ = evaluation
+    result = json.loads((out / "eval.json").read_text())
+    result["settings"]["judge"] = "llm"
+    (out / "eval.json").write_text(json.dumps(result))
+    assert main(["rejudge", str(out), "--judge", "rm:/some/rm"]) == 1
+    assert "an llm judge judged it" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Folders written atomically: complete under their final name, or not there at all.
+"""Folders (and files) written atomically: complete under their final name, or not there at all.
 
 A folder is written under a temporary sibling name and renamed when complete, so a process killed
 at any moment leaves the previous folder intact and never a half-written one under the final name.
@@ -50,3 +50,11 @@ def _fsync_dir(path: Path, files: bool = True) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file beside it and a rename: a reader (or a kill
+    mid-write) sees the old file or the new one whole, never part of one."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)

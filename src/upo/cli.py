@@ -88,10 +88,19 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "rejudge":
             from upo.evaluation.rejudge import rejudge
 
-            for evaluation in args.evaluations:
-                result = rejudge(evaluation, args.judge, only_if_changed=args.if_changed)
+            failed = 0
+            for evaluation in args.evaluations:  # one evaluation's problem does not stop the others
+                try:
+                    result = rejudge(evaluation, args.judge, only_if_changed=args.if_changed)
+                except user_errors() as e:
+                    print(f"upo rejudge: {evaluation}: error: {e}", file=sys.stderr)
+                    failed += 1
+                    continue
                 print(f"upo rejudge: {evaluation}: " + ("judged by these weights already" if result is None else
                       f"win rate {result['metrics']['judge/win_rate']:.3f}"))
+            if failed:
+                print(f"upo rejudge: {failed} of {len(args.evaluations)} evaluations failed (above)", file=sys.stderr)
+                return 1
         elif args.command == "demo":
             from upo.demo.run import run_demo
 

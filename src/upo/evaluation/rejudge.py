@@ -16,12 +16,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
+from upo.atomic import atomic_write_text
 from upo.config_values import ConfigError
 from upo.evaluation.config import EvalConfig, output_paths
 from upo.evaluation.intervals import compact_json, per_prompt, summarize, unit_section
+from upo.evaluation.metrics import direction
 from upo.evaluation.report import format_eval
 
 
@@ -67,15 +70,19 @@ def rejudge(evaluation: str, judge: str | None = None, only_if_changed: bool = F
     result = json.loads(json_path.read_text())
     fields = {f.name for f in dataclasses.fields(EvalConfig)}
     settings = {k: v for k, v in result["settings"].items() if k in fields}
-    judge = judge or settings.get("judge")
+    if settings.get("judge") == "llm":
+        raise ConfigError(f"{evaluation}: an llm judge judged it; rejudging takes reward-model judges only (its "
+                          "records, orders and protocol settings would go stale): run upo eval again")
+    judge = _same_judge_name(judge, settings.get("judge")) if judge else settings.get("judge")
     if not judge or not judge.startswith("rm:"):
-        raise ConfigError(f"{evaluation}: rejudging takes a reward-model judge (rm:PATH), got {judge!r}; for the "
-                          "llm judge, run upo eval again")
+        raise ConfigError(f"{evaluation}: rejudging takes a reward-model judge (rm:PATH), got {judge!r}")
     cfg = dataclasses.replace(EvalConfig(**settings), judge=judge, progress=False)
     weights = judge_weights(cfg.judge)
     if only_if_changed and weights is not None and result.get("judge_weights") == weights:
         return None
     rows = [json.loads(line) for line in gen_path.read_text().splitlines() if line.strip()]
+    if not (result.get("per_prompt") or {}).get("ids"):
+        raise ValueError(f"{json_path}: no per-prompt values (written before upo kept them): evaluate it again")
     ids = result["per_prompt"]["ids"]
     if len(rows) != len(ids) * cfg.samples:
         raise ValueError(f"{gen_path}: {len(rows)} generations, but eval.json has {len(ids)} prompts x "
@@ -87,8 +94,19 @@ def rejudge(evaluation: str, judge: str | None = None, only_if_changed: bool = F
     result["per_prompt"]["values"].update(unit_section(ids, judged)["values"])
     result["metrics"].update({**metrics, **counts})
     result["intervals"].update(intervals)
+    result["directions"].update({name: direction(name) for name in {**metrics, **counts}})
     result["settings"]["judge"] = cfg.judge
     result["judge_weights"] = weights
-    md_path.write_text(format_eval(result) + "\n")
-    json_path.write_text(compact_json(result) + "\n")
+    atomic_write_text(md_path, format_eval(result) + "\n")
+    atomic_write_text(json_path, compact_json(result) + "\n")  # a kill mid-write leaves the old one whole
     return result
+
+
+def _same_judge_name(judge: str, recorded: str | None) -> str:
+    """`judge`, or the name the evaluation recorded when both name the same folder (rm:x/ and
+    rm:./x): the frontier reads a changed judge setting as another evaluation, and evaluates again."""
+    if recorded and judge.startswith("rm:") and recorded.startswith("rm:"):
+        a, b = Path(judge[3:]).expanduser(), Path(recorded[3:]).expanduser()
+        if a.exists() and b.exists() and os.path.samefile(a, b):
+            return recorded
+    return judge
