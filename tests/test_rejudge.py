@@ -107,3 +107,16 @@ def test_an_llm_judged_evaluation_is_not_rejudged(evaluation, capsys):
     (out / "eval.json").write_text(json.dumps(result))
     assert main(["rejudge", str(out), "--judge", "rm:/some/rm"]) == 1
     assert "an llm judge judged it" in capsys.readouterr().err
+
+
+def test_an_evaluation_without_a_judge_gets_one(tiny_model_dir, tiny_tokenizer, pairs_file, tmp_path):
+    out = tmp_path / "eval"
+    assert main(["eval", "--model", str(tiny_model_dir), "--data", str(pairs_file), "--eval_fraction", "0.25",
+                 "--prompts", "2", "--max_new_tokens", "4", "--scorers", "length_words", "--output", str(out),
+                 "--precision", "fp32", "--max_length", "96", "--max_prompt_length", "32", "--progress", "false",
+                 "--cache_dir", str(tmp_path / "cache")]) == 0
+    assert "judge/win_rate" not in json.loads((out / "eval.json").read_text())["metrics"]
+    rm = save_tiny_reward_model(tiny_tokenizer, tmp_path / "rm")
+    assert main(["rejudge", str(out), "--judge", f"rm:{rm}"]) == 0
+    result = json.loads((out / "eval.json").read_text())
+    assert result["metrics"]["judge/comparisons"] == 2 and result["directions"]["judge/win_rate"] == "max"
