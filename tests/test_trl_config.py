@@ -130,20 +130,25 @@ def test_lora_takes_peft_defaults_for_the_architecture(tiny_model_dir):
     assert "lora_r" not in out.values and out.not_translated == ["lora_r (TRL config: use_peft is false)"]
 
 
-def test_a_translated_trl_config_trains(tiny_model_dir, pairs_file, tmp_path, capsys):
+@pytest.mark.parametrize(("trainer", "extra", "method"), [
+    ("dpo", {}, "dpo"), ("kto", {}, "kto"), ("cpo", {"loss_type": "simpo", "cpo_alpha": 0.0}, "simpo"),
+    ("orpo", {"use_peft": True, "lora_r": 4}, "orpo"),
+])
+def test_a_translated_trl_config_trains(trainer, extra, method, tiny_model_dir, pairs_file, tmp_path, capsys):
     trl = write(tmp_path, yaml.safe_dump({
         "model_name_or_path": str(tiny_model_dir), "dataset_name": str(pairs_file), "max_steps": 2,
         "per_device_train_batch_size": 2, "learning_rate": 1e-3, "output_dir": str(tmp_path / "run"),
         "max_length": 128, "logging_steps": 1, "report_to": "none", "save_strategy": "no",
-        "gradient_checkpointing": False, "push_to_hub": False}))
+        "gradient_checkpointing": False, "push_to_hub": False, **extra}))
     upo_yaml = tmp_path / "upo.yaml"
-    assert main(["from-trl", str(trl), "--trainer", "dpo", "--output", str(upo_yaml)]) == 0
+    assert main(["from-trl", str(trl), "--trainer", trainer, "--output", str(upo_yaml)]) == 0
     assert "train with: upo train --config" in capsys.readouterr().out
     cfg = load_config(str(upo_yaml), {})
-    assert (cfg.method, cfg.max_steps, cfg.learning_rate, cfg.eval_fraction) == ("dpo", 2, 1e-3, 0.0)
+    assert (cfg.method, cfg.max_steps, cfg.learning_rate, cfg.eval_fraction) == (method, 2, 1e-3, 0.0)
     assert main(["train", "--config", str(upo_yaml), "--progress", "false"]) == 0
-    assert (tmp_path / "run" / "final" / "model.safetensors").exists()
-    assert main(["from-trl", str(trl), "--trainer", "dpo", "--output", str(upo_yaml)]) == 2  # no overwrite
+    saved = "adapter_model.safetensors" if cfg.lora else "model.safetensors"  # TRL saves LoRA adapters unmerged
+    assert (tmp_path / "run" / "final" / saved).exists()
+    assert main(["from-trl", str(trl), "--trainer", trainer, "--output", str(upo_yaml)]) == 2  # no overwrite
     assert "does not overwrite" in capsys.readouterr().err
 
 
