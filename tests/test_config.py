@@ -222,7 +222,7 @@ def test_methods_that_use_rewards_take_them(method):
         (dict(save_total_limit=5), "save_total_limit (save_steps is null"),
         (dict(method="dpo", pref_loss="dpo"), "pref_loss (method 'dpo' does not read it; read by upo)"),
         (dict(method="kto", label_smoothing=0.1), "label_smoothing (method 'kto' does not read it; read by dpo, "
-                                                  "upo with pref_loss dpo, simpo, cpo)"),
+                                                  "robust, upo with pref_loss dpo, simpo, cpo)"),
         (dict(method="orpo", simpo_gamma=1.0), "simpo_gamma (method 'orpo' does not read it; read by simpo)"),
         (dict(method="simpo", ref_model="some/model"), "ref_model (method 'simpo' uses no reference model)"),
         (dict(method="dpo", desirable_weight=2.0), "desirable_weight (method 'dpo' does not read it; read by kto, "
@@ -234,8 +234,8 @@ def test_methods_that_use_rewards_take_them(method):
         (dict(method="alol", ppo_clip=0.1), "ppo_clip (method 'alol' does not read it; read by oppo, aoppo)"),
         (dict(method="oppo", alol_clip=0.5), "alol_clip (method 'oppo' does not read it; read by alol)"),
         (dict(method="dpo", modpo_w0=2.0), "modpo_w0 (method 'dpo' does not read it; read by modpo)"),
-        (dict(method="csft", beta=0.2), "beta (method 'csft' does not read it; read by dpo, ipo, kto, upo, simpo, cpo, "
-                                           "orpo, oppo"),
+        (dict(method="csft", beta=0.2), "beta (method 'csft' does not read it; read by dpo, ipo, hinge, robust, kto, "
+                                           "upo, simpo, cpo, orpo, oppo"),
         (dict(method="dpo", value_lr=1e-2), "value_lr (method 'dpo' has no value head)"),
         (dict(method="sft", ref_model="some/model"), "ref_model (method 'sft' uses no reference model)"),
     ],

@@ -30,6 +30,8 @@ ACTOR_CRITIC = ["policy_loss", "value_loss", "weight_mean", "clip_fraction", "ad
 METRIC_NAMES = {
     "dpo": ["loss", *PAIR, "nll_loss"],  # CFG's rpo_alpha > 0: RPO's NLL term
     "simpo": ["loss", *PAIR],
+    "hinge": ["loss", *PAIR],
+    "robust": ["loss", *PAIR],
     "cpo": ["loss", *PAIR, "nll_loss"],
     "orpo": ["loss", *PAIR, "nll_loss", "orpo/log_odds_ratio", "orpo/odds_ratio_loss"],
     "ipo": ["loss", *PAIR],
@@ -112,6 +114,9 @@ def label_and_aux(x: StepInputs) -> torch.Tensor:
 
 EXPECTED_LOSS = {
     "dpo": lambda x, c: dpo_losses(x, c).mean(),
+    "hinge": lambda x, c: losses.hinge_loss(*halves(x.policy_logps), *halves(x.reference_logps), beta=c.beta)[0].mean(),
+    "robust": lambda x, c: losses.robust_dpo_loss(*halves(x.policy_logps), *halves(x.reference_logps), beta=c.beta,
+                                                  label_smoothing=c.label_smoothing)[0].mean(),
     "simpo": lambda x, c: rf.simpo_loss(*halves(x.policy_mean_logps), beta=c.beta, gamma=c.simpo_gamma,
                                         label_smoothing=c.label_smoothing)[0].mean(),
     "cpo": lambda x, c: rf.cpo_loss(*halves(x.policy_logps), x.policy_mean_logps[:2], beta=c.beta, alpha=c.cpo_alpha,

@@ -68,6 +68,8 @@ def test_an_empty_file_trains_with_trls_defaults_on_the_whole_split():
         ("dpo", {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 0.5]}, {"method": "dpo", "rpo_alpha": 0.5}),
         ("kto", {"desirable_weight": 1.33}, {"method": "kto", "desirable_weight": 1.33}),
         ("dpo", {"loss_type": "ipo", "beta": 0.5}, {"method": "ipo", "ipo_per_token": True, "beta": 0.5}),
+        ("dpo", {"loss_type": "hinge"}, {"method": "hinge"}),
+        ("dpo", {"loss_type": ["robust"], "label_smoothing": 0.1}, {"method": "robust", "label_smoothing": 0.1}),
         ("cpo", {"cpo_alpha": 0.2}, {"method": "cpo", "cpo_alpha": 0.2}),
         ("cpo", {"loss_type": "simpo", "cpo_alpha": 0.0, "simpo_gamma": 0.8, "beta": 2.0},
          {"method": "simpo", "simpo_gamma": 0.8, "beta": 2.0}),
@@ -98,7 +100,7 @@ def test_constant_schedule_drops_warmup_as_transformers_does():
 
 
 def test_every_untranslatable_key_is_refused_with_its_line(tmp_path):
-    path = write(tmp_path, "learning_rate: 1.0e-6\nloss_type: hinge\nnum_train_epochs: 1.5\nload_in_4bit: true\n"
+    path = write(tmp_path, "learning_rate: 1.0e-6\nloss_type: nca_pair\nnum_train_epochs: 1.5\nload_in_4bit: true\n"
                            "warmup_steps: 0.1\nmy_own_key: 3\nuse_weighting: true\n")
     with pytest.raises(ConfigError) as e:
         translate_file(path, "dpo")
@@ -193,7 +195,7 @@ def test_numbers_written_as_yaml_text_are_read_as_numbers():
 def test_what_trl_reads_differently_is_translated_as_trl_runs_it():
     # TRL 1.16's sigmoid loss does not read label_smoothing: upo's dpo would (conservative DPO)
     out = translate({"label_smoothing": 0.1}, "dpo")
-    assert "label_smoothing" not in out.values and any("losses do not read it" in n for n in out.notes)
+    assert "label_smoothing" not in out.values and any("losses do not read" in n for n in out.notes)
     assert translate({"label_smoothing": 0.1}, "cpo").values["label_smoothing"] == 0.1
     # max_grad_norm <= 0: no clipping; activation_checkpointing takes over gradient_checkpointing
     out = translate({"max_grad_norm": 0, "activation_checkpointing": False}, "dpo")

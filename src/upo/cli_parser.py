@@ -251,6 +251,7 @@ and nothing is written.
   DPOTrainer, loss_type sigmoid                       method: dpo
   DPOTrainer, loss_type [sigmoid, sft], weights [1, a] method: dpo, rpo_alpha: a (RPO)
   DPOTrainer, loss_type ipo                           method: ipo, ipo_per_token: true
+  DPOTrainer, loss_type hinge / robust                method: hinge / robust
   KTOTrainer                                          method: kto
   CPOTrainer, loss_type sigmoid                       method: cpo
   CPOTrainer, loss_type simpo, cpo_alpha 0            method: simpo
@@ -307,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = command(
         sub,
         "train",
-        help="train a model with UPO, DPO, IPO, KTO, SimPO, CPO, ORPO or a baseline (sft, csft, oppo, aoppo, modpo, alol, drov)",
+        help="train a model with UPO, DPO (or its hinge and robust variants), IPO, KTO, SimPO, CPO, ORPO or a baseline (sft, csft, oppo, aoppo, modpo, alol, drov)",
         description="Train a causal LM on preference data. Writes a run folder with the resolved config, "
         "metrics.jsonl, checkpoints/ and a save_pretrained final/ folder.",
         epilog=TRAIN_EPILOG,

@@ -72,6 +72,10 @@ METHODS: dict[str, Method] = {
                   summary="DPO, Rafailov et al. 2023 (RPO, Pang et al. 2024, with rpo_alpha)"),
     "ipo": Method("ipo", "paired", _mean_loss(steps.ipo_step), reads=("beta", "ipo_per_token"),
                   summary="IPO, Azar et al. 2023"),
+    "hinge": Method("hinge", "paired", _mean_loss(steps.hinge_step), reads=("beta",),
+                    summary="SLiC's hinge on DPO's margin, Zhao et al. 2023"),
+    "robust": Method("robust", "paired", _mean_loss(steps.robust_step), reads=("beta", "label_smoothing"),
+                     summary="robust DPO under label noise (label_smoothing = flip rate), Chowdhury et al. 2024"),
     "kto": Method("kto", "unpaired", _mean_loss(steps.kto_step), needs_kto_reference_point=True,
                   reads=("beta", "desirable_weight", "undesirable_weight"), summary="KTO, Ethayarajh et al. 2024"),
     "upo": Method(

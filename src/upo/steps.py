@@ -107,6 +107,21 @@ def kto_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
     return per_example, metrics
 
 
+def hinge_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
+    pc, pr = split_pairs(x.policy_logps)
+    rc, rr = split_pairs(x.reference_logps)
+    per_pair, chosen_r, rejected_r = losses.hinge_loss(pc, pr, rc, rr, beta=cfg.beta)
+    return per_pair, pair_metrics(chosen_r, rejected_r, pc, pr)
+
+
+def robust_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
+    pc, pr = split_pairs(x.policy_logps)
+    rc, rr = split_pairs(x.reference_logps)
+    per_pair, chosen_r, rejected_r = losses.robust_dpo_loss(pc, pr, rc, rr, beta=cfg.beta,
+                                                            label_smoothing=cfg.label_smoothing)
+    return per_pair, pair_metrics(chosen_r, rejected_r, pc, pr)
+
+
 PREFERENCE_STEPS = {"dpo": dpo_step, "ipo": ipo_step, "kto": kto_step}
 
 

@@ -260,13 +260,17 @@ def _method(ctx: _Context) -> None:
         elif types_ == ["ipo"] and weights == [1.0]:  # TRL 1.16's ipo: per-token mean log-ratios
             out.set("method", "ipo", where)
             out.set("ipo_per_token", True, ctx.origin("loss_type") + ": each log-ratio over its completion length")
+        elif types_ in (["hinge"], ["robust"]) and weights == [1.0]:
+            out.set("method", types_[0], where)
         else:
             ctx.refuse("loss_type", f"{effective.get('loss_type')!r} with loss_weights {effective.get('loss_weights')!r}"
-                       ": upo translates sigmoid (DPO), [sigmoid, sft] with loss_weights [1, alpha] (RPO) and ipo")
-        if effective.get("label_smoothing") not in (None, 0, 0.0):  # TRL 1.16's sigmoid and ipo do not read it
-            ctx.out.notes.append("label_smoothing not translated: TRL 1.16's sigmoid and ipo losses do not read it "
-                                 "(upo's dpo would: conservative DPO)")
-        effective.pop("label_smoothing", None)
+                       ": upo translates sigmoid (DPO), [sigmoid, sft] with loss_weights [1, alpha] (RPO), ipo, hinge "
+                       "and robust")
+        if out.values.get("method") != "robust":  # TRL 1.16's sigmoid, ipo and hinge do not read label_smoothing
+            if effective.get("label_smoothing") not in (None, 0, 0.0):
+                ctx.out.notes.append("label_smoothing not translated: TRL 1.16's sigmoid, ipo and hinge losses do not "
+                                     "read it (upo's dpo would: conservative DPO)")
+            effective.pop("label_smoothing", None)
     elif trainer == "kto":
         if types_ in ([], ["kto"]):
             out.set("method", "kto", where)
