@@ -279,13 +279,13 @@ def _add_rejudge_parser(sub) -> None:
     rejudge = command(
         sub,
         "rejudge",
-        help="judge finished evaluations' generations again with a reward-model judge (no model loaded)",
+        help="judge finished evaluations' generations again with a reward-model judge (no policy model loaded)",
         description="Read each evaluation's generations.jsonl, judge every response against its reference "
         "again with the reward-model judge (default: the one it names, as its folder's weights are now), and "
         "rewrite the judge's metrics, intervals and per-prompt values in eval.json and eval.md; the "
         "generations and every other metric stay. For evaluations judged by two different judges (a judge "
         "retrained on another machine is not bitwise the same model), so that they can be compared.",
-        epilog="examples:\n  upo rejudge runs/sweep/points/*/seed-*/ --if_changed\n"
+        epilog="examples:\n  upo rejudge $(find runs/sweep/points -name eval.json -not -path '*/final/*') --if_changed\n"
         "  upo rejudge runs/eval-dpo --judge rm:runs/rm-hh/final",
     )
     rejudge.add_argument("evaluations", nargs="+", metavar="EVAL", help="an evaluation folder (or its .json file)")

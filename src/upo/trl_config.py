@@ -90,7 +90,7 @@ NO_EFFECT = frozenset({
     "env",  # TrlParser: environment variables for the run
     # read only with a setting refused elsewhere (a loss_type, sync_ref_model, load_in_4bit, eval_strategy)
     "discopop_tau", "f_alpha_divergence_coef", "ref_model_mixup_alpha", "ref_model_sync_steps",
-    "bnb_4bit_quant_type", "bnb_4bit_quant_storage", "use_bnb_nested_quant", "dataset_test_split",
+    "bnb_4bit_quant_type", "bnb_4bit_quant_storage", "use_bnb_nested_quant",
 })
 
 
@@ -197,7 +197,7 @@ def translate(trl: dict[str, Any], trainer: str, source: str = "TRL config",
     given = {str(k): v for k, v in trl.items()}
     if given.get("max_prompt_length", 0) is None:  # earlier TRL versions: no prompt limit, as TRL 1.16
         del given["max_prompt_length"]
-    booleans = {key: _boolean(value) for key, value in given.items() if key in BOOLEANS}
+    booleans = {key: _boolean(value) for key, value in given.items() if key in BOOLEANS and value is not None}
     given.update({key: value for key, value in booleans.items() if value is not None})
     effective = {**TRL_DEFAULTS, **(LORA_DEFAULTS if given.get("use_peft") else {}),
                  "train_sampling_strategy": "sequential" if trainer == "kto" else "random", **given}
@@ -422,7 +422,8 @@ _HANDLERS = {
 # Read by the functions that translate several keys together.
 _HANDLED = frozenset({"loss_type", "loss_weights", "alpha", "lr_scheduler_type", "warmup_steps", "eval_strategy",
                       "eval_steps", "save_strategy", "save_steps", "bf16", "fp16", "dtype", "torch_dtype",
-                      "max_length", "max_grad_norm", "max_steps", "num_train_epochs", "activation_checkpointing"})
+                      "max_length", "max_grad_norm", "max_steps", "num_train_epochs", "activation_checkpointing",
+                      "dataset_test_split"})
 
 
 def _schedule(ctx: _Context) -> None:
@@ -452,6 +453,8 @@ def _evaluation_and_saving(ctx: _Context) -> None:
     strategy = effective["eval_strategy"]
     if strategy == "no":
         out.set("eval_fraction", 0.0, ctx.origin("eval_strategy") + ": TRL holds out nothing")
+        if "dataset_test_split" in ctx.given:  # read only when TRL evaluates
+            out.not_translated.append(f"dataset_test_split ({ctx.where('dataset_test_split')}: eval_strategy is no)")
     elif strategy == "steps" and effective.get("dataset_name"):
         out.set("eval_dataset", effective["dataset_name"], ctx.origin("dataset_name"))
         split = effective.get("dataset_test_split", "test")

@@ -1,4 +1,4 @@
-"""`upo rejudge`: an evaluation's generations judged again by a reward-model judge, no model loaded.
+"""`upo rejudge`: an evaluation's generations judged again by a reward-model judge, no policy model loaded.
 
 A reward-model judge retrained on another machine is not the same model, bit for bit: bf16 matmul
 kernels differ between CPUs, so the same data, seed and code give other weights. Evaluations judged
