@@ -50,7 +50,7 @@ def coerce_fields(cls: type, values: dict[str, Any], source: str) -> dict[str, A
 
 def _trl_hint(key: str, fields: set[str]) -> str:
     """For a TRL config key in an upo training config: its upo name, and `upo from-trl`."""
-    from upo.trl_config import RENAMED
+    from upo.trl_keys import RENAMED
 
     if "model" not in fields or key not in RENAMED or RENAMED[key] == key:  # only UPOConfig's keys are TRL's
         return ""
