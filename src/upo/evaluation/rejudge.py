@@ -14,6 +14,7 @@ reward model's weight files), so `only_if_changed` rejudges only those a differe
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -35,9 +36,16 @@ def judge_weights(judge: str) -> str | None:
     files = sorted(Path(judge[3:]).expanduser().glob("*.safetensors"))
     if not files:
         return None
+    # hashed once per process and version of the files (a sweep evaluates dozens of runs with one judge)
+    return _weights_digest(tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+
+
+@functools.lru_cache(maxsize=8)
+def _weights_digest(files: tuple[tuple[str, int, int], ...]) -> str:
+    """sha256 of the files' contents in order; `files` holds (path, size, mtime) so a rewritten file misses."""
     digest = hashlib.sha256()
-    for file in files:
-        with file.open("rb") as f:
+    for file, _, _ in files:
+        with open(file, "rb") as f:
             for block in iter(lambda: f.read(1 << 24), b""):
                 digest.update(block)
     return digest.hexdigest()
