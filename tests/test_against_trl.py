@@ -1,5 +1,7 @@
-"""The reference-free losses against TRL's own (TRL 1.16's experimental CPOTrainer.cpo_loss with
-loss_type sigmoid and simpo, ORPOTrainer.odds_ratio_loss), on random log-probs.
+"""upo's losses against TRL's own, on random log-probs: the reference-free ones (TRL 1.16's experimental
+CPOTrainer.cpo_loss with loss_type sigmoid and simpo, ORPOTrainer.odds_ratio_loss), and DPO's relatives
+(upo.pair_losses) against DPOTrainer's loss of the same loss_type, with a stand-in model whose
+log-probs are given.
 
 TRL is not a dependency of upo: these tests skip without it. They run in the benchmark
 environment: `make bench-env && .venv-bench/bin/python -m pytest tests/test_against_trl.py`.
@@ -15,6 +17,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from upo import pair_losses as pl
+from upo.losses import dpo_loss
 from upo.reference_free_losses import cpo_loss, orpo_loss, simpo_loss
 
 cpo_trainer = pytest.importorskip("trl.experimental.cpo.cpo_trainer")
@@ -64,6 +68,65 @@ def test_orpo_odds_ratio_term_is_trls(beta):
     torch.testing.assert_close(ours.log_odds_ratios.mean(), log_odds_ratio_mean)
     torch.testing.assert_close(ours.chosen_rewards, chosen)
     torch.testing.assert_close(ours.rejected_rewards, rejected)
+
+
+# ---- DPO's relatives against DPOTrainer._compute_loss -----------------------------------------------
+
+
+def trl_dpo_loss(loss_type: str, per_token_logps: torch.Tensor, completion_mask: torch.Tensor,
+                 ref_logps: torch.Tensor, *, beta: float, label_smoothing: float = 0.0,
+                 discopop_tau: float = 0.05) -> torch.Tensor:
+    """TRL 1.16's DPO loss (the batch mean) of `loss_type`, on a batch [chosen; rejected] whose
+    policy gives `per_token_logps` [2B, T] at the tokens `completion_mask` [2B, T + 1] marks (TRL's
+    shifted mask), and precomputed reference log-probs `ref_logps` [2B]."""
+    from collections import defaultdict
+
+    dpo_trainer = pytest.importorskip("trl.trainer.dpo_trainer")
+    n, length = per_token_logps.shape
+    zeros = torch.zeros(n, length)
+    outputs = SimpleNamespace(log_probs=per_token_logps * completion_mask[:, 1:], entropy=zeros, mean_logits=zeros,
+                              is_top1=zeros.bool())
+    stand_in = SimpleNamespace(
+        model=SimpleNamespace(training=True), accelerator=SimpleNamespace(
+            device=torch.device("cpu"), gather=lambda x: x, gather_for_metrics=lambda x: x),
+        aux_loss_enabled=False, ld_alpha=None, precompute_ref_logps=True, f_divergence_type="reverse_kl",
+        loss_types=[loss_type], loss_weights=[1.0], beta=beta, label_smoothing=label_smoothing,
+        args=SimpleNamespace(discopop_tau=discopop_tau), use_weighting=False, _metrics={"train": defaultdict(list)},
+        _total_train_tokens=0, _tp_size=1)
+    ref_chosen, ref_rejected = ref_logps.chunk(2)
+    inputs = {"input_ids": torch.zeros(n, length + 1, dtype=torch.long), "attention_mask": torch.ones(n, length + 1),
+              "completion_mask": completion_mask, "ref_chosen_logps": ref_chosen, "ref_rejected_logps": ref_rejected}
+    return dpo_trainer.DPOTrainer._compute_loss(stand_in, lambda **kwargs: outputs, inputs, return_outputs=False)
+
+
+PAIR_LOSSES = {  # TRL's loss_type -> upo's pure loss and its keyword arguments
+    "sigmoid": (dpo_loss, {}), "hinge": (pl.hinge_loss, {}), "robust": (pl.robust_dpo_loss, {"label_smoothing": 0.2}),
+    "nca_pair": (pl.nca_pair_loss, {}), "bco_pair": (pl.bco_pair_loss, {}), "sppo_hard": (pl.sppo_hard_loss, {}),
+    "apo_zero": (pl.apo_zero_loss, {}), "apo_down": (pl.apo_down_loss, {}),
+    "exo_pair": (pl.exo_pair_loss, {"exo_epsilon": 1e-3}), "discopop": (pl.discopop_loss, {"discopop_tau": 0.05}),
+    "aot": (pl.aot_loss, {"label_smoothing": 0.1}), "aot_unpaired": (pl.aot_unpaired_loss, {"label_smoothing": 0.0}),
+}
+
+
+@pytest.mark.parametrize("beta", [0.1, 0.5])
+@pytest.mark.parametrize("loss_type", sorted(PAIR_LOSSES))
+def test_dpo_relatives_are_trls(loss_type, beta):
+    """32 pairs of responses 1-12 tokens long, per-token log-probs in (-6, 0); the reference's summed
+    log-probs within a few nats of the policy's."""
+    g = torch.Generator().manual_seed(7)
+    lengths = torch.randint(1, 13, (64,), generator=g)
+    mask = torch.zeros(64, 13)
+    for row, n in enumerate(lengths.tolist()):
+        mask[row, 1:1 + n] = 1  # position 0 is the prompt's
+    per_token = -6.0 * torch.rand(64, 12, generator=g)
+    logps = (per_token * mask[:, 1:]).sum(1)  # [64]
+    ref = logps + 3.0 * torch.randn(64, generator=g)
+    loss, kwargs = PAIR_LOSSES[loss_type]
+    trl_kwargs = {"exo_epsilon": "label_smoothing"}
+    theirs = trl_dpo_loss(loss_type, per_token, mask, ref, beta=beta,
+                          **{trl_kwargs.get(k, k): v for k, v in kwargs.items()})
+    ours = loss(*logps.chunk(2), *ref.chunk(2), beta=beta, **kwargs)[0]
+    torch.testing.assert_close(ours.mean(), theirs)
 
 
 # ---- `upo from-trl` (upo.trl_config) against TRL's own config classes -----------------------------

@@ -222,7 +222,7 @@ def test_methods_that_use_rewards_take_them(method):
         (dict(save_total_limit=5), "save_total_limit (save_steps is null"),
         (dict(method="dpo", pref_loss="dpo"), "pref_loss (method 'dpo' does not read it; read by upo)"),
         (dict(method="kto", label_smoothing=0.1), "label_smoothing (method 'kto' does not read it; read by dpo, "
-                                                  "robust, upo with pref_loss dpo, simpo, cpo)"),
+                                                  "robust, aot, aot_unpaired, upo with pref_loss dpo, simpo, cpo)"),
         (dict(method="orpo", simpo_gamma=1.0), "simpo_gamma (method 'orpo' does not read it; read by simpo)"),
         (dict(method="simpo", ref_model="some/model"), "ref_model (method 'simpo' uses no reference model)"),
         (dict(method="dpo", desirable_weight=2.0), "desirable_weight (method 'dpo' does not read it; read by kto, "
@@ -234,8 +234,9 @@ def test_methods_that_use_rewards_take_them(method):
         (dict(method="alol", ppo_clip=0.1), "ppo_clip (method 'alol' does not read it; read by oppo, aoppo)"),
         (dict(method="oppo", alol_clip=0.5), "alol_clip (method 'oppo' does not read it; read by alol)"),
         (dict(method="dpo", modpo_w0=2.0), "modpo_w0 (method 'dpo' does not read it; read by modpo)"),
-        (dict(method="csft", beta=0.2), "beta (method 'csft' does not read it; read by dpo, ipo, hinge, robust, kto, "
-                                           "upo, simpo, cpo, orpo, oppo"),
+        (dict(method="csft", beta=0.2), "beta (method 'csft' does not read it; read by dpo, ipo, hinge, robust, "
+                                           "nca_pair, bco_pair, sppo_hard, apo_zero, apo_down, exo_pair, discopop, aot, "
+                                           "aot_unpaired, kto, upo, simpo, cpo, orpo, oppo"),
         (dict(method="dpo", value_lr=1e-2), "value_lr (method 'dpo' has no value head)"),
         (dict(method="sft", ref_model="some/model"), "ref_model (method 'sft' uses no reference model)"),
     ],
@@ -253,7 +254,7 @@ def test_every_method_accepts_the_keys_it_reads_and_refuses_the_other_method_key
     changed = {"beta": 0.2, "label_smoothing": 0.1, "desirable_weight": 2.0, "undesirable_weight": 2.0,
                "aux_coef": 0.5, "eta": 2.0, "max_weight": 5.0, "tau": 0.5, "aux_logp": "sum", "ppo_clip": 0.1,
                "alol_clip": 0.5, "modpo_w0": 2.0, "pref_loss": "dpo", "rpo_alpha": 0.5, "simpo_gamma": 1.0,
-               "cpo_alpha": 0.5, "ipo_per_token": True}
+               "cpo_alpha": 0.5, "ipo_per_token": True, "exo_epsilon": 0.01, "discopop_tau": 0.1}
     assert sorted(changed) == sorted(method_keys())
     for name, m in METHODS.items():
         for pref_loss in ("kto", "dpo", "ipo") if m.data == "pref" else ("kto",):

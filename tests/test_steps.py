@@ -14,6 +14,7 @@ import torch
 
 from upo import baseline_losses as bl
 from upo import losses
+from upo import pair_losses as pl
 from upo import reference_free_losses as rf
 from upo.config import UPOConfig
 from upo.forward import StepInputs
@@ -27,11 +28,19 @@ UPO = ["upo/pref_loss", "upo/aux_loss", "upo/value_loss", "upo/weight_mean", "up
 ACTOR_CRITIC = ["policy_loss", "value_loss", "weight_mean", "clip_fraction", "advantage_mean", "positive_fraction",
                 "value_mean", "reward_mean"]
 
+# DPO's relatives (upo.pair_losses): method -> (pure loss, the config keys it takes besides beta)
+PAIR_LOSSES = {
+    "hinge": (pl.hinge_loss, ()), "robust": (pl.robust_dpo_loss, ("label_smoothing",)),
+    "nca_pair": (pl.nca_pair_loss, ()), "bco_pair": (pl.bco_pair_loss, ()), "sppo_hard": (pl.sppo_hard_loss, ()),
+    "apo_zero": (pl.apo_zero_loss, ()), "apo_down": (pl.apo_down_loss, ()),
+    "exo_pair": (pl.exo_pair_loss, ("exo_epsilon",)), "discopop": (pl.discopop_loss, ("discopop_tau",)),
+    "aot": (pl.aot_loss, ("label_smoothing",)), "aot_unpaired": (pl.aot_unpaired_loss, ("label_smoothing",)),
+}
+
 METRIC_NAMES = {
     "dpo": ["loss", *PAIR, "nll_loss"],  # CFG's rpo_alpha > 0: RPO's NLL term
     "simpo": ["loss", *PAIR],
-    "hinge": ["loss", *PAIR],
-    "robust": ["loss", *PAIR],
+    **{name: ["loss", *PAIR] for name in PAIR_LOSSES},
     "cpo": ["loss", *PAIR, "nll_loss"],
     "orpo": ["loss", *PAIR, "nll_loss", "orpo/log_odds_ratio", "orpo/odds_ratio_loss"],
     "ipo": ["loss", *PAIR],
@@ -49,7 +58,7 @@ METRIC_NAMES = {
 # Not the defaults, so a step that passed a default instead of the config's value would be caught.
 CFG = dict(beta=0.3, label_smoothing=0.1, desirable_weight=1.5, undesirable_weight=0.7, aux_coef=0.4, eta=2.0,
            max_weight=3.0, tau=0.8, modpo_w0=2.0, ppo_clip=0.1, alol_clip=0.5, rpo_alpha=0.6, simpo_gamma=0.7,
-           cpo_alpha=0.8, ipo_per_token=True)
+           cpo_alpha=0.8, ipo_per_token=True, exo_epsilon=0.05, discopop_tau=0.3)
 
 
 def config(method: str, **overrides) -> UPOConfig:
@@ -114,9 +123,9 @@ def label_and_aux(x: StepInputs) -> torch.Tensor:
 
 EXPECTED_LOSS = {
     "dpo": lambda x, c: dpo_losses(x, c).mean(),
-    "hinge": lambda x, c: losses.hinge_loss(*halves(x.policy_logps), *halves(x.reference_logps), beta=c.beta)[0].mean(),
-    "robust": lambda x, c: losses.robust_dpo_loss(*halves(x.policy_logps), *halves(x.reference_logps), beta=c.beta,
-                                                  label_smoothing=c.label_smoothing)[0].mean(),
+    **{name: (lambda x, c, loss=loss, keys=keys: loss(*halves(x.policy_logps), *halves(x.reference_logps),
+                                                      beta=c.beta, **{k: getattr(c, k) for k in keys})[0].mean())
+       for name, (loss, keys) in PAIR_LOSSES.items()},
     "simpo": lambda x, c: rf.simpo_loss(*halves(x.policy_mean_logps), beta=c.beta, gamma=c.simpo_gamma,
                                         label_smoothing=c.label_smoothing)[0].mean(),
     "cpo": lambda x, c: rf.cpo_loss(*halves(x.policy_logps), x.policy_mean_logps[:2], beta=c.beta, alpha=c.cpo_alpha,

@@ -70,6 +70,12 @@ def test_an_empty_file_trains_with_trls_defaults_on_the_whole_split():
         ("dpo", {"loss_type": "ipo", "beta": 0.5}, {"method": "ipo", "ipo_per_token": True, "beta": 0.5}),
         ("dpo", {"loss_type": "hinge"}, {"method": "hinge"}),
         ("dpo", {"loss_type": ["robust"], "label_smoothing": 0.1}, {"method": "robust", "label_smoothing": 0.1}),
+        ("dpo", {"loss_type": "nca_pair", "label_smoothing": 0.1}, {"method": "nca_pair", "label_smoothing": None}),
+        ("dpo", {"loss_type": "aot", "label_smoothing": 0.1}, {"method": "aot", "label_smoothing": 0.1}),
+        ("dpo", {"loss_type": "exo_pair", "label_smoothing": "1e-3"}, {"method": "exo_pair", "exo_epsilon": 1e-3,
+                                                                         "label_smoothing": None}),
+        ("dpo", {"loss_type": "discopop", "discopop_tau": 0.1}, {"method": "discopop", "discopop_tau": 0.1}),
+        ("dpo", {"loss_type": "apo_zero", "loss_weights": [1.0]}, {"method": "apo_zero"}),
         ("cpo", {"cpo_alpha": 0.2}, {"method": "cpo", "cpo_alpha": 0.2}),
         ("cpo", {"loss_type": "simpo", "cpo_alpha": 0.0, "simpo_gamma": 0.8, "beta": 2.0},
          {"method": "simpo", "simpo_gamma": 0.8, "beta": 2.0}),
@@ -100,7 +106,7 @@ def test_constant_schedule_drops_warmup_as_transformers_does():
 
 
 def test_every_untranslatable_key_is_refused_with_its_line(tmp_path):
-    path = write(tmp_path, "learning_rate: 1.0e-6\nloss_type: nca_pair\nnum_train_epochs: 1.5\nload_in_4bit: true\n"
+    path = write(tmp_path, "learning_rate: 1.0e-6\nloss_type: sigmoid_norm\nnum_train_epochs: 1.5\nload_in_4bit: true\n"
                            "warmup_steps: 0.1\nmy_own_key: 3\nuse_weighting: true\n")
     with pytest.raises(ConfigError) as e:
         translate_file(path, "dpo")
@@ -112,6 +118,12 @@ def test_every_untranslatable_key_is_refused_with_its_line(tmp_path):
                            (6, "my_own_key", "not a key of TRL 1.16's DPOTrainer config"),
                            (7, "use_weighting", "it always behaves as use_weighting: False does")]:
         assert f"{path}:{line}: {key}: " in message and why in message, (key, message)
+
+
+def test_trls_exo_pair_without_its_epsilon_is_refused():
+    """TRL reads exo_pair's epsilon from label_smoothing; at its default 0, TRL's loss is log 0."""
+    out = translate({"loss_type": "exo_pair"}, "dpo")
+    assert any("label_smoothing 0 (its default) its loss is infinite" in e for e in out.errors)
 
 
 def test_trls_simpo_with_its_nll_term_is_refused():
@@ -195,7 +207,7 @@ def test_numbers_written_as_yaml_text_are_read_as_numbers():
 def test_what_trl_reads_differently_is_translated_as_trl_runs_it():
     # TRL 1.16's sigmoid loss does not read label_smoothing: upo's dpo would (conservative DPO)
     out = translate({"label_smoothing": 0.1}, "dpo")
-    assert "label_smoothing" not in out.values and any("losses do not read" in n for n in out.notes)
+    assert "label_smoothing" not in out.values and any("sigmoid loss does not read it" in n for n in out.notes)
     assert translate({"label_smoothing": 0.1}, "cpo").values["label_smoothing"] == 0.1
     # max_grad_norm <= 0: no clipping; activation_checkpointing takes over gradient_checkpointing
     out = translate({"max_grad_norm": 0, "activation_checkpointing": False}, "dpo")

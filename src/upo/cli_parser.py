@@ -251,7 +251,10 @@ and nothing is written.
   DPOTrainer, loss_type sigmoid                       method: dpo
   DPOTrainer, loss_type [sigmoid, sft], weights [1, a] method: dpo, rpo_alpha: a (RPO)
   DPOTrainer, loss_type ipo                           method: ipo, ipo_per_token: true
-  DPOTrainer, loss_type hinge / robust                method: hinge / robust
+  DPOTrainer, loss_type hinge, robust, nca_pair,      method: the same name
+    bco_pair, sppo_hard, apo_zero, apo_down,
+    discopop, aot, aot_unpaired
+  DPOTrainer, loss_type exo_pair, label_smoothing e   method: exo_pair, exo_epsilon: e
   KTOTrainer                                          method: kto
   CPOTrainer, loss_type sigmoid                       method: cpo
   CPOTrainer, loss_type simpo, cpo_alpha 0            method: simpo
@@ -308,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = command(
         sub,
         "train",
-        help="train a model with UPO, DPO (or its hinge and robust variants), IPO, KTO, SimPO, CPO, ORPO or a baseline (sft, csft, oppo, aoppo, modpo, alol, drov)",
+        help="train a model with UPO, DPO (or one of its relatives: hinge, robust, nca_pair, bco_pair, sppo_hard, apo_zero, apo_down, exo_pair, discopop, aot, aot_unpaired), IPO, KTO, SimPO, CPO, ORPO or a baseline (sft, csft, oppo, aoppo, modpo, alol, drov)",
         description="Train a causal LM on preference data. Writes a run folder with the resolved config, "
         "metrics.jsonl, checkpoints/ and a save_pretrained final/ folder.",
         epilog=TRAIN_EPILOG,

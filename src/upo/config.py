@@ -64,13 +64,15 @@ class UPOConfig:
     group_by_length: bool = True  # batches of similar length, padded to their own longest
 
     # ---- method ------------------------------------------------------------------------------
-    method: str = "upo"  # upo | dpo | ipo | hinge | robust | kto | simpo | cpo | orpo | sft | csft | oppo | aoppo | modpo | alol | drov (README method table)
+    method: str = "upo"  # upo | dpo | ipo | hinge | robust | nca_pair | bco_pair | sppo_hard | apo_zero | apo_down | exo_pair | discopop | aot | aot_unpaired | kto | simpo | cpo | orpo | sft | csft | oppo | aoppo | modpo | alol | drov (README method table)
     pref_loss: str = "kto"  # UPO's preference term: kto | dpo | ipo
     beta: Positive[float] = 0.1  # KL strength of the implicit reward beta * logratio (also DRO-V's tau; the reward scale of SimPO (its authors: 2-2.5) and CPO; ORPO's lambda)
-    label_smoothing: Annotated[float, Interval("[0, 0.5)")] = 0.0  # conservative DPO (Mitchell 2023), also SimPO's and CPO's; robust: the assumed label flip rate; 0 = plain DPO
+    label_smoothing: Annotated[float, Interval("[0, 0.5)")] = 0.0  # conservative DPO (Mitchell 2023), also SimPO's, CPO's and AOT's; robust: the assumed label flip rate; 0 = plain DPO
     ipo_per_token: bool = False  # ipo: per-token mean log-ratios (each over its response length, as TRL 1.16's ipo) instead of the paper's summed ones
     rpo_alpha: NonNegative[float] = 0.0  # dpo: weight of the chosen responses' per-token NLL added to DPO (RPO, Pang et al. 2024); 0 = plain DPO
     simpo_gamma: NonNegative[float] = 0.5  # simpo: target reward margin gamma (absolute; its authors' gamma / beta is 0.3-0.8)
+    exo_epsilon: Annotated[float, Interval("(0, 0.5)")] = 1e-3  # exo_pair: the labels' assumed error rate e, target distribution (1 - e, e) (TRL: label_smoothing)
+    discopop_tau: Positive[float] = 0.05  # discopop: temperature of the blend between logistic and exponential loss (its authors' 0.05)
     cpo_alpha: NonNegative[float] = 1.0  # cpo: weight of the chosen responses' per-token NLL
     desirable_weight: Positive[float] = 1.0  # KTO lambda_D
     undesirable_weight: Positive[float] = 1.0  # KTO lambda_U

@@ -95,51 +95,6 @@ def ipo_loss(
     return losses, chosen_rewards, rejected_rewards
 
 
-def hinge_loss(
-    policy_chosen_logps: Tensor,
-    policy_rejected_logps: Tensor,
-    reference_chosen_logps: Tensor,
-    reference_rejected_logps: Tensor,
-    *,
-    beta: float,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """SLiC's hinge loss on DPO's margin (Zhao et al. 2023, arXiv 2305.10425; TRL's loss_type hinge).
-
-    Returns:
-        losses: [B] max(0, 1 - beta * h), h = logratio_w - logratio_l: zero once the margin reaches 1 / beta.
-        chosen_rewards, rejected_rewards: [B] each, as in `dpo_loss` (detached).
-    """
-    chosen_logratios = policy_chosen_logps - reference_chosen_logps  # [B]
-    rejected_logratios = policy_rejected_logps - reference_rejected_logps  # [B]
-    losses = torch.relu(1.0 - beta * (chosen_logratios - rejected_logratios))  # [B]
-    return losses, beta * chosen_logratios.detach(), beta * rejected_logratios.detach()
-
-
-def robust_dpo_loss(
-    policy_chosen_logps: Tensor,
-    policy_rejected_logps: Tensor,
-    reference_chosen_logps: Tensor,
-    reference_rejected_logps: Tensor,
-    *,
-    beta: float,
-    label_smoothing: float,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Robust DPO (Chowdhury et al. 2024, arXiv 2403.00409; TRL's loss_type robust): an unbiased
-    DPO loss when each label is flipped with probability eps = label_smoothing < 1/2.
-
-    Returns:
-        losses: [B] ((1 - eps) l(z) - eps l(-z)) / (1 - 2 eps), l(z) = -log sigmoid(z), z = beta * h.
-            eps = 0 is DPO. Unlike conservative DPO's it can go below 0 (it is unbiased, not a bound).
-        chosen_rewards, rejected_rewards: [B] each, as in `dpo_loss` (detached).
-    """
-    chosen_logratios = policy_chosen_logps - reference_chosen_logps  # [B]
-    rejected_logratios = policy_rejected_logps - reference_rejected_logps  # [B]
-    z = beta * (chosen_logratios - rejected_logratios)  # [B]
-    eps = label_smoothing
-    losses = (-(1.0 - eps) * F.logsigmoid(z) + eps * F.logsigmoid(-z)) / (1.0 - 2.0 * eps)  # [B]
-    return losses, beta * chosen_logratios.detach(), beta * rejected_logratios.detach()
-
-
 def kto_reference_point(policy_kl_logps: Tensor, reference_kl_logps: Tensor) -> Tensor:
     """KTO's reference point z0 from mismatched (prompt_i, completion_j), j != i, pairs.
 

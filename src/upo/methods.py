@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from upo import pair_losses as pl
 from upo import steps
 from upo.steps import Metrics
 
@@ -67,15 +68,35 @@ def _mean_loss(step):
     return method_loss
 
 
+def _pair(name: str, loss, *keys: str, summary: str) -> dict[str, Method]:
+    """The entry of a pairwise loss of `upo.pair_losses`: it reads beta and `keys`."""
+    return {name: Method(name, "paired", _mean_loss(steps.pair_step(loss, *keys)), reads=("beta", *keys),
+                         summary=summary)}
+
+
 METHODS: dict[str, Method] = {
     "dpo": Method("dpo", "paired", _mean_loss(steps.dpo_step), reads=("beta", "label_smoothing", "rpo_alpha"),
                   summary="DPO, Rafailov et al. 2023 (RPO, Pang et al. 2024, with rpo_alpha)"),
     "ipo": Method("ipo", "paired", _mean_loss(steps.ipo_step), reads=("beta", "ipo_per_token"),
                   summary="IPO, Azar et al. 2023"),
-    "hinge": Method("hinge", "paired", _mean_loss(steps.hinge_step), reads=("beta",),
-                    summary="SLiC's hinge on DPO's margin, Zhao et al. 2023"),
-    "robust": Method("robust", "paired", _mean_loss(steps.robust_step), reads=("beta", "label_smoothing"),
-                     summary="robust DPO under label noise (label_smoothing = flip rate), Chowdhury et al. 2024"),
+    # ---- DPO's relatives (upo.pair_losses; TRL's DPOTrainer loss_types of the same names) ----
+    **_pair("hinge", pl.hinge_loss, summary="SLiC's hinge on DPO's margin, Zhao et al. 2023"),
+    **_pair("robust", pl.robust_dpo_loss, "label_smoothing",
+            summary="robust DPO under label noise (label_smoothing = flip rate), Chowdhury et al. 2024"),
+    **_pair("nca_pair", pl.nca_pair_loss, summary="NCA on pairs, Chen et al. 2024: keeps the chosen likelihood up"),
+    **_pair("bco_pair", pl.bco_pair_loss, summary="BCO on pairs, Jung et al. 2024: chosen vs rejected classifier"),
+    **_pair("sppo_hard", pl.sppo_hard_loss, summary="SPPO with hard labels, Wu et al. 2024"),
+    **_pair("apo_zero", pl.apo_zero_loss,
+            summary="APO-zero, D'Oosterlinck et al. 2024: chosen up, rejected down (chosen better than the model)"),
+    **_pair("apo_down", pl.apo_down_loss,
+            summary="APO-down, D'Oosterlinck et al. 2024: both down, rejected more (chosen worse than the model)"),
+    **_pair("exo_pair", pl.exo_pair_loss, "exo_epsilon", summary="EXO on pairs, Ji et al. 2024: reverse-KL DPO"),
+    **_pair("discopop", pl.discopop_loss, "discopop_tau",
+            summary="DiscoPOP, Lu et al. 2024: logistic below a zero margin, exponential above"),
+    **_pair("aot", pl.aot_loss, "label_smoothing",
+            summary="AOT, Melnyk et al. 2024: DPO on the batch's sorted margins against the reference's"),
+    **_pair("aot_unpaired", pl.aot_unpaired_loss, "label_smoothing",
+            summary="AOT unpaired, Melnyk et al. 2024: DPO on sorted chosen against sorted rejected log-ratios"),
     "kto": Method("kto", "unpaired", _mean_loss(steps.kto_step), needs_kto_reference_point=True,
                   reads=("beta", "desirable_weight", "undesirable_weight"), summary="KTO, Ethayarajh et al. 2024"),
     "upo": Method(

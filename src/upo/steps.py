@@ -2,10 +2,11 @@
 
 Here config becomes loss arguments and the metric names are made. Every step reports the standard
 names (`rewards/*` are beta * logratio wherever a reference exists, `logps/*` summed) plus its own
-under a method prefix. The preference steps (DPO, IPO, KTO), the reference-free ones (SimPO, CPO,
-ORPO), `sft_step`, `csft_step` and `modpo_step` return per-example losses (the method table averages
-them); the others return the batch loss. The pure losses are in `upo.losses` (DPO, IPO, KTO, UPO),
-`upo.reference_free_losses` (SimPO, CPO, ORPO: their `rewards/*` are beta * the policy's own
+under a method prefix. The preference steps (DPO, IPO, KTO, and `pair_step`'s for DPO's relatives),
+the reference-free ones (SimPO, CPO, ORPO), `sft_step`, `csft_step` and `modpo_step` return per-example
+losses (the method table averages them); the others return the batch loss. The pure losses are in
+`upo.losses` (DPO, IPO, KTO, UPO), `upo.pair_losses` (hinge, robust, NCA, BCO, SPPO, APO, EXO,
+DiscoPOP, AOT), `upo.reference_free_losses` (SimPO, CPO, ORPO: their `rewards/*` are beta * the policy's own
 log-probs) and `upo.baseline_losses` (the baselines the paper compares against); which data each
 method needs is in the table, `upo.methods.METHODS`.
 """
@@ -107,19 +108,17 @@ def kto_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
     return per_example, metrics
 
 
-def hinge_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
-    pc, pr = split_pairs(x.policy_logps)
-    rc, rr = split_pairs(x.reference_logps)
-    per_pair, chosen_r, rejected_r = losses.hinge_loss(pc, pr, rc, rr, beta=cfg.beta)
-    return per_pair, pair_metrics(chosen_r, rejected_r, pc, pr)
+def pair_step(loss, *keys):
+    """The step of a pairwise loss of the four summed log-probs (`upo.pair_losses`): beta and the
+    config keys `keys` (its keyword arguments of the same names) passed in; the standard pair metrics."""
 
+    def step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
+        pc, pr = split_pairs(x.policy_logps)
+        rc, rr = split_pairs(x.reference_logps)
+        per_pair, chosen_r, rejected_r = loss(pc, pr, rc, rr, beta=cfg.beta, **{k: getattr(cfg, k) for k in keys})
+        return per_pair, pair_metrics(chosen_r, rejected_r, pc, pr)
 
-def robust_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
-    pc, pr = split_pairs(x.policy_logps)
-    rc, rr = split_pairs(x.reference_logps)
-    per_pair, chosen_r, rejected_r = losses.robust_dpo_loss(pc, pr, rc, rr, beta=cfg.beta,
-                                                            label_smoothing=cfg.label_smoothing)
-    return per_pair, pair_metrics(chosen_r, rejected_r, pc, pr)
+    return step
 
 
 PREFERENCE_STEPS = {"dpo": dpo_step, "ipo": ipo_step, "kto": kto_step}

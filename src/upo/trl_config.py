@@ -201,16 +201,16 @@ def _method(ctx: _Context) -> None:
         elif types_ == ["ipo"] and weights == [1.0]:  # TRL 1.16's ipo: per-token mean log-ratios
             out.set("method", "ipo", where)
             out.set("ipo_per_token", True, ctx.origin("loss_type") + ": each log-ratio over its completion length")
-        elif types_ in (["hinge"], ["robust"]) and weights == [1.0]:
-            out.set("method", types_[0], where)
+        elif len(types_) == 1 and types_[0] in PAIR_LOSS_TYPES and weights == [1.0]:
+            _pair_loss(ctx, types_[0], where)
         else:
             ctx.refuse("loss_type", f"{effective.get('loss_type')!r} with loss_weights {effective.get('loss_weights')!r}"
-                       ": upo translates sigmoid (DPO), [sigmoid, sft] with loss_weights [1, alpha] (RPO), ipo, hinge "
-                       "and robust")
-        if out.values.get("method") != "robust":  # TRL 1.16's sigmoid, ipo and hinge do not read label_smoothing
+                       ": upo translates sigmoid (DPO), [sigmoid, sft] with loss_weights [1, alpha] (RPO), ipo, and "
+                       f"one of {', '.join(sorted(PAIR_LOSS_TYPES))} alone (upo's methods of the same names)")
+        if out.values.get("method") not in ("robust", "aot", "aot_unpaired"):  # the TRL losses that read it
             if effective.get("label_smoothing") not in (None, 0, 0.0):
-                ctx.out.notes.append("label_smoothing not translated: TRL 1.16's sigmoid, ipo and hinge losses do not "
-                                     "read it (upo's dpo would: conservative DPO)")
+                ctx.out.notes.append(f"label_smoothing not translated: TRL 1.16's {'/'.join(types_) or 'sigmoid'} loss "
+                                     "does not read it (upo's dpo would: conservative DPO)")
             effective.pop("label_smoothing", None)
     elif trainer == "kto":
         if types_ in ([], ["kto"]):
@@ -237,6 +237,27 @@ def _method(ctx: _Context) -> None:
         out.set("method", "orpo", f"TRL's {TRAINERS[trainer]}")
         out.notes.append("ORPO's NLL: TRL computes it over the prompt and the chosen response; upo over the chosen "
                          "response (each response's per-token mean)")
+
+
+# TRL 1.16's DPOTrainer loss_types that are upo methods of the same name (upo.pair_losses)
+PAIR_LOSS_TYPES = frozenset({"hinge", "robust", "nca_pair", "bco_pair", "sppo_hard", "apo_zero", "apo_down", "exo_pair",
+                             "discopop", "aot", "aot_unpaired"})
+
+
+def _pair_loss(ctx: _Context, loss_type: str, where: str) -> None:
+    """One of DPO's relatives, with the TRL keys its loss reads: discopop's discopop_tau, and
+    exo_pair's epsilon, which TRL reads from label_smoothing."""
+    ctx.out.set("method", loss_type, where)
+    if loss_type == "discopop" and "discopop_tau" in ctx.given:
+        ctx.out.set("discopop_tau", ctx.effective.pop("discopop_tau"), ctx.origin("discopop_tau"))
+    if loss_type == "exo_pair":
+        epsilon = ctx.number("label_smoothing") if "label_smoothing" in ctx.effective else 0.0
+        if epsilon == 0.0:
+            ctx.refuse("loss_type", "TRL 1.16's exo_pair takes its epsilon from label_smoothing, and with label_smoothing"
+                       " 0 (its default) its loss is infinite (log 0); set label_smoothing: 1e-3 (the EXO paper's)")
+        elif epsilon is not None:
+            ctx.out.set("exo_epsilon", epsilon, ctx.origin("label_smoothing") + " (exo_pair's epsilon)")
+        ctx.effective.pop("label_smoothing", None)
 
 
 def _lengths(ctx: _Context) -> None:
