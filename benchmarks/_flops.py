@@ -37,7 +37,8 @@ def parameter_counts(model) -> dict[str, int]:
         if id(p) in seen:
             continue
         seen.add(id(p))
-        total += p.numel()
+        quant_state = getattr(p, "quant_state", None)  # a 4-bit weight (QLoRA) holds two values a byte
+        total += quant_state.shape.numel() if quant_state is not None else p.numel()
         trainable += p.numel() if p.requires_grad else 0
     embedding = model.get_input_embeddings().weight.numel()
     return {"total": total, "embedding": embedding, "n": total, "n_non_embedding": total - embedding,

@@ -20,6 +20,7 @@ TRL is a benchmark baseline, not a dependency of upo; run this in the bench envi
     .venv-bench/bin/python benchmarks/bench_trl.py --quick    # smoke run: 1 round x (1 + 2 steps)
     .venv-bench/bin/python benchmarks/bench_trl.py --quick --model /path/to/tiny-model   # plumbing only
     .venv-bench/bin/python benchmarks/bench_trl.py --rounds 1 --variants upo_dpo,upo_kto --profile   # where time goes
+    .venv/bin/python benchmarks/bench_trl.py --lora --variants upo_dpo,upo_dpo_qlora   # QLoRA against LoRA (bitsandbytes)
 
 What is measured, per run, over the measured steps (after the warm-up steps):
   s/step     wall time of each optimizer step, including fetching and collating its batch (upo: its
@@ -95,12 +96,15 @@ VARIANTS = {
     "trl_cpo": ("trl", "cpo", "cpo"),
     "upo_orpo": ("upo", "orpo", "orpo"),
     "trl_orpo": ("trl", "orpo", "orpo"),
+    # QLoRA (needs --lora and bitsandbytes; not run by default): upo DPO on a 4-bit NF4 base, against upo_dpo
+    "upo_dpo_qlora": ("upo", "dpo", "dpo"),
 }
 DEFAULT_VARIANTS = "upo_dpo,trl_dpo,upo_kto,trl_kto,upo_upo,upo_dpo_padded"
 PADDED = {"upo_dpo_padded"}
 UNSHARED = {"upo_dpo_unshared", "upo_kto_unshared"}
 TRL_COUNTERPART = {"upo_dpo": "trl_dpo", "upo_kto": "trl_kto", "upo_simpo": "trl_simpo", "upo_cpo": "trl_cpo",
                    "upo_orpo": "trl_orpo"}
+QLORA = {"upo_dpo_qlora": "upo_dpo"}  # -> the same run on the unquantized base (what 4 bits cost or save)
 # UPO and its preference-only method see exactly the same batches (same data, seed and sampler).
 PREFERENCE_ONLY = {"upo_upo": "upo_kto", "upo_upo_dpo": "upo_dpo"}
 RESULTS = Path(__file__).parent / "results"
@@ -138,6 +142,7 @@ def run_upo(name: str, args, workdir: Path, t0: float) -> dict:
             if not steps:
                 info["setup_seconds"] = time.perf_counter() - t0
                 info["params"] = model_counts(self.lm, args.lora)
+                info["model_bytes"] = self.lm.get_memory_footprint()  # weights and buffers (4-bit ones packed)
                 if profiler is not None:
                     profiler.start()
             steps.append(new_step(tokens))
@@ -154,6 +159,10 @@ def run_upo(name: str, args, workdir: Path, t0: float) -> dict:
                      lora=args.lora, model=args.model)
     if args.lora:
         cfg.lora_r, cfg.lora_alpha = LORA["r"], LORA["alpha"]
+    if name in QLORA:
+        if not args.lora:
+            raise SystemExit(f"{name}: QLoRA trains adapters: run with --lora")
+        cfg.load_in_4bit = True
     cfg.padding_free = name not in PADDED
     cfg.shared_prompt = name not in UNSHARED
     if args.logits_chunk_tokens is not None:
@@ -243,6 +252,7 @@ def summarize(runs: list[dict], peak_bf16: float, peak_fp32: float) -> dict:
         "mfu_bf16_all_steps": all_steps("flops_per_second") / 1e9 / peak_bf16,
         "tokens_per_second_pooled": trained / sum(sum(r["measured"]["step_seconds"]) for r in runs),
         "peak_rss_gb": max(r["peak_rss_bytes"] for r in runs) / 1e9,
+        "model_gb": runs[0]["model_bytes"] / 1e9 if "model_bytes" in runs[0] else None,  # upo runs
         "setup_seconds": med(r["setup_seconds"] for r in runs),
         "n_steps": sum(len(r["measured"]["step_seconds"]) for r in runs),
         "params": runs[0]["params"],
@@ -258,7 +268,7 @@ def round_ratio(rounds: list[dict], a: str, b: str, key: str) -> float:
 def ratios(rounds: list[dict], names: list[str]) -> dict:
     """upo/TRL per round (median over rounds), and UPO / preference-only per paired step."""
     out = {}
-    for upo, trl in TRL_COUNTERPART.items():
+    for upo, trl in {**TRL_COUNTERPART, **QLORA}.items():
         if upo in names and trl in names:
             out[f"{upo}/{trl}"] = {
                 "tokens_per_second": round_ratio(rounds, upo, trl, "tokens_per_second"),
@@ -291,6 +301,11 @@ def table(results: dict, ratio: dict, args, peaks: dict) -> str:
         lines.append(f"| {name} | {row['seconds_per_step']:.2f} | {row['tokens_per_second']:.0f} | {row['prompt_share']:.0%} | "
                      f"{row['peak_rss_gb']:.2f} | "
                      f"{row['model_gflops_per_second']:.0f} | {row['mfu_bf16']:.1%} | {row['mfu_bf16_non_embedding']:.1%} | {vs} |")
+    for name, base in QLORA.items():
+        if (r := ratio.get(f"{name}/{base}")) is not None:
+            lines.append(f"\n{name}/{base}: tokens/s {r['tokens_per_second']:.2f}x, s/step {r['seconds_per_step']:.2f}x, "
+                         f"peak RSS {r['peak_rss']:.2f}x; the model's weights in memory "
+                         f"{results[name]['model_gb']:.3f} GB against {results[base]['model_gb']:.3f} GB")
     for key, r in ratio.items():
         if "seconds_per_step_paired" in r:
             lines.append(f"\n{key} step time (median of paired steps, same batches): {r['seconds_per_step_paired']:.3f}x")

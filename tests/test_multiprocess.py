@@ -8,7 +8,7 @@ the processes (Accelerate's split_batches), so both see the same examples per st
 parameters agree up to float summation order (tolerance in helpers.assert_same_updates).
 Checkpoint + resume under 2 processes ends bitwise where the uninterrupted 2-process run does. An
 epoch whose last step is short and uneven (one process holding only Accelerate's top-up copies)
-makes the same updates as one process with one batch per step. In bf16 the first step's log-ratios
+makes the same updates as one process with one batch per step; so does QLoRA. In bf16 the first step's log-ratios
 are exactly 0: each process precomputes the reference log-probs of its first-epoch micro-batches.
 
 All 2-process runs share one launch (the process start and gloo set-up dominate the time).
@@ -16,6 +16,7 @@ All 2-process runs share one launch (the process start and gloo set-up dominate 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
@@ -34,6 +35,7 @@ from upo.metrics import read_metrics
 from upo.trainer import train
 
 pytest.importorskip("accelerate")
+QLORA = importlib.util.find_spec("bitsandbytes") is not None  # the test extra installs it
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "accelerate"
 METHODS = {"dpo": dict(method="dpo"), "kto": dict(method="kto"), "upo": dict(method="upo")}
@@ -101,7 +103,12 @@ def test_two_processes_match_one_process_with_twice_the_batch(tiny_model_dir, wi
     step0 = {name: run_config(wide_model_dir, tail_data, tmp_path / f"two-step0-{name}", method=name,
                               gradient_accumulation_steps=steps, rewards={}, **shared)
              for name, steps in accumulation.items()}  # fmt: skip
-    result = _launch([*two.values(), full, part, resumed, *lora_runs, tail, *warm, *step0.values()], tmp_path)
+    # QLoRA under DDP (with bitsandbytes): each process loads its own 4-bit base; the adapters' gradients averaged
+    qlora = dict(method="dpo", lora=True, load_in_4bit=True, lora_target_modules=["q_proj", "v_proj"], merge_lora=False,
+                 rewards={}, **COMMON)
+    qlora_two = [run_config(wide_model_dir, pairs_file, tmp_path / "two-qlora", batch_size=2, **qlora)] if QLORA else []
+    result = _launch([*two.values(), full, part, resumed, *lora_runs, tail, *warm, *step0.values(), *qlora_two],
+                     tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     assert (result.stdout + result.stderr).count("reference log-probs reused from the cache") == 2
     assert f"resumed from {Path(part.output_dir) / 'checkpoints' / 'step-2'}" in result.stdout + result.stderr
@@ -128,6 +135,14 @@ def test_two_processes_match_one_process_with_twice_the_batch(tiny_model_dir, wi
             assert r[key] == pytest.approx(s[key], rel=1e-4), (r["step"], key)
     assert_same_updates(load_file(str(one / "model.safetensors")), load_file(str(final_two / "model.safetensors")),
                         start, lr=COMMON["learning_rate"], slack=10)  # fmt: skip
+
+    if QLORA:
+        one = train(run_config(wide_model_dir, pairs_file, tmp_path / "one-qlora", batch_size=4, **qlora))
+        a = load_file(str(one / "adapter_model.safetensors"))
+        b = load_file(str(Path(qlora_two[0].output_dir) / "final" / "adapter_model.safetensors"))
+        assert a.keys() == b.keys() and any(a[k].abs().max() > 0 for k in a if "lora_B" in k)  # trained
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-5)
 
     # the first step's log-ratios are exactly 0 on both processes (and so KTO's z0)
     for name, cfg in step0.items():

@@ -106,18 +106,36 @@ def test_constant_schedule_drops_warmup_as_transformers_does():
 
 
 def test_every_untranslatable_key_is_refused_with_its_line(tmp_path):
-    path = write(tmp_path, "learning_rate: 1.0e-6\nloss_type: sigmoid_norm\nnum_train_epochs: 1.5\nload_in_4bit: true\n"
+    path = write(tmp_path, "learning_rate: 1.0e-6\nloss_type: sigmoid_norm\nnum_train_epochs: 1.5\nload_in_8bit: true\n"
                            "warmup_steps: 0.1\nmy_own_key: 3\nuse_weighting: true\n")
     with pytest.raises(ConfigError) as e:
         translate_file(path, "dpo")
     message = str(e.value)
     for line, key, why in [(2, "loss_type", "upo translates sigmoid (DPO)"),
                            (3, "num_train_epochs", "upo trains whole epochs"),
-                           (4, "load_in_4bit", "not supported by upo yet"),
+                           (4, "load_in_8bit", "an 8-bit base is not supported"),
                            (5, "warmup_steps", "a ratio of the total steps"),
                            (6, "my_own_key", "not a key of TRL 1.16's DPOTrainer config"),
                            (7, "use_weighting", "it always behaves as use_weighting: False does")]:
         assert f"{path}:{line}: {key}: " in message and why in message, (key, message)
+
+
+def test_qlora_is_translated():
+    """TRL's load_in_4bit with use_peft (QLoRA): upo's load_in_4bit, its quant type and nested quantization;
+    without use_peft, or with a float storage dtype (FSDP's), refused."""
+    trl = {"use_peft": True, "lora_target_modules": ["q_proj"], "load_in_4bit": "true", "bnb_4bit_quant_type": "fp4",
+           "use_bnb_nested_quant": True}
+    out = translate(trl, "dpo")
+    assert not out.errors
+    assert {k: out.values.get(k) for k in ("lora", "load_in_4bit", "bnb_4bit_quant_type", "use_bnb_nested_quant")} == {
+        "lora": True, "load_in_4bit": True, "bnb_4bit_quant_type": "fp4", "use_bnb_nested_quant": True}
+    assert any(note.startswith("QLoRA:") for note in out.notes)
+    assert any("load_in_4bit: a 4-bit base can train adapters only" in e
+               for e in translate({"load_in_4bit": True}, "dpo").errors)
+    assert any("bnb_4bit_quant_storage: 'bfloat16'" in e
+               for e in translate({**trl, "bnb_4bit_quant_storage": "bfloat16"}, "dpo").errors)
+    plain = translate({"bnb_4bit_quant_type": "fp4"}, "dpo")
+    assert "bnb_4bit_quant_type" not in plain.values and any("load_in_4bit is false" in k for k in plain.not_translated)
 
 
 def test_trls_exo_pair_without_its_epsilon_is_refused():

@@ -244,7 +244,7 @@ Each output line says which TRL key (and line) its value came from; TRL's defaul
 where upo's differ and the updates depend on them (learning rate 1e-6, linear schedule, 3 epochs,
 batch 8, max_length 1024, ...). Keys that change nothing about the updates in upo (logging, Hub
 pushes, loader workers, kernels) are listed as not translated. A key upo cannot reproduce (AlphaPO,
-QLoRA, WPO weighting, another loss_type, a fractional epoch count, ...) is an error naming its line,
+an 8-bit base, WPO weighting, another loss_type, a fractional epoch count, ...) is an error naming its line,
 and nothing is written.
 
   TRL                                                 upo
@@ -256,6 +256,7 @@ and nothing is written.
     discopop, aot, aot_unpaired
   DPOTrainer, loss_type exo_pair, label_smoothing e   method: exo_pair, exo_epsilon: e
   KTOTrainer                                          method: kto
+  use_peft, load_in_4bit (QLoRA)                      lora: true, load_in_4bit: true
   CPOTrainer, loss_type sigmoid                       method: cpo
   CPOTrainer, loss_type simpo, cpo_alpha 0            method: simpo
   ORPOTrainer                                         method: orpo

@@ -36,6 +36,7 @@ TOKEN_INITS = ("text", "mean")
 BEFORE_ADDED = {"control_token_init": "mean"}
 LR_SCHEDULERS = ("constant", "linear", "cosine")
 LORA_BASE_DTYPES = ("fp32", "bf16")
+QUANT_TYPES = ("nf4", "fp4")
 TRACKERS = ("tensorboard", "trackio", "wandb", "mlflow")  # report_to: Accelerate's trackers, each its own pip package
 
 
@@ -123,6 +124,9 @@ class UPOConfig:
     lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"])  # module names to adapt, or all-linear
     merge_lora: bool = True  # merge adapters into the weights of final/
     lora_base_dtype: str = "fp32"  # the frozen base weights' dtype: fp32, or bf16 for half their memory (the model's norms and residual stream then run in bf16, as a bf16 model's do; adapters and optimizer state stay fp32; needs precision: bf16)
+    load_in_4bit: bool = False  # QLoRA: the frozen base quantized to 4 bits as it loads (bitsandbytes: pip install 'upo[qlora]'), LoRA adapters trained on it; final/ holds the dequantized base with the adapters merged (README, QLoRA)
+    bnb_4bit_quant_type: str = "nf4"  # load_in_4bit: the 4-bit data type, nf4 (QLoRA's NormalFloat) or fp4
+    use_bnb_nested_quant: bool = False  # load_in_4bit: quantize the quantization constants too (QLoRA's double quantization: ~0.4 bits a weight less)
 
     # ---- logging, evaluation, checkpoints ----------------------------------------------------
     logging_steps: Positive[int] = 1  # write train metrics every N optimizer steps
@@ -143,6 +147,7 @@ class UPOConfig:
         _check_choice("aux_logp", self.aux_logp, AUX_LOGP)
         _check_choice("control_token_init", self.control_token_init, TOKEN_INITS)
         _check_choice("lora_base_dtype", self.lora_base_dtype, LORA_BASE_DTYPES)
+        _check_choice("bnb_4bit_quant_type", self.bnb_4bit_quant_type, QUANT_TYPES)
         if self.lora and self.lora_base_dtype == "bf16" and self.precision != "bf16":
             raise ConfigError(f"lora_base_dtype: bf16 computes in bf16: set precision: bf16 (got {self.precision!r})")
         _check_choice("lr_scheduler", self.lr_scheduler, LR_SCHEDULERS)
@@ -228,7 +233,9 @@ class UPOConfig:
             unread["steer_by"] = "the run is not steered (no steer_aux_coefs or steer_reward_mixes)"
         if not self.lora:
             unread.update(dict.fromkeys(("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "merge_lora",
-                                         "lora_base_dtype"), "lora is false"))
+                                         "lora_base_dtype", "load_in_4bit"), "lora is false"))
+        if not (self.lora and self.load_in_4bit):
+            unread.update(dict.fromkeys(("bnb_4bit_quant_type", "use_bnb_nested_quant"), "load_in_4bit is false"))
         if not self.relabel:
             unread["relabel_margin"] = "relabel is false"
         if not self.eval_dataset:

@@ -95,15 +95,37 @@ def default_attention() -> str | None:
     return None if torch.cuda.is_available() else "eager"
 
 
-def load_causal_lm(path: str, dtype: torch.dtype = torch.float32, attn_implementation: str | None = None):
+def load_causal_lm(path: str, dtype: torch.dtype = torch.float32, attn_implementation: str | None = None,
+                   quantization=None, device: torch.device | None = None):
+    """`quantization`: a transformers quantization config (QLoRA's BitsAndBytesConfig), applied as
+    the weights load onto `device`; `dtype` is then the dtype of what stays unquantized (embeddings,
+    norms, the LM head)."""
     from transformers import AutoModelForCausalLM
 
     attention = attn_implementation or default_attention()
     kwargs = {"attn_implementation": attention} if attention else {}
+    if quantization is not None:
+        kwargs.update(quantization_config=quantization, device_map={"": str(device or "cpu")})
     try:
-        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
+        lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
     except OSError as e:
         raise FileNotFoundError(f"could not load a causal LM from {path!r}: {e}") from None
+    if quantization is not None:
+        keep_4bit_layout(lm)
+    return lm
+
+
+def keep_4bit_layout(model: nn.Module) -> None:
+    """Turn off bitsandbytes' CPU inference path for 4-bit layers (0.50: with AVX-512 bf16, a layer in
+    eval mode under no_grad repacks its weight in place for a faster kernel, with bf16 scales). Its
+    inverse, run by every state_dict(), does not restore the weights of a base without nested
+    quantization: a model so packed and saved computed logits up to 0.65 away from before (a 2-layer
+    model, width 256). Unpacked, every forward (training, reference, held-out) uses the same weights."""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
 
 
 # float module attributes that transformers models pass to F.dropout(..., training=self.training) (OPT's
@@ -176,8 +198,12 @@ def full_copy(lm, state: dict[str, torch.Tensor], merge: bool = False):
     for target, source in getattr(base, "all_tied_weights_keys", {}).items():
         if prefix + target in state and prefix + source in state:
             state = {**state, prefix + target: state[prefix + source]}
+    config = base.config
+    if getattr(config, "quantization_config", None) is not None:  # the copy's weights are plain (QLoRA's
+        config = deepcopy(config)                                    # dequantized: `dequantized_state`)
+        del config.quantization_config
     with torch.device("meta"):
-        copy = type(base)(base.config)
+        copy = type(base)(config)
     copy.generation_config = base.generation_config
     if peft:  # every adapter of `lm` (a run steered by adapter has two: upo.steer_adapter), the same ones active
         names = list(lm.peft_config)
@@ -188,6 +214,21 @@ def full_copy(lm, state: dict[str, torch.Tensor], merge: bool = False):
             copy.base_model.set_adapter(list(lm.base_model.active_adapters))
     copy.load_state_dict(state, assign=True)
     return merged(copy) if peft and merge else copy
+
+
+def dequantized_state(lm, state: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """`state` (`lm`'s state dict) with each 4-bit weight of bitsandbytes (QLoRA's frozen base) in
+    full precision, and the quantization constants' entries dropped: the weights the trained model
+    computed with, which `full_copy` can hold and merge LoRA into (the original unquantized weights
+    would be another model: the adapters were trained on these)."""
+    import bitsandbytes as bnb
+
+    quantized = {name: module for name, module in lm.named_modules() if isinstance(module, bnb.nn.Linear4bit)}
+    plain = {key: tensor for key, tensor in state.items()
+             if not any(key.startswith(f"{name}.weight") for name in quantized)}
+    for name, module in quantized.items():
+        plain[f"{name}.weight"] = bnb.functional.dequantize_4bit(module.weight.data, module.weight.quant_state).to(dtype)
+    return plain
 
 
 def merged(lm):

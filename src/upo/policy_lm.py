@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 
 from upo.modeling import (
+    AUTOCAST_DTYPES,
     add_lora,
     disable_dropout,
     enable_gradient_checkpointing,
@@ -22,11 +23,29 @@ def base_dtype(cfg) -> torch.dtype:
     return torch.bfloat16 if cfg.lora and cfg.lora_base_dtype == "bf16" else torch.float32
 
 
-def build_policy_lm(cfg, model_path: str, tokenizer, token_texts: dict[int, str]):
+def quantization(cfg):
+    """QLoRA's BitsAndBytesConfig (`load_in_4bit`), computing in the run's precision; None without it."""
+    if not (cfg.lora and cfg.load_in_4bit):
+        return None
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ImportError("load_in_4bit: true needs bitsandbytes: pip install 'upo[qlora]' (or pip install "
+                          "bitsandbytes)") from None
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=cfg.bnb_4bit_quant_type,
+                              bnb_4bit_use_double_quant=cfg.use_bnb_nested_quant,
+                              bnb_4bit_compute_dtype=AUTOCAST_DTYPES.get(cfg.precision, torch.float32))
+
+
+def build_policy_lm(cfg, model_path: str, tokenizer, token_texts: dict[int, str], device: torch.device | None = None):
     """(the LM to train, the AdapterSteering of a run steered by adapter or None). `token_texts`:
     {id: the text it stands for} of the control tokens added to `tokenizer` (CSFT's, steering's);
-    their new embedding rows start from that text (`control_token_init: text`) and train, with LoRA too."""
-    lm = load_causal_lm(model_path, dtype=base_dtype(cfg), attn_implementation=cfg.attn_implementation)
+    their new embedding rows start from that text (`control_token_init: text`) and train, with LoRA too.
+    With `load_in_4bit` the base is quantized as it loads onto `device` (QLoRA)."""
+    lm = load_causal_lm(model_path, dtype=base_dtype(cfg), attn_implementation=cfg.attn_implementation,
+                        quantization=quantization(cfg), device=device)
     disable_dropout(lm)
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(lm)

@@ -55,6 +55,7 @@ from upo.metrics import MetricsAverager, MetricsWriter, reduce_metrics
 from upo.modeling import (
     ValueHead,
     check_gradient_checkpointing,
+    dequantized_state,
     full_copy,
     load_causal_lm,
     load_tokenizer,
@@ -136,7 +137,7 @@ def train(cfg: UPOConfig) -> Path:
 
     token_texts = {**{i: "desirable" if label else "undesirable" for label, i in (control_ids or {}).items()},
                    **{i: f"{c:g}" for c, i in (aux_ids or {}).items()}, **{i: n for n, i in (mix_ids or {}).items()}}
-    lm, steering = build_policy_lm(cfg, model_path, tokenizer, token_texts)
+    lm, steering = build_policy_lm(cfg, model_path, tokenizer, token_texts, device=accelerator.device)
     # The reference is the policy before any update, so at step 0 every log-ratio is 0, in bf16 too
     # (a sequence's bf16 log-prob depends on its batch: the precompute runs training's first-epoch
     # batches, and a frozen copy runs each step's). The policy itself computes them with LoRA (its
@@ -365,7 +366,10 @@ def _save_final(accelerator, policy, tokenizer, cfg: UPOConfig, data, out: Path)
             module, name = key.split(".", 1)
             parts[module][name] = tensor
         by_adapter = bool(cfg.steer_aux_coefs) and cfg.steer_by == "adapter"
-        lm = full_copy(accelerator.unwrap_model(policy).lm, parts["lm"], merge=cfg.lora and cfg.merge_lora and not by_adapter)
+        trained = accelerator.unwrap_model(policy).lm
+        if cfg.lora and cfg.load_in_4bit:  # QLoRA: the 4-bit base as the weights it computed with
+            parts["lm"] = dequantized_state(trained, parts["lm"])
+        lm = full_copy(trained, parts["lm"], merge=cfg.lora and cfg.merge_lora and not by_adapter)
         with atomic_folder(final) as tmp:
             if by_adapter:  # final/steer_adapter/, then final/ itself: the base with `default` merged (aux_coef 0)
                 lm = merged(split_steer_adapter(lm, tmp / ADAPTER_FOLDER))

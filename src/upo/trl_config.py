@@ -14,7 +14,7 @@ objective on the same data with the same optimizer settings, except where a note
 - Keys that change nothing about the updates in upo (logging folders, Hub pushes, data-loader
   workers, kernels) are listed as not translated; differences upo cannot remove (ORPO's NLL over
   the prompt, data order, weight decay on norms) are listed as notes.
-- A key whose TRL meaning upo cannot reproduce (AlphaPO, QLoRA, WPO weighting, other loss_types,
+- A key whose TRL meaning upo cannot reproduce (AlphaPO, an 8-bit base, WPO weighting, other loss_types,
   a fractional epoch count, ...) is an error naming the file, the line and why; so is a key
   neither knows, and a value of the wrong type. Nothing is dropped silently.
 """
@@ -160,7 +160,7 @@ def translate(trl: dict[str, Any], trainer: str, source: str = "TRL config",
             ctx.refuse(key, f"not a key of TRL 1.16's {TRAINERS[trainer]} config that upo knows; remove it, or set its "
                        "upo equivalent by hand (`upo train --help` lists upo's keys)")
     for translate_part in (_lengths, _clipping_and_checkpointing, _epochs_and_steps, _schedule,
-                           _evaluation_and_saving, _precision, _lora, _differences):
+                           _evaluation_and_saving, _precision, _lora, _quantization, _differences):
         translate_part(ctx)
     _typed(ctx)
     return ctx.out
@@ -377,15 +377,14 @@ _HANDLERS = {
     **dict.fromkeys(("deepspeed", "fsdp", "fsdp_config", "parallelism_config"), _must_be(
         None, "upo takes DeepSpeed and FSDP from `accelerate launch --config_file` (README, Multi-GPU): remove it "
         "and launch `upo train` with that engine's Accelerate config")),
-    **dict.fromkeys(("load_in_4bit", "load_in_8bit"), _must_be(
-        False, "quantized bases (QLoRA, bitsandbytes) are not supported by upo yet; LoRA with "
-        "lora_base_dtype: bf16 halves the base's memory")),
+    "load_in_8bit": _must_be(False, "an 8-bit base is not supported by upo; load_in_4bit (QLoRA) is"),
 }
 # Read by the functions that translate several keys together.
 _HANDLED = frozenset({"loss_type", "loss_weights", "alpha", "lr_scheduler_type", "warmup_steps", "eval_strategy",
                       "eval_steps", "save_strategy", "save_steps", "bf16", "fp16", "dtype", "torch_dtype",
                       "max_length", "max_grad_norm", "max_steps", "num_train_epochs", "activation_checkpointing",
-                      "dataset_test_split"})
+                      "dataset_test_split", "load_in_4bit", "bnb_4bit_quant_type", "use_bnb_nested_quant",
+                      "bnb_4bit_quant_storage"})
 
 
 def _schedule(ctx: _Context) -> None:
@@ -490,6 +489,29 @@ def _lora(ctx: _Context) -> None:
         else:
             out.set("lora_target_modules", modules, "peft's default for this architecture (TRL's lora_target_modules: "
                     "None)")
+
+
+def _quantization(ctx: _Context) -> None:
+    """QLoRA: TRL's load_in_4bit with use_peft is upo's, with its quant type and nested quantization;
+    the 4-bit weights stored in uint8 (TRL's None: bitsandbytes' default; other storage dtypes serve
+    FSDP, which upo does not run with a 4-bit base)."""
+    keys = ("bnb_4bit_quant_type", "use_bnb_nested_quant", "bnb_4bit_quant_storage")
+    if not ctx.effective.get("load_in_4bit"):
+        ctx.out.not_translated += [f"{key} ({ctx.where(key)}: load_in_4bit is false)" for key in keys if key in ctx.given]
+        return
+    if not ctx.effective.get("use_peft"):
+        ctx.refuse("load_in_4bit", "a 4-bit base can train adapters only: set use_peft: true (QLoRA)")
+        return
+    ctx.out.set("load_in_4bit", True, ctx.origin("load_in_4bit"))
+    for key in keys[:2]:
+        if key in ctx.given:
+            ctx.out.set(key, ctx.effective[key], ctx.origin(key))
+    if ctx.effective.get("bnb_4bit_quant_storage") not in (None, "uint8"):
+        ctx.refuse("bnb_4bit_quant_storage", f"{ctx.effective['bnb_4bit_quant_storage']!r}: upo stores 4-bit weights "
+                   "in uint8 (a float storage dtype serves FSDP, which upo does not run with a 4-bit base)")
+    ctx.out.notes.append("QLoRA: TRL computes the 4-bit layers in the model's dtype (its `dtype`), upo in the run's "
+                         "precision. final/ holds the adapters, as TRL saves them (merge_lora: false); merge_lora: true "
+                         "saves the 4-bit base dequantized with the adapters merged: the model as trained (README, QLoRA)")
 
 
 def _differences(ctx: _Context) -> None:

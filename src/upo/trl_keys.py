@@ -58,7 +58,6 @@ NO_EFFECT = frozenset({
     "trackio_static_space_id", "dataloader_multiprocessing_context", "ddp_broadcast_buffers", "ddp_static_graph",
     "restore_callback_states_from_checkpoint", "ignore_data_skip", "accelerator_config", "dataloader_in_order",
     "env",  # TrlParser: environment variables for the run
-    # read only with a setting refused elsewhere (a loss_type, sync_ref_model, load_in_4bit, eval_strategy)
+    # read only with a setting refused elsewhere (a loss_type, sync_ref_model, eval_strategy)
     "discopop_tau", "f_alpha_divergence_coef", "ref_model_mixup_alpha", "ref_model_sync_steps",
-    "bnb_4bit_quant_type", "bnb_4bit_quant_storage", "use_bnb_nested_quant",
 })
