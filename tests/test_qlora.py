@@ -96,3 +96,25 @@ def test_qlora_resumes_from_its_checkpoint(wide_model_dir, pairs_file, tmp_path)
 def test_qlora_settings_are_checked(keys, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         UPOConfig(**keys)
+
+
+def test_sharding_engines_are_refused_with_a_4bit_base():
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from upo.engines import configure_engine
+
+    cfg = UPOConfig(method="dpo", lora=True, load_in_4bit=True)
+    for engine in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        with pytest.raises(ValueError, match="load_in_4bit .QLoRA. runs on one process or under DDP"):
+            configure_engine(SimpleNamespace(distributed_type=engine), cfg)
+    configure_engine(SimpleNamespace(distributed_type=DistributedType.MULTI_CPU), cfg)  # DDP: fine
+
+
+def test_a_missing_bitsandbytes_is_named(monkeypatch):
+    from upo.policy_lm import quantization
+
+    monkeypatch.setitem(__import__("sys").modules, "bitsandbytes", None)
+    with pytest.raises(ImportError, match="load_in_4bit: true needs bitsandbytes: pip install 'upo.qlora.'"):
+        quantization(UPOConfig(method="dpo", lora=True, load_in_4bit=True))
