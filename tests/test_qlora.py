@@ -46,6 +46,7 @@ def test_final_is_the_trained_model_dequantized_with_the_adapters_merged(wide_mo
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
+    from upo.evaluation.eval import _load
     from upo.modeling import keep_4bit_layout
     from upo.trainer import train
 
@@ -67,6 +68,10 @@ def test_final_is_the_trained_model_dequantized_with_the_adapters_merged(wide_mo
     reference = _logits(as_trained, ids)
     torch.testing.assert_close(_logits(merged, ids), reference, rtol=1e-4, atol=1e-4)
     assert (_logits(on_original, ids) - reference).abs().max() > 1e-3  # 4-bit rounding: not the trained model
+    # `upo eval` of the adapters alone puts them on their 4-bit base (upo_config.yaml says how it was quantized)
+    _, evaluated = _load(str(adapters))
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in evaluated.modules())
+    torch.testing.assert_close(_logits(evaluated, ids), reference)
 
 
 def test_qlora_resumes_from_its_checkpoint(wide_model_dir, pairs_file, tmp_path):

@@ -4,6 +4,8 @@ and steered UPO's second adapter."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import torch
 
 from upo.modeling import (
@@ -37,6 +39,27 @@ def quantization(cfg):
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=cfg.bnb_4bit_quant_type,
                               bnb_4bit_use_double_quant=cfg.use_bnb_nested_quant,
                               bnb_4bit_compute_dtype=AUTOCAST_DTYPES.get(cfg.precision, torch.float32))
+
+
+def saved_quantization(folder: str):
+    """For a folder of LoRA adapters alone (`merge_lora: false`) trained with `load_in_4bit`: the
+    BitsAndBytesConfig of the 4-bit base they were trained on, from its upo_config.yaml, so that
+    inference runs the model as trained; None for any other folder (a merged QLoRA final/ is a
+    plain model)."""
+    from pathlib import Path
+
+    import yaml
+
+    config = Path(folder) / "upo_config.yaml"
+    if not ((Path(folder) / "adapter_config.json").is_file() and config.is_file()):
+        return None
+    saved = yaml.safe_load(config.read_text()) or {}
+    if not (saved.get("lora") and saved.get("load_in_4bit")):
+        return None
+    keys = ("lora", "load_in_4bit", "bnb_4bit_quant_type", "use_bnb_nested_quant", "precision")
+    from upo.config import UPOConfig
+
+    return quantization(SimpleNamespace(**{k: saved.get(k, getattr(UPOConfig, k)) for k in keys}))
 
 
 def build_policy_lm(cfg, model_path: str, tokenizer, token_texts: dict[int, str], device: torch.device | None = None):

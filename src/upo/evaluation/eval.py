@@ -47,6 +47,7 @@ from upo.evaluation.rejudge import judge_weights
 from upo.evaluation.report import format_eval
 from upo.generation import generate, reached_limit
 from upo.modeling import inference_autocast, load_causal_lm, load_tokenizer, resolve_model_path
+from upo.policy_lm import saved_quantization
 from upo.rewards.reward_model import check_exists
 from upo.steer_adapter import is_adapter_steered, load_steered
 
@@ -112,6 +113,10 @@ def _device() -> str:
 
 
 def _load(path: str):
+    """The tokenizer and the model; QLoRA adapters saved alone are put on their 4-bit base, as trained."""
+    quantization = saved_quantization(path)
+    if quantization is not None:
+        return load_tokenizer(path), load_causal_lm(path, quantization=quantization, device=torch.device(_device()))
     return load_tokenizer(path), load_causal_lm(path).to(_device())
 
 
