@@ -73,15 +73,16 @@ def test_orpo_odds_ratio_term_is_trls(beta):
 # ---- DPO's relatives against DPOTrainer._compute_loss -----------------------------------------------
 
 
-def trl_dpo_loss(loss_type: str, per_token_logps: torch.Tensor, completion_mask: torch.Tensor,
+def trl_dpo_loss(loss_type: str | list[str], per_token_logps: torch.Tensor, completion_mask: torch.Tensor,
                  ref_logps: torch.Tensor, *, beta: float, label_smoothing: float = 0.0,
-                 discopop_tau: float = 0.05) -> torch.Tensor:
+                 discopop_tau: float = 0.05, loss_weights: list[float] | None = None) -> torch.Tensor:
     """TRL 1.16's DPO loss (the batch mean) of `loss_type`, on a batch [chosen; rejected] whose
     policy gives `per_token_logps` [2B, T] at the tokens `completion_mask` [2B, T + 1] marks (TRL's
     shifted mask), and precomputed reference log-probs `ref_logps` [2B]."""
     from collections import defaultdict
 
     dpo_trainer = pytest.importorskip("trl.trainer.dpo_trainer")
+    types = [loss_type] if isinstance(loss_type, str) else loss_type
     n, length = per_token_logps.shape
     zeros = torch.zeros(n, length)
     outputs = SimpleNamespace(log_probs=per_token_logps * completion_mask[:, 1:], entropy=zeros, mean_logits=zeros,
@@ -90,7 +91,7 @@ def trl_dpo_loss(loss_type: str, per_token_logps: torch.Tensor, completion_mask:
         model=SimpleNamespace(training=True), accelerator=SimpleNamespace(
             device=torch.device("cpu"), gather=lambda x: x, gather_for_metrics=lambda x: x),
         aux_loss_enabled=False, ld_alpha=None, precompute_ref_logps=True, f_divergence_type="reverse_kl",
-        loss_types=[loss_type], loss_weights=[1.0], beta=beta, label_smoothing=label_smoothing,
+        loss_types=types, loss_weights=loss_weights or [1.0] * len(types), beta=beta, label_smoothing=label_smoothing,
         args=SimpleNamespace(discopop_tau=discopop_tau), use_weighting=False, _metrics={"train": defaultdict(list)},
         _total_train_tokens=0, _tp_size=1)
     ref_chosen, ref_rejected = ref_logps.chunk(2)
@@ -127,6 +128,29 @@ def test_dpo_relatives_are_trls(loss_type, beta):
                           **{trl_kwargs.get(k, k): v for k, v in kwargs.items()})
     ours = loss(*logps.chunk(2), *ref.chunk(2), beta=beta, **kwargs)[0]
     torch.testing.assert_close(ours.mean(), theirs)
+
+
+def test_mpo_mix_is_trls():
+    """MPO's loss_type [sigmoid, bco_pair, sft] with loss_weights [0.8, 0.2, 1.0], as upo's method mix. The chosen
+    responses are all 9 tokens long: TRL's sft term averages over the batch's chosen tokens, upo's over each
+    response's, then over the pairs (equal at equal lengths; README, The losses)."""
+    from upo.config import UPOConfig
+    from upo.forward import StepInputs
+    from upo.methods import METHODS
+
+    g = torch.Generator().manual_seed(3)
+    mask = torch.zeros(64, 13)
+    mask[:32, 1:10] = 1  # chosen: 9 tokens
+    for row, n in enumerate(torch.randint(1, 13, (32,), generator=g).tolist()):
+        mask[32 + row, 1:1 + n] = 1  # rejected: 1-12 tokens
+    per_token = -6.0 * torch.rand(64, 12, generator=g)
+    logps, lengths = (per_token * mask[:, 1:]).sum(1), mask[:, 1:].sum(1)
+    ref = logps + 3.0 * torch.randn(64, generator=g)
+    theirs = trl_dpo_loss(["sigmoid", "bco_pair", "sft"], per_token, mask, ref, beta=0.1, loss_weights=[0.8, 0.2, 1.0])
+    x = StepInputs(policy_logps=logps, policy_mean_logps=logps / lengths, reference_logps=ref,
+                   desirable=torch.arange(64) < 32, rewards=torch.zeros(64), num_tokens=lengths)
+    ours, _ = METHODS["mix"].loss(x, UPOConfig(method="mix", beta=0.1, loss_mix={"dpo": 0.8, "bco_pair": 0.2, "sft": 1.0}))
+    torch.testing.assert_close(ours, theirs)
 
 
 # ---- `upo from-trl` (upo.trl_config) against TRL's own config classes -----------------------------

@@ -254,17 +254,17 @@ def test_every_method_accepts_the_keys_it_reads_and_refuses_the_other_method_key
     changed = {"beta": 0.2, "label_smoothing": 0.1, "desirable_weight": 2.0, "undesirable_weight": 2.0,
                "aux_coef": 0.5, "eta": 2.0, "max_weight": 5.0, "tau": 0.5, "aux_logp": "sum", "ppo_clip": 0.1,
                "alol_clip": 0.5, "modpo_w0": 2.0, "pref_loss": "dpo", "rpo_alpha": 0.5, "simpo_gamma": 1.0,
-               "cpo_alpha": 0.5, "ipo_per_token": True, "exo_epsilon": 0.01, "discopop_tau": 0.1}
+               "cpo_alpha": 0.5, "ipo_per_token": True, "exo_epsilon": 0.01, "discopop_tau": 0.1,
+               "loss_mix": {"simpo": 1.0, "sft": 0.5}}
     assert sorted(changed) == sorted(method_keys())
     for name, m in METHODS.items():
         for pref_loss in ("kto", "dpo", "ipo") if m.data == "pref" else ("kto",):
-            reads = config_reads(m, pref_loss)
-            UPOConfig(method=name, learning_rate=1e-4, **{k: changed[k] for k in reads if k != "pref_loss"},
-                      **({"pref_loss": pref_loss} if m.data == "pref" else {}))
+            own = {"pref_loss": pref_loss} if m.data == "pref" else {"loss_mix": changed["loss_mix"]} if m.mixes else {}
+            reads = config_reads(m, pref_loss, own.get("loss_mix"))
+            UPOConfig(method=name, learning_rate=1e-4, **{k: changed[k] for k in reads if k not in own}, **own)
             for key in set(changed) - set(reads):
                 with pytest.raises(ConfigError, match=f"{key} \\(method '{name}'"):
-                    UPOConfig(method=name, **{key: changed[key]}, **({"pref_loss": pref_loss} if key != "pref_loss"
-                                                                     and m.data == "pref" else {}))
+                    UPOConfig(method=name, **{key: changed[key]}, **{k: v for k, v in own.items() if k != key})
 
 
 def test_keys_read_by_the_run_are_accepted():

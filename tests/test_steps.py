@@ -44,6 +44,7 @@ METRIC_NAMES = {
     "cpo": ["loss", *PAIR, "nll_loss"],
     "orpo": ["loss", *PAIR, "nll_loss", "orpo/log_odds_ratio", "orpo/odds_ratio_loss"],
     "ipo": ["loss", *PAIR],
+    "mix": ["loss", *PAIR, "nll_loss", "mix/dpo", "mix/bco_pair", "mix/sft"],  # dpo's metrics first (RPO's nll_loss)
     "kto": ["loss", *UNPAIRED, "kto/kl"],
     "upo": ["loss", *UNPAIRED, "kto/kl", *UPO],  # pref_loss kto (the default)
     "sft": ["loss", "logps/chosen", "logps/rejected"],
@@ -58,12 +59,13 @@ METRIC_NAMES = {
 # Not the defaults, so a step that passed a default instead of the config's value would be caught.
 CFG = dict(beta=0.3, label_smoothing=0.1, desirable_weight=1.5, undesirable_weight=0.7, aux_coef=0.4, eta=2.0,
            max_weight=3.0, tau=0.8, modpo_w0=2.0, ppo_clip=0.1, alol_clip=0.5, rpo_alpha=0.6, simpo_gamma=0.7,
-           cpo_alpha=0.8, ipo_per_token=True, exo_epsilon=0.05, discopop_tau=0.3)
+           cpo_alpha=0.8, ipo_per_token=True, exo_epsilon=0.05, discopop_tau=0.3,
+           loss_mix={"dpo": 0.8, "bco_pair": 0.2, "sft": 1.5})
 
 
 def config(method: str, **overrides) -> UPOConfig:
     """A config of `method` with CFG's values of the keys it reads (setting the others is an error)."""
-    reads = config_reads(METHODS[method], overrides.get("pref_loss", UPOConfig.pref_loss))
+    reads = config_reads(METHODS[method], overrides.get("pref_loss", UPOConfig.pref_loss), CFG["loss_mix"])
     return UPOConfig(method=method, **{k: v for k, v in CFG.items() if k in reads}, **overrides)
 
 
@@ -135,6 +137,8 @@ EXPECTED_LOSS = {
                          if c.ipo_per_token else
                          losses.ipo_loss(*halves(x.policy_logps), *halves(x.reference_logps), beta=c.beta))[0].mean(),
     "kto": lambda x, c: kto_losses(x, c).mean(),
+    "mix": lambda x, c: (0.8 * dpo_losses(x, c).mean() + 1.5 * bl.sft_loss(x.policy_mean_logps[:2]).mean()
+                         + 0.2 * pl.bco_pair_loss(*halves(x.policy_logps), *halves(x.reference_logps), beta=c.beta)[0].mean()),
     "upo": upo_expected,
     "sft": lambda x, c: bl.sft_loss(x.policy_mean_logps[:2]).mean(),
     "csft": lambda x, c: bl.csft_loss(x.policy_mean_logps).mean(),
@@ -243,16 +247,28 @@ def test_a_step_reads_exactly_the_config_keys_the_table_declares(method, pref_lo
     config: the config refuses the other method-specific keys, so a key missing here would be
     refused although read, and an extra one accepted although ignored."""
     m = METHODS[method]
-    cfg = ReadRecorder(UPOConfig(method=method, pref_loss=pref_loss) if m.data == "pref" else UPOConfig(method=method))
+    mix = {"loss_mix": CFG["loss_mix"]} if m.mixes else {}
+    cfg = ReadRecorder(UPOConfig(method=method, pref_loss=pref_loss) if m.data == "pref" else UPOConfig(method=method, **mix))
     x = make_inputs(batch_format(m, pref_loss))
     if not needs_kto_reference_point(m, pref_loss):
         x.kto_reference_point = None
     m.loss(x, cfg)
-    assert cfg.read == set(config_reads(m, pref_loss))
+    assert cfg.read == set(config_reads(m, pref_loss, mix.get("loss_mix")))
     if m.partial_eval is not None:
         partial = ReadRecorder(cfg.cfg)
         m.partial_eval(x, partial)
         assert partial.read <= set(config_reads(m, pref_loss))
     # The held-out metrics log beta * logratio of every method with a reference (upo.heldout_metrics);
     # a reference-free method reads beta only to log its own rewards (SimPO, CPO, ORPO).
-    assert ("beta" in config_reads(m, pref_loss)) == (m.uses_reference or "rewards/accuracies" in METRIC_NAMES[method])
+    assert ("beta" in config_reads(m, pref_loss, mix.get("loss_mix"))) == (m.uses_reference or "rewards/accuracies" in METRIC_NAMES[method])
+
+
+def test_mix_hand_worked():
+    """loss_mix {hinge: 2, sft: 0.5} at beta 0.3 on make_inputs: hinge margins h = 1 - (-1) = 2 and 0.5 - 0.5 = 0,
+    max(0, 1 - 0.6) = 0.4 and 1 -> mean 0.7; sft = -mean(-1, -1) = 1. Loss 2 * 0.7 + 0.5 * 1 = 1.9; the standard
+    metrics are hinge's (the first term), each term's loss under mix/."""
+    cfg = UPOConfig(method="mix", beta=0.3, loss_mix={"hinge": 2.0, "sft": 0.5})
+    loss, metrics = METHODS["mix"].loss(make_inputs("paired"), cfg)
+    assert loss.item() == pytest.approx(1.9)
+    assert metrics["mix/hinge"].item() == pytest.approx(0.7) and metrics["mix/sft"].item() == pytest.approx(1.0)
+    assert metrics["rewards/margins"].item() == pytest.approx(0.3)  # hinge's: 0.3 * mean(2, 0)

@@ -29,7 +29,8 @@ def _weights(path) -> dict[str, torch.Tensor]:
 def test_every_method_trains_two_steps(method, pref_loss, tiny_model_dir, pairs_file, tmp_path):
     """The smoke test of every method in the table (metric names and loss values: test_steps.py)."""
     optimizer = "rmsprop" if method == "ipo" else "adamw"
-    cfg = _cfg(tiny_model_dir, pairs_file, tmp_path, method=method, pref_loss=pref_loss, optimizer=optimizer)
+    mix = {"loss_mix": {"dpo": 0.8, "bco_pair": 0.2, "sft": 1.0}} if METHODS[method].mixes else {}  # MPO's
+    cfg = _cfg(tiny_model_dir, pairs_file, tmp_path, method=method, pref_loss=pref_loss, optimizer=optimizer, **mix)
     final = train(cfg)
     before = _weights(tiny_model_dir)
     after = _weights(final)

@@ -76,6 +76,14 @@ def test_an_empty_file_trains_with_trls_defaults_on_the_whole_split():
                                                                          "label_smoothing": None}),
         ("dpo", {"loss_type": "discopop", "discopop_tau": 0.1}, {"method": "discopop", "discopop_tau": 0.1}),
         ("dpo", {"loss_type": "apo_zero", "loss_weights": [1.0]}, {"method": "apo_zero"}),
+        # MPO: several loss types, summed with their weights (upo's mix)
+        ("dpo", {"loss_type": ["sigmoid", "bco_pair", "sft"], "loss_weights": [0.8, 0.2, 1.0]},
+         {"method": "mix", "loss_mix": {"dpo": 0.8, "bco_pair": 0.2, "sft": 1.0}}),
+        ("dpo", {"loss_type": ["sigmoid", "sft"], "loss_weights": [0.5, 1.0]},
+         {"method": "mix", "loss_mix": {"dpo": 0.5, "sft": 1.0}, "rpo_alpha": None}),
+        ("dpo", {"loss_type": ["ipo", "hinge"]}, {"method": "mix", "loss_mix": {"ipo": 1.0, "hinge": 1.0},
+                                                  "ipo_per_token": True}),
+        ("dpo", {"loss_type": ["sigmoid", "hinge"], "loss_weights": [1.0, 0.0]}, {"method": "dpo", "loss_mix": None}),
         ("cpo", {"cpo_alpha": 0.2}, {"method": "cpo", "cpo_alpha": 0.2}),
         ("cpo", {"loss_type": "simpo", "cpo_alpha": 0.0, "simpo_gamma": 0.8, "beta": 2.0},
          {"method": "simpo", "simpo_gamma": 0.8, "beta": 2.0}),
@@ -111,7 +119,7 @@ def test_every_untranslatable_key_is_refused_with_its_line(tmp_path):
     with pytest.raises(ConfigError) as e:
         translate_file(path, "dpo")
     message = str(e.value)
-    for line, key, why in [(2, "loss_type", "upo translates sigmoid (DPO)"),
+    for line, key, why in [(2, "loss_type", "sigmoid_norm: upo translates sigmoid, ipo, sft,"),
                            (3, "num_train_epochs", "upo trains whole epochs"),
                            (4, "load_in_8bit", "an 8-bit base is not supported"),
                            (5, "warmup_steps", "a ratio of the total steps"),
@@ -136,6 +144,13 @@ def test_qlora_is_translated():
                for e in translate({**trl, "bnb_4bit_quant_storage": "bfloat16"}, "dpo").errors)
     plain = translate({"bnb_4bit_quant_type": "fp4"}, "dpo")
     assert "bnb_4bit_quant_type" not in plain.values and any("load_in_4bit is false" in k for k in plain.not_translated)
+
+
+def test_a_mix_where_trl_and_upo_would_read_label_smoothing_differently_is_refused():
+    """TRL's sigmoid ignores label_smoothing and its robust reads it; upo's dpo term would read it too."""
+    out = translate({"loss_type": ["sigmoid", "robust"], "label_smoothing": 0.1}, "dpo")
+    assert any("label_smoothing: TRL's sigmoid loss ignores it and its robust reads it" in e for e in out.errors)
+    assert not translate({"loss_type": ["hinge", "robust"], "label_smoothing": 0.1}, "dpo").errors
 
 
 def test_trls_exo_pair_without_its_epsilon_is_refused():

@@ -180,7 +180,7 @@ def check_resume(path: Path, cfg: UPOConfig, num_processes: int) -> dict[str, tu
     except (OSError, yaml.YAMLError) as e:
         raise ConfigError(f"--resume true: {path / 'config.yaml'} is unreadable ({e})") from None
     before = {**dataclasses.asdict(UPOConfig()), **saved}  # keys added since the checkpoint: their defaults
-    unread = unread_method_keys(cfg.method, cfg.pref_loss)  # e.g. a base aux_coef a DPO run never read
+    unread = unread_method_keys(cfg.method, cfg.pref_loss, cfg.loss_mix)  # e.g. a base aux_coef a DPO run never read
     changes = {k: (before.get(k), v) for k, v in cfg.to_dict().items() if before.get(k) != v and k not in unread}
     refused = {k: change for k, change in changes.items() if k not in RESUMABLE_CHANGES}
     if refused:

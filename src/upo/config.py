@@ -65,8 +65,9 @@ class UPOConfig:
     group_by_length: bool = True  # batches of similar length, padded to their own longest
 
     # ---- method ------------------------------------------------------------------------------
-    method: str = "upo"  # upo | dpo | ipo | hinge | robust | nca_pair | bco_pair | sppo_hard | apo_zero | apo_down | exo_pair | discopop | aot | aot_unpaired | kto | simpo | cpo | orpo | sft | csft | oppo | aoppo | modpo | alol | drov (README method table)
+    method: str = "upo"  # upo | dpo | ipo | mix | hinge | robust | nca_pair | bco_pair | sppo_hard | apo_zero | apo_down | exo_pair | discopop | aot | aot_unpaired | kto | simpo | cpo | orpo | sft | csft | oppo | aoppo | modpo | alol | drov (README method table)
     pref_loss: str = "kto"  # UPO's preference term: kto | dpo | ipo
+    loss_mix: Positive[dict[str, float]] | None = None  # mix: paired method -> weight; the loss is the weighted sum of their losses (TRL's loss_type list with loss_weights; MPO: {dpo: 0.8, bco_pair: 0.2, sft: 1}) (README, The losses)
     beta: Positive[float] = 0.1  # KL strength of the implicit reward beta * logratio (also DRO-V's tau; the reward scale of SimPO (its authors: 2-2.5) and CPO; ORPO's lambda)
     label_smoothing: Annotated[float, Interval("[0, 0.5)")] = 0.0  # conservative DPO (Mitchell 2023), also SimPO's, CPO's and AOT's; robust: the assumed label flip rate; 0 = plain DPO
     ipo_per_token: bool = False  # ipo: per-token mean log-ratios (each over its response length, as TRL 1.16's ipo) instead of the paper's summed ones
@@ -169,6 +170,7 @@ class UPOConfig:
                 + ". Remove them, or set what they depend on"
             )
         self._check_steering(METHODS)
+        self._check_mix(METHODS[self.method])
         takes_rewards = [name for name, m in METHODS.items() if m.uses_rewards or m.accepts_rewards]
         if self.rewards and self.method not in takes_rewards and not self.relabel:
             raise ConfigError(
@@ -214,6 +216,21 @@ class UPOConfig:
             raise ConfigError(f"{keys} needs precompute_ref_logps: true: the reference log-probs do not "
                               "depend on the condition, so they are computed once, from the prompts without it")
 
+    def _check_mix(self, method) -> None:
+        """A mix names at least one of the methods it can sum."""
+        if not method.mixes:
+            return
+        from upo.methods import mixable
+
+        terms = self.loss_mix or {}
+        if not terms:
+            raise ConfigError(f"method mix sums the losses of the methods in loss_mix: set it, e.g. "
+                              f"{{dpo: 0.8, bco_pair: 0.2, sft: 1.0}} (of {', '.join(mixable())})")
+        for name in terms:  # each weight is checked against its domain, > 0 (check_domains)
+            if name not in mixable():
+                raise ConfigError(f"loss_mix: {name!r} is not a method a mix can sum; those are {', '.join(mixable())}"
+                                  " (paired, without a value head or auxiliary rewards)")
+
     def _ignored_keys(self, method) -> dict[str, str]:
         """Keys set away from their default that nothing in this run reads -> why not."""
         return {k: why for k, why in self.unread_keys(method).items() if getattr(self, k) != _DEFAULTS[k]}
@@ -256,8 +273,9 @@ class UPOConfig:
         # Hyperparameters of another method's loss (the table's `Method.reads`).
         from upo.methods import method_readers, unread_method_keys
 
-        run = f"method {self.method!r}" + (f" with pref_loss {self.pref_loss!r}" if "pref_loss" in method.reads else "")
-        for key in unread_method_keys(self.method, self.pref_loss):
+        run = f"method {self.method!r}" + (f" with pref_loss {self.pref_loss!r}" if "pref_loss" in method.reads else "") \
+            + (f" with loss_mix {', '.join(self.loss_mix or {})}" if method.mixes else "")
+        for key in unread_method_keys(self.method, self.pref_loss, self.loss_mix):
             unread[key] = f"{run} does not read it; read by {', '.join(method_readers(key))}"
         return unread
 

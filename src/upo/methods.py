@@ -53,6 +53,9 @@ class Method:
     # `config_reads`). A key some method reads and this run's does not is refused when set (UPOConfig)
     # and dropped from a sweep's base (upo.frontier); tests/test_steps.py checks the list against the step.
     reads: tuple[str, ...] = ()
+    # Sums other methods' batch losses, each times its weight in cfg.loss_mix (`mix`); it reads theirs
+    # keys too (`config_reads`). Its terms: the `mixable` methods.
+    mixes: bool = False
     summary: str = ""
 
 
@@ -112,6 +115,8 @@ METHODS: dict[str, Method] = {
         reads=("pref_loss", "aux_coef", "eta", "max_weight", "tau", "aux_logp"),
         summary="UPO, Badrinath et al. 2024: preference term + advantage-weighted auxiliary term",
     ),
+    "mix": Method("mix", "paired", steps.mix_step, reads=("loss_mix",), mixes=True,
+                  summary="a weighted sum of paired methods' losses (loss_mix; TRL's loss_type list, e.g. MPO)"),
     # ---- reference-free preference losses (upo.reference_free_losses): no reference model ----
     "simpo": Method("simpo", "paired", _mean_loss(steps.simpo_step), uses_reference=False,
                     reads=("beta", "simpo_gamma", "label_smoothing"),
@@ -194,11 +199,20 @@ def needs_kto_reference_point(method: Method, pref_loss: str) -> bool:
     return method.needs_kto_reference_point or (method.data == "pref" and pref_loss == "kto")
 
 
-def config_reads(method: Method, pref_loss: str) -> tuple[str, ...]:
-    """The config keys a run of `method` reads in its step: its own, and for the "pref" methods
-    those of the preference term `pref_loss` (itself a method of the table)."""
-    term = METHODS.get(pref_loss) if method.data == "pref" else None
-    return method.reads + (term.reads if term is not None else ())
+def config_reads(method: Method, pref_loss: str, loss_mix: dict[str, float] | None = None) -> tuple[str, ...]:
+    """The config keys a run of `method` reads in its step: its own, for the "pref" methods those of
+    the preference term `pref_loss`, and for a mix those of its terms (`loss_mix`'s methods)."""
+    terms = [METHODS[pref_loss]] if method.data == "pref" and pref_loss in METHODS else []
+    if method.mixes:
+        terms = [METHODS[name] for name in loss_mix or {} if name in METHODS]
+    return tuple(dict.fromkeys(method.reads + tuple(key for term in terms for key in term.reads)))
+
+
+def mixable() -> tuple[str, ...]:
+    """The methods a mix can sum: the paired ones computed from the batch alone (no value head, no
+    auxiliary rewards), not a mix themselves."""
+    return tuple(name for name, m in METHODS.items()
+                 if m.data == "paired" and not (m.uses_value_head or m.uses_rewards or m.mixes))
 
 
 def method_keys() -> tuple[str, ...]:
@@ -206,12 +220,12 @@ def method_keys() -> tuple[str, ...]:
     return tuple(sorted({key for m in METHODS.values() for key in m.reads}))
 
 
-def unread_method_keys(method: str, pref_loss: str) -> tuple[str, ...]:
-    """The method-specific keys that a run of `method` (with `pref_loss`) does not read; () for a
-    method the table lacks (its config fails on the name)."""
+def unread_method_keys(method: str, pref_loss: str, loss_mix: dict[str, float] | None = None) -> tuple[str, ...]:
+    """The method-specific keys that a run of `method` (with `pref_loss`, `loss_mix`) does not read;
+    () for a method the table lacks (its config fails on the name)."""
     if method not in METHODS:
         return ()
-    reads = config_reads(METHODS[method], pref_loss)
+    reads = config_reads(METHODS[method], pref_loss, loss_mix)
     return tuple(key for key in method_keys() if key not in reads)
 
 

@@ -121,6 +121,23 @@ def pair_step(loss, *keys):
     return step
 
 
+def mix_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
+    """sum_k loss_mix[k] * (method k's batch loss), as TRL sums its loss_types with loss_weights. The
+    standard metrics are those of the first term that reports them; each term's loss is `mix/<name>`."""
+    from upo.methods import METHODS  # the table imports this module
+
+    total, metrics = None, {}
+    for name, weight in cfg.loss_mix.items():
+        loss, term = METHODS[name].loss(x, cfg)
+        total = weight * loss if total is None else total + weight * loss
+        metrics[f"mix/{name}"] = loss.detach()
+        for key, value in term.items():
+            if key != "loss":
+                metrics.setdefault(key, value)
+    metrics["loss"] = total.detach()
+    return total, metrics
+
+
 PREFERENCE_STEPS = {"dpo": dpo_step, "ipo": ipo_step, "kto": kto_step}
 
 

@@ -190,28 +190,7 @@ def _method(ctx: _Context) -> None:
         return
     where = ctx.origin("loss_type") if "loss_type" in ctx.given else f"TRL's {TRAINERS[trainer]}"
     if trainer == "dpo":
-        weights = [as_number(w) for w in weights or [1.0]]
-        if None in weights:
-            ctx.refuse("loss_weights", f"{effective['loss_weights']!r}: the weights must be numbers")
-        elif types_ in ([], ["sigmoid"]) and weights == [1.0]:
-            out.set("method", "dpo", where)
-        elif types_ == ["sigmoid", "sft"] and weights[0] == 1.0:
-            out.set("method", "dpo", where)
-            out.set("rpo_alpha", weights[1], ctx.origin("loss_weights") + " (RPO: the sft loss's weight)")
-        elif types_ == ["ipo"] and weights == [1.0]:  # TRL 1.16's ipo: per-token mean log-ratios
-            out.set("method", "ipo", where)
-            out.set("ipo_per_token", True, ctx.origin("loss_type") + ": each log-ratio over its completion length")
-        elif len(types_) == 1 and types_[0] in PAIR_LOSS_TYPES and weights == [1.0]:
-            _pair_loss(ctx, types_[0], where)
-        else:
-            ctx.refuse("loss_type", f"{effective.get('loss_type')!r} with loss_weights {effective.get('loss_weights')!r}"
-                       ": upo translates sigmoid (DPO), [sigmoid, sft] with loss_weights [1, alpha] (RPO), ipo, and "
-                       f"one of {', '.join(sorted(PAIR_LOSS_TYPES))} alone (upo's methods of the same names)")
-        if out.values.get("method") not in ("robust", "aot", "aot_unpaired"):  # the TRL losses that read it
-            if effective.get("label_smoothing") not in (None, 0, 0.0):
-                ctx.out.notes.append(f"label_smoothing not translated: TRL 1.16's {'/'.join(types_) or 'sigmoid'} loss "
-                                     "does not read it (upo's dpo would: conservative DPO)")
-            effective.pop("label_smoothing", None)
+        _dpo_loss(ctx, types_ or ["sigmoid"], weights, where)
     elif trainer == "kto":
         if types_ in ([], ["kto"]):
             out.set("method", "kto", where)
@@ -239,25 +218,66 @@ def _method(ctx: _Context) -> None:
                          "response (each response's per-token mean)")
 
 
-# TRL 1.16's DPOTrainer loss_types that are upo methods of the same name (upo.pair_losses)
+# TRL 1.16's DPOTrainer loss_types -> upo's methods of the same losses (upo.pair_losses: the same names)
 PAIR_LOSS_TYPES = frozenset({"hinge", "robust", "nca_pair", "bco_pair", "sppo_hard", "apo_zero", "apo_down", "exo_pair",
                              "discopop", "aot", "aot_unpaired"})
+DPO_LOSS_TYPES = {"sigmoid": "dpo", "ipo": "ipo", "sft": "sft", **{t: t for t in sorted(PAIR_LOSS_TYPES)}}
+SMOOTHING_READERS = ("robust", "aot", "aot_unpaired")  # TRL's losses that read label_smoothing (exo_pair: its epsilon)
 
 
-def _pair_loss(ctx: _Context, loss_type: str, where: str) -> None:
-    """One of DPO's relatives, with the TRL keys its loss reads: discopop's discopop_tau, and
-    exo_pair's epsilon, which TRL reads from label_smoothing."""
-    ctx.out.set("method", loss_type, where)
-    if loss_type == "discopop" and "discopop_tau" in ctx.given:
-        ctx.out.set("discopop_tau", ctx.effective.pop("discopop_tau"), ctx.origin("discopop_tau"))
-    if loss_type == "exo_pair":
-        epsilon = ctx.number("label_smoothing") if "label_smoothing" in ctx.effective else 0.0
+def _dpo_loss(ctx: _Context, types_: list[str], weights: list | None, where: str) -> None:
+    """DPOTrainer's loss_type: one loss (its upo method), [sigmoid, sft] with weights [1, alpha] (RPO:
+    dpo with rpo_alpha), or a weighted sum of several (upo's mix: MPO's [sigmoid, bco_pair, sft])."""
+    out, effective = ctx.out, ctx.effective
+    weights = [as_number(w) for w in weights or [1.0] * len(types_)]
+    if None in weights or any(w < 0 for w in weights):
+        ctx.refuse("loss_weights", f"{effective['loss_weights']!r}: the weights must be numbers >= 0")
+        return
+    unknown = [t for t in types_ if t not in DPO_LOSS_TYPES]
+    if unknown:
+        ctx.refuse("loss_type", f"{', '.join(unknown)}: upo translates {', '.join(DPO_LOSS_TYPES)}, alone or summed "
+                   "with loss_weights (upo's method mix)")
+        return
+    mix: dict[str, float] = {}
+    for loss_type, weight in zip(types_, weights, strict=True):
+        if weight > 0:  # TRL's weight 0 turns its term off
+            mix[DPO_LOSS_TYPES[loss_type]] = mix.get(DPO_LOSS_TYPES[loss_type], 0.0) + weight
+    origin = where + (f", {ctx.origin('loss_weights')}" if "loss_weights" in ctx.given else "")
+    if list(mix) == ["dpo", "sft"] and mix["dpo"] == 1.0:
+        out.set("method", "dpo", where)
+        out.set("rpo_alpha", mix["sft"], ctx.origin("loss_weights") + " (RPO: the sft loss's weight)")
+    elif len(mix) == 1 and list(mix.values()) == [1.0]:
+        out.set("method", next(iter(mix)), where)
+    elif mix:
+        out.set("method", "mix", where + " (several loss types)")
+        out.set("loss_mix", mix, origin)
+    else:
+        ctx.refuse("loss_weights", f"{effective['loss_weights']!r}: every weight is 0")
+        return
+    if "ipo" in mix:  # TRL 1.16's ipo: per-token mean log-ratios
+        out.set("ipo_per_token", True, ctx.origin("loss_type") + ": each log-ratio over its completion length")
+    if "sft" in mix and out.values["method"] == "mix":
+        out.notes.append("the sft term: TRL averages the NLL over all chosen tokens of the batch; upo over each "
+                         "chosen response's tokens, then over the pairs")
+    if "discopop" in mix and "discopop_tau" in ctx.given:
+        out.set("discopop_tau", effective.pop("discopop_tau"), ctx.origin("discopop_tau"))
+    if "exo_pair" in mix:
+        epsilon = ctx.number("label_smoothing") if "label_smoothing" in effective else 0.0
         if epsilon == 0.0:
             ctx.refuse("loss_type", "TRL 1.16's exo_pair takes its epsilon from label_smoothing, and with label_smoothing"
                        " 0 (its default) its loss is infinite (log 0); set label_smoothing: 1e-3 (the EXO paper's)")
         elif epsilon is not None:
-            ctx.out.set("exo_epsilon", epsilon, ctx.origin("label_smoothing") + " (exo_pair's epsilon)")
-        ctx.effective.pop("label_smoothing", None)
+            out.set("exo_epsilon", epsilon, ctx.origin("label_smoothing") + " (exo_pair's epsilon)")
+    smoothing = effective.get("label_smoothing") not in (None, 0, 0.0)
+    readers = [t for t in mix if t in SMOOTHING_READERS]
+    if smoothing and readers and "dpo" in mix:
+        ctx.refuse("label_smoothing", f"TRL's sigmoid loss ignores it and its {', '.join(readers)} reads it; in upo's "
+                   "mix the dpo term would read it too (conservative DPO)")
+    elif smoothing and not readers and "exo_pair" not in mix:
+        out.notes.append(f"label_smoothing not translated: TRL 1.16's {'/'.join(types_)} loss does not read it "
+                         "(upo's dpo would: conservative DPO)")
+    if not readers:
+        effective.pop("label_smoothing", None)
 
 
 def _lengths(ctx: _Context) -> None:

@@ -152,7 +152,7 @@ def run_eval_config(point: Point, sweep: Sweep, template: EvalConfig, seed: int 
                                    output=str(eval_folder(sweep, point, seed)))
     cfg = point_config(point, sweep, seed)
     # the implicit rewards' beta: the point's own, or (SFT, CSFT: none) the base's, as every other point's
-    beta = base.beta if "beta" in unread_method_keys(cfg.method, cfg.pref_loss) else cfg.beta
+    beta = base.beta if "beta" in unread_method_keys(cfg.method, cfg.pref_loss, cfg.loss_mix) else cfg.beta
     return dataclasses.replace(template, model=str(run_folder(sweep, point, seed) / "final"),
                                ref_model=cfg.ref_model or cfg.model, beta=beta,
                                output=str(eval_folder(sweep, point, seed)),
@@ -352,7 +352,7 @@ def run_frontier(config: str, quick: bool = False, output_dir: str | None = None
                 rows.append(_row(point, results[point.name], done[point.name] if sweep.seeds else None, computes))
                 if point.group != "base":  # a UPO point's preference term: the preference-only point it extends
                     cfg = point_config(point, sweep)
-                    rows[-1]["pref_loss"] = None if "pref_loss" in unread_method_keys(cfg.method, cfg.pref_loss) \
+                    rows[-1]["pref_loss"] = None if "pref_loss" in unread_method_keys(cfg.method, cfg.pref_loss, cfg.loss_mix) \
                         else cfg.pref_loss
                 units[point.name] = stack_units(results[point.name])
                 if not finished_only:

@@ -123,7 +123,8 @@ def config_keys(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, An
     from upo.methods import unread_method_keys  # imports torch: only when configs are built
 
     keys = {**base, **overrides}
-    unread = set(unread_method_keys(keys.get("method", UPOConfig.method), keys.get("pref_loss", UPOConfig.pref_loss)))
+    unread = set(unread_method_keys(keys.get("method", UPOConfig.method), keys.get("pref_loss", UPOConfig.pref_loss),
+                                    keys.get("loss_mix")))
     if keys.get("steer_aux_coefs"):  # a steered point draws each example's aux_coef: the base's is not its own
         unread.add("aux_coef")
     if keys.get("steer_reward_mixes"):  # ... and its reward mix, in place of the base's rewards
