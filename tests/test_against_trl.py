@@ -75,7 +75,8 @@ def test_orpo_odds_ratio_term_is_trls(beta):
 
 def trl_dpo_loss(loss_type: str | list[str], per_token_logps: torch.Tensor, completion_mask: torch.Tensor,
                  ref_logps: torch.Tensor, *, beta: float, label_smoothing: float = 0.0,
-                 discopop_tau: float = 0.05, loss_weights: list[float] | None = None) -> torch.Tensor:
+                 discopop_tau: float = 0.05, loss_weights: list[float] | None = None,
+                 f_divergence_type: str = "reverse_kl", f_alpha_divergence_coef: float = 0.5) -> torch.Tensor:
     """TRL 1.16's DPO loss (the batch mean) of `loss_type`, on a batch [chosen; rejected] whose
     policy gives `per_token_logps` [2B, T] at the tokens `completion_mask` [2B, T + 1] marks (TRL's
     shifted mask), and precomputed reference log-probs `ref_logps` [2B]."""
@@ -90,7 +91,8 @@ def trl_dpo_loss(loss_type: str | list[str], per_token_logps: torch.Tensor, comp
     stand_in = SimpleNamespace(
         model=SimpleNamespace(training=True), accelerator=SimpleNamespace(
             device=torch.device("cpu"), gather=lambda x: x, gather_for_metrics=lambda x: x),
-        aux_loss_enabled=False, ld_alpha=None, precompute_ref_logps=True, f_divergence_type="reverse_kl",
+        aux_loss_enabled=False, ld_alpha=None, precompute_ref_logps=True, f_divergence_type=f_divergence_type,
+        f_alpha_divergence_coef=f_alpha_divergence_coef,
         loss_types=types, loss_weights=loss_weights or [1.0] * len(types), beta=beta, label_smoothing=label_smoothing,
         args=SimpleNamespace(discopop_tau=discopop_tau), use_weighting=False, _metrics={"train": defaultdict(list)},
         _total_train_tokens=0, _tp_size=1)
@@ -127,6 +129,21 @@ def test_dpo_relatives_are_trls(loss_type, beta):
     theirs = trl_dpo_loss(loss_type, per_token, mask, ref, beta=beta,
                           **{trl_kwargs.get(k, k): v for k, v in kwargs.items()})
     ours = loss(*logps.chunk(2), *ref.chunk(2), beta=beta, **kwargs)[0]
+    torch.testing.assert_close(ours.mean(), theirs)
+
+
+@pytest.mark.parametrize(("f_divergence", "alpha"), [("forward_kl", 0.5), ("js_divergence", 0.5),
+                                                    ("alpha_divergence", 0.5), ("alpha_divergence", -1.0)])
+def test_f_dpo_is_trls(f_divergence, alpha):
+    g = torch.Generator().manual_seed(11)
+    mask = torch.zeros(64, 13)
+    mask[:, 1:9] = 1
+    per_token = -2.0 * torch.rand(64, 12, generator=g)
+    logps = (per_token * mask[:, 1:]).sum(1)
+    ref = logps + 2.0 * torch.randn(64, generator=g)
+    theirs = trl_dpo_loss("sigmoid", per_token, mask, ref, beta=0.1, f_divergence_type=f_divergence,
+                          f_alpha_divergence_coef=alpha)
+    ours = dpo_loss(*logps.chunk(2), *ref.chunk(2), beta=0.1, f_divergence=f_divergence, f_alpha=alpha)[0]
     torch.testing.assert_close(ours.mean(), theirs)
 
 

@@ -390,3 +390,25 @@ def test_upo_larger_reward_gives_larger_weight():
     )
     torch.testing.assert_close(out.weights, t(math.exp(-0.5), 1.0, math.exp(0.5), math.exp(1.0)))
     assert (out.weights[1:] > out.weights[:-1]).all()
+
+
+
+def test_f_divergence_scores_hand_worked():
+    """At logratio log 2 (u = 2): reverse KL log 2; forward KL 1 - 1/2 = 0.5; JS log(4/3) = 0.287682;
+    alpha 0.5: (2^-0.5 - 1) / -0.5 = 0.585786; alpha 1 is the reverse KL."""
+    from upo.losses import f_divergence_scores
+
+    lr = t(math.log(2.0))
+    assert f_divergence_scores(lr, "reverse_kl").item() == pytest.approx(math.log(2.0))
+    assert f_divergence_scores(lr, "forward_kl").item() == pytest.approx(0.5)
+    assert f_divergence_scores(lr, "js_divergence").item() == pytest.approx(0.287682, abs=1e-6)
+    assert f_divergence_scores(lr, "alpha_divergence", 0.5).item() == pytest.approx(0.585786, abs=1e-6)
+    assert f_divergence_scores(lr, "alpha_divergence", 1.0).item() == pytest.approx(math.log(2.0))
+
+
+def test_dpo_with_an_f_divergence_compares_the_scores():
+    """Forward KL, beta 1: chosen logratio log 2 -> 0.5, rejected 0 -> 0; loss softplus(-0.5) = 0.474077;
+    the rewards stay beta * logratio."""
+    losses, chosen, rejected = dpo_loss(t(math.log(2.0)), t(0.0), t(0.0), t(0.0), beta=1.0, f_divergence="forward_kl")
+    assert losses.item() == pytest.approx(0.474077, abs=1e-6)
+    assert chosen.item() == pytest.approx(math.log(2.0)) and rejected.item() == 0.0

@@ -60,7 +60,7 @@ METRIC_NAMES = {
 CFG = dict(beta=0.3, label_smoothing=0.1, desirable_weight=1.5, undesirable_weight=0.7, aux_coef=0.4, eta=2.0,
            max_weight=3.0, tau=0.8, modpo_w0=2.0, ppo_clip=0.1, alol_clip=0.5, rpo_alpha=0.6, simpo_gamma=0.7,
            cpo_alpha=0.8, ipo_per_token=True, exo_epsilon=0.05, discopop_tau=0.3,
-           loss_mix={"dpo": 0.8, "bco_pair": 0.2, "sft": 1.5})
+           loss_mix={"dpo": 0.8, "bco_pair": 0.2, "sft": 1.5}, f_divergence="alpha_divergence", f_alpha_divergence_coef=0.3)
 
 
 def config(method: str, **overrides) -> UPOConfig:
@@ -108,7 +108,7 @@ def kto_losses(x: StepInputs, c: UPOConfig) -> torch.Tensor:
 def dpo_losses(x: StepInputs, c: UPOConfig) -> torch.Tensor:
     """[B] DPO's losses, plus rpo_alpha times the chosen responses' per-token NLL (RPO)."""
     dpo = losses.dpo_loss(*halves(x.policy_logps), *halves(x.reference_logps), beta=c.beta,
-                          label_smoothing=c.label_smoothing)[0]
+                          label_smoothing=c.label_smoothing, f_divergence=c.f_divergence, f_alpha=c.f_alpha_divergence_coef)[0]
     return dpo - c.rpo_alpha * x.policy_mean_logps[:2]
 
 

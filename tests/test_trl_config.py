@@ -153,6 +153,18 @@ def test_a_mix_where_trl_and_upo_would_read_label_smoothing_differently_is_refus
     assert not translate({"loss_type": ["hinge", "robust"], "label_smoothing": 0.1}, "dpo").errors
 
 
+def test_f_divergence_is_translated_for_trls_sigmoid_only():
+    out = translate({"f_divergence_type": "alpha_divergence", "f_alpha_divergence_coef": 0.3}, "dpo")
+    assert not out.errors and (out.values["f_divergence"], out.values["f_alpha_divergence_coef"]) == ("alpha_divergence",
+                                                                                                     0.3)
+    js = translate({"f_divergence_type": "js_divergence", "f_alpha_divergence_coef": 0.3}, "dpo")
+    assert js.values["f_divergence"] == "js_divergence" and "f_alpha_divergence_coef" not in js.values
+    assert any(k.startswith("f_alpha_divergence_coef") for k in js.not_translated)
+    for trl in ({"loss_type": "hinge", "f_divergence_type": "forward_kl"},
+                {"loss_type": ["sigmoid", "bco_pair"], "f_divergence_type": "forward_kl"}):
+        assert any("f_divergence_type: 'forward_kl': upo's f_divergence is dpo's" in e for e in translate(trl, "dpo").errors)
+
+
 def test_trls_exo_pair_without_its_epsilon_is_refused():
     """TRL reads exo_pair's epsilon from label_smoothing; at its default 0, TRL's loss is log 0."""
     out = translate({"loss_type": "exo_pair"}, "dpo")

@@ -37,6 +37,7 @@ BEFORE_ADDED = {"control_token_init": "mean"}
 LR_SCHEDULERS = ("constant", "linear", "cosine")
 LORA_BASE_DTYPES = ("fp32", "bf16")
 QUANT_TYPES = ("nf4", "fp4")
+F_DIVERGENCES = ("reverse_kl", "forward_kl", "js_divergence", "alpha_divergence")  # upo.losses.f_divergence_scores
 TRACKERS = ("tensorboard", "trackio", "wandb", "mlflow")  # report_to: Accelerate's trackers, each its own pip package
 
 
@@ -71,6 +72,8 @@ class UPOConfig:
     beta: Positive[float] = 0.1  # KL strength of the implicit reward beta * logratio (also DRO-V's tau; the reward scale of SimPO (its authors: 2-2.5) and CPO; ORPO's lambda)
     label_smoothing: Annotated[float, Interval("[0, 0.5)")] = 0.0  # conservative DPO (Mitchell 2023), also SimPO's, CPO's and AOT's; robust: the assumed label flip rate; 0 = plain DPO
     ipo_per_token: bool = False  # ipo: per-token mean log-ratios (each over its response length, as TRL 1.16's ipo) instead of the paper's summed ones
+    f_divergence: str = "reverse_kl"  # dpo: the regularizer's f-divergence, reverse_kl (DPO) | forward_kl | js_divergence | alpha_divergence (f-DPO, Wang et al. 2023; TRL's f_divergence_type)
+    f_alpha_divergence_coef: Annotated[float, Interval("(-inf, inf)")] = 0.5  # dpo with f_divergence alpha_divergence: its alpha, as TRL's (f'(u) = (u^(alpha-1) - 1) / (alpha-1))
     rpo_alpha: NonNegative[float] = 0.0  # dpo: weight of the chosen responses' per-token NLL added to DPO (RPO, Pang et al. 2024); 0 = plain DPO
     simpo_gamma: NonNegative[float] = 0.5  # simpo: target reward margin gamma (absolute; its authors' gamma / beta is 0.3-0.8)
     exo_epsilon: Annotated[float, Interval("(0, 0.5)")] = 1e-3  # exo_pair: the labels' assumed error rate e, target distribution (1 - e, e) (TRL: label_smoothing)
@@ -143,6 +146,7 @@ class UPOConfig:
     def __post_init__(self) -> None:
         check_domains(self, ConfigError)
         _check_choice("pref_loss", self.pref_loss, PREFERENCE_TERMS)
+        _check_choice("f_divergence", self.f_divergence, F_DIVERGENCES)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("aux_logp", self.aux_logp, AUX_LOGP)

@@ -44,8 +44,10 @@ class Interval:
         return above and below
 
     def __str__(self) -> str:
-        """"> 0", ">= 0" for half-lines; "in [0, 1)" otherwise."""
+        """"> 0", ">= 0" for half-lines; "any number" for the whole line; "in [0, 1)" otherwise."""
         lo_closed, lo, hi, _ = self._parts()
+        if math.isinf(hi) and math.isinf(lo):
+            return "any number"
         if math.isinf(hi):
             return f"{'>=' if lo_closed else '>'} {lo:g}"
         return f"in {self.spec}"

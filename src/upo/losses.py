@@ -29,6 +29,30 @@ def smoothed_sigmoid_loss(logits: Tensor, label_smoothing: float) -> Tensor:
     return -(1.0 - label_smoothing) * F.logsigmoid(logits) - label_smoothing * F.logsigmoid(-logits)
 
 
+F_DIVERGENCES = ("reverse_kl", "forward_kl", "js_divergence", "alpha_divergence")
+
+
+def f_divergence_scores(logratios: Tensor, f_divergence: str, alpha: float = 0.5) -> Tensor:
+    """[N] f'(u) at u = pi_theta / pi_ref = exp(logratio): DPO's implicit reward when the KL regularizer
+    is another f-divergence (f-DPO, Wang et al. 2023, arXiv 2309.16240), as TRL 1.16's f_divergence_type:
+
+        reverse_kl        log u                        (DPO)
+        forward_kl        1 - 1/u
+        js_divergence     log(2u / (1 + u)) = log 2 + log sigmoid(log u)
+        alpha_divergence  (u^(alpha - 1) - 1) / (alpha - 1)   (TRL's alpha; alpha -> 1 is reverse_kl)
+
+    The alpha-divergence's exponent is clamped at 80 (as TRL's, in fp32) so that exp stays finite."""
+    if f_divergence == "reverse_kl" or (f_divergence == "alpha_divergence" and abs(alpha - 1.0) < 1e-6):
+        return logratios
+    if f_divergence == "forward_kl":
+        return 1.0 - torch.exp(-logratios)
+    if f_divergence == "js_divergence":
+        return math.log(2.0) + F.logsigmoid(logratios)
+    if f_divergence == "alpha_divergence":
+        return torch.expm1(((alpha - 1.0) * logratios).clamp(max=80.0)) / (alpha - 1.0)
+    raise ValueError(f"f_divergence must be one of {', '.join(F_DIVERGENCES)}, got {f_divergence!r}")
+
+
 def dpo_loss(
     policy_chosen_logps: Tensor,
     policy_rejected_logps: Tensor,
@@ -37,8 +61,11 @@ def dpo_loss(
     *,
     beta: float,
     label_smoothing: float = 0.0,
+    f_divergence: str = "reverse_kl",
+    f_alpha: float = 0.5,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """DPO loss (Rafailov et al. 2023), conservative DPO when `label_smoothing > 0`.
+    """DPO loss (Rafailov et al. 2023), conservative DPO when `label_smoothing > 0`, f-DPO with another
+    `f_divergence` (`f_divergence_scores`: h is then f'(u_w) - f'(u_l)).
 
     Args:
         policy_chosen_logps: [B] log pi_theta(y_w|x), summed over response tokens.
@@ -56,7 +83,8 @@ def dpo_loss(
     """
     chosen_logratios = policy_chosen_logps - reference_chosen_logps  # [B]
     rejected_logratios = policy_rejected_logps - reference_rejected_logps  # [B]
-    logits = chosen_logratios - rejected_logratios  # [B] h(x, y_w, y_l)
+    logits = (f_divergence_scores(chosen_logratios, f_divergence, f_alpha)
+              - f_divergence_scores(rejected_logratios, f_divergence, f_alpha))  # [B] h(x, y_w, y_l)
 
     # L_DPO = -log sigmoid(beta * h); with label smoothing, the expected loss under flipped labels.
     losses = smoothed_sigmoid_loss(beta * logits, label_smoothing)  # [B]

@@ -78,8 +78,10 @@ def _pair(name: str, loss, *keys: str, summary: str) -> dict[str, Method]:
 
 
 METHODS: dict[str, Method] = {
-    "dpo": Method("dpo", "paired", _mean_loss(steps.dpo_step), reads=("beta", "label_smoothing", "rpo_alpha"),
-                  summary="DPO, Rafailov et al. 2023 (RPO, Pang et al. 2024, with rpo_alpha)"),
+    "dpo": Method("dpo", "paired", _mean_loss(steps.dpo_step),
+                  reads=("beta", "label_smoothing", "rpo_alpha", "f_divergence", "f_alpha_divergence_coef"),
+                  summary="DPO, Rafailov et al. 2023 (RPO, Pang et al. 2024, with rpo_alpha; f-DPO, Wang et al. 2023, "
+                          "with f_divergence)"),
     "ipo": Method("ipo", "paired", _mean_loss(steps.ipo_step), reads=("beta", "ipo_per_token"),
                   summary="IPO, Azar et al. 2023"),
     # ---- DPO's relatives (upo.pair_losses; TRL's DPOTrainer loss_types of the same names) ----

@@ -69,10 +69,12 @@ def unpaired_metrics(rewards, policy_logps, desirable) -> Metrics:
 
 
 def dpo_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
-    """DPO; with `rpo_alpha` > 0, RPO (Pang et al. 2024): plus rpo_alpha times the chosen responses' per-token NLL."""
+    """DPO (f-DPO with another `f_divergence`); with `rpo_alpha` > 0, RPO (Pang et al. 2024): plus rpo_alpha times
+    the chosen responses' per-token NLL."""
     pc, pr = split_pairs(x.policy_logps)
     rc, rr = split_pairs(x.reference_logps)
-    per_pair, chosen_r, rejected_r = losses.dpo_loss(pc, pr, rc, rr, beta=cfg.beta, label_smoothing=cfg.label_smoothing)
+    per_pair, chosen_r, rejected_r = losses.dpo_loss(pc, pr, rc, rr, beta=cfg.beta, label_smoothing=cfg.label_smoothing,
+                                                     f_divergence=cfg.f_divergence, f_alpha=cfg.f_alpha_divergence_coef)
     metrics = pair_metrics(chosen_r, rejected_r, pc, pr)
     if cfg.rpo_alpha > 0:
         nll = baseline_losses.sft_loss(split_pairs(x.policy_mean_logps)[0])  # [B]

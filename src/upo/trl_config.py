@@ -160,7 +160,7 @@ def translate(trl: dict[str, Any], trainer: str, source: str = "TRL config",
             ctx.refuse(key, f"not a key of TRL 1.16's {TRAINERS[trainer]} config that upo knows; remove it, or set its "
                        "upo equivalent by hand (`upo train --help` lists upo's keys)")
     for translate_part in (_lengths, _clipping_and_checkpointing, _epochs_and_steps, _schedule,
-                           _evaluation_and_saving, _precision, _lora, _quantization, _differences):
+                           _evaluation_and_saving, _precision, _lora, _quantization, _f_divergence, _differences):
         translate_part(ctx)
     _typed(ctx)
     return ctx.out
@@ -280,6 +280,25 @@ def _dpo_loss(ctx: _Context, types_: list[str], weights: list | None, where: str
         effective.pop("label_smoothing", None)
 
 
+def _f_divergence(ctx: _Context) -> None:
+    """f_divergence_type (f-DPO) on TRL's sigmoid loss is upo's dpo with f_divergence; TRL applies it to
+    every term of a mix too, upo's to its dpo term only: refused there."""
+    kind = ctx.effective.get("f_divergence_type", "reverse_kl")
+    if kind != "alpha_divergence" and "f_alpha_divergence_coef" in ctx.given:
+        ctx.out.not_translated.append(f"f_alpha_divergence_coef ({ctx.where('f_alpha_divergence_coef')}: "
+                                      "f_divergence_type is not alpha_divergence)")
+    if kind == "reverse_kl":
+        return
+    if ctx.out.values.get("method") != "dpo" or ctx.trainer != "dpo":
+        ctx.refuse("f_divergence_type", f"{kind!r}: upo's f_divergence is dpo's (TRL's sigmoid loss, alone or with "
+                   "sft as RPO); TRL applies it to its other loss types too")
+        return
+    ctx.out.set("f_divergence", kind, ctx.origin("f_divergence_type"))
+    if kind == "alpha_divergence" and "f_alpha_divergence_coef" in ctx.given:
+        ctx.out.set("f_alpha_divergence_coef", ctx.effective["f_alpha_divergence_coef"],
+                    ctx.origin("f_alpha_divergence_coef"))
+
+
 def _lengths(ctx: _Context) -> None:
     """max_length (TRL's null: no truncation, which upo cannot do) and the prompt's share of it.
     TRL 1.16 never truncates a prompt alone: max_prompt_length becomes max_length - 1 unless given."""
@@ -374,7 +393,7 @@ _HANDLERS = {
     "report_to": _report_to,
     "train_sampling_strategy": _sampling,
     "disable_dropout": _must_be(True), "use_weighting": _must_be(False), "sync_ref_model": _must_be(False),
-    "f_divergence_type": _must_be("reverse_kl"), "ld_alpha": _must_be(None), "dataset_config": _must_be(None),
+    "ld_alpha": _must_be(None), "dataset_config": _must_be(None),
     "use_dora": _must_be(False), "use_rslora": _must_be(False), "lora_modules_to_save": _must_be(None),
     "lora_target_parameters": _must_be(None), "trust_remote_code": _must_be(False),
     "max_completion_length": _must_be(None), "truncation_mode": _must_be("keep_start"),
@@ -404,7 +423,7 @@ _HANDLED = frozenset({"loss_type", "loss_weights", "alpha", "lr_scheduler_type",
                       "eval_steps", "save_strategy", "save_steps", "bf16", "fp16", "dtype", "torch_dtype",
                       "max_length", "max_grad_norm", "max_steps", "num_train_epochs", "activation_checkpointing",
                       "dataset_test_split", "load_in_4bit", "bnb_4bit_quant_type", "use_bnb_nested_quant",
-                      "bnb_4bit_quant_storage"})
+                      "bnb_4bit_quant_storage", "f_divergence_type", "f_alpha_divergence_coef"})
 
 
 def _schedule(ctx: _Context) -> None:
