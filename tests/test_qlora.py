@@ -48,6 +48,7 @@ def test_final_is_the_trained_model_dequantized_with_the_adapters_merged(wide_mo
 
     from upo.evaluation.eval import _load
     from upo.modeling import keep_4bit_layout
+    from upo.policy_lm import qlora_base, qlora_reference
     from upo.trainer import train
 
     adapters = train(_qlora_cfg(wide_model_dir, pairs_file, tmp_path / "a", merge_lora=False))
@@ -69,9 +70,12 @@ def test_final_is_the_trained_model_dequantized_with_the_adapters_merged(wide_mo
     torch.testing.assert_close(_logits(merged, ids), reference, rtol=1e-4, atol=1e-4)
     assert (_logits(on_original, ids) - reference).abs().max() > 1e-3  # 4-bit rounding: not the trained model
     # `upo eval` of the adapters alone puts them on their 4-bit base (upo_config.yaml says how it was quantized)
-    _, evaluated = _load(str(adapters))
+    _, evaluated = _load(str(adapters), qlora_base(str(adapters)))
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in evaluated.modules())
     torch.testing.assert_close(_logits(evaluated, ids), reference)
+    # ... and its implicit rewards against that 4-bit base, training's reference; not against another model
+    assert qlora_reference(str(final), str(wide_model_dir)) == qlora_base(str(final)) != {}
+    assert qlora_reference(str(final), str(adapters)) == {}
 
 
 def test_qlora_resumes_from_its_checkpoint(wide_model_dir, pairs_file, tmp_path):
@@ -123,3 +127,24 @@ def test_a_missing_bitsandbytes_is_named(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "bitsandbytes", None)
     with pytest.raises(ImportError, match="load_in_4bit: true needs bitsandbytes: pip install 'upo.qlora.'"):
         quantization(UPOConfig(method="dpo", lora=True, load_in_4bit=True))
+
+
+def test_adapters_on_a_bf16_base_are_evaluated_on_it(wide_model_dir, pairs_file, tmp_path):
+    """lora_base_dtype: bf16 keeps the unquantized parts (embeddings, norms) in bf16: `upo eval` loads the 4-bit
+    base so too, and gets the logits the training run's model gives."""
+    from peft import PeftModel
+
+    from upo.evaluation.eval import _load
+    from upo.modeling import load_causal_lm
+    from upo.policy_lm import qlora_base
+    from upo.trainer import train
+
+    adapters = train(_qlora_cfg(wide_model_dir, pairs_file, tmp_path, merge_lora=False, precision="bf16",
+                                lora_base_dtype="bf16"))
+    base = qlora_base(str(adapters))
+    assert base["dtype"] == torch.bfloat16
+    as_trained = PeftModel.from_pretrained(load_causal_lm(str(wide_model_dir), **base), adapters)
+    _, evaluated = _load(str(adapters), base)
+    assert evaluated.get_input_embeddings().weight.dtype == torch.bfloat16
+    ids = torch.randint(0, 300, (2, 16), generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(_logits(evaluated, ids), _logits(as_trained, ids))

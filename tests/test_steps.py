@@ -272,3 +272,14 @@ def test_mix_hand_worked():
     assert loss.item() == pytest.approx(1.9)
     assert metrics["mix/hinge"].item() == pytest.approx(0.7) and metrics["mix/sft"].item() == pytest.approx(1.0)
     assert metrics["rewards/margins"].item() == pytest.approx(0.3)  # hinge's: 0.3 * mean(2, 0)
+
+
+def test_a_mixs_standard_metrics_come_from_a_term_with_a_reference_first():
+    """{simpo, dpo}: rewards/* are DPO's beta * log-ratios (as held-out ones are), not SimPO's beta * mean log-probs;
+    {simpo, sft} has no reference at all (the trainer computes none): SimPO's."""
+    x = make_inputs("paired")
+    _, metrics = METHODS["mix"].loss(x, UPOConfig(method="mix", beta=0.3, loss_mix={"simpo": 1.0, "dpo": 1.0}))
+    assert metrics["rewards/margins"].item() == pytest.approx(0.3)  # DPO's: 0.3 * mean(2, 0)
+    x.reference_logps = None
+    _, metrics = METHODS["mix"].loss(x, UPOConfig(method="mix", beta=0.3, loss_mix={"simpo": 1.0, "sft": 1.0}))
+    assert metrics["rewards/chosen"].item() == pytest.approx(-0.3)  # SimPO's: 0.3 * mean(-1, -1)

@@ -54,6 +54,20 @@ def test_every_method_trains_two_steps(method, pref_loss, tiny_model_dir, pairs_
     assert (final / "value_head.safetensors").exists() == METHODS[method].uses_value_head
 
 
+def test_a_reference_free_mix_computes_no_reference(tiny_model_dir, pairs_file, tmp_path, monkeypatch):
+    """CPO-SimPO as {simpo: 1, sft: 1}: no reference log-probs (neither precomputed nor by a copy), and its
+    held-out rewards are SimPO's own."""
+    import upo.trainer as trainer
+
+    def no_reference(*args, **kwargs):
+        raise AssertionError("a reference-free mix computed reference log-probs")
+
+    monkeypatch.setattr(trainer, "precompute_run_reference_logps", no_reference)
+    final = train(_cfg(tiny_model_dir, pairs_file, tmp_path, method="mix", loss_mix={"simpo": 1.0, "sft": 1.0}))
+    row = read_metrics(final.parent / "metrics.jsonl")[-1]
+    assert "train/mix/simpo" in row and "eval/rewards/accuracies" in row
+
+
 def test_resume_continues_from_saved_step_and_matches_uninterrupted_run(tiny_model_dir, pairs_file, tmp_path):
     full = _cfg(tiny_model_dir, pairs_file, tmp_path / "full", method="upo", pref_loss="dpo", max_steps=4, save_steps=2)
     train(full)

@@ -166,9 +166,17 @@ def test_f_divergence_is_translated_for_trls_sigmoid_only():
 
 
 def test_trls_exo_pair_without_its_epsilon_is_refused():
-    """TRL reads exo_pair's epsilon from label_smoothing; at its default 0, TRL's loss is log 0."""
-    out = translate({"loss_type": "exo_pair"}, "dpo")
-    assert any("label_smoothing 0 (its default) its loss is infinite" in e for e in out.errors)
+    """TRL reads exo_pair's epsilon from label_smoothing; at its default 0, TRL's loss is log 0 (with weight 0:
+    0 * inf, NaN)."""
+    for trl in ({"loss_type": "exo_pair"}, {"loss_type": ["sigmoid", "exo_pair"], "loss_weights": [1.0, 0.0]}):
+        assert any("label_smoothing 0 (its default) its loss is infinite" in e for e in translate(trl, "dpo").errors)
+
+
+def test_the_legacy_rpo_alpha_beside_a_loss_type_list_is_refused():
+    for trl in ({"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 0.5], "rpo_alpha": 0.3},
+                {"loss_type": ["sigmoid", "bco_pair"], "rpo_alpha": 0.3}):
+        assert any("rpo_alpha: earlier TRL versions' RPO weight" in e for e in translate(trl, "dpo").errors)
+    assert translate({"rpo_alpha": 0.3}, "dpo").values["rpo_alpha"] == 0.3  # alone: earlier TRL's RPO
 
 
 def test_trls_simpo_with_its_nll_term_is_refused():

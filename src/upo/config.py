@@ -271,7 +271,9 @@ class UPOConfig:
             unread.update(dict.fromkeys(("value_head_hidden", "value_lr"), f"method {self.method!r} has no value head"))
         if self.steer_aux_coefs is not None:
             unread["aux_coef"] = "steer_aux_coefs gives every example its own"
-        if not method.uses_reference:
+        from upo.methods import uses_reference
+
+        if not uses_reference(method, self.loss_mix):
             unread.update(dict.fromkeys(("ref_model", "precompute_ref_logps"),
                                         f"method {self.method!r} uses no reference model"))
         # Hyperparameters of another method's loss (the table's `Method.reads`).

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from upo import losses
-from upo.methods import Method, needs_kto_reference_point
+from upo.methods import Method, needs_kto_reference_point, uses_reference
 
 
 @dataclass
@@ -57,7 +57,7 @@ def step_inputs(batch, policy, reference_fn, method: Method, cfg, accelerator) -
         )
         reference, kl_reference = batch.get("reference_logps"), batch.get("kl_reference_logps")
         sequences = [batch[key] for key in ("input_ids", "attention_mask", "loss_mask")]
-        if reference is None and method.uses_reference:
+        if reference is None and uses_reference(method, cfg.loss_mix):
             if kto and kl_reference is None:
                 # Both as the policy runs them: the mismatched sequences from the batch's prompts' keys and values.
                 kl_sequences = [batch[f"kl_{key}"] for key in ("input_ids", "attention_mask", "loss_mask")]

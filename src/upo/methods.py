@@ -31,7 +31,7 @@ class Method:
     # "paired", "unpaired", or "pref" = follows cfg.pref_loss (kto -> unpaired, dpo/ipo -> paired)
     data: str
     loss: Callable[[StepInputs, object], tuple[torch.Tensor, Metrics]]
-    uses_reference: bool = True
+    uses_reference: bool = True  # (a mix: whether a term does; `uses_reference`)
     uses_value_head: bool = False
     uses_rewards: bool = False  # needs auxiliary rewards: configuring none is an error
     accepts_rewards: bool = False  # adds r_a to its reward when auxiliary rewards are configured (optional)
@@ -117,7 +117,7 @@ METHODS: dict[str, Method] = {
         reads=("pref_loss", "aux_coef", "eta", "max_weight", "tau", "aux_logp"),
         summary="UPO, Badrinath et al. 2024: preference term + advantage-weighted auxiliary term",
     ),
-    "mix": Method("mix", "paired", steps.mix_step, reads=("loss_mix",), mixes=True,
+    "mix": Method("mix", "paired", steps.mix_step, reads=("loss_mix",), mixes=True, uses_reference=False,  # its terms
                   summary="a weighted sum of paired methods' losses (loss_mix; TRL's loss_type list, e.g. MPO)"),
     # ---- reference-free preference losses (upo.reference_free_losses): no reference model ----
     "simpo": Method("simpo", "paired", _mean_loss(steps.simpo_step), uses_reference=False,
@@ -208,6 +208,13 @@ def config_reads(method: Method, pref_loss: str, loss_mix: dict[str, float] | No
     if method.mixes:
         terms = [METHODS[name] for name in loss_mix or {} if name in METHODS]
     return tuple(dict.fromkeys(method.reads + tuple(key for term in terms for key in term.reads)))
+
+
+def uses_reference(method: Method, loss_mix: dict[str, float] | None = None) -> bool:
+    """Whether a run of `method` needs the reference's log-probs: a mix if one of its terms does."""
+    if method.mixes:
+        return any(METHODS[name].uses_reference for name in loss_mix or {} if name in METHODS)
+    return method.uses_reference
 
 
 def mixable() -> tuple[str, ...]:

@@ -70,8 +70,9 @@ def robust_dpo_loss(
 
 def nca_pair_loss(pc: Tensor, pr: Tensor, rc: Tensor, rr: Tensor, *, beta: float) -> tuple[Tensor, Tensor, Tensor]:
     """NCA for pairs (Chen et al. 2024, arXiv 2402.05369, "Noise Contrastive Alignment"): [B]
-    -log s(beta w) - 1/2 log s(-beta w) - 1/2 log s(-beta l). The chosen reward is pulled towards
-    0 from below and both are pushed down from above: the chosen likelihood does not fall as DPO's can."""
+    -log s(beta w) - 1/2 log s(-beta w) - 1/2 log s(-beta l). The chosen reward settles where
+    3/2 s(beta w) = 1 (beta w = log 2), the rejected one is pushed down: the chosen likelihood does not
+    fall as DPO's can."""
     lw, ll = logratios(pc, pr, rc, rr)
     cw, cl = beta * lw, beta * ll
     losses = -F.logsigmoid(cw) - 0.5 * F.logsigmoid(-cw) - 0.5 * F.logsigmoid(-cl)  # [B]

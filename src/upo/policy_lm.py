@@ -41,25 +41,41 @@ def quantization(cfg):
                               bnb_4bit_compute_dtype=AUTOCAST_DTYPES.get(cfg.precision, torch.float32))
 
 
-def saved_quantization(folder: str):
-    """For a folder of LoRA adapters alone (`merge_lora: false`) trained with `load_in_4bit`: the
-    BitsAndBytesConfig of the 4-bit base they were trained on, from its upo_config.yaml, so that
-    inference runs the model as trained; None for any other folder (a merged QLoRA final/ is a
-    plain model)."""
+def qlora_base(folder: str) -> dict:
+    """`load_causal_lm`'s keywords for the 4-bit base that the run saved in `folder` (its
+    upo_config.yaml) trained on with `load_in_4bit`: its BitsAndBytesConfig and the dtype of what
+    stays unquantized (`lora_base_dtype`); {} for a run without it, or a folder upo did not write."""
     from pathlib import Path
 
     import yaml
 
-    config = Path(folder) / "upo_config.yaml"
-    if not ((Path(folder) / "adapter_config.json").is_file() and config.is_file()):
-        return None
-    saved = yaml.safe_load(config.read_text()) or {}
-    if not (saved.get("lora") and saved.get("load_in_4bit")):
-        return None
-    keys = ("lora", "load_in_4bit", "bnb_4bit_quant_type", "use_bnb_nested_quant", "precision")
     from upo.config import UPOConfig
 
-    return quantization(SimpleNamespace(**{k: saved.get(k, getattr(UPOConfig, k)) for k in keys}))
+    config = Path(folder) / "upo_config.yaml"
+    saved = (yaml.safe_load(config.read_text()) or {}) if config.is_file() else {}
+    if not (saved.get("lora") and saved.get("load_in_4bit")):
+        return {}
+    keys = ("lora", "load_in_4bit", "bnb_4bit_quant_type", "use_bnb_nested_quant", "precision", "lora_base_dtype")
+    cfg = SimpleNamespace(**{k: saved.get(k, getattr(UPOConfig, k)) for k in keys})
+    return {"quantization": quantization(cfg), "dtype": base_dtype(cfg)}
+
+
+def qlora_reference(folder: str, ref_path: str, cache_dir: str | None = None) -> dict:
+    """`qlora_base(folder)` when `ref_path` is the reference that run trained against: its own 4-bit base
+    (no `ref_model` of its own, and `ref_path` its `model`); {} otherwise."""
+    from pathlib import Path
+
+    import yaml
+
+    from upo.modeling import resolve_model_path
+
+    base = qlora_base(folder)
+    if not base:
+        return {}
+    saved = yaml.safe_load((Path(folder) / "upo_config.yaml").read_text()) or {}
+    if saved.get("ref_model") or resolve_model_path(saved.get("model", ""), cache_dir, progress=False) != ref_path:
+        return {}
+    return base
 
 
 def build_policy_lm(cfg, model_path: str, tokenizer, token_texts: dict[int, str], device: torch.device | None = None):

@@ -124,18 +124,18 @@ def pair_step(loss, *keys):
 
 
 def mix_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
-    """sum_k loss_mix[k] * (method k's batch loss), as TRL sums its loss_types with loss_weights. The
-    standard metrics are those of the first term that reports them; each term's loss is `mix/<name>`."""
+    """sum_k loss_mix[k] * (method k's batch loss), as TRL sums its loss_types with loss_weights. Each term's
+    loss is `mix/<name>`; each standard metric is that of the first term that reports it, the terms with a
+    reference first (their `rewards/*` are beta * log-ratios, as the held-out metrics' are)."""
     from upo.methods import METHODS  # the table imports this module
 
-    total, metrics = None, {}
+    total, metrics, terms = None, {}, {}
     for name, weight in cfg.loss_mix.items():
-        loss, term = METHODS[name].loss(x, cfg)
+        loss, terms[name] = METHODS[name].loss(x, cfg)
         total = weight * loss if total is None else total + weight * loss
         metrics[f"mix/{name}"] = loss.detach()
-        for key, value in term.items():
-            if key != "loss":
-                metrics.setdefault(key, value)
+    for name in sorted(terms, key=lambda name: not METHODS[name].uses_reference):  # stable: the mix's order
+        metrics.update({key: value for key, value in terms[name].items() if key != "loss" and key not in metrics})
     metrics["loss"] = total.detach()
     return total, metrics
 

@@ -50,7 +50,7 @@ from upo.forward import step_inputs
 from upo.heldout_metrics import heldout_metrics
 from upo.launch import check_launch
 from upo.logps import CompletionLogps
-from upo.methods import METHODS, needs_kto_reference_point
+from upo.methods import METHODS, needs_kto_reference_point, uses_reference
 from upo.metrics import MetricsAverager, MetricsWriter, reduce_metrics
 from upo.modeling import (
     ValueHead,
@@ -146,7 +146,7 @@ def train(cfg: UPOConfig) -> Path:
     # not compute what the policy computes: its embeddings, norms and residual stream stay fp32 under
     # autocast). `ref_model` names another reference, always a frozen copy.
     ref_model = None
-    if method.uses_reference and (cfg.ref_model or not (cfg.lora or cfg.precompute_ref_logps)):
+    if uses_reference(method, cfg.loss_mix) and (cfg.ref_model or not (cfg.lora or cfg.precompute_ref_logps)):
         ref_path = resolve_model_path(cfg.ref_model, cfg.cache_dir) if cfg.ref_model else model_path
         ref_model = load_causal_lm(ref_path, dtype=base_dtype(cfg), attn_implementation=cfg.attn_implementation)
         ref_model = prepare_reference(accelerator, ref_model.eval().requires_grad_(False))
@@ -193,7 +193,7 @@ def train(cfg: UPOConfig) -> Path:
     reference_fn = make_reference_fn(accelerator, policy, ref_model, cfg.lora)
 
     # ---- reference log-probs once, then free the reference model ---------------------------------
-    if method.uses_reference and cfg.precompute_ref_logps:
+    if uses_reference(method, cfg.loss_mix) and cfg.precompute_ref_logps:
         # Cached in the run folder, so a resumed run reuses them.
         # Each example's in the micro-batch it has in the first epoch: in bf16 a sequence's log-prob
         # depends on its batch, and so the first step's log-ratios are exactly 0.

@@ -256,17 +256,20 @@ def _dpo_loss(ctx: _Context, types_: list[str], weights: list | None, where: str
         return
     if "ipo" in mix:  # TRL 1.16's ipo: per-token mean log-ratios
         out.set("ipo_per_token", True, ctx.origin("loss_type") + ": each log-ratio over its completion length")
-    if "sft" in mix and out.values["method"] == "mix":
+    if "sft" in mix:
         out.notes.append("the sft term: TRL averages the NLL over all chosen tokens of the batch; upo over each "
                          "chosen response's tokens, then over the pairs")
+    if "rpo_alpha" in ctx.given and (len(types_) > 1 or "sft" in types_):
+        ctx.refuse("rpo_alpha", "earlier TRL versions' RPO weight, beside loss_type's sft term or list: set the sft "
+                   "weight in loss_weights alone")
     if "discopop" in mix and "discopop_tau" in ctx.given:
         out.set("discopop_tau", effective.pop("discopop_tau"), ctx.origin("discopop_tau"))
-    if "exo_pair" in mix:
+    if "exo_pair" in types_:  # with weight 0 too: TRL's term is then 0 * inf, NaN
         epsilon = ctx.number("label_smoothing") if "label_smoothing" in effective else 0.0
         if epsilon == 0.0:
             ctx.refuse("loss_type", "TRL 1.16's exo_pair takes its epsilon from label_smoothing, and with label_smoothing"
                        " 0 (its default) its loss is infinite (log 0); set label_smoothing: 1e-3 (the EXO paper's)")
-        elif epsilon is not None:
+        elif epsilon is not None and "exo_pair" in mix:
             out.set("exo_epsilon", epsilon, ctx.origin("label_smoothing") + " (exo_pair's epsilon)")
     smoothing = effective.get("label_smoothing") not in (None, 0, 0.0)
     readers = [t for t in mix if t in SMOOTHING_READERS]

@@ -47,7 +47,7 @@ from upo.evaluation.rejudge import judge_weights
 from upo.evaluation.report import format_eval
 from upo.generation import generate, reached_limit
 from upo.modeling import inference_autocast, load_causal_lm, load_tokenizer, resolve_model_path
-from upo.policy_lm import saved_quantization
+from upo.policy_lm import qlora_base, qlora_reference
 from upo.rewards.reward_model import check_exists
 from upo.steer_adapter import is_adapter_steered, load_steered
 
@@ -112,11 +112,17 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _load(path: str):
-    """The tokenizer and the model; QLoRA adapters saved alone are put on their 4-bit base, as trained."""
-    quantization = saved_quantization(path)
-    if quantization is not None:
-        return load_tokenizer(path), load_causal_lm(path, quantization=quantization, device=torch.device(_device()))
+def _load(path: str, base: dict | None = None):
+    """The tokenizer and the model; `base`: `load_causal_lm`'s keywords for a QLoRA run's 4-bit base
+    (`upo.policy_lm.qlora_base`), which the model at `path` is (the reference) or whose adapters it holds."""
+    if base and (Path(path) / "adapter_config.json").is_file():  # peft keeps the adapters fp32, as trained
+        from peft import PeftModel
+
+        base_path = json.loads((Path(path) / "adapter_config.json").read_text())["base_model_name_or_path"]
+        model = load_causal_lm(base_path, **base, device=torch.device(_device()))
+        return load_tokenizer(path), PeftModel.from_pretrained(model, path)
+    if base:
+        return load_tokenizer(path), load_causal_lm(path, **base, device=torch.device(_device()))
     return load_tokenizer(path), load_causal_lm(path).to(_device())
 
 
@@ -141,13 +147,17 @@ def auxiliary_values(prompts: list[str], responses: list[str], cfg: EvalConfig) 
     return values
 
 
-def _reference_logps(cfg: EvalConfig, pairs: list[PreferencePair], memo: dict | None) -> dict[int, tuple[float, float]]:
-    """The reference model's held-out log-probs; `memo` keeps them across the points of a sweep."""
+def _reference_logps(cfg: EvalConfig, pairs: list[PreferencePair], memo: dict | None,
+                     model_path: str) -> dict[int, tuple[float, float]]:
+    """The reference model's held-out log-probs; `memo` keeps them across the points of a sweep. A
+    QLoRA run's reference is its 4-bit base, as in training (`upo.policy_lm.qlora_reference`)."""
     ref_path = resolve_model_path(cfg.ref_model, cfg.cache_dir, progress=cfg.progress)
-    key = (ref_path, tuple(p.source for p in pairs), cfg.max_length, cfg.max_prompt_length, cfg.precision)
+    base = qlora_reference(model_path, ref_path, cfg.cache_dir)
+    key = (ref_path, tuple(p.source for p in pairs), cfg.max_length, cfg.max_prompt_length, cfg.precision,
+           repr(sorted(base.items())))
     if memo is not None and key in memo:
         return memo[key]
-    tokenizer, model = _load(ref_path)
+    tokenizer, model = _load(ref_path, base)
     logps = pair_logps(model, tokenizer, pairs, max_length=cfg.max_length, max_prompt_length=cfg.max_prompt_length,
                        batch_size=cfg.batch_size, precision=cfg.precision, progress=cfg.progress,
                        desc="reference log-probs")
@@ -180,7 +190,8 @@ def run_eval(cfg: EvalConfig, *, judge=None, reference_memo: dict | None = None)
         print(f"upo eval: WARNING: --prompts {cfg.prompts}, but {cfg.data} holds out {len(heldout)} rows: "
               f"evaluating those ({len(refs)} with a reference response)", flush=True)
 
-    tokenizer, model = _load(model_path)
+    adapters = (Path(model_path) / "adapter_config.json").is_file()  # QLoRA's adapters alone: on their 4-bit base
+    tokenizer, model = _load(model_path, qlora_base(model_path) if adapters else None)
     told = cfg.aux_coef  # the aux_coef the prompts tell a model steered by token (`upo.data.steering`)
     if is_adapter_steered(model_path):  # steered by adapter: the condition is in the weights (`upo.steer_adapter`)
         model, told = load_steered(model, model_path, cfg.aux_coef), None
@@ -213,7 +224,7 @@ def run_eval(cfg: EvalConfig, *, judge=None, reference_memo: dict | None = None)
     gc.collect()
     pair_units = ([], {})
     if policy is not None:
-        common, values = implicit_reward_values(policy, _reference_logps(cfg, pairs, reference_memo), beta)
+        common, values = implicit_reward_values(policy, _reference_logps(cfg, pairs, reference_memo, model_path), beta)
         pair_units = ([unit_id([pairs[i].prompt, pairs[i].chosen, pairs[i].rejected]) for i in common], values)
 
     texts = [prompt_text(r["prompt"]) for r in rows]
