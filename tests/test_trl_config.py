@@ -179,9 +179,13 @@ def test_the_legacy_rpo_alpha_beside_a_loss_type_list_is_refused():
     assert translate({"rpo_alpha": 0.3}, "dpo").values["rpo_alpha"] == 0.3  # alone: earlier TRL's RPO
 
 
-def test_trls_simpo_with_its_nll_term_is_refused():
-    out = translate({"loss_type": "simpo"}, "cpo")  # TRL's cpo_alpha defaults to 1: CPO-SimPO
-    assert out.errors and "set cpo_alpha: 0 for SimPO" in out.errors[0]
+def test_trls_simpo_with_its_nll_term_is_cpo_simpo():
+    """TRL's cpo_alpha defaults to 1: CPO-SimPO, SimPO plus the chosen NLL: upo's mix of simpo and sft."""
+    out = translate({"loss_type": "simpo", "simpo_gamma": 0.8}, "cpo")
+    assert not out.errors
+    assert (out.values["method"], out.values["loss_mix"], out.values["simpo_gamma"]) == ("mix", {"simpo": 1.0, "sft": 1.0},
+                                                                                          0.8)
+    assert "cpo_alpha" not in out.values and any("CPO-SimPO" in note for note in out.notes)
 
 
 def test_lora_takes_peft_defaults_for_the_architecture(tiny_model_dir):

@@ -261,6 +261,7 @@ and nothing is written.
   use_peft, load_in_4bit (QLoRA)                      lora: true, load_in_4bit: true
   CPOTrainer, loss_type sigmoid                       method: cpo
   CPOTrainer, loss_type simpo, cpo_alpha 0            method: simpo
+  CPOTrainer, loss_type simpo, cpo_alpha a > 0        method: mix, loss_mix: {simpo: 1, sft: a} (CPO-SimPO)
   ORPOTrainer                                         method: orpo
 """
 

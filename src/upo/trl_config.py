@@ -206,9 +206,13 @@ def _method(ctx: _Context) -> None:
         elif types_ == ["simpo"] and cpo_alpha == 0.0:
             out.set("method", "simpo", where)
             effective.pop("cpo_alpha")  # 0: upo's simpo has no NLL term to weigh
-        elif types_ == ["simpo"] and cpo_alpha is not None:
-            ctx.refuse("loss_type", "TRL's simpo adds cpo_alpha (default 1) times the chosen NLL (CPO-SimPO); upo's "
-                       "simpo is the paper's, without it: set cpo_alpha: 0 for SimPO")
+        elif types_ == ["simpo"] and cpo_alpha is not None:  # CPO-SimPO: SimPO plus cpo_alpha times the chosen NLL
+            out.set("method", "mix", where + " with cpo_alpha > 0 (CPO-SimPO)")
+            origin = ctx.origin("cpo_alpha") if "cpo_alpha" in ctx.given else "TRL's default cpo_alpha: 1.0"
+            out.set("loss_mix", {"simpo": 1.0, "sft": cpo_alpha}, origin + " (the NLL term's weight)")
+            effective.pop("cpo_alpha", None)
+            out.notes.append("the NLL term (CPO-SimPO's): TRL averages it over all chosen tokens of the batch; upo "
+                             "over each chosen response's tokens, then over the pairs")
         elif types_ != ["simpo"]:
             ctx.refuse("loss_type", f"{effective.get('loss_type')!r}: upo translates CPOTrainer's sigmoid (CPO) and "
                        "simpo")
