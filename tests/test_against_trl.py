@@ -108,6 +108,7 @@ PAIR_LOSSES = {  # TRL's loss_type -> upo's pure loss and its keyword arguments
     "apo_zero": (pl.apo_zero_loss, {}), "apo_down": (pl.apo_down_loss, {}),
     "exo_pair": (pl.exo_pair_loss, {"exo_epsilon": 1e-3}), "discopop": (pl.discopop_loss, {"discopop_tau": 0.05}),
     "aot": (pl.aot_loss, {"label_smoothing": 0.1}), "aot_unpaired": (pl.aot_unpaired_loss, {"label_smoothing": 0.0}),
+    "sigmoid_norm": (pl.sigmoid_norm_loss, {}),  # takes the lengths too (below)
 }
 
 
@@ -128,7 +129,8 @@ def test_dpo_relatives_are_trls(loss_type, beta):
     trl_kwargs = {"exo_epsilon": "label_smoothing"}
     theirs = trl_dpo_loss(loss_type, per_token, mask, ref, beta=beta,
                           **{trl_kwargs.get(k, k): v for k, v in kwargs.items()})
-    ours = loss(*logps.chunk(2), *ref.chunk(2), beta=beta, **kwargs)[0]
+    lengths = (lengths.chunk(2),) if loss_type == "sigmoid_norm" else ()
+    ours = loss(*logps.chunk(2), *ref.chunk(2), *(t for pair in lengths for t in pair), beta=beta, **kwargs)[0]
     torch.testing.assert_close(ours.mean(), theirs)
 
 

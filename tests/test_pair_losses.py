@@ -113,3 +113,14 @@ def test_rewards_are_beta_times_each_logratio_detached(loss):
     _, chosen, rejected = loss(pc, *TWO_PAIRS[1:], beta=0.5)
     assert chosen.tolist() == pytest.approx([0.0, -1.5]) and rejected.tolist() == pytest.approx([-1.0, 0.5])
     assert not chosen.requires_grad
+
+
+def test_sigmoid_norm_hand_worked():
+    """Chosen log-ratio -1 over 2 tokens, rejected -2 over 4: -0.5 - -0.5 = 0 -> log 2 = 0.693147; rejected over 1
+    token: -0.5 - -2 = 1.5 -> softplus(-1.5) = 0.201413; with forward KL the scores 1 - e (=-1.718282) / 2 and
+    1 - e^2 (=-6.389056) / 1: -0.859141 + 6.389056 = 5.529915 -> softplus(-5.529915) = 0.003958."""
+    n = lambda *v: torch.tensor(v)  # noqa: E731
+    assert pl.sigmoid_norm_loss(*ONE_PAIR, n(2), n(4), beta=1.0)[0].item() == pytest.approx(0.693147, abs=1e-6)
+    assert pl.sigmoid_norm_loss(*ONE_PAIR, n(2), n(1), beta=1.0)[0].item() == pytest.approx(0.201413, abs=1e-6)
+    assert pl.sigmoid_norm_loss(*ONE_PAIR, n(2), n(1), beta=1.0, f_divergence="forward_kl")[0].item() == pytest.approx(
+        0.003958, abs=1e-6)

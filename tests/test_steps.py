@@ -44,6 +44,7 @@ METRIC_NAMES = {
     "cpo": ["loss", *PAIR, "nll_loss"],
     "orpo": ["loss", *PAIR, "nll_loss", "orpo/log_odds_ratio", "orpo/odds_ratio_loss"],
     "ipo": ["loss", *PAIR],
+    "sigmoid_norm": ["loss", *PAIR],
     "mix": ["loss", *PAIR, "nll_loss", "mix/dpo", "mix/bco_pair", "mix/sft"],  # dpo's metrics first (RPO's nll_loss)
     "kto": ["loss", *UNPAIRED, "kto/kl"],
     "upo": ["loss", *UNPAIRED, "kto/kl", *UPO],  # pref_loss kto (the default)
@@ -137,6 +138,9 @@ EXPECTED_LOSS = {
                          if c.ipo_per_token else
                          losses.ipo_loss(*halves(x.policy_logps), *halves(x.reference_logps), beta=c.beta))[0].mean(),
     "kto": lambda x, c: kto_losses(x, c).mean(),
+    "sigmoid_norm": lambda x, c: pl.sigmoid_norm_loss(*halves(x.policy_logps), *halves(x.reference_logps),
+                                                      *halves(x.num_tokens), beta=c.beta, f_divergence=c.f_divergence,
+                                                      f_alpha=c.f_alpha_divergence_coef)[0].mean(),
     "mix": lambda x, c: (0.8 * dpo_losses(x, c).mean() + 1.5 * bl.sft_loss(x.policy_mean_logps[:2]).mean()
                          + 0.2 * pl.bco_pair_loss(*halves(x.policy_logps), *halves(x.reference_logps), beta=c.beta)[0].mean()),
     "upo": upo_expected,

@@ -114,12 +114,12 @@ def test_constant_schedule_drops_warmup_as_transformers_does():
 
 
 def test_every_untranslatable_key_is_refused_with_its_line(tmp_path):
-    path = write(tmp_path, "learning_rate: 1.0e-6\nloss_type: sigmoid_norm\nnum_train_epochs: 1.5\nload_in_8bit: true\n"
+    path = write(tmp_path, "learning_rate: 1.0e-6\nloss_type: wpo_norm\nnum_train_epochs: 1.5\nload_in_8bit: true\n"
                            "warmup_steps: 0.1\nmy_own_key: 3\nuse_weighting: true\n")
     with pytest.raises(ConfigError) as e:
         translate_file(path, "dpo")
     message = str(e.value)
-    for line, key, why in [(2, "loss_type", "sigmoid_norm: upo translates sigmoid, ipo, sft,"),
+    for line, key, why in [(2, "loss_type", "wpo_norm: upo translates sigmoid, ipo, sft,"),
                            (3, "num_train_epochs", "upo trains whole epochs"),
                            (4, "load_in_8bit", "an 8-bit base is not supported"),
                            (5, "warmup_steps", "a ratio of the total steps"),
@@ -163,6 +163,8 @@ def test_f_divergence_is_translated_for_trls_sigmoid_only():
     for trl in ({"loss_type": "hinge", "f_divergence_type": "forward_kl"},
                 {"loss_type": ["sigmoid", "bco_pair"], "f_divergence_type": "forward_kl"}):
         assert any("f_divergence_type: 'forward_kl': upo's f_divergence is dpo's" in e for e in translate(trl, "dpo").errors)
+    norm = translate({"loss_type": "sigmoid_norm", "f_divergence_type": "forward_kl"}, "dpo")
+    assert not norm.errors and (norm.values["method"], norm.values["f_divergence"]) == ("sigmoid_norm", "forward_kl")
 
 
 def test_trls_exo_pair_without_its_epsilon_is_refused():

@@ -253,7 +253,7 @@ and nothing is written.
   DPOTrainer, loss_type ipo                           method: ipo, ipo_per_token: true
   DPOTrainer, loss_type hinge, robust, nca_pair,      method: the same name
     bco_pair, sppo_hard, apo_zero, apo_down,
-    discopop, aot, aot_unpaired
+    discopop, aot, aot_unpaired, sigmoid_norm
   DPOTrainer, loss_type exo_pair, label_smoothing e   method: exo_pair, exo_epsilon: e
   DPOTrainer, loss_type [sigmoid, bco_pair, sft],     method: mix,
     loss_weights [0.8, 0.2, 1] (MPO)                    loss_mix: {dpo: 0.8, bco_pair: 0.2, sft: 1}
@@ -315,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = command(
         sub,
         "train",
-        help="train a model with UPO, DPO (or one of its relatives: hinge, robust, nca_pair, bco_pair, sppo_hard, apo_zero, apo_down, exo_pair, discopop, aot, aot_unpaired; or a weighted sum of paired methods: mix), IPO, KTO, SimPO, CPO, ORPO or a baseline (sft, csft, oppo, aoppo, modpo, alol, drov)",
+        help="train a model with UPO, DPO (or one of its relatives: hinge, robust, nca_pair, bco_pair, sppo_hard, apo_zero, apo_down, exo_pair, discopop, aot, aot_unpaired, sigmoid_norm; or a weighted sum of paired methods: mix), IPO, KTO, SimPO, CPO, ORPO or a baseline (sft, csft, oppo, aoppo, modpo, alol, drov)",
         description="Train a causal LM on preference data. Writes a run folder with the resolved config, "
         "metrics.jsonl, checkpoints/ and a save_pretrained final/ folder.",
         epilog=TRAIN_EPILOG,

@@ -66,14 +66,14 @@ class UPOConfig:
     group_by_length: bool = True  # batches of similar length, padded to their own longest
 
     # ---- method ------------------------------------------------------------------------------
-    method: str = "upo"  # upo | dpo | ipo | mix | hinge | robust | nca_pair | bco_pair | sppo_hard | apo_zero | apo_down | exo_pair | discopop | aot | aot_unpaired | kto | simpo | cpo | orpo | sft | csft | oppo | aoppo | modpo | alol | drov (README method table)
+    method: str = "upo"  # upo | dpo | ipo | mix | hinge | robust | nca_pair | bco_pair | sppo_hard | apo_zero | apo_down | exo_pair | discopop | aot | aot_unpaired | sigmoid_norm | kto | simpo | cpo | orpo | sft | csft | oppo | aoppo | modpo | alol | drov (README method table)
     pref_loss: str = "kto"  # UPO's preference term: kto | dpo | ipo
     loss_mix: Positive[dict[str, float]] | None = None  # mix: paired method -> weight; the loss is the weighted sum of their losses (TRL's loss_type list with loss_weights; MPO: {dpo: 0.8, bco_pair: 0.2, sft: 1}) (README, The losses)
     beta: Positive[float] = 0.1  # KL strength of the implicit reward beta * logratio (also DRO-V's tau; the reward scale of SimPO (its authors: 2-2.5) and CPO; ORPO's lambda)
     label_smoothing: Annotated[float, Interval("[0, 0.5)")] = 0.0  # conservative DPO (Mitchell 2023), also SimPO's, CPO's and AOT's; robust: the assumed label flip rate; 0 = plain DPO
     ipo_per_token: bool = False  # ipo: per-token mean log-ratios (each over its response length, as TRL 1.16's ipo) instead of the paper's summed ones
-    f_divergence: str = "reverse_kl"  # dpo: the regularizer's f-divergence, reverse_kl (DPO) | forward_kl | js_divergence | alpha_divergence (f-DPO, Wang et al. 2023; TRL's f_divergence_type)
-    f_alpha_divergence_coef: Annotated[float, Interval("(-inf, inf)")] = 0.5  # dpo with f_divergence alpha_divergence: its alpha, as TRL's (f'(u) = (u^(alpha-1) - 1) / (alpha-1))
+    f_divergence: str = "reverse_kl"  # dpo, sigmoid_norm: the regularizer's f-divergence, reverse_kl (DPO) | forward_kl | js_divergence | alpha_divergence (f-DPO, Wang et al. 2023; TRL's f_divergence_type)
+    f_alpha_divergence_coef: Annotated[float, Interval("(-inf, inf)")] = 0.5  # dpo, sigmoid_norm with f_divergence alpha_divergence: its alpha, as TRL's (f'(u) = (u^(alpha-1) - 1) / (alpha-1))
     rpo_alpha: NonNegative[float] = 0.0  # dpo: weight of the chosen responses' per-token NLL added to DPO (RPO, Pang et al. 2024); 0 = plain DPO
     simpo_gamma: NonNegative[float] = 0.5  # simpo: target reward margin gamma (absolute; its authors' gamma / beta is 0.3-0.8)
     exo_epsilon: Annotated[float, Interval("(0, 0.5)")] = 1e-3  # exo_pair: the labels' assumed error rate e, target distribution (1 - e, e) (TRL: label_smoothing)

@@ -102,6 +102,9 @@ METHODS: dict[str, Method] = {
             summary="AOT, Melnyk et al. 2024: DPO on the batch's sorted margins against the reference's"),
     **_pair("aot_unpaired", pl.aot_unpaired_loss, "label_smoothing",
             summary="AOT unpaired, Melnyk et al. 2024: DPO on sorted chosen against sorted rejected log-ratios"),
+    "sigmoid_norm": Method("sigmoid_norm", "paired", _mean_loss(steps.sigmoid_norm_step),
+                           reads=("beta", "f_divergence", "f_alpha_divergence_coef"),
+                           summary="TRL's sigmoid_norm: DPO on per-token (length-normalized) log-ratios"),
     "kto": Method("kto", "unpaired", _mean_loss(steps.kto_step), needs_kto_reference_point=True,
                   reads=("beta", "desirable_weight", "undesirable_weight"), summary="KTO, Ethayarajh et al. 2024"),
     "upo": Method(

@@ -16,6 +16,7 @@ With w = logratio_w = log pi(y_w|x) - log pi_ref(y_w|x), l = logratio_l, h = w -
     discopop      (1 - m) (-log s(beta h)) + m exp(-beta h), m = s(beta h / tau)   DiscoPOP (Lu et al. 2024)
     aot           DPO's loss on sort(logp_w - logp_l) - sort(logp_ref_w - logp_ref_l)   AOT (Melnyk et al. 2024)
     aot_unpaired  DPO's loss on sort(w) - sort(l)                        AOT, unpaired (same paper)
+    sigmoid_norm  -log s(beta (w / n_w - l / n_l)), n = the response's tokens      TRL's length-normalized DPO
 
 NCA, BCO, SPPO and APO look at each response's log-ratio alone, not only at the margin: they can
 push the chosen response's likelihood up (DPO only separates the two). AOT's two variants sort
@@ -33,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from upo.losses import smoothed_sigmoid_loss
+from upo.losses import f_divergence_scores, smoothed_sigmoid_loss
 
 
 def logratios(
@@ -155,3 +156,16 @@ def aot_unpaired_loss(
     lw, ll = logratios(pc, pr, rc, rr)
     d = torch.sort(lw).values - torch.sort(ll).values  # [B]
     return _with_rewards(smoothed_sigmoid_loss(beta * d, label_smoothing), lw, ll, beta)
+
+
+def sigmoid_norm_loss(
+    pc: Tensor, pr: Tensor, rc: Tensor, rr: Tensor, chosen_tokens: Tensor, rejected_tokens: Tensor, *, beta: float,
+    f_divergence: str = "reverse_kl", f_alpha: float = 0.5,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """TRL's sigmoid_norm: DPO on each response's score over its length, [B] -log s(beta (f'(w) / n_w -
+    f'(l) / n_l)), n = completion tokens (at least 1), f' the f-divergence's score (`f_divergence_scores`;
+    reverse KL: the log-ratio itself, so each is a per-token mean log-ratio)."""
+    lw, ll = logratios(pc, pr, rc, rr)
+    sw = f_divergence_scores(lw, f_divergence, f_alpha) / chosen_tokens.clamp(min=1)
+    sl = f_divergence_scores(ll, f_divergence, f_alpha) / rejected_tokens.clamp(min=1)
+    return _with_rewards(-F.logsigmoid(beta * (sw - sl)), lw, ll, beta)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from upo import baseline_losses, losses, reference_free_losses
+from upo import baseline_losses, losses, pair_losses, reference_free_losses
 
 if TYPE_CHECKING:
     from upo.forward import StepInputs
@@ -121,6 +121,16 @@ def pair_step(loss, *keys):
         return per_pair, pair_metrics(chosen_r, rejected_r, pc, pr)
 
     return step
+
+
+def sigmoid_norm_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
+    """TRL's sigmoid_norm (`upo.pair_losses.sigmoid_norm_loss`): it needs each response's length too."""
+    pc, pr = split_pairs(x.policy_logps)
+    rc, rr = split_pairs(x.reference_logps)
+    per_pair, chosen_r, rejected_r = pair_losses.sigmoid_norm_loss(
+        pc, pr, rc, rr, *split_pairs(x.num_tokens), beta=cfg.beta, f_divergence=cfg.f_divergence,
+        f_alpha=cfg.f_alpha_divergence_coef)
+    return per_pair, pair_metrics(chosen_r, rejected_r, pc, pr)
 
 
 def mix_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:

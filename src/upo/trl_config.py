@@ -224,7 +224,7 @@ def _method(ctx: _Context) -> None:
 
 # TRL 1.16's DPOTrainer loss_types -> upo's methods of the same losses (upo.pair_losses: the same names)
 PAIR_LOSS_TYPES = frozenset({"hinge", "robust", "nca_pair", "bco_pair", "sppo_hard", "apo_zero", "apo_down", "exo_pair",
-                             "discopop", "aot", "aot_unpaired"})
+                             "discopop", "aot", "aot_unpaired", "sigmoid_norm"})
 DPO_LOSS_TYPES = {"sigmoid": "dpo", "ipo": "ipo", "sft": "sft", **{t: t for t in sorted(PAIR_LOSS_TYPES)}}
 SMOOTHING_READERS = ("robust", "aot", "aot_unpaired")  # TRL's losses that read label_smoothing (exo_pair: its epsilon)
 
@@ -288,17 +288,17 @@ def _dpo_loss(ctx: _Context, types_: list[str], weights: list | None, where: str
 
 
 def _f_divergence(ctx: _Context) -> None:
-    """f_divergence_type (f-DPO) on TRL's sigmoid loss is upo's dpo with f_divergence; TRL applies it to
-    every term of a mix too, upo's to its dpo term only: refused there."""
+    """f_divergence_type (f-DPO) on TRL's sigmoid (or sigmoid_norm) loss is upo's dpo (sigmoid_norm) with
+    f_divergence; TRL applies it to every term of a mix too, upo's to its dpo term only: refused there."""
     kind = ctx.effective.get("f_divergence_type", "reverse_kl")
     if kind != "alpha_divergence" and "f_alpha_divergence_coef" in ctx.given:
         ctx.out.not_translated.append(f"f_alpha_divergence_coef ({ctx.where('f_alpha_divergence_coef')}: "
                                       "f_divergence_type is not alpha_divergence)")
     if kind == "reverse_kl":
         return
-    if ctx.out.values.get("method") != "dpo" or ctx.trainer != "dpo":
-        ctx.refuse("f_divergence_type", f"{kind!r}: upo's f_divergence is dpo's (TRL's sigmoid loss, alone or with "
-                   "sft as RPO); TRL applies it to its other loss types too")
+    if ctx.out.values.get("method") not in ("dpo", "sigmoid_norm") or ctx.trainer != "dpo":
+        ctx.refuse("f_divergence_type", f"{kind!r}: upo's f_divergence is dpo's and sigmoid_norm's (TRL's sigmoid "
+                   "alone or with sft as RPO, and sigmoid_norm); TRL applies it to its other loss types too")
         return
     ctx.out.set("f_divergence", kind, ctx.origin("f_divergence_type"))
     if kind == "alpha_divergence" and "f_alpha_divergence_coef" in ctx.given:
