@@ -134,6 +134,29 @@ def test_lora_merged_and_adapter_only(tiny_model_dir, pairs_file, tmp_path):
     assert (adapter / "adapter_config.json").exists()
 
 
+@pytest.mark.parametrize("variant", [{"use_dora": True}, {"use_rslora": True}])
+def test_dora_and_rslora_train_and_merge_into_the_trained_model(variant, tiny_model_dir, pairs_file, tmp_path):
+    """DoRA's magnitude vectors (and rsLoRA's alpha / sqrt(r) scale) train; the merged final/ computes what the
+    adapters on the base compute (same seed and data, saved once merged and once as adapters)."""
+    from peft import PeftModel
+
+    kw = dict(method="dpo", lora=True, lora_r=4, lora_alpha=8, **variant)
+    merged = train(_cfg(tiny_model_dir, pairs_file, tmp_path / "m", **kw))
+    adapters = train(_cfg(tiny_model_dir, pairs_file, tmp_path / "a", merge_lora=False, **kw))
+    config = json.loads((adapters / "adapter_config.json").read_text())
+    assert (config["use_dora"], config["use_rslora"]) == (bool(variant.get("use_dora")), bool(variant.get("use_rslora")))
+    saved = load_file(str(adapters / "adapter_model.safetensors"))
+    assert any("lora_magnitude_vector" in k for k in saved) == bool(variant.get("use_dora"))
+    on_base = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), adapters)
+    ids = torch.randint(0, 100, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = on_base(input_ids=ids).logits
+        torch.testing.assert_close(AutoModelForCausalLM.from_pretrained(merged)(input_ids=ids).logits, expected,
+                                   rtol=1e-4, atol=1e-5)
+        with on_base.disable_adapter():
+            assert (on_base(input_ids=ids).logits - expected).abs().max() > 1e-3  # the adapters changed the model
+
+
 def test_reference_model_without_precompute(tiny_model_dir, pairs_file, tmp_path):
     """The reference forward runs every step when log-probs are not precomputed; same losses at step 1."""
     a = train(_cfg(tiny_model_dir, pairs_file, tmp_path / "a", method="dpo", max_steps=1))

@@ -128,6 +128,14 @@ def test_every_untranslatable_key_is_refused_with_its_line(tmp_path):
         assert f"{path}:{line}: {key}: " in message and why in message, (key, message)
 
 
+def test_dora_and_rslora_are_translated_with_use_peft():
+    trl = {"use_peft": True, "lora_target_modules": ["q_proj"], "use_dora": True, "use_rslora": "true"}
+    out = translate(trl, "dpo")
+    assert not out.errors and (out.values["use_dora"], out.values["use_rslora"]) == (True, True)
+    plain = translate({"use_dora": True}, "dpo")
+    assert "use_dora" not in plain.values and any(k.startswith("use_dora") for k in plain.not_translated)
+
+
 def test_qlora_is_translated():
     """TRL's load_in_4bit with use_peft (QLoRA): upo's load_in_4bit, its quant type and nested quantization;
     without use_peft, or with a float storage dtype (FSDP's), refused."""
