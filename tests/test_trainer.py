@@ -134,10 +134,10 @@ def test_lora_merged_and_adapter_only(tiny_model_dir, pairs_file, tmp_path):
     assert (adapter / "adapter_config.json").exists()
 
 
-@pytest.mark.parametrize("variant", [{"use_dora": True}, {"use_rslora": True}])
+@pytest.mark.parametrize("variant", [{"use_dora": True}, {"use_rslora": True}, {"lora_modules_to_save": ["norm"]}])
 def test_dora_and_rslora_train_and_merge_into_the_trained_model(variant, tiny_model_dir, pairs_file, tmp_path):
-    """DoRA's magnitude vectors (and rsLoRA's alpha / sqrt(r) scale) train; the merged final/ computes what the
-    adapters on the base compute (same seed and data, saved once merged and once as adapters)."""
+    """DoRA's magnitude vectors (and rsLoRA's alpha / sqrt(r) scale, modules trained in full) train; the merged
+    final/ computes what the adapters on the base compute (same seed and data, saved merged and as adapters)."""
     from peft import PeftModel
 
     kw = dict(method="dpo", lora=True, lora_r=4, lora_alpha=8, **variant)
@@ -147,6 +147,8 @@ def test_dora_and_rslora_train_and_merge_into_the_trained_model(variant, tiny_mo
     assert (config["use_dora"], config["use_rslora"]) == (bool(variant.get("use_dora")), bool(variant.get("use_rslora")))
     saved = load_file(str(adapters / "adapter_model.safetensors"))
     assert any("lora_magnitude_vector" in k for k in saved) == bool(variant.get("use_dora"))
+    assert any(k.endswith("model.norm.weight") for k in saved) == bool(variant.get("lora_modules_to_save"))
+    assert config["modules_to_save"] == (variant.get("lora_modules_to_save") or None)
     on_base = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), adapters)
     ids = torch.randint(0, 100, (2, 12), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

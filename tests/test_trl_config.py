@@ -129,9 +129,11 @@ def test_every_untranslatable_key_is_refused_with_its_line(tmp_path):
 
 
 def test_dora_and_rslora_are_translated_with_use_peft():
-    trl = {"use_peft": True, "lora_target_modules": ["q_proj"], "use_dora": True, "use_rslora": "true"}
+    trl = {"use_peft": True, "lora_target_modules": ["q_proj"], "use_dora": True, "use_rslora": "true",
+           "lora_modules_to_save": ["lm_head"]}
     out = translate(trl, "dpo")
     assert not out.errors and (out.values["use_dora"], out.values["use_rslora"]) == (True, True)
+    assert out.values["lora_modules_to_save"] == ["lm_head"]
     plain = translate({"use_dora": True}, "dpo")
     assert "use_dora" not in plain.values and any(k.startswith("use_dora") for k in plain.not_translated)
 

@@ -126,6 +126,7 @@ class UPOConfig:
     lora_alpha: Positive[int] = 32  # LoRA scaling numerator (scale = alpha / r)
     lora_dropout: Annotated[float, Interval("[0, 1)")] = 0.0  # dropout on the LoRA branch
     lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"])  # module names to adapt, or all-linear
+    lora_modules_to_save: list[str] = field(default_factory=list)  # modules trained in full beside the adapters and saved with them, e.g. [lm_head] (peft's modules_to_save: names matched as peft matches them)
     use_rslora: bool = False  # rank-stabilized LoRA: scale alpha / sqrt(r) instead of alpha / r (Kalajdzievski 2023; peft's use_rslora)
     use_dora: bool = False  # DoRA: each adapted weight's magnitude trained apart from its LoRA direction (Liu et al. 2024; peft's use_dora)
     merge_lora: bool = True  # merge adapters into the weights of final/
@@ -256,7 +257,8 @@ class UPOConfig:
             unread["steer_by"] = "the run is not steered (no steer_aux_coefs or steer_reward_mixes)"
         if not self.lora:
             unread.update(dict.fromkeys(("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "merge_lora",
-                                         "lora_base_dtype", "load_in_4bit", "use_rslora", "use_dora"), "lora is false"))
+                                         "lora_base_dtype", "load_in_4bit", "use_rslora", "use_dora",
+                                         "lora_modules_to_save"), "lora is false"))
         if not (self.lora and self.load_in_4bit):
             unread.update(dict.fromkeys(("bnb_4bit_quant_type", "use_bnb_nested_quant"), "load_in_4bit is false"))
         if not self.relabel:

@@ -175,6 +175,7 @@ def add_lora(model, cfg: UPOConfig, trainable_token_ids: list[int] | None = None
         target_modules="all-linear" if targets == ["all-linear"] else targets,
         task_type="CAUSAL_LM",
         trainable_token_indices=trainable_token_ids or None,
+        modules_to_save=cfg.lora_modules_to_save or None,
         use_rslora=cfg.use_rslora,
         use_dora=cfg.use_dora,
     )

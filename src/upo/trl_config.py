@@ -401,7 +401,7 @@ _HANDLERS = {
     "train_sampling_strategy": _sampling,
     "disable_dropout": _must_be(True), "use_weighting": _must_be(False), "sync_ref_model": _must_be(False),
     "ld_alpha": _must_be(None), "dataset_config": _must_be(None),
-    "lora_modules_to_save": _must_be(None),
+
     "lora_target_parameters": _must_be(None), "trust_remote_code": _must_be(False),
     "max_completion_length": _must_be(None), "truncation_mode": _must_be("keep_start"),
     "warmup_ratio": _must_be(0.0), "gradient_checkpointing_kwargs": _must_be(None),
@@ -520,7 +520,8 @@ def _lora(ctx: _Context) -> None:
     use_peft, TRL ignores the lora_* keys, and so does the translation."""
     out = ctx.out
     if not ctx.effective.get("use_peft"):
-        for key in ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "use_dora", "use_rslora"):
+        for key in ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "use_dora", "use_rslora",
+                    "lora_modules_to_save"):
             if out.values.pop(RENAMED[key], None) is not None:
                 out.origins.pop(RENAMED[key])
                 out.not_translated.append(f"{key} ({ctx.where(key)}: use_peft is false)")
