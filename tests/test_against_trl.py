@@ -19,7 +19,7 @@ import torch
 
 from upo import pair_losses as pl
 from upo.losses import dpo_loss
-from upo.reference_free_losses import cpo_loss, orpo_loss, simpo_loss
+from upo.reference_free_losses import alphapo_reward, cpo_loss, orpo_loss, simpo_loss
 
 cpo_trainer = pytest.importorskip("trl.experimental.cpo.cpo_trainer")
 orpo_trainer = pytest.importorskip("trl.experimental.orpo.orpo_trainer")
@@ -35,11 +35,16 @@ def mean_logps(n: int, seed: int) -> torch.Tensor:
     return -torch.exp(torch.empty(n).uniform_(-9.0, 1.8, generator=g))
 
 
-@pytest.mark.parametrize(("beta", "gamma", "label_smoothing"), [(2.0, 1.0, 0.0), (2.5, 0.3, 0.1), (0.1, 0.5, 0.0)])
-def test_simpo_is_trls(beta, gamma, label_smoothing):
+@pytest.mark.parametrize(("beta", "gamma", "label_smoothing", "alpha"),
+                         [(2.0, 1.0, 0.0, 0.0), (2.5, 0.3, 0.1, 0.0), (0.1, 0.5, 0.0, 0.0), (2.0, 0.5, 0.0, 0.25),
+                          (2.0, 0.5, 0.1, -0.5)])
+def test_simpo_is_trls(beta, gamma, label_smoothing, alpha):
+    """With alpha != 0: AlphaPO (upo's alphapo_alpha, TRL's CPOConfig.alpha)."""
     mc, mr = mean_logps(64, 1), mean_logps(64, 2)
-    ours, chosen, rejected = simpo_loss(mc, mr, beta=beta, gamma=gamma, label_smoothing=label_smoothing)
+    ours, chosen, rejected = simpo_loss(alphapo_reward(mc, alpha), alphapo_reward(mr, alpha), beta=beta, gamma=gamma,
+                                        label_smoothing=label_smoothing)
     trl = trainer(loss_type="simpo", beta=beta, simpo_gamma=gamma, label_smoothing=label_smoothing)
+    trl.alpha = alpha
     theirs, their_chosen, their_rejected = cpo_trainer.CPOTrainer.cpo_loss(trl, mc, mr)
     torch.testing.assert_close(ours, theirs)
     torch.testing.assert_close(chosen, their_chosen)

@@ -263,7 +263,7 @@ def test_every_method_accepts_the_keys_it_reads_and_refuses_the_other_method_key
                "aux_coef": 0.5, "eta": 2.0, "max_weight": 5.0, "tau": 0.5, "aux_logp": "sum", "ppo_clip": 0.1,
                "alol_clip": 0.5, "modpo_w0": 2.0, "pref_loss": "dpo", "rpo_alpha": 0.5, "simpo_gamma": 1.0,
                "cpo_alpha": 0.5, "ipo_per_token": True, "exo_epsilon": 0.01, "discopop_tau": 0.1,
-               "f_divergence": "js_divergence", "f_alpha_divergence_coef": 0.3,
+               "f_divergence": "js_divergence", "f_alpha_divergence_coef": 0.3, "alphapo_alpha": 0.1,
                "loss_mix": {"simpo": 1.0, "sft": 0.5}}
     assert sorted(changed) == sorted(method_keys())
     for name, m in METHODS.items():

@@ -101,3 +101,15 @@ def test_log_odds_stays_finite_near_probability_one_in_float32():
     assert torch.isinf(torch.log1p(-torch.exp(m[:1]))).all()  # the naive form fails here
     assert value[0].item() == pytest.approx(-math.log(1e-9), rel=1e-6)
     assert value[1].item() == pytest.approx(-20.0 - math.log1p(-math.exp(-20.0)), rel=1e-6)
+
+
+
+def test_alphapo_reward_hand_worked():
+    """alpha 0.5 at log p = -2: (1 - e^(0.5 * 2)) / 0.5 = (1 - e) / 0.5 = -3.436564 (below log p); alpha 0 is log p;
+    alpha -0.5: (1 - e^(-1)) / -0.5 = -1.264241 (above log p: bounded below by 1 / alpha = -2)."""
+    from upo.reference_free_losses import alphapo_reward
+
+    logps = torch.tensor([-2.0])
+    assert alphapo_reward(logps, 0.5).item() == pytest.approx(-3.436564, abs=1e-6)
+    assert alphapo_reward(logps, 0.0).item() == -2.0
+    assert alphapo_reward(logps, -0.5).item() == pytest.approx(-1.264241, abs=1e-6)

@@ -61,7 +61,8 @@ METRIC_NAMES = {
 CFG = dict(beta=0.3, label_smoothing=0.1, desirable_weight=1.5, undesirable_weight=0.7, aux_coef=0.4, eta=2.0,
            max_weight=3.0, tau=0.8, modpo_w0=2.0, ppo_clip=0.1, alol_clip=0.5, rpo_alpha=0.6, simpo_gamma=0.7,
            cpo_alpha=0.8, ipo_per_token=True, exo_epsilon=0.05, discopop_tau=0.3,
-           loss_mix={"dpo": 0.8, "bco_pair": 0.2, "sft": 1.5}, f_divergence="alpha_divergence", f_alpha_divergence_coef=0.3)
+           loss_mix={"dpo": 0.8, "bco_pair": 0.2, "sft": 1.5}, f_divergence="alpha_divergence", f_alpha_divergence_coef=0.3,
+           alphapo_alpha=0.2)
 
 
 def config(method: str, **overrides) -> UPOConfig:
@@ -129,9 +130,11 @@ EXPECTED_LOSS = {
     **{name: (lambda x, c, loss=loss, keys=keys: loss(*halves(x.policy_logps), *halves(x.reference_logps),
                                                       beta=c.beta, **{k: getattr(c, k) for k in keys})[0].mean())
        for name, (loss, keys) in PAIR_LOSSES.items()},
-    "simpo": lambda x, c: rf.simpo_loss(*halves(x.policy_mean_logps), beta=c.beta, gamma=c.simpo_gamma,
+    "simpo": lambda x, c: rf.simpo_loss(*halves(rf.alphapo_reward(x.policy_mean_logps, c.alphapo_alpha)), beta=c.beta,
+                                        gamma=c.simpo_gamma,
                                         label_smoothing=c.label_smoothing)[0].mean(),
-    "cpo": lambda x, c: rf.cpo_loss(*halves(x.policy_logps), x.policy_mean_logps[:2], beta=c.beta, alpha=c.cpo_alpha,
+    "cpo": lambda x, c: rf.cpo_loss(*halves(rf.alphapo_reward(x.policy_logps, c.alphapo_alpha)), x.policy_mean_logps[:2],
+                                    beta=c.beta, alpha=c.cpo_alpha,
                                     label_smoothing=c.label_smoothing)[0].mean(),
     "orpo": lambda x, c: rf.orpo_loss(*halves(x.policy_mean_logps), beta=c.beta).losses.mean(),
     "ipo": lambda x, c: (losses.ipo_loss(*halves(x.policy_mean_logps), *halves(x.reference_mean_logps()), beta=c.beta)

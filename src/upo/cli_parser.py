@@ -243,8 +243,8 @@ the same objective on the same data with the same optimizer settings.
 Each output line says which TRL key (and line) its value came from; TRL's defaults are written out
 where upo's differ and the updates depend on them (learning rate 1e-6, linear schedule, 3 epochs,
 batch 8, max_length 1024, ...). Keys that change nothing about the updates in upo (logging, Hub
-pushes, loader workers, kernels) are listed as not translated. A key upo cannot reproduce (AlphaPO,
-an 8-bit base, WPO weighting, another loss_type, a fractional epoch count, ...) is an error naming its line,
+pushes, loader workers, kernels) are listed as not translated. A key upo cannot reproduce (CPOTrainer's
+hinge or ipo, an 8-bit base, WPO weighting, another loss_type, a fractional epoch count, ...) is an error naming its line,
 and nothing is written.
 
   TRL                                                 upo
@@ -262,6 +262,7 @@ and nothing is written.
   CPOTrainer, loss_type sigmoid                       method: cpo
   CPOTrainer, loss_type simpo, cpo_alpha 0            method: simpo
   CPOTrainer, loss_type simpo, cpo_alpha a > 0        method: mix, loss_mix: {simpo: 1, sft: a} (CPO-SimPO)
+  CPOTrainer, alpha a (AlphaPO; loss_type alphapo)    alphapo_alpha: a (loss_type alphapo: method simpo)
   ORPOTrainer                                         method: orpo
 """
 

@@ -78,6 +78,7 @@ class UPOConfig:
     simpo_gamma: NonNegative[float] = 0.5  # simpo: target reward margin gamma (absolute; its authors' gamma / beta is 0.3-0.8)
     exo_epsilon: Annotated[float, Interval("(0, 0.5)")] = 1e-3  # exo_pair: the labels' assumed error rate e, target distribution (1 - e, e) (TRL: label_smoothing)
     discopop_tau: Positive[float] = 0.05  # discopop: temperature of the blend between logistic and exponential loss (its authors' 0.05)
+    alphapo_alpha: Annotated[float, Interval("(-inf, inf)")] = 0.0  # simpo, cpo: AlphaPO's reward shape (1 - p^-alpha) / alpha in place of log p (Gupta et al. 2025; TRL's CPOConfig alpha); 0 = log p
     cpo_alpha: NonNegative[float] = 1.0  # cpo: weight of the chosen responses' per-token NLL
     desirable_weight: Positive[float] = 1.0  # KTO lambda_D
     undesirable_weight: Positive[float] = 1.0  # KTO lambda_U

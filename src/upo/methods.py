@@ -124,10 +124,10 @@ METHODS: dict[str, Method] = {
                   summary="a weighted sum of paired methods' losses (loss_mix; TRL's loss_type list, e.g. MPO)"),
     # ---- reference-free preference losses (upo.reference_free_losses): no reference model ----
     "simpo": Method("simpo", "paired", _mean_loss(steps.simpo_step), uses_reference=False,
-                    reads=("beta", "simpo_gamma", "label_smoothing"),
+                    reads=("beta", "simpo_gamma", "label_smoothing", "alphapo_alpha"),
                     summary="SimPO, Meng et al. 2024: length-normalized reward with a target margin"),
     "cpo": Method("cpo", "paired", _mean_loss(steps.cpo_step), uses_reference=False,
-                  reads=("beta", "cpo_alpha", "label_smoothing"),
+                  reads=("beta", "cpo_alpha", "label_smoothing", "alphapo_alpha"),
                   summary="CPO, Xu et al. 2024: reference-free DPO plus the chosen responses' NLL"),
     "orpo": Method("orpo", "paired", _mean_loss(steps.orpo_step), uses_reference=False, reads=("beta",),
                    summary="ORPO, Hong et al. 2024: NLL plus beta (ORPO's lambda) times an odds-ratio loss"),

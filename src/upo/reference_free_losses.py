@@ -83,6 +83,16 @@ def cpo_loss(
     return preference + alpha * nll, chosen_rewards.detach(), rejected_rewards.detach(), nll.detach()
 
 
+def alphapo_reward(logps: Tensor, alpha: float) -> Tensor:
+    """AlphaPO's reward shape (Gupta et al. 2025, arXiv 2501.03884; TRL's CPOConfig.alpha): [N]
+    (1 - p^(-alpha)) / alpha with p = exp(logps), i.e. -expm1(-alpha logps) / alpha; alpha 0 is logps
+    itself (SimPO's and CPO's reward). With alpha > 0 the reward falls faster than log p as p falls
+    (-(e^(alpha |log p|) - 1) / alpha); with alpha < 0 it is bounded below by 1 / alpha, saturating."""
+    if alpha == 0.0:
+        return logps
+    return -torch.expm1(-alpha * logps) / alpha
+
+
 @dataclass
 class ORPOLoss:
     losses: Tensor  # [B] nll + lambda * odds-ratio loss (with grad)

@@ -221,7 +221,7 @@ def csft_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
 
 def simpo_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
     pc, pr = split_pairs(x.policy_logps)
-    mc, mr = split_pairs(x.policy_mean_logps)
+    mc, mr = (reference_free_losses.alphapo_reward(m, cfg.alphapo_alpha) for m in split_pairs(x.policy_mean_logps))
     per_pair, chosen_r, rejected_r = reference_free_losses.simpo_loss(
         mc, mr, beta=cfg.beta, gamma=cfg.simpo_gamma, label_smoothing=cfg.label_smoothing)
     return per_pair, pair_metrics(chosen_r, rejected_r, pc, pr)
@@ -230,8 +230,9 @@ def simpo_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
 def cpo_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
     pc, pr = split_pairs(x.policy_logps)
     mc, _ = split_pairs(x.policy_mean_logps)
+    sc, sr = (reference_free_losses.alphapo_reward(p, cfg.alphapo_alpha) for p in (pc, pr))  # AlphaPO's shape
     per_pair, chosen_r, rejected_r, nll = reference_free_losses.cpo_loss(
-        pc, pr, mc, beta=cfg.beta, alpha=cfg.cpo_alpha, label_smoothing=cfg.label_smoothing)
+        sc, sr, mc, beta=cfg.beta, alpha=cfg.cpo_alpha, label_smoothing=cfg.label_smoothing)
     metrics = pair_metrics(chosen_r, rejected_r, pc, pr)
     metrics["nll_loss"] = nll.mean()
     return per_pair, metrics

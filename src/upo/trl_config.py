@@ -14,7 +14,7 @@ objective on the same data with the same optimizer settings, except where a note
 - Keys that change nothing about the updates in upo (logging folders, Hub pushes, data-loader
   workers, kernels) are listed as not translated; differences upo cannot remove (ORPO's NLL over
   the prompt, data order, weight decay on norms) are listed as notes.
-- A key whose TRL meaning upo cannot reproduce (AlphaPO, an 8-bit base, WPO weighting, other loss_types,
+- A key whose TRL meaning upo cannot reproduce (an 8-bit base, WPO weighting, CPOTrainer's hinge and ipo,
   a fractional epoch count, ...) is an error naming the file, the line and why; so is a key
   neither knows, and a value of the wrong type. Nothing is dropped silently.
 """
@@ -198,14 +198,18 @@ def _method(ctx: _Context) -> None:
             ctx.refuse("loss_type", f"{effective.get('loss_type')!r}: upo translates KTOTrainer's kto loss only")
     elif trainer == "cpo":
         alpha = ctx.number("alpha") if "alpha" in effective else 0.0
-        if alpha not in (None, 0.0):
-            ctx.refuse("alpha", "AlphaPO's reward transform is not in upo; alpha must be 0")
+        if alpha not in (None, 0.0):  # AlphaPO's reward shape, on CPO's and SimPO's reward alike
+            out.set("alphapo_alpha", alpha, ctx.origin("alpha") + " (AlphaPO)")
         cpo_alpha = ctx.number("cpo_alpha") if "cpo_alpha" in effective else 1.0
+        if types_ == ["alphapo"]:  # TRL's sugar: simpo with cpo_alpha 0 (whatever cpo_alpha says)
+            types_, cpo_alpha = ["simpo"], 0.0
+            if effective.get("cpo_alpha") not in (None, 0, 0.0):
+                out.notes.append("cpo_alpha not translated: TRL's loss_type alphapo sets it to 0")
         if types_ in ([], ["sigmoid"]):
             out.set("method", "cpo", where)
         elif types_ == ["simpo"] and cpo_alpha == 0.0:
             out.set("method", "simpo", where)
-            effective.pop("cpo_alpha")  # 0: upo's simpo has no NLL term to weigh
+            effective.pop("cpo_alpha", None)  # 0: upo's simpo has no NLL term to weigh
         elif types_ == ["simpo"] and cpo_alpha is not None:  # CPO-SimPO: SimPO plus cpo_alpha times the chosen NLL
             out.set("method", "mix", where + " with cpo_alpha > 0 (CPO-SimPO)")
             origin = ctx.origin("cpo_alpha") if "cpo_alpha" in ctx.given else "TRL's default cpo_alpha: 1.0"
@@ -214,8 +218,8 @@ def _method(ctx: _Context) -> None:
             out.notes.append("the NLL term (CPO-SimPO's): TRL averages it over all chosen tokens of the batch; upo "
                              "over each chosen response's tokens, then over the pairs")
         elif types_ != ["simpo"]:
-            ctx.refuse("loss_type", f"{effective.get('loss_type')!r}: upo translates CPOTrainer's sigmoid (CPO) and "
-                       "simpo")
+            ctx.refuse("loss_type", f"{effective.get('loss_type')!r}: upo translates CPOTrainer's sigmoid (CPO), "
+                       "simpo and alphapo")
     else:
         out.set("method", "orpo", f"TRL's {TRAINERS[trainer]}")
         out.notes.append("ORPO's NLL: TRL computes it over the prompt and the chosen response; upo over the chosen "
