@@ -234,7 +234,7 @@ def test_methods_that_use_rewards_take_them(method):
         (dict(method="orpo", simpo_gamma=1.0), "simpo_gamma (method 'orpo' does not read it; read by simpo)"),
         (dict(method="simpo", ref_model="some/model"), "ref_model (method 'simpo' uses no reference model)"),
         (dict(method="dpo", desirable_weight=2.0), "desirable_weight (method 'dpo' does not read it; read by kto, "
-                                                   "upo with pref_loss kto)"),
+                                                   "apo_zero_unpaired, upo with pref_loss kto)"),
         (dict(pref_loss="dpo", undesirable_weight=2.0), "undesirable_weight (method 'upo' with pref_loss 'dpo' does "
                                                         "not read it"),
         (dict(method="dpo", aux_coef=0.5), "aux_coef (method 'dpo' does not read it; read by upo)"),
@@ -244,7 +244,7 @@ def test_methods_that_use_rewards_take_them(method):
         (dict(method="dpo", modpo_w0=2.0), "modpo_w0 (method 'dpo' does not read it; read by modpo)"),
         (dict(method="csft", beta=0.2), "beta (method 'csft' does not read it; read by dpo, ipo, hinge, robust, "
                                            "nca_pair, bco_pair, sppo_hard, apo_zero, apo_down, exo_pair, discopop, aot, "
-                                           "aot_unpaired, sigmoid_norm, kto, upo, simpo, cpo, orpo, oppo"),
+                                           "aot_unpaired, sigmoid_norm, kto, apo_zero_unpaired, upo, simpo, cpo, orpo, oppo"),
         (dict(method="dpo", value_lr=1e-2), "value_lr (method 'dpo' has no value head)"),
         (dict(method="sft", ref_model="some/model"), "ref_model (method 'sft' uses no reference model)"),
     ],

@@ -47,6 +47,7 @@ METRIC_NAMES = {
     "sigmoid_norm": ["loss", *PAIR],
     "mix": ["loss", *PAIR, "nll_loss", "mix/dpo", "mix/bco_pair", "mix/sft"],  # dpo's metrics first (RPO's nll_loss)
     "kto": ["loss", *UNPAIRED, "kto/kl"],
+    "apo_zero_unpaired": ["loss", *UNPAIRED],
     "upo": ["loss", *UNPAIRED, "kto/kl", *UPO],  # pref_loss kto (the default)
     "sft": ["loss", "logps/chosen", "logps/rejected"],
     "csft": ["loss", "logps/chosen", "logps/rejected"],
@@ -141,6 +142,9 @@ EXPECTED_LOSS = {
                          if c.ipo_per_token else
                          losses.ipo_loss(*halves(x.policy_logps), *halves(x.reference_logps), beta=c.beta))[0].mean(),
     "kto": lambda x, c: kto_losses(x, c).mean(),
+    "apo_zero_unpaired": lambda x, c: losses.kto_loss(x.policy_logps, x.reference_logps, x.desirable, torch.tensor(0.0),
+                                                      beta=c.beta, desirable_weight=c.desirable_weight,
+                                                      undesirable_weight=c.undesirable_weight)[0].mean(),
     "sigmoid_norm": lambda x, c: pl.sigmoid_norm_loss(*halves(x.policy_logps), *halves(x.reference_logps),
                                                       *halves(x.num_tokens), beta=c.beta, f_divergence=c.f_divergence,
                                                       f_alpha=c.f_alpha_divergence_coef)[0].mean(),
@@ -290,3 +294,10 @@ def test_a_mixs_standard_metrics_come_from_a_term_with_a_reference_first():
     x.reference_logps = None
     _, metrics = METHODS["mix"].loss(x, UPOConfig(method="mix", beta=0.3, loss_mix={"simpo": 1.0, "sft": 1.0}))
     assert metrics["rewards/chosen"].item() == pytest.approx(-0.3)  # SimPO's: 0.3 * mean(-1, -1)
+
+
+def test_apo_zero_unpaired_hand_worked():
+    """beta 1, weights 1, unpaired make_inputs: logratios 1, 0.5, -1, 0.5 with desirable T, F, F, T:
+    1 - s(1) = 0.268941; s(0.5) = 0.622459; s(-1) = 0.268941; 1 - s(0.5) = 0.377541; mean 0.384471."""
+    loss, _ = METHODS["apo_zero_unpaired"].loss(make_inputs("unpaired"), UPOConfig(method="apo_zero_unpaired", beta=1.0))
+    assert loss.item() == pytest.approx(0.384471, abs=1e-6)

@@ -67,6 +67,7 @@ def test_an_empty_file_trains_with_trls_defaults_on_the_whole_split():
     [
         ("dpo", {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 0.5]}, {"method": "dpo", "rpo_alpha": 0.5}),
         ("kto", {"desirable_weight": 1.33}, {"method": "kto", "desirable_weight": 1.33}),
+        ("kto", {"loss_type": "apo_zero_unpaired"}, {"method": "apo_zero_unpaired"}),
         ("dpo", {"loss_type": "ipo", "beta": 0.5}, {"method": "ipo", "ipo_per_token": True, "beta": 0.5}),
         ("dpo", {"loss_type": "hinge"}, {"method": "hinge"}),
         ("dpo", {"loss_type": ["robust"], "label_smoothing": 0.1}, {"method": "robust", "label_smoothing": 0.1}),

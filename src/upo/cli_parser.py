@@ -258,6 +258,7 @@ and nothing is written.
   DPOTrainer, loss_type [sigmoid, bco_pair, sft],     method: mix,
     loss_weights [0.8, 0.2, 1] (MPO)                    loss_mix: {dpo: 0.8, bco_pair: 0.2, sft: 1}
   KTOTrainer                                          method: kto
+  KTOTrainer, loss_type apo_zero_unpaired             method: apo_zero_unpaired
   use_peft, load_in_4bit (QLoRA)                      lora: true, load_in_4bit: true
   CPOTrainer, loss_type sigmoid                       method: cpo
   CPOTrainer, loss_type simpo, cpo_alpha 0            method: simpo

@@ -66,7 +66,7 @@ class UPOConfig:
     group_by_length: bool = True  # batches of similar length, padded to their own longest
 
     # ---- method ------------------------------------------------------------------------------
-    method: str = "upo"  # upo | dpo | ipo | mix | hinge | robust | nca_pair | bco_pair | sppo_hard | apo_zero | apo_down | exo_pair | discopop | aot | aot_unpaired | sigmoid_norm | kto | simpo | cpo | orpo | sft | csft | oppo | aoppo | modpo | alol | drov (README method table)
+    method: str = "upo"  # upo | dpo | ipo | mix | hinge | robust | nca_pair | bco_pair | sppo_hard | apo_zero | apo_down | exo_pair | discopop | aot | aot_unpaired | sigmoid_norm | kto | apo_zero_unpaired | simpo | cpo | orpo | sft | csft | oppo | aoppo | modpo | alol | drov (README method table)
     pref_loss: str = "kto"  # UPO's preference term: kto | dpo | ipo
     loss_mix: Positive[dict[str, float]] | None = None  # mix: paired method -> weight; the loss is the weighted sum of their losses (TRL's loss_type list with loss_weights; MPO: {dpo: 0.8, bco_pair: 0.2, sft: 1}) (README, The losses)
     beta: Positive[float] = 0.1  # KL strength of the implicit reward beta * logratio (also DRO-V's tau; the reward scale of SimPO (its authors: 2-2.5) and CPO; ORPO's lambda)

@@ -107,6 +107,9 @@ METHODS: dict[str, Method] = {
                            summary="TRL's sigmoid_norm: DPO on per-token (length-normalized) log-ratios"),
     "kto": Method("kto", "unpaired", _mean_loss(steps.kto_step), needs_kto_reference_point=True,
                   reads=("beta", "desirable_weight", "undesirable_weight"), summary="KTO, Ethayarajh et al. 2024"),
+    "apo_zero_unpaired": Method("apo_zero_unpaired", "unpaired", _mean_loss(steps.apo_zero_unpaired_step),
+                                reads=("beta", "desirable_weight", "undesirable_weight"),
+                                summary="APO-zero on unpaired examples: KTO with its reference point at 0"),
     "upo": Method(
         "upo",
         "pref",

@@ -110,6 +110,17 @@ def kto_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
     return per_example, metrics
 
 
+def apo_zero_unpaired_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
+    """APO-zero on unpaired examples (D'Oosterlinck et al. 2024; TRL's KTOTrainer loss_type apo_zero_unpaired):
+    KTO's loss with its reference point fixed at 0, desirable 1 - s(beta logratio), undesirable s(beta logratio),
+    so no mismatched sequences are needed."""
+    zero = torch.zeros((), device=x.policy_logps.device)
+    per_example, rewards = losses.kto_loss(x.policy_logps, x.reference_logps, x.desirable, zero, beta=cfg.beta,
+                                           desirable_weight=cfg.desirable_weight,
+                                           undesirable_weight=cfg.undesirable_weight)
+    return per_example, unpaired_metrics(rewards, x.policy_logps, x.desirable)
+
+
 def pair_step(loss, *keys):
     """The step of a pairwise loss of the four summed log-probs (`upo.pair_losses`): beta and the
     config keys `keys` (its keyword arguments of the same names) passed in; the standard pair metrics."""

@@ -192,10 +192,11 @@ def _method(ctx: _Context) -> None:
     if trainer == "dpo":
         _dpo_loss(ctx, types_ or ["sigmoid"], weights, where)
     elif trainer == "kto":
-        if types_ in ([], ["kto"]):
-            out.set("method", "kto", where)
+        if types_ in ([], ["kto"], ["apo_zero_unpaired"]):
+            out.set("method", (types_ or ["kto"])[0], where)
         else:
-            ctx.refuse("loss_type", f"{effective.get('loss_type')!r}: upo translates KTOTrainer's kto loss only")
+            ctx.refuse("loss_type", f"{effective.get('loss_type')!r}: upo translates KTOTrainer's kto and "
+                       "apo_zero_unpaired")
     elif trainer == "cpo":
         alpha = ctx.number("alpha") if "alpha" in effective else 0.0
         if alpha not in (None, 0.0):  # AlphaPO's reward shape, on CPO's and SimPO's reward alike
