@@ -334,3 +334,13 @@ def test_the_shipped_trl_examples_become_valid_upo_configs(name, trainer, tmp_pa
     example = Path(__file__).resolve().parents[1] / "examples" / "trl" / name
     assert main(["from-trl", str(example), "--trainer", trainer, "--output", str(tmp_path / "upo.yaml")]) == 0
     assert load_config(str(tmp_path / "upo.yaml"), {}).method == trainer
+
+
+@pytest.mark.parametrize(("name", "trainer"), [("dpo", "dpo"), ("orpo", "orpo"), ("mpo", "dpo")])
+def test_the_example_trl_configs_translate(name, trainer):
+    from pathlib import Path
+
+    out = translate_file(Path(__file__).resolve().parents[1] / "examples" / "trl" / f"{name}.yaml", trainer)
+    assert out.values["method"] == {"dpo": "dpo", "orpo": "orpo", "mpo": "mix"}[name]
+    if name == "mpo":
+        assert out.values["loss_mix"] == {"dpo": 0.8, "bco_pair": 0.2, "sft": 1.0}
