@@ -51,11 +51,14 @@ def test_simpo_is_trls(beta, gamma, label_smoothing, alpha):
     torch.testing.assert_close(rejected, their_rejected)
 
 
-@pytest.mark.parametrize(("beta", "label_smoothing"), [(0.1, 0.0), (0.5, 0.2)])
-def test_cpo_preference_term_is_trls(beta, label_smoothing):
+@pytest.mark.parametrize(("beta", "label_smoothing", "alpha"), [(0.1, 0.0, 0.0), (0.5, 0.2, 0.0), (0.1, 0.0, -0.3)])
+def test_cpo_preference_term_is_trls(beta, label_smoothing, alpha):
+    """With alpha < 0: AlphaPO on CPO's summed log-probs (alpha > 0 is refused: it overflows)."""
     pc, pr = 40 * mean_logps(64, 3), 40 * mean_logps(64, 4)  # summed log-probs of ~40 tokens
-    ours, chosen, rejected, _ = cpo_loss(pc, pr, torch.zeros(64), beta=beta, alpha=0.0, label_smoothing=label_smoothing)
+    ours, chosen, rejected, _ = cpo_loss(alphapo_reward(pc, alpha), alphapo_reward(pr, alpha), torch.zeros(64), beta=beta,
+                                         alpha=0.0, label_smoothing=label_smoothing)
     trl = trainer(loss_type="sigmoid", beta=beta, simpo_gamma=0.5, label_smoothing=label_smoothing)
+    trl.alpha = alpha
     theirs, their_chosen, their_rejected = cpo_trainer.CPOTrainer.cpo_loss(trl, pc, pr)
     torch.testing.assert_close(ours, theirs)
     torch.testing.assert_close(chosen, their_chosen)
@@ -139,18 +142,23 @@ def test_dpo_relatives_are_trls(loss_type, beta):
     torch.testing.assert_close(ours.mean(), theirs)
 
 
+@pytest.mark.parametrize("loss_type", ["sigmoid", "sigmoid_norm"])
 @pytest.mark.parametrize(("f_divergence", "alpha"), [("forward_kl", 0.5), ("js_divergence", 0.5),
                                                     ("alpha_divergence", 0.5), ("alpha_divergence", -1.0)])
-def test_f_dpo_is_trls(f_divergence, alpha):
+def test_f_dpo_is_trls(f_divergence, alpha, loss_type):
     g = torch.Generator().manual_seed(11)
     mask = torch.zeros(64, 13)
     mask[:, 1:9] = 1
     per_token = -2.0 * torch.rand(64, 12, generator=g)
     logps = (per_token * mask[:, 1:]).sum(1)
     ref = logps + 2.0 * torch.randn(64, generator=g)
-    theirs = trl_dpo_loss("sigmoid", per_token, mask, ref, beta=0.1, f_divergence_type=f_divergence,
+    theirs = trl_dpo_loss(loss_type, per_token, mask, ref, beta=0.1, f_divergence_type=f_divergence,
                           f_alpha_divergence_coef=alpha)
-    ours = dpo_loss(*logps.chunk(2), *ref.chunk(2), beta=0.1, f_divergence=f_divergence, f_alpha=alpha)[0]
+    if loss_type == "sigmoid":
+        ours = dpo_loss(*logps.chunk(2), *ref.chunk(2), beta=0.1, f_divergence=f_divergence, f_alpha=alpha)[0]
+    else:
+        ours = pl.sigmoid_norm_loss(*logps.chunk(2), *ref.chunk(2), *mask[:, 1:].sum(1).chunk(2), beta=0.1,
+                                    f_divergence=f_divergence, f_alpha=alpha)[0]
     torch.testing.assert_close(ours.mean(), theirs)
 
 

@@ -263,7 +263,7 @@ def test_every_method_accepts_the_keys_it_reads_and_refuses_the_other_method_key
                "aux_coef": 0.5, "eta": 2.0, "max_weight": 5.0, "tau": 0.5, "aux_logp": "sum", "ppo_clip": 0.1,
                "alol_clip": 0.5, "modpo_w0": 2.0, "pref_loss": "dpo", "rpo_alpha": 0.5, "simpo_gamma": 1.0,
                "cpo_alpha": 0.5, "ipo_per_token": True, "exo_epsilon": 0.01, "discopop_tau": 0.1,
-               "f_divergence": "js_divergence", "f_alpha_divergence_coef": 0.3, "alphapo_alpha": 0.1,
+               "f_divergence": "js_divergence", "f_alpha_divergence_coef": 0.3, "alphapo_alpha": -0.1,
                "loss_mix": {"simpo": 1.0, "sft": 0.5}}
     assert sorted(changed) == sorted(method_keys())
     for name, m in METHODS.items():
@@ -281,3 +281,21 @@ def test_keys_read_by_the_run_are_accepted():
     UPOConfig(method="dpo", relabel=True, relabel_margin=2.0, rewards={"length": 1.0})
     UPOConfig(eval_steps=10, save_steps=5, save_total_limit=5, value_lr=1e-2, pref_loss="dpo")
     UPOConfig(method="dpo", eval_fraction=0.0, eval_dataset="held.jsonl", eval_steps=10, ref_model="some/model")
+
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        (dict(method="upo", lora=True, use_dora=True, steer_aux_coefs=[0, 1], steer_by="adapter"),
+         "steer_by: adapter combines two plain LoRA adapters into one .* which use_dora would not be"),
+        (dict(method="upo", lora=True, lora_modules_to_save=["norm"], steer_aux_coefs=[0, 1], steer_by="adapter"),
+         "which lora_modules_to_save would not be"),
+        (dict(method="csft", lora=True, lora_modules_to_save=["lm_head"]), "lora_modules_to_save with new control tokens"),
+        (dict(method="cpo", alphapo_alpha=0.2), "alphapo_alpha 0.2 with cpo"),
+        (dict(method="mix", loss_mix={"cpo": 1.0}, alphapo_alpha=0.2), "alphapo_alpha 0.2 with cpo"),
+    ],
+)
+def test_lora_variants_and_alphapo_settings_that_cannot_work_are_refused(keys, message):
+    with pytest.raises(ConfigError, match=message):
+        UPOConfig(**keys)

@@ -159,6 +159,19 @@ def test_dora_and_rslora_train_and_merge_into_the_trained_model(variant, tiny_mo
             assert (on_base(input_ids=ids).logits - expected).abs().max() > 1e-3  # the adapters changed the model
 
 
+def test_saved_modules_train_in_fp32_on_a_bf16_base(tiny_model_dir, pairs_file, tmp_path):
+    """peft copies saved modules in the base's dtype; upo keeps everything that trains in fp32."""
+    from upo.modeling import load_tokenizer
+    from upo.policy_lm import build_policy_lm
+
+    cfg = _cfg(tiny_model_dir, pairs_file, tmp_path, method="dpo", lora=True, lora_base_dtype="bf16", precision="bf16",
+               lora_modules_to_save=["norm"])
+    lm, _ = build_policy_lm(cfg, str(tiny_model_dir), load_tokenizer(str(tiny_model_dir)), {})
+    trained = {name: p.dtype for name, p in lm.named_parameters() if p.requires_grad}
+    assert any("modules_to_save" in name for name in trained) and set(trained.values()) == {torch.float32}
+    assert lm.get_input_embeddings().weight.dtype == torch.bfloat16  # the frozen base stays bf16
+
+
 def test_reference_model_without_precompute(tiny_model_dir, pairs_file, tmp_path):
     """The reference forward runs every step when log-probs are not precomputed; same losses at step 1."""
     a = train(_cfg(tiny_model_dir, pairs_file, tmp_path / "a", method="dpo", max_steps=1))

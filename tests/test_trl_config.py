@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from upo.cli import main
-from upo.config import ConfigError, load_config
+from upo.config import ConfigError, UPOConfig, load_config
 from upo.trl_config import translate, translate_file
 
 EXAMPLE = """\
@@ -91,6 +91,8 @@ def test_an_empty_file_trains_with_trls_defaults_on_the_whole_split():
         ("orpo", {"beta": 0.25}, {"method": "orpo", "beta": 0.25}),
         ("cpo", {"loss_type": "simpo", "cpo_alpha": 0.0, "alpha": 0.25}, {"method": "simpo", "alphapo_alpha": 0.25}),
         ("cpo", {"alpha": "-0.5"}, {"method": "cpo", "alphapo_alpha": -0.5}),
+        ("dpo", {"loss_type": ["sigmoid_norm", "sft"], "f_divergence_type": "js_divergence"},
+         {"method": "mix", "f_divergence": "js_divergence"}),
         ("cpo", {"loss_type": "alphapo", "alpha": 0.25, "cpo_alpha": 1.0},
          {"method": "simpo", "alphapo_alpha": 0.25, "cpo_alpha": None}),
         ("dpo", {"lr_scheduler_type": "constant_with_warmup", "warmup_steps": 5},
@@ -177,7 +179,8 @@ def test_f_divergence_is_translated_for_trls_sigmoid_only():
     assert any(k.startswith("f_alpha_divergence_coef") for k in js.not_translated)
     for trl in ({"loss_type": "hinge", "f_divergence_type": "forward_kl"},
                 {"loss_type": ["sigmoid", "bco_pair"], "f_divergence_type": "forward_kl"}):
-        assert any("f_divergence_type: 'forward_kl': upo's f_divergence is dpo's" in e for e in translate(trl, "dpo").errors)
+        assert any("f_divergence_type: 'forward_kl': upo's f_divergence is read by its dpo and sigmoid_norm" in e
+                   for e in translate(trl, "dpo").errors)
     norm = translate({"loss_type": "sigmoid_norm", "f_divergence_type": "forward_kl"}, "dpo")
     assert not norm.errors and (norm.values["method"], norm.values["f_divergence"]) == ("sigmoid_norm", "forward_kl")
 
@@ -344,3 +347,13 @@ def test_the_example_trl_configs_translate(name, trainer):
     assert out.values["method"] == {"dpo": "dpo", "orpo": "orpo", "mpo": "mix"}[name]
     if name == "mpo":
         assert out.values["loss_mix"] == {"dpo": 0.8, "bco_pair": 0.2, "sft": 1.0}
+    UPOConfig(**{**out.values, "dataset": "pairs.jsonl"})  # the translation is a valid upo config
+
+
+def test_what_trl_refuses_or_overflows_is_refused():
+    """KTOTrainer's kto loss drawing at random (TRL refuses it); CPO's sigmoid with AlphaPO alpha > 0 (TRL's loss is
+    inf on any long response)."""
+    assert any("TRL 1.16's KTOTrainer refuses it with the kto loss" in e
+               for e in translate({"train_sampling_strategy": "random"}, "kto").errors)
+    assert not translate({"loss_type": "apo_zero_unpaired", "train_sampling_strategy": "random"}, "kto").errors
+    assert any("alpha: 0.25: CPO's reward is the summed log-prob" in e for e in translate({"alpha": 0.25}, "cpo").errors)

@@ -179,6 +179,7 @@ class UPOConfig:
             )
         self._check_steering(METHODS)
         self._check_mix(METHODS[self.method])
+        self._check_lora_variants(METHODS[self.method])
         takes_rewards = [name for name, m in METHODS.items() if m.uses_rewards or m.accepts_rewards]
         if self.rewards and self.method not in takes_rewards and not self.relabel:
             raise ConfigError(
@@ -223,6 +224,25 @@ class UPOConfig:
         if not self.precompute_ref_logps:
             raise ConfigError(f"{keys} needs precompute_ref_logps: true: the reference log-probs do not "
                               "depend on the condition, so they are computed once, from the prompts without it")
+
+    def _check_lora_variants(self, method) -> None:
+        """What peft or the numbers cannot do: DoRA, rsLoRA or saved modules beside steering's second adapter,
+        saved modules beside new control tokens' trained rows, AlphaPO > 0 on CPO's summed log-probs."""
+        steered = self.steer_aux_coefs is not None or self.steer_reward_mixes is not None
+        variants = [k for k in ("use_dora", "use_rslora", "lora_modules_to_save") if getattr(self, k)]
+        if self.lora and steered and self.steer_by == "adapter" and variants:
+            raise ConfigError(f"steer_by: adapter combines two plain LoRA adapters into one (the sum of their "
+                              f"factors), which {', '.join(variants)} would not be; steer by token, or remove them")
+        tokens = method.control_tokens or (steered and self.steer_by == "token")
+        if self.lora and self.lora_modules_to_save and tokens:
+            raise ConfigError("lora_modules_to_save with new control tokens (csft, steering by token): peft trains the "
+                              "tokens' embedding rows and cannot also save whole modules around a tied embedding; "
+                              "remove lora_modules_to_save")
+        cpo = self.method == "cpo" or (method.mixes and "cpo" in (self.loss_mix or {}))
+        if cpo and self.alphapo_alpha > 0:
+            raise ConfigError(f"alphapo_alpha {self.alphapo_alpha} with cpo: CPO's reward is a response's summed "
+                              "log-prob, and (1 - p^-alpha) / alpha of it overflows for any long response; use "
+                              "alphapo_alpha with simpo (per-token means), or < 0 with cpo")
 
     def _check_mix(self, method) -> None:
         """A mix names at least one of the methods it can sum."""

@@ -179,7 +179,13 @@ def add_lora(model, cfg: UPOConfig, trainable_token_ids: list[int] | None = None
         use_rslora=cfg.use_rslora,
         use_dora=cfg.use_dora,
     )
-    return get_peft_model(model, lora_config)
+    model = get_peft_model(model, lora_config)
+    # What trains stays fp32 whatever the base's dtype (lora_base_dtype: bf16): peft makes the adapters fp32,
+    # but copies saved modules (modules_to_save) and trainable token rows in the base's dtype.
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+    return model
 
 
 def full_copy(lm, state: dict[str, torch.Tensor], merge: bool = False):

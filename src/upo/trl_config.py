@@ -201,6 +201,10 @@ def _method(ctx: _Context) -> None:
         alpha = ctx.number("alpha") if "alpha" in effective else 0.0
         if alpha not in (None, 0.0):  # AlphaPO's reward shape, on CPO's and SimPO's reward alike
             out.set("alphapo_alpha", alpha, ctx.origin("alpha") + " (AlphaPO)")
+            if alpha > 0 and types_ in ([], ["sigmoid"]):
+                ctx.refuse("alpha", f"{alpha}: CPO's reward is the summed log-prob, and p^-alpha of a whole response "
+                           "overflows (TRL computes p = exp(summed log-prob), 0 in fp32 below about -104, and its loss "
+                           "is then inf); AlphaPO is SimPO's (loss_type alphapo or simpo), or use alpha < 0")
         cpo_alpha = ctx.number("cpo_alpha") if "cpo_alpha" in effective else 1.0
         if types_ == ["alphapo"]:  # TRL's sugar: simpo with cpo_alpha 0 (whatever cpo_alpha says)
             types_, cpo_alpha = ["simpo"], 0.0
@@ -301,9 +305,12 @@ def _f_divergence(ctx: _Context) -> None:
                                       "f_divergence_type is not alpha_divergence)")
     if kind == "reverse_kl":
         return
-    if ctx.out.values.get("method") not in ("dpo", "sigmoid_norm") or ctx.trainer != "dpo":
-        ctx.refuse("f_divergence_type", f"{kind!r}: upo's f_divergence is dpo's and sigmoid_norm's (TRL's sigmoid "
-                   "alone or with sft as RPO, and sigmoid_norm); TRL applies it to its other loss types too")
+    method = ctx.out.values.get("method")
+    terms = set(ctx.out.values.get("loss_mix") or {}) if method == "mix" else {method}
+    if ctx.trainer != "dpo" or not terms or not terms <= {"dpo", "sigmoid_norm", "sft"}:
+        ctx.refuse("f_divergence_type", f"{kind!r}: upo's f_divergence is read by its dpo and sigmoid_norm losses "
+                   "(TRL's sigmoid and sigmoid_norm, with sft beside them or not); TRL applies it to hinge, ipo, "
+                   "exo_pair, robust and discopop too (and refuses it with its other loss types)")
         return
     ctx.out.set("f_divergence", kind, ctx.origin("f_divergence_type"))
     if kind == "alpha_divergence" and "f_alpha_divergence_coef" in ctx.given:
@@ -379,7 +386,10 @@ def _report_to(ctx: _Context, key: str, value) -> None:
 def _sampling(ctx: _Context, key: str, value) -> None:
     """TRL's DPO, CPO and ORPO draw batches at random; upo groups them by length unless told not to.
     KTOTrainer reads its (unpaired) rows in order, without shuffling; upo shuffles them."""
-    if value == "random":
+    if value == "random" and ctx.trainer == "kto" and ctx.out.values.get("method") == "kto":
+        ctx.refuse(key, "'random': TRL 1.16's KTOTrainer refuses it with the kto loss (its KL completions pair each "
+                   "example with the next one); only apo_zero_unpaired may draw at random")
+    elif value == "random":
         ctx.out.set("group_by_length", False, ctx.origin(key) + ": batches drawn at random")
     elif value == "sequential" and ctx.trainer == "kto":
         ctx.out.set("group_by_length", False, ctx.origin(key))
