@@ -357,3 +357,17 @@ def test_what_trl_refuses_or_overflows_is_refused():
                for e in translate({"train_sampling_strategy": "random"}, "kto").errors)
     assert not translate({"loss_type": "apo_zero_unpaired", "train_sampling_strategy": "random"}, "kto").errors
     assert any("alpha: 0.25: CPO's reward is the summed log-prob" in e for e in translate({"alpha": 0.25}, "cpo").errors)
+
+
+def test_tr_dpo_is_translated():
+    out = translate({"sync_ref_model": True, "ref_model_mixup_alpha": 0.9, "ref_model_sync_steps": 64}, "dpo")
+    assert not out.errors
+    assert {k: out.values[k] for k in ("sync_ref_model", "precompute_ref_logps", "ref_model_mixup_alpha",
+                                       "ref_model_sync_steps")} == {"sync_ref_model": True, "precompute_ref_logps": False,
+                                                                    "ref_model_mixup_alpha": 0.9, "ref_model_sync_steps": 64}
+    UPOConfig(**{**out.values, "dataset": "pairs.jsonl"})
+    assert any("sync_ref_model: with use_peft" in e for e in translate(
+        {"sync_ref_model": True, "use_peft": True, "lora_target_modules": ["q_proj"]}, "dpo").errors)
+    assert any("precompute_ref_log_probs: true with sync_ref_model" in e for e in translate(
+        {"sync_ref_model": True, "precompute_ref_log_probs": True}, "dpo").errors)
+    assert any(k.startswith("ref_model_sync_steps") for k in translate({"ref_model_sync_steps": 8}, "dpo").not_translated)

@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 from safetensors import safe_open
-from safetensors.torch import load_file
+from safetensors.torch import load_file, load_model, save_model
 
 from upo.atomic import commit_folder
 from upo.config import ConfigError, UPOConfig
@@ -44,6 +44,7 @@ RESUMABLE_CHANGES = (
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 TRAINABLE = "trainable"  # trainer_state.json's "weights": the checkpoint holds the trained parameters only
+REFERENCE_FILE = "reference.safetensors"  # a TR-DPO run's reference, which training changes
 
 
 def checkpoint_dirs(output_dir: str | Path) -> list[Path]:
@@ -64,8 +65,10 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
     return dirs[-1] if dirs else None
 
 
-def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict, cfg, keep: int) -> Path:
-    """Save to checkpoints/.tmp-step-N, then rename to checkpoints/step-N; prune to `keep` newest."""
+def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict, cfg, keep: int,
+                    reference=None) -> Path:
+    """Save to checkpoints/.tmp-step-N, then rename to checkpoints/step-N; prune to `keep` newest.
+    `reference`: a reference model that training changes (TR-DPO), saved as reference.safetensors."""
     root = Path(output_dir) / "checkpoints"
     final = root / f"step-{step}"
     tmp = root / f".tmp-step-{step}"
@@ -82,6 +85,8 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict,
         hook.remove()
     accelerator.wait_for_everyone()  # every process's RNG state is written before the files are listed
     if accelerator.is_main_process:
+        if reference is not None:
+            save_model(reference, str(tmp / REFERENCE_FILE))  # tied weights once
         files = {str(f.relative_to(tmp)): f.stat().st_size for f in sorted(tmp.rglob("*")) if f.is_file()}
         cfg.save(tmp / "config.yaml")
         weights = {"weights": TRAINABLE} if any(filtered) else {}
@@ -205,6 +210,14 @@ def check_same_data(path: Path, fingerprint: str) -> None:
             f"--resume true: the training data differ from those {path} was trained on (the dataset changed since, "
             "or its reading did); start a new run in another --output_dir"
         )
+
+
+def load_reference(path: Path, reference) -> None:
+    """The reference weights a TR-DPO run had reached at checkpoint `path`."""
+    if not (path / REFERENCE_FILE).is_file():
+        raise ConfigError(f"--resume true with sync_ref_model: {path} holds no {REFERENCE_FILE} (it was saved without "
+                          "sync_ref_model); start a new run in another --output_dir")
+    load_model(reference, str(path / REFERENCE_FILE))
 
 
 def load_checkpoint(accelerator, path: Path, model) -> dict:

@@ -47,6 +47,9 @@ class UPOConfig:
     model: str = EMBEDDED_MODEL  # local folder, Hub name (online), or the embedded SmolLM2-135M-Instruct
     ref_model: str | None = None  # reference model; null = the starting point of `model` (with LoRA: adapters disabled)
     precompute_ref_logps: bool = True  # compute reference log-probs once before training (by the policy itself unless ref_model is set); false = a frozen fp32 copy computes them every step
+    sync_ref_model: bool = False  # TR-DPO (Gorbatovski et al. 2024; TRL's sync_ref_model): every ref_model_sync_steps optimizer steps the reference becomes ref_model_mixup_alpha * policy + (1 - alpha) * itself; needs the reference copy (precompute_ref_logps: false, lora: false)
+    ref_model_mixup_alpha: Annotated[float, Interval("[0, 1]")] = 0.6  # sync_ref_model: the policy's share of the updated reference (1: a copy of the policy)
+    ref_model_sync_steps: Positive[int] = 512  # sync_ref_model: optimizer steps between two updates of the reference
     cache_reference_logps: bool = True  # reuse the precomputed reference log-probs of an earlier run whose reference forward saw exactly the same inputs, model and settings (README, Training); kept in cache_dir/reference_logps
     attn_implementation: str | None = None  # eager | sdpa | flash_attention_2; null = eager without CUDA (faster on CPU), else the transformers default
     padding_free: bool = True  # run the model on real tokens only (a batch's sequences packed into one row, attention kept within each); false = pad to the batch's longest
@@ -238,6 +241,11 @@ class UPOConfig:
             raise ConfigError("lora_modules_to_save with new control tokens (csft, steering by token): peft trains the "
                               "tokens' embedding rows and cannot also save whole modules around a tied embedding; "
                               "remove lora_modules_to_save")
+        if self.sync_ref_model and (self.precompute_ref_logps or self.lora):
+            raise ConfigError("sync_ref_model updates a copy of the reference as training goes: set "
+                              "precompute_ref_logps: false (log-probs computed once cannot follow it)"
+                              + (" and train without lora (its reference is the base with the adapters off, "
+                                 "not a copy)" if self.lora else ""))
         cpo = self.method == "cpo" or (method.mixes and "cpo" in (self.loss_mix or {}))
         if cpo and self.alphapo_alpha > 0:
             raise ConfigError(f"alphapo_alpha {self.alphapo_alpha} with cpo: CPO's reward is a response's summed "
@@ -298,6 +306,8 @@ class UPOConfig:
             unread["aux_coef"] = "steer_aux_coefs gives every example its own"
         from upo.methods import uses_reference
 
+        if not self.sync_ref_model:
+            unread.update(dict.fromkeys(("ref_model_mixup_alpha", "ref_model_sync_steps"), "sync_ref_model is false"))
         if not uses_reference(method, self.loss_mix):
             unread.update(dict.fromkeys(("ref_model", "precompute_ref_logps"),
                                         f"method {self.method!r} uses no reference model"))

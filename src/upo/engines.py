@@ -21,12 +21,15 @@ from upo.config import UPOConfig
 
 def configure_engine(accelerator, cfg: UPOConfig) -> None:
     """Before `accelerator.prepare`: upo's batch size, accumulation and clipping for DeepSpeed; a
-    4-bit base (QLoRA) refused on the sharding engines, whose parameters must all be float."""
-    if cfg.lora and cfg.load_in_4bit and accelerator.distributed_type in (DistributedType.FSDP,
-                                                                          DistributedType.DEEPSPEED):
+    4-bit base (QLoRA) and TR-DPO's reference updates refused on the sharding engines."""
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    if cfg.lora and cfg.load_in_4bit and sharded:
         raise ValueError(f"load_in_4bit (QLoRA) runs on one process or under DDP; {accelerator.distributed_type} "
                          "shards the weights, which upo does not do with a 4-bit base: launch with a DDP config "
                          "(or none), or train without load_in_4bit")
+    if cfg.sync_ref_model and sharded:
+        raise ValueError(f"sync_ref_model (TR-DPO) mixes the policy's weights into the reference's on one process "
+                         f"or under DDP; {accelerator.distributed_type} shards them: launch with a DDP config (or none)")
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         accelerator.state.deepspeed_plugin.deepspeed_config.update(
             train_micro_batch_size_per_gpu=cfg.batch_size,

@@ -75,6 +75,20 @@ def make_reference_fn(accelerator, policy, ref_model, lora: bool) -> ReferenceFn
 
 
 @torch.no_grad()
+def mix_into_reference(reference: torch.nn.Module, policy: torch.nn.Module, alpha: float) -> None:
+    """TR-DPO's update (Gorbatovski et al. 2024, arXiv 2404.09656; TRL's SyncRefModelCallback): each
+    reference weight <- alpha * the policy's + (1 - alpha) * its own, in place. The two must be the
+    same architecture (the reference copy of the policy's model)."""
+    ref, pol = dict(reference.named_parameters()), dict(policy.named_parameters())
+    mismatched = sorted(n for n in ref.keys() | pol.keys() if n not in ref or n not in pol or ref[n].shape != pol[n].shape)
+    if mismatched:
+        raise ValueError(f"sync_ref_model: the reference and the policy differ in {', '.join(mismatched[:3])}: a "
+                         "ref_model of another architecture cannot be mixed with the policy")
+    for name, weight in ref.items():
+        weight.mul_(1.0 - alpha).add_(pol[name].detach().to(weight.dtype), alpha=alpha)
+
+
+@torch.no_grad()
 def item_logps(items: list[dict], fmt: str, collate, logps_fn: ReferenceFn, *, batch_size: int, device,
                with_kl: bool = False, progress: bool = True, desc: str = "log-probs") -> list[dict[str, float]]:
     """Summed completion log-probs of every item's sequences, in the items' order: the one batched

@@ -30,6 +30,7 @@ from upo.checkpoint import (
     intact_checkpoint,
     latest_checkpoint,
     load_checkpoint,
+    load_reference,
     remove_stale_copies,
     save_checkpoint,
 )
@@ -64,7 +65,7 @@ from upo.modeling import (
 )
 from upo.policy_lm import base_dtype, build_policy_lm
 from upo.prepare import prepare_data
-from upo.reference import make_reference_fn, precompute_run_reference_logps
+from upo.reference import make_reference_fn, mix_into_reference, precompute_run_reference_logps
 from upo.reference_cache import reference_cache
 from upo.steer_adapter import ADAPTER_FOLDER, split_steer_adapter
 from upo.stop import TrainingStopped, agreed_stop, stop_requests
@@ -217,6 +218,8 @@ def train(cfg: UPOConfig) -> Path:
     global_step, epoch, skip = 0, 0, 0
     if resume_from is not None:
         state = load_checkpoint(accelerator, resume_from, policy)
+        if cfg.sync_ref_model:  # TR-DPO: the reference as that step had made it
+            load_reference(resume_from, ref_model)
         global_step, epoch, skip = state["global_step"], state["epoch"], state["batches_seen_in_epoch"]
         if skip >= len(train_loader):
             epoch, skip = epoch + 1, 0
@@ -273,6 +276,8 @@ def train(cfg: UPOConfig) -> Path:
                 # step_tokens (deterministic, unlike the timings): what `upo frontier` sums as training compute
                 averager.add({"step_seconds": elapsed, "tokens_per_second": step_tokens / elapsed, "step_tokens": step_tokens})
                 global_step += 1
+                if cfg.sync_ref_model and global_step % cfg.ref_model_sync_steps == 0:  # TR-DPO
+                    mix_into_reference(ref_model, accelerator.unwrap_model(policy).lm, cfg.ref_model_mixup_alpha)
                 bar.update(1)
                 last = global_step >= total_steps
                 row = {}
@@ -292,7 +297,8 @@ def train(cfg: UPOConfig) -> Path:
                 if (cfg.save_steps and (global_step % cfg.save_steps == 0 or last)) or stop:
                     state = {"global_step": global_step, "epoch": epoch, "batches_seen_in_epoch": seen,
                              "num_processes": world, "data_fingerprint": fingerprint}
-                    checkpoint = save_checkpoint(accelerator, out, global_step, state, cfg, keep=cfg.save_total_limit)
+                    checkpoint = save_checkpoint(accelerator, out, global_step, state, cfg, keep=cfg.save_total_limit,
+                                                 reference=ref_model if cfg.sync_ref_model else None)
                 if stop:
                     bar.close()
                     finish_tracking(accelerator)

@@ -160,7 +160,8 @@ def translate(trl: dict[str, Any], trainer: str, source: str = "TRL config",
             ctx.refuse(key, f"not a key of TRL 1.16's {TRAINERS[trainer]} config that upo knows; remove it, or set its "
                        "upo equivalent by hand (`upo train --help` lists upo's keys)")
     for translate_part in (_lengths, _clipping_and_checkpointing, _epochs_and_steps, _schedule,
-                           _evaluation_and_saving, _precision, _lora, _quantization, _f_divergence, _differences):
+                           _evaluation_and_saving, _precision, _lora, _quantization, _f_divergence, _sync_reference,
+                           _differences):
         translate_part(ctx)
     _typed(ctx)
     return ctx.out
@@ -296,6 +297,28 @@ def _dpo_loss(ctx: _Context, types_: list[str], weights: list | None, where: str
         effective.pop("label_smoothing", None)
 
 
+def _sync_reference(ctx: _Context) -> None:
+    """TR-DPO: TRL's sync_ref_model mixes the policy into a reference copy every ref_model_sync_steps
+    steps, which upo's sync_ref_model does too, on reference log-probs computed every step."""
+    keys = ("ref_model_mixup_alpha", "ref_model_sync_steps")
+    if not ctx.effective.get("sync_ref_model"):
+        ctx.out.not_translated += [f"{key} ({ctx.where(key)}: sync_ref_model is false)" for key in keys if key in ctx.given]
+        return
+    if ctx.effective.get("use_peft"):
+        ctx.refuse("sync_ref_model", "with use_peft the reference is the base with the adapters off, not a copy that "
+                   "can be mixed: upo's TR-DPO trains all weights")
+        return
+    if ctx.out.values.get("precompute_ref_logps"):
+        ctx.refuse("precompute_ref_log_probs", "true with sync_ref_model: log-probs computed once cannot follow the "
+                   "reference (TRL refuses it too)")
+        return
+    ctx.out.set("sync_ref_model", True, ctx.origin("sync_ref_model"))
+    ctx.out.set("precompute_ref_logps", False, ctx.origin("sync_ref_model") + ": the reference changes as it trains")
+    for key in keys:
+        if key in ctx.given:
+            ctx.out.set(key, ctx.effective[key], ctx.origin(key))
+
+
 def _f_divergence(ctx: _Context) -> None:
     """f_divergence_type (f-DPO) on TRL's sigmoid (or sigmoid_norm) loss is upo's dpo (sigmoid_norm) with
     f_divergence; TRL applies it to every term of a mix too, upo's to its dpo term only: refused there."""
@@ -414,7 +437,7 @@ _HANDLERS = {
     "optim": _optimizer, "adam_beta1": _optimizer, "adam_beta2": _optimizer, "adam_epsilon": _optimizer,
     "report_to": _report_to,
     "train_sampling_strategy": _sampling,
-    "disable_dropout": _must_be(True), "use_weighting": _must_be(False), "sync_ref_model": _must_be(False),
+    "disable_dropout": _must_be(True), "use_weighting": _must_be(False),
     "ld_alpha": _must_be(None), "dataset_config": _must_be(None),
 
     "lora_target_parameters": _must_be(None), "trust_remote_code": _must_be(False),
@@ -445,7 +468,8 @@ _HANDLED = frozenset({"loss_type", "loss_weights", "alpha", "lr_scheduler_type",
                       "eval_steps", "save_strategy", "save_steps", "bf16", "fp16", "dtype", "torch_dtype",
                       "max_length", "max_grad_norm", "max_steps", "num_train_epochs", "activation_checkpointing",
                       "dataset_test_split", "load_in_4bit", "bnb_4bit_quant_type", "use_bnb_nested_quant",
-                      "bnb_4bit_quant_storage", "f_divergence_type", "f_alpha_divergence_coef"})
+                      "bnb_4bit_quant_storage", "f_divergence_type", "f_alpha_divergence_coef", "sync_ref_model",
+                      "ref_model_mixup_alpha", "ref_model_sync_steps"})
 
 
 def _schedule(ctx: _Context) -> None:

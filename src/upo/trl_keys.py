@@ -60,5 +60,5 @@ NO_EFFECT = frozenset({
     "restore_callback_states_from_checkpoint", "ignore_data_skip", "accelerator_config", "dataloader_in_order",
     "env",  # TrlParser: environment variables for the run
     # read only with a setting refused elsewhere (a loss_type, sync_ref_model, eval_strategy)
-    "discopop_tau", "ref_model_mixup_alpha", "ref_model_sync_steps",
+    "discopop_tau",
 })
