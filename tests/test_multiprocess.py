@@ -8,7 +8,7 @@ the processes (Accelerate's split_batches), so both see the same examples per st
 parameters agree up to float summation order (tolerance in helpers.assert_same_updates).
 Checkpoint + resume under 2 processes ends bitwise where the uninterrupted 2-process run does. An
 epoch whose last step is short and uneven (one process holding only Accelerate's top-up copies)
-makes the same updates as one process with one batch per step; so does QLoRA. In bf16 the first step's log-ratios
+makes the same updates as one process with one batch per step; so do QLoRA and TR-DPO. In bf16 the first step's log-ratios
 are exactly 0: each process precomputes the reference log-probs of its first-epoch micro-batches.
 
 All 2-process runs share one launch (the process start and gloo set-up dominate the time).
@@ -107,8 +107,12 @@ def test_two_processes_match_one_process_with_twice_the_batch(tiny_model_dir, wi
     qlora = dict(method="dpo", lora=True, load_in_4bit=True, lora_target_modules=["q_proj", "v_proj"], merge_lora=False,
                  rewards={}, **COMMON)
     qlora_two = [run_config(wide_model_dir, pairs_file, tmp_path / "two-qlora", batch_size=2, **qlora)] if QLORA else []
-    result = _launch([*two.values(), full, part, resumed, *lora_runs, tail, *warm, *step0.values(), *qlora_two],
-                     tmp_path)
+    # TR-DPO under DDP: each process mixes the (same) policy into its reference copy
+    tr_dpo = dict(method="dpo", precompute_ref_logps=False, sync_ref_model=True, ref_model_sync_steps=1,
+                  ref_model_mixup_alpha=0.5, **COMMON)
+    tr_two = run_config(tiny_model_dir, pairs_file, tmp_path / "two-tr-dpo", batch_size=2, **tr_dpo)
+    result = _launch([*two.values(), full, part, resumed, *lora_runs, tail, *warm, *step0.values(), *qlora_two,
+                      tr_two], tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     assert (result.stdout + result.stderr).count("reference log-probs reused from the cache") == 2
     assert f"resumed from {Path(part.output_dir) / 'checkpoints' / 'step-2'}" in result.stdout + result.stderr
@@ -136,6 +140,10 @@ def test_two_processes_match_one_process_with_twice_the_batch(tiny_model_dir, wi
     assert_same_updates(load_file(str(one / "model.safetensors")), load_file(str(final_two / "model.safetensors")),
                         start, lr=COMMON["learning_rate"], slack=10)  # fmt: skip
 
+    one = train(run_config(tiny_model_dir, pairs_file, tmp_path / "one-tr-dpo", batch_size=4, **tr_dpo))
+    assert_same_updates(load_file(str(one / "model.safetensors")),
+                        load_file(str(Path(tr_two.output_dir) / "final" / "model.safetensors")), start,
+                        lr=COMMON["learning_rate"])
     if QLORA:
         one = train(run_config(wide_model_dir, pairs_file, tmp_path / "one-qlora", batch_size=4, **qlora))
         a = load_file(str(one / "adapter_model.safetensors"))
