@@ -63,7 +63,7 @@ CFG = dict(beta=0.3, label_smoothing=0.1, desirable_weight=1.5, undesirable_weig
            max_weight=3.0, tau=0.8, modpo_w0=2.0, ppo_clip=0.1, alol_clip=0.5, rpo_alpha=0.6, simpo_gamma=0.7,
            cpo_alpha=0.8, ipo_per_token=True, exo_epsilon=0.05, discopop_tau=0.3,
            loss_mix={"dpo": 0.8, "bco_pair": 0.2, "sft": 1.5}, f_divergence="alpha_divergence", f_alpha_divergence_coef=0.3,
-           alphapo_alpha=0.2)
+           alphapo_alpha=-0.2)
 
 
 def config(method: str, **overrides) -> UPOConfig:
