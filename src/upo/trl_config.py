@@ -32,7 +32,8 @@ import yaml
 
 from upo.config import UPOConfig
 from upo.config_values import ConfigError, coerce_value, load_yaml
-from upo.trl_keys import BOOLEANS, LORA_DEFAULTS, NO_EFFECT, RENAMED, TRAINERS, TRL_DEFAULTS
+from upo.trl_keys import BOOLEANS, LORA_DEFAULTS, NO_EFFECT, RENAMED, TRAINERS, TRL_DEFAULTS, as_number
+from upo.trl_objective import f_divergence, method, sync_reference
 
 
 @dataclass
@@ -51,7 +52,7 @@ class Translation:
 
 
 @dataclass
-class _Context:
+class Context:
     """What the key handlers read: the file's keys, TRL's effective values, where each key is."""
 
     given: dict[str, Any]
@@ -88,18 +89,6 @@ class _Context:
             self.refuse(key, f"{value!r} is not a name or a list of names")
             return None
         return words
-
-
-def as_number(value, kind: type = float) -> int | float | None:
-    """A YAML number or its text (PyYAML reads 5e-7 as text; TRL's parser takes it) as `kind`; None
-    if it is not a finite number, or not a whole one where `kind` is int."""
-    try:
-        number = math.nan if isinstance(value, bool) else float(value)
-    except (TypeError, ValueError):
-        return None
-    if not math.isfinite(number) or (kind is int and number != int(number)):
-        return None
-    return int(number) if kind is int else number
 
 
 def key_lines(text: str) -> dict[str, int]:
@@ -142,10 +131,10 @@ def translate(trl: dict[str, Any], trainer: str, source: str = "TRL config",
     given.update({key: value for key, value in booleans.items() if value is not None})
     effective = {**TRL_DEFAULTS, **(LORA_DEFAULTS if given.get("use_peft") else {}),
                  "train_sampling_strategy": "sequential" if trainer == "kto" else "random", **given}
-    ctx = _Context(given, effective, trainer, source, lines or {}, Translation())
+    ctx = Context(given, effective, trainer, source, lines or {}, Translation())
     for key in (key for key, value in booleans.items() if value is None):
         ctx.refuse(key, f"{given[key]!r} is not true or false")
-    _method(ctx)
+    method(ctx)
     for key, value in effective.items():
         if key in _HANDLED:
             continue
@@ -160,7 +149,7 @@ def translate(trl: dict[str, Any], trainer: str, source: str = "TRL config",
             ctx.refuse(key, f"not a key of TRL 1.16's {TRAINERS[trainer]} config that upo knows; remove it, or set its "
                        "upo equivalent by hand (`upo train --help` lists upo's keys)")
     for translate_part in (_lengths, _clipping_and_checkpointing, _epochs_and_steps, _schedule,
-                           _evaluation_and_saving, _precision, _lora, _quantization, _f_divergence, _sync_reference,
+                           _evaluation_and_saving, _precision, _lora, _quantization, f_divergence, sync_reference,
                            _differences):
         translate_part(ctx)
     _typed(ctx)
@@ -175,173 +164,7 @@ def _boolean(value) -> bool | None:
     return True if text in ("true", "yes", "on", "1") else False if text in ("false", "no", "off", "0") else None
 
 
-def _method(ctx: _Context) -> None:
-    """The method from the trainer and its loss_type (loss_weights: RPO)."""
-    out, trainer, effective = ctx.out, ctx.trainer, ctx.effective
-    for key, trainers in (("loss_type", ("dpo", "kto", "cpo")), ("loss_weights", ("dpo",)), ("alpha", ("cpo",))):
-        if key in ctx.given and trainer not in trainers:
-            ctx.refuse(key, f"not a key of TRL 1.16's {TRAINERS[trainer]} config")
-            effective.pop(key)
-    types_ = ctx.words("loss_type")
-    weights = effective.get("loss_weights")
-    if types_ is None:
-        return
-    if weights is not None and (not isinstance(weights, list) or len(weights) != len(types_)):
-        ctx.refuse("loss_weights", f"{weights!r}: one weight per loss_type ({types_})")
-        return
-    where = ctx.origin("loss_type") if "loss_type" in ctx.given else f"TRL's {TRAINERS[trainer]}"
-    if trainer == "dpo":
-        _dpo_loss(ctx, types_ or ["sigmoid"], weights, where)
-    elif trainer == "kto":
-        if types_ in ([], ["kto"], ["apo_zero_unpaired"]):
-            out.set("method", (types_ or ["kto"])[0], where)
-        else:
-            ctx.refuse("loss_type", f"{effective.get('loss_type')!r}: upo translates KTOTrainer's kto and "
-                       "apo_zero_unpaired")
-    elif trainer == "cpo":
-        alpha = ctx.number("alpha") if "alpha" in effective else 0.0
-        if alpha not in (None, 0.0):  # AlphaPO's reward shape, on CPO's and SimPO's reward alike
-            out.set("alphapo_alpha", alpha, ctx.origin("alpha") + " (AlphaPO)")
-            if alpha > 0 and types_ in ([], ["sigmoid"]):
-                ctx.refuse("alpha", f"{alpha}: CPO's reward is the summed log-prob, and p^-alpha of a whole response "
-                           "overflows (TRL computes p = exp(summed log-prob), 0 in fp32 below about -104, and its loss "
-                           "is then inf); AlphaPO is SimPO's (loss_type alphapo or simpo), or use alpha < 0")
-        cpo_alpha = ctx.number("cpo_alpha") if "cpo_alpha" in effective else 1.0
-        if types_ == ["alphapo"]:  # TRL's sugar: simpo with cpo_alpha 0 (whatever cpo_alpha says)
-            types_, cpo_alpha = ["simpo"], 0.0
-            if effective.get("cpo_alpha") not in (None, 0, 0.0):
-                out.notes.append("cpo_alpha not translated: TRL's loss_type alphapo sets it to 0")
-        if types_ in ([], ["sigmoid"]):
-            out.set("method", "cpo", where)
-        elif types_ == ["simpo"] and cpo_alpha == 0.0:
-            out.set("method", "simpo", where)
-            effective.pop("cpo_alpha", None)  # 0: upo's simpo has no NLL term to weigh
-        elif types_ == ["simpo"] and cpo_alpha is not None:  # CPO-SimPO: SimPO plus cpo_alpha times the chosen NLL
-            out.set("method", "mix", where + " with cpo_alpha > 0 (CPO-SimPO)")
-            origin = ctx.origin("cpo_alpha") if "cpo_alpha" in ctx.given else "TRL's default cpo_alpha: 1.0"
-            out.set("loss_mix", {"simpo": 1.0, "sft": cpo_alpha}, origin + " (the NLL term's weight)")
-            effective.pop("cpo_alpha", None)
-            out.notes.append("the NLL term (CPO-SimPO's): TRL averages it over all chosen tokens of the batch; upo "
-                             "over each chosen response's tokens, then over the pairs")
-        elif types_ != ["simpo"]:
-            ctx.refuse("loss_type", f"{effective.get('loss_type')!r}: upo translates CPOTrainer's sigmoid (CPO), "
-                       "simpo and alphapo")
-    else:
-        out.set("method", "orpo", f"TRL's {TRAINERS[trainer]}")
-        out.notes.append("ORPO's NLL: TRL computes it over the prompt and the chosen response; upo over the chosen "
-                         "response (each response's per-token mean)")
-
-
-# TRL 1.16's DPOTrainer loss_types -> upo's methods of the same losses (upo.pair_losses: the same names)
-PAIR_LOSS_TYPES = frozenset({"hinge", "robust", "nca_pair", "bco_pair", "sppo_hard", "apo_zero", "apo_down", "exo_pair",
-                             "discopop", "aot", "aot_unpaired", "sigmoid_norm"})
-DPO_LOSS_TYPES = {"sigmoid": "dpo", "ipo": "ipo", "sft": "sft", **{t: t for t in sorted(PAIR_LOSS_TYPES)}}
-SMOOTHING_READERS = ("robust", "aot", "aot_unpaired")  # TRL's losses that read label_smoothing (exo_pair: its epsilon)
-
-
-def _dpo_loss(ctx: _Context, types_: list[str], weights: list | None, where: str) -> None:
-    """DPOTrainer's loss_type: one loss (its upo method), [sigmoid, sft] with weights [1, alpha] (RPO:
-    dpo with rpo_alpha), or a weighted sum of several (upo's mix: MPO's [sigmoid, bco_pair, sft])."""
-    out, effective = ctx.out, ctx.effective
-    weights = [as_number(w) for w in weights or [1.0] * len(types_)]
-    if None in weights or any(w < 0 for w in weights):
-        ctx.refuse("loss_weights", f"{effective['loss_weights']!r}: the weights must be numbers >= 0")
-        return
-    unknown = [t for t in types_ if t not in DPO_LOSS_TYPES]
-    if unknown:
-        ctx.refuse("loss_type", f"{', '.join(unknown)}: upo translates {', '.join(DPO_LOSS_TYPES)}, alone or summed "
-                   "with loss_weights (upo's method mix)")
-        return
-    mix: dict[str, float] = {}
-    for loss_type, weight in zip(types_, weights, strict=True):
-        if weight > 0:  # TRL's weight 0 turns its term off
-            mix[DPO_LOSS_TYPES[loss_type]] = mix.get(DPO_LOSS_TYPES[loss_type], 0.0) + weight
-    origin = where + (f", {ctx.origin('loss_weights')}" if "loss_weights" in ctx.given else "")
-    if list(mix) == ["dpo", "sft"] and mix["dpo"] == 1.0:
-        out.set("method", "dpo", where)
-        out.set("rpo_alpha", mix["sft"], ctx.origin("loss_weights") + " (RPO: the sft loss's weight)")
-    elif len(mix) == 1 and list(mix.values()) == [1.0]:
-        out.set("method", next(iter(mix)), where)
-    elif mix:
-        out.set("method", "mix", where + " (several loss types)")
-        out.set("loss_mix", mix, origin)
-    else:
-        ctx.refuse("loss_weights", f"{effective['loss_weights']!r}: every weight is 0")
-        return
-    if "ipo" in mix:  # TRL 1.16's ipo: per-token mean log-ratios
-        out.set("ipo_per_token", True, ctx.origin("loss_type") + ": each log-ratio over its completion length")
-    if "sft" in mix:
-        out.notes.append("the sft term: TRL averages the NLL over all chosen tokens of the batch; upo over each "
-                         "chosen response's tokens, then over the pairs")
-    if "rpo_alpha" in ctx.given and (len(types_) > 1 or "sft" in types_):
-        ctx.refuse("rpo_alpha", "earlier TRL versions' RPO weight, beside loss_type's sft term or list: set the sft "
-                   "weight in loss_weights alone")
-    if "discopop" in mix and "discopop_tau" in ctx.given:
-        out.set("discopop_tau", effective.pop("discopop_tau"), ctx.origin("discopop_tau"))
-    if "exo_pair" in types_:  # with weight 0 too: TRL's term is then 0 * inf, NaN
-        epsilon = ctx.number("label_smoothing") if "label_smoothing" in effective else 0.0
-        if epsilon == 0.0:
-            ctx.refuse("loss_type", "TRL 1.16's exo_pair takes its epsilon from label_smoothing, and with label_smoothing"
-                       " 0 (its default) its loss is infinite (log 0); set label_smoothing: 1e-3 (the EXO paper's)")
-        elif epsilon is not None and "exo_pair" in mix:
-            out.set("exo_epsilon", epsilon, ctx.origin("label_smoothing") + " (exo_pair's epsilon)")
-    smoothing = effective.get("label_smoothing") not in (None, 0, 0.0)
-    readers = [t for t in mix if t in SMOOTHING_READERS]
-    if smoothing and readers and "dpo" in mix:
-        ctx.refuse("label_smoothing", f"TRL's sigmoid loss ignores it and its {', '.join(readers)} reads it; in upo's "
-                   "mix the dpo term would read it too (conservative DPO)")
-    elif smoothing and not readers and "exo_pair" not in mix:
-        out.notes.append(f"label_smoothing not translated: TRL 1.16's {'/'.join(types_)} loss does not read it "
-                         "(upo's dpo would: conservative DPO)")
-    if not readers:
-        effective.pop("label_smoothing", None)
-
-
-def _sync_reference(ctx: _Context) -> None:
-    """TR-DPO: TRL's sync_ref_model mixes the policy into a reference copy every ref_model_sync_steps
-    steps, which upo's sync_ref_model does too, on reference log-probs computed every step."""
-    keys = ("ref_model_mixup_alpha", "ref_model_sync_steps")
-    if not ctx.effective.get("sync_ref_model"):
-        ctx.out.not_translated += [f"{key} ({ctx.where(key)}: sync_ref_model is false)" for key in keys if key in ctx.given]
-        return
-    if ctx.effective.get("use_peft"):
-        ctx.refuse("sync_ref_model", "with use_peft the reference is the base with the adapters off, not a copy that "
-                   "can be mixed: upo's TR-DPO trains all weights")
-        return
-    if ctx.out.values.get("precompute_ref_logps"):
-        ctx.refuse("precompute_ref_log_probs", "true with sync_ref_model: log-probs computed once cannot follow the "
-                   "reference (TRL refuses it too)")
-        return
-    ctx.out.set("sync_ref_model", True, ctx.origin("sync_ref_model"))
-    ctx.out.set("precompute_ref_logps", False, ctx.origin("sync_ref_model") + ": the reference changes as it trains")
-    for key in keys:
-        if key in ctx.given:
-            ctx.out.set(key, ctx.effective[key], ctx.origin(key))
-
-
-def _f_divergence(ctx: _Context) -> None:
-    """f_divergence_type (f-DPO) on TRL's sigmoid (or sigmoid_norm) loss is upo's dpo (sigmoid_norm) with
-    f_divergence; TRL applies it to every term of a mix too, upo's to its dpo term only: refused there."""
-    kind = ctx.effective.get("f_divergence_type", "reverse_kl")
-    if kind != "alpha_divergence" and "f_alpha_divergence_coef" in ctx.given:
-        ctx.out.not_translated.append(f"f_alpha_divergence_coef ({ctx.where('f_alpha_divergence_coef')}: "
-                                      "f_divergence_type is not alpha_divergence)")
-    if kind == "reverse_kl":
-        return
-    method = ctx.out.values.get("method")
-    terms = set(ctx.out.values.get("loss_mix") or {}) if method == "mix" else {method}
-    if ctx.trainer != "dpo" or not terms or not terms <= {"dpo", "sigmoid_norm", "sft"}:
-        ctx.refuse("f_divergence_type", f"{kind!r}: upo's f_divergence is read by its dpo and sigmoid_norm losses "
-                   "(TRL's sigmoid and sigmoid_norm, with sft beside them or not); TRL applies it to hinge, ipo, "
-                   "exo_pair, robust and discopop too (and refuses it with its other loss types)")
-        return
-    ctx.out.set("f_divergence", kind, ctx.origin("f_divergence_type"))
-    if kind == "alpha_divergence" and "f_alpha_divergence_coef" in ctx.given:
-        ctx.out.set("f_alpha_divergence_coef", ctx.effective["f_alpha_divergence_coef"],
-                    ctx.origin("f_alpha_divergence_coef"))
-
-
-def _lengths(ctx: _Context) -> None:
+def _lengths(ctx: Context) -> None:
     """max_length (TRL's null: no truncation, which upo cannot do) and the prompt's share of it.
     TRL 1.16 never truncates a prompt alone: max_prompt_length becomes max_length - 1 unless given."""
     if ctx.effective.get("max_length") is None:
@@ -358,7 +181,7 @@ def _lengths(ctx: _Context) -> None:
                          "that fit max_length are the same (`upo validate --model` counts what would be cut)")
 
 
-def _clipping_and_checkpointing(ctx: _Context) -> None:
+def _clipping_and_checkpointing(ctx: Context) -> None:
     """max_grad_norm <= 0 is no clipping in transformers (upo: null); activation_checkpointing is
     transformers 5's name for gradient_checkpointing, which it takes over when set."""
     if "max_grad_norm" in ctx.given:
@@ -371,7 +194,7 @@ def _clipping_and_checkpointing(ctx: _Context) -> None:
                     ctx.origin("activation_checkpointing"))
 
 
-def _epochs_and_steps(ctx: _Context) -> None:
+def _epochs_and_steps(ctx: Context) -> None:
     """max_steps > 0 overrides num_train_epochs, as in transformers; upo trains whole epochs."""
     max_steps = ctx.number("max_steps", int) if ctx.effective.get("max_steps") is not None else -1
     if max_steps is not None and max_steps > 0:
@@ -384,7 +207,7 @@ def _epochs_and_steps(ctx: _Context) -> None:
             ctx.out.set("num_epochs", int(epochs), ctx.origin("num_train_epochs"))
 
 
-def _optimizer(ctx: _Context, key: str, value) -> None:
+def _optimizer(ctx: Context, key: str, value) -> None:
     if key == "optim":
         if value in ("adamw_torch", "adamw_torch_fused", "adamw_hf"):
             ctx.out.set("optimizer", "adamw", ctx.origin(key))
@@ -398,7 +221,7 @@ def _optimizer(ctx: _Context, key: str, value) -> None:
             ctx.refuse(key, f"{value}: upo's AdamW uses torch's defaults (betas 0.9, 0.999; eps 1e-8)")
 
 
-def _report_to(ctx: _Context, key: str, value) -> None:
+def _report_to(ctx: Context, key: str, value) -> None:
     trackers = [t for t in ctx.words(key) or [] if t != "none"]
     if "all" in trackers:
         ctx.refuse(key, "'all': name the trackers (upo: tensorboard, trackio, wandb, mlflow)")
@@ -406,7 +229,7 @@ def _report_to(ctx: _Context, key: str, value) -> None:
         ctx.out.set("report_to", trackers, ctx.origin(key))
 
 
-def _sampling(ctx: _Context, key: str, value) -> None:
+def _sampling(ctx: Context, key: str, value) -> None:
     """TRL's DPO, CPO and ORPO draw batches at random; upo groups them by length unless told not to.
     KTOTrainer reads its (unpaired) rows in order, without shuffling; upo shuffles them."""
     if value == "random" and ctx.trainer == "kto" and ctx.out.values.get("method") == "kto":
@@ -425,7 +248,7 @@ def _sampling(ctx: _Context, key: str, value) -> None:
 def _must_be(default, why: str = ""):
     """A TRL setting upo has no key for, because upo always behaves as TRL's `default` does."""
 
-    def check(ctx: _Context, key: str, value) -> None:
+    def check(ctx: Context, key: str, value) -> None:
         if value != default and not (default is None and value in ("", [], {})):
             ctx.refuse(key, f"{value!r}: " + (why or f"upo has no such setting; it always behaves as {key}: "
                                                      f"{default!r} does"))
@@ -472,7 +295,7 @@ _HANDLED = frozenset({"loss_type", "loss_weights", "alpha", "lr_scheduler_type",
                       "ref_model_mixup_alpha", "ref_model_sync_steps"})
 
 
-def _schedule(ctx: _Context) -> None:
+def _schedule(ctx: Context) -> None:
     """lr_scheduler_type and warmup_steps: transformers' "constant" ignores warmup, its
     "constant_with_warmup" is upo's constant; a warmup below 1 is a ratio of the steps there."""
     scheduler = ctx.effective["lr_scheduler_type"]
@@ -492,7 +315,7 @@ def _schedule(ctx: _Context) -> None:
         ctx.out.set("warmup_steps", int(warmup), ctx.origin("warmup_steps"))
 
 
-def _evaluation_and_saving(ctx: _Context) -> None:
+def _evaluation_and_saving(ctx: Context) -> None:
     """TRL evaluates on dataset_test_split only with eval_strategy steps; without it, it trains on
     the whole training split, so upo holds out nothing (eval_fraction 0)."""
     effective, out = ctx.effective, ctx.out
@@ -528,7 +351,7 @@ def _evaluation_and_saving(ctx: _Context) -> None:
         ctx.refuse("save_strategy", f"{effective['save_strategy']!r}: upo saves every save_steps steps (or never)")
 
 
-def _precision(ctx: _Context) -> None:
+def _precision(ctx: Context) -> None:
     """bf16 / fp16: upo keeps fp32 weights under autocast in that dtype (TRL's mixed precision).
     dtype (the weights' own): bfloat16 with LoRA is upo's lora_base_dtype bf16; else a note."""
     effective, out = ctx.effective, ctx.out
@@ -553,7 +376,7 @@ def _precision(ctx: _Context) -> None:
                          "bf16 keeps the frozen base in bf16)")
 
 
-def _lora(ctx: _Context) -> None:
+def _lora(ctx: Context) -> None:
     """TRL leaves lora_target_modules to peft's default for the architecture (q_proj and v_proj for
     Llama and Qwen2); upo's default is all-linear, so the conversion writes peft's list out. Without
     use_peft, TRL ignores the lora_* keys, and so does the translation."""
@@ -577,7 +400,7 @@ def _lora(ctx: _Context) -> None:
                     "None)")
 
 
-def _quantization(ctx: _Context) -> None:
+def _quantization(ctx: Context) -> None:
     """QLoRA: TRL's load_in_4bit with use_peft is upo's, with its quant type and nested quantization;
     the 4-bit weights stored in uint8 (TRL's None: bitsandbytes' default; other storage dtypes serve
     FSDP, which upo does not run with a 4-bit base)."""
@@ -600,7 +423,7 @@ def _quantization(ctx: _Context) -> None:
                          "saves the 4-bit base dequantized with the adapters merged: the model as trained (README, QLoRA)")
 
 
-def _differences(ctx: _Context) -> None:
+def _differences(ctx: Context) -> None:
     """What upo does differently whatever the file says."""
     decay = ctx.out.values.get("weight_decay")
     if not ctx.effective.get("use_peft") and isinstance(decay, (int, float)) and decay > 0:
@@ -608,7 +431,7 @@ def _differences(ctx: _Context) -> None:
                              "trained parameter")
 
 
-def _typed(ctx: _Context) -> None:
+def _typed(ctx: Context) -> None:
     """Each value as upo's typed config reads it from YAML (5e-7 written as text becomes a float); a
     value of the wrong type is an error naming the TRL key it came from."""
     hints = typing.get_type_hints(UPOConfig)

@@ -1,7 +1,10 @@
 """The keys of TRL 1.16's trainer configs (DPOConfig, KTOConfig, CPOConfig, ORPOConfig, with
 transformers' TrainingArguments, and the CLI's ModelConfig and ScriptArguments) as `upo from-trl`
 (`upo.trl_config`) reads them: which trainer class each --trainer names, TRL's defaults that change
-the updates, the keys with an upo equivalent, TRL's boolean keys and the keys that change nothing."""
+the updates, the keys with an upo equivalent, TRL's boolean keys and the keys that change nothing,
+and how TRL's parser reads a number (`as_number`)."""
+
+import math
 
 TRAINERS = {"dpo": "DPOTrainer", "kto": "KTOTrainer", "cpo": "CPOTrainer", "orpo": "ORPOTrainer"}
 
@@ -62,3 +65,15 @@ NO_EFFECT = frozenset({
     # read only with a setting refused elsewhere (a loss_type, sync_ref_model, eval_strategy)
     "discopop_tau",
 })
+
+
+def as_number(value, kind: type = float) -> int | float | None:
+    """A YAML number or its text (PyYAML reads 5e-7 as text; TRL's parser takes it) as `kind`; None
+    if it is not a finite number, or not a whole one where `kind` is int."""
+    try:
+        number = math.nan if isinstance(value, bool) else float(value)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(number) or (kind is int and number != int(number)):
+        return None
+    return int(number) if kind is int else number
