@@ -1,13 +1,17 @@
-"""The trained causal LM as the trainer sets it up: loaded with its frozen base in `base_dtype`,
-its own dropout off, activation checkpointing on request, the rows of new control tokens, LoRA,
-and steered UPO's second adapter."""
+"""The trained causal LM as the trainer sets it up: loaded with its frozen base in `base_dtype`
+(QLoRA: quantized to 4 bits), its own dropout off, activation checkpointing on request, the rows
+of new control tokens, LoRA, and steered UPO's second adapter; and, for inference, the 4-bit base
+a saved QLoRA run trained on."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+import yaml
 
+from upo.config import UPOConfig
 from upo.modeling import (
     AUTOCAST_DTYPES,
     add_lora,
@@ -15,6 +19,7 @@ from upo.modeling import (
     enable_gradient_checkpointing,
     init_token_embeddings,
     load_causal_lm,
+    resolve_model_path,
 )
 from upo.steer_adapter import AdapterSteering, add_steer_adapter
 
@@ -41,18 +46,17 @@ def quantization(cfg):
                               bnb_4bit_compute_dtype=AUTOCAST_DTYPES.get(cfg.precision, torch.float32))
 
 
+def _saved_config(folder: str) -> dict:
+    """The upo_config.yaml a run saved in `folder` (its final/), as written; {} without one."""
+    config = Path(folder) / "upo_config.yaml"
+    return (yaml.safe_load(config.read_text()) or {}) if config.is_file() else {}
+
+
 def qlora_base(folder: str) -> dict:
     """`load_causal_lm`'s keywords for the 4-bit base that the run saved in `folder` (its
     upo_config.yaml) trained on with `load_in_4bit`: its BitsAndBytesConfig and the dtype of what
     stays unquantized (`lora_base_dtype`); {} for a run without it, or a folder upo did not write."""
-    from pathlib import Path
-
-    import yaml
-
-    from upo.config import UPOConfig
-
-    config = Path(folder) / "upo_config.yaml"
-    saved = (yaml.safe_load(config.read_text()) or {}) if config.is_file() else {}
+    saved = _saved_config(folder)
     if not (saved.get("lora") and saved.get("load_in_4bit")):
         return {}
     keys = ("lora", "load_in_4bit", "bnb_4bit_quant_type", "use_bnb_nested_quant", "precision", "lora_base_dtype")
@@ -63,19 +67,10 @@ def qlora_base(folder: str) -> dict:
 def qlora_reference(folder: str, ref_path: str, cache_dir: str | None = None) -> dict:
     """`qlora_base(folder)` when `ref_path` is the reference that run trained against: its own 4-bit base
     (no `ref_model` of its own, and `ref_path` its `model`); {} otherwise."""
-    from pathlib import Path
-
-    import yaml
-
-    from upo.modeling import resolve_model_path
-
-    base = qlora_base(folder)
-    if not base:
+    base, saved = qlora_base(folder), _saved_config(folder)
+    if not base or saved.get("ref_model"):
         return {}
-    saved = yaml.safe_load((Path(folder) / "upo_config.yaml").read_text()) or {}
-    if saved.get("ref_model") or resolve_model_path(saved.get("model", ""), cache_dir, progress=False) != ref_path:
-        return {}
-    return base
+    return base if resolve_model_path(saved.get("model", ""), cache_dir, progress=False) == ref_path else {}
 
 
 def build_policy_lm(cfg, model_path: str, tokenizer, token_texts: dict[int, str], device: torch.device | None = None):
