@@ -84,10 +84,12 @@ def test_orpo_odds_ratio_term_is_trls(beta):
 def trl_dpo_loss(loss_type: str | list[str], per_token_logps: torch.Tensor, completion_mask: torch.Tensor,
                  ref_logps: torch.Tensor, *, beta: float, label_smoothing: float = 0.0,
                  discopop_tau: float = 0.05, loss_weights: list[float] | None = None,
-                 f_divergence_type: str = "reverse_kl", f_alpha_divergence_coef: float = 0.5) -> torch.Tensor:
+                 f_divergence_type: str = "reverse_kl", f_alpha_divergence_coef: float = 0.5,
+                 ld_alpha: float | None = None, log_sum_sq_probs: torch.Tensor | None = None) -> torch.Tensor:
     """TRL 1.16's DPO loss (the batch mean) of `loss_type`, on a batch [chosen; rejected] whose
     policy gives `per_token_logps` [2B, T] at the tokens `completion_mask` [2B, T + 1] marks (TRL's
-    shifted mask), and precomputed reference log-probs `ref_logps` [2B]."""
+    shifted mask), and precomputed reference log-probs `ref_logps` [2B]; with `ld_alpha`, LD-DPO's;
+    with `log_sum_sq_probs` [2B, T] (log sum_v p_v^2 at each position), WPO's weighting (use_weighting)."""
     from collections import defaultdict
 
     dpo_trainer = pytest.importorskip("trl.trainer.dpo_trainer")
@@ -95,14 +97,14 @@ def trl_dpo_loss(loss_type: str | list[str], per_token_logps: torch.Tensor, comp
     n, length = per_token_logps.shape
     zeros = torch.zeros(n, length)
     outputs = SimpleNamespace(log_probs=per_token_logps * completion_mask[:, 1:], entropy=zeros, mean_logits=zeros,
-                              is_top1=zeros.bool())
+                              is_top1=zeros.bool(), log_sum_sq_probs=log_sum_sq_probs)
     stand_in = SimpleNamespace(
         model=SimpleNamespace(training=True), accelerator=SimpleNamespace(
             device=torch.device("cpu"), gather=lambda x: x, gather_for_metrics=lambda x: x),
-        aux_loss_enabled=False, ld_alpha=None, precompute_ref_logps=True, f_divergence_type=f_divergence_type,
+        aux_loss_enabled=False, ld_alpha=ld_alpha, precompute_ref_logps=True, f_divergence_type=f_divergence_type,
         f_alpha_divergence_coef=f_alpha_divergence_coef,
         loss_types=types, loss_weights=loss_weights or [1.0] * len(types), beta=beta, label_smoothing=label_smoothing,
-        args=SimpleNamespace(discopop_tau=discopop_tau), use_weighting=False, _metrics={"train": defaultdict(list)},
+        args=SimpleNamespace(discopop_tau=discopop_tau), use_weighting=log_sum_sq_probs is not None, _metrics={"train": defaultdict(list)},
         _total_train_tokens=0, _tp_size=1)
     ref_chosen, ref_rejected = ref_logps.chunk(2)
     inputs = {"input_ids": torch.zeros(n, length + 1, dtype=torch.long), "attention_mask": torch.ones(n, length + 1),
@@ -183,6 +185,76 @@ def test_mpo_mix_is_trls():
                    desirable=torch.arange(64) < 32, rewards=torch.zeros(64), num_tokens=lengths)
     ours, _ = METHODS["mix"].loss(x, UPOConfig(method="mix", beta=0.1, loss_mix={"dpo": 0.8, "bco_pair": 0.2, "sft": 1.0}))
     torch.testing.assert_close(ours, theirs)
+
+
+def ragged_pairs(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """32 pairs of responses 1-12 tokens long: per-token log-probs [64, 12] in (-6, 0) and TRL's mask [64, 13]."""
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.zeros(64, 13)
+    for row, n in enumerate(torch.randint(1, 13, (64,), generator=g).tolist()):
+        mask[row, 1:1 + n] = 1
+    return -6.0 * torch.rand(64, 12, generator=g), mask
+
+
+@pytest.mark.parametrize("ld_alpha", [0.0, 0.3, 1.0])
+@pytest.mark.parametrize("loss_type", ["sigmoid", "sigmoid_norm", "ipo"])
+def test_ld_dpo_is_trls(loss_type, ld_alpha):
+    """LD-DPO: upo's token weights (upo.pair_weighting.ld_token_weights) make the summed log-probs TRL's ld_alpha
+    makes, policy's and (precomputed) reference's, and the method's step (the per-token means given to it plain, as
+    `sequence_logps` gives them) the same loss."""
+    from upo.config import UPOConfig
+    from upo.forward import StepInputs
+    from upo.methods import METHODS
+    from upo.pair_weighting import ld_token_weights
+
+    per_token, mask = ragged_pairs(5)
+    weights = ld_token_weights(mask[:, 1:].bool(), ld_alpha)
+    logps, lengths = (per_token * weights).sum(1), mask[:, 1:].sum(1)
+    ref = logps + 3.0 * torch.randn(64, generator=torch.Generator().manual_seed(6))
+    theirs = trl_dpo_loss(loss_type, per_token, mask, ref, beta=0.1, ld_alpha=ld_alpha)
+    x = StepInputs(policy_logps=logps, policy_mean_logps=(per_token * mask[:, 1:]).sum(1) / lengths,
+                   reference_logps=ref, desirable=torch.arange(64) < 32, rewards=torch.zeros(64), num_tokens=lengths)
+    method = {"sigmoid": "dpo"}.get(loss_type, loss_type)  # TRL's ipo: per-token means (upo's ipo_per_token)
+    cfg = UPOConfig(method=method, beta=0.1, ld_alpha=ld_alpha, **({"ipo_per_token": True} if method == "ipo" else {}))
+    torch.testing.assert_close(METHODS[method].loss(x, cfg)[0], theirs)
+    if ld_alpha < 1:  # the weights change the loss
+        plain = (per_token * mask[:, 1:]).sum(1)
+        assert not torch.allclose(dpo_loss(*plain.chunk(2), *ref.chunk(2), beta=0.1)[0].mean(),
+                                  trl_dpo_loss("sigmoid", per_token, mask, ref, beta=0.1, ld_alpha=ld_alpha))
+
+
+@pytest.mark.parametrize("loss_type", ["sigmoid", "hinge", "bco_pair", "ipo", ["sigmoid", "bco_pair"]])
+def test_wpo_weighting_is_trls(loss_type):
+    """WPO: upo's pair weights (from wpo_aligned_logps' per-response means) times each pair's loss, as TRL's
+    use_weighting; a loss_type list weights every term (upo: a mix, each term through the method table). Not with
+    sft in TRL's list: TRL 1.16 multiplies its expanded scalar in place and raises."""
+    from upo.config import UPOConfig
+    from upo.forward import StepInputs
+    from upo.methods import METHODS
+    from upo.pair_weighting import wpo_pair_weights
+
+    per_token, mask = ragged_pairs(9)
+    g = torch.Generator().manual_seed(10)
+    log_sum_sq = -3.0 * torch.rand(64, 12, generator=g)  # log sum_v p_v^2 in (-3, 0)
+    completion = mask[:, 1:]
+    logps, lengths = (per_token * completion).sum(1), completion.sum(1)
+    ref = logps + 3.0 * torch.randn(64, generator=g)
+    theirs = trl_dpo_loss(loss_type, per_token, mask, ref, beta=0.1, log_sum_sq_probs=log_sum_sq)
+    aligned_mean = ((per_token - log_sum_sq) * completion).sum(1) / lengths
+    weights = wpo_pair_weights(aligned_mean)
+    assert weights.std() > 0.1 * weights.mean()  # the weights differ between pairs
+    if isinstance(loss_type, list):
+        theirs = trl_dpo_loss(loss_type, per_token, mask, ref, beta=0.1, loss_weights=[0.8, 0.2],
+                              log_sum_sq_probs=log_sum_sq)
+        cfg = UPOConfig(method="mix", beta=0.1, wpo_weighting=True, loss_mix={"dpo": 0.8, "bco_pair": 0.2})
+    else:  # TRL's ipo: per-token means
+        cfg = UPOConfig(method={"sigmoid": "dpo"}.get(loss_type, loss_type), beta=0.1, wpo_weighting=True,
+                        **({"ipo_per_token": True} if loss_type == "ipo" else {}))
+    x = StepInputs(policy_logps=logps, policy_mean_logps=logps / lengths, reference_logps=ref,
+                   desirable=torch.arange(64) < 32, rewards=torch.zeros(64), num_tokens=lengths, pair_weights=weights)
+    ours, metrics = METHODS[cfg.method].loss(x, cfg)
+    torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(metrics["wpo/weights"], weights.mean())
 
 
 # ---- `upo from-trl` (upo.trl_config) against TRL's own config classes -----------------------------

@@ -122,7 +122,7 @@ def test_constant_schedule_drops_warmup_as_transformers_does():
 
 def test_every_untranslatable_key_is_refused_with_its_line(tmp_path):
     path = write(tmp_path, "learning_rate: 1.0e-6\nloss_type: wpo_norm\nnum_train_epochs: 1.5\nload_in_8bit: true\n"
-                           "warmup_steps: 0.1\nmy_own_key: 3\nuse_weighting: true\n")
+                           "warmup_steps: 0.1\nmy_own_key: 3\nneftune_noise_alpha: 5\n")
     with pytest.raises(ConfigError) as e:
         translate_file(path, "dpo")
     message = str(e.value)
@@ -131,7 +131,7 @@ def test_every_untranslatable_key_is_refused_with_its_line(tmp_path):
                            (4, "load_in_8bit", "an 8-bit base is not supported"),
                            (5, "warmup_steps", "a ratio of the total steps"),
                            (6, "my_own_key", "not a key of TRL 1.16's DPOTrainer config"),
-                           (7, "use_weighting", "it always behaves as use_weighting: False does")]:
+                           (7, "neftune_noise_alpha", "it always behaves as neftune_noise_alpha: None does")]:
         assert f"{path}:{line}: {key}: " in message and why in message, (key, message)
 
 

@@ -77,6 +77,8 @@ class UPOConfig:
     ipo_per_token: bool = False  # ipo: per-token mean log-ratios (each over its response length, as TRL 1.16's ipo) instead of the paper's summed ones
     f_divergence: str = "reverse_kl"  # dpo, sigmoid_norm: the regularizer's f-divergence, reverse_kl (DPO) | forward_kl | js_divergence | alpha_divergence (f-DPO, Wang et al. 2023; TRL's f_divergence_type)
     f_alpha_divergence_coef: Annotated[float, Interval("(-inf, inf)")] = 0.5  # dpo, sigmoid_norm with f_divergence alpha_divergence: its alpha, as TRL's (f'(u) = (u^(alpha-1) - 1) / (alpha-1))
+    ld_alpha: Annotated[float, Interval("[0, 1]")] | None = None  # LD-DPO (Liu et al. 2024; TRL's ld_alpha): in each response's log-prob (policy's and reference's), the tokens past the pair's shared length (the shorter response's) count ld_alpha times (per-token means, as the NLL terms', stay plain); paired methods with a reference; null = all count once
+    wpo_weighting: bool = False  # WPO (Zhou et al. 2024; TRL's use_weighting): each pair's loss times w(chosen) * w(rejected), w = exp(mean per-token log p - log sum_v p_v^2) under the policy, detached; DPO's family, sft and their mixes
     rpo_alpha: NonNegative[float] = 0.0  # dpo: weight of the chosen responses' per-token NLL added to DPO (RPO, Pang et al. 2024); 0 = plain DPO
     simpo_gamma: NonNegative[float] = 0.5  # simpo: target reward margin gamma (absolute; its authors' gamma / beta is 0.3-0.8)
     exo_epsilon: Annotated[float, Interval("(0, 0.5)")] = 1e-3  # exo_pair: the labels' assumed error rate e, target distribution (1 - e, e) (TRL: label_smoothing)
@@ -304,8 +306,14 @@ class UPOConfig:
             unread.update(dict.fromkeys(("value_head_hidden", "value_lr"), f"method {self.method!r} has no value head"))
         if self.steer_aux_coefs is not None:
             unread["aux_coef"] = "steer_aux_coefs gives every example its own"
-        from upo.methods import uses_reference
+        from upo.methods import batch_format, takes_pair_weights, uses_reference
 
+        if batch_format(method, self.pref_loss) != "paired" or not uses_reference(method, self.loss_mix):
+            unread["ld_alpha"] = (f"method {self.method!r} has no log-ratios of pairs: LD-DPO weighs the tokens past a "
+                                  "pair's shared length in the summed log-probs of paired methods with a reference")
+        if not takes_pair_weights(method, self.loss_mix):
+            unread["wpo_weighting"] = (f"method {self.method!r} has no per-pair loss WPO's weights can scale (those "
+                                       "that have one: DPO's family but aot and aot_unpaired, sft, a mix of them)")
         if not self.sync_ref_model:
             unread.update(dict.fromkeys(("ref_model_mixup_alpha", "ref_model_sync_steps"), "sync_ref_model is false"))
         if not uses_reference(method, self.loss_mix):

@@ -13,6 +13,7 @@ import torch
 
 from upo import losses
 from upo.methods import Method, needs_kto_reference_point, uses_reference
+from upo.pair_weighting import wpo_pair_weights
 
 
 @dataclass
@@ -31,6 +32,7 @@ class StepInputs:
     kto_reference_point: torch.Tensor | None = None  # 0-dim, detached, clamped, averaged over all processes
     num_tokens: torch.Tensor | None = None  # [N] completion tokens per sequence (for per-token means)
     aux_coef: torch.Tensor | None = None  # [N] each sequence's aux_coef in a steered run (upo.data.steering)
+    pair_weights: torch.Tensor | None = None  # [B] WPO's weight of each pair (wpo_weighting; upo.pair_weighting)
 
     def reference_mean_logps(self) -> torch.Tensor:
         """[N] per-token mean reference log-probs: the summed ones over the completion length."""
@@ -54,6 +56,7 @@ def step_inputs(batch, policy, reference_fn, method: Method, cfg, accelerator) -
             batch["loss_mask"],
             batch["prompt_last_index"] if method.uses_value_head else None,  # the policy's value head gives V(x)
             keep_prompts=kto,  # the mismatched sequences' prompts are this batch's: keep their keys and values
+            wpo=cfg.wpo_weighting,
         )
         reference, kl_reference = batch.get("reference_logps"), batch.get("kl_reference_logps")
         sequences = [batch[key] for key in ("input_ids", "attention_mask", "loss_mask")]
@@ -77,6 +80,7 @@ def step_inputs(batch, policy, reference_fn, method: Method, cfg, accelerator) -
         kto_reference_point=z0,
         num_tokens=out["num_tokens"],
         aux_coef=batch.get("aux_coef"),
+        pair_weights=wpo_pair_weights(out["wpo_mean"]) if cfg.wpo_weighting else None,
     )
 
 

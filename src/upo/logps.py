@@ -26,6 +26,7 @@ from upo.packing import (
     supports_packing,
     varlen_attn,
 )
+from upo.pair_weighting import ld_token_weights, wpo_aligned_logps
 
 
 @dataclass
@@ -35,6 +36,7 @@ class SequenceLogps:
     num_tokens: torch.Tensor  # [N] completion tokens per sequence
     prompt_hidden: torch.Tensor | None  # [N, H] detached hidden state at the last prompt token
     prompt_cache: PromptCache | None = None  # with keep_prompts: the prompts' keys and values
+    wpo_mean: torch.Tensor | None = None  # [N] with wpo: mean of WPO's aligned log-probs (detached)
 
 
 def _logit_postprocess(config, logits: torch.Tensor) -> torch.Tensor:
@@ -119,9 +121,11 @@ def _packing(input_ids, attention_mask, loss_mask, base: str, shared_prompt: boo
     return packing, kept
 
 
-def completion_token_logps(model, hidden: torch.Tensor, targets: torch.Tensor, chunk_tokens: int | None) -> torch.Tensor:
+def completion_token_logps(model, hidden: torch.Tensor, targets: torch.Tensor, chunk_tokens: int | None,
+                           wpo: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Log-probs [K] (fp32) of targets [K] given the hidden states [K, H] that predict them: the LM
-    head, its post-processing and a cross-entropy, `chunk_tokens` rows at a time.
+    head, its post-processing and a cross-entropy, `chunk_tokens` rows at a time; with `wpo` also
+    WPO's aligned log-probs [K] (`upo.pair_weighting.wpo_aligned_logps`, detached).
 
     Only one chunk's logits [chunk, V] exist at once. With gradient each chunk is checkpointed: its
     logits are not kept for backward but computed again there, one chunk at a time, for one more LM
@@ -130,16 +134,21 @@ def completion_token_logps(model, hidden: torch.Tensor, targets: torch.Tensor, c
     """
     lm_head = model.get_output_embeddings()
 
-    def chunk(h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def chunk(h: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, ...]:
         logits = _logit_postprocess(model.config, lm_head(h))  # [k, V]
-        return -F.cross_entropy(logits.float(), t, reduction="none")  # [k]
+        logps = -F.cross_entropy(logits.float(), t, reduction="none")  # [k]
+        return (logps, wpo_aligned_logps(logits, logps)) if wpo else (logps,)
 
     if not chunk_tokens or hidden.shape[0] <= chunk_tokens:
-        return chunk(hidden, targets)
-    pieces = zip(hidden.split(chunk_tokens), targets.split(chunk_tokens), strict=True)
-    if not torch.is_grad_enabled():
-        return torch.cat([chunk(h, t) for h, t in pieces])
-    return torch.cat([checkpoint(chunk, h, t, use_reentrant=False, preserve_rng_state=False) for h, t in pieces])
+        out = chunk(hidden, targets)
+    else:
+        pieces = zip(hidden.split(chunk_tokens), targets.split(chunk_tokens), strict=True)
+        if torch.is_grad_enabled():
+            parts = [checkpoint(chunk, h, t, use_reentrant=False, preserve_rng_state=False) for h, t in pieces]
+        else:
+            parts = [chunk(h, t) for h, t in pieces]
+        out = tuple(torch.cat(column) for column in zip(*parts, strict=True))
+    return out if wpo else out[0]
 
 
 def sequence_logps(
@@ -153,6 +162,8 @@ def sequence_logps(
     logits_chunk_tokens: int | None = None,
     keep_prompts: bool = False,
     prompt_cache: PromptCache | None = None,
+    ld_alpha: float | None = None,
+    wpo: bool = False,
 ) -> SequenceLogps:
     """Log-probs of the completion tokens of each sequence.
 
@@ -165,7 +176,9 @@ def sequence_logps(
     `completion_token_logps`. With `keep_prompts` the result carries the prompts' keys and values
     (`prompt_cache`, see `upo.packing.PromptCache`); given a `prompt_cache` whose prompts the rows
     start with, the forward runs from each prompt's last token on only (both only where shared
-    prompts run). Works for any HF causal LM exposing get_decoder()/get_output_embeddings(), wrapped
+    prompts run). `ld_alpha` (rows i and N/2 + i pairs): LD-DPO's sums, each token past the pair's
+    shared length counted ld_alpha times (the per-token means stay plain, as TRL's NLL); `wpo`: also
+    WPO's per-sequence mean aligned log-probs (`upo.pair_weighting`). Works for any HF causal LM exposing get_decoder()/get_output_embeddings(), wrapped
     in peft or not.
     """
     decoder = model.get_decoder()
@@ -201,15 +214,26 @@ def sequence_logps(
     predicts = loss_mask.flatten().index_select(0, source) & (previous >= 0)  # [L]
     targets = ids[predicts]  # [K]
     token_logps = completion_token_logps(model, hidden.index_select(0, previous[predicts]), targets,
-                                         logits_chunk_tokens)  # [K]
+                                         logits_chunk_tokens, wpo)  # [K]
+    aligned = None
+    if wpo:
+        token_logps, aligned = token_logps
     token_rows = source[predicts] // width  # [K] input row of each token
-    sums = torch.zeros(n, device=ids.device, dtype=token_logps.dtype).index_add(0, token_rows, token_logps)
     counts = torch.zeros(n, device=ids.device, dtype=torch.long).index_add(0, token_rows, torch.ones_like(targets))
+    wpo_mean = None
+    if aligned is not None:
+        wpo_mean = torch.zeros(n, device=ids.device, dtype=aligned.dtype).index_add(0, token_rows, aligned)
+        wpo_mean = wpo_mean / counts.clamp(min=1)
+    sums = torch.zeros(n, device=ids.device, dtype=token_logps.dtype).index_add(0, token_rows, token_logps)
+    means = sums / counts.clamp(min=1)
+    if ld_alpha is not None:  # the sums weighted, the per-token means plain
+        weights = ld_token_weights(loss_mask, ld_alpha).flatten().index_select(0, source)[predicts]
+        sums = torch.zeros_like(sums).index_add(0, token_rows, token_logps * weights)
     prompt_hidden = None
     if prompt_last_index is not None:
         prompt_hidden = hidden[row_starts + prompt_last_index].detach()
-    return SequenceLogps(sum=sums, mean=sums / counts.clamp(min=1), num_tokens=counts, prompt_hidden=prompt_hidden,
-                         prompt_cache=cache)
+    return SequenceLogps(sum=sums, mean=means, num_tokens=counts, prompt_hidden=prompt_hidden,
+                         prompt_cache=cache, wpo_mean=wpo_mean)
 
 
 class CompletionLogps(torch.nn.Module):
@@ -222,28 +246,32 @@ class CompletionLogps(torch.nn.Module):
     """
 
     def __init__(self, lm, value_head: torch.nn.Module | None = None, padding_free: bool = True,
-                 shared_prompt: bool = True, logits_chunk_tokens: int | None = 1024):
+                 shared_prompt: bool = True, logits_chunk_tokens: int | None = 1024, ld_alpha: float | None = None):
         super().__init__()
         self.lm = lm
         self.value_head = value_head
         self.padding_free = padding_free
         self.shared_prompt = shared_prompt
         self.logits_chunk_tokens = logits_chunk_tokens
+        self.ld_alpha = ld_alpha  # LD-DPO: every forward's batches are pairs (validated: paired methods only)
 
     def forward(self, input_ids, attention_mask, loss_mask, prompt_last_index=None, keep_prompts: bool = False,
-                prompt_cache: PromptCache | None = None) -> dict:
+                prompt_cache: PromptCache | None = None, wpo: bool = False) -> dict:
         """Tensors [N, T] as in `sequence_logps` -> {"sum", "mean", "num_tokens"} [N] each, and with
         `prompt_last_index` [N] also "values" [N]: the value head on the (detached) hidden state at
         the last prompt token; with `keep_prompts`, "prompt_cache" where one was kept (with shared
-        prompts on: the two go together), for a later forward's `prompt_cache`."""
+        prompts on: the two go together), for a later forward's `prompt_cache`; with `wpo`, "wpo_mean"
+        [N] (`sequence_logps`)."""
         out = sequence_logps(self.lm, input_ids, attention_mask, loss_mask, prompt_last_index, self.padding_free,
                              self.shared_prompt, self.logits_chunk_tokens, keep_prompts and self.shared_prompt,
-                             prompt_cache)
+                             prompt_cache, self.ld_alpha, wpo)
         result = {"sum": out.sum, "mean": out.mean, "num_tokens": out.num_tokens}
         if prompt_last_index is not None:
             result["values"] = self.value_head(out.prompt_hidden)
         if out.prompt_cache is not None:
             result["prompt_cache"] = out.prompt_cache
+        if out.wpo_mean is not None:
+            result["wpo_mean"] = out.wpo_mean
         return result
 
     def tie_weights(self) -> None:

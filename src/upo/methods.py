@@ -56,6 +56,9 @@ class Method:
     # Sums other methods' batch losses, each times its weight in cfg.loss_mix (`mix`); it reads theirs
     # keys too (`config_reads`). Its terms: the `mixable` methods.
     mixes: bool = False
+    # Its step returns one loss per pair, which WPO's pair weights can scale (wpo_weighting: TRL's
+    # use_weighting, on its DPOTrainer's losses but AOT's, whose per-pair losses are of sorted margins).
+    pair_weighting: bool = False
     summary: str = ""
 
 
@@ -64,6 +67,9 @@ def _mean_loss(step):
 
     def method_loss(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
         per_example, metrics = step(x, cfg)
+        if x.pair_weights is not None:  # WPO (validated: methods with pair_weighting only)
+            per_example = per_example * x.pair_weights
+            metrics["wpo/weights"] = x.pair_weights.mean()
         loss = per_example.mean()
         metrics["loss"] = loss.detach()
         return loss, metrics
@@ -71,18 +77,18 @@ def _mean_loss(step):
     return method_loss
 
 
-def _pair(name: str, loss, *keys: str, summary: str) -> dict[str, Method]:
+def _pair(name: str, loss, *keys: str, summary: str, pair_weighting: bool = True) -> dict[str, Method]:
     """The entry of a pairwise loss of `upo.pair_losses`: it reads beta and `keys`."""
     return {name: Method(name, "paired", _mean_loss(steps.pair_step(loss, *keys)), reads=("beta", *keys),
-                         summary=summary)}
+                         pair_weighting=pair_weighting, summary=summary)}
 
 
 METHODS: dict[str, Method] = {
     "dpo": Method("dpo", "paired", _mean_loss(steps.dpo_step),
                   reads=("beta", "label_smoothing", "rpo_alpha", "f_divergence", "f_alpha_divergence_coef"),
-                  summary="DPO, Rafailov et al. 2023 (RPO, Pang et al. 2024, with rpo_alpha; f-DPO, Wang et al. 2023, "
+                  pair_weighting=True, summary="DPO, Rafailov et al. 2023 (RPO, Pang et al. 2024, with rpo_alpha; f-DPO, Wang et al. 2023, "
                           "with f_divergence)"),
-    "ipo": Method("ipo", "paired", _mean_loss(steps.ipo_step), reads=("beta", "ipo_per_token"),
+    "ipo": Method("ipo", "paired", _mean_loss(steps.ipo_step), reads=("beta", "ipo_per_token"), pair_weighting=True,
                   summary="IPO, Azar et al. 2023"),
     # ---- DPO's relatives (upo.pair_losses; TRL's DPOTrainer loss_types of the same names) ----
     **_pair("hinge", pl.hinge_loss, summary="SLiC's hinge on DPO's margin, Zhao et al. 2023"),
@@ -98,12 +104,12 @@ METHODS: dict[str, Method] = {
     **_pair("exo_pair", pl.exo_pair_loss, "exo_epsilon", summary="EXO on pairs, Ji et al. 2024: reverse-KL DPO"),
     **_pair("discopop", pl.discopop_loss, "discopop_tau",
             summary="DiscoPOP, Lu et al. 2024: logistic below a zero margin, exponential above"),
-    **_pair("aot", pl.aot_loss, "label_smoothing",
+    **_pair("aot", pl.aot_loss, "label_smoothing", pair_weighting=False,
             summary="AOT, Melnyk et al. 2024: DPO on the batch's sorted margins against the reference's"),
-    **_pair("aot_unpaired", pl.aot_unpaired_loss, "label_smoothing",
+    **_pair("aot_unpaired", pl.aot_unpaired_loss, "label_smoothing", pair_weighting=False,
             summary="AOT unpaired, Melnyk et al. 2024: DPO on sorted chosen against sorted rejected log-ratios"),
     "sigmoid_norm": Method("sigmoid_norm", "paired", _mean_loss(steps.sigmoid_norm_step),
-                           reads=("beta", "f_divergence", "f_alpha_divergence_coef"),
+                           reads=("beta", "f_divergence", "f_alpha_divergence_coef"), pair_weighting=True,
                            summary="TRL's sigmoid_norm: DPO on per-token (length-normalized) log-ratios"),
     "kto": Method("kto", "unpaired", _mean_loss(steps.kto_step), needs_kto_reference_point=True,
                   reads=("beta", "desirable_weight", "undesirable_weight"), summary="KTO, Ethayarajh et al. 2024"),
@@ -140,6 +146,7 @@ METHODS: dict[str, Method] = {
         "paired",
         _mean_loss(steps.sft_step),
         uses_reference=False,
+        pair_weighting=True,
         summary="SFT: per-token NLL of the chosen responses",
     ),
     "csft": Method(
@@ -221,6 +228,13 @@ def uses_reference(method: Method, loss_mix: dict[str, float] | None = None) -> 
     if method.mixes:
         return any(METHODS[name].uses_reference for name in loss_mix or {} if name in METHODS)
     return method.uses_reference
+
+
+def takes_pair_weights(method: Method, loss_mix: dict[str, float] | None = None) -> bool:
+    """Whether WPO's pair weights can scale a run of `method`'s loss: a mix if every term's can."""
+    if method.mixes:
+        return bool(loss_mix) and all(name in METHODS and METHODS[name].pair_weighting for name in loss_mix)
+    return method.pair_weighting
 
 
 def mixable() -> tuple[str, ...]:

@@ -41,7 +41,7 @@ def make_reference_fn(accelerator, policy, ref_model, lora: bool) -> ReferenceFn
     """
     settings = accelerator.unwrap_model(policy)
     options = {"padding_free": settings.padding_free, "shared_prompt": settings.shared_prompt,
-               "logits_chunk_tokens": settings.logits_chunk_tokens}
+               "logits_chunk_tokens": settings.logits_chunk_tokens, "ld_alpha": settings.ld_alpha}
 
     def run(sequences, keep_prompts=False, prompt_cache=None) -> dict:
         if ref_model is not None:

@@ -12,7 +12,7 @@ decides the values bit for bit:
   module the forward runs (with LoRA, the adapters too, though disabled: a superset, so a hit is
   never wrong), its class and config (a steered run's resized vocabulary changes both), which code
   path runs it (a frozen copy, the policy, the policy without its adapters), attn_implementation,
-  padding_free, shared_prompt, logits_chunk_tokens and train/eval mode;
+  padding_free, shared_prompt, logits_chunk_tokens, LD-DPO's ld_alpha (when set) and train/eval mode;
 - the numerics: the autocast precision, the torch / transformers / peft / accelerate versions,
   the device (its name on CUDA; on CPU its model name and the kernels' instruction set: kernels
   block their loops by the cache sizes of the CPU they run on), torch's thread count and
@@ -161,7 +161,8 @@ def reference_identity(accelerator, policy, ref_model, lora: bool) -> dict:
         "config": _config(module),
         "attn_implementation": getattr(module.config, "_attn_implementation", None),
         "training": module.training,
-        "options": [settings.padding_free, settings.shared_prompt, settings.logits_chunk_tokens],
+        "options": [settings.padding_free, settings.shared_prompt, settings.logits_chunk_tokens]
+        + ([settings.ld_alpha] if settings.ld_alpha is not None else []),  # keys made before ld_alpha existed hold
         "weights": weights_digest(module, skip_adapters=ref_model is None and lora),
         **numerics(accelerator),
     }

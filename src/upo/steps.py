@@ -90,7 +90,8 @@ def ipo_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
     rc, rr = split_pairs(x.reference_logps)
     per_pair, chosen_r, rejected_r = losses.ipo_loss(pc, pr, rc, rr, beta=cfg.beta)
     if cfg.ipo_per_token:  # rewards/* stay beta * the summed log-ratios, as every method's (and held-out) are
-        means = (*split_pairs(x.policy_mean_logps), *split_pairs(x.reference_mean_logps()))
+        count = x.num_tokens.clamp(min=1)  # the summed log-probs (LD-DPO's, with ld_alpha) over the lengths
+        means = (*split_pairs(x.policy_logps / count), *split_pairs(x.reference_logps / count))
         per_pair = losses.ipo_loss(*means, beta=cfg.beta)[0]
     return per_pair, pair_metrics(chosen_r, rejected_r, pc, pr)
 

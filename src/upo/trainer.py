@@ -154,7 +154,7 @@ def train(cfg: UPOConfig) -> Path:
     # One trained module: the LM and, for the methods that have one, the value head V_psi(x).
     value_head = ValueHead(lm.config.hidden_size, cfg.value_head_hidden) if method.uses_value_head else None
     policy = CompletionLogps(lm, value_head, padding_free=cfg.padding_free, shared_prompt=cfg.shared_prompt,
-                             logits_chunk_tokens=cfg.logits_chunk_tokens)
+                             logits_chunk_tokens=cfg.logits_chunk_tokens, ld_alpha=cfg.ld_alpha)
 
     # ---- batches, optimizer --------------------------------------------------------------------
     pad = tokenizer.pad_token_id

@@ -260,8 +260,7 @@ _HANDLERS = {
     "optim": _optimizer, "adam_beta1": _optimizer, "adam_beta2": _optimizer, "adam_epsilon": _optimizer,
     "report_to": _report_to,
     "train_sampling_strategy": _sampling,
-    "disable_dropout": _must_be(True), "use_weighting": _must_be(False),
-    "ld_alpha": _must_be(None), "dataset_config": _must_be(None),
+    "disable_dropout": _must_be(True), "dataset_config": _must_be(None),
 
     "lora_target_parameters": _must_be(None), "trust_remote_code": _must_be(False),
     "max_completion_length": _must_be(None), "truncation_mode": _must_be("keep_start"),

@@ -29,6 +29,7 @@ RENAMED = {
     "simpo_gamma": "simpo_gamma", "use_peft": "lora", "lora_r": "lora_r", "lora_alpha": "lora_alpha",
     "lora_dropout": "lora_dropout", "lora_target_modules": "lora_target_modules", "use_dora": "use_dora",
     "use_rslora": "use_rslora", "lora_modules_to_save": "lora_modules_to_save",
+    "ld_alpha": "ld_alpha", "use_weighting": "wpo_weighting",  # LD-DPO, WPO (upo.pair_weighting)
 }
 
 # TRL's boolean keys: TRL's parser reads "false" (a YAML string) as False, and so does the translation.
