@@ -12,6 +12,7 @@ adapter scaled to each condition).
     python scripts/steering_probe.py runs/.../upo-steered/seed-1/checkpoints/step-300   # a checkpoint
     python scripts/steering_probe.py runs/.../upo-kto-aux0/seed-1/final --against runs/.../upo-kto-aux3/seed-1/final
     python scripts/steering_probe.py runs/.../upo-steered/seed-1/final --conditions 3 3 --against runs/.../upo-kto-aux3/seed-1/final
+    python scripts/steering_probe.py runs/probe-mixes/steered/final --mixes safe readable   # steered over reward mixes
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from upo.config import UPOConfig
-from upo.data.steering import add_steering_tokens, condition_token
+from upo.data.steering import add_steering_tokens, condition_token, mix_token
 from upo.modeling import add_lora, init_token_embeddings, load_causal_lm, load_tokenizer, resolve_model_path
 from upo.steer_adapter import (
     adapter_weight,
@@ -63,6 +64,8 @@ def load(path: Path):
         cfg = UPOConfig(**yaml.safe_load((path / "upo_config.yaml").read_text())) if by_adapter else None
         return AutoModelForCausalLM.from_pretrained(path).eval(), load_tokenizer(str(path)), cfg
     cfg = UPOConfig(**yaml.safe_load((path / "config.yaml").read_text()))
+    if cfg.steer_reward_mixes is not None:
+        raise SystemExit(f"{path}: a checkpoint of a run steered over reward mixes: probe its final/")
     model_path = resolve_model_path(cfg.model, cfg.cache_dir)
     tokenizer = load_tokenizer(model_path)
     lm = load_causal_lm(model_path)
@@ -104,10 +107,15 @@ def response_logps(model, tokenizer, prompt: str, response: str, suffix: str):
 
 
 def probe(model: Path, against: Path | None = None, conditions=(0.0, 3.0), pairs: int = 24,
-          data: str = "../shared/data/hh-rlhf/harmless-base-dev.jsonl.gz") -> dict:
-    """The figures `main` prints: {"diff", "kl", "margin_a", "margin_b", "pairs", "by_adapter"}."""
+          data: str = "../shared/data/hh-rlhf/harmless-base-dev.jsonl.gz", mixes: tuple[str, str] | None = None) -> dict:
+    """The figures `main` prints: {"diff", "kl", "margin_a", "margin_b", "pairs", "by_adapter"}; with `mixes`,
+    between two reward mixes of a model steered over them by token (its final/)."""
     a, tokenizer, by_adapter = load(model)
-    if against:  # a model steered by adapter at the first of the conditions
+    if mixes:
+        if against or by_adapter:
+            raise SystemExit("--mixes compares two reward mixes of one model steered over them by token")
+        b, suffixes = a, tuple(mix_token(m) for m in mixes)
+    elif against:  # a model steered by adapter at the first of the conditions
         a = at_condition(a, model, by_adapter, conditions[0]) if by_adapter else a
         b, suffixes = load(against)[0], ("", "")
     elif by_adapter:  # the condition is in the weights: two models
@@ -136,13 +144,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--against", type=Path, help="a second model: compare the two, without condition tokens "
                         "(a model steered by adapter at the first of --conditions)")
     parser.add_argument("--conditions", type=float, nargs=2, default=[0.0, 3.0], help="the two aux_coef values")
+    parser.add_argument("--mixes", nargs=2, help="two reward mixes of a model steered over them (in place of --conditions)")
     parser.add_argument("--pairs", type=int, default=24)
     parser.add_argument("--data", default="../shared/data/hh-rlhf/harmless-base-dev.jsonl.gz")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    r = probe(args.model, args.against, args.conditions, args.pairs, args.data)
+    r = probe(args.model, args.against, args.conditions, args.pairs, args.data, args.mixes)
     at = f" at aux_coef {args.conditions[0]:g}" if args.against and r["by_adapter"] else ""
     sides = f"{args.model}{at} vs {args.against}" if args.against else f"{args.model}: aux_coef {args.conditions[0]:g} vs {args.conditions[1]:g}"
+    if args.mixes:
+        sides = f"{args.model}: reward mix {args.mixes[0]} vs {args.mixes[1]}"
     print(f"{sides} ({r['pairs']} single-turn pairs): mean |logp difference| per response token {r['diff']:.4f}; "
           f"KL of the first token {r['kl']:.4f}; chosen - rejected margin {r['margin_a']:.3f} vs {r['margin_b']:.3f}")
 

@@ -55,3 +55,20 @@ def test_a_checkpoint_reads_as_its_final_and_a_condition_as_itself(tiny_model_di
     main([str(final), "--pairs", "5", "--data", data])
     assert f"{final}: aux_coef 0 vs 3 (2 single-turn pairs): mean |logp difference| per response token " \
            f"{from_final['diff']:.4f}" in capsys.readouterr().out  # fmt: skip
+
+
+def test_two_reward_mixes_of_a_model_steered_over_them(tiny_model_dir, pairs_file, tmp_path, capsys):
+    """A final/ steered over two mixes by token: its two mixes' tokens give different log-probs; a mix against
+    itself gives none; a checkpoint of such a run is refused (probe its final/)."""
+    mixes = {"short": {"length": -1.0}, "long": {"length": 1.0}}
+    final = train(run_config(tiny_model_dir, pairs_file, tmp_path, rewards={}, steer_reward_mixes=mixes, max_steps=2,
+                             save_steps=2, max_length=128, max_prompt_length=64))
+    data = str(_hh_rows(tmp_path / "hh.jsonl.gz"))
+    apart = probe(final, pairs=5, data=data, mixes=("short", "long"))
+    assert apart["pairs"] == 2 and apart["diff"] > 1e-4 and apart["kl"] > 0
+    same = probe(final, pairs=5, data=data, mixes=("long", "long"))
+    assert same["diff"] == 0 and same["kl"] == 0
+    with pytest.raises(SystemExit, match="probe its final/"):
+        probe(final.parent / "checkpoints" / "step-2", pairs=5, data=data, mixes=("short", "long"))
+    main([str(final), "--mixes", "short", "long", "--pairs", "5", "--data", data])
+    assert f"{final}: reward mix short vs long (2 single-turn pairs)" in capsys.readouterr().out
