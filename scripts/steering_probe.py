@@ -29,7 +29,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from upo.config import UPOConfig
-from upo.data.steering import add_steering_tokens, condition_token, mix_token
+from upo.data.steering import SteeringError, add_steering_tokens, condition_token, mix_token, steering_suffix
 from upo.modeling import add_lora, init_token_embeddings, load_causal_lm, load_tokenizer, resolve_model_path
 from upo.steer_adapter import (
     adapter_weight,
@@ -114,6 +114,11 @@ def probe(model: Path, against: Path | None = None, conditions=(0.0, 3.0), pairs
     if mixes:
         if against or by_adapter:
             raise SystemExit("--mixes compares two reward mixes of one model steered over them by token")
+        for mix in mixes:  # one the model was trained on, and nothing else it needs (an aux_coef): else an error
+            try:
+                steering_suffix(tokenizer, None, mix)
+            except SteeringError as e:
+                raise SystemExit(f"{model}: {e}") from None
         b, suffixes = a, tuple(mix_token(m) for m in mixes)
     elif against:  # a model steered by adapter at the first of the conditions
         a = at_condition(a, model, by_adapter, conditions[0]) if by_adapter else a

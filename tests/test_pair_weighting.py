@@ -28,9 +28,9 @@ def test_ld_token_weights_hand_worked():
 def test_wpo_weights_hand_worked():
     """Two tokens of a 2-word vocabulary with logits (0, 0): p = 1/2, sum p^2 = 1/2, aligned = log(1/2) - log(1/2) = 0;
     with logits (log 3, 0): p(0) = 3/4, sum p^2 = 10/16, aligned = log(3/4) - log(10/16) = log(6/5)."""
-    logits = torch.tensor([[0.0, 0.0], [math.log(3), 0.0]])
-    logps = torch.log_softmax(logits, -1)[torch.arange(2), torch.tensor([1, 0])]
-    torch.testing.assert_close(wpo_aligned_logps(logits, logps), torch.tensor([0.0, math.log(6 / 5)]))
+    log_probs = torch.log_softmax(torch.tensor([[0.0, 0.0], [math.log(3), 0.0]]), -1)
+    logps = log_probs[torch.arange(2), torch.tensor([1, 0])]
+    torch.testing.assert_close(wpo_aligned_logps(log_probs, logps), torch.tensor([0.0, math.log(6 / 5)]))
     # pairs: (chosen mean 0, rejected mean log 2), (log 3, -log 2) -> weights 1 * 2, 3 * 1/2
     means = torch.tensor([0.0, math.log(3), math.log(2), -math.log(2)])
     torch.testing.assert_close(wpo_pair_weights(means), torch.tensor([2.0, 1.5]))
@@ -67,7 +67,8 @@ def test_sequence_logps_weighs_the_tail_and_gives_wpo_means(padding_free, chunk)
 
 
 def test_wpo_weights_carry_no_gradient_through_chunks():
-    """Checkpointed LM-head chunks with WPO on: the gradient of the sums is the plain run's."""
+    """Checkpointed LM-head chunks with WPO on: the gradient of the sums (plus wpo_mean, which has none) is the
+    plain run's."""
     model = build_tiny_model(64).train()
     batch = _batch()
     grads = []
@@ -75,7 +76,7 @@ def test_wpo_weights_carry_no_gradient_through_chunks():
         model.zero_grad()
         out = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"],
                              logits_chunk_tokens=3, wpo=wpo)
-        out.sum.sum().backward()
+        (out.sum.sum() + (out.wpo_mean.sum() if wpo else 0)).backward()  # wpo_mean must carry no gradient
         grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b)
@@ -84,15 +85,19 @@ def test_wpo_weights_carry_no_gradient_through_chunks():
 def test_an_ld_dpo_run_starts_at_zero_log_ratios_and_a_wpo_run_logs_its_weights(tiny_model_dir, pairs_file, tmp_path):
     """The reference log-probs are weighted as the policy's (precomputed, and by a frozen copy): before the first
     update every log-ratio is 0. A WPO run's steps log wpo/weights in (0, inf)."""
-    for precompute in (True, False):
-        out = tmp_path / f"ld-{precompute}"
-        final = train(run_config(tiny_model_dir, pairs_file, out, method="dpo", ld_alpha=0.0, max_steps=1,
+    logps = {}
+    for alpha, precompute in ((0.0, True), (0.0, False), (None, True)):
+        out = tmp_path / f"ld-{alpha}-{precompute}"
+        final = train(run_config(tiny_model_dir, pairs_file, out, method="dpo", ld_alpha=alpha, max_steps=1,
                                  precompute_ref_logps=precompute))
         first = read_metrics(final.parent / "metrics.jsonl")[0]
         assert first["train/rewards/chosen"] == 0.0 and first["train/rewards/rejected"] == 0.0
+        logps[alpha] = first["train/logps/chosen"], first["train/logps/rejected"]
+    assert logps[0.0] != logps[None]  # the policy's sums are weighted (some pair's responses differ in length)
     final = train(run_config(tiny_model_dir, pairs_file, tmp_path / "wpo", method="dpo", wpo_weighting=True,
                              ld_alpha=0.5))
     rows = read_metrics(final.parent / "metrics.jsonl")
+    assert rows[0]["train/rewards/chosen"] == 0.0 and rows[0]["train/rewards/margins"] == 0.0
     assert all(0 < row["train/wpo/weights"] < math.inf for row in rows)
 
 
@@ -117,6 +122,8 @@ def test_ld_dpo_reference_log_probs_are_cached_apart(tiny_model_dir, pairs_file,
         (dict(method="aot", wpo_weighting=True), r"wpo_weighting \(method 'aot' has no per-pair loss"),
         (dict(method="upo", pref_loss="dpo", wpo_weighting=True), "wpo_weighting"),
         (dict(method="mix", loss_mix={"dpo": 1.0, "aot": 1.0}, wpo_weighting=True), "wpo_weighting"),
+        (dict(method="mix", loss_mix={"dpo": 1.0, "cpo": 1.0}, ld_alpha=0.5), r"ld_alpha \(LD-DPO's weights would reach"),
+        (dict(method="upo", pref_loss="dpo", aux_logp="sum", ld_alpha=0.5), r"ld_alpha \(LD-DPO's weights would reach"),
     ],
 )
 def test_weighting_settings_are_checked(tiny_model_dir, pairs_file, tmp_path, keys, message):
@@ -147,6 +154,37 @@ def test_the_method_table_scales_each_pairs_loss_by_its_weight(method):
     weighted = loss(weights)
     if method == "sft":  # per pair: the chosen response's per-token NLL
         torch.testing.assert_close(weighted, (weights * -(logps[:4] / 5)).mean())
+    if method == "dpo":  # pair i's DPO loss times w_i
+        from upo.losses import dpo_loss
+
+        g.manual_seed(1)
+        reference = logps + torch.randn(8, generator=g)
+        per_pair = dpo_loss(logps[:4], logps[4:], reference[:4], reference[4:], beta=cfg.beta)[0]
+        torch.testing.assert_close(weighted, (weights * per_pair).mean())
     assert not torch.allclose(plain, weighted)
     g.manual_seed(1)
     torch.testing.assert_close(loss(torch.ones(4)), plain)
+
+
+def test_unpaired_held_out_data_is_refused_with_pair_weights(tiny_model_dir, pairs_file, tmp_path):
+    """A paired method with unpaired held-out rows: the forward would pair unrelated rows (or fail on an odd count)."""
+    import json
+
+    unpaired = tmp_path / "unpaired.jsonl"
+    unpaired.write_text("".join(json.dumps({"prompt": f"Say {w}.", "completion": w, "label": True}) + "\n"
+                                for w in ("yes", "no", "maybe")))
+    for keys in (dict(ld_alpha=0.5), dict(wpo_weighting=True)):
+        cfg = run_config(tiny_model_dir, pairs_file, tmp_path, method="dpo", eval_dataset=str(unpaired), **keys)
+        with pytest.raises(ValueError, match=f"{next(iter(keys))} weigh pairs, and the held-out data of .* are unpaired"):
+            train(cfg)
+
+
+def test_a_sweep_drops_the_bases_weighting_keys_where_a_point_cannot_take_them():
+    from upo.frontier.sweep import config_keys
+
+    base = {"ld_alpha": 0.5, "wpo_weighting": True, "rewards": {"length": 1.0}}
+    assert config_keys(base, {"method": "dpo"}) == {**base, "method": "dpo"}
+    assert "ld_alpha" not in config_keys(base, {"method": "kto"}) and "wpo_weighting" not in config_keys(base, {"method": "kto"})
+    upo = config_keys(base, {"method": "upo", "pref_loss": "dpo"})
+    assert upo["ld_alpha"] == 0.5 and "wpo_weighting" not in upo
+    assert "ld_alpha" in config_keys(base, {"method": "kto", "ld_alpha": 0.5})  # the point's own: still an error

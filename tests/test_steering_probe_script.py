@@ -68,6 +68,8 @@ def test_two_reward_mixes_of_a_model_steered_over_them(tiny_model_dir, pairs_fil
     assert apart["pairs"] == 2 and apart["diff"] > 1e-4 and apart["kl"] > 0
     same = probe(final, pairs=5, data=data, mixes=("long", "long"))
     assert same["diff"] == 0 and same["kl"] == 0
+    with pytest.raises(SystemExit, match="reward mix 'lng' is not one this model was trained on; trained mixes: "):
+        probe(final, pairs=5, data=data, mixes=("short", "lng"))
     with pytest.raises(SystemExit, match="probe its final/"):
         probe(final.parent / "checkpoints" / "step-2", pairs=5, data=data, mixes=("short", "long"))
     main([str(final), "--mixes", "short", "long", "--pairs", "5", "--data", data])

@@ -145,6 +145,17 @@ def test_dora_and_rslora_are_translated_with_use_peft():
     assert "use_dora" not in plain.values and any(k.startswith("use_dora") for k in plain.not_translated)
 
 
+def test_ld_dpo_and_wpo_are_translated():
+    """TRL's ld_alpha is upo's ld_alpha, its use_weighting upo's wpo_weighting; with sft in loss_type a note says
+    TRL itself raises on that."""
+    out = translate({"ld_alpha": 0.3, "use_weighting": "true"}, "dpo")
+    assert not out.errors and (out.values["ld_alpha"], out.values["wpo_weighting"]) == (0.3, True)
+    assert not any("raises" in note for note in out.notes)
+    rpo = translate({"use_weighting": True, "loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 0.5]}, "dpo")
+    assert rpo.values["wpo_weighting"] is True and rpo.values["rpo_alpha"] == 0.5
+    assert any("use_weighting with sft in loss_type: TRL 1.16 raises" in note for note in rpo.notes)
+
+
 def test_qlora_is_translated():
     """TRL's load_in_4bit with use_peft (QLoRA): upo's load_in_4bit, its quant type and nested quantization;
     without use_peft, or with a float storage dtype (FSDP's), refused."""

@@ -306,14 +306,9 @@ class UPOConfig:
             unread.update(dict.fromkeys(("value_head_hidden", "value_lr"), f"method {self.method!r} has no value head"))
         if self.steer_aux_coefs is not None:
             unread["aux_coef"] = "steer_aux_coefs gives every example its own"
-        from upo.methods import batch_format, takes_pair_weights, uses_reference
+        from upo.methods import unread_weighting_keys, uses_reference
 
-        if batch_format(method, self.pref_loss) != "paired" or not uses_reference(method, self.loss_mix):
-            unread["ld_alpha"] = (f"method {self.method!r} has no log-ratios of pairs: LD-DPO weighs the tokens past a "
-                                  "pair's shared length in the summed log-probs of paired methods with a reference")
-        if not takes_pair_weights(method, self.loss_mix):
-            unread["wpo_weighting"] = (f"method {self.method!r} has no per-pair loss WPO's weights can scale (those "
-                                       "that have one: DPO's family but aot and aot_unpaired, sft, a mix of them)")
+        unread.update(unread_weighting_keys(method, self.pref_loss, self.loss_mix, self.aux_logp))
         if not self.sync_ref_model:
             unread.update(dict.fromkeys(("ref_model_mixup_alpha", "ref_model_sync_steps"), "sync_ref_model is false"))
         if not uses_reference(method, self.loss_mix):

@@ -135,9 +135,12 @@ def completion_token_logps(model, hidden: torch.Tensor, targets: torch.Tensor, c
     lm_head = model.get_output_embeddings()
 
     def chunk(h: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        logits = _logit_postprocess(model.config, lm_head(h))  # [k, V]
-        logps = -F.cross_entropy(logits.float(), t, reduction="none")  # [k]
-        return (logps, wpo_aligned_logps(logits, logps)) if wpo else (logps,)
+        logits = _logit_postprocess(model.config, lm_head(h)).float()  # [k, V]
+        if not wpo:
+            return (-F.cross_entropy(logits, t, reduction="none"),)  # [k]
+        log_probs = logits.log_softmax(-1)  # [k, V], once for both
+        logps = log_probs.gather(-1, t[:, None]).squeeze(-1)
+        return logps, wpo_aligned_logps(log_probs, logps)
 
     if not chunk_tokens or hidden.shape[0] <= chunk_tokens:
         out = chunk(hidden, targets)

@@ -59,6 +59,8 @@ class Method:
     # Its step returns one loss per pair, which WPO's pair weights can scale (wpo_weighting: TRL's
     # use_weighting, on its DPOTrainer's losses but AOT's, whose per-pair losses are of sorted margins).
     pair_weighting: bool = False
+    # A reference-free loss of summed log-probs (CPO's reward): LD-DPO's weights, meant for log-ratios, would reach it.
+    reference_free_sums: bool = False
     summary: str = ""
 
 
@@ -135,7 +137,7 @@ METHODS: dict[str, Method] = {
     "simpo": Method("simpo", "paired", _mean_loss(steps.simpo_step), uses_reference=False,
                     reads=("beta", "simpo_gamma", "label_smoothing", "alphapo_alpha"),
                     summary="SimPO, Meng et al. 2024: length-normalized reward with a target margin"),
-    "cpo": Method("cpo", "paired", _mean_loss(steps.cpo_step), uses_reference=False,
+    "cpo": Method("cpo", "paired", _mean_loss(steps.cpo_step), uses_reference=False, reference_free_sums=True,
                   reads=("beta", "cpo_alpha", "label_smoothing", "alphapo_alpha"),
                   summary="CPO, Xu et al. 2024: reference-free DPO plus the chosen responses' NLL"),
     "orpo": Method("orpo", "paired", _mean_loss(steps.orpo_step), uses_reference=False, reads=("beta",),
@@ -230,11 +232,26 @@ def uses_reference(method: Method, loss_mix: dict[str, float] | None = None) -> 
     return method.uses_reference
 
 
-def takes_pair_weights(method: Method, loss_mix: dict[str, float] | None = None) -> bool:
-    """Whether WPO's pair weights can scale a run of `method`'s loss: a mix if every term's can."""
-    if method.mixes:
-        return bool(loss_mix) and all(name in METHODS and METHODS[name].pair_weighting for name in loss_mix)
-    return method.pair_weighting
+def unread_weighting_keys(method: Method, pref_loss: str, loss_mix: dict[str, float] | None = None,
+                          aux_logp: str = "mean") -> dict[str, str]:
+    """LD-DPO's `ld_alpha` and WPO's `wpo_weighting` where a run of `method` cannot take them -> why.
+
+    ld_alpha weighs the summed log-probs of pairs, meant for their log-ratios: a paired run with a
+    reference, none of whose summed log-probs serve anything else (a mix's CPO term, UPO's auxiliary
+    term with aux_logp sum). wpo_weighting scales one loss per pair: methods with `pair_weighting`,
+    a mix if every term has it."""
+    terms = [METHODS[name] for name in loss_mix or {} if name in METHODS] if method.mixes else [method]
+    unread = {}
+    if batch_format(method, pref_loss) != "paired" or not uses_reference(method, loss_mix):
+        unread["ld_alpha"] = (f"method {method.name!r} has no log-ratios of pairs: LD-DPO weighs the tokens past a "
+                              "pair's shared length in the summed log-probs of paired methods with a reference")
+    elif any(term.reference_free_sums for term in terms) or ("aux_logp" in method.reads and aux_logp == "sum"):
+        unread["ld_alpha"] = ("LD-DPO's weights would reach summed log-probs that are not log-ratios (a CPO term's "
+                              "reward, UPO's auxiliary term with aux_logp: sum)")
+    if not (terms and all(term.pair_weighting for term in terms)):
+        unread["wpo_weighting"] = (f"method {method.name!r} has no per-pair loss WPO's weights can scale (those that "
+                                   "have one: DPO's family but aot and aot_unpaired, sft, a mix of them)")
+    return unread
 
 
 def mixable() -> tuple[str, ...]:

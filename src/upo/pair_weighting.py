@@ -29,13 +29,11 @@ def ld_token_weights(loss_mask: Tensor, ld_alpha: float) -> Tensor:
     return weights.float() * mask
 
 
-def wpo_aligned_logps(logits: Tensor, token_logps: Tensor) -> Tensor:
-    """[K] log p(y_t) - log sum_v p(v)^2 of each token, from its logits [K, V] and log-prob [K]:
-    WPO's "aligned" log-prob, detached."""
+def wpo_aligned_logps(log_probs: Tensor, token_logps: Tensor) -> Tensor:
+    """[K] log p(y_t) - log sum_v p(v)^2 of each token, from the log-softmax [K, V] of its logits and
+    its log-prob [K]: WPO's "aligned" log-prob, detached."""
     with torch.no_grad():
-        logits = logits.float()
-        log_sum_sq = torch.logsumexp(2 * logits, dim=-1) - 2 * torch.logsumexp(logits, dim=-1)
-        return token_logps.detach() - log_sum_sq
+        return token_logps.detach() - torch.logsumexp(2 * log_probs, dim=-1)
 
 
 def wpo_pair_weights(aligned_mean_logps: Tensor) -> Tensor:

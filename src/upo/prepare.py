@@ -166,6 +166,10 @@ def prepare_data(cfg: UPOConfig, tokenizer, progress: bool = True) -> PreparedDa
     if cfg.relabel:
         records = _relabel(records, cfg, report, progress)
 
+    weighted = [k for k, on in (("ld_alpha", cfg.ld_alpha is not None), ("wpo_weighting", cfg.wpo_weighting)) if on]
+    if weighted and eval_records and not _is_paired(eval_records):  # the forward would pair unrelated rows
+        raise ValueError(f"{' and '.join(weighted)} weigh pairs, and the held-out data of {cfg.eval_dataset} are "
+                         "unpaired: give paired held-out data, or set heldout_eval: false")
     train_format = batch_format(method, cfg.pref_loss)
     if train_format == "paired" and not _is_paired(records):
         raise ValueError(f"method {cfg.method!r} needs paired data (prompt, chosen, rejected); {cfg.dataset} is unpaired")

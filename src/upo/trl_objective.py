@@ -111,6 +111,9 @@ def _dpo_loss(ctx: Context, types_: list[str], weights: list | None, where: str)
     if "sft" in mix:
         out.notes.append("the sft term: TRL averages the NLL over all chosen tokens of the batch; upo over each "
                          "chosen response's tokens, then over the pairs")
+        if str(effective.get("use_weighting")).lower() == "true":
+            out.notes.append("use_weighting with sft in loss_type: TRL 1.16 raises on it (it scales its expanded sft "
+                             "loss in place); upo scales each pair's NLL by the pair's WPO weight")
     if "rpo_alpha" in ctx.given and (len(types_) > 1 or "sft" in types_):
         ctx.refuse("rpo_alpha", "earlier TRL versions' RPO weight, beside loss_type's sft term or list: set the sft "
                    "weight in loss_weights alone")
