@@ -118,9 +118,10 @@ def _method(name: str):
 def config_keys(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """UPOConfig keys of a point: `base` < `overrides`, without the base's method-specific keys that
     the point's method does not read (`upo.methods.unread_method_keys`: e.g. the base's beta for a
-    CSFT point, its aux_coef for DPO; `unread_weighting_keys`: ld_alpha for KTO), which its config would refuse. The point's own keys are kept,
-    so setting an unread one there is still an error."""
-    from upo.methods import METHODS, unread_method_keys, unread_weighting_keys  # imports torch: only when configs are built
+    CSFT point, its aux_coef for DPO; `unread_weighting_keys`: ld_alpha for KTO), which its config
+    would refuse. The point's own keys are kept, so setting an unread one there is still an error."""
+    # imports torch: only when configs are built
+    from upo.methods import METHODS, unread_method_keys, unread_weighting_keys
 
     keys = {**base, **overrides}
     method, pref_loss = keys.get("method", UPOConfig.method), keys.get("pref_loss", UPOConfig.pref_loss)
