@@ -60,6 +60,23 @@ def test_steered_hypervolume_ratio_hand_worked():
     assert plain["hv_steered"] is None and plain["hv_ratio_steered"] is None
 
 
+def test_without_preference_only_points_there_is_no_gain_and_the_plot_names_the_steered_ratio():
+    """The HH steered sweep has no preference-only point (KTO is its grid's aux_coef 0): no front to lie beyond,
+    so no HV gain (not HV(UPO) itself), and the plot's title gives HV steered / grid instead."""
+    from upo.frontier.plot import plot_title
+
+    rows = [r for r in _rows() if r["group"] != "preference"]
+    e = summarize_axes(rows, AXES)
+    assert e["hv_gain"] is None and e["hv_ratio_steered"] is not None
+    e["hv_ratio_steered_interval"] = [0.25, 0.75]
+    ratio = f"{e['hv_ratio_steered']:.3f}"
+    assert plot_title(e) == f"judge/win_rate vs readability/fk_grade\nhypervolume of UPO steered / UPO: {ratio} " \
+                            "(95% interval 0.250 to 0.750)"  # fmt: skip
+    with_pref = summarize_axes(_rows(), AXES)
+    assert plot_title(with_pref) == "judge/win_rate vs readability/fk_grade\nhypervolume gain of UPO over the " \
+                                    "preference-only front: 0.333"  # fmt: skip
+
+
 def test_steered_ratio_interval_from_the_draws():
     """Every prompt scores each point's value: every draw is the point estimate, so the interval is
     13/16 at both ends (the hand-worked ratio above). Without steered points there is none."""

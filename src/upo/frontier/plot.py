@@ -33,6 +33,21 @@ def _spread(rows: list[dict], metric: str) -> list[list[float]]:
             [max(r["intervals"][metric][1] - r["metrics"][metric], 0.0) for r in rows]]
 
 
+def plot_title(entry: dict) -> str:
+    """The axes, and the figure the plot is drawn for: UPO's hypervolume gain over the preference-only
+    front, else (a sweep without preference-only points) the steered front's share of the grid's."""
+    (pref, aux) = entry["axes"]
+    figures = [("hypervolume gain of UPO over the preference-only front", entry["hv_gain"],
+                entry.get("hv_gain_interval")),
+               ("hypervolume of UPO steered / UPO", entry.get("hv_ratio_steered"),
+                entry.get("hv_ratio_steered_interval"))]
+    name, value, interval = next(((n, v, i) for n, v, i in figures if v is not None), (None, None, None))
+    if value is None:
+        return f"{pref} vs {aux}"
+    return (f"{pref} vs {aux}\n{name}: {value:.3f}"
+            + (f" (95% interval {interval[0]:.3f} to {interval[1]:.3f})" if interval else ""))
+
+
 def plot_frontier(rows: list[dict], entry: dict, path: Path) -> Path:
     """Plot the two axes of summary `entry` (preference metric, auxiliary metric) for `rows`."""
     (pref, aux), (pref_dir, aux_dir) = entry["axes"], entry["directions"]
@@ -66,10 +81,7 @@ def plot_frontier(rows: list[dict], entry: dict, path: Path) -> Path:
                     alpha=0.6, label=label, zorder=2)
     ax.set_xlabel(f"{aux} ({BETTER[aux_dir]})")
     ax.set_ylabel(f"{pref} ({BETTER[pref_dir]})")
-    gain, interval = entry["hv_gain"], entry.get("hv_gain_interval")
-    ax.set_title(f"{pref} vs {aux}" + (f"\nhypervolume gain of UPO over the preference-only front: {gain:.3f}"
-                                       if gain is not None else "")
-                 + (f" (95% interval {interval[0]:.3f} to {interval[1]:.3f})" if interval else ""), fontsize=10)
+    ax.set_title(plot_title(entry), fontsize=10)
     ax.margins(x=0.25, y=0.12)  # room for the labels of the outermost points
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:

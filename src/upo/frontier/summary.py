@@ -9,7 +9,8 @@ auxiliary metrics, all of them at once. For one set of axes, over the points tha
 - hv_preference, hv_upo, hv_union: hypervolume of the preference-only points, of the UPO points and
   of both together, w.r.t. that reference, in the scaled space (a share of the box between the
   worst and best values seen: 0 to 1);
-- hv_gain = hv_union - hv_preference: the volume only UPO's points reach (>= 0);
+- hv_gain = hv_union - hv_preference: the volume only UPO's points reach (>= 0; None without
+  preference-only points);
 - upo_nondominated_share: the share of UPO points that no preference-only point dominates;
 - with steered points (one steered UPO run evaluated at each of its conditions, group "steered"):
   hv_steered, their hypervolume on the same scale, and hv_ratio_steered = hv_steered / hv_upo, how
@@ -90,7 +91,7 @@ def summarize_axes(rows: list[dict], axes: list[str]) -> dict:
         hv_preference=hv(pref),
         hv_upo=hv(upo),
         hv_union=hv(pref + upo),
-        hv_gain=hv(pref + upo) - hv(pref),
+        hv_gain=hv(pref + upo) - hv(pref) if pref else None,  # no preference-only point: no front to lie beyond
         upo_nondominated_share=nondominated_share(values[upo], values[pref], directions) if upo and pref else None,
         preference_front=front(pref),
         upo_front=front(upo),
