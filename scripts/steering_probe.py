@@ -3,7 +3,7 @@
 Scores the dataset's chosen and rejected responses to its first single-turn prompts (up to 64
 response tokens) and reports, between two conditions of one steered model (or between two models):
 the mean absolute difference of the responses' per-token log-probs, the KL divergence of the first
-response token's distribution, and each side's mean chosen - rejected margin (per-token log-probs).
+response token's distribution (over the vocabulary both share), and each side's mean chosen - rejected margin (per-token log-probs).
 A steered model whose conditions differ far less than the models trained at those values cannot
 steer. Used for README "Steered UPO" (the first attempt, and steering by adapter: the model's
 adapter scaled to each condition).
@@ -13,6 +13,7 @@ adapter scaled to each condition).
     python scripts/steering_probe.py runs/.../upo-kto-aux0/seed-1/final --against runs/.../upo-kto-aux3/seed-1/final
     python scripts/steering_probe.py runs/.../upo-steered/seed-1/final --conditions 3 3 --against runs/.../upo-kto-aux3/seed-1/final
     python scripts/steering_probe.py runs/probe-mixes/steered/final --mixes safe readable   # steered over reward mixes
+    python scripts/steering_probe.py runs/probe-mixes/steered/final --mixes safe safe --against runs/probe-mixes/grid-safe/final
 """
 
 from __future__ import annotations
@@ -109,17 +110,20 @@ def response_logps(model, tokenizer, prompt: str, response: str, suffix: str):
 def probe(model: Path, against: Path | None = None, conditions=(0.0, 3.0), pairs: int = 24,
           data: str = "../shared/data/hh-rlhf/harmless-base-dev.jsonl.gz", mixes: tuple[str, str] | None = None) -> dict:
     """The figures `main` prints: {"diff", "kl", "margin_a", "margin_b", "pairs", "by_adapter"}; with `mixes`,
-    between two reward mixes of a model steered over them by token (its final/)."""
+    between two reward mixes of a model steered over them by token (its final/), or with `against` too,
+    between its first mix and the second model."""
     a, tokenizer, by_adapter = load(model)
     if mixes:
-        if against or by_adapter:
-            raise SystemExit("--mixes compares two reward mixes of one model steered over them by token")
+        if by_adapter:
+            raise SystemExit("--mixes compares reward mixes of a model steered over them by token")
         for mix in mixes:  # one the model was trained on, and nothing else it needs (an aux_coef): else an error
             try:
                 steering_suffix(tokenizer, None, mix)
             except SteeringError as e:
                 raise SystemExit(f"{model}: {e}") from None
         b, suffixes = a, tuple(mix_token(m) for m in mixes)
+        if against:  # the first mix against a second model, without a token
+            b, suffixes = load(against)[0], (suffixes[0], "")
     elif against:  # a model steered by adapter at the first of the conditions
         a = at_condition(a, model, by_adapter, conditions[0]) if by_adapter else a
         b, suffixes = load(against)[0], ("", "")
@@ -136,6 +140,8 @@ def probe(model: Path, against: Path | None = None, conditions=(0.0, 3.0), pairs
         ra, _ = response_logps(a, tokenizer, prompt, rejected, suffixes[0])
         rb, _ = response_logps(b, tokenizer, prompt, rejected, suffixes[1])
         diff += ((ca - cb).abs().mean() + (ra - rb).abs().mean()).item() / 2 / len(rows)
+        shared = min(len(first_a), len(first_b))  # a model steered by token has its control tokens beyond
+        first_a, first_b = first_a[:shared].log_softmax(-1), first_b[:shared].log_softmax(-1)
         kl += (first_a.exp() * (first_a - first_b)).sum().item() / len(rows)
         margin_a += (ca.mean() - ra.mean()).item() / len(rows)
         margin_b += (cb.mean() - rb.mean()).item() / len(rows)
@@ -149,7 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--against", type=Path, help="a second model: compare the two, without condition tokens "
                         "(a model steered by adapter at the first of --conditions)")
     parser.add_argument("--conditions", type=float, nargs=2, default=[0.0, 3.0], help="the two aux_coef values")
-    parser.add_argument("--mixes", nargs=2, help="two reward mixes of a model steered over them (in place of --conditions)")
+    parser.add_argument("--mixes", nargs=2, help="two reward mixes of a model steered over them (in place of "
+                        "--conditions); with --against, the first of them against the second model")
     parser.add_argument("--pairs", type=int, default=24)
     parser.add_argument("--data", default="../shared/data/hh-rlhf/harmless-base-dev.jsonl.gz")
     args = parser.parse_args(argv)
@@ -158,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     at = f" at aux_coef {args.conditions[0]:g}" if args.against and r["by_adapter"] else ""
     sides = f"{args.model}{at} vs {args.against}" if args.against else f"{args.model}: aux_coef {args.conditions[0]:g} vs {args.conditions[1]:g}"
     if args.mixes:
-        sides = f"{args.model}: reward mix {args.mixes[0]} vs {args.mixes[1]}"
+        sides = f"{args.model}: reward mix {args.mixes[0]} vs " + (str(args.against) if args.against else args.mixes[1])
     print(f"{sides} ({r['pairs']} single-turn pairs): mean |logp difference| per response token {r['diff']:.4f}; "
           f"KL of the first token {r['kl']:.4f}; chosen - rejected margin {r['margin_a']:.3f} vs {r['margin_b']:.3f}")
 

@@ -68,6 +68,10 @@ def test_two_reward_mixes_of_a_model_steered_over_them(tiny_model_dir, pairs_fil
     assert apart["pairs"] == 2 and apart["diff"] > 1e-4 and apart["kl"] > 0
     same = probe(final, pairs=5, data=data, mixes=("long", "long"))
     assert same["diff"] == 0 and same["kl"] == 0
+    against = probe(final, against=final, pairs=5, data=data, mixes=("long", "long"))  # the mix token vs none
+    assert against["diff"] > 1e-4 and against["margin_a"] == pytest.approx(same["margin_a"])
+    base = probe(final, against=tiny_model_dir, pairs=5, data=data, mixes=("long", "long"))  # 2 tokens fewer
+    assert base["diff"] > 0 and base["kl"] >= 0
     with pytest.raises(SystemExit, match="reward mix 'lng' is not one this model was trained on; trained mixes: "):
         probe(final, pairs=5, data=data, mixes=("short", "lng"))
     with pytest.raises(SystemExit, match="probe its final/"):
