@@ -111,8 +111,11 @@ def test_two_processes_match_one_process_with_twice_the_batch(tiny_model_dir, wi
     tr_dpo = dict(method="dpo", precompute_ref_logps=False, sync_ref_model=True, ref_model_sync_steps=1,
                   ref_model_mixup_alpha=0.5, **COMMON)
     tr_two = run_config(tiny_model_dir, pairs_file, tmp_path / "two-tr-dpo", batch_size=2, **tr_dpo)
+    # LD-DPO and WPO under DDP: each process weighs its own pairs (its pairs' shared lengths, its policy's weights)
+    weighted = dict(method="dpo", ld_alpha=0.5, wpo_weighting=True, **COMMON)
+    weighted_two = run_config(tiny_model_dir, pairs_file, tmp_path / "two-weighted", batch_size=2, **weighted)
     result = _launch([*two.values(), full, part, resumed, *lora_runs, tail, *warm, *step0.values(), *qlora_two,
-                      tr_two], tmp_path)
+                      tr_two, weighted_two], tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     assert (result.stdout + result.stderr).count("reference log-probs reused from the cache") == 2
     assert f"resumed from {Path(part.output_dir) / 'checkpoints' / 'step-2'}" in result.stdout + result.stderr
@@ -139,6 +142,15 @@ def test_two_processes_match_one_process_with_twice_the_batch(tiny_model_dir, wi
             assert r[key] == pytest.approx(s[key], rel=1e-4), (r["step"], key)
     assert_same_updates(load_file(str(one / "model.safetensors")), load_file(str(final_two / "model.safetensors")),
                         start, lr=COMMON["learning_rate"], slack=10)  # fmt: skip
+
+    one = train(run_config(tiny_model_dir, pairs_file, tmp_path / "one-weighted", batch_size=4, **weighted))
+    final_two = Path(weighted_two.output_dir) / "final"
+    assert_same_updates(load_file(str(one / "model.safetensors")), load_file(str(final_two / "model.safetensors")),
+                        start, lr=COMMON["learning_rate"])
+    rows_one, rows_two = read_metrics(one.parent / "metrics.jsonl"), read_metrics(final_two.parent / "metrics.jsonl")
+    for r, s in zip(rows_one, rows_two, strict=True):
+        for key in ("train/loss", "train/wpo/weights", "train/logps/chosen"):
+            assert r[key] == pytest.approx(s[key], rel=1e-3, abs=1e-5), (r["step"], key)
 
     one = train(run_config(tiny_model_dir, pairs_file, tmp_path / "one-tr-dpo", batch_size=4, **tr_dpo))
     assert_same_updates(load_file(str(one / "model.safetensors")),
