@@ -65,6 +65,33 @@ def test_cpo_preference_term_is_trls(beta, label_smoothing, alpha):
     torch.testing.assert_close(rejected, their_rejected)
 
 
+@pytest.mark.parametrize("alpha", [0.0, -0.3, 0.25])
+@pytest.mark.parametrize("loss_type", ["hinge", "ipo"])
+def test_cpo_hinge_and_ipo_are_trls(loss_type, alpha):
+    """CPOTrainer's hinge (summed log-probs) and ipo (per-token means: TRL's average_log_prob), as upo's cpo step
+    with cpo_loss_type; AlphaPO > 0 on ipo's means only."""
+    from upo.config import UPOConfig
+    from upo.forward import StepInputs
+    from upo.methods import METHODS
+
+    if alpha > 0 and loss_type == "hinge":
+        pytest.skip("alphapo_alpha > 0 is refused on summed log-probs")
+    lengths = torch.randint(5, 60, (128,), generator=torch.Generator().manual_seed(8)).float()
+    means = torch.cat([mean_logps(64, 5), mean_logps(64, 6)]) / 4  # (-1.5, 0): sums of a few to ~90 nats
+    sums = means * lengths
+    trl = trainer(loss_type=loss_type, beta=0.5, simpo_gamma=0.5, label_smoothing=0.0)
+    trl.alpha = alpha
+    compared = means if loss_type == "ipo" else sums
+    theirs, their_chosen, their_rejected = cpo_trainer.CPOTrainer.cpo_loss(trl, *compared.chunk(2))
+    x = StepInputs(policy_logps=sums, policy_mean_logps=means, reference_logps=None, desirable=torch.arange(128) < 64,
+                   rewards=torch.zeros(128), num_tokens=lengths)
+    cfg = UPOConfig(method="cpo", beta=0.5, cpo_alpha=0.0, cpo_loss_type=loss_type, alphapo_alpha=alpha)
+    ours, metrics = METHODS["cpo"].loss(x, cfg)
+    torch.testing.assert_close(ours, theirs.mean())
+    torch.testing.assert_close(metrics["rewards/chosen"], their_chosen.mean())
+    torch.testing.assert_close(metrics["rewards/rejected"], their_rejected.mean())
+
+
 @pytest.mark.parametrize("beta", [0.1, 0.25])
 def test_orpo_odds_ratio_term_is_trls(beta):
     """TRL returns beta * log sigmoid(log odds ratio), which its loss subtracts from the NLL."""

@@ -264,16 +264,29 @@ def test_every_method_accepts_the_keys_it_reads_and_refuses_the_other_method_key
                "alol_clip": 0.5, "modpo_w0": 2.0, "pref_loss": "dpo", "rpo_alpha": 0.5, "simpo_gamma": 1.0,
                "cpo_alpha": 0.5, "ipo_per_token": True, "exo_epsilon": 0.01, "discopop_tau": 0.1,
                "f_divergence": "js_divergence", "f_alpha_divergence_coef": 0.3, "alphapo_alpha": -0.1,
-               "loss_mix": {"simpo": 1.0, "sft": 0.5}}
+               "loss_mix": {"simpo": 1.0, "sft": 0.5}, "cpo_loss_type": "hinge"}
     assert sorted(changed) == sorted(method_keys())
     for name, m in METHODS.items():
         for pref_loss in ("kto", "dpo", "ipo") if m.data == "pref" else ("kto",):
             own = {"pref_loss": pref_loss} if m.data == "pref" else {"loss_mix": changed["loss_mix"]} if m.mixes else {}
             reads = config_reads(m, pref_loss, own.get("loss_mix"))
-            UPOConfig(method=name, learning_rate=1e-4, **{k: changed[k] for k in reads if k not in own}, **own)
+            # (cpo's hinge smooths no labels: its label_smoothing is then refused, tested below)
+            accepted = [k for k in reads if k not in own and not (k == "label_smoothing" and "cpo_loss_type" in reads)]
+            UPOConfig(method=name, learning_rate=1e-4, **{k: changed[k] for k in accepted}, **own)
             for key in set(changed) - set(reads):
                 with pytest.raises(ConfigError, match=f"{key} \\(method '{name}'"):
                     UPOConfig(method=name, **{key: changed[key]}, **{k: v for k, v in own.items() if k != key})
+
+
+def test_cpo_loss_types_are_checked():
+    UPOConfig(method="cpo", cpo_loss_type="ipo", alphapo_alpha=0.25)  # AlphaPO > 0 on ipo's per-token means
+    with pytest.raises(ConfigError, match=r"label_smoothing \(cpo_loss_type hinge does not smooth labels"):
+        UPOConfig(method="cpo", cpo_loss_type="hinge", label_smoothing=0.1)
+    with pytest.raises(ConfigError, match="alphapo_alpha 0.25 with cpo"):
+        UPOConfig(method="cpo", cpo_loss_type="hinge", alphapo_alpha=0.25)
+    with pytest.raises(ConfigError, match="cpo_loss_type"):
+        UPOConfig(method="cpo", cpo_loss_type="simpo")
+    UPOConfig(method="mix", loss_mix={"cpo": 1.0, "simpo": 1.0}, cpo_loss_type="hinge", label_smoothing=0.1)  # simpo's
 
 
 def test_keys_read_by_the_run_are_accepted():

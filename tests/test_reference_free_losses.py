@@ -71,6 +71,17 @@ def test_cpo_without_its_nll_is_dpo_without_a_reference():
     torch.testing.assert_close(with_nll - losses, -0.5 * mc)
 
 
+def test_cpo_hinge_and_ipo_hand_worked():
+    """beta 0.5, h = -4 - (-6) = 2: hinge max(0, 1 - 1) = 0; h = 1: 1 - 0.5 = 0.5. ipo: (h - 1/(2 * 0.5))^2 = (2 - 1)^2
+    = 1 and (1 - 1)^2 = 0; alpha 0 (no NLL). An unknown loss_type is an error."""
+    pc, pr, mc = t(-4.0, -5.0), t(-6.0, -6.0), t(-1.0, -1.0)
+    torch.testing.assert_close(cpo_loss(pc, pr, mc, beta=0.5, alpha=0.0, loss_type="hinge")[0], t(0.0, 0.5))
+    torch.testing.assert_close(cpo_loss(pc, pr, mc, beta=0.5, alpha=0.0, loss_type="ipo")[0], t(1.0, 0.0))
+    assert cpo_loss(pc, pr, mc, beta=0.5, alpha=2.0, loss_type="hinge")[0][1].item() == pytest.approx(2.5)
+    with pytest.raises(ValueError, match="unknown CPO loss_type 'simpo'"):
+        cpo_loss(pc, pr, mc, beta=0.5, alpha=0.0, loss_type="simpo")
+
+
 def test_orpo_hand_worked():
     """P_w = 0.5 (odds 1, log odds 0), P_l = 0.25 (odds 1/3, log odds -log 3): log odds ratio log 3,
     odds-ratio loss -log sigmoid(log 3) = log(4/3); NLL -log 0.5; beta 0.1:

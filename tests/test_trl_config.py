@@ -145,6 +145,15 @@ def test_dora_and_rslora_are_translated_with_use_peft():
     assert "use_dora" not in plain.values and any(k.startswith("use_dora") for k in plain.not_translated)
 
 
+@pytest.mark.parametrize("loss_type", ["hinge", "ipo"])
+def test_cpo_hinge_and_ipo_are_translated(loss_type):
+    out = translate({"loss_type": loss_type, "cpo_alpha": 0.5}, "cpo")
+    assert not out.errors and out.values["method"] == "cpo" and out.values["cpo_loss_type"] == loss_type
+    assert out.values["cpo_alpha"] == 0.5
+    alpha = translate({"loss_type": loss_type, "alpha": 0.25}, "cpo")  # AlphaPO > 0: on ipo's per-token means only
+    assert bool(alpha.errors) == (loss_type == "hinge")
+
+
 def test_ld_dpo_and_wpo_are_translated():
     """TRL's ld_alpha is upo's ld_alpha, its use_weighting upo's wpo_weighting; with sft in loss_type a note says
     TRL itself raises on that."""

@@ -243,9 +243,9 @@ the same objective on the same data with the same optimizer settings.
 Each output line says which TRL key (and line) its value came from; TRL's defaults are written out
 where upo's differ and the updates depend on them (learning rate 1e-6, linear schedule, 3 epochs,
 batch 8, max_length 1024, ...). Keys that change nothing about the updates in upo (logging, Hub
-pushes, loader workers, kernels) are listed as not translated. A key upo cannot reproduce (CPOTrainer's
-hinge or ipo, an 8-bit base, another loss_type, a fractional epoch count, ...) is an error naming its line,
-and nothing is written.
+pushes, loader workers, kernels) are listed as not translated. A key upo cannot reproduce (an 8-bit
+base, another loss_type, a fractional epoch count, ...) is an error naming its line, and nothing is
+written.
 
   TRL                                                 upo
   DPOTrainer, loss_type sigmoid                       method: dpo

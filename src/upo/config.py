@@ -30,6 +30,7 @@ PREFERENCE_TERMS = ("kto", "dpo", "ipo")
 OPTIMIZERS = ("adamw", "rmsprop")
 PRECISIONS = ("bf16", "fp32", "fp16")
 AUX_LOGP = ("mean", "sum")
+CPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo")
 TOKEN_INITS = ("text", "mean")
 # What a run written before a key existed did, where that is not the key's default (a run folder's
 # config.yaml without the key is compared as if it held this value: upo.frontier.folders).
@@ -85,6 +86,7 @@ class UPOConfig:
     discopop_tau: Positive[float] = 0.05  # discopop: temperature of the blend between logistic and exponential loss (its authors' 0.05)
     alphapo_alpha: Annotated[float, Interval("(-inf, inf)")] = 0.0  # simpo, cpo: AlphaPO's reward shape (1 - p^-alpha) / alpha in place of log p (Gupta et al. 2025; TRL's CPOConfig alpha); 0 = log p
     cpo_alpha: NonNegative[float] = 1.0  # cpo: weight of the chosen responses' per-token NLL
+    cpo_loss_type: str = "sigmoid"  # cpo: its preference term on h = logp_w - logp_l, as TRL's CPOTrainer loss_type: sigmoid (CPO's -log sigmoid(beta h)) | hinge (max(0, 1 - beta h)) | ipo ((h - 1/(2 beta))^2 on per-token means)
     desirable_weight: Positive[float] = 1.0  # KTO lambda_D
     undesirable_weight: Positive[float] = 1.0  # KTO lambda_U
     aux_coef: NonNegative[float] = 1.0  # lambda: weight of UPO's advantage-weighted likelihood
@@ -159,6 +161,7 @@ class UPOConfig:
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("aux_logp", self.aux_logp, AUX_LOGP)
+        _check_choice("cpo_loss_type", self.cpo_loss_type, CPO_LOSS_TYPES)
         _check_choice("control_token_init", self.control_token_init, TOKEN_INITS)
         _check_choice("lora_base_dtype", self.lora_base_dtype, LORA_BASE_DTYPES)
         _check_choice("bnb_4bit_quant_type", self.bnb_4bit_quant_type, QUANT_TYPES)
@@ -249,10 +252,10 @@ class UPOConfig:
                               + (" and train without lora (its reference is the base with the adapters off, "
                                  "not a copy)" if self.lora else ""))
         cpo = self.method == "cpo" or (method.mixes and "cpo" in (self.loss_mix or {}))
-        if cpo and self.alphapo_alpha > 0:
+        if cpo and self.alphapo_alpha > 0 and self.cpo_loss_type != "ipo":  # ipo compares per-token means
             raise ConfigError(f"alphapo_alpha {self.alphapo_alpha} with cpo: CPO's reward is a response's summed "
                               "log-prob, and (1 - p^-alpha) / alpha of it overflows for any long response; use "
-                              "alphapo_alpha with simpo (per-token means), or < 0 with cpo")
+                              "alphapo_alpha with simpo or cpo_loss_type ipo (per-token means), or < 0 with cpo")
 
     def _check_mix(self, method) -> None:
         """A mix names at least one of the methods it can sum."""
@@ -309,6 +312,8 @@ class UPOConfig:
         from upo.methods import unread_weighting_keys, uses_reference
 
         unread.update(unread_weighting_keys(method, self.pref_loss, self.loss_mix, self.aux_logp))
+        if "cpo_loss_type" in method.reads and self.cpo_loss_type != "sigmoid":  # cpo alone (a mix's terms may read it)
+            unread["label_smoothing"] = f"cpo_loss_type {self.cpo_loss_type} does not smooth labels (sigmoid does)"
         if not self.sync_ref_model:
             unread.update(dict.fromkeys(("ref_model_mixup_alpha", "ref_model_sync_steps"), "sync_ref_model is false"))
         if not uses_reference(method, self.loss_mix):

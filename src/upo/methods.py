@@ -138,7 +138,7 @@ METHODS: dict[str, Method] = {
                     reads=("beta", "simpo_gamma", "label_smoothing", "alphapo_alpha"),
                     summary="SimPO, Meng et al. 2024: length-normalized reward with a target margin"),
     "cpo": Method("cpo", "paired", _mean_loss(steps.cpo_step), uses_reference=False, reference_free_sums=True,
-                  reads=("beta", "cpo_alpha", "label_smoothing", "alphapo_alpha"),
+                  reads=("beta", "cpo_alpha", "cpo_loss_type", "label_smoothing", "alphapo_alpha"),
                   summary="CPO, Xu et al. 2024: reference-free DPO plus the chosen responses' NLL"),
     "orpo": Method("orpo", "paired", _mean_loss(steps.orpo_step), uses_reference=False, reads=("beta",),
                    summary="ORPO, Hong et al. 2024: NLL plus beta (ORPO's lambda) times an odds-ratio loss"),

@@ -6,6 +6,7 @@ Shapes: B = preference pairs. Log-probs are summed over the response tokens unle
 
     simpo   L = -log sigmoid(beta (mean_w - mean_l) - gamma)                   (Meng et al. 2024)
     cpo     L = -log sigmoid(beta (logp_w - logp_l)) - alpha mean_w            (Xu et al. 2024)
+            (TRL's CPOTrainer hinge: max(0, 1 - beta (logp_w - logp_l)); ipo: (mean_w - mean_l - 1/(2 beta))^2)
     orpo    L = -mean_w - lambda log sigmoid(log odds(y_w) - log odds(y_l))    (Hong et al. 2024)
             odds(y) = P / (1 - P), P = exp(mean logp(y|x)) (the per-token geometric-mean probability)
 
@@ -61,24 +62,35 @@ def cpo_loss(
     beta: float,
     alpha: float,
     label_smoothing: float = 0.0,
+    loss_type: str = "sigmoid",
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """CPO (Xu et al. 2024, arXiv 2401.08417): DPO without the reference, plus NLL of the chosen response.
 
     Args:
-        policy_chosen_logps, policy_rejected_logps: [B] summed log pi_theta(y|x).
+        policy_chosen_logps, policy_rejected_logps: [B] summed log pi_theta(y|x) (TRL's ipo: per-token means).
         policy_chosen_mean_logps: [B] per-token mean log pi_theta(y_w|x) (the NLL term).
-        beta: temperature of the reward beta * logp.
+        beta: temperature of the reward beta * logp (ipo: its regularization tau).
         alpha: weight of the chosen responses' per-token NLL (the authors' behaviour-cloning term; 1).
-        label_smoothing: assumed probability that a label is flipped.
+        label_smoothing: assumed probability that a label is flipped (sigmoid only).
+        loss_type: the preference term on h = logp_w - logp_l, as TRL's CPOTrainer: "sigmoid" -log sigmoid(beta h)
+            (CPO's), "hinge" max(0, 1 - beta h), "ipo" (h - 1 / (2 beta))^2.
 
     Returns:
-        losses: [B] -log sigmoid(beta * (logp_w - logp_l)) + alpha * (-mean_w) (label-smoothed when ls > 0).
+        losses: [B] the preference term + alpha * (-mean_w).
         chosen_rewards, rejected_rewards: [B] beta * logp, detached.
         nll: [B] -mean_w, detached (logged as `nll_loss`).
     """
     chosen_rewards = beta * policy_chosen_logps  # [B]
     rejected_rewards = beta * policy_rejected_logps  # [B]
-    preference = smoothed_sigmoid_loss(chosen_rewards - rejected_rewards, label_smoothing)  # [B]
+    margin = policy_chosen_logps - policy_rejected_logps  # [B]
+    if loss_type == "sigmoid":
+        preference = smoothed_sigmoid_loss(beta * margin, label_smoothing)  # [B]
+    elif loss_type == "hinge":
+        preference = torch.relu(1 - beta * margin)
+    elif loss_type == "ipo":
+        preference = (margin - 1 / (2 * beta)) ** 2
+    else:
+        raise ValueError(f"unknown CPO loss_type {loss_type!r}: sigmoid, hinge or ipo")
     nll = -policy_chosen_mean_logps  # [B]
     return preference + alpha * nll, chosen_rewards.detach(), rejected_rewards.detach(), nll.detach()
 

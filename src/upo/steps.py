@@ -240,11 +240,14 @@ def simpo_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
 
 
 def cpo_step(x: StepInputs, cfg) -> tuple[torch.Tensor, Metrics]:
+    """CPO; with cpo_loss_type hinge or ipo, TRL's CPOTrainer's (ipo on per-token means, as TRL's)."""
     pc, pr = split_pairs(x.policy_logps)
-    mc, _ = split_pairs(x.policy_mean_logps)
-    sc, sr = (reference_free_losses.alphapo_reward(p, cfg.alphapo_alpha) for p in (pc, pr))  # AlphaPO's shape
+    mc, mr = split_pairs(x.policy_mean_logps)
+    compared = (mc, mr) if cfg.cpo_loss_type == "ipo" else (pc, pr)
+    sc, sr = (reference_free_losses.alphapo_reward(p, cfg.alphapo_alpha) for p in compared)  # AlphaPO's shape
     per_pair, chosen_r, rejected_r, nll = reference_free_losses.cpo_loss(
-        sc, sr, mc, beta=cfg.beta, alpha=cfg.cpo_alpha, label_smoothing=cfg.label_smoothing)
+        sc, sr, mc, beta=cfg.beta, alpha=cfg.cpo_alpha, label_smoothing=cfg.label_smoothing,
+        loss_type=cfg.cpo_loss_type)
     metrics = pair_metrics(chosen_r, rejected_r, pc, pr)
     metrics["nll_loss"] = nll.mean()
     return per_pair, metrics

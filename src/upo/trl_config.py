@@ -14,9 +14,9 @@ objective on the same data with the same optimizer settings, except where a note
 - Keys that change nothing about the updates in upo (logging folders, Hub pushes, data-loader
   workers, kernels) are listed as not translated; differences upo cannot remove (ORPO's NLL over
   the prompt, data order, weight decay on norms) are listed as notes.
-- A key whose TRL meaning upo cannot reproduce (an 8-bit base, CPOTrainer's hinge and ipo,
-  a fractional epoch count, ...) is an error naming the file, the line and why; so is a key
-  neither knows, and a value of the wrong type. Nothing is dropped silently.
+- A key whose TRL meaning upo cannot reproduce (an 8-bit base, a fractional epoch count, ...) is
+  an error naming the file, the line and why; so is a key neither knows, and a value of the wrong
+  type. Nothing is dropped silently.
 """
 
 from __future__ import annotations

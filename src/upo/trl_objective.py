@@ -40,7 +40,7 @@ def method(ctx: Context) -> None:
         alpha = ctx.number("alpha") if "alpha" in effective else 0.0
         if alpha not in (None, 0.0):  # AlphaPO's reward shape, on CPO's and SimPO's reward alike
             out.set("alphapo_alpha", alpha, ctx.origin("alpha") + " (AlphaPO)")
-            if alpha > 0 and types_ in ([], ["sigmoid"]):
+            if alpha > 0 and types_ in ([], ["sigmoid"], ["hinge"]):
                 ctx.refuse("alpha", f"{alpha}: CPO's reward is the summed log-prob, and p^-alpha of a whole response "
                            "overflows (TRL computes p = exp(summed log-prob), 0 in fp32 below about -104, and its loss "
                            "is then inf); AlphaPO is SimPO's (loss_type alphapo or simpo), or use alpha < 0")
@@ -49,8 +49,10 @@ def method(ctx: Context) -> None:
             types_, cpo_alpha = ["simpo"], 0.0
             if effective.get("cpo_alpha") not in (None, 0, 0.0):
                 out.notes.append("cpo_alpha not translated: TRL's loss_type alphapo sets it to 0")
-        if types_ in ([], ["sigmoid"]):
+        if types_ in ([], ["sigmoid"], ["hinge"], ["ipo"]):
             out.set("method", "cpo", where)
+            if types_ in (["hinge"], ["ipo"]):
+                out.set("cpo_loss_type", types_[0], where)
         elif types_ == ["simpo"] and cpo_alpha == 0.0:
             out.set("method", "simpo", where)
             effective.pop("cpo_alpha", None)  # 0: upo's simpo has no NLL term to weigh
@@ -63,7 +65,7 @@ def method(ctx: Context) -> None:
                              "over each chosen response's tokens, then over the pairs")
         elif types_ != ["simpo"]:
             ctx.refuse("loss_type", f"{effective.get('loss_type')!r}: upo translates CPOTrainer's sigmoid (CPO), "
-                       "simpo and alphapo")
+                       "hinge, ipo, simpo and alphapo")
     else:
         out.set("method", "orpo", f"TRL's {TRAINERS[trainer]}")
         out.notes.append("ORPO's NLL: TRL computes it over the prompt and the chosen response; upo over the chosen "
