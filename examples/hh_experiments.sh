@@ -176,10 +176,14 @@ mkdir -p runs
 DPO_FAMILY=base,dpo,upo-dpo-aux1,dpo-relabel,modpo
 case "${1:-both}" in
   report) rejudge || exit 1  # one judge for every evaluation (a new machine retrains it: other weights)
-          for sweep in "$SEEDS" "$STEERED"; do "$PYTHON" -m upo.cli frontier --config "$sweep"; done
+          rc=0
+          for sweep in "$SEEDS" "$STEERED"; do "$PYTHON" -m upo.cli frontier --config "$sweep" || rc=1; done
           # the long sweep is not queued (above): its report holds the 192-token evaluations that exist, if any
-          "$PYTHON" -m upo.cli frontier --config "$LONG" --finished \
-            || echo "(no report of $LONG: none of its 192-token evaluations exists here; the two reports above are written)" ;;
+          if ! out=$("$PYTHON" -m upo.cli frontier --config "$LONG" --finished 2>&1); then
+            echo "$out"
+            grep -q "no run of .* is finished yet" <<< "$out" || rc=1  # none exists: nothing to report, no failure
+          fi
+          exit $rc ;;
   finished) for sweep in "$SEEDS" "$STEERED" "$LONG"; do "$PYTHON" -m upo.cli frontier --config "$sweep" --finished; done ;;
   status) for sweep in "$SEEDS" "$STEERED" "$LONG"; do "$PYTHON" -m upo.cli frontier --config "$sweep" --status; echo; done ;;
   stop) for n in 0 1; do  # each worker's loop first, then its upo process: a training saves its step (upo.stop)

@@ -2,7 +2,7 @@
 # Reward-mix steering probe (README, "Steered UPO", the reward-mix front): one UPO run steered over two
 # reward mixes by token, and one run trained on each mix, 160 steps each on the first 400 training pairs
 # (seed 1), then how far apart scripts/steering_probe.py finds them. ~45 min on one core; rerun to resume.
-set -e
+set -eo pipefail
 cd "$(dirname "$0")/.."
 out=runs/probe-mixes
 common=(--model embedded:smollm2-135m-instruct --dataset ../shared/data/hh-rlhf/harmless-base-dev.jsonl.gz
@@ -16,7 +16,7 @@ upo() { .venv/bin/upo "$@"; }
   --steer_reward_mixes '{safe: {safety: 0.95, readability: 0.05}, readable: {safety: 0.3, readability: 0.7}}'
 [ -d "$out/grid-safe/final" ] || upo train "${common[@]}" --output_dir "$out/grid-safe" --rewards safety=0.95,readability=0.05
 [ -d "$out/grid-readable/final" ] || upo train "${common[@]}" --output_dir "$out/grid-readable" --rewards safety=0.3,readability=0.7
-probe() { .venv/bin/python scripts/steering_probe.py "$@" 2>/dev/null | tail -1; }
+probe() { .venv/bin/python scripts/steering_probe.py "$@" 2> "$out/probe.err" | tail -1; }  # errors: probe.err
 probe "$out/steered/final" --mixes safe readable
 probe "$out/grid-safe/final" --against "$out/grid-readable/final"
 for mix in safe readable; do

@@ -30,7 +30,8 @@ def reference() -> str:
             f = FIELDS[match.group(1)]
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             domain = domains.get(f.name, "")  # None: a number without bounds, only finite
-            out.append(f"| `{f.name}` | `{default!r}` | {'finite' if domain is None else domain} | {comments.get(f.name, '')} |")
+            meaning = comments.get(f.name, "").replace("|", "\\|")  # a bare | would end the table's cell
+            out.append(f"| `{f.name}` | `{default!r}` | {'finite' if domain is None else domain} | {meaning} |")
     return "\n".join(out)
 
 

@@ -312,3 +312,14 @@ def test_keys_read_by_the_run_are_accepted():
 def test_lora_variants_and_alphapo_settings_that_cannot_work_are_refused(keys, message):
     with pytest.raises(ConfigError, match=message):
         UPOConfig(**keys)
+
+
+def test_label_smoothing_is_refused_where_only_a_cpo_term_of_another_loss_type_reads_it():
+    from upo.frontier.sweep import config_keys
+
+    for mix in ({"cpo": 1.0, "sft": 1.0}, {"cpo": 1.0}):
+        with pytest.raises(ConfigError, match=r"label_smoothing \(cpo_loss_type ipo does not smooth labels"):
+            UPOConfig(method="mix", loss_mix=mix, cpo_loss_type="ipo", label_smoothing=0.1)
+    base = {"label_smoothing": 0.1, "cpo_loss_type": "hinge"}
+    assert "label_smoothing" not in config_keys(base, {"method": "cpo"})  # the base's, meant for its dpo points
+    assert config_keys(base, {"method": "dpo"})["label_smoothing"] == 0.1

@@ -70,7 +70,7 @@ def test_without_preference_only_points_there_is_no_gain_and_the_plot_names_the_
     assert e["hv_gain"] is None and e["hv_ratio_steered"] is not None
     e["hv_ratio_steered_interval"] = [0.25, 0.75]
     ratio = f"{e['hv_ratio_steered']:.3f}"
-    assert plot_title(e) == f"judge/win_rate vs readability/fk_grade\nhypervolume of UPO steered / UPO: {ratio} " \
+    assert plot_title(e) == f"judge/win_rate vs readability/fk_grade\nhypervolume of UPO steered / UPO (grid): {ratio} " \
                             "(95% interval 0.250 to 0.750)"  # fmt: skip
     with_pref = summarize_axes(_rows(), AXES)
     assert plot_title(with_pref) == "judge/win_rate vs readability/fk_grade\nhypervolume gain of UPO over the " \

@@ -152,6 +152,10 @@ def test_cpo_hinge_and_ipo_are_translated(loss_type):
     assert out.values["cpo_alpha"] == 0.5
     alpha = translate({"loss_type": loss_type, "alpha": 0.25}, "cpo")  # AlphaPO > 0: on ipo's per-token means only
     assert bool(alpha.errors) == (loss_type == "hinge")
+    smoothed = translate({"loss_type": loss_type, "label_smoothing": 0.1}, "cpo")  # TRL warns and ignores it
+    assert not smoothed.errors and "label_smoothing" not in smoothed.values
+    assert any(f"TRL's CPOTrainer {loss_type} loss ignores it" in note for note in smoothed.notes)
+    assert any("the NLL term (cpo_alpha)" in note for note in out.notes)
 
 
 def test_ld_dpo_and_wpo_are_translated():

@@ -309,11 +309,9 @@ class UPOConfig:
             unread.update(dict.fromkeys(("value_head_hidden", "value_lr"), f"method {self.method!r} has no value head"))
         if self.steer_aux_coefs is not None:
             unread["aux_coef"] = "steer_aux_coefs gives every example its own"
-        from upo.methods import unread_weighting_keys, uses_reference
+        from upo.methods import unread_setting_keys, uses_reference
 
-        unread.update(unread_weighting_keys(method, self.pref_loss, self.loss_mix, self.aux_logp))
-        if "cpo_loss_type" in method.reads and self.cpo_loss_type != "sigmoid":  # cpo alone (a mix's terms may read it)
-            unread["label_smoothing"] = f"cpo_loss_type {self.cpo_loss_type} does not smooth labels (sigmoid does)"
+        unread.update(unread_setting_keys(method, self.pref_loss, self.loss_mix, self.aux_logp, self.cpo_loss_type))
         if not self.sync_ref_model:
             unread.update(dict.fromkeys(("ref_model_mixup_alpha", "ref_model_sync_steps"), "sync_ref_model is false"))
         if not uses_reference(method, self.loss_mix):

@@ -232,9 +232,10 @@ def uses_reference(method: Method, loss_mix: dict[str, float] | None = None) -> 
     return method.uses_reference
 
 
-def unread_weighting_keys(method: Method, pref_loss: str, loss_mix: dict[str, float] | None = None,
-                          aux_logp: str = "mean") -> dict[str, str]:
-    """LD-DPO's `ld_alpha` and WPO's `wpo_weighting` where a run of `method` cannot take them -> why.
+def unread_setting_keys(method: Method, pref_loss: str, loss_mix: dict[str, float] | None = None,
+                        aux_logp: str = "mean", cpo_loss_type: str = "sigmoid") -> dict[str, str]:
+    """Keys a run of `method` cannot take given its other settings -> why: LD-DPO's `ld_alpha`, WPO's
+    `wpo_weighting`, and `label_smoothing` where only a CPO term of another loss_type than sigmoid reads it.
 
     ld_alpha weighs the summed log-probs of pairs, meant for their log-ratios: a paired run with a
     reference, none of whose summed log-probs serve anything else (a mix's CPO term, UPO's auxiliary
@@ -242,6 +243,9 @@ def unread_weighting_keys(method: Method, pref_loss: str, loss_mix: dict[str, fl
     a mix if every term has it."""
     terms = [METHODS[name] for name in loss_mix or {} if name in METHODS] if method.mixes else [method]
     unread = {}
+    smoothing = [term for term in terms if "label_smoothing" in term.reads]
+    if cpo_loss_type != "sigmoid" and smoothing and all("cpo_loss_type" in term.reads for term in smoothing):
+        unread["label_smoothing"] = f"cpo_loss_type {cpo_loss_type} does not smooth labels (sigmoid does)"
     if batch_format(method, pref_loss) != "paired" or not uses_reference(method, loss_mix):
         unread["ld_alpha"] = (f"method {method.name!r} has no log-ratios of pairs: LD-DPO weighs the tokens past a "
                               "pair's shared length in the summed log-probs of paired methods with a reference")

@@ -53,6 +53,13 @@ def method(ctx: Context) -> None:
             out.set("method", "cpo", where)
             if types_ in (["hinge"], ["ipo"]):
                 out.set("cpo_loss_type", types_[0], where)
+                if effective.pop("label_smoothing", None) not in (None, 0, 0.0):  # TRL warns and ignores it
+                    out.values.pop("label_smoothing", None)
+                    out.origins.pop("label_smoothing", None)
+                    out.notes.append(f"label_smoothing not translated: TRL's CPOTrainer {types_[0]} loss ignores it")
+            if cpo_alpha not in (None, 0.0):
+                out.notes.append("the NLL term (cpo_alpha): TRL averages it over all chosen tokens of the batch; upo "
+                                 "over each chosen response's tokens, then over the pairs")
         elif types_ == ["simpo"] and cpo_alpha == 0.0:
             out.set("method", "simpo", where)
             effective.pop("cpo_alpha", None)  # 0: upo's simpo has no NLL term to weigh

@@ -39,7 +39,7 @@ def plot_title(entry: dict) -> str:
     (pref, aux) = entry["axes"]
     figures = [("hypervolume gain of UPO over the preference-only front", entry["hv_gain"],
                 entry.get("hv_gain_interval")),
-               ("hypervolume of UPO steered / UPO", entry.get("hv_ratio_steered"),
+               ("hypervolume of UPO steered / UPO (grid)", entry.get("hv_ratio_steered"),
                 entry.get("hv_ratio_steered_interval"))]
     name, value, interval = next(((n, v, i) for n, v, i in figures if v is not None), (None, None, None))
     if value is None:

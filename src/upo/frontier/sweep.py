@@ -118,17 +118,18 @@ def _method(name: str):
 def config_keys(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """UPOConfig keys of a point: `base` < `overrides`, without the base's method-specific keys that
     the point's method does not read (`upo.methods.unread_method_keys`: e.g. the base's beta for a
-    CSFT point, its aux_coef for DPO; `unread_weighting_keys`: ld_alpha for KTO), which its config
+    CSFT point, its aux_coef for DPO; `unread_setting_keys`: ld_alpha for KTO), which its config
     would refuse. The point's own keys are kept, so setting an unread one there is still an error."""
     # imports torch: only when configs are built
-    from upo.methods import METHODS, unread_method_keys, unread_weighting_keys
+    from upo.methods import METHODS, unread_method_keys, unread_setting_keys
 
     keys = {**base, **overrides}
     method, pref_loss = keys.get("method", UPOConfig.method), keys.get("pref_loss", UPOConfig.pref_loss)
     unread = set(unread_method_keys(method, pref_loss, keys.get("loss_mix")))
-    if method in METHODS:  # LD-DPO's and WPO's keys, where the point's method cannot take them
-        unread.update(unread_weighting_keys(METHODS[method], pref_loss, keys.get("loss_mix"),
-                                            keys.get("aux_logp", UPOConfig.aux_logp)))
+    if method in METHODS:  # LD-DPO's and WPO's keys, label_smoothing, where the point's settings cannot take them
+        unread.update(unread_setting_keys(METHODS[method], pref_loss, keys.get("loss_mix"),
+                                          keys.get("aux_logp", UPOConfig.aux_logp),
+                                          keys.get("cpo_loss_type", UPOConfig.cpo_loss_type)))
     if keys.get("steer_aux_coefs"):  # a steered point draws each example's aux_coef: the base's is not its own
         unread.add("aux_coef")
     if keys.get("steer_reward_mixes"):  # ... and its reward mix, in place of the base's rewards
