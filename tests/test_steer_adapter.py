@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 from helpers import deterministic, run_config
@@ -18,6 +19,7 @@ from upo.evaluation.eval import run_eval
 from upo.metrics import read_metrics
 from upo.steer_adapter import (
     ADAPTER_FOLDER,
+    AdapterSteering,
     adapter_weight,
     add_steer_adapter,
     load_steered,
@@ -68,12 +70,33 @@ def test_final_and_its_steer_adapter_give_exactly_the_trained_mix_at_each_condit
 
 def test_each_block_of_k_steps_trains_every_condition_once_seeded():
     k = 3
-    draws = [step_condition(s, k, seed=1) for s in range(30)]
+    draws = [step_condition(s, [1] * k, seed=1) for s in range(30)]
     assert all(sorted(draws[b: b + k]) == [0, 1, 2] for b in range(0, 30, k))
-    assert draws == [step_condition(s, k, seed=1) for s in range(30)]  # a function of (step, k, seed): resumable
-    assert draws != [step_condition(s, k, seed=2) for s in range(30)]
+    assert draws == [step_condition(s, [1] * k, seed=1) for s in range(30)]  # a function of its arguments: resumable
+    assert draws != [step_condition(s, [1] * k, seed=2) for s in range(30)]
     assert draws != [s % k for s in range(30)]  # shuffled within blocks, not a fixed rotation
-    assert Counter(step_condition(s, 4, 0) for s in range(400)) == {c: 100 for c in range(4)}
+    assert Counter(step_condition(s, [1] * 4, 0) for s in range(400)) == {c: 100 for c in range(4)}
+    # the permutation of range(K) the draw was before steer_aux_weights existed: runs resume with the same steps
+    assert draws == [int(np.random.default_rng([1, 0x57EE, s // k]).permutation(k)[s % k]) for s in range(30)]
+
+
+def test_weighted_steps_train_each_condition_its_share_of_every_block():
+    """Weights [2, 1, 1]: every block of 4 steps trains condition 0 twice, 1 and 2 once, in a seeded order."""
+    draws = [step_condition(s, [2, 1, 1], seed=3) for s in range(40)]
+    assert all(sorted(draws[b: b + 4]) == [0, 0, 1, 2] for b in range(0, 40, 4))
+    assert len({tuple(draws[b: b + 4]) for b in range(0, 40, 4)}) > 1  # reshuffled each block
+    steering = AdapterSteering(None, [0.0, 1.0, 3.0], seed=3, weights=[2, 1, 1])
+    assert [steering.aux_coef(s) for s in range(40)] == [[0.0, 1.0, 3.0][d] for d in draws]
+
+
+def test_a_weighted_run_trains_each_step_at_its_drawn_condition(tiny_model_dir, pairs_file, tmp_path):
+    """steer_aux_weights [3, 1, 1]: each step's logged aux_coef is step_condition's draw with those weights."""
+    final = train(run_config(tiny_model_dir, pairs_file, tmp_path, lora=True, lora_r=4, max_steps=10, batch_size=2,
+                             steer_aux_coefs=COEFS, steer_by="adapter", steer_aux_weights=[3, 1, 1], seed=5,
+                             max_length=128, max_prompt_length=64, logging_steps=1))
+    rows = [r for r in read_metrics(final.parent / "metrics.jsonl") if "train/loss" in r]
+    assert [r["train/upo/aux_coef_mean"] for r in rows] == [COEFS[step_condition(s, [3, 1, 1], 5)] for s in range(10)]
+    assert [r["train/upo/aux_coef_mean"] for r in rows].count(COEFS[0]) == 6  # 3 of every 5 steps
 
 
 def test_adapter_steering_config_is_checked():
@@ -89,6 +112,12 @@ def test_adapter_steering_config_is_checked():
         UPOConfig(lora=True, **{**keys, "steer_by": "prompt"})
     with pytest.raises(ConfigError, match="steer_by .the run is not steered"):
         UPOConfig(method="upo", lora=True, steer_by="adapter", rewards={"length": 1.0})
+    assert UPOConfig(lora=True, steer_aux_weights=[2, 1, 1], **keys).steer_aux_weights == [2, 1, 1]
+    for weights in ([2, 1], [2, 0, 1], [1.5, 1, 1]):
+        with pytest.raises(ConfigError, match="steer_aux_weights must be one whole number >= 1 per"):
+            UPOConfig(lora=True, steer_aux_weights=weights, **keys)
+    with pytest.raises(ConfigError, match=r"steer_aux_weights \(it weighs the steps of a run steered by adapter"):
+        UPOConfig(lora=True, steer_aux_weights=[2, 1, 1], **{**keys, "steer_by": "token"})
 
 
 def test_lora_on_an_embedding_fails_when_the_steering_adapter_is_added(tiny_model_dir):

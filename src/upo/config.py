@@ -92,6 +92,7 @@ class UPOConfig:
     aux_coef: NonNegative[float] = 1.0  # lambda: weight of UPO's advantage-weighted likelihood
     steer_aux_coefs: list[float] | None = None  # steered UPO: one policy for all these lambdas, each example drawn one and told it by a control token, or each step drawn one that scales a second adapter (steer_by) (README, Steered UPO); null = off
     steer_reward_mixes: dict[str, dict[str, float]] | None = None  # steered UPO over reward mixes: name -> rewards mapping, each example drawn one (with steer_aux_coefs, one pair) and told it by a control token; replaces rewards (README, Steered UPO); null = off
+    steer_aux_weights: list[int] | None = None  # steer_by adapter: how many steps of every sum(weights) train each steer_aux_coefs value, in its order (e.g. [2, 1, 1, 1]: aux_coef 0 on 2 of every 5 steps); null = one each
     steer_by: str = "token"  # how a steered policy is told its aux_coef: "token" = a control token after the prompt; "adapter" = a second LoRA adapter scaled by aux_coef / max(steer_aux_coefs), one condition per optimizer step (lora: true; aux_coef only) (README, Steered UPO)
     control_token_init: str = "text"  # embeddings of new control tokens (steering's, CSFT's): "text" = the mean embedding of the text each stands for ("0.3", a mix's name, "desirable"), distinct from the start; "mean" = transformers' resize default, every new row near the vocabulary's mean, all nearly alike
     eta: Positive[float] = 1.0  # AWR temperature, on standardized rewards
@@ -229,6 +230,12 @@ class UPOConfig:
             if max(self.steer_aux_coefs) <= 0:
                 raise ConfigError("steer_by: adapter scales its adapter by aux_coef / max(steer_aux_coefs): "
                                   "steer_aux_coefs needs a value > 0")
+        weights = self.steer_aux_weights
+        if weights is not None and (self.steer_aux_coefs is None or len(weights) != len(self.steer_aux_coefs)
+                                    or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1
+                                               for w in weights)):
+            raise ConfigError(f"steer_aux_weights must be one whole number >= 1 per steer_aux_coefs value "
+                              f"({self.steer_aux_coefs}), got {weights}")
         if not self.precompute_ref_logps:
             raise ConfigError(f"{keys} needs precompute_ref_logps: true: the reference log-probs do not "
                               "depend on the condition, so they are computed once, from the prompts without it")
@@ -289,6 +296,10 @@ class UPOConfig:
             unread["control_token_init"] = ("no new control tokens: the run is neither steered by token nor csft")
         if not steered:
             unread["steer_by"] = "the run is not steered (no steer_aux_coefs or steer_reward_mixes)"
+        if not (self.steer_aux_coefs is not None and self.steer_by == "adapter"):
+            unread["steer_aux_weights"] = ("it weighs the steps of a run steered by adapter (steer_aux_coefs, "
+                                           "steer_by: adapter); steered by token, every example cycles through "
+                                           "the values")
         if not self.lora:
             unread.update(dict.fromkeys(("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "merge_lora",
                                          "lora_base_dtype", "load_in_4bit", "use_rslora", "use_dora",

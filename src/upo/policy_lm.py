@@ -93,5 +93,5 @@ def build_policy_lm(cfg, model_path: str, tokenizer, token_texts: dict[int, str]
     steering = None
     if cfg.steer_aux_coefs and cfg.steer_by == "adapter":  # a second adapter, scaled by each step's aux_coef
         add_steer_adapter(lm)
-        steering = AdapterSteering(lm, cfg.steer_aux_coefs, cfg.seed)
+        steering = AdapterSteering(lm, cfg.steer_aux_coefs, cfg.seed, cfg.steer_aux_weights)
     return lm, steering

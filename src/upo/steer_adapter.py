@@ -13,7 +13,8 @@ all its conditions sat near the grid's aux_coef 3 model (README).
 
 A scale holds for a whole forward pass, so one forward pass runs one condition: each optimizer step
 trains one condition, drawn by `step_condition` (every block of K steps a seeded permutation of the K
-values: each value trains 1/K of the steps, and a resumed run gives every step the value it had),
+values: each value trains 1/K of the steps, or with `steer_aux_weights` w its share w / sum(w); a
+resumed run gives every step the value it had),
 and each example of that step gets the step's aux_coef in UPO's loss. The reference (the adapters
 disabled), and so the reference log-probs, do not depend on it.
 
@@ -45,11 +46,14 @@ def adapter_weight(aux_coef: float, aux_coefs: list[float]) -> float:
     return float(aux_coef) / max(aux_coefs)
 
 
-def step_condition(step: int, k: int, seed: int) -> int:
-    """Which of the K conditions optimizer step `step` (0-based) trains: within each block of K steps
-    a seeded permutation of range(K), so every K steps train each condition once."""
-    block, position = divmod(step, k)
-    return int(np.random.default_rng([seed, 0x57EE, block]).permutation(k)[position])
+def step_condition(step: int, weights: list[int], seed: int) -> int:
+    """Which of the K conditions optimizer step `step` (0-based) trains: within each block of
+    sum(weights) steps a seeded permutation in which condition i comes weights[i] times, so every block
+    trains each condition that often (all weights 1: each once every K steps)."""
+    total = sum(weights)
+    block, position = divmod(step, total)
+    order = np.repeat(np.arange(len(weights)), weights)  # [total]: condition i weights[i] times
+    return int(order[np.random.default_rng([seed, 0x57EE, block]).permutation(total)[position]])
 
 
 def add_steer_adapter(lm) -> None:
@@ -93,11 +97,12 @@ class AdapterSteering:
     """The training loop's side of it: `apply` sets the scale of a batch's condition on the model
     and gives every sequence of the batch that aux_coef (`StepInputs.aux_coef`)."""
 
-    def __init__(self, lm, aux_coefs: list[float], seed: int):
+    def __init__(self, lm, aux_coefs: list[float], seed: int, weights: list[int] | None = None):
         self.lm, self.aux_coefs, self.seed = lm, list(aux_coefs), seed
+        self.weights = list(weights) if weights is not None else [1] * len(self.aux_coefs)
 
     def aux_coef(self, step: int) -> float:
-        return self.aux_coefs[step_condition(step, len(self.aux_coefs), self.seed)]
+        return self.aux_coefs[step_condition(step, self.weights, self.seed)]
 
     def apply(self, batch: dict, step: int) -> dict:
         """`batch` of optimizer step `step` (or held-out batch `step`), conditioned: the model's scale
