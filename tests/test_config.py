@@ -55,6 +55,12 @@ def test_cli_style_values_are_coerced():
     assert cfg.lora is True and cfg.max_steps is None and cfg.eval_steps == 10
     assert cfg.rewards == {"readability": 0.05, "profanity": 0.95}
     assert cfg.lora_target_modules == ["q_proj", "v_proj"]
+    steered = load_config(None, {"lora": "true", "rewards": "length=1", "steer_aux_coefs": "0,1,3",
+                                 "steer_by": "adapter", "steer_aux_weights": "2,1,1"})
+    assert steered.steer_aux_coefs == [0.0, 1.0, 3.0] and steered.steer_aux_weights == [2, 1, 1]
+    with pytest.raises(ConfigError, match="steer_aux_weights"):
+        load_config(None, {"lora": "true", "rewards": "length=1", "steer_aux_coefs": "0,1,3", "steer_by": "adapter",
+                           "steer_aux_weights": "2,1.5,1"})
 
 
 def test_rewards_given_as_a_json_or_yaml_mapping_on_the_command_line():

@@ -149,11 +149,11 @@ def coerce_value(key: str, hint: Any, value: Any, source: str) -> Any:
     if origin is list:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
-        if typing.get_args(hint) == (float,) and isinstance(value, list):
-            return [coerce_value(key, float, v, source) for v in value]
+        if typing.get_args(hint) in ((float,), (int,)) and isinstance(value, list):
+            return [coerce_value(key, typing.get_args(hint)[0], v, source) for v in value]
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return value
-        kind = "numbers" if typing.get_args(hint) == (float,) else "strings"
+        kind = {(float,): "numbers", (int,): "whole numbers"}.get(typing.get_args(hint), "strings")
         raise ConfigError(f"{source}: {key!r} must be a list of {kind}, got {value!r}")
     if origin is dict and typing.get_args(hint)[1] is not float:  # steer_reward_mixes
         return _coerce_mixes(key, value, source)
