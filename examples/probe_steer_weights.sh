@@ -18,9 +18,10 @@ run() { local name=$1; shift; [ -d "$out/$name/final" ] || OMP_NUM_THREADS=1 tas
 mkdir -p "$out"
 # two at a time; the second pair reuses the reference log-probs the first computed (the cache shared by runs:
 # the four runs' reference forwards see the same inputs)
+trained() { for name in "$@"; do [ -d "$out/$name/final" ] || { echo "$name failed: see $out/$name.log" >&2; exit 1; }; done; }
 { CORE=0 run grid-aux0 --aux_coef 0; } & { CORE=1 run steered-weighted "${steered[@]}" --steer_aux_weights 3,1,1,1; } &
-wait
-{ CORE=0 run grid-aux3 --aux_coef 3; } & { CORE=1 run steered "${steered[@]}"; } & wait
+wait; trained grid-aux0 steered-weighted
+{ CORE=0 run grid-aux3 --aux_coef 3; } & { CORE=1 run steered "${steered[@]}"; } & wait; trained grid-aux3 steered
 probe() { OMP_NUM_THREADS=1 .venv/bin/python scripts/steering_probe.py "$@" 2> "$out/probe.err" | tail -1; }
 probe "$out/grid-aux0/final" --against "$out/grid-aux3/final"
 for s in steered steered-weighted; do
