@@ -181,8 +181,8 @@ def sequence_logps(
     start with, the forward runs from each prompt's last token on only (both only where shared
     prompts run). `ld_alpha` (rows i and N/2 + i pairs): LD-DPO's sums, each token past the pair's
     shared length counted ld_alpha times (the per-token means stay plain, as TRL's NLL); `wpo`: also
-    WPO's per-sequence mean aligned log-probs (`upo.pair_weighting`). Works for any HF causal LM exposing get_decoder()/get_output_embeddings(), wrapped
-    in peft or not.
+    WPO's per-sequence mean aligned log-probs (`upo.pair_weighting`). Works for any HF causal LM
+    exposing get_decoder()/get_output_embeddings(), wrapped in peft or not.
     """
     decoder = model.get_decoder()
     n, width = input_ids.shape
