@@ -51,6 +51,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 SEEDS=examples/frontier_hh_seeds.yaml
 STEERED=examples/frontier_hh_steered.yaml
+WEIGHTED=examples/frontier_hh_steered_weighted.yaml  # the steered run with aux_coef 0 on half its steps
 LONG=examples/frontier_hh_long.yaml  # a seed's DPO/KTO/UPO runs evaluated again at 192 new tokens
 ARCHIVE=results/hh                    # the finished runs' small files, committed (archive / restore)
 JUDGE=runs/rm-hh-025                  # the sweeps' judge (eval.judge in the YAML files)
@@ -169,7 +170,8 @@ restore() {  # the archived files back into runs/, where missing (a new machine)
 
 mkdir -p runs
 # worker 0: seed 1 of both sweeps, then seed 3; worker 1: the judge where missing, seed 2 of both, then
-# helps with seed 3. The 192-token evaluations (frontier_hh_long.yaml) are no longer queued: no issue
+# helps with seed 3. Then the weighted steered sweep (its grid runs are the steered sweep's): worker 0
+# seed 1, worker 1 seed 2, both seed 3. The 192-token evaluations (frontier_hh_long.yaml) are no longer queued: no issue
 # needs them, and a run restored from the archive has no weights to generate from. Each
 # seed takes the DPO family first (UPO with its DPO term against DPO is the comparison that matters
 # most, and these runs are the cheap ones), then the KTO family.
@@ -178,14 +180,19 @@ case "${1:-both}" in
   report) rejudge || exit 1  # one judge for every evaluation (a new machine retrains it: other weights)
           rc=0
           for sweep in "$SEEDS" "$STEERED"; do "$PYTHON" -m upo.cli frontier --config "$sweep" || rc=1; done
-          # the long sweep is not queued (above): its report holds the 192-token evaluations that exist, if any
-          if ! out=$("$PYTHON" -m upo.cli frontier --config "$LONG" --finished 2>&1); then
-            echo "$out"
-            grep -q "no run of .* is finished yet" <<< "$out" || rc=1  # none exists: nothing to report, no failure
-          fi
+          # the long sweep is not queued (above), the weighted one may be running: their reports hold what is
+          # finished, if anything (a report without --finished would train what is missing)
+          for sweep in "$WEIGHTED" "$LONG"; do
+            if ! out=$("$PYTHON" -m upo.cli frontier --config "$sweep" --finished 2>&1); then
+              echo "$out"
+              grep -q "no run of .* is finished yet" <<< "$out" || rc=1  # none exists: nothing to report, no failure
+            fi
+          done
           exit $rc ;;
-  finished) for sweep in "$SEEDS" "$STEERED" "$LONG"; do "$PYTHON" -m upo.cli frontier --config "$sweep" --finished; done ;;
-  status) for sweep in "$SEEDS" "$STEERED" "$LONG"; do "$PYTHON" -m upo.cli frontier --config "$sweep" --status; echo; done ;;
+  finished) for sweep in "$SEEDS" "$STEERED" "$WEIGHTED" "$LONG"; do
+              "$PYTHON" -m upo.cli frontier --config "$sweep" --finished; done ;;
+  status) for sweep in "$SEEDS" "$STEERED" "$WEIGHTED" "$LONG"; do
+            "$PYTHON" -m upo.cli frontier --config "$sweep" --status; echo; done ;;
   stop) for n in 0 1; do  # each worker's loop first, then its upo process: a training saves its step (upo.stop)
           pgid=$(cat "runs/hh-worker-$n.pgid" 2>/dev/null) || continue
           pkill -KILL -x bash -g "$pgid"; pkill -USR1 -g "$pgid" -f "upo.cli frontier"
@@ -198,8 +205,9 @@ case "${1:-both}" in
   archive) archive ;;
   rejudge) rejudge ;;
   restore) restore ;;
-  0) restore; judge_check; start 0 0 "$SEEDS:1:$DPO_FAMILY $SEEDS:1 $STEERED:1 $SEEDS:3:$DPO_FAMILY $SEEDS:3 $STEERED:3" ;;
-  1) restore; start 1 1 "JUDGE $SEEDS:2:$DPO_FAMILY $SEEDS:2 $STEERED:2 $STEERED:3 $SEEDS:3" ;;
+  0) restore; judge_check
+     start 0 0 "$SEEDS:1:$DPO_FAMILY $SEEDS:1 $STEERED:1 $SEEDS:3:$DPO_FAMILY $SEEDS:3 $STEERED:3 $WEIGHTED:1 $WEIGHTED:3" ;;
+  1) restore; start 1 1 "JUDGE $SEEDS:2:$DPO_FAMILY $SEEDS:2 $STEERED:2 $STEERED:3 $SEEDS:3 $WEIGHTED:2 $WEIGHTED:3" ;;
   both) bash "$SCRIPT" 0 && bash "$SCRIPT" 1 ;;
   *) echo "usage: bash examples/hh_experiments.sh [both|0|1|report|finished|status|stop|archive|restore|rejudge]" >&2
      exit 2 ;;

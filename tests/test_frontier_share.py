@@ -50,6 +50,27 @@ def test_the_steered_example_reuses_the_seeds_examples_runs():
                     == run_eval_config(theirs, seeds, template, seed).settings()), name
 
 
+def test_the_weighted_steered_example_is_the_steered_one_with_more_steps_at_aux_coef_0():
+    """frontier_hh_steered_weighted.yaml: the same grid runs (shared, same configs and evaluation) and base, its
+    steered run differing from frontier_hh_steered.yaml's only in steer_aux_weights (and name), its own reports."""
+    steered = load_sweep(EXAMPLES / "frontier_hh_steered.yaml")
+    weighted = load_sweep(EXAMPLES / "frontier_hh_steered_weighted.yaml")
+    assert weighted.points_dir == steered.points_dir and weighted.output_dir != steered.output_dir
+    assert weighted.base == steered.base and weighted.eval == steered.eval and weighted.seeds == steered.seeds
+    quick = [load_sweep(EXAMPLES / f"frontier_hh_steered{tail}.yaml", quick=True) for tail in ("", "_weighted")]
+    assert quick[0].points_dir != quick[1].points_dir and steered.points_dir not in (q.points_dir for q in quick)
+    mine, theirs = runs(weighted), runs(steered)
+    assert sorted(mine.keys() - theirs.keys()) == ["upo-steered-w3111"]
+    assert sorted(theirs.keys() - mine.keys()) == ["upo-steered"]
+    for seed in steered.seeds:
+        for name in mine.keys() & theirs.keys() - {"base"}:
+            assert point_config(mine[name], weighted, seed).to_dict() == point_config(theirs[name], steered, seed).to_dict()
+        a = point_config(mine["upo-steered-w3111"], weighted, seed).to_dict()
+        b = point_config(theirs["upo-steered"], steered, seed).to_dict()
+        assert {k for k in a if a[k] != b[k]} == {"steer_aux_weights", "output_dir"}
+        assert a["steer_aux_weights"] == [3, 1, 1, 1]
+
+
 def test_quick_never_uses_the_full_sweeps_points_dir(tmp_path, monkeypatch):
     """Without points_dir in quick:, --quick keeps its runs in the quick output_dir's points/; with
     one, in that. The example's quick run has its own too, and a quick run writes nothing into the
