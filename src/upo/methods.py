@@ -88,7 +88,8 @@ def _pair(name: str, loss, *keys: str, summary: str, pair_weighting: bool = True
 METHODS: dict[str, Method] = {
     "dpo": Method("dpo", "paired", _mean_loss(steps.dpo_step),
                   reads=("beta", "label_smoothing", "rpo_alpha", "f_divergence", "f_alpha_divergence_coef"),
-                  pair_weighting=True, summary="DPO, Rafailov et al. 2023 (RPO, Pang et al. 2024, with rpo_alpha; f-DPO, Wang et al. 2023, "
+                  pair_weighting=True,
+                  summary="DPO, Rafailov et al. 2023 (RPO, Pang et al. 2024, with rpo_alpha; f-DPO, Wang et al. 2023, "
                           "with f_divergence)"),
     "ipo": Method("ipo", "paired", _mean_loss(steps.ipo_step), reads=("beta", "ipo_per_token"), pair_weighting=True,
                   summary="IPO, Azar et al. 2023"),
